@@ -1,0 +1,329 @@
+//! A test binary with deliberately failing, panicking, slow and flaky tests.
+//! It is not run by `cargo test` directly (it is a `[[bin]]`); the tests in
+//! `tests/runner.rs` run it with chosen arguments and assert on its output
+//! and exit code. Lines starting with `EVENT ` on stderr record what
+//! happened (setups, teardowns, draws) for those assertions.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use harness::{
+    Fixture, FixtureCx, FixtureError, Scope, TestInfo, TestRng, fixture, marker, service_test,
+};
+use rand_core::RngCore;
+
+marker!(
+    broken,
+    "deliberately failing tests, for the harness's own tests"
+);
+marker!(
+    teardown_order,
+    "fixtures that record their setup and teardown order"
+);
+marker!(grouping, "tests that prove group limits hold");
+marker!(seeding, "tests that print their seeded draws");
+
+fn event(what: &str) {
+    eprintln!("EVENT {what}");
+}
+
+/// A test-scoped fixture with no dependencies.
+pub struct Inner(String);
+
+#[fixture]
+async fn inner(cx: &mut FixtureCx) -> Inner {
+    let test = cx.test_name().unwrap_or("?").to_string();
+    event(&format!("setup Inner {test}"));
+    let t = test.clone();
+    cx.on_teardown(async move { event(&format!("teardown Inner {t}")) });
+    Inner(test)
+}
+
+/// A test-scoped fixture that depends on `Inner`: set up after it, torn down before it.
+pub struct Outer;
+
+#[fixture]
+async fn outer(inner: &Inner, cx: &mut FixtureCx) -> Result<Outer, FixtureError> {
+    event(&format!("setup Outer {}", inner.0));
+    let t = inner.0.clone();
+    cx.on_teardown(async move { event(&format!("teardown Outer {t}")) });
+    Ok(Outer)
+}
+
+mod order {
+    use super::*;
+
+    #[service_test(teardown_order)]
+    async fn after_pass(_outer: Outer) {}
+
+    #[service_test(teardown_order, broken)]
+    async fn after_failure(_outer: Outer) -> Result<(), String> {
+        Err("the claim was rejected".into())
+    }
+
+    #[service_test(teardown_order, broken)]
+    async fn after_panic(_outer: Outer) {
+        panic!("boom in the middle of a saga");
+    }
+
+    #[service_test(teardown_order, broken, timeout = "200ms")]
+    async fn after_timeout(_outer: Outer) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+}
+
+/// One per module: set up once however many tests of the module use it.
+pub struct ModuleDb;
+
+static MODULE_DB_SETUPS: AtomicU32 = AtomicU32::new(0);
+
+#[fixture(suite)]
+async fn module_db(cx: &mut FixtureCx) -> ModuleDb {
+    let n = MODULE_DB_SETUPS.fetch_add(1, Ordering::SeqCst) + 1;
+    event(&format!(
+        "setup ModuleDb {} #{n}",
+        cx.module().unwrap_or("?")
+    ));
+    cx.on_teardown(async { event("teardown ModuleDb") });
+    ModuleDb
+}
+
+/// One per run.
+pub struct SessionMesh;
+
+#[fixture(scope = session)]
+async fn session_mesh(cx: &mut FixtureCx) -> SessionMesh {
+    event("setup SessionMesh");
+    cx.on_teardown(async { event("teardown SessionMesh") });
+    SessionMesh
+}
+
+mod scopes {
+    use super::*;
+
+    #[service_test(teardown_order)]
+    async fn first(_db: &ModuleDb, _mesh: &SessionMesh) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[service_test(teardown_order)]
+    async fn second(_db: &ModuleDb, _mesh: &SessionMesh) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    #[service_test(teardown_order)]
+    fn third_sync(_db: &ModuleDb, _mesh: &SessionMesh) {}
+}
+
+/// A fixture whose setup fails.
+pub struct Broken;
+
+#[fixture]
+async fn broken_fixture() -> Result<Broken, String> {
+    Err("database refused the connection".to_string())
+}
+
+/// Depends on the failing one.
+pub struct NeedsBroken;
+
+#[fixture]
+async fn needs_broken(_b: &Broken) -> NeedsBroken {
+    NeedsBroken
+}
+
+/// Panics in setup.
+pub struct Exploding;
+
+#[fixture]
+fn exploding() -> Exploding {
+    panic!("the fixture exploded");
+}
+
+/// A session fixture that (wrongly) asks for a test-scoped one: only a
+/// hand-written impl can do this; `#[fixture]` rejects it at compile time.
+pub struct Wide;
+
+impl Fixture for Wide {
+    const SCOPE: Scope = Scope::Session;
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let _narrow: Inner = cx.get::<Inner>().await?;
+        Ok(Wide)
+    }
+}
+
+/// Cannot be had here: the test is skipped, with the reason.
+pub struct Unavailable;
+
+#[fixture]
+async fn unavailable() -> Result<Unavailable, FixtureError> {
+    Err(FixtureError::skip(
+        "no PostgreSQL here (DATABASE_URL unset, no initdb on PATH)",
+    ))
+}
+
+mod fixture_errors {
+    use super::*;
+
+    #[service_test(broken)]
+    async fn setup_fails(_b: Broken) {}
+
+    #[service_test(broken)]
+    async fn dependency_fails(_n: NeedsBroken) {}
+
+    #[service_test(broken)]
+    fn setup_panics(_e: Exploding) {}
+
+    #[service_test(broken)]
+    async fn narrower_scope(_w: &Wide) {}
+
+    #[service_test(unit)]
+    async fn skipped_when_unavailable(_u: Unavailable) {
+        unreachable!("never runs: the fixture skips it");
+    }
+}
+
+mod failures {
+    use super::*;
+
+    #[service_test(broken)]
+    async fn returns_err() -> Result<(), String> {
+        Err("eligibility answered 503".into())
+    }
+
+    #[service_test(broken)]
+    async fn panics() {
+        panic!("the claim total is negative");
+    }
+
+    #[service_test(broken)]
+    fn sync_panics() {
+        assert_eq!(1 + 1, 3, "arithmetic is broken");
+    }
+
+    #[service_test(broken, timeout = "200ms")]
+    async fn async_overrun() {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+
+    #[service_test(broken, timeout = "200ms")]
+    fn sync_overrun() {
+        std::thread::sleep(Duration::from_secs(5));
+    }
+
+    #[service_test(broken, ignore = "waiting for the billing engine")]
+    async fn ignored_with_reason() {}
+}
+
+mod flaky {
+    use super::*;
+
+    static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+    #[service_test(unit, retries = 2)]
+    async fn passes_on_second_attempt(info: TestInfo) -> Result<(), String> {
+        ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+        if info.attempt == 1 {
+            Err("first attempt fails".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[service_test(broken, retries = 1)]
+    async fn always_fails(info: TestInfo) -> Result<(), String> {
+        Err(format!("attempt {} failed", info.attempt))
+    }
+
+    static CLI_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+    /// Fails its first attempt; passes only when `--retries` allows a second.
+    #[service_test(broken)]
+    async fn needs_cli_retries() -> Result<(), String> {
+        if CLI_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err("first".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+mod seeding {
+    use super::*;
+
+    #[service_test(seeding)]
+    async fn draws(mut rng: TestRng, info: TestInfo) {
+        event(&format!(
+            "draw {} {} {}",
+            info.name,
+            rng.next_u64(),
+            rng.next_u64()
+        ));
+    }
+
+    #[service_test(seeding)]
+    fn other_draws(mut rng: TestRng, info: TestInfo) {
+        event(&format!("draw {} {}", info.name, rng.next_u64()));
+    }
+
+    #[service_test(seeding, broken)]
+    async fn fails_with_seed() -> Result<(), String> {
+        Err("reproduce me".into())
+    }
+}
+
+harness::test_group!("pair", 2);
+
+mod groups {
+    use super::*;
+
+    static SERIAL_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static PAIR_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Holds a place in the group for a while and reports how many of the
+    /// group were running at that moment.
+    async fn occupy(group: &str, active: &AtomicUsize, limit: usize) -> Result<(), String> {
+        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+        event(&format!("group {group} active {now}"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        active.fetch_sub(1, Ordering::SeqCst);
+        if now > limit {
+            Err(format!(
+                "{now} tests of group {group} ran at once; the limit is {limit}"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    macro_rules! group_tests {
+        ($group:literal, $active:ident, $limit:expr, $($name:ident),*) => {$(
+            #[service_test(grouping, group = $group)]
+            async fn $name() -> Result<(), String> {
+                occupy($group, &$active, $limit).await
+            }
+        )*};
+    }
+
+    group_tests!(
+        "serial",
+        SERIAL_ACTIVE,
+        1,
+        serial_1,
+        serial_2,
+        serial_3,
+        serial_4
+    );
+    group_tests!(
+        "pair",
+        PAIR_ACTIVE,
+        2,
+        pair_1,
+        pair_2,
+        pair_3,
+        pair_4,
+        pair_5,
+        pair_6
+    );
+}
+
+harness::main!();

@@ -1,0 +1,103 @@
+//! The test binary's command line: libtest's flags (so `cargo test` and
+//! `cargo nextest run` drive it) plus the harness's own.
+//!
+//! nextest passes no custom flags when it lists tests, so the marker
+//! expression and the seed can also come from the environment:
+//! [`MARKER_ENV`] (`SERVICE_TEST_MARKER`) and [`SEED_ENV`] (`SERVICE_TEST_SEED`).
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Environment variable holding a marker expression, used when no
+/// `--marker` is given (`SERVICE_TEST_MARKER="compliance" cargo nextest run`).
+pub const MARKER_ENV: &str = "SERVICE_TEST_MARKER";
+
+/// Environment variable holding the run seed, used when no `--seed` is given.
+pub const SEED_ENV: &str = "SERVICE_TEST_SEED";
+
+/// The default per-test timeout (a test's own `timeout =` wins, `--timeout` sets it).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Command-line arguments of a harness test binary.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "service-test",
+    about = "A service test binary (libtest-compatible). Runs #[service_test] functions concurrently.",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// libtest's own flags and the positional name filter.
+    #[command(flatten)]
+    pub libtest: libtest_mimic::Arguments,
+
+    /// Select tests by marker expression: names, `and`, `or`, `not`,
+    /// parentheses (e.g. "integration and not slow"). Repeated flags are
+    /// combined with `and`. Also read from SERVICE_TEST_MARKER.
+    #[arg(long = "marker", short = 'm', value_name = "EXPR")]
+    pub marker: Vec<String>,
+
+    /// List every marker with its description and how many tests carry it.
+    #[arg(long = "markers")]
+    pub markers: bool,
+
+    /// The run seed: same seed, same generated data. Printed at start and in
+    /// every failure. Also read from SERVICE_TEST_SEED; random otherwise.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Default per-test timeout, e.g. 30s or 500ms (a test's own `timeout =` wins).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub timeout: Option<Duration>,
+
+    /// Re-run a failing test up to N more times; a pass after a failure is reported as flaky.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Stop starting tests after the first failure (the rest are reported not run).
+    #[arg(long = "fail-fast")]
+    pub fail_fast: bool,
+}
+
+impl Cli {
+    /// The marker expression to apply: the `--marker` flags joined with
+    /// `and`, else the environment variable, else none.
+    pub fn marker_expression(&self) -> Option<String> {
+        match self.marker.as_slice() {
+            [] => std::env::var(MARKER_ENV)
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
+            [one] => Some(one.clone()),
+            many => Some(
+                many.iter()
+                    .map(|m| format!("({m})"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            ),
+        }
+    }
+
+    /// The seed from `--seed` or the environment; an unparsable environment
+    /// value is an error naming the variable.
+    pub fn seed(&self) -> Result<Option<u64>, String> {
+        if let Some(s) = self.seed {
+            return Ok(Some(s));
+        }
+        match std::env::var(SEED_ENV) {
+            Ok(v) => v.trim().parse().map(Some).map_err(|_| {
+                format!("{SEED_ENV}={v:?} is not a seed: expected a whole number like 42")
+            }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// How many tests may run at once: `--test-threads`, else
+    /// `RUST_TEST_THREADS`, else [`crate::schedule::default_concurrency`].
+    pub fn concurrency(&self) -> usize {
+        self.libtest
+            .test_threads
+            .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(crate::schedule::default_concurrency)
+    }
+}

@@ -1,0 +1,192 @@
+//! The executor: runs one test to its outcome.
+//!
+//! Each attempt is its own tokio task (a panic stays inside it), bounded by
+//! the test's timeout. An async test that overruns is cancelled: its future
+//! is dropped at its current `.await`. A sync test runs on the blocking pool;
+//! a thread cannot be stopped, so an overrunning sync test is *reported*
+//! timed out at its deadline and its thread keeps running, detached, until
+//! the process exits. In every case the test-scoped teardowns run afterwards,
+//! in reverse order of setup. A failure is retried up to the retry count; a
+//! pass after a failure is reported as flaky.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fixture::{RunShared, TestCx};
+use crate::panic::panic_message;
+use crate::registry::{TestDef, Verdict};
+
+/// How a test ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The body returned `()` or `Ok(())` (possibly after retries: see [`TestRecord::flaky`]).
+    Passed,
+    /// The body returned an error or panicked; the message says which.
+    Failed(String),
+    /// A fixture could not be set up or torn down: the test could not be judged.
+    Error(String),
+    /// The body ran past its timeout.
+    TimedOut(Duration),
+    /// A fixture said the test cannot run here (e.g. no PostgreSQL).
+    Skipped(String),
+    /// Never started (`--fail-fast` stopped the run first).
+    NotRun(String),
+}
+
+impl Outcome {
+    /// Failed, error or timed out: the kinds that fail a run.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::Error(_) | Outcome::TimedOut(_)
+        )
+    }
+
+    /// A short lower-case label: `passed`, `failed`, `error`, `timed-out`, `skipped`, `not-run`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Error(_) => "error",
+            Outcome::TimedOut(_) => "timed-out",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::NotRun(_) => "not-run",
+        }
+    }
+
+    /// The human message, for failures, errors, skips.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Outcome::Passed => None,
+            Outcome::Failed(m) | Outcome::Error(m) | Outcome::Skipped(m) | Outcome::NotRun(m) => {
+                Some(m.clone())
+            }
+            Outcome::TimedOut(d) => {
+                Some(format!("timed out after {}", crate::duration::format(*d)))
+            }
+        }
+    }
+}
+
+/// The result of running one test, over all its attempts.
+#[derive(Debug, Clone)]
+pub struct TestRecord {
+    /// The test's full name.
+    pub name: String,
+    /// The final outcome.
+    pub outcome: Outcome,
+    /// How many attempts ran (1 when the first settled it).
+    pub attempts: u32,
+    /// Passed only after at least one failed attempt.
+    pub flaky: bool,
+    /// Messages of the failed attempts before the last one.
+    pub earlier_failures: Vec<String>,
+    /// Wall time of all attempts, teardown included.
+    pub duration: Duration,
+}
+
+/// What the executor needs to know to run a test.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecPolicy {
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+/// Runs a test, retrying failures, and returns its record.
+pub(crate) async fn run_test(
+    run: Arc<RunShared>,
+    name: String,
+    def: &'static TestDef,
+    policy: ExecPolicy,
+) -> TestRecord {
+    let started = Instant::now();
+    let timeout = def.timeout.unwrap_or(policy.timeout);
+    let attempts_allowed = 1 + def.retries.unwrap_or(policy.retries);
+    let mut earlier_failures = Vec::new();
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        let outcome = run_attempt(&run, &name, def, attempt, timeout).await;
+        if !outcome.is_failure() || attempt >= attempts_allowed {
+            break outcome;
+        }
+        earlier_failures.push(format!(
+            "attempt {attempt}: {}",
+            outcome.message().unwrap_or_default()
+        ));
+    };
+    TestRecord {
+        flaky: outcome == Outcome::Passed && !earlier_failures.is_empty(),
+        name,
+        outcome,
+        attempts: attempt,
+        earlier_failures,
+        duration: started.elapsed(),
+    }
+}
+
+async fn run_attempt(
+    run: &Arc<RunShared>,
+    name: &str,
+    def: &'static TestDef,
+    attempt: u32,
+    timeout: Duration,
+) -> Outcome {
+    let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
+    let mut task = tokio::spawn((def.body)(cx.clone()));
+    let task_id = task.id();
+    let outcome = match tokio::time::timeout(timeout, &mut task).await {
+        Err(_elapsed) => {
+            task.abort();
+            // Wait for the cancelled future to be dropped, so the test's own
+            // values are gone before its fixtures are torn down.
+            let _ = task.await;
+            Outcome::TimedOut(timeout)
+        }
+        Ok(Ok(Ok(Verdict::Pass))) => Outcome::Passed,
+        Ok(Ok(Ok(Verdict::Fail(msg)))) => Outcome::Failed(msg),
+        Ok(Ok(Err(fixture_error))) if fixture_error.is_skip() => {
+            Outcome::Skipped(fixture_error.to_string())
+        }
+        Ok(Ok(Err(fixture_error))) => Outcome::Error(fixture_error.to_string()),
+        Ok(Err(join)) if join.is_panic() => {
+            let message = panic_message(&*join.into_panic());
+            Outcome::Failed(match crate::panic::take_location(task_id) {
+                Some(where_) => match where_.split_once('\n') {
+                    Some((location, backtrace)) => {
+                        format!("test panicked at {location}:\n{message}\n{backtrace}")
+                    }
+                    None => format!("test panicked at {where_}:\n{message}"),
+                },
+                None => format!("test panicked: {message}"),
+            })
+        }
+        Ok(Err(_cancelled)) => Outcome::Failed("the test's task was cancelled".to_string()),
+    };
+    let outcome = match (outcome, def.is_async) {
+        (Outcome::TimedOut(d), false) => {
+            eprintln!(
+                "warning: sync test `{name}` timed out after {}; its thread cannot be stopped and keeps running detached",
+                crate::duration::format(d)
+            );
+            Outcome::TimedOut(d)
+        }
+        (o, _) => o,
+    };
+    // A panic caught inside the task (in a fixture's setup) left its record.
+    let _ = crate::panic::take_location(task_id);
+    let teardown_failures = cx.ident.store.tear_down().await;
+    if teardown_failures.is_empty() {
+        return outcome;
+    }
+    let teardown = teardown_failures.join("; ");
+    match outcome {
+        Outcome::Passed => Outcome::Error(teardown),
+        Outcome::Failed(m) => Outcome::Failed(format!("{m}\nalso: {teardown}")),
+        Outcome::Error(m) => Outcome::Error(format!("{m}\nalso: {teardown}")),
+        other => {
+            eprintln!("warning: `{name}`: {teardown}");
+            other
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! History: what the previous runs of this binary took, kept under `target/`.
+//!
+//! The scheduler starts the longest tests first, so a long test registered
+//! last does not start last and stretch the run. Durations come from the
+//! previous run; tests never seen before are started first (they may be long).
+//! The file is written atomically (temporary file, then rename).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::execute::TestRecord;
+
+/// The environment variable that overrides where history is kept.
+pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
+
+/// What was last seen of one test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// Wall time of the last run, seconds.
+    pub duration_s: f64,
+    /// The last outcome's label (`passed`, `failed`, …).
+    pub outcome: String,
+}
+
+/// The durations and outcomes of this binary's tests, by name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    /// Format version.
+    pub version: u32,
+    /// Entries by test name.
+    pub tests: BTreeMap<String, Entry>,
+    #[serde(skip)]
+    path: Option<PathBuf>,
+}
+
+impl History {
+    /// Loads the history of the running binary (empty when there is none or
+    /// it cannot be read: history only orders tests, it never fails a run).
+    pub fn load_for_current_exe() -> History {
+        let Some(path) = default_path() else {
+            return History::default();
+        };
+        let mut h = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<History>(&bytes).ok())
+            .unwrap_or_default();
+        h.path = Some(path);
+        h
+    }
+
+    /// The last known duration of a test, in seconds.
+    pub fn duration_s(&self, name: &str) -> Option<f64> {
+        self.tests.get(name).map(|e| e.duration_s)
+    }
+
+    /// Records finished tests (skipped and not-run ones tell nothing about duration).
+    pub fn record<'a>(&mut self, records: impl IntoIterator<Item = &'a TestRecord>) {
+        for r in records {
+            if matches!(
+                r.outcome,
+                crate::Outcome::Skipped(_) | crate::Outcome::NotRun(_)
+            ) {
+                continue;
+            }
+            self.tests.insert(
+                r.name.clone(),
+                Entry {
+                    duration_s: r.duration.as_secs_f64(),
+                    outcome: r.outcome.label().to_string(),
+                },
+            );
+        }
+    }
+
+    /// Writes the history back; a failure is a warning, never an error.
+    pub fn save(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        self.version = 1;
+        if let Err(e) = write_atomically(&path, self) {
+            eprintln!(
+                "warning: could not save test history to {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn write_atomically(path: &Path, h: &History) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(h).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `$SERVICE_TEST_HISTORY_DIR/<binary>.json`, else
+/// `<target>/service-test/history/<binary>.json`, where `<target>` is found
+/// from the executable's path (`<target>/<profile>/deps/<binary>-<hash>`).
+fn default_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let stem = exe.file_stem()?.to_str()?;
+    // Cargo names test binaries `<name>-<16 hex digits>`.
+    let binary = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => stem,
+    };
+    let dir = match std::env::var_os(HISTORY_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let deps = exe.parent()?;
+            let base = if deps.file_name()? == "deps" {
+                deps.parent()?.parent()?
+            } else {
+                deps.parent()?
+            };
+            base.join("service-test").join("history")
+        }
+    };
+    Some(dir.join(format!("{binary}.json")))
+}

@@ -1,0 +1,117 @@
+//! The registry: every `#[service_test]` in the binary, collected through
+//! [`inventory`] before `main` runs.
+//!
+//! `#[service_test]` expands to an [`inventory::submit!`] of a [`TestDef`];
+//! [`registered_tests`] reads them back sorted by name (inventory's order is
+//! unspecified, and `--list` must be deterministic). Test groups declared
+//! with [`test_group!`](crate::test_group!) are collected the same way.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::BoxFuture;
+use crate::fixture::TestCx;
+
+/// What a test body reports when it ran to its end: its own verdict, or the
+/// fixture that could not be set up.
+pub type BodyResult = Result<Verdict, crate::fixture::FixtureError>;
+
+/// The verdict of a test body that returned (as opposed to panicking or
+/// timing out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Returned `()` or `Ok(())`.
+    Pass,
+    /// Returned `Err(e)`; the message is `e`'s `Debug` form, as libtest prints it.
+    Fail(String),
+}
+
+/// One registered test, as `#[service_test]` describes it.
+#[derive(Debug)]
+pub struct TestDef {
+    /// The function's name.
+    pub fn_name: &'static str,
+    /// `module_path!()` where the function is defined.
+    pub module: &'static str,
+    /// Source file and line of the function, for messages.
+    pub file: &'static str,
+    /// Line of the function in `file`.
+    pub line: u32,
+    /// Marker names the test carries.
+    pub markers: &'static [&'static str],
+    /// Services the test exercises (for reports).
+    pub services: &'static [&'static str],
+    /// The test's own timeout; wins over `--timeout`.
+    pub timeout: Option<Duration>,
+    /// The test's own retry count; wins over `--retries`.
+    pub retries: Option<u32>,
+    /// `ignore` or `ignore = "reason"`.
+    pub ignore: Option<&'static str>,
+    /// Whether the test is ignored (`ignore` may come without a reason).
+    pub ignored: bool,
+    /// The concurrency group the test belongs to.
+    pub group: Option<&'static str>,
+    /// `async fn` (runs as a task) or `fn` (runs on the blocking pool).
+    pub is_async: bool,
+    /// Resolves the fixtures and runs the test body.
+    pub body: fn(TestCx) -> BoxFuture<BodyResult>,
+}
+
+inventory::collect!(TestDef);
+
+impl TestDef {
+    /// The test's name as libtest and nextest see it: the module path without
+    /// the crate name, then the function (`compliance::audit_is_complete`).
+    pub fn name(&self) -> String {
+        match self.module.split_once("::") {
+            Some((_, rest)) => format!("{rest}::{}", self.fn_name),
+            None => self.fn_name.to_string(),
+        }
+    }
+
+    /// Does the test carry `marker`?
+    pub fn has_marker(&self, marker: &str) -> bool {
+        self.markers.contains(&marker)
+    }
+}
+
+/// Every registered test, sorted by name, with the name computed once.
+pub fn registered_tests() -> Vec<(String, &'static TestDef)> {
+    let mut tests: Vec<(String, &'static TestDef)> = inventory::iter::<TestDef>
+        .into_iter()
+        .map(|d| (d.name(), d))
+        .collect();
+    tests.sort_by(|a, b| a.0.cmp(&b.0));
+    tests
+}
+
+/// An index of tests by name, for `--exact NAME` (nextest runs each test as
+/// its own process with `--exact`, so finding one must not sort or scan the
+/// whole list per lookup).
+pub fn index_by_name() -> HashMap<String, &'static TestDef> {
+    inventory::iter::<TestDef>
+        .into_iter()
+        .map(|d| (d.name(), d))
+        .collect()
+}
+
+/// A concurrency group: tests with `group = "name"` never run more than
+/// `max_concurrent` at a time. A group used by a test but never declared
+/// allows one at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupDef {
+    /// The group's name, as in `group = "name"`.
+    pub name: &'static str,
+    /// How many of its tests may run at once.
+    pub max_concurrent: usize,
+}
+
+inventory::collect!(GroupDef);
+
+/// The limit of each declared group.
+pub fn group_limits() -> HashMap<&'static str, usize> {
+    inventory::iter::<GroupDef>
+        .into_iter()
+        .map(|g| (g.name, g.max_concurrent.max(1)))
+        .collect()
+}

@@ -1,0 +1,406 @@
+//! One run of a test binary, from the command line to the exit code:
+//! registry → filter → order → schedule → execute → report → history.
+//!
+//! libtest-mimic prints the console (so cargo and nextest read it as
+//! libtest's) and applies libtest's name filters; execution is ours. Our
+//! scheduler starts the selected tests on a tokio runtime before
+//! libtest-mimic is called; libtest-mimic then walks the same tests on one
+//! thread, each trial waiting for its result. Output therefore comes in
+//! start order, while tests run concurrently.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::Parser;
+use libtest_mimic::{Completion, Failed, Trial};
+use tokio::sync::oneshot;
+
+use crate::cli::Cli;
+use crate::execute::{ExecPolicy, Outcome, TestRecord, run_test};
+use crate::fixture::RunShared;
+use crate::history::History;
+use crate::marker::{Expr, known_markers};
+use crate::registry::{TestDef, group_limits, index_by_name, registered_tests};
+use crate::schedule::{Pending, dispatch, longest_first};
+
+/// Exit code for bad input (a malformed or unknown marker expression), as
+/// clap uses for bad flags.
+const EXIT_USAGE: u8 = 2;
+
+/// Parses the command line and runs the registered tests. The body of
+/// [`main!`](crate::main!).
+pub fn run() -> ExitCode {
+    run_with(Cli::parse())
+}
+
+/// Runs the registered tests with already-parsed arguments.
+pub fn run_with(cli: Cli) -> ExitCode {
+    if inventory::iter::<TestDef>.into_iter().next().is_none() {
+        eprintln!(
+            "error: this test binary has no registered tests.\n  \
+             #[service_test] functions register themselves when their crate is linked; if they \
+             live in another crate, name it from this binary (`use that_crate as _;`)."
+        );
+        return ExitCode::FAILURE;
+    }
+
+    let expr_src = cli.marker_expression();
+    let expr = match expr_src.as_deref().map(|src| parse_checked(src)) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let seed = match cli.seed() {
+        Ok(s) => s.unwrap_or_else(crate::seed::fresh_seed),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+
+    if cli.markers {
+        print_markers();
+        return ExitCode::SUCCESS;
+    }
+
+    let args = &cli.libtest;
+    // nextest runs each test as `--exact NAME`: look it up, don't build the list.
+    let candidates: Vec<(String, &'static TestDef)> =
+        match (&args.filter, args.exact, args.skip.is_empty()) {
+            (Some(name), true, true) => index_by_name()
+                .remove(name)
+                .map(|d| vec![(name.clone(), d)])
+                .unwrap_or_default(),
+            _ => registered_tests(),
+        };
+    let total = candidates.len();
+    let selected: Vec<(String, &'static TestDef)> = match &expr {
+        Some(e) => candidates
+            .into_iter()
+            .filter(|(_, d)| e.matches(d.markers))
+            .collect(),
+        None => candidates,
+    };
+
+    if args.list {
+        let trials = selected
+            .iter()
+            .map(|(name, def)| Trial::test(name.clone(), || Ok(())).with_ignored_flag(def.ignored))
+            .collect();
+        return libtest_mimic::run(args, trials).exit_code();
+    }
+
+    let single = args.exact && selected.len() == 1;
+    let mut history = if single {
+        History::default()
+    } else {
+        History::load_for_current_exe()
+    };
+    run_selected(
+        &cli,
+        selected,
+        total,
+        expr_src.as_deref(),
+        seed,
+        &mut history,
+        single,
+    )
+}
+
+fn parse_checked(src: &str) -> Result<Expr, String> {
+    let expr = Expr::parse(src).map_err(|e| e.to_string())?;
+    let known = known_markers();
+    let names: Vec<&str> = known.iter().map(|m| m.name).collect();
+    expr.check_known(src, &names).map_err(|e| e.to_string())?;
+    Ok(expr)
+}
+
+fn print_markers() {
+    let tests = registered_tests();
+    let known = known_markers();
+    let width = known.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    println!("{} markers, {} tests:", known.len(), tests.len());
+    for m in &known {
+        let n = tests.iter().filter(|(_, d)| d.has_marker(m.name)).count();
+        let builtin = if crate::marker::markers::ALL.contains(m) {
+            ""
+        } else {
+            " (user)"
+        };
+        println!(
+            "  {:width$}  {n:>5} test{}  {}{builtin}",
+            m.name,
+            if n == 1 { " " } else { "s" },
+            m.description
+        );
+    }
+}
+
+/// A selected test on its way to the scheduler.
+struct Job {
+    name: String,
+    def: &'static TestDef,
+    tx: oneshot::Sender<TestRecord>,
+}
+
+fn run_selected(
+    cli: &Cli,
+    selected: Vec<(String, &'static TestDef)>,
+    total: usize,
+    expr_src: Option<&str>,
+    seed: u64,
+    history: &mut History,
+    single: bool,
+) -> ExitCode {
+    let args = &cli.libtest;
+    let concurrency = cli.concurrency();
+    let policy = ExecPolicy {
+        timeout: cli.timeout.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        retries: cli.retries.unwrap_or(0),
+    };
+
+    // Trials for libtest-mimic, each waiting on its result; the ones
+    // libtest-mimic will actually run go to our scheduler, in the same order.
+    let mut entries: Vec<(Trial, Option<Job>)> = selected
+        .into_iter()
+        .map(|(name, def)| {
+            let (tx, rx) = oneshot::channel::<TestRecord>();
+            let trial = trial_waiting_for(name.clone(), seed, rx).with_ignored_flag(def.ignored);
+            (trial, Some(Job { name, def, tx }))
+        })
+        .collect();
+    for (trial, job) in &mut entries {
+        if args.is_filtered_out(trial) || args.is_ignored(trial) {
+            *job = None;
+        }
+    }
+    longest_first(&mut entries, history, |(t, _)| t.name());
+
+    let mut trials = Vec::with_capacity(entries.len());
+    let mut jobs = Vec::new();
+    for (trial, job) in entries {
+        trials.push(trial);
+        jobs.extend(job);
+    }
+
+    let selection = match expr_src {
+        Some(src) => format!("{} of {total} tests match `{src}`", trials.len()),
+        None => format!("{total} tests"),
+    };
+    eprintln!(
+        "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {} to run, up to {concurrency} at once",
+        jobs.len()
+    );
+
+    crate::panic::install_hook();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = RunShared::new(seed);
+    let supervisor = runtime.spawn(supervise(run, jobs, concurrency, policy, cli.fail_fast));
+
+    let mut one_thread = args.clone();
+    one_thread.test_threads = Some(1);
+    let conclusion = libtest_mimic::run(&one_thread, trials);
+
+    let (records, teardown_failures) = match runtime.block_on(supervisor) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("error: the scheduler failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A sync test that timed out may still hold a blocking thread; don't wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+
+    let flaky: Vec<&TestRecord> = records.iter().filter(|r| r.flaky).collect();
+    if !flaky.is_empty() {
+        eprintln!(
+            "\nflaky: {} test(s) passed only after failing:",
+            flaky.len()
+        );
+        for r in &flaky {
+            eprintln!(
+                "    {} (passed on attempt {}; {})",
+                r.name,
+                r.attempts,
+                r.earlier_failures.join("; ")
+            );
+        }
+    }
+    if !single {
+        history.record(&records);
+        history.save();
+    }
+    if !teardown_failures.is_empty() {
+        for f in &teardown_failures {
+            eprintln!("error: {f}");
+        }
+        return ExitCode::FAILURE;
+    }
+    conclusion.exit_code()
+}
+
+/// Runs the jobs through the scheduler, tearing down each module's suite
+/// fixtures after its last test and the session's at the end. Returns every
+/// record and the failures of suite and session teardowns.
+async fn supervise(
+    run: Arc<RunShared>,
+    jobs: Vec<Job>,
+    concurrency: usize,
+    policy: ExecPolicy,
+    fail_fast: bool,
+) -> (Vec<TestRecord>, Vec<String>) {
+    let limits = group_limits();
+    let mut per_module: HashMap<&'static str, usize> = HashMap::new();
+    for j in &jobs {
+        *per_module.entry(j.def.module).or_insert(0) += 1;
+    }
+    let per_module = Arc::new(Mutex::new(per_module));
+    let teardown_failures = Arc::new(Mutex::new(Vec::new()));
+    let mut senders: HashMap<String, oneshot::Sender<TestRecord>> =
+        HashMap::with_capacity(jobs.len());
+    let mut pending = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        senders.insert(j.name.clone(), j.tx);
+        pending.push(Pending {
+            group: j.def.group,
+            job: (j.name, j.def),
+        });
+    }
+    let mut records = Vec::new();
+
+    let start = |(name, def): (String, &'static TestDef)| {
+        let run = run.clone();
+        let per_module = per_module.clone();
+        let teardown_failures = teardown_failures.clone();
+        async move {
+            let record = run_test(run.clone(), name, def, policy).await;
+            let last_in_module = {
+                let mut counts = per_module.lock().unwrap_or_else(PoisonError::into_inner);
+                let n = counts.entry(def.module).or_insert(1);
+                *n -= 1;
+                *n == 0
+            };
+            if last_in_module {
+                if let Some(suite) = run.take_suite(def.module) {
+                    let failures = suite.tear_down().await;
+                    teardown_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(
+                            failures
+                                .into_iter()
+                                .map(|f| format!("suite `{}`: {f}", def.module)),
+                        );
+                }
+            }
+            record
+        }
+    };
+    let mut first_failure: Option<String> = None;
+    let not_started = dispatch(pending, concurrency, &limits, start, |record| {
+        let failed = record.outcome.is_failure();
+        if failed && first_failure.is_none() {
+            first_failure = Some(record.name.clone());
+        }
+        if let Some(tx) = senders.remove(&record.name) {
+            let _ = tx.send(record.clone());
+        }
+        records.push(record);
+        fail_fast && failed
+    })
+    .await;
+    for (name, _) in not_started {
+        let record = TestRecord {
+            outcome: Outcome::NotRun(format!(
+                "not run: --fail-fast stopped the run after `{}` failed",
+                first_failure.as_deref().unwrap_or("a test")
+            )),
+            name,
+            attempts: 0,
+            flaky: false,
+            earlier_failures: Vec::new(),
+            duration: Duration::ZERO,
+        };
+        if let Some(tx) = senders.remove(&record.name) {
+            let _ = tx.send(record.clone());
+        }
+        records.push(record);
+    }
+    let mut failures = std::mem::take(
+        &mut *teardown_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for suite in run.take_all_suites() {
+        failures.extend(
+            suite
+                .tear_down()
+                .await
+                .into_iter()
+                .map(|f| format!("suite: {f}")),
+        );
+    }
+    failures.extend(
+        run.session
+            .tear_down()
+            .await
+            .into_iter()
+            .map(|f| format!("session: {f}")),
+    );
+    (records, failures)
+}
+
+/// A libtest-mimic trial whose body waits for the scheduler's result.
+fn trial_waiting_for(name: String, seed: u64, rx: oneshot::Receiver<TestRecord>) -> Trial {
+    let test_name = name.clone();
+    Trial::ignorable_test(name, move || {
+        let record = rx
+            .blocking_recv()
+            .map_err(|_| Failed::from("harness bug: the scheduler dropped this test's result"))?;
+        if record.flaky {
+            eprintln!(
+                "FLAKY {test_name}: passed on attempt {} after: {}",
+                record.attempts,
+                record.earlier_failures.join("; ")
+            );
+        }
+        let prefix = match &record.outcome {
+            Outcome::Passed => return Ok(Completion::Completed),
+            Outcome::Skipped(reason) | Outcome::NotRun(reason) => {
+                return Ok(Completion::ignored_with(reason));
+            }
+            Outcome::Failed(_) => "failed",
+            Outcome::Error(_) => "error",
+            Outcome::TimedOut(_) => "timed out",
+        };
+        let mut msg = format!(
+            "[{prefix}] {}",
+            record.outcome.message().unwrap_or_default()
+        );
+        if !record.earlier_failures.is_empty() {
+            msg.push_str(&format!(
+                "\nall {} attempts failed; earlier: {}",
+                record.attempts,
+                record.earlier_failures.join("; ")
+            ));
+        }
+        msg.push_str(&format!(
+            "\nseed: {seed} (reproduce: --seed {seed} --exact {test_name})"
+        ));
+        Err(Failed::from(msg))
+    })
+}

@@ -1,0 +1,1 @@
+//! The shipped suites live in `tests/suites.rs` (one harness = false binary).
