@@ -326,4 +326,54 @@ mod groups {
     );
 }
 
+/// Eight tests (two of them sync) that wait briefly for each other: the
+/// peak of how many ran at once shows concurrency and its limit.
+mod overlap {
+    use super::*;
+
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    fn arrive() {
+        let now = ACTIVE.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave() {
+        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        event(&format!("overlap peak {}", PEAK.load(Ordering::SeqCst)));
+    }
+
+    macro_rules! async_waiters {
+        ($($name:ident),*) => {$(
+            #[service_test(grouping)]
+            async fn $name() {
+                arrive();
+                for _ in 0..60 {
+                    if ACTIVE.load(Ordering::SeqCst) >= 8 { break; }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                leave();
+            }
+        )*};
+    }
+
+    macro_rules! sync_waiters {
+        ($($name:ident),*) => {$(
+            #[service_test(grouping)]
+            fn $name() {
+                arrive();
+                for _ in 0..60 {
+                    if ACTIVE.load(Ordering::SeqCst) >= 8 { break; }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                leave();
+            }
+        )*};
+    }
+
+    async_waiters!(a1, a2, a3, a4, a5, a6);
+    sync_waiters!(s1, s2);
+}
+
 harness::main!();

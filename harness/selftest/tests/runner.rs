@@ -1,1 +1,550 @@
-fn main() {}
+//! The harness seen from outside: run the `selftest` binary (tests that
+//! fail, panic, time out, flake, share fixtures) with chosen arguments and
+//! assert on its console, its `EVENT` lines and its exit code.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use harness::service_test;
+
+const SELFTEST: &str = env!("CARGO_BIN_EXE_selftest");
+const EMPTY: &str = env!("CARGO_BIN_EXE_empty");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Text after `EVENT ` on each stderr line that has one (the harness
+    /// runs with no capture, so a line may start with console output).
+    fn events(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .chain(self.stdout.lines())
+            .filter_map(|l| l.split_once("EVENT ").map(|(_, e)| e.trim().to_string()))
+            .collect()
+    }
+
+    /// The outcome libtest printed for `name` (`ok`, `FAILED`, `ignored …`).
+    fn outcome(&self, name: &str) -> String {
+        let prefix = format!("test {name} ");
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no outcome line for {name} in:\n{}", self.stdout));
+        let rest = line.split_once("... ").map(|(_, r)| r).unwrap_or("");
+        // Strip an EVENT line that landed on the same console line.
+        rest.split(" EVENT ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    fn listed(&self) -> BTreeSet<String> {
+        self.stdout
+            .lines()
+            .map(|l| l.trim_end_matches(": test").to_string())
+            .collect()
+    }
+}
+
+fn history_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("service-test-runner-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn run_bin(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env_remove("SERVICE_TEST_MARKER")
+        .env_remove("SERVICE_TEST_SEED")
+        .env_remove("RUST_TEST_THREADS")
+        .env("RUST_BACKTRACE", "0")
+        .env("SERVICE_TEST_HISTORY_DIR", history_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn selftest(args: &[&str]) -> Run {
+    run_bin(SELFTEST, args, &[])
+}
+
+// ---- the libtest protocol -------------------------------------------------
+
+#[service_test(unit)]
+fn list_terse_prints_only_name_colon_test_lines() {
+    let r = selftest(&["--list", "--format", "terse"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines.len() >= 40, "{lines:?}");
+    for l in &lines {
+        let (name, kind) = l
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("bad line {l:?}"));
+        assert_eq!(kind, "test", "{l:?}");
+        assert!(!name.is_empty() && !name.contains(' '), "{l:?}");
+    }
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "the list is sorted by name");
+}
+
+#[service_test(unit)]
+fn list_ignored_lists_only_ignored_tests() {
+    let r = selftest(&["--list", "--format", "terse", "--ignored"]);
+    assert_eq!(r.stdout.trim(), "failures::ignored_with_reason: test");
+}
+
+#[service_test(unit)]
+fn a_filter_selects_by_substring_and_skip_removes() {
+    let r = selftest(&["--list", "--format", "terse", "order::"]);
+    assert_eq!(r.listed().len(), 4, "{}", r.stdout);
+    let r = selftest(&[
+        "--list", "--format", "terse", "order::", "--skip", "after_p",
+    ]);
+    assert_eq!(
+        r.listed(),
+        ["order::after_failure", "order::after_timeout"]
+            .map(String::from)
+            .into()
+    );
+}
+
+#[service_test(unit)]
+fn exact_runs_exactly_one_test_as_nextest_does() {
+    let r = selftest(&["--exact", "order::after_pass", "--nocapture"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("running 1 test"), "{}", r.stdout);
+    assert_eq!(r.outcome("order::after_pass"), "ok");
+    // A prefix is not an exact name.
+    let r = selftest(&["--exact", "order::after_pas"]);
+    assert!(r.stdout.contains("running 0 tests"), "{}", r.stdout);
+}
+
+#[service_test(unit)]
+fn json_format_writes_json_lines() {
+    let r = selftest(&["--format", "json", "--exact", "scopes::first"]);
+    assert_eq!(r.code, 0);
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "test" && e["event"] == "ok" && e["name"] == "scopes::first")
+    );
+}
+
+#[service_test(unit)]
+fn a_binary_with_no_registered_tests_fails_loudly() {
+    let r = run_bin(EMPTY, &[], &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no registered tests"), "{}", r.stderr);
+}
+
+// ---- markers ---------------------------------------------------------------
+
+#[service_test(unit)]
+fn a_marker_and_its_negation_partition_the_list() {
+    let all = selftest(&["--list", "--format", "terse"]).listed();
+    let yes = selftest(&["--list", "--format", "terse", "--marker", "teardown_order"]).listed();
+    let no = selftest(&["--list", "--format", "terse", "-m", "not teardown_order"]).listed();
+    assert_eq!(yes.len(), 7, "{yes:?}");
+    assert!(yes.is_disjoint(&no));
+    assert_eq!(yes.union(&no).cloned().collect::<BTreeSet<_>>(), all);
+}
+
+#[service_test(unit)]
+fn marker_expressions_combine_with_precedence() {
+    let r = selftest(&[
+        "--list",
+        "--format",
+        "terse",
+        "-m",
+        "teardown_order and not broken or seeding and not broken",
+    ]);
+    assert_eq!(
+        r.listed(),
+        [
+            "order::after_pass",
+            "scopes::first",
+            "scopes::second",
+            "scopes::third_sync",
+            "seeding::draws",
+            "seeding::other_draws"
+        ]
+        .map(String::from)
+        .into()
+    );
+}
+
+#[service_test(unit)]
+fn the_environment_carries_the_expression_for_nextest() {
+    let r = run_bin(
+        SELFTEST,
+        &["--list", "--format", "terse"],
+        &[("SERVICE_TEST_MARKER", "seeding and broken")],
+    );
+    assert_eq!(r.stdout.trim(), "seeding::fails_with_seed: test");
+}
+
+#[service_test(unit)]
+fn an_unknown_marker_exits_2_with_a_suggestion() {
+    let r = selftest(&["-m", "grouping or brokne"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown marker `brokne`"), "{}", r.stderr);
+    assert!(r.stderr.contains("did you mean `broken`?"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("  grouping or brokne\n              ^^^^^^"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "nothing runs: {}", r.stdout);
+}
+
+#[service_test(unit)]
+fn a_syntax_error_exits_2_with_a_caret() {
+    let r = selftest(&["--marker", "integration and (slow"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("never closed"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("  integration and (slow\n                       ^"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[service_test(unit)]
+fn markers_lists_every_marker_with_counts() {
+    let r = selftest(&["--markers"]);
+    assert_eq!(r.code, 0);
+    let line = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{}", r.stdout))
+            .to_string()
+    };
+    assert!(
+        line("compliance").contains(" 0 tests"),
+        "{}",
+        line("compliance")
+    );
+    assert!(
+        line("teardown_order").contains(" 7 tests"),
+        "{}",
+        line("teardown_order")
+    );
+    assert!(line("teardown_order").ends_with("(user)"));
+    assert!(line("real_services").contains("PostgreSQL"));
+}
+
+// ---- execution -------------------------------------------------------------
+
+#[service_test(unit)]
+fn failures_panics_and_timeouts_are_reported_with_their_cause() {
+    let r = selftest(&["failures::"]);
+    assert_eq!(r.code, 101, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("[failed] \"eligibility answered 503\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("[failed] test panicked at harness/selftest/src/main.rs"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("the claim total is negative"));
+    assert!(r.stdout.contains("arithmetic is broken"), "sync panics too");
+    assert_eq!(
+        r.stdout
+            .matches("[timed out] timed out after 200ms")
+            .count(),
+        2,
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("sync test `failures::sync_overrun` timed out"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.outcome("failures::ignored_with_reason"), "ignored");
+}
+
+#[service_test(unit)]
+fn every_failure_carries_the_seed_and_how_to_reproduce() {
+    let r = selftest(&["--seed", "4242", "seeding::fails_with_seed"]);
+    assert!(
+        r.stderr.contains("seed 4242"),
+        "printed at start: {}",
+        r.stderr
+    );
+    assert!(
+        r.stdout
+            .contains("seed: 4242 (reproduce: --seed 4242 --exact seeding::fails_with_seed)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[service_test(unit)]
+fn teardown_runs_in_reverse_order_after_pass_failure_panic_and_timeout() {
+    let r = selftest(&["order::"]);
+    let events = r.events();
+    for test in [
+        "after_pass",
+        "after_failure",
+        "after_panic",
+        "after_timeout",
+    ] {
+        let name = format!("order::{test}");
+        let mine: Vec<&str> = events
+            .iter()
+            .filter(|e| e.ends_with(&format!(" {name}")))
+            .map(|e| e.rsplit_once(' ').map(|(what, _)| what).unwrap_or(e))
+            .collect();
+        assert_eq!(
+            mine,
+            [
+                "setup Inner",
+                "setup Outer",
+                "teardown Outer",
+                "teardown Inner"
+            ],
+            "{name}: {events:#?}"
+        );
+    }
+}
+
+#[service_test(unit)]
+fn suite_and_session_fixtures_are_shared_and_torn_down_last() {
+    let r = selftest(&["scopes::"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let events = r.events();
+    let count = |prefix: &str| events.iter().filter(|e| e.starts_with(prefix)).count();
+    assert_eq!(count("setup ModuleDb"), 1, "{events:?}");
+    assert_eq!(count("setup SessionMesh"), 1, "{events:?}");
+    assert_eq!(count("teardown ModuleDb"), 1, "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("teardown SessionMesh"),
+        "{events:?}"
+    );
+}
+
+#[service_test(unit)]
+fn a_fixture_that_cannot_be_set_up_is_an_error_naming_it() {
+    let r = selftest(&["fixture_errors::"]);
+    assert!(
+        r.stdout
+            .contains("[error] fixture `Broken` failed to set up: database refused the connection"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("[error] fixture `Broken` failed to set up (needed by `NeedsBroken`)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("[error] fixture `Exploding` panicked during setup: the fixture exploded"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "fixture `Wide` (session scope) asks for `Inner`, which has the narrower test scope"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[service_test(unit)]
+fn a_fixture_that_is_unavailable_skips_the_test_with_the_reason() {
+    let r = selftest(&["fixture_errors::skipped_when_unavailable"]);
+    assert_eq!(r.code, 0);
+    let outcome = r.outcome("fixture_errors::skipped_when_unavailable");
+    assert!(
+        outcome.starts_with(
+            "ignored (skipped: fixture `Unavailable` is unavailable: no PostgreSQL here"
+        ),
+        "{outcome}"
+    );
+}
+
+#[service_test(unit)]
+fn a_pass_after_a_failure_is_reported_flaky() {
+    let r = selftest(&["--exact", "flaky::passes_on_second_attempt"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("FLAKY flaky::passes_on_second_attempt: passed on attempt 2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("flaky: 1 test(s) passed only after failing"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[service_test(unit)]
+fn retries_that_all_fail_report_every_attempt() {
+    let r = selftest(&["--exact", "flaky::always_fails"]);
+    assert_eq!(r.code, 101);
+    assert!(
+        r.stdout.contains("[failed] \"attempt 2 failed\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("all 2 attempts failed; earlier: attempt 1: \"attempt 1 failed\""),
+        "{}",
+        r.stdout
+    );
+}
+
+#[service_test(unit)]
+fn the_retries_flag_applies_to_tests_without_their_own() {
+    let without = selftest(&["--exact", "flaky::needs_cli_retries"]);
+    assert_eq!(without.code, 101);
+    let with = selftest(&["--retries", "1", "--exact", "flaky::needs_cli_retries"]);
+    assert_eq!(with.code, 0, "{}", with.stdout);
+    assert!(with.stderr.contains("FLAKY flaky::needs_cli_retries"));
+}
+
+#[service_test(unit)]
+fn fail_fast_stops_starting_tests_after_the_first_failure() {
+    let r = selftest(&["--fail-fast", "--test-threads", "1", "failures::"]);
+    assert_eq!(r.code, 101);
+    assert!(
+        r.stdout
+            .contains("not run: --fail-fast stopped the run after"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[service_test(unit)]
+fn the_same_seed_gives_the_same_data_whatever_else_runs() {
+    let draw = |args: &[&str]| {
+        let r = selftest(args);
+        r.events()
+            .into_iter()
+            .find(|e| e.starts_with("draw seeding::draws"))
+            .unwrap_or_else(|| panic!("no draw in {}", r.stderr))
+    };
+    let alone = draw(&["--seed", "7", "--exact", "seeding::draws"]);
+    assert_eq!(alone, draw(&["--seed", "7", "--exact", "seeding::draws"]));
+    assert_eq!(
+        alone,
+        draw(&["--seed", "7", "seeding::"]),
+        "other tests running does not change it"
+    );
+    assert_ne!(alone, draw(&["--seed", "8", "--exact", "seeding::draws"]));
+    let from_env = run_bin(
+        SELFTEST,
+        &["--exact", "seeding::draws"],
+        &[("SERVICE_TEST_SEED", "7")],
+    );
+    assert!(from_env.events().contains(&alone));
+}
+
+#[service_test(unit)]
+fn groups_never_exceed_their_limit_and_do_reach_it() {
+    let r = selftest(&["groups::"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let peak = |group: &str| {
+        r.events()
+            .iter()
+            .filter_map(|e| e.strip_prefix(&format!("group {group} active ")))
+            .filter_map(|n| n.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(peak("serial"), 1, "an undeclared group runs one at a time");
+    assert_eq!(
+        peak("pair"),
+        2,
+        "test_group!(\"pair\", 2) runs two at a time"
+    );
+}
+
+#[service_test(unit)]
+fn tests_run_concurrently_up_to_the_test_threads_limit() {
+    let peak = |args: &[&str]| {
+        let r = selftest(args);
+        assert_eq!(r.code, 0, "{}", r.stdout);
+        r.events()
+            .iter()
+            .filter_map(|e| e.strip_prefix("overlap peak "))
+            .filter_map(|n| n.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        peak(&["overlap::"]),
+        8,
+        "all eight (six async, two sync) run at once by default"
+    );
+    assert_eq!(peak(&["overlap::", "--test-threads", "3"]), 3);
+}
+
+#[service_test(unit)]
+fn the_longest_test_of_the_last_run_starts_first() {
+    let dir = history_dir().join("ordering");
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_s = dir.to_string_lossy().into_owned();
+    let env = [("SERVICE_TEST_HISTORY_DIR", dir_s.as_str())];
+    let first_line = |r: &Run| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("test "))
+            .unwrap_or("")
+            .to_string()
+    };
+    let cold = run_bin(SELFTEST, &["order::", "--test-threads", "1"], &env);
+    assert!(
+        first_line(&cold).starts_with("test order::after_failure"),
+        "no history: name order\n{}",
+        cold.stdout
+    );
+    assert!(dir.join("selftest.json").exists(), "history is written");
+    let warm = run_bin(SELFTEST, &["order::", "--test-threads", "1"], &env);
+    assert!(
+        first_line(&warm).starts_with("test order::after_timeout"),
+        "longest first\n{}",
+        warm.stdout
+    );
+}
+
+harness::main!();
