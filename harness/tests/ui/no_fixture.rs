@@ -1,0 +1,8 @@
+use harness::service_test;
+
+pub struct NotAFixture;
+
+#[service_test(unit)]
+async fn needs_something(_x: NotAFixture) {}
+
+harness::main!();

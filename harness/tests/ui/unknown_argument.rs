@@ -1,0 +1,6 @@
+use harness::service_test;
+
+#[service_test(unit, timeot = "1s", retries = 2, services(insurance, billing::v2))]
+async fn misspelt_key() {}
+
+harness::main!();

@@ -1,0 +1,6 @@
+use harness::service_test;
+
+#[service_test(integration, complaince)]
+async fn audit_trail_is_complete() {}
+
+harness::main!();
