@@ -47,7 +47,7 @@ pub fn run_with(cli: Cli) -> ExitCode {
     }
 
     let expr_src = cli.marker_expression();
-    let expr = match expr_src.as_deref().map(|src| parse_checked(src)) {
+    let expr = match expr_src.as_deref().map(parse_checked) {
         None => None,
         Some(Ok(e)) => Some(e),
         Some(Err(message)) => {

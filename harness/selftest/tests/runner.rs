@@ -54,7 +54,7 @@ impl Run {
 }
 
 fn history_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("service-test-runner-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runner-history");
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
@@ -521,7 +521,7 @@ fn tests_run_concurrently_up_to_the_test_threads_limit() {
 
 #[service_test(unit)]
 fn the_longest_test_of_the_last_run_starts_first() {
-    let dir = history_dir().join("ordering");
+    let dir = history_dir().join(format!("ordering-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_s = dir.to_string_lossy().into_owned();
     let env = [("SERVICE_TEST_HISTORY_DIR", dir_s.as_str())];
