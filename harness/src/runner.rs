@@ -282,10 +282,11 @@ async fn supervise(
     }
     let mut records = Vec::new();
 
-    let start = |(name, def): (String, &'static TestDef)| {
-        let run = run.clone();
+    let (start_run, start_failures) = (run.clone(), teardown_failures.clone());
+    let start = move |(name, def): (String, &'static TestDef)| {
+        let run = start_run.clone();
         let per_module = per_module.clone();
-        let teardown_failures = teardown_failures.clone();
+        let teardown_failures = start_failures.clone();
         async move {
             let record = run_test(run.clone(), name, def, policy).await;
             let last_in_module = {
@@ -311,7 +312,7 @@ async fn supervise(
         }
     };
     let mut first_failure: Option<String> = None;
-    let not_started = dispatch(pending, concurrency, &limits, start, |record| {
+    let not_started = dispatch(pending, concurrency, limits, start, |record| {
         let failed = record.outcome.is_failure();
         if failed && first_failure.is_none() {
             first_failure = Some(record.name.clone());

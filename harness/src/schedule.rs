@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::execute::TestRecord;
@@ -45,65 +47,117 @@ pub(crate) struct Pending<J> {
     pub(crate) job: J,
 }
 
+/// The queue the slot workers share.
+struct Queue<J> {
+    pending: VecDeque<Pending<J>>,
+    in_group: HashMap<&'static str, usize>,
+    stopped: bool,
+}
+
+impl<J> Queue<J> {
+    /// The first pending job whose group has room, taking its group place.
+    fn take_next(&mut self, limits: &HashMap<&'static str, usize>) -> Option<Pending<J>> {
+        let in_group = &self.in_group;
+        let i = self.pending.iter().position(|p| {
+            p.group.is_none_or(|g| {
+                in_group.get(g).copied().unwrap_or(0) < limits.get(g).copied().unwrap_or(1)
+            })
+        })?;
+        let next = self.pending.remove(i)?;
+        if let Some(g) = next.group {
+            *self.in_group.entry(g).or_insert(0) += 1;
+        }
+        Some(next)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Starts `pending` in order through `start`, keeping at most `concurrency`
 /// running and each group within its limit (a group not in `limits` allows
 /// one at a time). `done` sees every record as it finishes; it returns
 /// `true` to stop starting new tests (fail-fast). Returns the jobs never
 /// started.
+///
+/// There is one worker task per slot, as libtest has one thread per slot: a
+/// worker starts its next test as soon as its last one finished, with no
+/// central dispatcher in between. A worker whose next tests are all held
+/// back by full groups waits for a group place to free.
 pub(crate) async fn dispatch<J, F, Fut>(
     pending: Vec<Pending<J>>,
     concurrency: usize,
-    limits: &HashMap<&'static str, usize>,
-    mut start: F,
+    limits: HashMap<&'static str, usize>,
+    start: F,
     mut done: impl FnMut(TestRecord) -> bool,
 ) -> Vec<J>
 where
-    F: FnMut(J) -> Fut,
+    J: Send + 'static,
+    F: Fn(J) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = TestRecord> + Send + 'static,
 {
-    let concurrency = concurrency.max(1);
-    let mut queue: VecDeque<Pending<J>> = pending.into();
-    let mut running: JoinSet<(Option<&'static str>, TestRecord)> = JoinSet::new();
-    let mut in_group: HashMap<&'static str, usize> = HashMap::new();
-    let mut stopped = false;
-    loop {
-        if !stopped {
-            let mut i = 0;
-            while running.len() < concurrency && i < queue.len() {
-                let group = queue[i].group;
-                let fits = group.is_none_or(|g| {
-                    in_group.get(g).copied().unwrap_or(0) < limits.get(g).copied().unwrap_or(1)
-                });
-                if !fits {
-                    i += 1;
-                    continue;
-                }
-                let Some(next) = queue.remove(i) else { break };
-                if let Some(g) = group {
-                    *in_group.entry(g).or_insert(0) += 1;
-                }
-                let fut = start(next.job);
-                running.spawn(async move { (group, fut.await) });
-            }
-        }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok((group, record)) => {
-                if let Some(g) = group {
-                    if let Some(n) = in_group.get_mut(g) {
+    let workers = concurrency.max(1).min(pending.len());
+    let queue = Arc::new(Mutex::new(Queue {
+        pending: pending.into(),
+        in_group: HashMap::new(),
+        stopped: false,
+    }));
+    let freed = Arc::new(Notify::new());
+    let limits = Arc::new(limits);
+    let start = Arc::new(start);
+    let (tx, mut rx) = mpsc::unbounded_channel::<TestRecord>();
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let (queue, freed, limits, start, tx) = (
+            queue.clone(),
+            freed.clone(),
+            limits.clone(),
+            start.clone(),
+            tx.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let next = loop {
+                    let notified = freed.notified();
+                    {
+                        let mut q = lock(&queue);
+                        if q.stopped || q.pending.is_empty() {
+                            return;
+                        }
+                        if let Some(next) = q.take_next(&limits) {
+                            break next;
+                        }
+                    }
+                    notified.await;
+                };
+                let record = start(next.job).await;
+                if let Some(g) = next.group {
+                    if let Some(n) = lock(&queue).in_group.get_mut(g) {
                         *n -= 1;
                     }
+                    freed.notify_waiters();
                 }
-                if done(record) {
-                    stopped = true;
+                if tx.send(record).is_err() {
+                    return;
                 }
             }
-            // The executor catches test panics itself; a panic here is a bug
-            // in the harness, and must not pass silently.
-            Err(e) => panic!("harness bug: a test's supervising task failed: {e}"),
+        });
+    }
+    drop(tx);
+    while let Some(record) = rx.recv().await {
+        if done(record) {
+            lock(&queue).stopped = true;
+            freed.notify_waiters();
         }
     }
-    queue.into_iter().map(|p| p.job).collect()
+    while let Some(joined) = tasks.join_next().await {
+        // The executor catches test panics itself; a panic here is a bug in
+        // the harness, and must not pass silently.
+        if let Err(e) = joined {
+            panic!("harness bug: a scheduler worker failed: {e}");
+        }
+    }
+    let rest = std::mem::take(&mut lock(&queue).pending);
+    rest.into_iter().map(|p| p.job).collect()
 }

@@ -1,1 +1,42 @@
-fn main() {}
+//! Project automation, run through the cargo alias: `cargo xtask <task>`.
+//!
+//! - `cargo xtask bench runner`: the runner benchmarks (P1, P2, P3), each a
+//!   ratio against peers measured in the same run; writes `target/bench/runner.json`.
+
+mod bench_runner;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["bench", "runner", rest @ ..] => bench_runner::run(rest),
+        ["bench"] | ["bench", "all"] => bench_runner::run(&[]),
+        ["-h" | "--help" | "help"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{}`\n\n{USAGE}", other.join(" ")),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// The shared target directory (`CARGO_TARGET_DIR` or `<root>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}

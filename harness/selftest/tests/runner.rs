@@ -547,4 +547,27 @@ fn the_longest_test_of_the_last_run_starts_first() {
     );
 }
 
+// ---- docs ------------------------------------------------------------------
+
+#[service_test(unit)]
+fn the_readme_quick_start_is_the_compiled_quickstart_test() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let compiled =
+        std::fs::read_to_string(root.join("harness/tests/quickstart.rs")).expect("quickstart.rs");
+    let section = readme
+        .split("## Writing a test")
+        .nth(1)
+        .expect("a 'Writing a test' section");
+    let snippet = section
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a rust block");
+    assert_eq!(
+        snippet, compiled,
+        "README.md's quick start and harness/tests/quickstart.rs differ"
+    );
+}
+
 harness::main!();

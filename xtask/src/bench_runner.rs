@@ -1,0 +1,422 @@
+//! `cargo xtask bench runner`: how fast our runner runs generated suites,
+//! as ratios against peers measured in the same run on the same machine.
+//!
+//! - P1: 1000 tests that each await 50 ms. Peers: the libtest binary at its
+//!   default threads and at our concurrency, and `cargo nextest run` at its
+//!   default `-j`. Bound: 1000 × 50 ms / our concurrency. The libtest tests
+//!   are `#[tokio::test]`s awaiting the same `tokio::time::sleep`, so both
+//!   sides pay tokio's 1 ms timer resolution; the same tests written with
+//!   `std::thread::sleep` are measured too (`libtest_thread_sleep_same_concurrency`).
+//! - P2: 10 000 no-op tests. Peers: the libtest binary and `cargo nextest run`.
+//! - P3: 300 tests with heavy-tailed durations, the longest (3 s) registered
+//!   last. Bound: max(longest, total / slots). Measured after one warm-up run,
+//!   since longest-first ordering uses the previous run's durations (the cold
+//!   run is reported too).
+//!
+//! The suites are generated under `target/bench/runner-suite/` (a workspace
+//! of its own, built in release with the shared target directory), and run
+//! with their output discarded, so printing costs the same for everyone.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::{target_dir, workspace_root};
+
+const P1_TESTS: usize = 1_000;
+const P1_WAIT_MS: u64 = 50;
+const P2_TESTS: usize = 10_000;
+const P3_TESTS: usize = 300;
+const P3_LONGEST_MS: u64 = 3_000;
+
+/// Durations of P3: a spread of 100..1000 ms, and the longest last.
+fn p3_durations_ms() -> Vec<u64> {
+    (0..P3_TESTS)
+        .map(|i| {
+            if i == P3_TESTS - 1 {
+                P3_LONGEST_MS
+            } else {
+                100 + (i as u64 * 37) % 900
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct Figure {
+    id: &'static str,
+    what: String,
+    ours_s: f64,
+    peers: serde_json::Map<String, serde_json::Value>,
+    bound_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ours_cold_s: Option<f64>,
+    concurrency: usize,
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("`cargo xtask bench runner` takes no arguments (got `{a}`)");
+    }
+    let out_dir = target_dir().join("bench");
+    let suite_dir = out_dir.join("runner-suite");
+    generate(&suite_dir).context("generating the benchmark suites")?;
+    eprintln!("[bench runner] building the generated suites (release)…");
+    let (ours, libtest) = build(&suite_dir)?;
+    let history = out_dir.join("runner-history");
+    let _ = std::fs::remove_dir_all(&history);
+
+    let has_nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_nextest {
+        eprintln!(
+            "[bench runner] cargo-nextest is not installed: its columns are left empty (cargo install cargo-nextest)"
+        );
+    }
+    let nextest = |filter: &str| -> Result<Option<f64>> {
+        if !has_nextest {
+            return Ok(None);
+        }
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "nextest",
+            "run",
+            "--release",
+            "--no-fail-fast",
+            "--test",
+            "libtest",
+            filter,
+        ])
+        .arg("--manifest-path")
+        .arg(suite_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir());
+        Ok(Some(time_once(&mut cmd, "cargo nextest run")?))
+    };
+    let ours_cmd = |filter: &str| {
+        let mut c = Command::new(&ours);
+        c.arg(filter)
+            .env("SERVICE_TEST_HISTORY_DIR", &history)
+            .env("SERVICE_TEST_SEED", "1");
+        c
+    };
+    let concurrency = our_concurrency(&ours)?;
+
+    let mut figures = Vec::new();
+
+    eprintln!("[bench runner] P1: {P1_TESTS} tests × {P1_WAIT_MS} ms");
+    let p1_ours = time_best(|| ours_cmd("p1::"), "ours P1")?;
+    let p1_libtest = time_best(|| cmd_with(&libtest, &["p1::"]), "libtest P1")?;
+    let threads = concurrency.to_string();
+    let p1_libtest_same = time_best(
+        || cmd_with(&libtest, &["p1::", "--test-threads", &threads]),
+        "libtest P1 same concurrency",
+    )?;
+    let p1_blocking_same = time_best(
+        || cmd_with(&libtest, &["p1_blocking::", "--test-threads", &threads]),
+        "libtest P1 thread::sleep",
+    )?;
+    let p1_nextest = nextest("p1::")?;
+    figures.push(Figure {
+        id: "P1",
+        what: format!("{P1_TESTS} tests each awaiting {P1_WAIT_MS} ms"),
+        ours_s: p1_ours,
+        peers: peers(&[
+            ("libtest", Some(p1_libtest)),
+            ("libtest_same_concurrency", Some(p1_libtest_same)),
+            ("nextest", p1_nextest),
+            (
+                "libtest_thread_sleep_same_concurrency",
+                Some(p1_blocking_same),
+            ),
+        ]),
+        bound_s: Some(P1_TESTS as f64 * P1_WAIT_MS as f64 / 1000.0 / concurrency as f64),
+        ours_cold_s: None,
+        concurrency,
+    });
+
+    eprintln!("[bench runner] P2: {P2_TESTS} no-op tests");
+    let p2_ours = time_best(|| ours_cmd("p2::"), "ours P2")?;
+    let p2_libtest = time_best(|| cmd_with(&libtest, &["p2::"]), "libtest P2")?;
+    let p2_nextest = nextest("p2::")?;
+    figures.push(Figure {
+        id: "P2",
+        what: format!("{P2_TESTS} no-op tests"),
+        ours_s: p2_ours,
+        peers: peers(&[("libtest", Some(p2_libtest)), ("nextest", p2_nextest)]),
+        bound_s: None,
+        ours_cold_s: None,
+        concurrency,
+    });
+
+    eprintln!(
+        "[bench runner] P3: {P3_TESTS} heavy-tailed tests, longest last (cold run, then warm)"
+    );
+    let durations = p3_durations_ms();
+    let longest = *durations.iter().max().unwrap_or(&0) as f64 / 1000.0;
+    let total: f64 = durations.iter().sum::<u64>() as f64 / 1000.0;
+    let p3_cold = time_once(&mut ours_cmd("p3::"), "ours P3 cold")?;
+    let p3_warm = time_best(|| ours_cmd("p3::"), "ours P3 warm")?;
+    figures.push(Figure {
+        id: "P3",
+        what: format!(
+            "{P3_TESTS} tests, {total:.0} s in all, longest {longest:.0} s registered last"
+        ),
+        ours_s: p3_warm,
+        peers: serde_json::Map::new(),
+        bound_s: Some(longest.max(total / concurrency as f64)),
+        ours_cold_s: Some(p3_cold),
+        concurrency,
+    });
+
+    let json_path = out_dir.join("runner.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&figures)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    print!("{}", table(&figures));
+    println!("\nwritten: {}", json_path.display());
+    Ok(())
+}
+
+fn peers(list: &[(&str, Option<f64>)]) -> serde_json::Map<String, serde_json::Value> {
+    list.iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.map_or(serde_json::Value::Null, |x| round3(x).into()),
+            )
+        })
+        .collect()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn table(figures: &[Figure]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:<4} {:>9}  {:<28} {:>9} {:>13}",
+        "id", "ours (s)", "compared with", "them (s)", "ours faster ×"
+    );
+    for f in figures {
+        let mut rows: Vec<(String, Option<f64>)> = f
+            .peers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64()))
+            .collect();
+        if let Some(b) = f.bound_s {
+            rows.push(("bound (ideal)".to_string(), Some(b)));
+        }
+        if let Some(c) = f.ours_cold_s {
+            rows.push(("ours, cold (no history)".to_string(), Some(c)));
+        }
+        for (i, (name, them)) in rows.iter().enumerate() {
+            let ours = if i == 0 {
+                format!("{:.3}", f.ours_s)
+            } else {
+                String::new()
+            };
+            let id = if i == 0 { f.id } else { "" };
+            let (them_s, ratio) = match them {
+                Some(t) => (format!("{t:.3}"), format!("{:.2}", t / f.ours_s)),
+                None => ("n/a".to_string(), "n/a".to_string()),
+            };
+            let _ = writeln!(s, "{id:<4} {ours:>9}  {name:<28} {them_s:>9} {ratio:>13}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n(\"ours faster ×\" = their time / ours; against a bound it is ≤ 1, and 1/x is how far from ideal.)"
+    );
+    s
+}
+
+fn cmd_with(bin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args);
+    c
+}
+
+/// Runs a command with its output discarded and returns the wall time in seconds.
+fn time_once(cmd: &mut Command, what: &str) -> Result<f64> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("{what} failed ({}):\n{}", out.status, tail.join("\n"));
+    }
+    Ok(secs)
+}
+
+/// The best of three runs for short measurements (under 5 s), else one.
+fn time_best(mut make: impl FnMut() -> Command, what: &str) -> Result<f64> {
+    let first = time_once(&mut make(), what)?;
+    if first > 5.0 {
+        return Ok(first);
+    }
+    let mut best = first;
+    for _ in 0..2 {
+        best = best.min(time_once(&mut make(), what)?);
+    }
+    Ok(best)
+}
+
+/// Our binary prints "up to N at once" at start; the bound and the
+/// same-concurrency peer use that N.
+fn our_concurrency(ours: &Path) -> Result<usize> {
+    let out = Command::new(ours)
+        .args(["--exact", "p2::t00000"])
+        .output()
+        .context("running our suite")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.split("up to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("cannot read the concurrency from our start line: {err}"))
+}
+
+fn generate(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let harness = workspace_root().join("harness");
+    let manifest = format!(
+        r#"# Generated by `cargo xtask bench runner`; do not edit.
+[package]
+name = "runner-bench-suite"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[dependencies]
+harness = {{ path = {harness:?} }}
+tokio = {{ version = "1", features = ["time", "rt", "macros"] }}
+
+[[test]]
+name = "ours"
+path = "ours.rs"
+harness = false
+
+[[test]]
+name = "libtest"
+path = "libtest.rs"
+"#
+    );
+    write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
+    // Same dependency versions as the workspace, so compiled crates are shared.
+    if let Ok(lock) = std::fs::read(workspace_root().join("Cargo.lock")) {
+        if !dir.join("Cargo.lock").exists() {
+            std::fs::write(dir.join("Cargo.lock"), lock)?;
+        }
+    }
+
+    let mut ours = String::from(
+        "// Generated by `cargo xtask bench runner`.\nuse std::time::Duration;\nuse harness::service_test;\n\n",
+    );
+    let mut libtest = String::from(
+        "// Generated by `cargo xtask bench runner`.\n#![allow(non_snake_case)]\nuse std::time::Duration;\n\n",
+    );
+    ours.push_str("mod p1 {\n    use super::*;\n");
+    libtest.push_str("mod p1 {\n    use super::*;\n");
+    for i in 0..P1_TESTS {
+        let _ = writeln!(
+            ours,
+            "    #[service_test(unit)] async fn t{i:04}() {{ tokio::time::sleep(Duration::from_millis({P1_WAIT_MS})).await; }}"
+        );
+        let _ = writeln!(
+            libtest,
+            "    #[tokio::test] async fn t{i:04}() {{ tokio::time::sleep(Duration::from_millis({P1_WAIT_MS})).await; }}"
+        );
+    }
+    libtest.push_str("}\n\nmod p1_blocking {\n    use super::*;\n");
+    for i in 0..P1_TESTS {
+        let _ = writeln!(
+            libtest,
+            "    #[test] fn t{i:04}() {{ std::thread::sleep(Duration::from_millis({P1_WAIT_MS})); }}"
+        );
+    }
+    ours.push_str("}\n\nmod p2 {\n    use super::*;\n");
+    libtest.push_str("}\n\nmod p2 {\n");
+    for i in 0..P2_TESTS {
+        let _ = writeln!(ours, "    #[service_test(unit)] async fn t{i:05}() {{}}");
+        let _ = writeln!(libtest, "    #[test] fn t{i:05}() {{}}");
+    }
+    ours.push_str("}\n\nmod p3 {\n    use super::*;\n");
+    for (i, ms) in p3_durations_ms().into_iter().enumerate() {
+        let _ = writeln!(
+            ours,
+            "    #[service_test(unit)] async fn t{i:03}() {{ tokio::time::sleep(Duration::from_millis({ms})).await; }}"
+        );
+    }
+    ours.push_str("}\n\nharness::main!();\n");
+    libtest.push_str("}\n");
+    write_if_changed(&dir.join("ours.rs"), &ours)?;
+    write_if_changed(&dir.join("libtest.rs"), &libtest)?;
+    Ok(())
+}
+
+/// Leaves an unchanged file alone so cargo does not rebuild it.
+fn write_if_changed(path: &Path, content: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Builds both test binaries and returns their paths (ours, libtest).
+fn build(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let out = Command::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo to build the benchmark suites")?;
+    if !out.status.success() {
+        bail!("building the benchmark suites failed ({})", out.status);
+    }
+    let (mut ours, mut libtest) = (None, None);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        else {
+            continue;
+        };
+        match name {
+            "ours" => ours = Some(PathBuf::from(exe)),
+            "libtest" => libtest = Some(PathBuf::from(exe)),
+            _ => {}
+        }
+    }
+    match (ours, libtest) {
+        (Some(o), Some(l)) => Ok((o, l)),
+        _ => bail!("cargo built the suites but did not name both test executables"),
+    }
+}
