@@ -203,7 +203,7 @@ fn table(figures: &[Figure]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:<4} {:>9}  {:<28} {:>9} {:>13}",
+        "\n{:<4} {:>9}  {:<40} {:>9} {:>13}",
         "id", "ours (s)", "compared with", "them (s)", "ours faster ×"
     );
     for f in figures {
@@ -229,7 +229,7 @@ fn table(figures: &[Figure]) -> String {
                 Some(t) => (format!("{t:.3}"), format!("{:.2}", t / f.ours_s)),
                 None => ("n/a".to_string(), "n/a".to_string()),
             };
-            let _ = writeln!(s, "{id:<4} {ours:>9}  {name:<28} {them_s:>9} {ratio:>13}");
+            let _ = writeln!(s, "{id:<4} {ours:>9}  {name:<40} {them_s:>9} {ratio:>13}");
         }
     }
     let _ = writeln!(
