@@ -1,0 +1,459 @@
+//! Pattern detectors for the HIPAA Safe Harbor identifiers text can carry.
+//!
+//! Each detector is a regular expression plus a validator (check digits,
+//! SSA rules, calendar dates) and, where the shape alone is ambiguous, a
+//! context rule: a keyword shortly before the value on the same line
+//! (`dob`, `mrn`, `fax`, `member id`, …). The policies, chosen so that
+//! ordinary service logs do not trip them:
+//!
+//! - **Dates** are PHI only next to a person's event (birth, admission,
+//!   discharge, death, service/visit); bare timestamps are not.
+//! - **Phone numbers** need separators, parentheses or `+1`, or a phone
+//!   keyword; ten bare digits (an NPI, an order number) are not a phone.
+//!   A phone preceded by `fax` is a fax number.
+//! - **ZIP codes** need a state abbreviation before them or a ZIP keyword;
+//!   five bare digits (a CPT code) are not a ZIP.
+//! - **URLs and IP addresses** are PHI when they point outside the system:
+//!   loopback, private (RFC 1918) and `localhost`/single-label service
+//!   hosts are infrastructure, not a person's.
+//! - **MRN, member, account, licence and device numbers** have no national
+//!   shape: they are found after their keyword; MBIs and DEA numbers by
+//!   their own format rules anywhere.
+
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::Kind;
+use crate::ids;
+
+/// A pattern finding: what kind, where.
+pub(crate) type Hit = (Kind, Range<usize>);
+
+/// How far back (bytes, same line) a context keyword may stand.
+const LOOKBACK: usize = 40;
+
+fn re(pattern: &str) -> Regex {
+    // The patterns are constants of this module, exercised by its tests.
+    Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in PHI pattern {pattern:?}: {e}"))
+}
+
+/// The text of the same line before `start`, at most [`LOOKBACK`] bytes, lower-cased.
+fn context_before(text: &str, start: usize) -> String {
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let mut from = start.saturating_sub(LOOKBACK).max(line_start);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    text[from..start].to_ascii_lowercase()
+}
+
+fn has_context(text: &str, start: usize, keywords: &[&str]) -> bool {
+    let before = context_before(text, start);
+    keywords.iter().any(|k| {
+        before.match_indices(k).any(|(i, _)| {
+            // A keyword starts a word: "dob" but not inside "adobe".
+            i == 0 || !before.as_bytes()[i - 1].is_ascii_alphabetic()
+        })
+    })
+}
+
+/// A match must not be glued to letters or digits on either side.
+fn standalone(text: &str, r: &Range<usize>) -> bool {
+    let before = text[..r.start].chars().next_back();
+    let after = text[r.end..].chars().next();
+    !before.is_some_and(|c| c.is_alphanumeric()) && !after.is_some_and(|c| c.is_alphanumeric())
+}
+
+const SSN_CONTEXT: &[&str] = &[
+    "ssn",
+    "social security",
+    "social_security",
+    "socialsecurity",
+    "ref*sy*",
+    "taxpayer",
+    "itin",
+];
+const PERSON_DATE_CONTEXT: &[&str] = &[
+    "dob",
+    "birth",
+    "born",
+    "admit",
+    "admission",
+    "discharg",
+    "death",
+    "died",
+    "deceased",
+    "dod",
+    "date of service",
+    "service_date",
+    "servicedate",
+    "service date",
+    "dos",
+    "visit",
+    "seen on",
+    "encounter",
+    "dmg*d8*",
+    "dtp*472*",
+    "dtp*435*",
+    "dtp*096*",
+];
+const PHONE_CONTEXT: &[&str] = &[
+    "phone", "tel", "mobile", "cell", "contact", "call", "te*", "fax",
+];
+const FAX_CONTEXT: &[&str] = &["fax", "fx*"];
+const ZIP_CONTEXT: &[&str] = &["zip", "postal", "post code", "postcode"];
+const NAME_KEYS: &[&str] = &[
+    "patient_name",
+    "patientname",
+    "first_name",
+    "firstname",
+    "last_name",
+    "lastname",
+    "full_name",
+    "fullname",
+    "given_name",
+    "givenname",
+    "family_name",
+    "familyname",
+    "middle_name",
+    "maiden_name",
+    "guarantor_name",
+];
+
+/// Runs every pattern detector over `text`.
+pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
+    ssn(text, out);
+    phone(text, out);
+    email(text, out);
+    dates(text, out);
+    zip_and_address(text, out);
+    urls(text, out);
+    ips(text, out);
+    keyed_ids(text, out);
+    mbi(text, out);
+    dea(text, out);
+    mac(text, out);
+    keyed_names(text, out);
+}
+
+fn ssn(text: &str, out: &mut Vec<Hit>) {
+    static DASHED: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})([- ])(\d{2})([- ])(\d{4})\b"));
+    static PLAIN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})(\d{2})(\d{4})\b"));
+    for c in DASHED.captures_iter(text) {
+        let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(s)) =
+            (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4), c.get(5))
+        else {
+            continue;
+        };
+        if s1.as_str() != s2.as_str() || !standalone(text, &m.range()) {
+            continue;
+        }
+        let (area, group, serial) = (
+            a.as_str().parse().unwrap_or(0),
+            g.as_str().parse().unwrap_or(0),
+            s.as_str().parse().unwrap_or(0),
+        );
+        // A space-separated triple is too common (counts, amounts) without a keyword.
+        if ids::ssn_parts_plausible(area, group, serial)
+            && (s1.as_str() == "-" || has_context(text, m.start(), SSN_CONTEXT))
+        {
+            out.push((Kind::Ssn, m.range()));
+        }
+    }
+    for c in PLAIN.captures_iter(text) {
+        let (Some(m), Some(a), Some(g), Some(s)) = (c.get(0), c.get(1), c.get(2), c.get(3)) else {
+            continue;
+        };
+        let (area, group, serial) = (
+            a.as_str().parse().unwrap_or(0),
+            g.as_str().parse().unwrap_or(0),
+            s.as_str().parse().unwrap_or(0),
+        );
+        if ids::ssn_parts_plausible(area, group, serial)
+            && has_context(text, m.start(), SSN_CONTEXT)
+        {
+            out.push((Kind::Ssn, m.range()));
+        }
+    }
+}
+
+fn phone(text: &str, out: &mut Vec<Hit>) {
+    // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
+    static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|\b([2-9]\d{2})([2-9]\d{2})(\d{4})\b",
+        )
+    });
+    for c in PHONE.captures_iter(text) {
+        let Some(m) = c.get(0) else { continue };
+        let bare = c.get(6).is_some();
+        if bare && !has_context(text, m.start(), PHONE_CONTEXT) {
+            continue;
+        }
+        if !bare
+            && c.get(3).is_some_and(|sep| sep.as_str() == " ")
+            && !has_context(text, m.start(), PHONE_CONTEXT)
+        {
+            // "217 555 0142" without a keyword is as likely three numbers.
+            continue;
+        }
+        let kind = if has_context(text, m.start(), FAX_CONTEXT) {
+            Kind::Fax
+        } else {
+            Kind::Phone
+        };
+        out.push((kind, m.range()));
+    }
+}
+
+fn email(text: &str, out: &mut Vec<Hit>) {
+    static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+        re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+    });
+    out.extend(EMAIL.find_iter(text).map(|m| (Kind::Email, m.range())));
+}
+
+const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
+
+fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    };
+    (1850..=2100).contains(&y) && d >= 1 && d <= days
+}
+
+fn dates(text: &str, out: &mut Vec<Hit>) {
+    static ISO: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{4})-(\d{2})-(\d{2})\b"));
+    static US: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"));
+    static COMPACT: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{4})(\d{2})(\d{2})\b"));
+    static WORDS: LazyLock<Regex> = LazyLock::new(|| {
+        re(&format!(
+            r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}} (?:{MONTHS})\.? \d{{4}})\b"
+        ))
+    });
+    let mut push = |m: regex::Match<'_>, valid: bool| {
+        if valid && has_context(text, m.start(), PERSON_DATE_CONTEXT) {
+            out.push((Kind::Date, m.range()));
+        }
+    };
+    let num = |c: &regex::Captures<'_>, i: usize| {
+        c.get(i)
+            .and_then(|g| g.as_str().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    for c in ISO.captures_iter(text) {
+        if let Some(m) = c.get(0) {
+            push(m, valid_ymd(num(&c, 1), num(&c, 2), num(&c, 3)));
+        }
+    }
+    for c in US.captures_iter(text) {
+        if let Some(m) = c.get(0) {
+            push(m, valid_ymd(num(&c, 3), num(&c, 1), num(&c, 2)));
+        }
+    }
+    for c in COMPACT.captures_iter(text) {
+        if let Some(m) = c.get(0) {
+            push(m, valid_ymd(num(&c, 1), num(&c, 2), num(&c, 3)));
+        }
+    }
+    for m in WORDS.find_iter(text) {
+        push(m, true);
+    }
+}
+
+const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR";
+
+fn zip_and_address(text: &str, out: &mut Vec<Hit>) {
+    static STATE_ZIP: LazyLock<Regex> =
+        LazyLock::new(|| re(&format!(r"\b(?:{STATES}),?\s+(\d{{5}}(?:-\d{{4}})?)\b")));
+    static ZIP: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d{5}(?:-\d{4})?\b"));
+    static STREET: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"(?i)\b\d{1,6}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\.?\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Way|Court|Ct|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Trail|Trl)\b\.?(?:,?\s+(?:Apt|Unit|Suite|Ste|#)\.?\s*[A-Za-z0-9-]+)?",
+        )
+    });
+    for c in STATE_ZIP.captures_iter(text) {
+        if let Some(z) = c.get(1) {
+            out.push((Kind::Address, z.range()));
+        }
+    }
+    for m in ZIP.find_iter(text) {
+        if has_context(text, m.start(), ZIP_CONTEXT) {
+            out.push((Kind::Address, m.range()));
+        }
+    }
+    for m in STREET.find_iter(text) {
+        // "10 tests ... Way" style accidents need a capitalised street name.
+        let words: Vec<&str> = m.as_str().split_whitespace().collect();
+        if words.get(1).is_some_and(|w| {
+            w.chars()
+                .next()
+                .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit())
+        }) {
+            out.push((Kind::Address, m.range()));
+        }
+    }
+}
+
+/// Hosts that are infrastructure, not a person's.
+fn internal_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || !host.contains('.') && !host.contains(':') {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            v4.is_loopback() || v4.is_private() || v4.is_unspecified() || v4.is_link_local()
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.is_loopback() || v6.is_unspecified(),
+        Err(_) => host.ends_with(".local") || host.ends_with(".internal") || host.ends_with(".svc"),
+    }
+}
+
+fn urls(text: &str, out: &mut Vec<Hit>) {
+    static URL: LazyLock<Regex> = LazyLock::new(|| {
+        re(r#"\bhttps?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(?::\d+)?(?:[/?#][^\s"'<>)]*)?"#)
+    });
+    for c in URL.captures_iter(text) {
+        let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
+            continue;
+        };
+        if !internal_host(host.as_str()) {
+            let end = m.end()
+                - m.as_str()
+                    .len()
+                    .saturating_sub(m.as_str().trim_end_matches(['.', ',', ';']).len());
+            out.push((Kind::Url, m.start()..end));
+        }
+    }
+}
+
+fn ips(text: &str, out: &mut Vec<Hit>) {
+    static V4: LazyLock<Regex> = LazyLock::new(|| re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"));
+    // A loose IPv6 candidate (compressed `::` forms included); parsing decides.
+    static V6: LazyLock<Regex> =
+        LazyLock::new(|| re(r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b"));
+    for m in V4.find_iter(text).chain(V6.find_iter(text)) {
+        // Inside a URL the URL detector decides.
+        let before = &text[..m.start()];
+        if before.ends_with("://") || before.ends_with("://[") {
+            continue;
+        }
+        if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
+            if !internal_host(&ip.to_string()) && !version_like(text, &m.range()) {
+                out.push((Kind::Ip, m.range()));
+            }
+        }
+    }
+}
+
+/// `v1.2.3.4` or `version 1.2.3.4` is a version, not an address.
+fn version_like(text: &str, r: &Range<usize>) -> bool {
+    let before = context_before(text, r.start);
+    before.ends_with('v') || before.trim_end().ends_with("version")
+}
+
+fn keyed_ids(text: &str, out: &mut Vec<Hit>) {
+    // A keyword, then separators (: = # " spaces, "number"/"no"/"id"), then the value.
+    static KEYED: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"(?i)\b(mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|udi|imei)["']?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{2}\))?[A-Za-z0-9][A-Za-z0-9-]{3,24})"#,
+        )
+    });
+    static X12: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"(REF\*EA|NM1\*IL\*1\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*MI)\*([A-Za-z0-9-]{4,30})",
+        )
+    });
+    for c in KEYED.captures_iter(text) {
+        let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
+            continue;
+        };
+        let key = key.as_str().to_ascii_lowercase();
+        let v = value.as_str();
+        if !v.bytes().any(|b| b.is_ascii_digit()) {
+            continue; // "account locked", "member services"
+        }
+        let kind =
+            if key.starts_with("mrn") || key.starts_with("medical") || key.starts_with("chart") {
+                Kind::Mrn
+            } else if key.starts_with("member")
+                || key.starts_with("subscriber")
+                || key.starts_with("beneficiary")
+                || key.starts_with("policy")
+                || key.starts_with("medicaid")
+                || key.starts_with("insurance")
+            {
+                Kind::MemberId
+            } else if key.starts_with("acc") || key.starts_with("acct") {
+                Kind::Account
+            } else if key.starts_with("driver") || key.starts_with("licen") || key.starts_with("dl")
+            {
+                Kind::License
+            } else {
+                Kind::DeviceId
+            };
+        out.push((kind, value.range()));
+    }
+    for c in X12.captures_iter(text) {
+        let (Some(seg), Some(value)) = (c.get(1), c.get(2)) else {
+            continue;
+        };
+        let kind = if seg.as_str().starts_with("REF") {
+            Kind::Mrn
+        } else {
+            Kind::MemberId
+        };
+        out.push((kind, value.range()));
+    }
+}
+
+fn mbi(text: &str, out: &mut Vec<Hit>) {
+    static MBI: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y]{2}[0-9]{2}\b",
+        )
+    });
+    for m in MBI.find_iter(text) {
+        if ids::is_valid_mbi(m.as_str()) {
+            out.push((Kind::MemberId, m.range()));
+        }
+    }
+}
+
+fn dea(text: &str, out: &mut Vec<Hit>) {
+    static DEA: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z][A-Z9]\d{7}\b"));
+    out.extend(
+        DEA.find_iter(text)
+            .filter(|m| ids::is_valid_dea(m.as_str()))
+            .map(|m| (Kind::License, m.range())),
+    );
+}
+
+fn mac(text: &str, out: &mut Vec<Hit>) {
+    static MAC: LazyLock<Regex> = LazyLock::new(|| re(r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b"));
+    out.extend(MAC.find_iter(text).map(|m| (Kind::DeviceId, m.range())));
+}
+
+fn keyed_names(text: &str, out: &mut Vec<Hit>) {
+    // "patient_name": "Maria Garcia", first_name=Maria, lastName: 'O''Brien'
+    static KEYED: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"(?i)\b([a-z_]*name)["']?\s*[:=]\s*["']?([A-Z][A-Za-z'.-]+(?:[ ,]+[A-Z][A-Za-z'.-]+){0,3})"#,
+        )
+    });
+    for c in KEYED.captures_iter(text) {
+        let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
+            continue;
+        };
+        if NAME_KEYS.contains(&key.as_str().to_ascii_lowercase().as_str()) {
+            out.push((Kind::Name, value.range()));
+        }
+    }
+}

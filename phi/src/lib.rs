@@ -1,0 +1,229 @@
+//! PHI detection for test output, logs and reports.
+//!
+//! Two complementary ways of finding protected health information:
+//!
+//! - the **canary registry** ([`canaries`]): every PHI value the synthetic
+//!   data generators hand out is registered, and found again verbatim or in
+//!   the forms a leak takes (case, separators, JSON, URL encoding, X12/HL7
+//!   name order). No false positives, and it catches names, which no
+//!   pattern can;
+//! - **pattern detectors** for the HIPAA Safe Harbor identifiers that text
+//!   can carry (SSN, phone, fax, e-mail, dates tied to a person, addresses
+//!   and ZIPs, URLs, IPs, MRN, member numbers and MBIs, account, licence and
+//!   device numbers), validated by check rules and context to keep ordinary
+//!   log lines (timestamps, CPT codes, provider NPIs, order numbers) clean.
+//!
+//! ```
+//! phi::canaries().register(phi::Kind::Name, "Maria Garcia");
+//! let text = r#"{"patient":"GARCIA*MARIA","ssn":"123-45-6789"}"#;
+//! assert_eq!(phi::redact(text), r#"{"patient":"[PHI:NAME]","ssn":"[PHI:SSN]"}"#);
+//! ```
+
+pub mod canary;
+mod detect;
+pub mod ids;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::LazyLock;
+
+pub use canary::CanaryRegistry;
+
+/// The kinds of PHI found, after the Safe Harbor list (45 CFR 164.514(b)(2)(i)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// (A) Names.
+    Name,
+    /// (B) Street addresses, cities with them, ZIP codes.
+    Address,
+    /// (C) Dates directly related to a person (birth, admission, discharge, death, service).
+    Date,
+    /// (D) Telephone numbers.
+    Phone,
+    /// (E) Fax numbers.
+    Fax,
+    /// (F) E-mail addresses.
+    Email,
+    /// (G) Social security numbers (and ITINs).
+    Ssn,
+    /// (H) Medical record numbers.
+    Mrn,
+    /// (I) Health plan beneficiary numbers: member ids, MBIs.
+    MemberId,
+    /// (J) Account numbers.
+    Account,
+    /// (K) Certificate and licence numbers (DEA, driver's licence).
+    License,
+    /// (M) Device identifiers and serial numbers.
+    DeviceId,
+    /// (N) Web URLs.
+    Url,
+    /// (O) IP addresses.
+    Ip,
+}
+
+impl Kind {
+    /// Every kind, in Safe Harbor order.
+    pub const ALL: [Kind; 14] = [
+        Kind::Name,
+        Kind::Address,
+        Kind::Date,
+        Kind::Phone,
+        Kind::Fax,
+        Kind::Email,
+        Kind::Ssn,
+        Kind::Mrn,
+        Kind::MemberId,
+        Kind::Account,
+        Kind::License,
+        Kind::DeviceId,
+        Kind::Url,
+        Kind::Ip,
+    ];
+
+    /// The label used in redactions (`[PHI:SSN]`) and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Name => "NAME",
+            Kind::Address => "ADDRESS",
+            Kind::Date => "DATE",
+            Kind::Phone => "PHONE",
+            Kind::Fax => "FAX",
+            Kind::Email => "EMAIL",
+            Kind::Ssn => "SSN",
+            Kind::Mrn => "MRN",
+            Kind::MemberId => "MEMBER_ID",
+            Kind::Account => "ACCOUNT",
+            Kind::License => "LICENSE",
+            Kind::DeviceId => "DEVICE_ID",
+            Kind::Url => "URL",
+            Kind::Ip => "IP",
+        }
+    }
+
+    /// Parses a label back (`SSN` → [`Kind::Ssn`]).
+    pub fn from_label(label: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.label().eq_ignore_ascii_case(label.trim()))
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a finding was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A registered canary value (or one of its variants).
+    Canary,
+    /// A pattern detector.
+    Pattern,
+}
+
+/// One piece of PHI in a text: its kind and byte span. Its `Display` never
+/// shows the value itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What kind of identifier.
+    pub kind: Kind,
+    /// Byte range in the scanned text.
+    pub span: Range<usize>,
+    /// Canary or pattern.
+    pub via: Via,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let via = match self.via {
+            Via::Canary => "registered canary",
+            Via::Pattern => "pattern",
+        };
+        write!(
+            f,
+            "{} at bytes {}..{} ({via})",
+            self.kind, self.span.start, self.span.end
+        )
+    }
+}
+
+static CANARIES: LazyLock<CanaryRegistry> = LazyLock::new(CanaryRegistry::new);
+
+/// The run-wide canary registry the generators register into.
+pub fn canaries() -> &'static CanaryRegistry {
+    &CANARIES
+}
+
+/// Scans with a given canary registry plus the pattern detectors. Findings
+/// are sorted by position and do not overlap (a canary wins over a pattern,
+/// then the longer match).
+pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
+    let mut canary_hits = Vec::new();
+    registry.find(text, &mut canary_hits);
+    let mut pattern_hits = Vec::new();
+    detect::detect(text, &mut pattern_hits);
+    let mut all: Vec<Finding> = canary_hits
+        .into_iter()
+        .map(|(kind, span)| Finding {
+            kind,
+            span,
+            via: Via::Canary,
+        })
+        .chain(pattern_hits.into_iter().map(|(kind, span)| Finding {
+            kind,
+            span,
+            via: Via::Pattern,
+        }))
+        .filter(|f| !f.span.is_empty())
+        .collect();
+    all.sort_by(|a, b| {
+        a.span
+            .start
+            .cmp(&b.span.start)
+            .then((a.via == Via::Pattern).cmp(&(b.via == Via::Pattern)))
+            .then(b.span.end.cmp(&a.span.end))
+    });
+    let mut out: Vec<Finding> = Vec::with_capacity(all.len());
+    for f in all {
+        match out.last_mut() {
+            Some(last) if f.span.start < last.span.end => {
+                // Overlap: a canary keeps its kind; extend to cover both.
+                last.span.end = last.span.end.max(f.span.end);
+            }
+            _ => out.push(f),
+        }
+    }
+    out
+}
+
+/// Scans with the run-wide canary registry plus the pattern detectors.
+pub fn scan(text: &str) -> Vec<Finding> {
+    scan_with(canaries(), text)
+}
+
+/// Replaces every finding with `[PHI:KIND]`, using the given registry.
+pub fn redact_with(registry: &CanaryRegistry, text: &str) -> String {
+    let findings = scan_with(registry, text);
+    if findings.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in findings {
+        out.push_str(&text[at..f.span.start]);
+        out.push_str("[PHI:");
+        out.push_str(f.kind.label());
+        out.push(']');
+        at = f.span.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Replaces every finding with `[PHI:KIND]`, using the run-wide registry.
+pub fn redact(text: &str) -> String {
+    redact_with(canaries(), text)
+}

@@ -1,0 +1,248 @@
+//! PHI detection: validators on worked examples, canaries found in every
+//! leak variant, redaction, and the labelled corpus scored per kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use harness::service_test;
+use phi::{CanaryRegistry, Kind, ids, redact_with, scan_with};
+
+// ---- identifiers -----------------------------------------------------------
+
+#[service_test(unit, compliance)]
+fn npi_check_digits_match_the_published_examples() {
+    assert_eq!(ids::npi_check_digit("123456789"), Some(3));
+    assert!(ids::is_valid_npi("1234567893"));
+    assert!(ids::is_valid_npi("1993999998"));
+    assert!(!ids::is_valid_npi("1234567890"));
+    assert!(!ids::is_valid_npi("3234567893"), "NPIs start with 1 or 2");
+    assert!(!ids::is_valid_npi("123456789"));
+}
+
+#[service_test(unit, compliance)]
+fn dea_check_digits_match_the_published_examples() {
+    assert!(ids::is_valid_dea("AP5836727"));
+    assert!(!ids::is_valid_dea("AB4523763"));
+    assert!(!ids::is_valid_dea("AP583672"));
+}
+
+#[service_test(unit, compliance)]
+fn mbi_format_rules() {
+    assert!(ids::is_valid_mbi("1EG4TE5MK73"));
+    assert!(ids::is_valid_mbi("1EG4-TE5-MK73"));
+    assert!(!ids::is_valid_mbi("1SG4TE5MK73"), "S is not an MBI letter");
+    assert!(!ids::is_valid_mbi("0EG4TE5MK73"), "position 1 is 1-9");
+    assert!(!ids::is_valid_mbi("1EG4TE5MK7"), "11 characters");
+    assert!(!ids::is_valid_mbi("1EG4TE5M173"), "position 9 is a letter");
+}
+
+#[service_test(unit)]
+fn code_shapes() {
+    for ok in ["E11.9", "E119", "M54.50", "S93.401A", "Z3A10"] {
+        assert!(ids::is_icd10cm_shape(ok), "{ok}");
+    }
+    for bad in ["11.9", "E1", "E11.", "E1.19", "e11.9", "E11.12345"] {
+        assert!(!ids::is_icd10cm_shape(bad), "{bad}");
+    }
+    for ok in ["99213", "0001F", "0042T", "0001U", "G0439", "J1100"] {
+        assert!(ids::is_cpt_or_hcpcs_shape(ok), "{ok}");
+    }
+    for bad in ["9921", "W0439", "99213X", "G043"] {
+        assert!(!ids::is_cpt_or_hcpcs_shape(bad), "{bad}");
+    }
+}
+
+// ---- canaries --------------------------------------------------------------
+
+fn kinds(reg: &CanaryRegistry, text: &str) -> Vec<Kind> {
+    scan_with(reg, text).into_iter().map(|f| f.kind).collect()
+}
+
+#[service_test(unit, compliance, phi_safe)]
+fn a_canary_is_found_in_every_variant_a_leak_takes() {
+    let reg = CanaryRegistry::new();
+    reg.register(Kind::Name, "Zoë Brennan-Holt");
+    reg.register(Kind::Ssn, "912-34-5678");
+    reg.register(Kind::Phone, "(217) 555-0142");
+    reg.register(Kind::Date, "1984-07-09");
+    reg.register(Kind::Mrn, "40718265");
+    let cases = [
+        ("verbatim", "hello Zoë Brennan-Holt", Kind::Name),
+        ("upper case", "ZOË BRENNAN-HOLT", Kind::Name),
+        ("last, first", "Brennan-Holt, Zoë", Kind::Name),
+        ("X12 name", "NM1*QC*1*BRENNAN-HOLT*ZOË~", Kind::Name),
+        ("HL7 name", "PID|1||||BRENNAN-HOLT^ZOË", Kind::Name),
+        (
+            "JSON-escaped",
+            r#"{"p":"Zo\u00eb Brennan-Holt"}"#,
+            Kind::Name,
+        ),
+        (
+            "URL-encoded",
+            "GET /search?q=Zo%C3%AB%20Brennan-Holt",
+            Kind::Name,
+        ),
+        ("separators removed", "id 912345678 matched", Kind::Ssn),
+        ("X12 SSN", "REF*SY*912345678~", Kind::Ssn),
+        ("phone digits", "PER*IC**TE*2175550142~", Kind::Phone),
+        ("phone dotted", "217.555.0142", Kind::Phone),
+        ("date compact", "DMG*D8*19840709*F~", Kind::Date),
+        ("date US", "07/09/1984", Kind::Date),
+        (
+            "bare MRN, no keyword",
+            "merged 40718265 into another chart",
+            Kind::Mrn,
+        ),
+    ];
+    for (variant, text, kind) in cases {
+        assert!(
+            kinds(&reg, text).contains(&kind),
+            "{variant}: {kind} not found in {text:?}"
+        );
+    }
+    // Not inside a longer number or word.
+    assert!(kinds(&reg, "order 9912345678 shipped").is_empty());
+    assert!(kinds(&reg, "merged 407182650 records").is_empty());
+}
+
+#[service_test(unit, compliance)]
+fn registering_twice_or_a_short_value_is_a_no_op() {
+    let reg = CanaryRegistry::new();
+    assert!(reg.register(Kind::Name, "Ana Lima"));
+    assert!(!reg.register(Kind::Name, "Ana Lima"));
+    assert!(!reg.register(Kind::Name, "Al"));
+    assert_eq!(reg.len(), 1);
+    assert!(reg.contains("Ana Lima"));
+}
+
+#[service_test(unit, compliance, phi_safe)]
+fn redaction_replaces_each_finding_with_its_kind() {
+    let reg = CanaryRegistry::new();
+    reg.register(Kind::Name, "Maria Garcia");
+    let text =
+        r#"{"patient":"GARCIA*MARIA","ssn":"123-45-6789","dob":"1980-02-29","npi":"1234567893"}"#;
+    assert_eq!(
+        redact_with(&reg, text),
+        r#"{"patient":"[PHI:NAME]","ssn":"[PHI:SSN]","dob":"[PHI:DATE]","npi":"1234567893"}"#
+    );
+    let findings = scan_with(&reg, text);
+    let shown: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    assert!(
+        shown
+            .iter()
+            .all(|s| !s.contains("123-45") && !s.to_lowercase().contains("garcia")),
+        "{shown:?}"
+    );
+}
+
+// ---- the labelled corpus ---------------------------------------------------
+
+struct Score {
+    tp: usize,
+    fp: usize,
+    fn_: usize,
+}
+
+#[service_test(unit, compliance)]
+fn the_labelled_corpus_meets_the_recall_and_precision_goals() -> Result<(), String> {
+    let corpus = include_str!("corpus.tsv");
+    let reg = CanaryRegistry::new();
+    let mut scores: BTreeMap<Kind, Score> = Kind::ALL
+        .iter()
+        .map(|k| {
+            (
+                *k,
+                Score {
+                    tp: 0,
+                    fp: 0,
+                    fn_: 0,
+                },
+            )
+        })
+        .collect();
+    let mut misses = Vec::new();
+    let mut lines = 0;
+    for (n, line) in corpus.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("@canary ") {
+            let (kind, value) = rest
+                .split_once(' ')
+                .ok_or(format!("line {}: bad canary", n + 1))?;
+            let kind =
+                Kind::from_label(kind).ok_or(format!("line {}: unknown kind {kind}", n + 1))?;
+            reg.register(kind, value);
+            continue;
+        }
+        let (labels, text) = line
+            .split_once('\t')
+            .ok_or(format!("line {}: no tab", n + 1))?;
+        lines += 1;
+        let expected: BTreeSet<Kind> = if labels == "-" {
+            BTreeSet::new()
+        } else {
+            labels
+                .split(',')
+                .map(|l| Kind::from_label(l).ok_or(format!("line {}: unknown kind {l}", n + 1)))
+                .collect::<Result<_, _>>()?
+        };
+        let found: BTreeSet<Kind> = scan_with(&reg, text).into_iter().map(|f| f.kind).collect();
+        for k in Kind::ALL {
+            let s = scores.get_mut(&k).ok_or("kind missing")?;
+            match (expected.contains(&k), found.contains(&k)) {
+                (true, true) => s.tp += 1,
+                (false, true) => {
+                    s.fp += 1;
+                    misses.push(format!("line {} false {k}", n + 1));
+                }
+                (true, false) => {
+                    s.fn_ += 1;
+                    misses.push(format!("line {} missed {k}", n + 1));
+                }
+                (false, false) => {}
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    println!("PHI corpus: {lines} lines");
+    println!(
+        "{:<10} {:>4} {:>4} {:>4} {:>8} {:>9}",
+        "kind", "tp", "fp", "fn", "recall", "precision"
+    );
+    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    for (k, s) in &scores {
+        println!(
+            "{:<10} {:>4} {:>4} {:>4} {:>8.3} {:>9.3}",
+            k.label(),
+            s.tp,
+            s.fp,
+            s.fn_,
+            ratio(s.tp, s.tp + s.fn_),
+            ratio(s.tp, s.tp + s.fp)
+        );
+        tp += s.tp;
+        fp += s.fp;
+        fn_ += s.fn_;
+    }
+    let (recall, precision) = (ratio(tp, tp + fn_), ratio(tp, tp + fp));
+    println!(
+        "{:<10} {tp:>4} {fp:>4} {fn_:>4} {recall:>8.3} {precision:>9.3}",
+        "overall"
+    );
+    for m in &misses {
+        println!("  {m}");
+    }
+    if lines < 300 {
+        return Err(format!(
+            "the corpus has {lines} lines; it needs at least 300"
+        ));
+    }
+    if recall < 0.98 || precision < 0.95 {
+        return Err(format!(
+            "recall {recall:.3} (goal 0.98), precision {precision:.3} (goal 0.95)"
+        ));
+    }
+    Ok(())
+}
+
+harness::main!();
