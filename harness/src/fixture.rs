@@ -23,8 +23,11 @@
 //! ```
 //!
 //! # Scopes
-//! - [`Scope::Test`] (default): set up for each test (and each retry), taken
-//!   by value `T`, `&T` or `&mut T`.
+//! - [`Scope::Test`] (default): set up for each test (and each retry). Taken
+//!   by value (`T`, `&mut T`) it is a fresh value each time it is asked for;
+//!   taken by reference (`&T`) it is one value per test attempt, shared by
+//!   the test and every fixture that asks for `&T` (so a `Visit` fixture
+//!   taking `&Patient` describes the same patient as the test's `&Patient`).
 //! - [`Scope::Suite`]: one value per module of tests, shared as `&T`; torn
 //!   down after the module's last selected test finished.
 //! - [`Scope::Session`]: one value per run of the binary, shared as `&T`;
@@ -562,7 +565,7 @@ impl FixtureCx {
             ));
         }
         match T::SCOPE {
-            Scope::Test => {
+            Scope::Test if !shared_ok => {
                 let n = {
                     let mut inst = lock(&self.ident.instances);
                     let n = inst.entry(id).or_insert(0);
@@ -579,9 +582,12 @@ impl FixtureCx {
                 Ok(Resolved::Owned(value))
             }
             scope => {
+                // Shared: one per suite, per session, or (for `&T` of a
+                // test-scoped fixture) one per test attempt.
                 let store = match scope {
+                    Scope::Test => self.ident.store.clone(),
                     Scope::Suite => self.ident.run.suite(self.ident.module),
-                    _ => self.ident.run.session.clone(),
+                    Scope::Session => self.ident.run.session.clone(),
                 };
                 let cell = store.cell(id);
                 let mut cx = self.child::<T>(scope, 0);

@@ -115,6 +115,47 @@ mod scopes {
     fn third_sync(_db: &ModuleDb, _mesh: &SessionMesh) {}
 }
 
+/// Counts its setups, to show `&T` is one per test and `T` a fresh one.
+pub struct Counted(u32);
+
+static COUNTED: AtomicU32 = AtomicU32::new(0);
+
+#[fixture]
+async fn counted() -> Counted {
+    Counted(COUNTED.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Takes `&Counted`: the same instance as the test's `&Counted`.
+pub struct SeesCounted(u32);
+
+#[fixture]
+async fn sees_counted(c: &Counted) -> SeesCounted {
+    SeesCounted(c.0)
+}
+
+mod sharing {
+    use super::*;
+
+    #[service_test(unit)]
+    async fn by_reference_is_one_instance_per_test(
+        a: &Counted,
+        b: &Counted,
+        seen: SeesCounted,
+        fresh: Counted,
+    ) -> Result<(), String> {
+        if a.0 != b.0 || seen.0 != a.0 {
+            return Err(format!(
+                "&Counted differed within one test: {} {} {}",
+                a.0, b.0, seen.0
+            ));
+        }
+        if fresh.0 == a.0 {
+            return Err("a by-value Counted reused the shared instance".into());
+        }
+        Ok(())
+    }
+}
+
 /// A fixture whose setup fails.
 pub struct Broken;
 

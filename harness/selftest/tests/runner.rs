@@ -356,6 +356,16 @@ fn suite_and_session_fixtures_are_shared_and_torn_down_last() {
 }
 
 #[service_test(unit)]
+fn a_test_scoped_fixture_by_reference_is_shared_within_the_test() {
+    let r = selftest(&["sharing::"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        r.outcome("sharing::by_reference_is_one_instance_per_test"),
+        "ok"
+    );
+}
+
+#[service_test(unit)]
 fn a_fixture_that_cannot_be_set_up_is_an_error_naming_it() {
     let r = selftest(&["fixture_errors::"]);
     assert!(
