@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask bench runner`: the runner benchmarks (P1, P2, P3), each a
 //!   ratio against peers measured in the same run; writes `target/bench/runner.json`.
+//! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
+//!   `cargo xtask data validate FILE` checks exported claims.
 
 mod bench_runner;
+mod data;
 
 use std::path::PathBuf;
 
@@ -12,7 +15,8 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)";
+  bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
+  data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +24,7 @@ fn main() -> Result<()> {
     match args.as_slice() {
         ["bench", "runner", rest @ ..] => bench_runner::run(rest),
         ["bench"] | ["bench", "all"] => bench_runner::run(&[]),
+        ["data", rest @ ..] => data::run(rest),
         ["-h" | "--help" | "help"] | [] => {
             println!("{USAGE}");
             Ok(())
