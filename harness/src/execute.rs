@@ -133,7 +133,11 @@ async fn run_attempt(
     timeout: Duration,
 ) -> Outcome {
     let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
-    let mut task = tokio::spawn((def.body)(cx.clone()));
+    let captured = crate::capture::Lines::default();
+    let mut task = tokio::spawn(crate::capture::scope(
+        captured.clone(),
+        (def.body)(cx.clone()),
+    ));
     let task_id = task.id();
     let outcome = match tokio::time::timeout(timeout, &mut task).await {
         Err(_elapsed) => {
@@ -175,6 +179,28 @@ async fn run_attempt(
     };
     // A panic caught inside the task (in a fixture's setup) left its record.
     let _ = crate::panic::take_location(task_id);
+    let lines = std::mem::take(
+        &mut *captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let outcome = match (
+        def.has_marker("phi_safe"),
+        crate::capture::phi_findings(&lines),
+    ) {
+        (true, Some(leak)) => match outcome {
+            Outcome::Passed => Outcome::Failed(leak),
+            Outcome::Failed(m) => Outcome::Failed(format!("{m}\n{leak}")),
+            other => other,
+        },
+        _ => outcome,
+    };
+    let outcome = match outcome {
+        Outcome::Failed(m) if !lines.is_empty() => {
+            Outcome::Failed(format!("{m}\n{}", captured_tail(&lines)))
+        }
+        other => other,
+    };
     let teardown_failures = cx.ident.store.tear_down().await;
     if teardown_failures.is_empty() {
         return outcome;
@@ -189,4 +215,20 @@ async fn run_attempt(
             other
         }
     }
+}
+
+/// The last lines a failed test emitted, redacted, for its failure message.
+fn captured_tail(lines: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let skipped = lines.len().saturating_sub(SHOWN);
+    let mut out = format!(
+        "captured log ({} lines{}, PHI redacted):",
+        lines.len(),
+        if skipped > 0 { ", last 20 shown" } else { "" }
+    );
+    for l in &lines[skipped..] {
+        out.push_str("\n  ");
+        out.push_str(&phi::redact(l));
+    }
+    out
 }

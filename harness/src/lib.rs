@@ -35,6 +35,7 @@
 //! [`schedule`] → [`execute`] (with [`fixture`]s) → the libtest console →
 //! [`history`] for the next run's order.
 
+pub(crate) mod capture;
 pub mod cli;
 pub mod duration;
 pub mod execute;
@@ -155,7 +156,8 @@ pub mod __private {
     where
         F: FnOnce() -> Verdict + Send + 'static,
     {
-        let handle = tokio::task::spawn_blocking(body);
+        let capture = crate::capture::current();
+        let handle = tokio::task::spawn_blocking(move || crate::capture::with_sync(capture, body));
         let blocking_task = handle.id();
         match handle.await {
             Ok(v) => v,

@@ -198,6 +198,7 @@ fn run_selected(
     );
 
     crate::panic::install_hook();
+    crate::capture::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -236,7 +237,7 @@ fn run_selected(
                 "    {} (passed on attempt {}; {})",
                 r.name,
                 r.attempts,
-                r.earlier_failures.join("; ")
+                phi::redact(&r.earlier_failures.join("; "))
             );
         }
     }
@@ -376,27 +377,28 @@ fn trial_waiting_for(name: String, seed: u64, rx: oneshot::Receiver<TestRecord>)
             eprintln!(
                 "FLAKY {test_name}: passed on attempt {} after: {}",
                 record.attempts,
-                record.earlier_failures.join("; ")
+                phi::redact(&record.earlier_failures.join("; "))
             );
         }
         let prefix = match &record.outcome {
             Outcome::Passed => return Ok(Completion::Completed),
             Outcome::Skipped(reason) | Outcome::NotRun(reason) => {
-                return Ok(Completion::ignored_with(reason));
+                return Ok(Completion::ignored_with(phi::redact(reason)));
             }
             Outcome::Failed(_) => "failed",
             Outcome::Error(_) => "error",
             Outcome::TimedOut(_) => "timed out",
         };
+        // No PHI reaches the console unredacted, not even synthetic PHI.
         let mut msg = format!(
             "[{prefix}] {}",
-            record.outcome.message().unwrap_or_default()
+            phi::redact(&record.outcome.message().unwrap_or_default())
         );
         if !record.earlier_failures.is_empty() {
             msg.push_str(&format!(
                 "\nall {} attempts failed; earlier: {}",
                 record.attempts,
-                record.earlier_failures.join("; ")
+                phi::redact(&record.earlier_failures.join("; "))
             ));
         }
         msg.push_str(&format!(

@@ -417,4 +417,48 @@ mod overlap {
     sync_waiters!(s1, s2);
 }
 
+/// What `phi_safe` catches, and that failures never print PHI.
+mod phi_guard {
+    use super::*;
+
+    #[service_test(phi_safe, broken)]
+    async fn logs_an_ssn() {
+        tracing::info!(
+            claim = "CLM0000000042",
+            "verifying eligibility for ssn 123-45-6789"
+        );
+    }
+
+    #[service_test(phi_safe, broken)]
+    fn sync_logs_a_phone() {
+        tracing::warn!("callback requested at (217) 555-0142");
+    }
+
+    #[service_test(phi_safe, broken)]
+    async fn logs_a_registered_name() {
+        phi::canaries().register(phi::Kind::Name, "Quentin Vasquez-Ortiz");
+        tracing::info!(patient = "VASQUEZ-ORTIZ, QUENTIN", "claim rejected");
+    }
+
+    #[service_test(phi_safe)]
+    async fn clean_logs_pass() {
+        tracing::info!(
+            npi = "1234567893",
+            cpt = "99213",
+            "claim line priced at 135.00"
+        );
+    }
+
+    #[service_test(unit)]
+    async fn without_the_marker_logs_are_not_scanned() {
+        tracing::info!("ssn 123-45-6789 in a test that is not phi_safe");
+    }
+
+    #[service_test(broken)]
+    async fn failure_message_is_redacted() -> Result<(), String> {
+        tracing::info!("about to reject 987-65-4321");
+        Err("patient with ssn 219-09-9999 was rejected".into())
+    }
+}
+
 harness::main!();

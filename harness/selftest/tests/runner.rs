@@ -557,6 +557,41 @@ fn the_longest_test_of_the_last_run_starts_first() {
     );
 }
 
+// ---- PHI -------------------------------------------------------------------
+
+#[service_test(unit, compliance)]
+fn phi_safe_fails_a_test_that_logs_phi_and_redacts_it() {
+    let r = selftest(&["phi_guard::"]);
+    let both = format!("{}{}", r.stdout, r.stderr);
+    for raw in [
+        "123-45-6789",
+        "555-0142",
+        "Quentin",
+        "QUENTIN",
+        "219-09-9999",
+        "987-65-4321",
+    ] {
+        assert!(!both.contains(raw), "{raw} reached the console:\n{both}");
+    }
+    assert_eq!(r.outcome("phi_guard::logs_an_ssn"), "FAILED");
+    assert_eq!(r.outcome("phi_guard::sync_logs_a_phone"), "FAILED");
+    assert_eq!(r.outcome("phi_guard::logs_a_registered_name"), "FAILED");
+    assert_eq!(r.outcome("phi_guard::clean_logs_pass"), "ok");
+    assert_eq!(
+        r.outcome("phi_guard::without_the_marker_logs_are_not_scanned"),
+        "ok"
+    );
+    assert!(r.stdout.contains("phi_safe: the test emitted PHI:\n  line 1: SSN (pattern) — INFO selftest::phi_guard: verifying eligibility for ssn [PHI:SSN] claim=CLM0000000042"), "{}", r.stdout);
+    assert!(r.stdout.contains("NAME (registered value)"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("[failed] \"patient with ssn [PHI:SSN] was rejected\""),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("captured log (1 lines, PHI redacted):\n  INFO selftest::phi_guard: about to reject [PHI:SSN]"), "{}", r.stdout);
+}
+
 // ---- docs ------------------------------------------------------------------
 
 #[service_test(unit)]
