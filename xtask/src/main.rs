@@ -2,9 +2,12 @@
 //!
 //! - `cargo xtask bench runner`: the runner benchmarks (P1, P2, P3), each a
 //!   ratio against peers measured in the same run; writes `target/bench/runner.json`.
+//! - `cargo xtask bench data`: generation and scanning against Python Faker,
+//!   the `fake` crate and `grep -F`; writes `target/bench/data.json`.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
 
+mod bench_data;
 mod bench_runner;
 mod data;
 
@@ -16,6 +19,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
+  bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
 fn main() -> Result<()> {
@@ -23,7 +27,11 @@ fn main() -> Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["bench", "runner", rest @ ..] => bench_runner::run(rest),
-        ["bench"] | ["bench", "all"] => bench_runner::run(&[]),
+        ["bench", "data", rest @ ..] => bench_data::run(rest),
+        ["bench"] | ["bench", "all"] => {
+            bench_runner::run(&[])?;
+            bench_data::run(&[])
+        }
         ["data", rest @ ..] => data::run(rest),
         ["-h" | "--help" | "help"] | [] => {
             println!("{USAGE}");
