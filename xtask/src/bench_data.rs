@@ -13,13 +13,14 @@
 //! The Rust side is a crate generated under `target/bench/data-suite/`
 //! (so `fake` stays out of the workspace), built in release.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::generated::{build_release, share_lock_file, write_if_changed};
 use crate::{target_dir, workspace_root};
 
 const RUST_RECORDS: u64 = 200_000;
@@ -46,7 +47,11 @@ pub fn run(args: &[&str]) -> Result<()> {
     let dir = out_dir.join("data-suite");
     generate(&dir)?;
     eprintln!("[bench data] building the benchmark crate (release)…");
-    let bin = build(&dir)?;
+    let bin = build_release(&dir, &["build"], "the data benchmark")?
+        .into_iter()
+        .find(|(name, _)| name == "data-bench")
+        .map(|(_, exe)| exe)
+        .context("cargo did not name the data-bench executable")?;
 
     eprintln!(
         "[bench data] G1: generating {RUST_RECORDS} records, ours and the fake crate alternately, best of {ROUNDS}"
@@ -196,30 +201,6 @@ fn grep_rate(log: &Path, canaries: &Path) -> Result<f64> {
     Ok(size / best)
 }
 
-fn build(dir: &Path) -> Result<PathBuf> {
-    let out = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-        ])
-        .arg("--manifest-path")
-        .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target_dir())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo to build the data benchmark")?;
-    if !out.status.success() {
-        bail!("building the data benchmark failed ({})", out.status);
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|m| m["target"]["name"] == "data-bench" && m["executable"].is_string())
-        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not name the data-bench executable")
-}
-
 fn generate(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("src"))?;
     let root = workspace_root();
@@ -242,19 +223,8 @@ fake = "5.1"
         root.join("phi")
     );
     write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
-    if !dir.join("Cargo.lock").exists() {
-        if let Ok(lock) = std::fs::read(root.join("Cargo.lock")) {
-            std::fs::write(dir.join("Cargo.lock"), lock)?;
-        }
-    }
+    share_lock_file(dir)?;
     write_if_changed(&dir.join("src/main.rs"), BENCH_MAIN)
-}
-
-fn write_if_changed(path: &Path, content: &str) -> Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return Ok(());
-    }
-    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The benchmark program (built in its own crate so `fake` stays out of the workspace).

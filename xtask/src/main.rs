@@ -10,6 +10,7 @@
 mod bench_data;
 mod bench_runner;
 mod data;
+mod generated;
 
 use std::path::PathBuf;
 
@@ -22,7 +23,17 @@ tasks:
   bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
