@@ -16,6 +16,10 @@ pub const MARKER_ENV: &str = "SERVICE_TEST_MARKER";
 /// Environment variable holding the run seed, used when no `--seed` is given.
 pub const SEED_ENV: &str = "SERVICE_TEST_SEED";
 
+/// Environment variable holding a partition (`hash:1/3`), used when no
+/// `--partition` is given (nextest lists tests without custom flags).
+pub const PARTITION_ENV: &str = "SERVICE_TEST_PARTITION";
+
 /// The default per-test timeout (a test's own `timeout =` wins, `--timeout` sets it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -57,6 +61,18 @@ pub struct Cli {
     /// Stop starting tests after the first failure (the rest are reported not run).
     #[arg(long = "fail-fast")]
     pub fail_fast: bool,
+
+    /// Write results.jsonl (streamed), runs.jsonl, junit.xml and report.md into DIR.
+    #[arg(long = "report-dir", value_name = "DIR")]
+    pub report_dir: Option<std::path::PathBuf>,
+
+    /// Run one shard of N: hash:K/N or slice:K/N. Also read from SERVICE_TEST_PARTITION.
+    #[arg(long, value_name = "hash:K/N|slice:K/N")]
+    pub partition: Option<crate::partition::Partition>,
+
+    /// Run only the tests that failed the last time they ran (all, if none did).
+    #[arg(long = "last-failed")]
+    pub last_failed: bool,
 }
 
 impl Cli {
@@ -88,6 +104,20 @@ impl Cli {
                 format!("{SEED_ENV}={v:?} is not a seed: expected a whole number like 42")
             }),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// The partition from `--partition` or the environment.
+    pub fn partition(&self) -> Result<Option<crate::partition::Partition>, String> {
+        if self.partition.is_some() {
+            return Ok(self.partition);
+        }
+        match std::env::var(PARTITION_ENV) {
+            Ok(v) if !v.trim().is_empty() => v
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("{PARTITION_ENV}: {e}")),
+            _ => Ok(None),
         }
     }
 

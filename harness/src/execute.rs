@@ -83,6 +83,8 @@ pub struct TestRecord {
     pub earlier_failures: Vec<String>,
     /// Wall time of all attempts, teardown included.
     pub duration: Duration,
+    /// Figures the last attempt recorded through [`crate::Metrics`].
+    pub metrics: Vec<crate::metrics::Metric>,
 }
 
 /// What the executor needs to know to run a test.
@@ -104,11 +106,11 @@ pub(crate) async fn run_test(
     let attempts_allowed = 1 + def.retries.unwrap_or(policy.retries);
     let mut earlier_failures = Vec::new();
     let mut attempt = 0;
-    let outcome = loop {
+    let (outcome, metrics) = loop {
         attempt += 1;
-        let outcome = run_attempt(&run, &name, def, attempt, timeout).await;
+        let (outcome, metrics) = run_attempt(&run, &name, def, attempt, timeout).await;
         if !outcome.is_failure() || attempt >= attempts_allowed {
-            break outcome;
+            break (outcome, metrics);
         }
         earlier_failures.push(format!(
             "attempt {attempt}: {}",
@@ -122,6 +124,7 @@ pub(crate) async fn run_test(
         attempts: attempt,
         earlier_failures,
         duration: started.elapsed(),
+        metrics,
     }
 }
 
@@ -131,7 +134,7 @@ async fn run_attempt(
     def: &'static TestDef,
     attempt: u32,
     timeout: Duration,
-) -> Outcome {
+) -> (Outcome, Vec<crate::metrics::Metric>) {
     let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
     let captured = crate::capture::Lines::default();
     let mut task = tokio::spawn(crate::capture::scope(
@@ -202,11 +205,18 @@ async fn run_attempt(
         other => other,
     };
     let teardown_failures = cx.ident.store.tear_down().await;
+    let metrics = std::mem::take(
+        &mut *cx
+            .ident
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     if teardown_failures.is_empty() {
-        return outcome;
+        return (outcome, metrics);
     }
     let teardown = teardown_failures.join("; ");
-    match outcome {
+    let outcome = match outcome {
         Outcome::Passed => Outcome::Error(teardown),
         Outcome::Failed(m) => Outcome::Failed(format!("{m}\nalso: {teardown}")),
         Outcome::Error(m) => Outcome::Error(format!("{m}\nalso: {teardown}")),
@@ -214,7 +224,8 @@ async fn run_attempt(
             eprintln!("warning: `{name}`: {teardown}");
             other
         }
-    }
+    };
+    (outcome, metrics)
 }
 
 /// The last lines a failed test emitted, redacted, for its failure message.

@@ -346,6 +346,7 @@ pub(crate) struct TestIdent {
     pub(crate) module: &'static str,
     pub(crate) attempt: u32,
     pub(crate) store: Arc<Store>,
+    pub(crate) metrics: Arc<Mutex<Vec<crate::metrics::Metric>>>,
     instances: Mutex<HashMap<TypeId, u64>>,
 }
 
@@ -370,6 +371,7 @@ impl TestCx {
                 module,
                 attempt,
                 store: Arc::default(),
+                metrics: Arc::default(),
                 instances: Mutex::default(),
             }),
         }
@@ -430,6 +432,11 @@ pub struct FixtureCx {
 }
 
 impl FixtureCx {
+    /// Where the test's recorded figures go (see [`crate::metrics::Metrics`]).
+    pub fn metrics(&self) -> crate::metrics::Metrics {
+        crate::metrics::Metrics::new(self.ident.metrics.clone())
+    }
+
     /// The run's seed (`--seed`).
     pub fn run_seed(&self) -> u64 {
         self.ident.run.seed

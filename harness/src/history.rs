@@ -22,7 +22,13 @@ pub struct Entry {
     pub duration_s: f64,
     /// The last outcome's label (`passed`, `failed`, …).
     pub outcome: String,
+    /// The outcomes of the last runs, oldest first (at most [`RECENT`]).
+    #[serde(default)]
+    pub recent: Vec<String>,
 }
+
+/// How many past outcomes a test's history keeps.
+pub const RECENT: usize = 10;
 
 /// The durations and outcomes of this binary's tests, by name.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,6 +56,21 @@ impl History {
         h
     }
 
+    /// The outcomes recorded for a test in earlier runs, oldest first.
+    pub fn recent(&self, name: &str) -> Vec<String> {
+        self.tests
+            .get(name)
+            .map(|e| e.recent.clone())
+            .unwrap_or_default()
+    }
+
+    /// Did the test fail (fail, error, time out) the last time it ran?
+    pub fn failed_last(&self, name: &str) -> bool {
+        self.tests
+            .get(name)
+            .is_some_and(|e| matches!(e.outcome.as_str(), "failed" | "error" | "timed-out"))
+    }
+
     /// The last known duration of a test, in seconds.
     pub fn duration_s(&self, name: &str) -> Option<f64> {
         self.tests.get(name).map(|e| e.duration_s)
@@ -64,13 +85,17 @@ impl History {
             ) {
                 continue;
             }
-            self.tests.insert(
-                r.name.clone(),
-                Entry {
-                    duration_s: r.duration.as_secs_f64(),
-                    outcome: r.outcome.label().to_string(),
-                },
-            );
+            let label = if r.flaky { "flaky" } else { r.outcome.label() }.to_string();
+            let entry = self.tests.entry(r.name.clone()).or_insert_with(|| Entry {
+                duration_s: 0.0,
+                outcome: String::new(),
+                recent: Vec::new(),
+            });
+            entry.duration_s = r.duration.as_secs_f64();
+            entry.outcome = label.clone();
+            entry.recent.push(label);
+            let excess = entry.recent.len().saturating_sub(RECENT);
+            entry.recent.drain(..excess);
         }
     }
 
@@ -124,4 +149,22 @@ fn default_path() -> Option<PathBuf> {
         }
     };
     Some(dir.join(format!("{binary}.json")))
+}
+
+/// The running test binary's name, without cargo's hash suffix
+/// (`suites-1a2b3c4d5e6f7a8b` → `suites`).
+pub fn binary_name() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_ref()
+        .and_then(|e| e.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("tests");
+    // Cargo names test binaries `<name>-<16 hex digits>`.
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem.to_string(),
+    }
 }

@@ -42,8 +42,12 @@ pub mod execute;
 pub mod fixture;
 pub mod history;
 pub mod marker;
+pub mod metrics;
 pub(crate) mod panic;
+pub mod partition;
+mod progress;
 pub mod registry;
+pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod seed;
@@ -55,6 +59,7 @@ pub use execute::{Outcome, TestRecord};
 pub use fixture::{Fixture, FixtureCx, FixtureError, Held, Scope, TestInfo, TestRng};
 pub use harness_macros::{fixture, service_test};
 pub use marker::{Marker, markers};
+pub use metrics::{Metric, Metrics};
 pub use runner::run;
 
 /// A boxed, sendable future, as test bodies and teardowns are stored.

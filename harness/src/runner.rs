@@ -23,6 +23,7 @@ use crate::fixture::RunShared;
 use crate::history::History;
 use crate::marker::{Expr, known_markers};
 use crate::registry::{TestDef, group_limits, index_by_name, registered_tests};
+use crate::report::{self, JsonlSink, ResultLine};
 use crate::schedule::{Pending, dispatch, longest_first};
 
 /// Exit code for bad input (a malformed or unknown marker expression), as
@@ -68,24 +69,36 @@ pub fn run_with(cli: Cli) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let partition = match cli.partition() {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+
     let args = &cli.libtest;
-    // nextest runs each test as `--exact NAME`: look it up, don't build the list.
+    // nextest runs each test as `--exact NAME`: look it up, don't build the
+    // list (a partition needs the whole list to deal from).
     let candidates: Vec<(String, &'static TestDef)> =
-        match (&args.filter, args.exact, args.skip.is_empty()) {
-            (Some(name), true, true) => index_by_name()
+        match (&args.filter, args.exact, args.skip.is_empty(), partition) {
+            (Some(name), true, true, None) => index_by_name()
                 .remove(name)
                 .map(|d| vec![(name.clone(), d)])
                 .unwrap_or_default(),
             _ => registered_tests(),
         };
     let total = candidates.len();
-    let selected: Vec<(String, &'static TestDef)> = match &expr {
+    let mut selected: Vec<(String, &'static TestDef)> = match &expr {
         Some(e) => candidates
             .into_iter()
             .filter(|(_, d)| e.matches(d.markers))
             .collect(),
         None => candidates,
     };
+    if let Some(p) = partition {
+        selected = p.select(selected, |(name, _)| name.as_str());
+    }
 
     if args.list {
         let trials = selected
@@ -101,6 +114,34 @@ pub fn run_with(cli: Cli) -> ExitCode {
     } else {
         History::load_for_current_exe()
     };
+    if cli.last_failed {
+        let failed: Vec<(String, &'static TestDef)> = selected
+            .iter()
+            .filter(|(name, _)| history.failed_last(name))
+            .cloned()
+            .collect();
+        if failed.is_empty() {
+            eprintln!(
+                "service-test: --last-failed: no test failed last time; running all {} selected",
+                selected.len()
+            );
+        } else {
+            selected = failed;
+        }
+    }
+    let reporting = match &cli.report_dir {
+        None => None,
+        Some(dir) => match JsonlSink::open(dir, report::RESULTS) {
+            Ok(sink) => Some(Reporting {
+                dir: dir.clone(),
+                sink,
+            }),
+            Err(e) => {
+                eprintln!("error: --report-dir: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
     run_selected(
         &cli,
         selected,
@@ -109,7 +150,15 @@ pub fn run_with(cli: Cli) -> ExitCode {
         seed,
         &mut history,
         single,
+        reporting,
+        partition,
     )
+}
+
+/// Where finished tests are reported.
+struct Reporting {
+    dir: std::path::PathBuf,
+    sink: JsonlSink,
 }
 
 fn parse_checked(src: &str) -> Result<Expr, String> {
@@ -148,6 +197,7 @@ struct Job {
     tx: oneshot::Sender<TestRecord>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_selected(
     cli: &Cli,
     selected: Vec<(String, &'static TestDef)>,
@@ -156,7 +206,13 @@ fn run_selected(
     seed: u64,
     history: &mut History,
     single: bool,
+    reporting: Option<Reporting>,
+    partition: Option<crate::partition::Partition>,
 ) -> ExitCode {
+    let started = std::time::Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let args = &cli.libtest;
     let concurrency = cli.concurrency();
     let policy = ExecPolicy {
@@ -210,7 +266,26 @@ fn run_selected(
         }
     };
     let run = RunShared::new(seed);
-    let supervisor = runtime.spawn(supervise(run, jobs, concurrency, policy, cli.fail_fast));
+    let binary = crate::history::binary_name();
+    let report_dir = reporting.as_ref().map(|r| r.dir.clone());
+    let stream = Stream {
+        binary: binary.clone(),
+        seed,
+        recent: jobs
+            .iter()
+            .map(|j| (j.name.clone(), history.recent(&j.name)))
+            .collect(),
+        sink: reporting.map(|r| r.sink),
+        progress: crate::progress::Progress::new(jobs.len()),
+    };
+    let supervisor = runtime.spawn(supervise(
+        run,
+        jobs,
+        concurrency,
+        policy,
+        cli.fail_fast,
+        stream,
+    ));
 
     let mut one_thread = args.clone();
     one_thread.test_threads = Some(1);
@@ -245,6 +320,26 @@ fn run_selected(
         history.record(&records);
         history.save();
     }
+    if let Some(dir) = report_dir {
+        let info = report::RunInfo {
+            binary,
+            seed,
+            wall_s: started.elapsed().as_secs_f64(),
+            started_unix,
+            partition: partition.map(|p| p.to_string()),
+        };
+        let written = JsonlSink::open(&dir, report::RUNS)
+            .and_then(|mut runs| runs.write(&info))
+            .and_then(|()| report::read_dir(&dir))
+            .and_then(|(lines, runs)| report::write_reports(&dir, &lines, &runs));
+        match written {
+            Ok(()) => eprintln!("service-test: reports written to {}", dir.display()),
+            Err(e) => {
+                eprintln!("error: writing reports: {e} (results.jsonl keeps every finished test)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if !teardown_failures.is_empty() {
         for f in &teardown_failures {
             eprintln!("error: {f}");
@@ -257,12 +352,36 @@ fn run_selected(
 /// Runs the jobs through the scheduler, tearing down each module's suite
 /// fixtures after its last test and the session's at the end. Returns every
 /// record and the failures of suite and session teardowns.
+/// Where each finished test goes as it finishes: the results stream and
+/// the progress line.
+struct Stream {
+    binary: String,
+    seed: u64,
+    recent: HashMap<String, Vec<String>>,
+    sink: Option<JsonlSink>,
+    progress: crate::progress::Progress,
+}
+
+impl Stream {
+    fn finished(&mut self, def: &TestDef, record: &TestRecord) {
+        self.progress.finished(record.outcome.is_failure());
+        if let Some(sink) = &mut self.sink {
+            let recent = self.recent.remove(&record.name).unwrap_or_default();
+            let line = ResultLine::new(&self.binary, def, record, self.seed, recent);
+            if let Err(e) = sink.write(&line) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
 async fn supervise(
     run: Arc<RunShared>,
     jobs: Vec<Job>,
     concurrency: usize,
     policy: ExecPolicy,
     fail_fast: bool,
+    mut stream: Stream,
 ) -> (Vec<TestRecord>, Vec<String>) {
     let limits = group_limits();
     let mut per_module: HashMap<&'static str, usize> = HashMap::new();
@@ -273,9 +392,11 @@ async fn supervise(
     let teardown_failures = Arc::new(Mutex::new(Vec::new()));
     let mut senders: HashMap<String, oneshot::Sender<TestRecord>> =
         HashMap::with_capacity(jobs.len());
+    let mut defs: HashMap<String, &'static TestDef> = HashMap::with_capacity(jobs.len());
     let mut pending = Vec::with_capacity(jobs.len());
     for j in jobs {
         senders.insert(j.name.clone(), j.tx);
+        defs.insert(j.name.clone(), j.def);
         pending.push(Pending {
             group: j.def.group,
             job: (j.name, j.def),
@@ -318,6 +439,9 @@ async fn supervise(
         if failed && first_failure.is_none() {
             first_failure = Some(record.name.clone());
         }
+        if let Some(def) = defs.get(&record.name) {
+            stream.finished(def, &record);
+        }
         if let Some(tx) = senders.remove(&record.name) {
             let _ = tx.send(record.clone());
         }
@@ -336,7 +460,11 @@ async fn supervise(
             flaky: false,
             earlier_failures: Vec::new(),
             duration: Duration::ZERO,
+            metrics: Vec::new(),
         };
+        if let Some(def) = defs.get(&record.name) {
+            stream.finished(def, &record);
+        }
         if let Some(tx) = senders.remove(&record.name) {
             let _ = tx.send(record.clone());
         }
@@ -363,6 +491,7 @@ async fn supervise(
             .into_iter()
             .map(|f| format!("session: {f}")),
     );
+    stream.progress.clear();
     (records, failures)
 }
 

@@ -22,6 +22,7 @@ marker!(
 );
 marker!(grouping, "tests that prove group limits hold");
 marker!(seeding, "tests that print their seeded draws");
+marker!(slowlane, "tests that run one at a time, slowly");
 
 fn event(what: &str) {
     eprintln!("EVENT {what}");
@@ -458,6 +459,39 @@ mod phi_guard {
     async fn failure_message_is_redacted() -> Result<(), String> {
         tracing::info!("about to reject 987-65-4321");
         Err("patient with ssn 219-09-9999 was rejected".into())
+    }
+}
+
+/// Twenty tests that run one at a time, 100 ms each: a run long enough to
+/// interrupt halfway.
+mod slow_lane {
+    use super::*;
+
+    macro_rules! lane {
+        ($($name:ident),*) => {$(
+            #[service_test(slowlane, group = "lane")]
+            async fn $name() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        )*};
+    }
+
+    lane!(
+        l01, l02, l03, l04, l05, l06, l07, l08, l09, l10, l11, l12, l13, l14, l15, l16, l17, l18,
+        l19, l20
+    );
+}
+
+/// Records figures through the Metrics fixture.
+mod measured {
+    use super::*;
+
+    #[service_test(unit, services(billing))]
+    async fn records_latencies(metrics: harness::Metrics) {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        metrics.latencies("POST /v1/claims", &samples);
+        metrics.throughput("POST /v1/claims", 850.0);
+        metrics.error_rate("POST /v1/claims", 0.01);
     }
 }
 

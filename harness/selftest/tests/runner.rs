@@ -592,6 +592,226 @@ fn phi_safe_fails_a_test_that_logs_phi_and_redacts_it() {
     assert!(r.stdout.contains("captured log (1 lines, PHI redacted):\n  INFO selftest::phi_guard: about to reject [PHI:SSN]"), "{}", r.stdout);
 }
 
+// ---- reports, sharding, history --------------------------------------------
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("invalid line {l:?} in {}: {e}", path.display()))
+        })
+        .collect()
+}
+
+#[service_test(unit)]
+fn report_dir_gets_results_junit_and_markdown_that_agree() {
+    let dir = fresh_dir("reports");
+    let d = dir.to_string_lossy().into_owned();
+    let r = selftest(&[
+        "--report-dir",
+        &d,
+        "--seed",
+        "5",
+        "-m",
+        "teardown_order or (unit and not broken)",
+    ]);
+    assert_eq!(r.code, 101, "{}", r.stdout);
+    let lines = jsonl(&dir.join("results.jsonl"));
+    let ran = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.contains(" ... "))
+        .count();
+    assert_eq!(lines.len(), ran, "one line per finished test");
+    let count = |o: &str| lines.iter().filter(|l| l["outcome"] == o).count();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["seed"] == 5 && l["binary"] == "selftest")
+    );
+    let flaky = lines
+        .iter()
+        .find(|l| l["name"] == "flaky::passes_on_second_attempt")
+        .expect("flaky test line");
+    assert_eq!(flaky["outcome"], "flaky");
+    assert_eq!(flaky["attempts"], 2);
+    let measured = lines
+        .iter()
+        .find(|l| l["name"] == "measured::records_latencies")
+        .expect("measured line");
+    assert!(
+        measured["metrics"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|x| x["name"] == "p99_ms" && x["value"] == 99.0)),
+        "{measured}"
+    );
+
+    let xml = std::fs::read_to_string(dir.join("junit.xml")).expect("junit.xml");
+    assert_eq!(xml.matches("<testcase ").count(), lines.len());
+    assert_eq!(
+        xml.matches("<failure").count(),
+        count("failed") + count("timed-out")
+    );
+    assert_eq!(xml.matches("<error").count(), count("error"));
+    assert_eq!(
+        xml.matches("<skipped").count(),
+        count("skipped") + count("not-run")
+    );
+    assert!(xml.contains("<flakyFailure"), "flaky reruns are recorded");
+    assert!(xml.contains(r#"<property name="marker" value="teardown_order"/>"#));
+
+    let md = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
+    for section in [
+        "# Distributed System Test Report",
+        "## Test Execution Summary",
+        "## Results by Marker",
+        "## Service Test Results",
+        "## Integration Test Results",
+        "## Performance",
+        "## Slowest Tests",
+        "## Flaky Tests",
+        "## Recommendations",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    assert!(
+        md.contains(&format!("| {} |", lines.len())),
+        "summary total:\n{md}"
+    );
+    assert!(md.contains("| POST /v1/claims | `measured::records_latencies` | 50.0 ms | 95.0 ms | 99.0 ms | 850 req/s | 1.00% |"), "{md}");
+    assert!(md.contains("- ✅ billing: 1/1 tests passed"), "{md}");
+    assert!(
+        md.contains("`flaky::passes_on_second_attempt`"),
+        "flaky section:\n{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit, compliance)]
+fn no_report_file_carries_phi() {
+    let dir = fresh_dir("phi-reports");
+    let d = dir.to_string_lossy().into_owned();
+    selftest(&["--report-dir", &d, "phi_guard::"]);
+    for file in ["results.jsonl", "junit.xml", "report.md"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert!(text.contains("[PHI:SSN]"), "{file} shows the redaction");
+        for raw in [
+            "123-45-6789",
+            "555-0142",
+            "219-09-9999",
+            "Quentin",
+            "QUENTIN",
+        ] {
+            assert!(!text.contains(raw), "{raw} in {file}");
+        }
+        assert!(
+            phi::scan(&text).iter().all(|f| f.via == phi::Via::Pattern),
+            "a registered value in {file}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
+fn shards_together_run_every_test_exactly_once() {
+    let all = selftest(&["--list", "--format", "terse"]).listed();
+    for kind in ["hash", "slice"] {
+        let mut seen = BTreeSet::new();
+        let mut total = 0;
+        for k in 1..=3 {
+            let shard = selftest(&[
+                "--list",
+                "--format",
+                "terse",
+                "--partition",
+                &format!("{kind}:{k}/3"),
+            ])
+            .listed();
+            assert!(!shard.is_empty(), "{kind}:{k}/3 is empty");
+            total += shard.len();
+            seen.extend(shard);
+        }
+        assert_eq!(total, all.len(), "{kind}: no test in two shards");
+        assert_eq!(seen, all, "{kind}: every test in some shard");
+    }
+    let from_env = run_bin(
+        SELFTEST,
+        &["--list", "--format", "terse"],
+        &[("SERVICE_TEST_PARTITION", "slice:2/3")],
+    )
+    .listed();
+    assert_eq!(
+        from_env,
+        selftest(&["--list", "--format", "terse", "--partition", "slice:2/3"]).listed()
+    );
+    let bad = selftest(&["--partition", "hash:4/3"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("1 <= K <= N"), "{}", bad.stderr);
+}
+
+#[service_test(unit, slow)]
+fn an_interrupted_run_keeps_a_valid_line_per_finished_test() {
+    let dir = fresh_dir("sigint");
+    let mut child = Command::new(SELFTEST)
+        .args(["-m", "slowlane", "--report-dir"])
+        .arg(&dir)
+        .env("SERVICE_TEST_HISTORY_DIR", history_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start selftest");
+    let results = dir.join("results.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&results).map_or(0, |t| t.lines().count()) < 5
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(!exit.success(), "the run was interrupted");
+    let lines = jsonl(&results);
+    assert!((5..20).contains(&lines.len()), "{} lines", lines.len());
+    assert!(lines.iter().all(|l| {
+        l["outcome"] == "passed"
+            && l["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("slow_lane::"))
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
+fn last_failed_reruns_only_what_failed_last_time() {
+    let dir = history_dir().join(format!("last-failed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    let env = [("SERVICE_TEST_HISTORY_DIR", d.as_str())];
+    let first = run_bin(SELFTEST, &["seeding::"], &env);
+    assert_eq!(first.code, 101);
+    let again = run_bin(SELFTEST, &["seeding::", "--last-failed"], &env);
+    let ran: Vec<&str> = again
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.contains(" ... "))
+        .collect();
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert!(ran[0].starts_with("test seeding::fails_with_seed"));
+}
+
 // ---- docs ------------------------------------------------------------------
 
 #[service_test(unit)]

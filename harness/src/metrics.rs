@@ -1,0 +1,106 @@
+//! Figures a test records (latency percentiles, throughput, error rates,
+//! counts), carried with its result into every report.
+//!
+//! ```ignore
+//! #[service_test(performance, services(billing))]
+//! async fn claims_are_fast(metrics: Metrics) {
+//!     let samples: Vec<Duration> = /* time 200 requests */;
+//!     metrics.latencies("POST /v1/claims", &samples);
+//!     metrics.throughput("POST /v1/claims", 850.0);
+//!     metrics.error_rate("POST /v1/claims", 0.0);
+//! }
+//! ```
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fixture::{Fixture, FixtureCx, FixtureError};
+
+/// One recorded figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// What was measured (`p95_ms`, `throughput_rps`, `error_rate`, or your own).
+    pub name: String,
+    /// The figure.
+    pub value: f64,
+    /// Its unit (`ms`, `rps`, `ratio`, `count`, …).
+    pub unit: String,
+    /// The endpoint or operation it belongs to, if any (`GET /health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Where a test's figures go: ask for `metrics: Metrics` (or `&Metrics`).
+#[derive(Clone, Default)]
+pub struct Metrics {
+    sink: Arc<Mutex<Vec<Metric>>>,
+}
+
+impl Metrics {
+    pub(crate) fn new(sink: Arc<Mutex<Vec<Metric>>>) -> Self {
+        Metrics { sink }
+    }
+
+    /// Records a named figure.
+    pub fn record(&self, name: &str, value: f64, unit: &str, endpoint: Option<&str>) {
+        self.sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Metric {
+                name: name.to_string(),
+                value,
+                unit: unit.to_string(),
+                endpoint: endpoint.map(str::to_string),
+            });
+    }
+
+    /// Records latency percentiles (p50, p95, p99, max, in milliseconds) and
+    /// the sample count of an endpoint. Nothing is recorded for no samples.
+    pub fn latencies(&self, endpoint: &str, samples: &[Duration]) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        for (name, q) in [("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)] {
+            self.record(name, percentile(&ms, q), "ms", Some(endpoint));
+        }
+        self.record("max_ms", ms[ms.len() - 1], "ms", Some(endpoint));
+        self.record("samples", ms.len() as f64, "count", Some(endpoint));
+    }
+
+    /// Records an endpoint's throughput, requests per second.
+    pub fn throughput(&self, endpoint: &str, requests_per_second: f64) {
+        self.record("throughput_rps", requests_per_second, "rps", Some(endpoint));
+    }
+
+    /// Records an endpoint's error rate (0.0–1.0).
+    pub fn error_rate(&self, endpoint: &str, rate: f64) {
+        self.record("error_rate", rate, "ratio", Some(endpoint));
+    }
+
+    /// What has been recorded so far.
+    pub fn recorded(&self) -> Vec<Metric> {
+        self.sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Fixture for Metrics {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(cx.metrics())
+    }
+}
