@@ -8,10 +8,10 @@
 
 mod demo_service;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use demo_service::{DemoService, Tenant, get};
-use harness::{TestRng, service_test};
+use harness::{Metrics, TestRng, service_test};
 use rand_core::RngCore;
 
 mod health {
@@ -126,6 +126,34 @@ mod resilience {
         (r.status == 200)
             .then_some(())
             .ok_or(format!("status {}", r.status))
+    }
+}
+
+mod performance {
+    use super::*;
+
+    /// 100 sequential health checks: latency percentiles, throughput and
+    /// error rate, recorded for the report.
+    #[service_test(integration, performance, services(demo), timeout = "30s")]
+    async fn health_latency_is_recorded(svc: &DemoService, metrics: Metrics) -> Result<(), String> {
+        let mut samples = Vec::with_capacity(100);
+        let mut errors = 0u32;
+        let started = Instant::now();
+        for _ in 0..100 {
+            let t = Instant::now();
+            match get(svc.addr, "/health", &[]).await {
+                Ok(r) if r.status == 200 => {}
+                _ => errors += 1,
+            }
+            samples.push(t.elapsed());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics.latencies("GET /health", &samples);
+        metrics.throughput("GET /health", samples.len() as f64 / elapsed);
+        metrics.error_rate("GET /health", f64::from(errors) / samples.len() as f64);
+        (errors == 0)
+            .then_some(())
+            .ok_or(format!("{errors} of 100 health checks failed"))
     }
 }
 

@@ -1,5 +1,8 @@
 //! Project automation, run through the cargo alias: `cargo xtask <task>`.
 //!
+//! - `cargo xtask ci`: the CI pipeline, reports in `target/reports/`.
+//! - `cargo xtask report merge DIR...`: one report set from several.
+//!
 //! - `cargo xtask bench runner`: the runner benchmarks (P1, P2, P3), each a
 //!   ratio against peers measured in the same run; writes `target/bench/runner.json`.
 //! - `cargo xtask bench data`: generation and scanning against Python Faker,
@@ -9,8 +12,10 @@
 
 mod bench_data;
 mod bench_runner;
+mod ci;
 mod data;
 mod generated;
+mod report;
 
 use std::path::PathBuf;
 
@@ -19,6 +24,9 @@ use anyhow::{Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
+  ci              the pipeline: fmt, clippy, workspace tests, suites by tier; reports in target/reports/
+                  [--partition hash:K/N] [--tiers unit,integration,...] [--no-lint]
+  report merge    merge report directories (shards, tiers) into one set: cargo xtask report merge DIR... [--out DIR]
   bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
   bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
@@ -44,6 +52,8 @@ fn run() -> Result<()> {
             bench_data::run(&[])
         }
         ["data", rest @ ..] => data::run(rest),
+        ["ci", rest @ ..] => ci::run(rest),
+        ["report", rest @ ..] => report::run(rest),
         ["-h" | "--help" | "help"] | [] => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,270 @@
+//! `cargo xtask ci`: the pipeline. Lint, the workspace's own tests, then the
+//! suites tier by tier, every report merged into `target/reports/`.
+//!
+//! Options: `--partition hash:K/N` (a CI matrix shard: lint and workspace
+//! tests run on shard 1 only; the suites are sharded), `--tiers a,b` (which
+//! tiers), `--seed N` (one seed for every tier; printed), `--no-lint`.
+//!
+//! A test carrying several tier markers runs once, in the first of its
+//! tiers; tests with none run in the last tier, `other`.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::target_dir;
+
+/// The tiers, in order, by marker.
+const TIERS: &[&str] = &[
+    "unit",
+    "integration",
+    "e2e",
+    "resilience",
+    "compliance",
+    "security",
+    "performance",
+];
+
+const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N] [--tiers unit,integration,...] [--seed N] [--no-lint]";
+
+struct Stage {
+    name: String,
+    ok: bool,
+    secs: f64,
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let (mut partition, mut tiers, mut lint, mut seed) =
+        (None::<String>, None::<Vec<String>>, true, None::<u64>);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--partition" => partition = Some(it.next().context(USAGE)?.to_string()),
+            "--tiers" => {
+                tiers = Some(
+                    it.next()
+                        .context(USAGE)?
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .collect(),
+                )
+            }
+            "--no-lint" => lint = false,
+            "--seed" => {
+                seed = Some(
+                    it.next()
+                        .context(USAGE)?
+                        .parse()
+                        .context("--seed takes a whole number")?,
+                )
+            }
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    if let Some(p) = &partition {
+        p.parse::<harness::partition::Partition>()
+            .map_err(anyhow::Error::msg)?;
+    }
+    let mut all_tiers: Vec<String> = TIERS.iter().map(|t| t.to_string()).collect();
+    all_tiers.push("other".to_string());
+    let tiers = tiers.unwrap_or_else(|| all_tiers.clone());
+    if let Some(bad) = tiers.iter().find(|t| !all_tiers.contains(t)) {
+        bail!(
+            "unknown tier `{bad}`; the tiers are {}",
+            all_tiers.join(", ")
+        );
+    }
+    let first_shard = partition
+        .as_deref()
+        .is_none_or(|p| p.split(':').nth(1).is_some_and(|s| s.starts_with("1/")));
+    // One seed for every tier, so the whole run repeats with `--seed`.
+    let seed = seed.unwrap_or_else(harness::seed::fresh_seed);
+    eprintln!("cargo xtask ci: seed {seed} (repeat with --seed {seed})");
+    let reports = target_dir().join("reports");
+    let _ = std::fs::remove_dir_all(&reports);
+
+    let mut stages: Vec<Stage> = Vec::new();
+    let total_stages =
+        usize::from(lint && first_shard) * 2 + usize::from(first_shard) + 1 + tiers.len();
+    let step = |name: &str, cmd: Option<&mut Command>, stages: &mut Vec<Stage>| -> Result<bool> {
+        let n = stages.len() + 1;
+        eprintln!("\n=== [{n}/{total_stages}] {name}");
+        let started = Instant::now();
+        let ok = match cmd {
+            Some(c) => c
+                .status()
+                .with_context(|| format!("starting `{name}`"))?
+                .success(),
+            None => true,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "=== [{n}/{total_stages}] {name}: {} in {secs:.1}s",
+            if ok { "ok" } else { "FAILED" }
+        );
+        stages.push(Stage {
+            name: name.to_string(),
+            ok,
+            secs,
+        });
+        Ok(ok)
+    };
+
+    if lint && first_shard {
+        step(
+            "cargo fmt --check",
+            Some(Command::new("cargo").args(["fmt", "--all", "--", "--check"])),
+            &mut stages,
+        )?;
+        step(
+            "cargo clippy -D warnings",
+            Some(Command::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])),
+            &mut stages,
+        )?;
+    }
+    services_check(&mut stages);
+    if first_shard {
+        step(
+            "workspace tests",
+            Some(Command::new("cargo").args(["test", "--workspace", "--exclude", "suites"])),
+            &mut stages,
+        )?;
+    }
+    let mut tier_dirs = Vec::new();
+    for tier in &tiers {
+        let expr = tier_expression(tier);
+        let dir = reports.join("tiers").join(tier);
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "test",
+            "-q",
+            "-p",
+            "suites",
+            "--test",
+            "suites",
+            "--",
+            "--marker",
+            &expr,
+            "--report-dir",
+        ])
+        .arg(&dir);
+        cmd.args(["--seed", &seed.to_string()]);
+        if let Some(p) = &partition {
+            cmd.args(["--partition", p]);
+        }
+        step(
+            &format!("suites tier `{tier}` ({expr})"),
+            Some(&mut cmd),
+            &mut stages,
+        )?;
+        if dir.join(harness::report::RESULTS).exists() {
+            tier_dirs.push(dir);
+        }
+    }
+
+    if tier_dirs.is_empty() {
+        eprintln!("\nno tier ran a test; nothing to report");
+    } else {
+        crate::report::merge(&tier_dirs, &reports)?;
+        let md =
+            std::fs::read_to_string(reports.join(harness::report::MARKDOWN)).unwrap_or_default();
+        let summary: String = md
+            .split("## ")
+            .filter(|s| s.starts_with("Test Execution Summary") || s.starts_with("Recommendations"))
+            .map(|s| format!("## {s}"))
+            .collect();
+        println!("\n{summary}");
+        println!(
+            "reports: {}/{{results.jsonl, junit.xml, report.md}}",
+            reports.display()
+        );
+    }
+    println!("\nstages:");
+    for s in &stages {
+        println!(
+            "  {} {:<70} {:>6.1}s",
+            if s.ok { "ok    " } else { "FAILED" },
+            s.name,
+            s.secs
+        );
+    }
+    let failed: Vec<&str> = stages
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} stage(s) failed: {}", failed.len(), failed.join("; "));
+    }
+    Ok(())
+}
+
+/// The marker expression of a tier: its marker, and none of the earlier
+/// tiers' (so a test runs in exactly one tier); `other` is none of them.
+fn tier_expression(tier: &str) -> String {
+    let pos = TIERS.iter().position(|t| *t == tier).unwrap_or(TIERS.len());
+    let earlier = &TIERS[..pos];
+    if pos == TIERS.len() {
+        return format!("not ({})", TIERS.join(" or "));
+    }
+    if earlier.is_empty() {
+        tier.to_string()
+    } else {
+        format!("{tier} and not ({})", earlier.join(" or "))
+    }
+}
+
+/// Reports whether PostgreSQL and Redis answer (from DATABASE_URL /
+/// REDIS_URL, else the default local ports).
+fn services_check(stages: &mut Vec<Stage>) {
+    let started = Instant::now();
+    let probe = |env: &str, default: &str| -> (String, bool) {
+        let target = std::env::var(env)
+            .ok()
+            .and_then(|u| {
+                u.split('@')
+                    .next_back()
+                    .map(|h| h.split('/').next().unwrap_or(h).to_string())
+            })
+            .unwrap_or_else(|| default.to_string());
+        let ok = target
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a: SocketAddr| {
+                TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+            });
+        (target, ok)
+    };
+    let (pg, pg_ok) = probe("DATABASE_URL", "127.0.0.1:5432");
+    let (redis, redis_ok) = probe("REDIS_URL", "127.0.0.1:6379");
+    eprintln!(
+        "\n=== PostgreSQL at {pg}: {}",
+        if pg_ok { "answering" } else { "not answering" }
+    );
+    eprintln!(
+        "=== Redis at {redis}: {}",
+        if redis_ok {
+            "answering"
+        } else {
+            "not answering"
+        }
+    );
+    if !(pg_ok && redis_ok) {
+        eprintln!("=== real_services tests will be reported skipped with the reason");
+    }
+    stages.push(Stage {
+        name: format!("services: PostgreSQL {pg_ok}, Redis {redis_ok}"),
+        ok: true,
+        secs: started.elapsed().as_secs_f64(),
+    });
+}
