@@ -230,9 +230,14 @@ fn run_selected(
             (trial, Some(Job { name, def, tx }))
         })
         .collect();
+    let mut ignored: Vec<(String, &'static TestDef)> = Vec::new();
     for (trial, job) in &mut entries {
         if args.is_filtered_out(trial) || args.is_ignored(trial) {
-            *job = None;
+            if let Some(j) = job.take() {
+                if !args.is_filtered_out(trial) {
+                    ignored.push((j.name, j.def));
+                }
+            }
         }
     }
     longest_first(&mut entries, history, |(t, _)| t.name());
@@ -268,7 +273,7 @@ fn run_selected(
     let run = RunShared::new(seed);
     let binary = crate::history::binary_name();
     let report_dir = reporting.as_ref().map(|r| r.dir.clone());
-    let stream = Stream {
+    let mut stream = Stream {
         binary: binary.clone(),
         seed,
         recent: jobs
@@ -278,6 +283,9 @@ fn run_selected(
         sink: reporting.map(|r| r.sink),
         progress: crate::progress::Progress::new(jobs.len()),
     };
+    for (name, def) in &ignored {
+        stream.ignored(name, def);
+    }
     let supervisor = runtime.spawn(supervise(
         run,
         jobs,
@@ -363,6 +371,28 @@ struct Stream {
 }
 
 impl Stream {
+    /// An ignored test is reported skipped, with its reason.
+    fn ignored(&mut self, name: &str, def: &TestDef) {
+        let reason = def
+            .ignore
+            .map_or_else(|| "ignored".to_string(), |r| format!("ignored: {r}"));
+        let record = TestRecord {
+            name: name.to_string(),
+            outcome: Outcome::Skipped(reason),
+            attempts: 0,
+            flaky: false,
+            earlier_failures: Vec::new(),
+            duration: Duration::ZERO,
+            metrics: Vec::new(),
+        };
+        if let Some(sink) = &mut self.sink {
+            let line = ResultLine::new(&self.binary, def, &record, self.seed, Vec::new());
+            if let Err(e) = sink.write(&line) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+
     fn finished(&mut self, def: &TestDef, record: &TestRecord) {
         self.progress.finished(record.outcome.is_failure());
         if let Some(sink) = &mut self.sink {

@@ -3,7 +3,8 @@
 //!
 //! Options: `--partition hash:K/N` (a CI matrix shard: lint and workspace
 //! tests run on shard 1 only; the suites are sharded), `--tiers a,b` (which
-//! tiers), `--seed N` (one seed for every tier; printed), `--no-lint`.
+//! tiers), `--seed N` (one seed for every tier; printed), `--out DIR`
+//! (instead of `target/reports`), `--no-lint`.
 //!
 //! A test carrying several tier markers runs once, in the first of its
 //! tiers; tests with none run in the last tier, `other`.
@@ -27,7 +28,7 @@ const TIERS: &[&str] = &[
     "performance",
 ];
 
-const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N] [--tiers unit,integration,...] [--seed N] [--no-lint]";
+const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N] [--tiers unit,integration,...] [--seed N] [--out DIR] [--no-lint]";
 
 struct Stage {
     name: String,
@@ -38,6 +39,7 @@ struct Stage {
 pub fn run(args: &[&str]) -> Result<()> {
     let (mut partition, mut tiers, mut lint, mut seed) =
         (None::<String>, None::<Vec<String>>, true, None::<u64>);
+    let mut out = None::<std::path::PathBuf>;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -52,6 +54,7 @@ pub fn run(args: &[&str]) -> Result<()> {
                 )
             }
             "--no-lint" => lint = false,
+            "--out" => out = Some(std::path::PathBuf::from(it.next().context(USAGE)?)),
             "--seed" => {
                 seed = Some(
                     it.next()
@@ -82,7 +85,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     // One seed for every tier, so the whole run repeats with `--seed`.
     let seed = seed.unwrap_or_else(harness::seed::fresh_seed);
     eprintln!("cargo xtask ci: seed {seed} (repeat with --seed {seed})");
-    let reports = target_dir().join("reports");
+    let reports = out.unwrap_or_else(|| target_dir().join("reports"));
     let _ = std::fs::remove_dir_all(&reports);
 
     let mut stages: Vec<Stage> = Vec::new();
