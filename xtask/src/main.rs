@@ -11,6 +11,7 @@
 //!   `cargo xtask data validate FILE` checks exported claims.
 
 mod bench_data;
+mod bench_load;
 mod bench_runner;
 mod ci;
 mod data;
@@ -29,6 +30,7 @@ tasks:
   report merge    merge report directories (shards, tiers) into one set: cargo xtask report merge DIR... [--out DIR]
   bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
   bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
+  bench load      load generator throughput against wrk (target/bench/load.json)
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
 fn main() -> std::process::ExitCode {
@@ -47,9 +49,11 @@ fn run() -> Result<()> {
     match args.as_slice() {
         ["bench", "runner", rest @ ..] => bench_runner::run(rest),
         ["bench", "data", rest @ ..] => bench_data::run(rest),
+        ["bench", "load", rest @ ..] => bench_load::run(rest),
         ["bench"] | ["bench", "all"] => {
             bench_runner::run(&[])?;
-            bench_data::run(&[])
+            bench_data::run(&[])?;
+            bench_load::run(&[])
         }
         ["data", rest @ ..] => data::run(rest),
         ["ci", rest @ ..] => ci::run(rest),
