@@ -105,6 +105,56 @@ mod compliance {
 
 mod resilience {
     use super::*;
+    use fixtures::chaos::{ChaosProxy, Fault, FaultKind};
+
+    /// Through the chaos proxy, a partition turns into a client timeout and
+    /// taking the proxy down into an immediate refusal; healing restores
+    /// service.
+    #[service_test(integration, resilience, chaos, services(demo), timeout = "10s")]
+    async fn partitions_and_outages_through_the_chaos_proxy(
+        svc: &DemoService,
+    ) -> Result<(), String> {
+        let proxy = ChaosProxy::start(svc.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let healthy = get(proxy.addr(), "/health", &[]).await?;
+        if healthy.status != 200 {
+            return Err(format!("through the proxy: {}", healthy.status));
+        }
+        let cut = proxy.partition();
+        if tokio::time::timeout(
+            Duration::from_millis(200),
+            get(proxy.addr(), "/health", &[]),
+        )
+        .await
+        .is_ok()
+        {
+            return Err("a partitioned service answered".into());
+        }
+        proxy.remove(cut);
+        proxy.add(Fault::new(FaultKind::Latency {
+            latency: Duration::from_millis(150),
+            jitter: Duration::ZERO,
+        }));
+        let t = Instant::now();
+        get(proxy.addr(), "/health", &[]).await?;
+        if t.elapsed() < Duration::from_millis(150) {
+            return Err(format!("latency fault not applied: {:?}", t.elapsed()));
+        }
+        proxy.clear();
+        proxy.down().await;
+        match get(proxy.addr(), "/health", &[]).await {
+            Err(e) if e.contains("refused") => {}
+            other => {
+                return Err(format!(
+                    "a down proxy should refuse: {:?}",
+                    other.map(|r| r.status)
+                ));
+            }
+        }
+        proxy.up().await.map_err(|e| e.to_string())?;
+        get(proxy.addr(), "/health", &[]).await.map(|_| ())
+    }
 
     /// The service's slow endpoint takes as long as asked; a client deadline
     /// shorter than that fails fast instead of hanging.
