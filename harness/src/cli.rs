@@ -73,6 +73,11 @@ pub struct Cli {
     /// Run only the tests that failed the last time they ran (all, if none did).
     #[arg(long = "last-failed")]
     pub last_failed: bool,
+
+    /// A test whose service (PostgreSQL, Redis, …) cannot be had fails
+    /// instead of being skipped. Also set by SERVICE_TEST_REQUIRE_SERVICES=1.
+    #[arg(long = "require-services")]
+    pub require_services: bool,
 }
 
 impl Cli {
@@ -105,6 +110,12 @@ impl Cli {
             }),
             Err(_) => Ok(None),
         }
+    }
+
+    /// `--require-services` or `SERVICE_TEST_REQUIRE_SERVICES=1`.
+    pub fn require_services(&self) -> bool {
+        self.require_services
+            || std::env::var("SERVICE_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
     }
 
     /// The partition from `--partition` or the environment.

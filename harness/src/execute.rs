@@ -92,6 +92,8 @@ pub struct TestRecord {
 pub(crate) struct ExecPolicy {
     pub(crate) timeout: Duration,
     pub(crate) retries: u32,
+    /// A fixture's "skip" (a missing service) is an error instead.
+    pub(crate) require_services: bool,
 }
 
 /// Runs a test, retrying failures, and returns its record.
@@ -116,6 +118,12 @@ pub(crate) async fn run_test(
             "attempt {attempt}: {}",
             outcome.message().unwrap_or_default()
         ));
+    };
+    let outcome = match outcome {
+        Outcome::Skipped(reason) if policy.require_services => Outcome::Error(format!(
+            "a required service is unavailable (--require-services): {reason}"
+        )),
+        other => other,
     };
     TestRecord {
         flaky: outcome == Outcome::Passed && !earlier_failures.is_empty(),

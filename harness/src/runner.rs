@@ -218,6 +218,7 @@ fn run_selected(
     let policy = ExecPolicy {
         timeout: cli.timeout.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
         retries: cli.retries.unwrap_or(0),
+        require_services: cli.require_services(),
     };
 
     // Trials for libtest-mimic, each waiting on its result; the ones
