@@ -11,6 +11,7 @@
 //!   `cargo xtask data validate FILE` checks exported claims.
 
 mod bench_data;
+mod bench_db;
 mod bench_load;
 mod bench_runner;
 mod ci;
@@ -31,6 +32,7 @@ tasks:
   bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
   bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
   bench load      load generator throughput against wrk (target/bench/load.json)
+  bench db        p50 time to get a per-test database: template clone vs create+migrate (target/bench/db.json)
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
 fn main() -> std::process::ExitCode {
@@ -50,10 +52,12 @@ fn run() -> Result<()> {
         ["bench", "runner", rest @ ..] => bench_runner::run(rest),
         ["bench", "data", rest @ ..] => bench_data::run(rest),
         ["bench", "load", rest @ ..] => bench_load::run(rest),
+        ["bench", "db", rest @ ..] => bench_db::run(rest),
         ["bench"] | ["bench", "all"] => {
             bench_runner::run(&[])?;
             bench_data::run(&[])?;
-            bench_load::run(&[])
+            bench_load::run(&[])?;
+            bench_db::run(&[])
         }
         ["data", rest @ ..] => data::run(rest),
         ["ci", rest @ ..] => ci::run(rest),
