@@ -54,6 +54,15 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     let mut seeds: Vec<u64> = runs.iter().map(|r| r.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
+    let seeds_text = if seeds.is_empty() {
+        "–".to_string()
+    } else {
+        seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let binaries: Vec<&str> = {
         let mut b: Vec<&str> = lines.iter().map(|l| l.binary.as_str()).collect();
         b.sort_unstable();
@@ -70,15 +79,7 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
             binaries.join(", ")
         },
         runs.len(),
-        if seeds.is_empty() {
-            "–".to_string()
-        } else {
-            seeds
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        seeds_text.clone()
     );
 
     // Summary.
@@ -100,15 +101,7 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
         all.skipped,
         all.flaky,
         secs(wall),
-        if seeds.is_empty() {
-            "–".to_string()
-        } else {
-            seeds
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        seeds_text.clone()
     );
 
     // By marker.
