@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::generated::{build_release, manifest, path_dep, share_lock_file, write_if_changed};
+use crate::generated::{build_binary, manifest, path_dep, share_lock_file, write_if_changed};
 use crate::target_dir;
 
 const RUST_RECORDS: u64 = 200_000;
@@ -47,11 +47,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let dir = out_dir.join("data-suite");
     generate(&dir)?;
     eprintln!("[bench data] building the benchmark crate (release)…");
-    let bin = build_release(&dir, &["build"], "the data benchmark")?
-        .into_iter()
-        .find(|(name, _)| name == "data-bench")
-        .map(|(_, exe)| exe)
-        .context("cargo did not name the data-bench executable")?;
+    let bin = build_binary(&dir, &["build"], "data-bench", "the data benchmark")?;
 
     eprintln!(
         "[bench data] G1: generating {RUST_RECORDS} records, ours and the fake crate alternately, best of {ROUNDS}"

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::generated::build_release;
+use crate::generated::build_binary;
 use crate::{target_dir, workspace_root};
 
 pub fn run(args: &[&str]) -> Result<()> {
@@ -16,15 +16,12 @@ pub fn run(args: &[&str]) -> Result<()> {
         bail!("`cargo xtask bench db` takes no arguments (got `{a}`)");
     }
     eprintln!("[bench db] building the service probe (release)…");
-    let probe = build_release(
+    let probe = build_binary(
         &workspace_root(),
         &["build", "-p", "fixtures", "--bin", "services-probe"],
+        "services-probe",
         "the service probe",
-    )?
-    .into_iter()
-    .find(|(name, _)| name == "services-probe")
-    .map(|(_, exe)| exe)
-    .context("cargo did not name the services-probe executable")?;
+    )?;
     let out = Command::new(&probe)
         .args(["--exact", "clone_timing", "--require-services"])
         .stdout(Stdio::null())

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::generated::{build_release, manifest, path_dep, share_lock_file, write_if_changed};
+use crate::generated::{build_binary, manifest, path_dep, share_lock_file, write_if_changed};
 use crate::target_dir;
 
 const CONNECTIONS: usize = 32;
@@ -50,11 +50,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let dir = out_dir.join("load-suite");
     generate(&dir)?;
     eprintln!("[bench load] building the benchmark crate (release)…");
-    let bin = build_release(&dir, &["build"], "the load benchmark")?
-        .into_iter()
-        .find(|(name, _)| name == "load-bench")
-        .map(|(_, exe)| exe)
-        .context("cargo did not name the load-bench executable")?;
+    let bin = build_binary(&dir, &["build"], "load-bench", "the load benchmark")?;
 
     let mut child = Command::new(&bin)
         .arg("serve")

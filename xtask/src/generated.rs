@@ -70,3 +70,12 @@ pub fn build_release(dir: &Path, args: &[&str], what: &str) -> Result<Vec<(Strin
         })
         .collect())
 }
+
+/// Builds (release) and returns the path of the executable named `target`.
+pub fn build_binary(dir: &Path, args: &[&str], target: &str, what: &str) -> Result<PathBuf> {
+    build_release(dir, args, what)?
+        .into_iter()
+        .find(|(name, _)| name == target)
+        .map(|(_, exe)| exe)
+        .with_context(|| format!("cargo did not name the {target} executable"))
+}
