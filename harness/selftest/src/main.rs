@@ -368,7 +368,7 @@ mod groups {
     );
 }
 
-/// Eight tests (two of them sync) that wait briefly for each other: the
+/// Eight tests (two of them sync) that wait (up to 1 s) for each other: the
 /// peak of how many ran at once shows concurrency and its limit.
 mod overlap {
     use super::*;
@@ -391,7 +391,7 @@ mod overlap {
             #[service_test(grouping)]
             async fn $name() {
                 arrive();
-                for _ in 0..60 {
+                for _ in 0..200 {
                     if ACTIVE.load(Ordering::SeqCst) >= 8 { break; }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -405,7 +405,7 @@ mod overlap {
             #[service_test(grouping)]
             fn $name() {
                 arrive();
-                for _ in 0..60 {
+                for _ in 0..200 {
                     if ACTIVE.load(Ordering::SeqCst) >= 8 { break; }
                     std::thread::sleep(Duration::from_millis(5));
                 }
