@@ -18,10 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
 use crate::generated::{build_binary, manifest, path_dep, share_lock_file, write_if_changed};
-use crate::target_dir;
+use crate::{Figure, target_dir};
 
 const RUST_RECORDS: u64 = 200_000;
 const FAKER_RECORDS: u64 = 10_000;
@@ -29,15 +28,6 @@ const LOG_MB: u64 = 64;
 const CANARIES: u64 = 10_000;
 /// Rounds of the fast measurements (the best is kept: this VM's speed drifts).
 const ROUNDS: usize = 5;
-
-#[derive(Serialize)]
-struct Figure {
-    id: &'static str,
-    what: String,
-    unit: &'static str,
-    ours: f64,
-    peers: serde_json::Map<String, serde_json::Value>,
-}
 
 pub fn run(args: &[&str]) -> Result<()> {
     if let Some(a) = args.first() {

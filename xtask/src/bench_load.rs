@@ -11,25 +11,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
 use crate::generated::{build_binary, manifest, path_dep, share_lock_file, write_if_changed};
-use crate::target_dir;
+use crate::{Figure, target_dir};
 
 const CONNECTIONS: usize = 32;
 const SECONDS: u64 = 5;
 const ROUNDS: usize = 2;
 
 const BENCH_MAIN: &str = include_str!("../assets/load_bench.rs");
-
-#[derive(Serialize)]
-struct Figure {
-    id: &'static str,
-    what: String,
-    unit: &'static str,
-    ours: f64,
-    peers: serde_json::Map<String, serde_json::Value>,
-}
 
 /// The server process; killed when dropped.
 struct Server(Child);

@@ -70,6 +70,17 @@ fn run() -> Result<()> {
     }
 }
 
+/// One figure of `target/bench/<name>.json`: ours against named peers,
+/// measured in the same run.
+#[derive(serde::Serialize)]
+pub struct Figure {
+    pub id: &'static str,
+    pub what: String,
+    pub unit: &'static str,
+    pub ours: f64,
+    pub peers: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
