@@ -1,23 +1,38 @@
-//! The reference system under test (the sandbox).
+//! The reference system under test (the sandbox): a healthcare API in
+//! front of five business services, as axum services on loopback, on real
+//! PostgreSQL (a schema per service) and Redis (caches, idempotency keys).
 //!
-//! Built so far: the resilience core that every service-to-service call of
-//! the mesh goes through, as pure, tested pieces:
-//!
-//! - [`breaker`]: a per-target circuit breaker with resilience4j's
-//!   semantics (count-based sliding window, failure-rate threshold,
-//!   minimum calls, wait in open, a limited number of half-open probes),
-//!   driven by an injectable [`clock::Clock`];
-//! - [`retry`]: which requests may be retried (idempotent methods, or an
-//!   idempotency key) and after how long (exponential backoff, full jitter,
-//!   seeded);
-//! - [`token`]: signed service tokens (HMAC-SHA256; audience = the target
-//!   service, tenant, short expiry), and their checks with a reason for
-//!   every rejection.
-//!
-//! The six services, the claim saga and `cargo run -p sandbox -- up` are
-//! the next step (issue 3).
+//! - [`mesh`]: start the six in-process ([`Mesh::start`], or the `Mesh`
+//!   fixture), stop and restart one on its port, route one through a chaos
+//!   proxy; `cargo run -p sandbox -- up` runs them as one binary.
+//! - The services: [`api`] (intake, visits and the claim saga with
+//!   compensation), [`insurance`], [`billing`], [`compliance`], [`bi`],
+//!   [`doctor`].
+//! - Cross-cutting: [`client`] (every service-to-service call: per-target
+//!   [`breaker`], [`retry`] with seeded full jitter, per-attempt and
+//!   overall timeouts, `X-Request-ID`, signed [`token`]s that every service
+//!   verifies), tenants bound to tokens, [`logs`] through a PHI-redacting
+//!   layer, a test-mode fault endpoint ([`service::FaultPlan`]),
+//!   `/metrics` ([`metrics`]).
 
+pub mod api;
+pub mod bi;
+pub mod billing;
 pub mod breaker;
+pub mod client;
 pub mod clock;
+pub mod compliance;
+pub mod doctor;
+pub mod fixture;
+pub mod insurance;
+pub mod logs;
+pub mod mesh;
+pub mod metrics;
 pub mod retry;
+pub mod service;
+pub mod store;
 pub mod token;
+
+pub use fixture::Tenant;
+pub use mesh::{Answer, Mesh, MeshClient, MeshConfig, MeshError};
+pub use service::{FaultPlan, Service};

@@ -1,0 +1,629 @@
+//! healthcare-api, the orchestrator: patient intake (synced to the
+//! services that hold patient data; sync failures audited), read a
+//! patient, and visits, which run the **claim saga**:
+//!
+//! 1. verify insurance (insurance-verification),
+//! 2. create the claim (billing-engine),
+//! 3. record the analytics (business-intelligence; best effort).
+//!
+//! When a step fails, the completed steps are compensated in reverse order
+//! (the verification is cancelled when the claim cannot be created). Every
+//! saga event — started, step completed, failed, compensation completed or
+//! failed, completed — is sent to the compliance monitor.
+//!
+//! `/health` aggregates the dependencies and shows each circuit breaker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::client::{Call, CallError, Method};
+use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text, storage_health};
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS api.patients (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            mrn TEXT NOT NULL,
+            record TEXT NOT NULL,
+            coverage TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS patients_tenant ON api.patients (tenant)".to_string(),
+        "CREATE TABLE IF NOT EXISTS api.visits (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            saga_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            verification_id TEXT,
+            claim_id TEXT,
+            failure TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            .to_string(),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/patients", post(intake))
+        .route("/patients/{id}", get(read_patient))
+        .route("/visits", post(visit))
+        .route("/visits/{id}", get(read_visit))
+}
+
+/// The services a patient is synced to.
+const HOLDERS: [Service; 4] = [
+    Service::BillingEngine,
+    Service::InsuranceVerification,
+    Service::DoctorPersonalization,
+    Service::ComplianceMonitor,
+];
+
+/// `POST /patients`: `{"patient": {...}, "coverage": {...}}` (the
+/// `Patient` and `Coverage` fixtures' shapes).
+#[derive(Debug, Deserialize)]
+struct Intake {
+    patient: Value,
+    coverage: Coverage,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+struct Coverage {
+    payer: Payer,
+    #[serde(default)]
+    member_id: String,
+    effective: String,
+    #[serde(default)]
+    termination: Option<String>,
+    #[serde(default)]
+    coinsurance_pct: u8,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+struct Payer {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn intake(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Json(intake): Json<Intake>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Some(mrn) = intake.patient.get("mrn").and_then(Value::as_str) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_patient",
+            "patient.mrn is required",
+        ));
+    };
+    let id = ctx.ids.next("pat");
+    let coverage = serde_json::to_string(&intake.coverage).unwrap_or_default();
+    ctx.db
+        .execute(
+            "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id,
+                &caller.tenant,
+                &mrn,
+                &intake.patient.to_string(),
+                &coverage,
+            ],
+        )
+        .await?;
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient registered");
+    let record = json!({"patient_id": id, "record": {"patient": intake.patient, "coverage": intake.coverage}});
+    let sync = |target: Service| {
+        ctx.client.call(
+            Call::new(
+                target,
+                Method::Post,
+                "/patients/sync",
+                &caller.tenant,
+                &caller.request_id,
+            )
+            .json(record.clone())
+            .key(format!("{id}:sync")),
+        )
+    };
+    let (a, b, c, d) = tokio::join!(
+        sync(HOLDERS[0]),
+        sync(HOLDERS[1]),
+        sync(HOLDERS[2]),
+        sync(HOLDERS[3])
+    );
+    let mut synced = Vec::new();
+    let mut failed = Vec::new();
+    for (target, result) in HOLDERS.into_iter().zip([a, b, c, d]) {
+        match result {
+            Ok(_) => synced.push(target.name()),
+            Err(e) => {
+                failed.push(target.name());
+                tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, "patient sync to {target} failed: {e}");
+                let audit = Call::new(
+                    Service::ComplianceMonitor,
+                    Method::Post,
+                    "/audit/sync-failures",
+                    &caller.tenant,
+                    &caller.request_id,
+                )
+                .json(json!({
+                    "service_name": target.name(),
+                    "patient_id": id,
+                    "error": e.to_string(),
+                    "requires_manual_sync": true,
+                }));
+                if let Err(e) = ctx.client.call(audit).await {
+                    tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, "auditing a sync failure failed: {e}");
+                }
+            }
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"patient_id": id, "synced": synced, "sync_failed": failed})),
+    ))
+}
+
+async fn read_patient(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT mrn, record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("patient {id}")))?;
+    Ok(Json(json!({
+        "patient_id": id,
+        "mrn": row.get::<_, String>(0),
+        "patient": json_text(&row.get::<_, String>(1)),
+        "coverage": json_text(&row.get::<_, String>(2)),
+    })))
+}
+
+/// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
+/// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
+/// `lines[].procedure_code`, `lines[].charge_cents`).
+#[derive(Debug, Deserialize)]
+struct VisitRequest {
+    patient_id: String,
+    visit: VisitIn,
+}
+
+#[derive(Debug, Deserialize)]
+struct VisitIn {
+    rendering_npi: String,
+    date_of_service: String,
+    diagnoses: Vec<DiagnosisIn>,
+    lines: Vec<LineIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DiagnosisIn {
+    code: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineIn {
+    procedure_code: String,
+    charge_cents: i64,
+}
+
+/// One saga's bookkeeping.
+struct Saga<'a> {
+    ctx: &'a Arc<Ctx>,
+    caller: &'a Caller,
+    id: String,
+    patient_id: String,
+}
+
+impl Saga<'_> {
+    /// Sends a saga event to the compliance monitor (awaited: the trail is
+    /// complete when the visit answers; a failure to audit is logged, not
+    /// fatal).
+    async fn event(&self, event_type: &str, step: &str, details: Value) {
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/audit/saga-events",
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+        .json(json!({
+            "saga_id": self.id,
+            "saga_name": "claim",
+            "event_type": event_type,
+            "step": step,
+            "patient_id": self.patient_id,
+            "details": details,
+        }))
+        .key(format!("{}:{event_type}:{step}", self.id));
+        if let Err(e) = self.ctx.client.call(call).await {
+            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "auditing saga event {event_type} failed: {e}");
+        }
+    }
+
+    fn call(&self, target: Service, method: Method, path: String) -> Call<'_> {
+        Call::new(
+            target,
+            method,
+            path,
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+    }
+}
+
+/// A failed step: which, why, and what it means for the answer.
+struct StepFailure {
+    step: &'static str,
+    status: StatusCode,
+    cause: Value,
+}
+
+impl StepFailure {
+    fn from_call(step: &'static str, e: &CallError) -> Self {
+        let status = match e {
+            CallError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CallError::NotPermitted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        StepFailure {
+            step,
+            status,
+            cause: e.to_json(),
+        }
+    }
+}
+
+async fn visit(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Json(r): Json<VisitRequest>,
+) -> ApiResult<Response> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+            &[&r.patient_id, &caller.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("patient {}", r.patient_id)))?;
+    let coverage: Coverage = serde_json::from_str(&row.get::<_, String>(0))
+        .map_err(|e| ApiError::internal("reading coverage", e))?;
+    let saga = Saga {
+        ctx: &ctx,
+        caller: &caller,
+        id: ctx.ids.next("saga"),
+        patient_id: r.patient_id.clone(),
+    };
+    let visit_id = ctx.ids.next("vis");
+    saga.event("saga_started", "claim", json!({"visit_id": visit_id}))
+        .await;
+
+    // Step 1: verify insurance.
+    let procedures: Vec<&str> = r
+        .visit
+        .lines
+        .iter()
+        .map(|l| l.procedure_code.as_str())
+        .collect();
+    let verify = saga
+        .call(
+            Service::InsuranceVerification,
+            Method::Post,
+            "/verify".into(),
+        )
+        .json(json!({
+            "patient_id": r.patient_id,
+            "payer_id": coverage.payer.id,
+            "member_id": coverage.member_id,
+            "effective": coverage.effective,
+            "termination": coverage.termination,
+            "coinsurance_pct": coverage.coinsurance_pct,
+            "date_of_service": r.visit.date_of_service,
+            "procedures": procedures,
+        }))
+        .key(format!("{}:verify", saga.id));
+    let verification = match ctx.client.call(verify).await {
+        Ok(reply) => reply.body,
+        Err(e) => {
+            let failure = StepFailure::from_call("verify_insurance", &e);
+            return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+        }
+    };
+    let verification_id = verification
+        .get("verification_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    saga.event(
+        "step_completed",
+        "verify_insurance",
+        json!({"verification_id": verification_id, "cached": verification.get("cached")}),
+    )
+    .await;
+    let mut done = vec!["verify_insurance"];
+    if verification.get("eligible") != Some(&Value::Bool(true)) {
+        let failure = StepFailure {
+            step: "verify_insurance",
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            cause: json!({"message": "not eligible", "reason": verification.get("reason")}),
+        };
+        return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+    }
+
+    // Step 2: create the claim.
+    let claim = saga
+        .call(Service::BillingEngine, Method::Post, "/claims".into())
+        .json(json!({
+            "patient_id": r.patient_id,
+            "verification_id": verification_id,
+            "npi": r.visit.rendering_npi,
+            "diagnoses": r.visit.diagnoses.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(),
+            "procedures": r.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
+        }))
+        .key(format!("{}:claim", saga.id));
+    let claim = match ctx.client.call(claim).await {
+        Ok(reply) => reply.body,
+        Err(e) => {
+            let failure = StepFailure::from_call("create_claim", &e);
+            return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+        }
+    };
+    let claim_id = claim
+        .get("claim_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    done.push("create_claim");
+    saga.event(
+        "step_completed",
+        "create_claim",
+        json!({"claim_id": claim_id}),
+    )
+    .await;
+
+    // Step 3: analytics, best effort (a failure is logged, not compensated).
+    let total = claim
+        .get("total_cents")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let analytics = saga
+        .call(
+            Service::BusinessIntelligence,
+            Method::Post,
+            "/events".into(),
+        )
+        .json(json!({"events": [
+            {"metric": "claims_created", "value": 1},
+            {"metric": "claim_charge_cents", "value": total},
+        ]}))
+        .key(format!("{}:analytics", saga.id));
+    if let Err(e) = ctx.client.call(analytics).await {
+        tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
+    }
+
+    ctx.db
+        .execute(
+            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, verification_id, claim_id)
+             VALUES ($1, $2, $3, $4, 'claimed', $5, $6)",
+            &[
+                &visit_id,
+                &caller.tenant,
+                &r.patient_id,
+                &saga.id,
+                &verification_id,
+                &claim_id,
+            ],
+        )
+        .await?;
+    saga.event("saga_completed", "claim", json!({"steps": done}))
+        .await;
+    ctx.metrics.incr("saga_total", "outcome=\"completed\"");
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "visit_id": visit_id,
+            "saga_id": saga.id,
+            "status": "claimed",
+            "verification_id": verification_id,
+            "claim_id": claim_id,
+            "total_cents": total,
+            "request_id": caller.request_id,
+        })),
+    )
+        .into_response())
+}
+
+/// Records the failure, compensates the completed steps in reverse order,
+/// stores the visit as failed, and answers.
+async fn finish_failed(
+    saga: &Saga<'_>,
+    visit_id: &str,
+    verification_id: Option<&str>,
+    failure: StepFailure,
+    done: Vec<&'static str>,
+) -> ApiResult<Response> {
+    let ctx = saga.ctx;
+    saga.event("saga_failed", failure.step, json!({"cause": failure.cause}))
+        .await;
+    let mut compensations = Vec::new();
+    for step in done.iter().rev() {
+        let outcome = match (*step, verification_id) {
+            ("verify_insurance", Some(vid)) => {
+                let cancel = saga
+                    .call(
+                        Service::InsuranceVerification,
+                        Method::Post,
+                        format!("/verifications/{vid}/cancel"),
+                    )
+                    .key(format!("{}:cancel-verification", saga.id));
+                ctx.client.call(cancel).await.map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                saga.event(
+                    "compensation_completed",
+                    step,
+                    json!({"verification_id": verification_id}),
+                )
+                .await;
+                compensations.push(json!({"step": step, "outcome": "completed"}));
+            }
+            Err(e) => {
+                saga.event("compensation_failed", step, json!({"cause": e.to_json()}))
+                    .await;
+                compensations
+                    .push(json!({"step": step, "outcome": "failed", "cause": e.to_json()}));
+            }
+        }
+    }
+    let body = json!({
+        "error": "saga_failed",
+        "visit_id": visit_id,
+        "saga_id": saga.id,
+        "failed_step": failure.step,
+        "cause": failure.cause,
+        "compensations": compensations,
+        "request_id": saga.caller.request_id,
+    });
+    ctx.db
+        .execute(
+            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, verification_id, failure)
+             VALUES ($1, $2, $3, $4, 'failed', $5, $6)",
+            &[
+                &visit_id,
+                &saga.caller.tenant,
+                &saga.patient_id,
+                &saga.id,
+                &verification_id,
+                &phi::redact(&body.to_string()),
+            ],
+        )
+        .await?;
+    ctx.metrics.incr("saga_total", "outcome=\"failed\"");
+    tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");
+    Ok((failure.status, Json(body)).into_response())
+}
+
+async fn read_visit(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT patient_id, saga_id, status, verification_id, claim_id, failure
+             FROM api.visits WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
+    Ok(Json(json!({
+        "visit_id": id,
+        "patient_id": row.get::<_, String>(0),
+        "saga_id": row.get::<_, String>(1),
+        "status": row.get::<_, String>(2),
+        "verification_id": row.get::<_, Option<String>>(3),
+        "claim_id": row.get::<_, Option<String>>(4),
+        "failure": row.get::<_, Option<String>>(5).map(|f| json_text(&f)),
+    })))
+}
+
+/// `GET /health` of the API: its storage, each dependency's `/health`
+/// (1 s timeout; not through the breakers) and each breaker's state.
+pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
+    let (db, redis) = storage_health(&ctx).await;
+    let http = reqwest::Client::new();
+    let probes = Service::ALL
+        .into_iter()
+        .filter(|s| *s != Service::HealthcareApi)
+        .map(|s| {
+            let url = ctx.client.route(s).map(|a| format!("http://{a}/health"));
+            let http = http.clone();
+            async move {
+                let Some(url) = url else {
+                    return (s, "unknown");
+                };
+                match tokio::time::timeout(Duration::from_secs(1), http.get(url).send()).await {
+                    Ok(Ok(r)) if r.status().is_success() => (s, "healthy"),
+                    Ok(Ok(_)) => (s, "unhealthy"),
+                    _ => (s, "unreachable"),
+                }
+            }
+        });
+    let mut deps = serde_json::Map::new();
+    let mut all_up = true;
+    let states = ctx.client.breaker_states();
+    for (s, status) in join_all(probes).await {
+        all_up &= status == "healthy";
+        deps.insert(
+            s.name().to_string(),
+            json!({
+                "status": status,
+                "address": ctx.client.route(s).map(|a| a.to_string()),
+                "circuit_breaker": states.get(&s).map(|b| b.label()),
+            }),
+        );
+    }
+    let status = if !(db && redis) {
+        "unhealthy"
+    } else if all_up {
+        "healthy"
+    } else {
+        "degraded"
+    };
+    let code = if db && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "service": Service::HealthcareApi.name(),
+            "status": status,
+            "database": if db { "up" } else { "down" },
+            "redis": if redis { "up" } else { "down" },
+            "dependencies": deps,
+        })),
+    )
+        .into_response()
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}

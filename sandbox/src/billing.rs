@@ -1,0 +1,261 @@
+//! billing-engine: create a claim (NPI check digit, ICD-10-CM and CPT
+//! validated; `422` with a structured body when invalid; an idempotency key
+//! held in Redis makes a repeated create return the same claim), cancel,
+//! read.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::service::{ApiError, ApiResult, Caller, Ctx, Service};
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS billing.claims (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            verification_id TEXT NOT NULL,
+            npi TEXT NOT NULL,
+            diagnoses TEXT NOT NULL,
+            procedures TEXT NOT NULL,
+            total_cents BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            idempotency_key TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            cancelled_at TIMESTAMPTZ)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS claims_tenant ON billing.claims (tenant, patient_id)"
+            .to_string(),
+        crate::store::patient_copies(Service::BillingEngine),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/claims", post(create))
+        .route("/claims/{id}", get(read))
+        .route("/claims/{id}/cancel", post(cancel))
+        .route("/patients/sync", post(crate::service::sync_patient))
+}
+
+/// One procedure on a claim.
+#[derive(Debug, Deserialize, serde::Serialize)]
+struct Line {
+    code: String,
+    #[serde(default)]
+    charge_cents: i64,
+}
+
+/// `POST /claims`.
+#[derive(Debug, Deserialize)]
+struct CreateClaim {
+    patient_id: String,
+    verification_id: String,
+    npi: String,
+    diagnoses: Vec<String>,
+    procedures: Vec<Line>,
+}
+
+/// The problems of a claim, one per field (empty: valid).
+fn problems(c: &CreateClaim) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut bad = |field: String, code: &str, message: &str| {
+        out.push(json!({"field": field, "code": code, "message": message}));
+    };
+    if c.npi.len() != 10 || !c.npi.bytes().all(|b| b.is_ascii_digit()) {
+        bad("npi".into(), "npi_format", "an NPI is 10 digits");
+    } else if !phi::ids::is_valid_npi(&c.npi) {
+        bad(
+            "npi".into(),
+            "npi_check_digit",
+            "the NPI's check digit (Luhn, prefix 80840) does not match",
+        );
+    }
+    if c.diagnoses.is_empty() {
+        bad("diagnoses".into(), "required", "at least one diagnosis");
+    }
+    for (i, d) in c.diagnoses.iter().enumerate() {
+        if !phi::ids::is_icd10cm_shape(d) {
+            bad(
+                format!("diagnoses[{i}]"),
+                "icd10cm_format",
+                "not an ICD-10-CM code (letter, digit, digit or letter, up to 4 more after the dot)",
+            );
+        } else if !fixtures::icd10::is_billable(d) {
+            bad(
+                format!("diagnoses[{i}]"),
+                "icd10cm_not_billable",
+                "not a billable code of the ICD-10-CM FY2026 table",
+            );
+        }
+    }
+    if c.procedures.is_empty() {
+        bad("procedures".into(), "required", "at least one procedure");
+    }
+    for (i, p) in c.procedures.iter().enumerate() {
+        if !phi::ids::is_cpt_or_hcpcs_shape(&p.code) {
+            bad(
+                format!("procedures[{i}].code"),
+                "cpt_format",
+                "not a CPT (5 digits, or 4 digits and F/T/U) or HCPCS Level II code",
+            );
+        }
+        if p.charge_cents <= 0 {
+            bad(
+                format!("procedures[{i}].charge_cents"),
+                "charge",
+                "a charge is a positive number of cents",
+            );
+        }
+    }
+    if c.verification_id.is_empty() {
+        bad(
+            "verification_id".into(),
+            "required",
+            "a claim follows a verification",
+        );
+    }
+    out
+}
+
+async fn create(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Json(c): Json<CreateClaim>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let problems = problems(&c);
+    if !problems.is_empty() {
+        tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, problems = problems.len(), "claim refused");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_claim",
+            format!("the claim has {} problem(s)", problems.len()),
+        )
+        .with("fields", Value::Array(problems)));
+    }
+    let id = ctx.ids.next("clm");
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &key {
+        if let Some(existing) = ctx
+            .cache
+            .idempotent(
+                "claim",
+                &caller.tenant,
+                k,
+                &id,
+                ctx.settings.idempotency_ttl,
+            )
+            .await?
+        {
+            // A repeat: the first create's claim (wait briefly if the first
+            // create is still writing it).
+            for _ in 0..20 {
+                if let Some(mut claim) = load(&ctx, &caller.tenant, &existing).await? {
+                    claim["replayed"] = json!(true);
+                    return Ok((StatusCode::OK, Json(claim)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "a create with this idempotency key is still in progress",
+            ));
+        }
+    }
+    let total: i64 = c.procedures.iter().map(|p| p.charge_cents).sum();
+    let inserted = ctx
+        .db
+        .execute(
+            "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi, diagnoses,
+                procedures, total_cents, status, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9)",
+            &[
+                &id,
+                &caller.tenant,
+                &c.patient_id,
+                &c.verification_id,
+                &c.npi,
+                &c.diagnoses.join(","),
+                &serde_json::to_string(&c.procedures).unwrap_or_default(),
+                &total,
+                &key,
+            ],
+        )
+        .await;
+    if let Err(e) = inserted {
+        if let Some(k) = &key {
+            let _ = ctx.cache.release("claim", &caller.tenant, k).await;
+        }
+        return Err(e.into());
+    }
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, claim = %id, total_cents = total, "claim created");
+    let claim = load(&ctx, &caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("create claim", "row vanished"))?;
+    Ok((StatusCode::CREATED, Json(claim)))
+}
+
+async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiError> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT id, patient_id, verification_id, npi, diagnoses, procedures, total_cents, status
+             FROM billing.claims WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let diagnoses: String = r.get(4);
+        json!({
+            "claim_id": r.get::<_, String>(0),
+            "patient_id": r.get::<_, String>(1),
+            "verification_id": r.get::<_, String>(2),
+            "npi": r.get::<_, String>(3),
+            "diagnoses": diagnoses.split(',').collect::<Vec<_>>(),
+            "procedures": crate::service::json_text(&r.get::<_, String>(5)),
+            "total_cents": r.get::<_, i64>(6),
+            "status": r.get::<_, String>(7),
+        })
+    }))
+}
+
+async fn read(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    load(&ctx, &caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("claim {id}")))
+}
+
+async fn cancel(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let n = ctx
+        .db
+        .execute(
+            "UPDATE billing.claims SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
+             WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("claim {id}")));
+    }
+    read(State(ctx), Extension(caller), Path(id)).await
+}

@@ -1,0 +1,493 @@
+//! The one client every service-to-service call goes through.
+//!
+//! Per attempt: the target's circuit breaker is asked for permission, a
+//! service token is signed (audience = the target, the caller's tenant,
+//! short expiry), `X-Request-ID` is propagated, and the attempt has its own
+//! timeout. Failed attempts (connection errors, timeouts, `429`/`5xx`) are
+//! retried with exponential backoff and full jitter — but only for
+//! idempotent methods or requests carrying an idempotency key — as long as
+//! the call's overall timeout allows. Every call but those to the
+//! compliance monitor is itself audited there, in the background.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use crate::clock::Clock;
+use crate::metrics::ServiceMetrics;
+use crate::retry::{AttemptFailure, Backoff, RetryPolicy};
+use crate::service::Service;
+use crate::token;
+
+/// Where each service is reached. Shared by the mesh's clients, so a
+/// route can be changed while the mesh runs (to put a chaos proxy in
+/// front of a service, say).
+pub type Routes = Arc<RwLock<HashMap<Service, SocketAddr>>>;
+
+/// The client's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// Each target's breaker.
+    pub breaker: BreakerConfig,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Timeout of one attempt.
+    pub attempt_timeout: Duration,
+    /// Timeout of the whole call, retries and waits included.
+    pub call_timeout: Duration,
+    /// Validity of the tokens it signs.
+    pub token_ttl: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            breaker: BreakerConfig {
+                window_size: 20,
+                failure_rate_threshold: 50.0,
+                minimum_calls: 10,
+                open_wait: Duration::from_secs(30),
+                half_open_calls: 3,
+            },
+            retry: RetryPolicy::default(),
+            attempt_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            token_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// HTTP methods the mesh uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    fn reqwest(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// One call.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// To whom.
+    pub target: Service,
+    /// How.
+    pub method: Method,
+    /// The path (`/claims`).
+    pub path: String,
+    /// For which tenant.
+    pub tenant: &'a str,
+    /// The request id to propagate.
+    pub request_id: &'a str,
+    /// A JSON body.
+    pub body: Option<Value>,
+    /// An idempotency key (makes a `POST` repeatable).
+    pub idempotency_key: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    /// A call without body or key.
+    pub fn new(
+        target: Service,
+        method: Method,
+        path: impl Into<String>,
+        tenant: &'a str,
+        request_id: &'a str,
+    ) -> Self {
+        Call {
+            target,
+            method,
+            path: path.into(),
+            tenant,
+            request_id,
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// With a JSON body.
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// With an idempotency key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// A successful (`2xx`) answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status.
+    pub status: u16,
+    /// The body (`null` when empty or not JSON).
+    pub body: Value,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The target's breaker refused the call.
+    #[error("{target}: circuit breaker {} (next probe in {retry_after:?})", state.label())]
+    NotPermitted {
+        /// The target.
+        target: Service,
+        /// The breaker's state.
+        state: BreakerState,
+        /// How long until it lets a probe through.
+        retry_after: Duration,
+    },
+    /// The last attempt timed out.
+    #[error("{target}: no answer within {timeout:?} (after {attempts} attempt(s))")]
+    Timeout {
+        /// The target.
+        target: Service,
+        /// The attempt timeout.
+        timeout: Duration,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The last attempt could not connect or broke.
+    #[error("{target}: connection failed after {attempts} attempt(s): {message}")]
+    Connection {
+        /// The target.
+        target: Service,
+        /// Why.
+        message: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The target answered with an error status.
+    #[error("{target} answered {status} after {attempts} attempt(s)")]
+    Status {
+        /// The target.
+        target: Service,
+        /// The status.
+        status: u16,
+        /// The error body.
+        body: Value,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// No address is known for the target.
+    #[error("{0}: no route")]
+    NoRoute(Service),
+}
+
+impl CallError {
+    /// The target's error status, when it answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A JSON description (for error bodies and the audit trail).
+    pub fn to_json(&self) -> Value {
+        match self {
+            CallError::Status { status, body, .. } => {
+                json!({"message": self.to_string(), "status": status, "body": body})
+            }
+            _ => json!({"message": self.to_string()}),
+        }
+    }
+}
+
+/// A service's outgoing client.
+pub struct ServiceClient {
+    from: &'static str,
+    http: reqwest::Client,
+    routes: Routes,
+    breakers: BTreeMap<Service, CircuitBreaker>,
+    config: ClientConfig,
+    secret: Arc<[u8]>,
+    seed: u64,
+    calls: AtomicU64,
+    metrics: Arc<ServiceMetrics>,
+}
+
+impl ServiceClient {
+    /// A client calling as `from`, with a breaker per target on `clock`,
+    /// backoff jitter seeded from `seed`.
+    pub fn new(
+        from: &'static str,
+        routes: Routes,
+        config: ClientConfig,
+        secret: Arc<[u8]>,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+        metrics: Arc<ServiceMetrics>,
+    ) -> Self {
+        let breakers = Service::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    CircuitBreaker::with_clock(config.breaker, Arc::clone(&clock)),
+                )
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        ServiceClient {
+            from,
+            http,
+            routes,
+            breakers,
+            config,
+            secret,
+            seed,
+            calls: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// The breaker guarding calls to `target`.
+    pub fn breaker(&self, target: Service) -> &CircuitBreaker {
+        &self.breakers[&target]
+    }
+
+    /// Where `target` is reached now.
+    pub fn route(&self, target: Service) -> Option<SocketAddr> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&target)
+            .copied()
+    }
+
+    /// Makes the call (see the module docs), then audits it to the
+    /// compliance monitor in the background.
+    pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let result = self.send(&call).await;
+        if call.target != Service::ComplianceMonitor {
+            let (status, attempts, outcome) = match &result {
+                Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
+                Err(e) => (
+                    e.status(),
+                    match e {
+                        CallError::Timeout { attempts, .. }
+                        | CallError::Connection { attempts, .. }
+                        | CallError::Status { attempts, .. } => *attempts,
+                        _ => 0,
+                    },
+                    e.to_string(),
+                ),
+            };
+            let record = json!({
+                "target": call.target.name(),
+                "method": call.method.as_str(),
+                "path": call.path,
+                "status": status,
+                "attempts": attempts,
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "outcome": outcome,
+            });
+            let this = Arc::clone(self);
+            let (tenant, request_id) = (call.tenant.to_string(), call.request_id.to_string());
+            tokio::spawn(async move {
+                let audit = Call::new(
+                    Service::ComplianceMonitor,
+                    Method::Post,
+                    "/audit/service-calls",
+                    &tenant,
+                    &request_id,
+                )
+                .json(record);
+                let _ = this.send(&audit).await;
+            });
+        }
+        result
+    }
+
+    /// Makes the call without auditing it.
+    pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
+        let target = call.target;
+        let deadline = Instant::now() + self.config.call_timeout;
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut backoff = Backoff::new(
+            self.config.retry,
+            self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let breaker = self.breaker(target);
+        let label = format!("target=\"{}\"", target.name());
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if let Err(refused) = breaker.try_acquire() {
+                self.metrics.incr("client_not_permitted_total", &label);
+                return Err(CallError::NotPermitted {
+                    target,
+                    state: refused.state,
+                    retry_after: refused.retry_after,
+                });
+            }
+            let Some(addr) = self.route(target) else {
+                breaker.record(false);
+                return Err(CallError::NoRoute(target));
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let per_attempt = self.config.attempt_timeout.min(remaining);
+            let token = token::sign(
+                &self.secret,
+                self.from,
+                target.name(),
+                call.tenant,
+                self.config.token_ttl,
+            );
+            let mut req = self
+                .http
+                .request(call.method.reqwest(), format!("http://{addr}{}", call.path))
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-tenant-id", call.tenant)
+                .header("x-request-id", call.request_id)
+                .header("x-source-service", self.from);
+            if let Some(k) = &call.idempotency_key {
+                req = req.header("idempotency-key", k);
+            }
+            if let Some(b) = &call.body {
+                req = req.json(b);
+            }
+            let outcome = tokio::time::timeout(per_attempt, async {
+                let resp = req.send().await?;
+                let status = resp.status().as_u16();
+                let bytes = resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status, bytes))
+            })
+            .await;
+            let (failure, error) = match outcome {
+                Err(_) => {
+                    breaker.record(false);
+                    (
+                        AttemptFailure::Timeout,
+                        CallError::Timeout {
+                            target,
+                            timeout: per_attempt,
+                            attempts: attempt,
+                        },
+                    )
+                }
+                Ok(Err(e)) => {
+                    breaker.record(false);
+                    let mut message = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        let _ = write!(message, ": {s}");
+                        source = s.source();
+                    }
+                    (
+                        AttemptFailure::Connection,
+                        CallError::Connection {
+                            target,
+                            message,
+                            attempts: attempt,
+                        },
+                    )
+                }
+                Ok(Ok((status, bytes))) => {
+                    // A 4xx is the caller's fault, not the target's.
+                    breaker.record(status < 500);
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    if (200..300).contains(&status) {
+                        return Ok(Reply {
+                            status,
+                            body,
+                            attempts: attempt,
+                        });
+                    }
+                    (
+                        AttemptFailure::Status(status),
+                        CallError::Status {
+                            target,
+                            status,
+                            body,
+                            attempts: attempt,
+                        },
+                    )
+                }
+            };
+            match backoff.next_delay(
+                attempt,
+                call.method.as_str(),
+                call.idempotency_key.is_some(),
+                failure,
+            ) {
+                Some(wait) if Instant::now() + wait < deadline => {
+                    self.metrics.incr("client_retries_total", &label);
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Every target's breaker state.
+    pub fn breaker_states(&self) -> BTreeMap<Service, BreakerState> {
+        self.breakers.iter().map(|(s, b)| (*s, b.state())).collect()
+    }
+
+    /// The breakers as Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP circuit_breaker_state 1 for the state each target's breaker is in.\n# TYPE circuit_breaker_state gauge\n",
+        );
+        for (s, b) in &self.breakers {
+            let state = b.state();
+            for st in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "circuit_breaker_state{{service=\"{}\",target=\"{}\",state=\"{}\"}} {}",
+                    self.from,
+                    s.name(),
+                    st.label(),
+                    u8::from(st == state)
+                );
+            }
+        }
+        out
+    }
+}

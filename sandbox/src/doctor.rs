@@ -1,0 +1,85 @@
+//! doctor-personalization: a doctor's preferences, keyed by NPI.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+
+use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text};
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS doctor.preferences (
+            tenant TEXT NOT NULL,
+            npi TEXT NOT NULL,
+            preferences TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant, npi))"
+            .to_string(),
+        crate::store::patient_copies(Service::DoctorPersonalization),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/doctors/{npi}/preferences", get(read).put(write))
+        .route("/patients/sync", post(crate::service::sync_patient))
+}
+
+fn check_npi(npi: &str) -> ApiResult<()> {
+    if phi::ids::is_valid_npi(npi) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_npi",
+            "not a valid NPI (10 digits, Luhn check digit)",
+        ))
+    }
+}
+
+async fn read(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(npi): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_npi(&npi)?;
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT preferences FROM doctor.preferences WHERE tenant = $1 AND npi = $2",
+            &[&caller.tenant, &npi],
+        )
+        .await?;
+    let row = row.ok_or_else(|| ApiError::not_found(format!("preferences for NPI {npi}")))?;
+    Ok(Json(
+        json!({"npi": npi, "preferences": json_text(&row.get::<_, String>(0))}),
+    ))
+}
+
+async fn write(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(npi): Path<String>,
+    Json(prefs): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    check_npi(&npi)?;
+    if !prefs.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_preferences",
+            "preferences are a JSON object",
+        ));
+    }
+    ctx.db
+        .execute(
+            "INSERT INTO doctor.preferences (tenant, npi, preferences) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant, npi) DO UPDATE SET preferences = EXCLUDED.preferences, updated_at = now()",
+            &[&caller.tenant, &npi, &prefs.to_string()],
+        )
+        .await?;
+    Ok(Json(json!({"npi": npi, "preferences": prefs})))
+}

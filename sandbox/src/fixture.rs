@@ -1,0 +1,49 @@
+//! The mesh as test fixtures: [`Mesh`] (one per run, on a fresh database of
+//! the `Postgres` fixture and a key prefix on the `Redis` fixture, test mode
+//! on) and [`Tenant`] (a tenant of one's own per test, so tests sharing the
+//! mesh stay apart).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fixtures::{Postgres, Redis};
+use harness::{Fixture, FixtureCx, FixtureError, Scope};
+use rand_core::RngCore;
+
+use crate::mesh::{Mesh, MeshConfig};
+
+impl Fixture for Mesh {
+    const SCOPE: Scope = Scope::Session;
+
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let pg = cx.get_shared::<Postgres>().await?;
+        let redis = cx.get_shared::<Redis>().await?;
+        let url = pg.fresh_database(cx).await?;
+        let config = MeshConfig::for_tests(url, redis.addr, cx.run_seed());
+        Mesh::start(config)
+            .await
+            .map_err(|e| FixtureError::new(format!("starting the mesh: {e}")))
+    }
+}
+
+/// A tenant id of the test's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+impl std::ops::Deref for Tenant {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+static TENANTS: AtomicU64 = AtomicU64::new(0);
+
+impl Fixture for Tenant {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let r = cx.rng().next_u32();
+        Ok(Tenant(format!(
+            "tenant-{r:08x}-{}",
+            TENANTS.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+}

@@ -1,0 +1,288 @@
+//! insurance-verification: eligibility for a patient and procedures
+//! (answers cached in Redis with a TTL), cancel, read.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::service::{ApiError, ApiResult, Caller, Ctx, Service};
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS insurance.verifications (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            payer_id TEXT NOT NULL,
+            member_id TEXT NOT NULL,
+            date_of_service TEXT NOT NULL,
+            procedures TEXT NOT NULL,
+            eligible BOOLEAN NOT NULL,
+            coverage_pct INT NOT NULL,
+            reason TEXT NOT NULL,
+            cached BOOLEAN NOT NULL,
+            status TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            cancelled_at TIMESTAMPTZ)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS verifications_tenant ON insurance.verifications (tenant, patient_id)"
+            .to_string(),
+        crate::store::patient_copies(Service::InsuranceVerification),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    Router::new()
+        .route("/verify", post(verify))
+        .route("/verifications/{id}", get(read))
+        .route("/verifications/{id}/cancel", post(cancel))
+        .route("/patients/sync", post(crate::service::sync_patient))
+}
+
+/// `POST /verify`.
+#[derive(Debug, Deserialize)]
+struct VerifyRequest {
+    patient_id: String,
+    payer_id: String,
+    /// Empty for self-pay.
+    #[serde(default)]
+    member_id: String,
+    /// Coverage period (`YYYY-MM-DD`).
+    effective: String,
+    termination: Option<String>,
+    #[serde(default)]
+    coinsurance_pct: u8,
+    date_of_service: String,
+    procedures: Vec<String>,
+}
+
+/// An eligibility answer, as cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Eligibility {
+    eligible: bool,
+    coverage_pct: i32,
+    reason: String,
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// The payer's rule, as this sandbox models it: covered when the date of
+/// service falls in the coverage period; self-pay (no member id) is
+/// eligible with no coverage.
+fn decide(r: &VerifyRequest) -> Eligibility {
+    if r.member_id.is_empty() {
+        return Eligibility {
+            eligible: true,
+            coverage_pct: 0,
+            reason: "self-pay".into(),
+        };
+    }
+    if r.date_of_service < r.effective {
+        return Eligibility {
+            eligible: false,
+            coverage_pct: 0,
+            reason: "coverage not yet effective on the date of service".into(),
+        };
+    }
+    if r.termination
+        .as_ref()
+        .is_some_and(|t| r.date_of_service > *t)
+    {
+        return Eligibility {
+            eligible: false,
+            coverage_pct: 0,
+            reason: "coverage terminated before the date of service".into(),
+        };
+    }
+    Eligibility {
+        eligible: true,
+        coverage_pct: 100 - i32::from(r.coinsurance_pct.min(100)),
+        reason: "active coverage".into(),
+    }
+}
+
+/// The cache key of an eligibility question (tenant first: one tenant
+/// never reads another's answers).
+pub fn eligibility_key(
+    tenant: &str,
+    payer: &str,
+    member: &str,
+    dos: &str,
+    procs: &[String],
+) -> String {
+    let mut procs = procs.to_vec();
+    procs.sort();
+    format!("elig:{tenant}:{payer}:{member}:{dos}:{}", procs.join(","))
+}
+
+async fn verify(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Json(r): Json<VerifyRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !is_date(&r.date_of_service) || !is_date(&r.effective) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "dates must be YYYY-MM-DD",
+        ));
+    }
+    if r.procedures.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "no procedures to verify",
+        ));
+    }
+    let id = ctx.ids.next("ver");
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &key {
+        if let Some(existing) = ctx
+            .cache
+            .idempotent(
+                "verify",
+                &caller.tenant,
+                k,
+                &id,
+                ctx.settings.idempotency_ttl,
+            )
+            .await?
+        {
+            if let Some(v) = load(&ctx, &caller.tenant, &existing).await? {
+                return Ok((StatusCode::OK, Json(v)));
+            }
+        }
+    }
+    let ckey = eligibility_key(
+        &caller.tenant,
+        &r.payer_id,
+        &r.member_id,
+        &r.date_of_service,
+        &r.procedures,
+    );
+    let cached: Option<Eligibility> = ctx
+        .cache
+        .get(&ckey)
+        .await?
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let was_cached = cached.is_some();
+    let answer = match cached {
+        Some(a) => a,
+        None => {
+            let a = decide(&r);
+            let text = serde_json::to_string(&a).unwrap_or_default();
+            ctx.cache
+                .set_ex(&ckey, &text, ctx.settings.eligibility_ttl)
+                .await?;
+            a
+        }
+    };
+    let inserted = ctx
+        .db
+        .execute(
+            "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id, member_id,
+                date_of_service, procedures, eligible, coverage_pct, reason, cached, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active')",
+            &[
+                &id,
+                &caller.tenant,
+                &r.patient_id,
+                &r.payer_id,
+                &r.member_id,
+                &r.date_of_service,
+                &r.procedures.join(","),
+                &answer.eligible,
+                &answer.coverage_pct,
+                &answer.reason,
+                &was_cached,
+            ],
+        )
+        .await;
+    if let Err(e) = inserted {
+        if let Some(k) = &key {
+            let _ = ctx.cache.release("verify", &caller.tenant, k).await;
+        }
+        return Err(e.into());
+    }
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, verification = %id, eligible = answer.eligible, cached = was_cached, "verified eligibility");
+    let v = load(&ctx, &caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("verify", "row vanished"))?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiError> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT id, patient_id, payer_id, date_of_service, procedures, eligible,
+                    coverage_pct, reason, cached, status
+             FROM insurance.verifications WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let procs: String = r.get(4);
+        json!({
+            "verification_id": r.get::<_, String>(0),
+            "patient_id": r.get::<_, String>(1),
+            "payer_id": r.get::<_, String>(2),
+            "date_of_service": r.get::<_, String>(3),
+            "procedures": procs.split(',').collect::<Vec<_>>(),
+            "eligible": r.get::<_, bool>(5),
+            "coverage_pct": r.get::<_, i32>(6),
+            "reason": r.get::<_, String>(7),
+            "cached": r.get::<_, bool>(8),
+            "status": r.get::<_, String>(9),
+        })
+    }))
+}
+
+async fn read(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    load(&ctx, &caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("verification {id}")))
+}
+
+async fn cancel(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let n = ctx
+        .db
+        .execute(
+            "UPDATE insurance.verifications
+             SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
+             WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("verification {id}")));
+    }
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, verification = %id, "verification cancelled");
+    read(State(ctx), Extension(caller), Path(id)).await
+}

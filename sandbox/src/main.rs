@@ -1,0 +1,208 @@
+//! `sandbox`: runs the reference mesh.
+//!
+//! ```text
+//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME]
+//! cargo run -p sandbox -- token --service NAME --tenant NAME [--ttl SECS]
+//! ```
+//!
+//! `up` uses `DATABASE_URL` / `REDIS_URL` when set, else PostgreSQL on
+//! 127.0.0.1:5432 (database `sandbox`, created if missing) and Redis on
+//! 127.0.0.1:6379, else private instances started from the local binaries.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sandbox::{Mesh, MeshConfig, Service, token};
+
+const USAGE: &str = "usage:
+  sandbox up [--port-base N] [--test-mode] [--tenant NAME]
+      start the six services on loopback and print their addresses; Ctrl-C stops
+      (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage)
+  sandbox token --service NAME --tenant NAME [--ttl SECS]
+      print a token signed with SANDBOX_SECRET";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match args.first().map(String::as_str) {
+        Some("up") => rt.block_on(up(&args[1..])),
+        Some("token") => print_token(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
+        None => bail!("no command\n{USAGE}"),
+    }
+}
+
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> anyhow::Result<&'a str> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .with_context(|| format!("{flag} needs a value"))
+}
+
+fn print_token(args: &[String]) -> anyhow::Result<()> {
+    let (mut service, mut tenant, mut ttl) = (None, None, 3600u64);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--service" => service = Some(value(args, &mut i, "--service")?.to_string()),
+            "--tenant" => tenant = Some(value(args, &mut i, "--tenant")?.to_string()),
+            "--ttl" => {
+                ttl = value(args, &mut i, "--ttl")?
+                    .parse()
+                    .context("--ttl takes seconds")?
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+        i += 1;
+    }
+    let service = service.context("--service is required")?;
+    let service = Service::from_name(&service).with_context(|| {
+        format!(
+            "unknown service `{service}`; the services are {}",
+            Service::ALL.map(Service::name).join(", ")
+        )
+    })?;
+    let tenant = tenant.context("--tenant is required")?;
+    let secret = std::env::var("SANDBOX_SECRET")
+        .context("SANDBOX_SECRET is unset: start `up` with SANDBOX_SECRET and use the same here")?;
+    println!(
+        "{}",
+        token::sign(
+            secret.as_bytes(),
+            "cli",
+            service.name(),
+            &tenant,
+            Duration::from_secs(ttl)
+        )
+    );
+    Ok(())
+}
+
+/// Where PostgreSQL is: the URL, and a private instance to keep alive.
+async fn postgres() -> anyhow::Result<(String, Option<fixtures::services::Instance>)> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if !url.trim().is_empty() {
+            sandbox::store::connect(&url)
+                .await
+                .with_context(|| format!("DATABASE_URL {url}: cannot connect"))?;
+            return Ok((url, None));
+        }
+    }
+    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
+    let (admin_url, instance) = match sandbox::store::connect(admin_url).await {
+        Ok(_) => (admin_url.to_string(), None),
+        Err(e) => {
+            eprintln!("PostgreSQL on 127.0.0.1:5432: {e}; starting a private instance");
+            let (url, instance) = fixtures::services::private_postgres()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (url, Some(instance))
+        }
+    };
+    let admin = sandbox::store::connect(&admin_url).await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = 'sandbox'", &[])
+        .await?
+        .is_some();
+    if !exists {
+        admin.batch_execute("CREATE DATABASE sandbox").await?;
+    }
+    let url = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.clone(), |(base, _)| format!("{base}/sandbox"));
+    Ok((url, instance))
+}
+
+async fn redis() -> anyhow::Result<(SocketAddr, Option<fixtures::services::Instance>)> {
+    let url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let explicit = url.is_some();
+    let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
+    let hostport = url
+        .strip_prefix("redis://")
+        .and_then(|r| r.rsplit('@').next())
+        .and_then(|r| r.split('/').next())
+        .with_context(|| format!("REDIS_URL {url:?} is not redis://host:port"))?;
+    let addr = SocketAddr::from_str(hostport)
+        .or_else(|_| SocketAddr::from_str(&format!("{hostport}:6379")))
+        .with_context(|| format!("REDIS_URL {url:?}: want a numeric host:port"))?;
+    match sandbox::store::Cache::connect(addr, "").await {
+        Ok(_) => Ok((addr, None)),
+        Err(e) if explicit => Err(e).context("REDIS_URL"),
+        Err(e) => {
+            eprintln!("Redis on {addr}: {e}; starting a private instance");
+            let (addr, instance) = fixtures::services::private_redis()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok((addr, Some(instance)))
+        }
+    }
+}
+
+async fn up(args: &[String]) -> anyhow::Result<()> {
+    let (mut port_base, mut test_mode, mut tenant) = (None, false, "demo".to_string());
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--port-base" => {
+                port_base = Some(
+                    value(args, &mut i, "--port-base")?
+                        .parse::<u16>()
+                        .context("--port-base takes a port number")?,
+                )
+            }
+            "--test-mode" => test_mode = true,
+            "--tenant" => tenant = value(args, &mut i, "--tenant")?.to_string(),
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+        i += 1;
+    }
+    let (database_url, _pg) = postgres().await?;
+    let (redis_addr, _redis) = redis().await?;
+    let mut config = MeshConfig::new(&database_url, redis_addr);
+    config.test_mode = test_mode;
+    config.echo_logs = true;
+    config.redis_prefix = "sandbox:".into();
+    if let Ok(secret) = std::env::var("SANDBOX_SECRET") {
+        config.secret = secret.into_bytes();
+    }
+    if let Some(base) = port_base {
+        config.ports = Service::ALL
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (*s, base.saturating_add(k as u16)))
+            .collect::<BTreeMap<_, _>>();
+    }
+    let mesh = Mesh::start(config).await.context("starting the mesh")?;
+    println!("sandbox up: PostgreSQL {database_url}, Redis {redis_addr}");
+    for (s, a) in mesh.addrs() {
+        println!("  {:<24} http://{a}", s.name());
+    }
+    let api = mesh.url(Service::HealthcareApi);
+    let token = mesh.token(Service::HealthcareApi, &tenant, Duration::from_secs(3600));
+    println!("token for healthcare-api, tenant `{tenant}` (1 h):\n  {token}");
+    println!(
+        "try: curl -s {api}/health\n     curl -s -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: {tenant}' {api}/patients/none"
+    );
+    if test_mode {
+        println!("test mode: POST /admin/faults on every service");
+    }
+    println!("Ctrl-C stops");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping");
+    drop(mesh);
+    Ok(())
+}

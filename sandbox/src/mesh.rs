@@ -1,0 +1,605 @@
+//! Starting the six services together: in-process from a test
+//! ([`Mesh::start`], or the [`Mesh`] fixture), or as one binary
+//! (`cargo run -p sandbox -- up`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::instrument::WithSubscriber;
+
+use crate::breaker::BreakerState;
+use crate::client::{Call, ClientConfig, Method, Routes, ServiceClient};
+use crate::clock::{Clock, SystemClock};
+use crate::logs::{LogBook, LogViolation};
+use crate::metrics::ServiceMetrics;
+use crate::service::{self, Ctx, FaultPlan, Ids, Service, Settings};
+use crate::store::{self, Cache, StoreError};
+use crate::token;
+
+/// Why the mesh (or one service) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// Storage was not reachable or a migration failed.
+    #[error("{service}: {source}")]
+    Store {
+        /// Which service.
+        service: Service,
+        /// Why.
+        source: StoreError,
+    },
+    /// A port could not be bound.
+    #[error("{service}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Which service.
+        service: Service,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Only loopback addresses are allowed.
+    #[error("{0} is not a loopback address: the sandbox listens on loopback only")]
+    NotLoopback(SocketAddr),
+}
+
+/// How to start a mesh.
+#[derive(Clone)]
+pub struct MeshConfig {
+    /// The PostgreSQL database (every service has its schema in it).
+    pub database_url: String,
+    /// The Redis server.
+    pub redis: SocketAddr,
+    /// Prefix of every Redis key of this mesh (meshes sharing a server
+    /// stay apart).
+    pub redis_prefix: String,
+    /// The token secret shared by the services.
+    pub secret: Vec<u8>,
+    /// Mounts `/admin/faults` on every service.
+    pub test_mode: bool,
+    /// The API's outgoing client: breakers, retries, timeouts.
+    pub client: ClientConfig,
+    /// The breakers' clock (a `ManualClock` in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Seeds the backoff jitter.
+    pub seed: u64,
+    /// How long eligibility answers stay in Redis.
+    pub eligibility_ttl: Duration,
+    /// How long idempotency keys are held.
+    pub idempotency_ttl: Duration,
+    /// Print the (redacted) log lines to stderr.
+    pub echo_logs: bool,
+    /// Fixed ports (`up --port-base`); services not named get a free port.
+    pub ports: BTreeMap<Service, u16>,
+}
+
+impl std::fmt::Debug for MeshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConfig")
+            .field("database_url", &self.database_url)
+            .field("redis", &self.redis)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("test_mode", &self.test_mode)
+            .field("client", &self.client)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+static MESHES: AtomicU64 = AtomicU64::new(0);
+
+fn nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl MeshConfig {
+    /// Defaults on a database and a Redis: a fresh secret and key prefix,
+    /// the real clock, test mode off.
+    pub fn new(database_url: impl Into<String>, redis: SocketAddr) -> Self {
+        let n = MESHES.fetch_add(1, Ordering::Relaxed);
+        let stamp = nanos();
+        let secret = token::sign(
+            format!("{stamp}-{}-{n}", std::process::id()).as_bytes(),
+            "sandbox",
+            "secret",
+            "",
+            Duration::from_secs(1),
+        )
+        .into_bytes();
+        MeshConfig {
+            database_url: database_url.into(),
+            redis,
+            redis_prefix: format!("mesh:{}:{n}:", std::process::id()),
+            secret,
+            test_mode: false,
+            client: ClientConfig::default(),
+            clock: Arc::new(SystemClock),
+            seed: stamp,
+            eligibility_ttl: Duration::from_secs(300),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            echo_logs: false,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// Test mode on (the fault endpoint), jitter seeded with `seed`.
+    pub fn for_tests(database_url: impl Into<String>, redis: SocketAddr, seed: u64) -> Self {
+        MeshConfig {
+            test_mode: true,
+            seed,
+            ..MeshConfig::new(database_url, redis)
+        }
+    }
+}
+
+struct Running {
+    ctx: Arc<Ctx>,
+    task: JoinHandle<()>,
+}
+
+/// The six services, running.
+pub struct Mesh {
+    config: MeshConfig,
+    addrs: BTreeMap<Service, SocketAddr>,
+    routes: Routes,
+    running: Mutex<BTreeMap<Service, Running>>,
+    book: Arc<LogBook>,
+    forwarder: JoinHandle<()>,
+    http: reqwest::Client,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+        for (_, r) in
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner))
+        {
+            r.task.abort();
+        }
+    }
+}
+
+fn migrations(service: Service) -> Vec<String> {
+    match service {
+        Service::HealthcareApi => crate::api::migrations(),
+        Service::InsuranceVerification => crate::insurance::migrations(),
+        Service::BillingEngine => crate::billing::migrations(),
+        Service::ComplianceMonitor => crate::compliance::migrations(),
+        Service::BusinessIntelligence => crate::bi::migrations(),
+        Service::DoctorPersonalization => crate::doctor::migrations(),
+    }
+}
+
+fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool) -> Router {
+    let own = match service {
+        Service::HealthcareApi => crate::api::routes().route("/health", get(crate::api::health)),
+        Service::InsuranceVerification => crate::insurance::routes(),
+        Service::BillingEngine => crate::billing::routes(),
+        Service::ComplianceMonitor => crate::compliance::routes(),
+        Service::BusinessIntelligence => crate::bi::routes(),
+        Service::DoctorPersonalization => crate::doctor::routes(),
+    };
+    let mut r = if service == Service::HealthcareApi {
+        own
+    } else {
+        own.route("/health", get(service::health))
+    };
+    r = r.route("/metrics", get(service::metrics));
+    if test_mode {
+        r = r.route(
+            "/admin/faults",
+            get(service::get_faults)
+                .post(service::set_faults)
+                .delete(service::clear_faults),
+        );
+    }
+    r.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&ctx),
+        service::gate,
+    ))
+    .with_state(ctx)
+}
+
+/// Accepts connections until aborted; aborting drops every connection.
+fn serve(listener: TcpListener, app: Router, dispatch: tracing::Dispatch) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        // Out of descriptors, say: let the load pass.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let svc = TowerToHyperService::new(app.clone());
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    conns.spawn(async move { let _ = conn.await; }.with_subscriber(dispatch.clone()));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    })
+}
+
+impl Mesh {
+    /// Migrates every schema, binds the six services on loopback and starts
+    /// them.
+    pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LogViolation>();
+        let book = Arc::new(LogBook::new(config.echo_logs, tx));
+        let mut listeners = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for s in Service::ALL {
+            let addr: SocketAddr =
+                ([127, 0, 0, 1], config.ports.get(&s).copied().unwrap_or(0)).into();
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| MeshError::Bind {
+                    service: s,
+                    addr,
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| MeshError::Bind {
+                service: s,
+                addr,
+                source,
+            })?;
+            addrs.insert(s, bound);
+            listeners.push((s, l));
+        }
+        let routes: Routes = Arc::new(RwLock::new(
+            addrs
+                .iter()
+                .map(|(s, a)| (*s, *a))
+                .collect::<HashMap<_, _>>(),
+        ));
+        // The log pipeline reports violations to the compliance monitor.
+        let forward_client = Arc::new(ServiceClient::new(
+            "log-pipeline",
+            Arc::clone(&routes),
+            config.client,
+            config.secret.clone().into(),
+            Arc::new(SystemClock),
+            config.seed,
+            Arc::new(ServiceMetrics::default()),
+        ));
+        let forwarder = tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
+                let request_id = v.request_id.clone().unwrap_or_else(service::new_request_id);
+                let call = Call::new(
+                    Service::ComplianceMonitor,
+                    Method::Post,
+                    "/violations",
+                    &tenant,
+                    &request_id,
+                )
+                .json(json!({
+                    "source": v.service.name(),
+                    "channel": "log",
+                    "kinds": v.kinds,
+                    "excerpt": v.excerpt,
+                }));
+                let _ = forward_client.send(&call).await;
+            }
+        });
+        let mesh = Mesh {
+            config,
+            addrs,
+            routes,
+            running: Mutex::new(BTreeMap::new()),
+            book,
+            forwarder,
+            http: reqwest::Client::new(),
+        };
+        for (s, l) in listeners {
+            mesh.launch(s, l).await?;
+        }
+        Ok(mesh)
+    }
+
+    async fn launch(&self, service: Service, listener: TcpListener) -> Result<(), MeshError> {
+        let store_err = |source| MeshError::Store { service, source };
+        let mut db = store::connect(&self.config.database_url)
+            .await
+            .map_err(store_err)?;
+        let statements = migrations(service);
+        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+        store::migrate(&mut db, service, &refs)
+            .await
+            .map_err(store_err)?;
+        let cache = Cache::connect(self.config.redis, &self.config.redis_prefix)
+            .await
+            .map_err(store_err)?;
+        let metrics = Arc::new(ServiceMetrics::default());
+        let secret: Arc<[u8]> = self.config.secret.clone().into();
+        let client = Arc::new(ServiceClient::new(
+            service.name(),
+            Arc::clone(&self.routes),
+            self.config.client,
+            Arc::clone(&secret),
+            Arc::clone(&self.config.clock),
+            self.config.seed ^ (service as u64).wrapping_mul(0x51_7C_C1_B7),
+            Arc::clone(&metrics),
+        ));
+        let ctx = Arc::new(Ctx {
+            service,
+            db,
+            cache,
+            client,
+            settings: Settings {
+                secret,
+                test_mode: self.config.test_mode,
+                eligibility_ttl: self.config.eligibility_ttl,
+                idempotency_ttl: self.config.idempotency_ttl,
+            },
+            metrics: Arc::clone(&metrics),
+            faults: Mutex::new(FaultPlan::default()),
+            ids: Ids::default(),
+        });
+        let app = router(service, Arc::clone(&ctx), self.config.test_mode);
+        let dispatch = crate::logs::dispatch(service, Arc::clone(&self.book), metrics);
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("{service} listening on http://{}", self.addrs[&service]);
+        });
+        let task = serve(listener, app, dispatch);
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service, Running { ctx, task });
+        Ok(())
+    }
+
+    /// Where `service` listens.
+    pub fn addr(&self, service: Service) -> SocketAddr {
+        self.addrs[&service]
+    }
+
+    /// `http://addr` of `service`.
+    pub fn url(&self, service: Service) -> String {
+        format!("http://{}", self.addrs[&service])
+    }
+
+    /// Every service's address.
+    pub fn addrs(&self) -> &BTreeMap<Service, SocketAddr> {
+        &self.addrs
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &MeshConfig {
+        &self.config
+    }
+
+    /// Stops `service`: its port closes and its connections drop.
+    pub async fn stop(&self, service: Service) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&service);
+        if let Some(r) = running {
+            r.task.abort();
+            let _ = r.task.await;
+        }
+    }
+
+    /// Starts `service` again on the same port (fresh connections to
+    /// storage, fresh counters; the other services' breakers keep their
+    /// state).
+    pub async fn restart(&self, service: Service) -> Result<(), MeshError> {
+        self.stop(service).await;
+        let addr = self.addrs[&service];
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(source) => {
+                    return Err(MeshError::Bind {
+                        service,
+                        addr,
+                        source,
+                    });
+                }
+            }
+        };
+        self.launch(service, listener).await
+    }
+
+    /// Sends the mesh's calls to `service` to `addr` instead (a loopback
+    /// address: a `fixtures::chaos::ChaosProxy` in front of it, say).
+    pub fn route(&self, service: Service, addr: SocketAddr) -> Result<(), MeshError> {
+        if !addr.ip().is_loopback() {
+            return Err(MeshError::NotLoopback(addr));
+        }
+        self.routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service, addr);
+        Ok(())
+    }
+
+    /// Sends calls to `service` straight to it again.
+    pub fn unroute(&self, service: Service) {
+        self.routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service, self.addrs[&service]);
+    }
+
+    /// The state of the API's breaker for calls to `target`.
+    pub fn breaker_state(&self, target: Service) -> Option<BreakerState> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .get(&Service::HealthcareApi)
+            .map(|r| r.ctx.client.breaker(target).state())
+    }
+
+    /// A counter of `service` (`client_retries_total`, labels
+    /// `target="billing-engine"`).
+    pub fn counter(&self, service: Service, name: &str, labels: &str) -> u64 {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .get(&service)
+            .map_or(0, |r| r.ctx.metrics.get(name, labels))
+    }
+
+    /// The services' log lines so far (redacted).
+    pub fn logs(&self) -> Vec<String> {
+        self.book.lines()
+    }
+
+    /// A token for `service` acting for `tenant`, valid for `ttl`.
+    pub fn token(&self, service: Service, tenant: &str, ttl: Duration) -> String {
+        token::sign(
+            &self.config.secret,
+            "test-client",
+            service.name(),
+            tenant,
+            ttl,
+        )
+    }
+
+    /// A client for `service` acting for `tenant` (tokens signed per
+    /// request).
+    pub fn client(&self, service: Service, tenant: &str) -> MeshClient {
+        MeshClient {
+            http: self.http.clone(),
+            base: self.url(service),
+            service,
+            tenant: tenant.to_string(),
+            secret: self.config.secret.clone().into(),
+        }
+    }
+
+    /// Injects faults into `service` (test mode only).
+    pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), reqwest::Error> {
+        self.http
+            .post(format!("{}/admin/faults", self.url(service)))
+            .json(plan)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Removes the faults of `service`.
+    pub async fn clear_faults(&self, service: Service) -> Result<(), reqwest::Error> {
+        self.http
+            .delete(format!("{}/admin/faults", self.url(service)))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}
+
+/// An answer to a [`MeshClient`] request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The body (`null` when empty or not JSON; text bodies as a string).
+    pub body: Value,
+    /// The `X-Request-ID` the service answered with.
+    pub request_id: Option<String>,
+}
+
+/// A test's client of one service for one tenant.
+#[derive(Clone)]
+pub struct MeshClient {
+    http: reqwest::Client,
+    base: String,
+    service: Service,
+    tenant: String,
+    secret: Arc<[u8]>,
+}
+
+impl MeshClient {
+    /// The tenant it acts for.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Sends a request with a fresh token (and `request_id`, when given).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        request_id: Option<&str>,
+    ) -> Result<Answer, reqwest::Error> {
+        let token = token::sign(
+            &self.secret,
+            "test-client",
+            self.service.name(),
+            &self.tenant,
+            Duration::from_secs(60),
+        );
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-tenant-id", &self.tenant)
+            .timeout(Duration::from_secs(20));
+        if let Some(id) = request_id {
+            req = req.header("x-request-id", id);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text)
+        });
+        Ok(Answer {
+            status,
+            body,
+            request_id,
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Answer, reqwest::Error> {
+        self.request(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, reqwest::Error> {
+        self.request(reqwest::Method::POST, path, Some(body), None)
+            .await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Answer, reqwest::Error> {
+        self.request(reqwest::Method::PUT, path, Some(body), None)
+            .await
+    }
+}

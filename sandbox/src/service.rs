@@ -1,0 +1,467 @@
+//! The six services of the mesh: their names, and what every one of them
+//! shares (storage, the outgoing client, the request gate that checks
+//! tokens, counts requests and applies injected faults).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::client::ServiceClient;
+use crate::metrics::ServiceMetrics;
+use crate::store::Cache;
+use crate::token;
+
+/// One of the mesh's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// The orchestrator in front: intake, visits, the claim saga.
+    HealthcareApi,
+    /// Eligibility checks, cached in Redis.
+    InsuranceVerification,
+    /// Claims, validated, with idempotency keys in Redis.
+    BillingEngine,
+    /// The audit trail, the PHI scanner, violations.
+    ComplianceMonitor,
+    /// Analytics events and aggregates.
+    BusinessIntelligence,
+    /// Doctors' preferences by NPI.
+    DoctorPersonalization,
+}
+
+impl Service {
+    /// All six, the API first.
+    pub const ALL: [Service; 6] = [
+        Service::HealthcareApi,
+        Service::InsuranceVerification,
+        Service::BillingEngine,
+        Service::ComplianceMonitor,
+        Service::BusinessIntelligence,
+        Service::DoctorPersonalization,
+    ];
+
+    /// The service's name (`billing-engine`): the token audience and the
+    /// name in `/health` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::HealthcareApi => "healthcare-api",
+            Service::InsuranceVerification => "insurance-verification",
+            Service::BillingEngine => "billing-engine",
+            Service::ComplianceMonitor => "compliance-monitor",
+            Service::BusinessIntelligence => "business-intelligence",
+            Service::DoctorPersonalization => "doctor-personalization",
+        }
+    }
+
+    /// Its PostgreSQL schema.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Service::HealthcareApi => "api",
+            Service::InsuranceVerification => "insurance",
+            Service::BillingEngine => "billing",
+            Service::ComplianceMonitor => "compliance",
+            Service::BusinessIntelligence => "bi",
+            Service::DoctorPersonalization => "doctor",
+        }
+    }
+
+    /// The service of a name.
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An error answer: a status and a JSON body `{"error": code, "message": …}`
+/// (plus details). Messages pass through PHI redaction.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl ApiError {
+    /// An error with a machine-readable `code` and a message.
+    pub fn new(status: StatusCode, code: &str, message: impl fmt::Display) -> Self {
+        ApiError {
+            status,
+            body: json!({"error": code, "message": phi::redact(&message.to_string())}),
+        }
+    }
+
+    /// `404 not_found`.
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    /// `400 bad_request`.
+    pub fn bad_request(message: impl fmt::Display) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// `500 internal`: logged, and answered without the detail.
+    pub fn internal(context: &str, e: impl fmt::Display) -> Self {
+        tracing::error!("{context}: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed"),
+        )
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        if let Some(o) = self.body.as_object_mut() {
+            o.insert(key.to_string(), value);
+        }
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ApiError::internal("storage", e)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal("storage", e)
+    }
+}
+
+/// A handler's result.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Who is calling, as established by the request gate from a verified token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The tenant (token and `X-Tenant-ID` agree).
+    pub tenant: String,
+    /// The calling service (the token's issuer).
+    pub source: String,
+    /// The request id (`X-Request-ID`, propagated or made here).
+    pub request_id: String,
+}
+
+/// Settings every service of a mesh shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The token secret.
+    pub secret: Arc<[u8]>,
+    /// Test mode: the admin fault endpoint is mounted.
+    pub test_mode: bool,
+    /// How long an eligibility answer stays cached.
+    pub eligibility_ttl: Duration,
+    /// How long an idempotency key is held.
+    pub idempotency_ttl: Duration,
+}
+
+/// One running service's state, shared by its handlers.
+pub struct Ctx {
+    /// Which service.
+    pub service: Service,
+    /// Its database connection (its own schema).
+    pub db: tokio_postgres::Client,
+    /// Its Redis.
+    pub cache: Cache,
+    /// Its outgoing calls.
+    pub client: Arc<ServiceClient>,
+    /// Shared settings.
+    pub settings: Settings,
+    /// Its counters.
+    pub metrics: Arc<ServiceMetrics>,
+    /// Injected faults (test mode).
+    pub faults: Mutex<FaultPlan>,
+    /// Ids of the resources it makes.
+    pub ids: Ids,
+}
+
+/// Makes ids unique across restarts: a prefix, the start time and a counter.
+pub struct Ids {
+    epoch: u64,
+    next: AtomicU64,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ids {
+            epoch: nanos & 0xffff_ffff_ffff,
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Ids {
+    /// `prefix-<epoch><counter>`.
+    pub fn next(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{:012x}{:06x}",
+            self.epoch,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// Faults to inject into a service (test mode only), set through
+/// `POST /admin/faults`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultPlan {
+    /// Fail this many of the next matching requests.
+    pub fail_next: u32,
+    /// With this status (default 503).
+    pub status: Option<u16>,
+    /// Delay every matching request by this much.
+    pub latency_ms: u64,
+    /// Write this text into a log line of the next matching request (a PHI
+    /// leak the log redaction and the compliance monitor must catch).
+    pub leak_phi: Option<String>,
+    /// Only requests of this tenant match.
+    pub tenant: Option<String>,
+    /// Only requests whose path starts with this match.
+    pub path_prefix: Option<String>,
+}
+
+impl FaultPlan {
+    fn matches(&self, caller: &Caller, path: &str) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == caller.tenant)
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
+    }
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh request id.
+pub fn new_request_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "req-{:08x}{:08x}",
+        nanos,
+        REQUEST_IDS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn unauthorized(reason: impl fmt::Display) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "unauthorized", "reason": reason.to_string()})),
+    )
+        .into_response()
+}
+
+/// Checks the bearer token: signed with the mesh's secret, for this
+/// service, unexpired, for the tenant named in `X-Tenant-ID`.
+fn authenticate(ctx: &Ctx, req: &Request, request_id: &str) -> Result<Caller, String> {
+    let Some(tenant) = header(req, "x-tenant-id").filter(|t| !t.is_empty()) else {
+        return Err("missing X-Tenant-ID".into());
+    };
+    let Some(bearer) = header(req, "authorization").and_then(|h| h.strip_prefix("Bearer ")) else {
+        return Err("missing bearer token".into());
+    };
+    match token::verify(&ctx.settings.secret, bearer, ctx.service.name(), tenant) {
+        Ok(claims) => Ok(Caller {
+            tenant: claims.tenant,
+            source: claims.iss,
+            request_id: request_id.to_string(),
+        }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Applies the fault plan to a request; `Some` is the failure to answer.
+async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response> {
+    let (latency, leak, fail) = {
+        let mut plan = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        if !plan.matches(caller, path) {
+            return None;
+        }
+        let fail = if plan.fail_next > 0 {
+            plan.fail_next -= 1;
+            Some(plan.status.unwrap_or(503))
+        } else {
+            None
+        };
+        (plan.latency_ms, plan.leak_phi.take(), fail)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(text) = leak {
+        tracing::info!(
+            tenant = %caller.tenant,
+            request_id = %caller.request_id,
+            "handling {path} for {text}"
+        );
+    }
+    let status = fail?;
+    ctx.metrics.incr("faults_injected_total", "");
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(
+        (
+            status,
+            axum::Json(json!({"error": "injected_fault", "message": "fault injected by the test"})),
+        )
+            .into_response(),
+    )
+}
+
+/// The gate every request passes: request id, token check (except
+/// `/health`, `/metrics`, `/admin/…`), faults, counting.
+pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let request_id = header(&req, "x-request-id")
+        .filter(|r| !r.is_empty() && r.len() <= 128)
+        .map_or_else(new_request_id, str::to_string);
+    let open = path == "/health" || path == "/metrics" || path.starts_with("/admin/");
+    let mut resp = if open {
+        next.run(req).await
+    } else {
+        match authenticate(&ctx, &req, &request_id) {
+            Err(reason) => unauthorized(reason),
+            Ok(caller) => match apply_faults(&ctx, &caller, &path).await {
+                Some(resp) => resp,
+                None => {
+                    req.extensions_mut().insert(caller);
+                    next.run(req).await
+                }
+            },
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    ctx.metrics
+        .record_request(&method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// `GET /health` of a business service: its database and Redis.
+pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
+    let (db, redis) = storage_health(&ctx).await;
+    let ok = db && redis;
+    let body = json!({
+        "service": ctx.service.name(),
+        "status": if ok { "healthy" } else { "unhealthy" },
+        "database": if db { "up" } else { "down" },
+        "redis": if redis { "up" } else { "down" },
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Is the database up, is Redis up?
+pub async fn storage_health(ctx: &Ctx) -> (bool, bool) {
+    let db = tokio::time::timeout(Duration::from_secs(2), ctx.db.simple_query("SELECT 1"))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let redis = ctx.cache.ping().await;
+    (db, redis)
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+    let mut text = ctx.metrics.render(ctx.service.name());
+    text.push_str(&ctx.client.render_metrics());
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `POST /admin/faults`: replaces the fault plan.
+pub async fn set_faults(
+    State(ctx): State<Arc<Ctx>>,
+    axum::Json(plan): axum::Json<FaultPlan>,
+) -> axum::Json<FaultPlan> {
+    *ctx.faults.lock().unwrap_or_else(PoisonError::into_inner) = plan.clone();
+    axum::Json(plan)
+}
+
+/// `GET /admin/faults`: the plan in force.
+pub async fn get_faults(State(ctx): State<Arc<Ctx>>) -> axum::Json<FaultPlan> {
+    axum::Json(
+        ctx.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+    )
+}
+
+/// `DELETE /admin/faults`: no faults.
+pub async fn clear_faults(State(ctx): State<Arc<Ctx>>) -> StatusCode {
+    *ctx.faults.lock().unwrap_or_else(PoisonError::into_inner) = FaultPlan::default();
+    StatusCode::NO_CONTENT
+}
+
+/// A patient copy sent by the API (`POST /patients/sync`).
+#[derive(Debug, Deserialize)]
+pub struct PatientSync {
+    /// The API's patient id.
+    pub patient_id: String,
+    /// The record.
+    pub record: Value,
+}
+
+/// `POST /patients/sync` of a service that holds patient data: upserts its
+/// copy.
+pub async fn sync_patient(
+    State(ctx): State<Arc<Ctx>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::Json(sync): axum::Json<PatientSync>,
+) -> ApiResult<axum::Json<Value>> {
+    let sql = format!(
+        "INSERT INTO {}.patients (tenant, patient_id, record) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
+        ctx.service.schema()
+    );
+    ctx.db
+        .execute(
+            &sql,
+            &[&caller.tenant, &sync.patient_id, &sync.record.to_string()],
+        )
+        .await?;
+    Ok(axum::Json(
+        json!({"service": ctx.service.name(), "patient_id": sync.patient_id, "synced": true}),
+    ))
+}
+
+/// Reads a JSON text column.
+pub fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}

@@ -1,0 +1,211 @@
+//! Storage: each service's PostgreSQL schema (migrations applied at start)
+//! and its Redis (caches and idempotency keys, under the mesh's key
+//! prefix).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fixtures::services::{RedisConn, Resp};
+
+use crate::service::Service;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL refused or failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A migration failed.
+    #[error("migration {schema}/{index}: {source}")]
+    Migration {
+        /// The schema.
+        schema: &'static str,
+        /// Which statement (0-based).
+        index: usize,
+        /// Why.
+        source: tokio_postgres::Error,
+    },
+    /// Redis refused or failed.
+    #[error("Redis at {addr}: {message}")]
+    Redis {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Connects to PostgreSQL.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Creates `service`'s schema and applies its migrations, in one
+/// transaction under an advisory lock (services starting together do not
+/// race). Statements are idempotent (`IF NOT EXISTS`).
+pub async fn migrate(
+    db: &mut tokio_postgres::Client,
+    service: Service,
+    statements: &[&str],
+) -> Result<(), StoreError> {
+    let schema = service.schema();
+    let tx = db.transaction().await?;
+    tx.batch_execute("SELECT pg_advisory_xact_lock(727001)")
+        .await?;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .await?;
+    for (index, sql) in statements.iter().enumerate() {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| StoreError::Migration {
+                schema,
+                index,
+                source,
+            })?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The schema of the patient copies kept by services that hold patient
+/// data (synced from the API).
+pub fn patient_copies(service: Service) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.patients (
+            tenant TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            record TEXT NOT NULL,
+            synced_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant, patient_id))",
+        service.schema()
+    )
+}
+
+const POOL: usize = 4;
+
+/// A service's Redis: a few connections (reconnected when broken) and the
+/// key prefix of its mesh.
+pub struct Cache {
+    addr: SocketAddr,
+    prefix: String,
+    conns: Vec<tokio::sync::Mutex<Option<RedisConn>>>,
+    next: AtomicUsize,
+}
+
+impl Cache {
+    /// Connects (one `PING` to prove the server is there).
+    pub async fn connect(addr: SocketAddr, prefix: &str) -> Result<Cache, StoreError> {
+        let cache = Cache {
+            addr,
+            prefix: prefix.to_string(),
+            conns: (0..POOL).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        cache.cmd(&["PING"]).await?;
+        Ok(cache)
+    }
+
+    /// The full key of `key` (the mesh's prefix first).
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Redis {
+            addr: self.addr,
+            message: e.to_string(),
+        }
+    }
+
+    async fn cmd(&self, args: &[&str]) -> Result<Resp, StoreError> {
+        let slot = &self.conns[self.next.fetch_add(1, Ordering::Relaxed) % POOL];
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let conn = tokio::time::timeout(Duration::from_secs(2), RedisConn::connect(self.addr))
+                .await
+                .map_err(|_| self.error("connect timed out"))?
+                .map_err(|e| self.error(e))?;
+            *guard = Some(conn);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(self.error("no connection"));
+        };
+        match tokio::time::timeout(Duration::from_secs(2), conn.cmd(args)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                // A RESP error reply leaves the connection usable; an I/O
+                // error does not. Reconnect either way: cheap and simple.
+                *guard = None;
+                Err(self.error(e))
+            }
+            Err(_) => {
+                *guard = None;
+                Err(self.error("no answer within 2 s"))
+            }
+        }
+    }
+
+    /// Does the server answer?
+    pub async fn ping(&self) -> bool {
+        self.cmd(&["PING"]).await.is_ok()
+    }
+
+    /// `GET` (the prefix added).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self.cmd(&["GET", &self.key(key)]).await? {
+            Resp::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            _ => Ok(None),
+        }
+    }
+
+    /// `SET … PX ttl`.
+    pub async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ms = ttl.as_millis().max(1).to_string();
+        self.cmd(&["SET", &self.key(key), value, "PX", &ms]).await?;
+        Ok(())
+    }
+
+    /// `SET … NX PX ttl`: `true` when the key was set (it did not exist).
+    pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let ms = ttl.as_millis().max(1).to_string();
+        let r = self
+            .cmd(&["SET", &self.key(key), value, "NX", "PX", &ms])
+            .await?;
+        Ok(matches!(r, Resp::Simple(_)))
+    }
+
+    /// `DEL`.
+    pub async fn del(&self, key: &str) -> Result<(), StoreError> {
+        self.cmd(&["DEL", &self.key(key)]).await?;
+        Ok(())
+    }
+
+    /// Claims idempotency key `key` of `scope` for `new_id`: `None` when
+    /// this call holds it now, `Some(id)` of the first holder when it was
+    /// already held.
+    pub async fn idempotent(
+        &self,
+        scope: &str,
+        tenant: &str,
+        key: &str,
+        new_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let k = format!("idem:{scope}:{tenant}:{key}");
+        if self.set_nx(&k, new_id, ttl).await? {
+            return Ok(None);
+        }
+        // Gone since (expired): this call may go ahead.
+        self.get(&k).await
+    }
+
+    /// Releases an idempotency key (its create failed).
+    pub async fn release(&self, scope: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+        self.del(&format!("idem:{scope}:{tenant}:{key}")).await
+    }
+}
