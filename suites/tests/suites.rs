@@ -1,12 +1,14 @@
 //! The shipped suites: one `harness = false` binary.
 //!
-//! Until the reference mesh lands (`sandbox/`), these demo tests exercise
-//! the harness against a small real HTTP service on loopback: a session
-//! fixture starts it on a free port and stops it at the end; the tests talk
-//! to it over real sockets. Run them with `cargo test -p suites`, select by
+//! `mesh/` tests the reference mesh (`sandbox`): six services on real
+//! PostgreSQL and Redis, end to end, for compliance, resilience and
+//! performance. The modules below it exercise the harness itself against a
+//! small real HTTP service on loopback (a session fixture with teardown,
+//! test-scoped tenants). Run them with `cargo test -p suites`, select by
 //! marker with `cargo test -p suites -- --marker compliance`.
 
 mod demo_service;
+mod mesh;
 
 use std::time::{Duration, Instant};
 
