@@ -114,8 +114,9 @@ fn decide(r: &VerifyRequest) -> Eligibility {
     }
 }
 
-/// The cache key of an eligibility question (tenant first: one tenant
-/// never reads another's answers).
+/// The cache key of an eligibility question: the tenant (one tenant never
+/// reads another's answers), then a SHA-256 of the question, so the member
+/// id (PHI) is not spelled out in Redis.
 pub fn eligibility_key(
     tenant: &str,
     payer: &str,
@@ -123,9 +124,13 @@ pub fn eligibility_key(
     dos: &str,
     procs: &[String],
 ) -> String {
+    use sha2::{Digest, Sha256};
     let mut procs = procs.to_vec();
     procs.sort();
-    format!("elig:{tenant}:{payer}:{member}:{dos}:{}", procs.join(","))
+    let question = format!("{payer}\u{1f}{member}\u{1f}{dos}\u{1f}{}", procs.join(","));
+    let digest = Sha256::digest(question.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("elig:{tenant}:{hex}")
 }
 
 async fn verify(
