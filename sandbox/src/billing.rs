@@ -141,37 +141,22 @@ async fn create(
         .with("fields", Value::Array(problems)));
     }
     let id = ctx.ids.next("clm");
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(k) = &key {
-        if let Some(existing) = ctx
-            .cache
-            .idempotent(
-                "claim",
-                &caller.tenant,
-                k,
-                &id,
-                ctx.settings.idempotency_ttl,
-            )
-            .await?
-        {
-            // A repeat: the first create's claim (wait briefly if the first
-            // create is still writing it).
-            for _ in 0..20 {
-                if let Some(mut claim) = load(&ctx, &caller.tenant, &existing).await? {
-                    claim["replayed"] = json!(true);
-                    return Ok((StatusCode::OK, Json(claim)));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-            }
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_conflict",
-                "a create with this idempotency key is still in progress",
-            ));
-        }
+    let key = crate::service::idempotency_key(&headers);
+    let first = crate::service::replay(
+        &ctx,
+        "claim",
+        &caller.tenant,
+        key.as_deref(),
+        &id,
+        |first| {
+            let ctx = &ctx;
+            let tenant = &caller.tenant;
+            async move { load(ctx, tenant, &first).await }
+        },
+    )
+    .await?;
+    if let Some(first) = first {
+        return Ok((StatusCode::OK, Json(first)));
     }
     let total: i64 = c.procedures.iter().map(|p| p.charge_cents).sum();
     let inserted = ctx
@@ -246,16 +231,6 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let n = ctx
-        .db
-        .execute(
-            "UPDATE billing.claims SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
-             WHERE id = $1 AND tenant = $2",
-            &[&id, &caller.tenant],
-        )
-        .await?;
-    if n == 0 {
-        return Err(ApiError::not_found(format!("claim {id}")));
-    }
+    crate::service::mark_cancelled(&ctx, "billing.claims", "claim", &id, &caller).await?;
     read(State(ctx), Extension(caller), Path(id)).await
 }

@@ -154,26 +154,22 @@ async fn verify(
         ));
     }
     let id = ctx.ids.next("ver");
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(k) = &key {
-        if let Some(existing) = ctx
-            .cache
-            .idempotent(
-                "verify",
-                &caller.tenant,
-                k,
-                &id,
-                ctx.settings.idempotency_ttl,
-            )
-            .await?
-        {
-            if let Some(v) = load(&ctx, &caller.tenant, &existing).await? {
-                return Ok((StatusCode::OK, Json(v)));
-            }
-        }
+    let key = crate::service::idempotency_key(&headers);
+    let first = crate::service::replay(
+        &ctx,
+        "verify",
+        &caller.tenant,
+        key.as_deref(),
+        &id,
+        |first| {
+            let ctx = &ctx;
+            let tenant = &caller.tenant;
+            async move { load(ctx, tenant, &first).await }
+        },
+    )
+    .await?;
+    if let Some(first) = first {
+        return Ok((StatusCode::OK, Json(first)));
     }
     let ckey = eligibility_key(
         &caller.tenant,
@@ -276,18 +272,13 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let n = ctx
-        .db
-        .execute(
-            "UPDATE insurance.verifications
-             SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
-             WHERE id = $1 AND tenant = $2",
-            &[&id, &caller.tenant],
-        )
-        .await?;
-    if n == 0 {
-        return Err(ApiError::not_found(format!("verification {id}")));
-    }
-    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, verification = %id, "verification cancelled");
+    crate::service::mark_cancelled(
+        &ctx,
+        "insurance.verifications",
+        "verification",
+        &id,
+        &caller,
+    )
+    .await?;
     read(State(ctx), Extension(caller), Path(id)).await
 }

@@ -465,3 +465,73 @@ pub async fn sync_patient(
 pub fn json_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
+
+/// The request's `Idempotency-Key` header.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// For a create carrying idempotency key `key`: holds the key for `new_id`
+/// and answers `None` (go ahead), or answers the resource the key's first
+/// create made, as `load` reads it (waiting up to half a second while that
+/// create is still writing it; `409` after that).
+pub async fn replay<F, Fut>(
+    ctx: &Ctx,
+    scope: &str,
+    tenant: &str,
+    key: Option<&str>,
+    new_id: &str,
+    load: F,
+) -> ApiResult<Option<Value>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Option<Value>>>,
+{
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let ttl = ctx.settings.idempotency_ttl;
+    let Some(first) = ctx
+        .cache
+        .idempotent(scope, tenant, key, new_id, ttl)
+        .await?
+    else {
+        return Ok(None);
+    };
+    for _ in 0..20 {
+        if let Some(mut found) = load(first.clone()).await? {
+            found["replayed"] = json!(true);
+            return Ok(Some(found));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        "a create with this idempotency key is still in progress",
+    ))
+}
+
+/// Marks row `id` of `table` (with `status` and `cancelled_at` columns)
+/// cancelled for the caller's tenant; cancelling twice is fine; `404` naming `what`
+/// when the tenant has no such row.
+pub async fn mark_cancelled(
+    ctx: &Ctx,
+    table: &str,
+    what: &str,
+    id: &str,
+    caller: &Caller,
+) -> ApiResult<()> {
+    let sql = format!(
+        "UPDATE {table} SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
+         WHERE id = $1 AND tenant = $2"
+    );
+    if ctx.db.execute(&sql, &[&id, &caller.tenant]).await? == 0 {
+        return Err(ApiError::not_found(format!("{what} {id}")));
+    }
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "{what} {id} cancelled");
+    Ok(())
+}
