@@ -24,6 +24,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::breaker::BreakerState;
 use crate::client::{Call, CallError, Method};
 use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text, storage_health};
 
@@ -552,7 +553,8 @@ async fn read_visit(
 }
 
 /// `GET /health` of the API: its storage, each dependency's `/health`
-/// (1 s timeout; not through the breakers) and each breaker's state.
+/// (1 s timeout; not through the breakers) and each breaker's state;
+/// `degraded` when a dependency is down or its breaker is not closed.
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let (db, redis) = storage_health(&ctx).await;
     let http = reqwest::Client::new();
@@ -577,7 +579,8 @@ pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let mut all_up = true;
     let states = ctx.client.breaker_states();
     for (s, status) in join_all(probes).await {
-        all_up &= status == "healthy";
+        // A dependency behind an open (or probing) breaker is not fully up.
+        all_up &= status == "healthy" && states.get(&s) == Some(&BreakerState::Closed);
         deps.insert(
             s.name().to_string(),
             json!({

@@ -499,6 +499,7 @@ mod resilience {
             health.body["dependencies"]["billing-engine"]["circuit_breaker"],
             "open"
         );
+        assert_eq!(health.body["status"], "degraded");
         // Not yet: 29 s on the clock.
         clock.advance(Duration::from_secs(29));
         assert_eq!(api.post("/visits", &body).await.expect("visit").status, 503);
