@@ -716,6 +716,46 @@ mod resilience {
     }
 }
 
+mod sync {
+    use super::*;
+
+    /// Intake syncs the patient to the services that hold patient data; one
+    /// of them down: the intake still succeeds, names the failed sync, and
+    /// the failure is in the audit trail for manual resync.
+    #[service_test(integration, real_services, audit, interservice, timeout = "30s")]
+    async fn a_failed_patient_sync_is_audited(db: TestDb, redis: &Redis, s: Scenario) {
+        let mesh = own_mesh(&db, redis, |c| {
+            c.client.retry.base = Duration::from_millis(5);
+        })
+        .await;
+        mesh.stop(Service::DoctorPersonalization).await;
+        let api = mesh.client(Service::HealthcareApi, "t1");
+        let r = api
+            .post(
+                "/patients",
+                &json!({"patient": s.patient, "coverage": s.coverage}),
+            )
+            .await
+            .expect("intake");
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.body["sync_failed"], json!(["doctor-personalization"]));
+        assert_eq!(r.body["synced"].as_array().map(Vec::len), Some(3));
+        let patient_id = r.body["patient_id"].as_str().expect("patient_id");
+        let monitor = mesh.client(Service::ComplianceMonitor, "t1");
+        let trail = monitor
+            .get(&format!("/audit?patient_id={patient_id}&kind=sync_failure"))
+            .await
+            .expect("audit");
+        let events = trail.body["events"].as_array().expect("events");
+        assert_eq!(events.len(), 1, "{}", trail.body);
+        assert_eq!(
+            events[0]["detail"]["service_name"],
+            "doctor-personalization"
+        );
+        assert_eq!(events[0]["detail"]["requires_manual_sync"], true);
+    }
+}
+
 mod security {
     use super::*;
 
