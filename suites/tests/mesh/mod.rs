@@ -226,6 +226,60 @@ mod compliance {
     }
 }
 
+mod security {
+    use super::*;
+
+    /// Every service refuses a request without a token, and one whose
+    /// token names another tenant than `X-Tenant-ID`, with 401 and the
+    /// reason; a token for another service is refused too.
+    #[service_test(
+        security,
+        real_services,
+        services(healthcare_api, insurance, billing, compliance, bi, doctor),
+        timeout = "20s"
+    )]
+    async fn every_service_refuses_bad_tokens(mesh: &Mesh, tenant: Tenant) -> Result<(), String> {
+        let http = reqwest::Client::new();
+        for service in Service::ALL {
+            let other = Service::ALL
+                .into_iter()
+                .find(|s| *s != service)
+                .unwrap_or(service);
+            let cases = [
+                (None, tenant.0.as_str(), "missing bearer token"),
+                (
+                    Some(mesh.token(service, &tenant, Duration::from_secs(60))),
+                    "someone-else",
+                    "another tenant",
+                ),
+                (
+                    Some(mesh.token(other, &tenant, Duration::from_secs(60))),
+                    tenant.0.as_str(),
+                    "not this service",
+                ),
+            ];
+            for (token, claimed, reason) in cases {
+                let mut req = http
+                    .get(format!("{}/anything", mesh.url(service)))
+                    .header("x-tenant-id", claimed);
+                if let Some(t) = token {
+                    req = req.header("authorization", format!("Bearer {t}"));
+                }
+                let r = req.send().await.map_err(|e| e.to_string())?;
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                let got = body["reason"].as_str().unwrap_or_default();
+                if status != 401 || !got.contains(reason) {
+                    return Err(format!(
+                        "{service}: want 401 `{reason}`, got {status} `{got}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 mod resilience {
     use super::*;
 
