@@ -557,23 +557,12 @@ async fn read_visit(
 /// `degraded` when a dependency is down or its breaker is not closed.
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let (db, redis) = storage_health(&ctx).await;
-    let http = reqwest::Client::new();
     let probes = Service::ALL
         .into_iter()
         .filter(|s| *s != Service::HealthcareApi)
         .map(|s| {
-            let url = ctx.client.route(s).map(|a| format!("http://{a}/health"));
-            let http = http.clone();
-            async move {
-                let Some(url) = url else {
-                    return (s, "unknown");
-                };
-                match tokio::time::timeout(Duration::from_secs(1), http.get(url).send()).await {
-                    Ok(Ok(r)) if r.status().is_success() => (s, "healthy"),
-                    Ok(Ok(_)) => (s, "unhealthy"),
-                    _ => (s, "unreachable"),
-                }
-            }
+            let client = Arc::clone(&ctx.client);
+            async move { (s, client.probe_health(s, Duration::from_secs(1)).await) }
         });
     let mut deps = serde_json::Map::new();
     let mut all_up = true;

@@ -218,6 +218,16 @@ impl CallError {
         }
     }
 
+    /// Attempts made before giving up (0 when none was allowed).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            CallError::Timeout { attempts, .. }
+            | CallError::Connection { attempts, .. }
+            | CallError::Status { attempts, .. } => *attempts,
+            CallError::NotPermitted { .. } | CallError::NoRoute(_) => 0,
+        }
+    }
+
     /// A JSON description (for error bodies and the audit trail).
     pub fn to_json(&self) -> Value {
         match self {
@@ -295,6 +305,22 @@ impl ServiceClient {
             .copied()
     }
 
+    /// `GET /health` of `target` (through its route, not its breaker: a
+    /// health probe is no call), answered within `timeout`:
+    /// `healthy`, `unhealthy` (an error status), `unreachable` or `unknown`
+    /// (no route).
+    pub async fn probe_health(&self, target: Service, timeout: Duration) -> &'static str {
+        let Some(addr) = self.route(target) else {
+            return "unknown";
+        };
+        let probe = self.http.get(format!("http://{addr}/health")).send();
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(r)) if r.status().is_success() => "healthy",
+            Ok(Ok(_)) => "unhealthy",
+            _ => "unreachable",
+        }
+    }
+
     /// Makes the call (see the module docs), then audits it to the
     /// compliance monitor in the background.
     pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Reply, CallError> {
@@ -303,16 +329,7 @@ impl ServiceClient {
         if call.target != Service::ComplianceMonitor {
             let (status, attempts, outcome) = match &result {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
-                Err(e) => (
-                    e.status(),
-                    match e {
-                        CallError::Timeout { attempts, .. }
-                        | CallError::Connection { attempts, .. }
-                        | CallError::Status { attempts, .. } => *attempts,
-                        _ => 0,
-                    },
-                    e.to_string(),
-                ),
+                Err(e) => (e.status(), e.attempts(), e.to_string()),
             };
             let record = json!({
                 "target": call.target.name(),

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -129,14 +128,8 @@ async fn redis() -> anyhow::Result<(SocketAddr, Option<fixtures::services::Insta
         .filter(|u| !u.trim().is_empty());
     let explicit = url.is_some();
     let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    let hostport = url
-        .strip_prefix("redis://")
-        .and_then(|r| r.rsplit('@').next())
-        .and_then(|r| r.split('/').next())
+    let addr = fixtures::services::parse_redis_url(&url)
         .with_context(|| format!("REDIS_URL {url:?} is not redis://host:port"))?;
-    let addr = SocketAddr::from_str(hostport)
-        .or_else(|_| SocketAddr::from_str(&format!("{hostport}:6379")))
-        .with_context(|| format!("REDIS_URL {url:?}: want a numeric host:port"))?;
     match sandbox::store::Cache::connect(addr, "").await {
         Ok(_) => Ok((addr, None)),
         Err(e) if explicit => Err(e).context("REDIS_URL"),

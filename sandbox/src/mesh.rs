@@ -109,14 +109,12 @@ impl MeshConfig {
     pub fn new(database_url: impl Into<String>, redis: SocketAddr) -> Self {
         let n = MESHES.fetch_add(1, Ordering::Relaxed);
         let stamp = nanos();
-        let secret = token::sign(
-            format!("{stamp}-{}-{n}", std::process::id()).as_bytes(),
-            "sandbox",
-            "secret",
-            "",
-            Duration::from_secs(1),
-        )
-        .into_bytes();
+        // Unpredictable enough for a test mesh on loopback: time, process, count.
+        let secret = {
+            use sha2::{Digest, Sha256};
+            let seed = format!("{stamp}-{}-{n}", std::process::id());
+            Sha256::digest(seed.as_bytes()).to_vec()
+        };
         MeshConfig {
             database_url: database_url.into(),
             redis,
@@ -343,7 +341,6 @@ impl Mesh {
             client,
             settings: Settings {
                 secret,
-                test_mode: self.config.test_mode,
                 eligibility_ttl: self.config.eligibility_ttl,
                 idempotency_ttl: self.config.idempotency_ttl,
             },
@@ -407,9 +404,8 @@ impl Mesh {
         let listener = loop {
             match TcpListener::bind(addr).await {
                 Ok(l) => break l,
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(source) => {

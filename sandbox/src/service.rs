@@ -169,8 +169,6 @@ pub struct Caller {
 pub struct Settings {
     /// The token secret.
     pub secret: Arc<[u8]>,
-    /// Test mode: the admin fault endpoint is mounted.
-    pub test_mode: bool,
     /// How long an eligibility answer stays cached.
     pub eligibility_ttl: Duration,
     /// How long an idempotency key is held.

@@ -52,6 +52,18 @@ async fn db(mesh: &Mesh) -> tokio_postgres::Client {
         .expect("connect to the mesh's database")
 }
 
+/// The one value the query `sql` selects (the row must exist).
+async fn one<T: tokio_postgres::types::FromSqlOwned>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> T {
+    match db.query_one(sql, params).await {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
 /// The saga events of a request, in order, as `event_type:step`.
 async fn saga_trail(mesh: &Mesh, tenant: &str, request_id: &str) -> Vec<String> {
     let monitor = mesh.client(Service::ComplianceMonitor, tenant);
@@ -127,34 +139,30 @@ mod saga {
         assert_eq!(claim.get::<_, String>(3), "submitted");
         let expected: u64 = s.visit.lines.iter().map(|l| l.charge_cents).sum();
         assert_eq!(claim.get::<_, i64>(4) as u64, expected);
-        let status: String = db
-            .query_one(
-                "SELECT status FROM insurance.verifications WHERE id = $1",
-                &[&verification_id],
-            )
-            .await
-            .expect("the verification's row")
-            .get(0);
+        let status: String = one(
+            &db,
+            "SELECT status FROM insurance.verifications WHERE id = $1",
+            &[&verification_id],
+        )
+        .await;
         assert_eq!(status, "active");
-        let visit: String = db
-            .query_one(
-                "SELECT status FROM api.visits WHERE claim_id = $1",
-                &[&claim_id],
-            )
-            .await
-            .expect("the visit's row")
-            .get(0);
+        let visit: String = one(
+            &db,
+            "SELECT status FROM api.visits WHERE claim_id = $1",
+            &[&claim_id],
+        )
+        .await;
         assert_eq!(visit, "claimed");
         // Synced to the four services that hold patient data.
         for schema in ["billing", "insurance", "doctor", "compliance"] {
-            let n: i64 = db
-                .query_one(
-                    &format!("SELECT count(*) FROM {schema}.patients WHERE tenant = $1 AND patient_id = $2"),
-                    &[&tenant.0, &patient_id],
-                )
-                .await
-                .expect("patient copy")
-                .get(0);
+            let n: i64 = one(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM {schema}.patients WHERE tenant = $1 AND patient_id = $2"
+                ),
+                &[&tenant.0, &patient_id],
+            )
+            .await;
             assert_eq!(n, 1, "patient copy in {schema}");
         }
 
@@ -256,23 +264,14 @@ mod saga {
             json!([{"step": "verify_insurance", "outcome": "completed"}])
         );
         let db = db(mesh).await;
-        let cancelled: i64 = db
-            .query_one(
-                "SELECT count(*) FROM insurance.verifications WHERE tenant = $1 AND status = 'cancelled' AND cancelled_at IS NOT NULL",
-                &[&tenant.0],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let cancelled: i64 = one(&db, "SELECT count(*) FROM insurance.verifications WHERE tenant = $1 AND status = 'cancelled' AND cancelled_at IS NOT NULL", &[&tenant.0]).await;
         assert_eq!(cancelled, 1);
-        let claims: i64 = db
-            .query_one(
-                "SELECT count(*) FROM billing.claims WHERE tenant = $1",
-                &[&tenant.0],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let claims: i64 = one(
+            &db,
+            "SELECT count(*) FROM billing.claims WHERE tenant = $1",
+            &[&tenant.0],
+        )
+        .await;
         assert_eq!(claims, 0);
         let request_id = r.request_id.expect("request id");
         assert_eq!(
