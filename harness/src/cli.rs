@@ -20,6 +20,10 @@ pub const SEED_ENV: &str = "SERVICE_TEST_SEED";
 /// `--partition` is given (nextest lists tests without custom flags).
 pub const PARTITION_ENV: &str = "SERVICE_TEST_PARTITION";
 
+/// Environment variable naming a target file, used when no `--target` is
+/// given (so `cargo nextest run` can point the suites at a deployment).
+pub const TARGET_ENV: &str = "SERVICE_TEST_TARGET";
+
 /// The default per-test timeout (a test's own `timeout =` wins, `--timeout` sets it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -78,6 +82,12 @@ pub struct Cli {
     /// instead of being skipped. Also set by SERVICE_TEST_REQUIRE_SERVICES=1.
     #[arg(long = "require-services")]
     pub require_services: bool,
+
+    /// The system under test, described by a target file (TOML). Fixtures
+    /// read it through `FixtureCx::target_file`; registered preflight checks
+    /// run against it before any test. Also read from SERVICE_TEST_TARGET.
+    #[arg(long, value_name = "FILE")]
+    pub target: Option<std::path::PathBuf>,
 }
 
 impl Cli {
@@ -116,6 +126,15 @@ impl Cli {
     pub fn require_services(&self) -> bool {
         self.require_services
             || std::env::var("SERVICE_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+    }
+
+    /// The target file from `--target` or the environment, if any.
+    pub fn target(&self) -> Option<std::path::PathBuf> {
+        self.target.clone().or_else(|| {
+            std::env::var_os(TARGET_ENV)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        })
     }
 
     /// The partition from `--partition` or the environment.

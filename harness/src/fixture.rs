@@ -311,14 +311,16 @@ impl Store {
 /// the per-module suite stores.
 pub(crate) struct RunShared {
     pub(crate) seed: u64,
+    pub(crate) target: Option<std::path::PathBuf>,
     pub(crate) session: Arc<Store>,
     suites: Mutex<HashMap<&'static str, Arc<Store>>>,
 }
 
 impl RunShared {
-    pub(crate) fn new(seed: u64) -> Arc<Self> {
+    pub(crate) fn new(seed: u64, target: Option<std::path::PathBuf>) -> Arc<Self> {
         Arc::new(RunShared {
             seed,
+            target,
             session: Arc::default(),
             suites: Mutex::default(),
         })
@@ -440,6 +442,13 @@ impl FixtureCx {
     /// The run's seed (`--seed`).
     pub fn run_seed(&self) -> u64 {
         self.ident.run.seed
+    }
+
+    /// The target file of the run (`--target`, or `SERVICE_TEST_TARGET`):
+    /// the system under test, for the fixtures that stand for it. `None`
+    /// means the default, in-process system.
+    pub fn target_file(&self) -> Option<&std::path::Path> {
+        self.ident.run.target.as_deref()
     }
 
     /// The scope of the fixture being set up.

@@ -45,6 +45,7 @@ pub mod marker;
 pub mod metrics;
 pub(crate) mod panic;
 pub mod partition;
+pub mod preflight;
 mod progress;
 pub mod registry;
 pub mod report;

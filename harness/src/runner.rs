@@ -259,6 +259,24 @@ fn run_selected(
         jobs.len()
     );
 
+    let target = cli.target();
+    if !jobs.is_empty() {
+        let cx = crate::preflight::PreflightCx {
+            target: target.clone(),
+        };
+        match crate::preflight::run_all(&cx) {
+            Ok(lines) => {
+                for l in lines {
+                    eprintln!("service-test: {l}");
+                }
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+
     crate::panic::install_hook();
     crate::capture::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -271,7 +289,7 @@ fn run_selected(
             return ExitCode::FAILURE;
         }
     };
-    let run = RunShared::new(seed);
+    let run = RunShared::new(seed, target);
     let binary = crate::history::binary_name();
     let report_dir = reporting.as_ref().map(|r| r.dir.clone());
     let mut stream = Stream {
