@@ -85,6 +85,10 @@ pub struct Auth {
     /// The variable holding the token-signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    /// Or: a file holding that secret (relative to the target file;
+    /// `sandbox up --write-target` writes one, mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
     /// The variable holding a bearer token for every service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
@@ -430,24 +434,33 @@ impl TargetFile {
                 format!("no [services.{missing}]: the suites need every service's URL"),
             ));
         }
-        match (&self.auth.secret_env, &self.auth.token_env) {
-            (Some(_), Some(_)) => {
-                return Err(err("auth", "give secret_env or token_env, not both".into()));
-            }
-            (None, None) if !self.services.values().any(|s| s.token_env.is_some()) => {
-                return Err(err(
-                    "auth",
-                    "missing: give auth.secret_env (sign tokens) or auth.token_env (bearer token)"
-                        .into(),
-                ));
-            }
-            (None, _) if self.auth.tenant.is_none() => {
-                return Err(err(
-                    "auth.tenant",
-                    "missing: bearer tokens are issued for one tenant; name it".into(),
-                ));
-            }
-            _ => {}
+        let signing = self.auth.secret_env.is_some() || self.auth.secret_file.is_some();
+        let given = [
+            self.auth.secret_env.is_some(),
+            self.auth.secret_file.is_some(),
+            self.auth.token_env.is_some(),
+        ]
+        .into_iter()
+        .filter(|b| *b)
+        .count();
+        if given > 1 {
+            return Err(err(
+                "auth",
+                "give one of secret_env, secret_file or token_env".into(),
+            ));
+        }
+        let per_service_tokens = self.services.values().any(|s| s.token_env.is_some());
+        if !signing && self.auth.token_env.is_none() && !per_service_tokens {
+            return Err(err(
+                "auth",
+                "missing: give auth.secret_env or auth.secret_file (sign tokens), or auth.token_env (bearer token)".into(),
+            ));
+        }
+        if !signing && self.auth.tenant.is_none() {
+            return Err(err(
+                "auth.tenant",
+                "missing: bearer tokens are issued for one tenant; name it".into(),
+            ));
         }
         let slos = std::iter::once(("slo".to_string(), self.slo.of(""))).chain(
             self.slo
@@ -487,6 +500,15 @@ impl TargetFile {
                 return Err(err(
                     &format!("capabilities.chaos.proxies.{bad}"),
                     format!("unknown service `{bad}`"),
+                ));
+            }
+        }
+        if let Some(f) = &self.auth.secret_file {
+            let f = self.resolve(path, f);
+            if !f.is_file() {
+                return Err(err(
+                    "auth.secret_file",
+                    format!("{} does not exist", f.display()),
                 ));
             }
         }

@@ -40,9 +40,12 @@ static TENANTS: AtomicU64 = AtomicU64::new(0);
 
 impl Fixture for Tenant {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        // The process id keeps two runs with one seed apart on a target
+        // whose database outlives a run (`sandbox up`, a staging mesh).
         let r = cx.rng().next_u32();
         Ok(Tenant(format!(
-            "tenant-{r:08x}-{}",
+            "tenant-{r:08x}-{:x}-{}",
+            std::process::id(),
             TENANTS.fetch_add(1, Ordering::Relaxed)
         )))
     }

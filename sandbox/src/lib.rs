@@ -14,6 +14,7 @@
 //!   verifies), tenants bound to tokens, [`logs`] through a PHI-redacting
 //!   layer, a test-mode fault endpoint ([`service::FaultPlan`]),
 //!   `/metrics` ([`metrics`]).
+//! - [`target`]: the running mesh described as a target file.
 
 pub mod api;
 pub mod bi;
@@ -31,8 +32,9 @@ pub mod metrics;
 pub mod retry;
 pub mod service;
 pub mod store;
+pub mod target;
 pub mod token;
 
 pub use fixture::Tenant;
-pub use mesh::{Answer, Mesh, MeshClient, MeshConfig, MeshError};
+pub use mesh::{Answer, Credentials, Mesh, MeshClient, MeshConfig, MeshError};
 pub use service::{FaultPlan, Service};

@@ -1,7 +1,7 @@
 //! `sandbox`: runs the reference mesh.
 //!
 //! ```text
-//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME]
+//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH]
 //! cargo run -p sandbox -- token --service NAME --tenant NAME [--ttl SECS]
 //! ```
 //!
@@ -17,9 +17,10 @@ use anyhow::{Context, bail};
 use sandbox::{Mesh, MeshConfig, Service, token};
 
 const USAGE: &str = "usage:
-  sandbox up [--port-base N] [--test-mode] [--tenant NAME]
+  sandbox up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH]
       start the six services on loopback and print their addresses; Ctrl-C stops
-      (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage)
+      (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage;
+      --write-target writes a target file describing the mesh, for `--target PATH`)
   sandbox token --service NAME --tenant NAME [--ttl SECS]
       print a token signed with SANDBOX_SECRET";
 
@@ -145,6 +146,7 @@ async fn redis() -> anyhow::Result<(SocketAddr, Option<fixtures::services::Insta
 
 async fn up(args: &[String]) -> anyhow::Result<()> {
     let (mut port_base, mut test_mode, mut tenant) = (None, false, "demo".to_string());
+    let mut write_target = None::<std::path::PathBuf>;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -157,6 +159,9 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
             }
             "--test-mode" => test_mode = true,
             "--tenant" => tenant = value(args, &mut i, "--tenant")?.to_string(),
+            "--write-target" => {
+                write_target = Some(value(args, &mut i, "--write-target")?.into());
+            }
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
         i += 1;
@@ -167,8 +172,9 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     config.test_mode = test_mode;
     config.echo_logs = true;
     config.redis_prefix = "sandbox:".into();
-    if let Ok(secret) = std::env::var("SANDBOX_SECRET") {
-        config.secret = secret.into_bytes();
+    let secret_from_env = std::env::var("SANDBOX_SECRET").ok();
+    if let Some(secret) = &secret_from_env {
+        config.secret = secret.clone().into_bytes();
     }
     if let Some(base) = port_base {
         config.ports = Service::ALL
@@ -189,7 +195,21 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
         "try: curl -s {api}/health\n     curl -s -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: {tenant}' {api}/patients/none"
     );
     if test_mode {
-        println!("test mode: POST /admin/faults on every service");
+        println!("test mode: POST /admin/faults and GET /admin/logs on every service");
+    }
+    if let Some(path) = &write_target {
+        write_target_file(
+            &mesh,
+            path,
+            &database_url,
+            secret_from_env.is_some(),
+            test_mode,
+        )?;
+        println!(
+            "target file: {} (run the suites with --target {})",
+            path.display(),
+            path.display()
+        );
     }
     println!("Ctrl-C stops");
     tokio::signal::ctrl_c()
@@ -198,4 +218,48 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     println!("stopping");
     drop(mesh);
     Ok(())
+}
+
+/// Writes the target file describing `mesh` at `path`. The secret is never
+/// in it: the file names `SANDBOX_SECRET` when that was set, else a file
+/// beside it (`<stem>.secret`, mode 0600) holding the generated secret.
+fn write_target_file(
+    mesh: &Mesh,
+    path: &std::path::Path,
+    database_url: &str,
+    secret_from_env: bool,
+    test_mode: bool,
+) -> anyhow::Result<()> {
+    let auth = if secret_from_env {
+        deployment::Auth {
+            secret_env: Some("SANDBOX_SECRET".into()),
+            ..deployment::Auth::default()
+        }
+    } else {
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "target".into(), |s| s.to_string_lossy().into_owned());
+        let secret_name = format!("{stem}.secret");
+        let secret_path = path.with_file_name(&secret_name);
+        sandbox::target::write_secret(&secret_path, &mesh.config().secret)
+            .with_context(|| format!("writing {}", secret_path.display()))?;
+        deployment::Auth {
+            secret_file: Some(secret_name.into()),
+            ..deployment::Auth::default()
+        }
+    };
+    let description = sandbox::target::Description {
+        name: "sandbox".into(),
+        auth,
+        database_url: database_url.to_string(),
+        test_mode,
+    };
+    let file = sandbox::target::describe(mesh, &description);
+    let text = file
+        .to_toml(&format!(
+            "The running sandbox, written by `sandbox up --write-target` (pid {}).\nValid while it runs.",
+            std::process::id()
+        ))
+        .context("writing the target file as TOML")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

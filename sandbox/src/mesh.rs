@@ -195,12 +195,14 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool) -> Router {
     };
     r = r.route("/metrics", get(service::metrics));
     if test_mode {
-        r = r.route(
-            "/admin/faults",
-            get(service::get_faults)
-                .post(service::set_faults)
-                .delete(service::clear_faults),
-        );
+        r = r
+            .route(
+                "/admin/faults",
+                get(service::get_faults)
+                    .post(service::set_faults)
+                    .delete(service::clear_faults),
+            )
+            .route("/admin/logs", get(service::logs));
     }
     r.layer(axum::middleware::from_fn_with_state(
         Arc::clone(&ctx),
@@ -210,7 +212,12 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool) -> Router {
 }
 
 /// Accepts connections until aborted; aborting drops every connection.
-fn serve(listener: TcpListener, app: Router, dispatch: tracing::Dispatch) -> JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    dispatch: tracing::Dispatch,
+    metrics: Arc<ServiceMetrics>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
@@ -226,8 +233,11 @@ fn serve(listener: TcpListener, app: Router, dispatch: tracing::Dispatch) -> Joi
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc);
                     conns.spawn(async move { let _ = conn.await; }.with_subscriber(dispatch.clone()));
+                    metrics.connections_open.store(conns.len() as u64, Ordering::Relaxed);
                 }
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                Some(_) = conns.join_next(), if !conns.is_empty() => {
+                    metrics.connections_open.store(conns.len() as u64, Ordering::Relaxed);
+                }
             }
         }
     })
@@ -347,13 +357,14 @@ impl Mesh {
             metrics: Arc::clone(&metrics),
             faults: Mutex::new(FaultPlan::default()),
             ids: Ids::default(),
+            book: Arc::clone(&self.book),
         });
         let app = router(service, Arc::clone(&ctx), self.config.test_mode);
-        let dispatch = crate::logs::dispatch(service, Arc::clone(&self.book), metrics);
+        let dispatch = crate::logs::dispatch(service, Arc::clone(&self.book), Arc::clone(&metrics));
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!("{service} listening on http://{}", self.addrs[&service]);
         });
-        let task = serve(listener, app, dispatch);
+        let task = serve(listener, app, dispatch, metrics);
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -477,13 +488,13 @@ impl Mesh {
     /// A client for `service` acting for `tenant` (tokens signed per
     /// request).
     pub fn client(&self, service: Service, tenant: &str) -> MeshClient {
-        MeshClient {
-            http: self.http.clone(),
-            base: self.url(service),
+        MeshClient::new(
+            self.http.clone(),
+            self.url(service),
             service,
-            tenant: tenant.to_string(),
-            secret: self.config.secret.clone().into(),
-        }
+            tenant,
+            Credentials::Secret(self.config.secret.clone().into()),
+        )
     }
 
     /// Injects faults into `service` (test mode only).
@@ -519,6 +530,15 @@ pub struct Answer {
     pub request_id: Option<String>,
 }
 
+/// How a [`MeshClient`] authenticates.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Signs a fresh token per request with the mesh's secret.
+    Secret(Arc<[u8]>),
+    /// Sends this bearer token (issued elsewhere, for one tenant).
+    Bearer(Arc<str>),
+}
+
 /// A test's client of one service for one tenant.
 #[derive(Clone)]
 pub struct MeshClient {
@@ -526,13 +546,35 @@ pub struct MeshClient {
     base: String,
     service: Service,
     tenant: String,
-    secret: Arc<[u8]>,
+    credentials: Credentials,
 }
 
 impl MeshClient {
+    /// A client of `service` at `base` (`http://host:port`) for `tenant`.
+    pub fn new(
+        http: reqwest::Client,
+        base: impl Into<String>,
+        service: Service,
+        tenant: impl Into<String>,
+        credentials: Credentials,
+    ) -> MeshClient {
+        MeshClient {
+            http,
+            base: base.into(),
+            service,
+            tenant: tenant.into(),
+            credentials,
+        }
+    }
+
     /// The tenant it acts for.
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    /// The service it talks to.
+    pub fn service(&self) -> Service {
+        self.service
     }
 
     /// Sends a request with a fresh token (and `request_id`, when given).
@@ -543,21 +585,40 @@ impl MeshClient {
         body: Option<&Value>,
         request_id: Option<&str>,
     ) -> Result<Answer, reqwest::Error> {
-        let token = token::sign(
-            &self.secret,
-            "test-client",
-            self.service.name(),
-            &self.tenant,
-            Duration::from_secs(60),
-        );
+        let headers: Vec<(&str, &str)> = request_id
+            .map(|id| ("x-request-id", id))
+            .into_iter()
+            .collect();
+        self.send(method, path, body, &headers).await
+    }
+
+    /// Sends a request with a fresh token and extra `headers`
+    /// (`idempotency-key`, `x-request-id`, …).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, reqwest::Error> {
+        let token = match &self.credentials {
+            Credentials::Secret(secret) => token::sign(
+                secret,
+                "test-client",
+                self.service.name(),
+                &self.tenant,
+                Duration::from_secs(60),
+            ),
+            Credentials::Bearer(t) => t.to_string(),
+        };
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {token}"))
             .header("x-tenant-id", &self.tenant)
             .timeout(Duration::from_secs(20));
-        if let Some(id) = request_id {
-            req = req.header("x-request-id", id);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(b) = body {
             req = req.json(b);

@@ -13,6 +13,8 @@ pub struct ServiceMetrics {
     duration_us: AtomicU64,
     count: AtomicU64,
     counters: Mutex<BTreeMap<(String, String), u64>>,
+    /// HTTP connections the service holds open now.
+    pub connections_open: AtomicU64,
 }
 
 impl ServiceMetrics {
@@ -77,6 +79,12 @@ impl ServiceMetrics {
             "http_request_duration_seconds_count{{service=\"{service}\"}} {}",
             self.count.load(Ordering::Relaxed)
         );
+        out.push_str("# TYPE http_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "http_connections_open{{service=\"{service}\"}} {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let mut last = "";
         for ((name, labels), n) in counters.iter() {
@@ -89,4 +97,31 @@ impl ServiceMetrics {
         }
         out
     }
+}
+
+/// The process's resources as Prometheus gauges: `process_open_fds` and
+/// `process_resident_memory_bytes` (Linux `/proc/self`; absent elsewhere).
+/// In-process meshes share the test binary's process, so these count it.
+pub fn render_process(service: &str) -> String {
+    let mut out = String::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        out.push_str("# TYPE process_open_fds gauge\n");
+        let _ = writeln!(
+            out,
+            "process_open_fds{{service=\"{service}\"}} {}",
+            dir.count()
+        );
+    }
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok());
+    if let Some(pages) = rss_pages {
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        let _ = writeln!(
+            out,
+            "process_resident_memory_bytes{{service=\"{service}\"}} {}",
+            pages * 4096
+        );
+    }
+    out
 }

@@ -193,6 +193,8 @@ pub struct Ctx {
     pub faults: Mutex<FaultPlan>,
     /// Ids of the resources it makes.
     pub ids: Ids,
+    /// The mesh's (redacted) log lines.
+    pub book: Arc<crate::logs::LogBook>,
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.
@@ -399,7 +401,14 @@ pub async fn storage_health(ctx: &Ctx) -> (bool, bool) {
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     let mut text = ctx.metrics.render(ctx.service.name());
     text.push_str(&ctx.client.render_metrics());
+    text.push_str(&crate::metrics::render_process(ctx.service.name()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /admin/logs` (test mode): the mesh's log lines so far, redacted,
+/// as `{"lines": [...]}`.
+pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
+    axum::Json(json!({"lines": ctx.book.lines()}))
 }
 
 /// `POST /admin/faults`: replaces the fault plan.

@@ -1,1 +1,14 @@
-//! The shipped suites live in `tests/suites.rs` (one harness = false binary).
+//! What the shipped suites stand on: the system under test as the
+//! [`Target`] fixture (the in-process sandbox, or a deployment described by
+//! a target file), and what a test may do to it as fixtures
+//! ([`capabilities`]): a target without a capability skips the test that
+//! asks for it, with the reason.
+//!
+//! The suites themselves are `tests/suites.rs`, one `harness = false`
+//! binary laid out as seed 000's tree.
+
+pub mod capabilities;
+pub mod target;
+
+pub use capabilities::{CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens};
+pub use target::{Capability, Target, TargetError};

@@ -1,0 +1,298 @@
+//! What a test may do to the target, as fixtures: asking for one is
+//! declaring the need, and a target without it skips the test with the
+//! reason (see [`Capability`]). Each holds the run's [`Target`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fixtures::services::{RedisConn, Resp};
+use fixtures::{Redis, TestDb};
+use harness::{Fixture, FixtureCx, FixtureError};
+use sandbox::{FaultPlan, Mesh, MeshConfig, Service};
+use serde_json::Value;
+
+use crate::target::{Capability, Target};
+
+async fn target_with(cx: &mut FixtureCx, need: Capability) -> Result<Arc<Target>, FixtureError> {
+    let target = cx.get_shared::<Target>().await?;
+    target.require(need)?;
+    Ok(target)
+}
+
+/// Tokens for any tenant, signed with the target's secret.
+pub struct SignTokens {
+    target: Arc<Target>,
+}
+
+impl SignTokens {
+    /// A token for `service` acting for `tenant`, valid for `ttl`.
+    pub fn token(&self, service: Service, tenant: &str, ttl: Duration) -> String {
+        sandbox::token::sign(self.secret(), "test-client", service.name(), tenant, ttl)
+    }
+
+    /// The signing secret (to forge expired tokens, say).
+    pub fn secret(&self) -> &[u8] {
+        self.target.secret().unwrap_or_default()
+    }
+}
+
+impl Fixture for SignTokens {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(SignTokens {
+            target: target_with(cx, Capability::SignTokens).await?,
+        })
+    }
+}
+
+/// `/admin/faults` on every service.
+pub struct Faults {
+    target: Arc<Target>,
+}
+
+impl Faults {
+    /// Replaces `service`'s fault plan.
+    pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), String> {
+        let r = self
+            .target
+            .http()
+            .post(format!("{}/admin/faults", self.target.url(service)))
+            .json(plan)
+            .send()
+            .await
+            .map_err(|e| format!("{service} /admin/faults: {e}"))?;
+        match r.status().as_u16() {
+            200 => Ok(()),
+            s => Err(format!("{service} /admin/faults answered {s}")),
+        }
+    }
+
+    /// Clears `service`'s faults.
+    pub async fn clear(&self, service: Service) -> Result<(), String> {
+        let r = self
+            .target
+            .http()
+            .delete(format!("{}/admin/faults", self.target.url(service)))
+            .send()
+            .await
+            .map_err(|e| format!("{service} /admin/faults: {e}"))?;
+        match r.status().as_u16() {
+            200 | 204 => Ok(()),
+            s => Err(format!("{service} DELETE /admin/faults answered {s}")),
+        }
+    }
+}
+
+impl Fixture for Faults {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(Faults {
+            target: target_with(cx, Capability::Faults).await?,
+        })
+    }
+}
+
+/// The services' log lines (redacted by the services before they are kept).
+pub struct Logs {
+    target: Arc<Target>,
+}
+
+impl Logs {
+    /// Every line so far.
+    pub async fn lines(&self) -> Result<Vec<String>, String> {
+        if let Some(mesh) = self.target.mesh() {
+            return Ok(mesh.logs());
+        }
+        let url = format!("{}/admin/logs", self.target.url(Service::HealthcareApi));
+        let r = self
+            .target
+            .http()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let body: Value = r.json().await.map_err(|e| format!("{url}: {e}"))?;
+        Ok(body["lines"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl Fixture for Logs {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(Logs {
+            target: target_with(cx, Capability::Logs).await?,
+        })
+    }
+}
+
+/// A connection to the services' database, to check rows.
+pub struct Rows {
+    client: tokio_postgres::Client,
+}
+
+impl std::ops::Deref for Rows {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+}
+
+impl Rows {
+    /// The one value `sql` selects (the row must exist).
+    pub async fn one<T: tokio_postgres::types::FromSqlOwned>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<T, String> {
+        self.client
+            .query_one(sql, params)
+            .await
+            .map(|row| row.get(0))
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+}
+
+impl Fixture for Rows {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::Rows).await?;
+        let url = target.database_url().unwrap_or_default().to_string();
+        let client = sandbox::store::connect(&url)
+            .await
+            .map_err(|e| FixtureError::new(format!("connecting to the target's database: {e}")))?;
+        Ok(Rows { client })
+    }
+}
+
+/// A connection to the services' Redis, and their key prefix.
+pub struct CacheKeys {
+    conn: RedisConn,
+    prefix: String,
+}
+
+impl CacheKeys {
+    /// The full key of `key` (with the services' prefix).
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Sends one command.
+    pub async fn cmd(&mut self, args: &[&str]) -> Result<Resp, String> {
+        self.conn
+            .cmd(args)
+            .await
+            .map_err(|e| format!("redis {}: {e}", args.first().unwrap_or(&"")))
+    }
+
+    /// Every key under the services' prefix.
+    pub async fn keys(&mut self) -> Result<Vec<String>, String> {
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor = "0".to_string();
+        let mut out = Vec::new();
+        loop {
+            let r = self
+                .cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
+                .await?;
+            let Resp::Array(Some(parts)) = r else {
+                return Err(format!("SCAN answered {r:?}"));
+            };
+            let mut it = parts.into_iter();
+            cursor = match it.next() {
+                Some(Resp::Bulk(Some(c))) => String::from_utf8_lossy(&c).into_owned(),
+                other => return Err(format!("SCAN cursor {other:?}")),
+            };
+            if let Some(Resp::Array(Some(keys))) = it.next() {
+                for k in keys {
+                    if let Resp::Bulk(Some(k)) = k {
+                        out.push(String::from_utf8_lossy(&k).into_owned());
+                    }
+                }
+            }
+            if cursor == "0" {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl Fixture for CacheKeys {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::CacheKeys).await?;
+        let Some((addr, prefix)) = target.redis() else {
+            return Err(FixtureError::new("no Redis"));
+        };
+        let conn = RedisConn::connect(addr).await.map_err(|e| {
+            FixtureError::new(format!("connecting to the target's Redis {addr}: {e}"))
+        })?;
+        Ok(CacheKeys {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+/// How much load a test may put on the target.
+pub struct LoadBudget {
+    /// Connections at once.
+    pub max_connections: u32,
+    /// Requests in one test.
+    pub max_requests: u64,
+}
+
+impl LoadBudget {
+    /// `connections` and `requests`, each capped by the budget.
+    pub fn cap(&self, connections: u32, requests: u64) -> (u32, u64) {
+        (
+            connections.min(self.max_connections),
+            requests.min(self.max_requests),
+        )
+    }
+}
+
+impl Fixture for LoadBudget {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::Load).await?;
+        let ceiling = target
+            .load_ceiling()
+            .ok_or_else(|| FixtureError::new("no load ceiling"))?;
+        Ok(LoadBudget {
+            max_connections: ceiling.max_connections,
+            max_requests: ceiling.max_requests,
+        })
+    }
+}
+
+/// A mesh of the test's own (in-process only): for tests that break it
+/// (an injected clock, a tuned client, stopped services, a chaos proxy in a
+/// route). It runs on a fresh database and a key prefix of its own.
+pub struct PrivateMesh {
+    db: TestDb,
+    redis: Arc<Redis>,
+    seed: u64,
+}
+
+impl PrivateMesh {
+    /// Starts the mesh, with `tune` applied to its configuration.
+    pub async fn start(&self, tune: impl FnOnce(&mut MeshConfig)) -> Result<Mesh, String> {
+        let mut config = MeshConfig::for_tests(&self.db.url, self.redis.addr, self.seed);
+        tune(&mut config);
+        Mesh::start(config)
+            .await
+            .map_err(|e| format!("starting a private mesh: {e}"))
+    }
+}
+
+impl Fixture for PrivateMesh {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = cx.get_shared::<Target>().await?;
+        target.require(Capability::PrivateMesh)?;
+        Ok(PrivateMesh {
+            db: cx.get::<TestDb>().await?,
+            redis: cx.get_shared::<Redis>().await?,
+            seed: cx.run_seed(),
+        })
+    }
+}

@@ -1,0 +1,499 @@
+//! The system under test as a fixture: [`Target`].
+//!
+//! Without `--target`, the target is the run's in-process [`Mesh`] and has
+//! every capability. With `--target FILE` (or `SERVICE_TEST_TARGET`) it is
+//! the deployment the file describes, and has the capabilities the file
+//! declares. The [`preflight`] checks every service's `/health` before any
+//! test runs.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployment::{Capabilities, Slo, SloTable, TargetFile, TargetFileError, parse_base_url};
+use harness::preflight::PreflightCx;
+use harness::{Fixture, FixtureCx, FixtureError, Scope};
+use sandbox::{Credentials, Mesh, MeshClient, Service};
+use serde_json::Value;
+
+/// Why a target could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The file is malformed.
+    #[error(transparent)]
+    File(#[from] TargetFileError),
+    /// A variable or file the target file names could not be read.
+    #[error("target `{target}` ({path}): {message}")]
+    Auth {
+        /// The target's name.
+        target: String,
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+    /// A service did not answer its `/health`, or answered unhealthy.
+    #[error("target `{target}` ({path}): {service} at {url} {problem}")]
+    Unhealthy {
+        /// The target's name.
+        target: String,
+        /// The file.
+        path: PathBuf,
+        /// The first service that failed.
+        service: Service,
+        /// Its base URL.
+        url: String,
+        /// What happened.
+        problem: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
+
+/// How requests authenticate.
+#[derive(Clone)]
+enum Auth {
+    /// Tokens are signed here, for any tenant.
+    Secret(Arc<[u8]>),
+    /// Bearer tokens, per service, for one tenant.
+    Bearer {
+        tokens: BTreeMap<Service, Arc<str>>,
+        tenant: String,
+    },
+}
+
+/// A capability a test may need; a target without it skips the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Tokens signed for any tenant (and forged ones): `auth.secret_env`.
+    SignTokens,
+    /// `/admin/faults`: `capabilities.faults`.
+    Faults,
+    /// The services' redacted logs: `capabilities.logs`.
+    Logs,
+    /// Reading rows: `storage.database_url`.
+    Rows,
+    /// Reading cache entries: `storage.redis_url`.
+    CacheKeys,
+    /// Putting load on it: `capabilities.load`.
+    Load,
+    /// A mesh of the test's own: the in-process sandbox only.
+    PrivateMesh,
+}
+
+impl Capability {
+    /// What it allows, and the key that declares it.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Capability::SignTokens => ("signing tokens", "auth.secret_env or auth.secret_file"),
+            Capability::Faults => ("fault injection", "capabilities.faults"),
+            Capability::Logs => ("log access", "capabilities.logs"),
+            Capability::Rows => ("reading rows", "storage.database_url"),
+            Capability::CacheKeys => ("reading the cache", "storage.redis_url"),
+            Capability::Load => ("load", "capabilities.load"),
+            Capability::PrivateMesh => (
+                "a private mesh",
+                "in-process sandbox only: injected clock, tuned client, stop/restart, routes",
+            ),
+        }
+    }
+}
+
+/// The system under test: clients per service and tenant, tokens, SLOs,
+/// `/metrics`, and what the target allows.
+pub struct Target {
+    name: String,
+    source: Option<PathBuf>,
+    mesh: Option<Arc<Mesh>>,
+    urls: BTreeMap<Service, String>,
+    auth: Auth,
+    slo: SloTable,
+    capabilities: Capabilities,
+    database_url: Option<String>,
+    redis: Option<(SocketAddr, String)>,
+    http: reqwest::Client,
+}
+
+fn http_client() -> Result<reqwest::Client, TargetError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| TargetError::Client(e.to_string()))
+}
+
+impl Target {
+    /// The in-process sandbox `mesh`, with every capability.
+    pub fn in_process(mesh: Arc<Mesh>) -> Result<Target, TargetError> {
+        let config = mesh.config();
+        Ok(Target {
+            name: "sandbox (in-process)".into(),
+            source: None,
+            urls: Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect(),
+            auth: Auth::Secret(config.secret.clone().into()),
+            slo: sandbox::target::slos(),
+            capabilities: Capabilities {
+                faults: true,
+                logs: true,
+                stop_restart: true,
+                load: Some(deployment::LoadCeiling {
+                    max_connections: 64,
+                    max_requests: 20_000,
+                    max_rps: None,
+                }),
+                chaos: None,
+            },
+            database_url: Some(config.database_url.clone()),
+            redis: Some((config.redis, config.redis_prefix.clone())),
+            http: http_client()?,
+            mesh: Some(mesh),
+        })
+    }
+
+    /// The deployment the target file at `path` describes (not contacted:
+    /// see [`Target::check_health`]).
+    pub fn load(path: &Path) -> Result<Target, TargetError> {
+        let names = sandbox::target::service_names();
+        let file = TargetFile::load(path, &names)?;
+        let auth_err = |message: String| TargetError::Auth {
+            target: file.name.clone(),
+            path: path.to_path_buf(),
+            message,
+        };
+        let env = |var: &str, what: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| auth_err(format!("{what}: environment variable {var} is unset")))
+        };
+        let urls: BTreeMap<Service, String> = file
+            .services
+            .iter()
+            .filter_map(|(n, e)| {
+                Service::from_name(n).map(|s| (s, e.url.trim_end_matches('/').to_string()))
+            })
+            .collect();
+        if let Some((s, u)) = urls.iter().find(|(_, u)| u.starts_with("https://")) {
+            return Err(auth_err(format!(
+                "services.{s}.url {u}: https targets are not supported by this build yet \
+                 (TLS comes with the security suites)"
+            )));
+        }
+        let auth = if let Some(var) = &file.auth.secret_env {
+            Auth::Secret(env(var, "auth.secret_env")?.into_bytes().into())
+        } else if let Some(f) = &file.auth.secret_file {
+            let full = file.resolve(path, f);
+            let secret = std::fs::read(&full)
+                .map_err(|e| auth_err(format!("auth.secret_file {}: {e}", full.display())))?;
+            Auth::Secret(secret.into())
+        } else {
+            let mut tokens = BTreeMap::new();
+            for (name, entry) in &file.services {
+                let Some(service) = Service::from_name(name) else {
+                    continue;
+                };
+                let var = entry.token_env.as_ref().or(file.auth.token_env.as_ref());
+                let Some(var) = var else {
+                    return Err(auth_err(format!(
+                        "services.{name}: no token_env, and no auth.token_env"
+                    )));
+                };
+                tokens.insert(service, env(var, &format!("services.{name} token"))?.into());
+            }
+            Auth::Bearer {
+                tokens,
+                tenant: file.auth.tenant.clone().unwrap_or_default(),
+            }
+        };
+        let database_url = match (&file.storage.database_url, &file.storage.database_url_env) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(var)) => Some(env(var, "storage.database_url_env")?),
+            (None, None) => None,
+        };
+        let redis = match &file.storage.redis_url {
+            None => None,
+            Some(u) => Some((
+                fixtures::services::parse_redis_url(u).ok_or_else(|| {
+                    auth_err(format!("storage.redis_url `{u}` is not redis://host:port"))
+                })?,
+                file.storage.redis_prefix.clone().unwrap_or_default(),
+            )),
+        };
+        Ok(Target {
+            name: file.name.clone(),
+            source: Some(path.to_path_buf()),
+            mesh: None,
+            urls,
+            auth,
+            slo: file.slo.clone(),
+            capabilities: file.capabilities.clone(),
+            database_url,
+            redis,
+            http: http_client()?,
+        })
+    }
+
+    /// Asks every service's `/health` at once (3 s each). The first service
+    /// (in the mesh's order) that does not answer, or answers neither 200
+    /// nor JSON, is the error.
+    pub async fn check_health(&self) -> Result<(), TargetError> {
+        let probes = Service::ALL.map(|s| {
+            let http = self.http.clone();
+            let url = self.url(s).to_string();
+            tokio::spawn(async move {
+                let r = http
+                    .get(format!("{url}/health"))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await;
+                match r {
+                    Err(e) if e.is_timeout() => {
+                        Err("did not answer /health within 3 s".to_string())
+                    }
+                    Err(e) => Err(format!("is unreachable: {}", error_chain(&e))),
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let body: Value = resp.json().await.unwrap_or(Value::Null);
+                        if status != 200 {
+                            Err(format!("is unhealthy: /health answered {status} {body}"))
+                        } else if body.get("status").is_none() {
+                            Err(format!("answered /health without a status: {body}"))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                }
+            })
+        });
+        for (service, probe) in Service::ALL.into_iter().zip(probes) {
+            let outcome = probe
+                .await
+                .unwrap_or_else(|e| Err(format!("probe failed: {e}")));
+            if let Err(problem) = outcome {
+                return Err(TargetError::Unhealthy {
+                    target: self.name.clone(),
+                    path: self.source.clone().unwrap_or_default(),
+                    service,
+                    url: self.url(service).to_string(),
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Its name (`name =` of the file; `sandbox (in-process)` by default).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The in-process mesh, when the target is one.
+    pub fn mesh(&self) -> Option<&Arc<Mesh>> {
+        self.mesh.as_ref()
+    }
+
+    /// Base URL of `service` (`http://host:port`).
+    pub fn url(&self, service: Service) -> &str {
+        self.urls.get(&service).map_or("", String::as_str)
+    }
+
+    /// The socket address of `service` (resolved).
+    pub fn addr(&self, service: Service) -> Result<SocketAddr, String> {
+        let u = parse_base_url(self.url(service))?;
+        (u.host.as_str(), u.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{service}: resolving {}: {e}", u.host))?
+            .next()
+            .ok_or_else(|| format!("{service}: {} has no address", u.host))
+    }
+
+    /// The shared HTTP client (pooled).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A client of `service` acting for `tenant` (with bearer auth: for the
+    /// tenant the tokens were issued for).
+    pub fn client(&self, service: Service, tenant: &str) -> MeshClient {
+        let (credentials, tenant) = match &self.auth {
+            Auth::Secret(s) => (Credentials::Secret(Arc::clone(s)), tenant.to_string()),
+            Auth::Bearer { tokens, tenant } => (
+                Credentials::Bearer(tokens.get(&service).cloned().unwrap_or_else(|| "".into())),
+                tenant.clone(),
+            ),
+        };
+        MeshClient::new(
+            self.http.clone(),
+            self.url(service),
+            service,
+            tenant,
+            credentials,
+        )
+    }
+
+    /// The SLO of `endpoint` (`"GET /health"`).
+    pub fn slo(&self, endpoint: &str) -> Slo {
+        self.slo.of(endpoint)
+    }
+
+    /// The database URL, when rows may be read.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// The Redis address and key prefix, when the cache may be read.
+    pub fn redis(&self) -> Option<(SocketAddr, &str)> {
+        self.redis.as_ref().map(|(a, p)| (*a, p.as_str()))
+    }
+
+    /// The load ceiling, when load is allowed.
+    pub fn load_ceiling(&self) -> Option<&deployment::LoadCeiling> {
+        self.capabilities.load.as_ref()
+    }
+
+    pub(crate) fn secret(&self) -> Option<&[u8]> {
+        match &self.auth {
+            Auth::Secret(s) => Some(s),
+            Auth::Bearer { .. } => None,
+        }
+    }
+
+    /// Whether the target has `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::SignTokens => self.secret().is_some(),
+            Capability::Faults => self.capabilities.faults,
+            Capability::Logs => self.capabilities.logs,
+            Capability::Rows => self.database_url.is_some(),
+            Capability::CacheKeys => self.redis.is_some(),
+            Capability::Load => self.capabilities.load.is_some(),
+            Capability::PrivateMesh => self.mesh.is_some(),
+        }
+    }
+
+    /// `Ok` when the target has `capability`, else the skip that says why
+    /// ("target `staging` does not allow fault injection (capabilities.faults)").
+    pub fn require(&self, capability: Capability) -> Result<(), FixtureError> {
+        if self.has(capability) {
+            return Ok(());
+        }
+        let (what, key) = capability.describe();
+        Err(FixtureError::skip(format!(
+            "target `{}` does not allow {what} ({key})",
+            self.name
+        )))
+    }
+
+    /// `GET /metrics` of `service`, as text.
+    pub async fn metrics_text(&self, service: Service) -> Result<String, String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url(service)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("{service} /metrics: {}", error_chain(&e)))?;
+        r.text()
+            .await
+            .map_err(|e| format!("{service} /metrics: {e}"))
+    }
+
+    /// The sum of the samples of metric `name` on `service` whose labels
+    /// include every `labels` pair (`[("target", "billing-engine")]`).
+    pub async fn metric(
+        &self,
+        service: Service,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<f64, String> {
+        let text = self.metrics_text(service).await?;
+        Ok(sum_samples(&text, name, labels))
+    }
+}
+
+/// Sums the samples of `name` whose labels include every pair of `labels`.
+pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// An error with its causes, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+impl Fixture for Target {
+    const SCOPE: Scope = Scope::Session;
+
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        match cx.target_file().map(Path::to_path_buf) {
+            None => {
+                let mesh = cx.get_shared::<Mesh>().await?;
+                Target::in_process(mesh).map_err(FixtureError::new)
+            }
+            Some(path) => Target::load(&path).map_err(FixtureError::new),
+        }
+    }
+}
+
+/// The preflight: with a target file, load it and ask every service's
+/// `/health`; without one, nothing (the in-process mesh starts with the
+/// first test that needs it).
+pub async fn preflight(cx: PreflightCx) -> Result<String, String> {
+    let Some(path) = cx.target_file() else {
+        return Ok(String::new());
+    };
+    let target = Target::load(path).map_err(|e| e.to_string())?;
+    target.check_health().await.map_err(|e| e.to_string())?;
+    let caps: Vec<&str> = [
+        (Capability::SignTokens, "sign tokens"),
+        (Capability::Faults, "faults"),
+        (Capability::Logs, "logs"),
+        (Capability::Rows, "rows"),
+        (Capability::CacheKeys, "cache"),
+        (Capability::Load, "load"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| target.has(*c))
+    .map(|(_, n)| n)
+    .collect();
+    Ok(format!(
+        "target `{}` ({}): 6 services healthy; capabilities: {}",
+        target.name(),
+        path.display(),
+        if caps.is_empty() {
+            "none".to_string()
+        } else {
+            caps.join(", ")
+        }
+    ))
+}
+
+harness::preflight!("target", preflight);

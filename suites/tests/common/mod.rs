@@ -1,0 +1,115 @@
+//! Steps the suites share: intake, a visit, the saga's audit trail, polling.
+
+use std::time::{Duration, Instant};
+
+use fixtures::Scenario;
+use sandbox::{Answer, MeshClient};
+use serde_json::{Value, json};
+
+/// Registers the scenario's patient at the API; returns the patient id.
+pub async fn intake(api: &MeshClient, s: &Scenario) -> String {
+    let r = api
+        .post(
+            "/patients",
+            &json!({"patient": s.patient, "coverage": s.coverage}),
+        )
+        .await
+        .expect("intake");
+    assert_eq!(r.status, 201, "intake: {}", r.body);
+    r.body["patient_id"]
+        .as_str()
+        .expect("patient_id")
+        .to_string()
+}
+
+/// The body of `POST /visits` for the scenario's visit.
+pub fn visit_body(patient_id: &str, s: &Scenario) -> Value {
+    json!({"patient_id": patient_id, "visit": s.visit})
+}
+
+/// Runs the claim saga for the patient; the answer must be 201.
+pub async fn visit(api: &MeshClient, patient_id: &str, s: &Scenario) -> Answer {
+    let r = api
+        .post("/visits", &visit_body(patient_id, s))
+        .await
+        .expect("visit");
+    assert_eq!(r.status, 201, "visit: {}", r.body);
+    r
+}
+
+/// The saga events of a request, in order, as `event_type:step`.
+pub async fn saga_trail(monitor: &MeshClient, request_id: &str) -> Vec<String> {
+    let r = monitor
+        .get(&format!("/audit?request_id={request_id}&kind=saga_event"))
+        .await
+        .expect("audit query");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["event_type"].as_str().unwrap_or("?"),
+                e["detail"]["step"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms for up to 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An NPI with its check digit broken (billing refuses it).
+pub fn broken_npi(npi: &str) -> String {
+    let last = npi.as_bytes()[9] - b'0';
+    format!("{}{}", &npi[..9], (last + 1) % 10)
+}
+
+/// What a set of request latencies shows, to hold against an SLO
+/// (nearest-rank percentiles).
+pub fn observed(samples: &[Duration], failed: usize, elapsed: Duration) -> deployment::Observed {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if ms.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+        ms[rank - 1]
+    };
+    let total = samples.len() + failed;
+    deployment::Observed {
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        error_rate: if total == 0 {
+            0.0
+        } else {
+            failed as f64 / total as f64
+        },
+        throughput_rps: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+    }
+}
+
+/// The load generator's figures, to hold against an SLO (corrected latency).
+pub fn observed_load(r: &fixtures::load::LoadReport) -> deployment::Observed {
+    deployment::Observed {
+        p50_ms: r.corrected.p50,
+        p95_ms: r.corrected.p95,
+        p99_ms: r.corrected.p99,
+        error_rate: r.error_rate(),
+        throughput_rps: r.achieved_rps,
+    }
+}

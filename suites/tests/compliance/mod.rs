@@ -1,0 +1,6 @@
+//! Compliance: PHI across services, PHI protection in what the services
+//! keep and log, the audit trail.
+
+mod audit_trail;
+mod distributed_compliance;
+mod phi_protection;

@@ -1,0 +1,3 @@
+//! Health and readiness: `/health` of each service, and `/metrics`.
+
+mod endpoints;

@@ -1,0 +1,80 @@
+//! Whole journeys across the mesh (seed 000 scenario 1).
+
+use fixtures::Scenario;
+use harness::service_test;
+use sandbox::{Service, Tenant};
+use serde_json::json;
+use suites::Target;
+
+use crate::common::{intake, saga_trail, visit};
+
+/// The seeds' complete patient journey: intake (synced to the services
+/// holding patient data), insurance verification, claim, analytics, the
+/// doctor's preferences, and the saga's events in order under the visit's
+/// request id.
+#[service_test(
+    e2e,
+    integration,
+    interservice,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    timeout = "30s"
+)]
+async fn a_patient_journey_crosses_every_service(target: &Target, tenant: Tenant, s: Scenario) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    let claim_id = v.body["claim_id"].as_str().expect("claim_id");
+    let claim = target
+        .client(Service::BillingEngine, &tenant)
+        .get(&format!("/claims/{claim_id}"))
+        .await
+        .expect("claim");
+    let expected: u64 = s.visit.lines.iter().map(|l| l.charge_cents).sum();
+    assert_eq!(claim.body["total_cents"], json!(expected), "{}", claim.body);
+    let verification_id = v.body["verification_id"].as_str().expect("verification_id");
+    let ver = target
+        .client(Service::InsuranceVerification, &tenant)
+        .get(&format!("/verifications/{verification_id}"))
+        .await
+        .expect("verification");
+    assert_eq!(ver.status, 200, "{}", ver.body);
+
+    let doctor = target.client(Service::DoctorPersonalization, &tenant);
+    let npi = &s.visit.rendering_npi;
+    let prefs = json!({"note_style": "SOAP", "default_place_of_service": s.visit.place_of_service});
+    let put = doctor
+        .put(&format!("/doctors/{npi}/preferences"), &prefs)
+        .await
+        .expect("put");
+    assert_eq!(put.status, 200, "{}", put.body);
+    let back = doctor
+        .get(&format!("/doctors/{npi}/preferences"))
+        .await
+        .expect("get");
+    assert_eq!(back.body["preferences"], prefs);
+
+    let agg = target
+        .client(Service::BusinessIntelligence, &tenant)
+        .get("/aggregates?metric=claim_charge_cents")
+        .await
+        .expect("aggregates");
+    assert_eq!(
+        agg.body["aggregates"][0]["sum"],
+        json!(expected as f64),
+        "{}",
+        agg.body
+    );
+
+    let request_id = v.request_id.expect("X-Request-ID answered");
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    assert_eq!(
+        saga_trail(&monitor, &request_id).await,
+        [
+            "saga_started:claim",
+            "step_completed:verify_insurance",
+            "step_completed:create_claim",
+            "saga_completed:claim"
+        ]
+    );
+}

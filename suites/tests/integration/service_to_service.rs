@@ -1,0 +1,147 @@
+//! Calls between services: a refusal downstream is compensated upstream,
+//! a failed patient sync is audited for manual resync.
+
+use std::time::Duration;
+
+use fixtures::Scenario;
+use harness::service_test;
+use sandbox::{Service, Tenant};
+use serde_json::json;
+use suites::{PrivateMesh, Rows, Target};
+
+use crate::common::{broken_npi, saga_trail, visit_body};
+
+/// Billing refuses the claim (a bad NPI check digit): 422 with billing's
+/// field errors; the verification is cancelled (compensation) and both the
+/// failure and the compensation are in the audit trail; no claim.
+#[service_test(
+    integration,
+    interservice,
+    audit,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance),
+    timeout = "30s"
+)]
+async fn a_refused_claim_cancels_the_verification(
+    target: &Target,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = crate::common::intake(&api, &s).await;
+    let mut body = visit_body(&patient_id, &s);
+    body["visit"]["rendering_npi"] = json!(broken_npi(&s.visit.rendering_npi));
+    let r = api.post("/visits", &body).await.expect("visit");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["failed_step"], "create_claim");
+    assert_eq!(r.body["cause"]["body"]["fields"][0]["field"], "npi");
+    assert_eq!(
+        r.body["cause"]["body"]["fields"][0]["code"],
+        "npi_check_digit"
+    );
+    assert_eq!(
+        r.body["compensations"],
+        json!([{"step": "verify_insurance", "outcome": "completed"}])
+    );
+    let cancelled: i64 = rows
+        .one(
+            "SELECT count(*) FROM insurance.verifications WHERE tenant = $1 AND status = 'cancelled' AND cancelled_at IS NOT NULL",
+            &[&tenant.0],
+        )
+        .await
+        .expect("count");
+    assert_eq!(cancelled, 1);
+    let claims: i64 = rows
+        .one(
+            "SELECT count(*) FROM billing.claims WHERE tenant = $1",
+            &[&tenant.0],
+        )
+        .await
+        .expect("count");
+    assert_eq!(claims, 0);
+    let request_id = r.request_id.expect("request id");
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    assert_eq!(
+        saga_trail(&monitor, &request_id).await,
+        [
+            "saga_started:claim",
+            "step_completed:verify_insurance",
+            "saga_failed:create_claim",
+            "compensation_completed:verify_insurance"
+        ]
+    );
+}
+
+/// Intake syncs the patient to the services that hold patient data; one of
+/// them down: the intake still succeeds, names the failed sync, and the
+/// failure is in the audit trail for manual resync.
+#[service_test(
+    integration,
+    interservice,
+    audit,
+    real_services,
+    services(healthcare_api, doctor, compliance),
+    timeout = "30s"
+)]
+async fn a_failed_patient_sync_is_audited(own: PrivateMesh, s: Scenario) {
+    let mesh = own
+        .start(|c| c.client.retry.base = Duration::from_millis(5))
+        .await
+        .expect("mesh");
+    mesh.stop(Service::DoctorPersonalization).await;
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let r = api
+        .post(
+            "/patients",
+            &json!({"patient": s.patient, "coverage": s.coverage}),
+        )
+        .await
+        .expect("intake");
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["sync_failed"], json!(["doctor-personalization"]));
+    assert_eq!(r.body["synced"].as_array().map(Vec::len), Some(3));
+    let patient_id = r.body["patient_id"].as_str().expect("patient_id");
+    let trail = mesh
+        .client(Service::ComplianceMonitor, "t1")
+        .get(&format!("/audit?patient_id={patient_id}&kind=sync_failure"))
+        .await
+        .expect("audit");
+    let events = trail.body["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{}", trail.body);
+    assert_eq!(
+        events[0]["detail"]["service_name"],
+        "doctor-personalization"
+    );
+    assert_eq!(events[0]["detail"]["requires_manual_sync"], true);
+}
+
+/// Analytics ingestion and aggregation between services: events posted
+/// for a metric come back as count, sum, avg, min and max for the tenant.
+#[service_test(
+    integration,
+    interservice,
+    real_services,
+    services(bi),
+    timeout = "20s"
+)]
+async fn analytics_aggregate_what_was_ingested(target: &Target, tenant: Tenant) {
+    let bi = target.client(Service::BusinessIntelligence, &tenant);
+    let events = json!({"events": [
+        {"metric": "copay_cents", "value": 1000},
+        {"metric": "copay_cents", "value": 2500},
+        {"metric": "copay_cents", "value": 4000},
+    ]});
+    let r = bi.post("/events", &events).await.expect("events");
+    assert!((200..=202).contains(&r.status), "{} {}", r.status, r.body);
+    let agg = bi
+        .get("/aggregates?metric=copay_cents")
+        .await
+        .expect("aggregates");
+    let a = &agg.body["aggregates"][0];
+    assert_eq!(a["count"], 3, "{}", agg.body);
+    assert_eq!(a["sum"].as_f64(), Some(7500.0), "{}", agg.body);
+    assert_eq!(a["avg"].as_f64(), Some(2500.0), "{}", agg.body);
+    assert_eq!(a["min"].as_f64(), Some(1000.0), "{}", agg.body);
+    assert_eq!(a["max"].as_f64(), Some(4000.0), "{}", agg.body);
+}

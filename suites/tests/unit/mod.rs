@@ -1,0 +1,59 @@
+//! Unit: the suites' own helpers, no network.
+
+use std::time::Duration;
+
+use harness::{TestRng, service_test};
+use rand_core::RngCore;
+use sandbox::Tenant;
+
+/// Tenants drawn for one test are distinct: tests stay apart by tenant.
+#[service_test(unit)]
+fn tenants_drawn_in_one_test_are_distinct(a: Tenant, b: Tenant) {
+    assert_ne!(a.0, b.0);
+}
+
+/// The per-test generator is seeded: two draws differ, and a fresh
+/// generator from the same seed repeats them.
+#[service_test(unit)]
+fn the_per_test_generator_is_seeded(mut rng: TestRng) {
+    let mut replay = rng.clone();
+    let first = [rng.next_u64(), rng.next_u64()];
+    assert_eq!(first, [replay.next_u64(), replay.next_u64()]);
+    assert_ne!(first[0], first[1]);
+}
+
+/// `/metrics` samples are summed by name and label subset, and comments
+/// and other metrics are ignored.
+#[service_test(unit, health)]
+fn metric_samples_sum_by_labels() {
+    let text = "# TYPE client_retries_total counter\n\
+        client_retries_total{service=\"healthcare-api\",target=\"billing-engine\"} 2\n\
+        client_retries_total{service=\"healthcare-api\",target=\"insurance-verification\"} 5\n\
+        client_retries_total_x{service=\"healthcare-api\"} 100\n\
+        process_open_fds{service=\"healthcare-api\"} 41\n";
+    let sum = suites::target::sum_samples;
+    assert_eq!(
+        sum(
+            text,
+            "client_retries_total",
+            &[("target", "billing-engine")]
+        ),
+        2.0
+    );
+    assert_eq!(sum(text, "client_retries_total", &[]), 7.0);
+    assert_eq!(sum(text, "process_open_fds", &[]), 41.0);
+    assert_eq!(
+        sum(text, "client_retries_total", &[("target", "nobody")]),
+        0.0
+    );
+}
+
+/// Nearest-rank percentiles, error rate and throughput of samples.
+#[service_test(unit, performance)]
+fn observed_figures_from_samples() {
+    let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+    let o = crate::common::observed(&samples, 1, Duration::from_secs(2));
+    assert_eq!((o.p50_ms, o.p95_ms, o.p99_ms), (50.0, 95.0, 99.0));
+    assert!((o.error_rate - 1.0 / 101.0).abs() < 1e-9);
+    assert_eq!(o.throughput_rps, 50.0);
+}
