@@ -28,9 +28,12 @@ fn readme_example() -> String {
 }
 
 /// The README's example as a user lays it out: the file, and its CA file
-/// beside it in `certs/`.
+/// beside it in `certs/`. Each call has a directory of its own: the tests
+/// run concurrently, and one's cleanup must not remove another's file.
 fn load_readme_example() -> TargetFile {
-    let dir = std::env::temp_dir().join(format!("target-file-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("target-file-{}-{call}", std::process::id()));
     std::fs::create_dir_all(dir.join("certs")).expect("temp dir");
     std::fs::write(dir.join("certs/ca.pem"), "not read by the parser").expect("ca");
     let path = dir.join("staging.toml");
