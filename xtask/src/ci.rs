@@ -4,7 +4,10 @@
 //! Options: `--partition hash:K/N` (a CI matrix shard: lint and workspace
 //! tests run on shard 1 only; the suites are sharded), `--tiers a,b` (which
 //! tiers), `--seed N` (one seed for every tier; printed), `--out DIR`
-//! (instead of `target/reports`), `--no-lint`.
+//! (instead of `target/reports`; it must be new, empty or one this command
+//! made: a directory it did not create is never cleared), `--no-lint`,
+//! `--target FILE` (the suites tiers against a deployment's target file),
+//! `--profile NAME` (a profile of `.config/service-test.toml`).
 //!
 //! A test carrying several tier markers runs once, in the first of its
 //! tiers; tests with none run in the last tier, `other`.
@@ -28,7 +31,11 @@ const TIERS: &[&str] = &[
     "performance",
 ];
 
-const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N] [--tiers unit,integration,...] [--seed N] [--out DIR] [--no-lint]";
+const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N|duration:K/N] [--tiers unit,integration,...] [--seed N] [--out DIR] [--no-lint] [--target FILE] [--profile NAME]";
+
+/// The file that marks a reports directory as made by `cargo xtask ci`,
+/// so a later run may clear it.
+const OURS: &str = ".made-by-xtask-ci";
 
 struct Stage {
     name: String,
@@ -40,6 +47,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let (mut partition, mut tiers, mut lint, mut seed) =
         (None::<String>, None::<Vec<String>>, true, None::<u64>);
     let mut out = None::<std::path::PathBuf>;
+    let (mut target, mut profile) = (None::<std::path::PathBuf>, None::<String>);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -55,6 +63,17 @@ pub fn run(args: &[&str]) -> Result<()> {
             }
             "--no-lint" => lint = false,
             "--out" => out = Some(std::path::PathBuf::from(it.next().context(USAGE)?)),
+            "--target" => {
+                let file = std::path::PathBuf::from(it.next().context(USAGE)?);
+                // The suites run from suites/: make the path absolute here.
+                let file = std::path::absolute(&file)
+                    .with_context(|| format!("--target {}", file.display()))?;
+                if !file.is_file() {
+                    bail!("--target {}: no such file", file.display());
+                }
+                target = Some(file);
+            }
+            "--profile" => profile = Some(it.next().context(USAGE)?.to_string()),
             "--seed" => {
                 seed = Some(
                     it.next()
@@ -85,8 +104,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     // One seed for every tier, so the whole run repeats with `--seed`.
     let seed = seed.unwrap_or_else(harness::seed::fresh_seed);
     eprintln!("cargo xtask ci: seed {seed} (repeat with --seed {seed})");
+    let chosen = out.is_some();
     let reports = out.unwrap_or_else(|| target_dir().join("reports"));
-    let _ = std::fs::remove_dir_all(&reports);
+    clear_reports(&reports, chosen)?;
 
     let mut stages: Vec<Stage> = Vec::new();
     let total_stages =
@@ -164,6 +184,12 @@ pub fn run(args: &[&str]) -> Result<()> {
         if let Some(p) = &partition {
             cmd.args(["--partition", p]);
         }
+        if let Some(t) = &target {
+            cmd.arg("--target").arg(t);
+        }
+        if let Some(p) = &profile {
+            cmd.args(["--profile", p]);
+        }
         step(
             &format!("suites tier `{tier}` ({expr})"),
             Some(&mut cmd),
@@ -208,6 +234,31 @@ pub fn run(args: &[&str]) -> Result<()> {
     if !failed.is_empty() {
         bail!("{} stage(s) failed: {}", failed.len(), failed.join("; "));
     }
+    Ok(())
+}
+
+/// Empties the reports directory for this run, and marks it ours. A
+/// directory that exists, holds files and lacks our mark was not made by
+/// this command: it is left alone, and the run stops. (`target/reports`,
+/// the default, is the build's own and always cleared.)
+fn clear_reports(reports: &std::path::Path, chosen: bool) -> Result<()> {
+    let has_files = std::fs::read_dir(reports).is_ok_and(|mut d| d.next().is_some());
+    if has_files {
+        if chosen && !reports.join(OURS).exists() {
+            bail!(
+                "--out {}: the directory holds files that `cargo xtask ci` did not write; refusing to clear it (name a new or empty directory)",
+                reports.display()
+            );
+        }
+        std::fs::remove_dir_all(reports)
+            .with_context(|| format!("clearing {}", reports.display()))?;
+    }
+    std::fs::create_dir_all(reports).with_context(|| format!("creating {}", reports.display()))?;
+    std::fs::write(
+        reports.join(OURS),
+        "reports of `cargo xtask ci`; cleared on its next run\n",
+    )
+    .with_context(|| format!("marking {}", reports.display()))?;
     Ok(())
 }
 
