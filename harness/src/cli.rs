@@ -55,7 +55,7 @@ pub struct Cli {
     pub seed: Option<u64>,
 
     /// Default per-test timeout, e.g. 30s or 500ms (a test's own `timeout =` wins).
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// Re-run a failing test up to N more times; a pass after a failure is reported as flaky.
@@ -66,12 +66,30 @@ pub struct Cli {
     #[arg(long = "fail-fast")]
     pub fail_fast: bool,
 
+    /// Stop starting tests after N failures (the rest are reported not run).
+    #[arg(long = "max-fail", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_fail: Option<u64>,
+
+    /// Run the tests that failed last time first, then the rest (pytest's --ff).
+    #[arg(long = "failed-first")]
+    pub failed_first: bool,
+
+    /// At the end, print the N slowest tests with their durations.
+    #[arg(long, value_name = "N")]
+    pub durations: Option<usize>,
+
+    /// The profile of .config/service-test.toml to apply (default: `default`).
+    /// Also read from SERVICE_TEST_PROFILE.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
     /// Write results.jsonl (streamed), runs.jsonl, junit.xml and report.md into DIR.
     #[arg(long = "report-dir", value_name = "DIR")]
     pub report_dir: Option<std::path::PathBuf>,
 
-    /// Run one shard of N: hash:K/N or slice:K/N. Also read from SERVICE_TEST_PARTITION.
-    #[arg(long, value_name = "hash:K/N|slice:K/N")]
+    /// Run one shard of N: hash:K/N, slice:K/N or duration:K/N (by recorded
+    /// durations, so shards finish together). Also read from SERVICE_TEST_PARTITION.
+    #[arg(long, value_name = "hash:K/N|slice:K/N|duration:K/N")]
     pub partition: Option<crate::partition::Partition>,
 
     /// Run only the tests that failed the last time they ran (all, if none did).
@@ -128,6 +146,15 @@ impl Cli {
             || std::env::var("SERVICE_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
     }
 
+    /// The profile from `--profile` or the environment, if any.
+    pub fn profile(&self) -> Option<String> {
+        self.profile.clone().or_else(|| {
+            std::env::var(crate::config::PROFILE_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+    }
+
     /// The target file from `--target` or the environment, if any.
     pub fn target(&self) -> Option<std::path::PathBuf> {
         self.target.clone().or_else(|| {
@@ -152,12 +179,14 @@ impl Cli {
     }
 
     /// How many tests may run at once: `--test-threads`, else
-    /// `RUST_TEST_THREADS`, else [`crate::schedule::default_concurrency`].
-    pub fn concurrency(&self) -> usize {
+    /// `RUST_TEST_THREADS`, else the profile's `test-threads`, else
+    /// [`crate::schedule::default_concurrency`].
+    pub fn concurrency(&self, profile: Option<usize>) -> usize {
         self.libtest
             .test_threads
             .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok())
             .filter(|n| *n > 0)
+            .or(profile.filter(|n| *n > 0))
             .unwrap_or_else(crate::schedule::default_concurrency)
     }
 }

@@ -85,15 +85,25 @@ pub struct TestRecord {
     pub duration: Duration,
     /// Figures the last attempt recorded through [`crate::Metrics`].
     pub metrics: Vec<crate::metrics::Metric>,
+    /// Ran past its slow-timeout (shown `SLOW` while it ran).
+    pub slow: bool,
 }
 
-/// What the executor needs to know to run a test.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ExecPolicy {
-    pub(crate) timeout: Duration,
-    pub(crate) retries: u32,
+/// How one test runs: its settings after the attribute, the command line,
+/// the profile's overrides and the profile have been weighed (see
+/// [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct TestPolicy {
+    /// Hard per-attempt timeout.
+    pub timeout: Duration,
+    /// When a still-running test is shown `SLOW` (None: never).
+    pub slow_timeout: Option<Duration>,
+    /// How failures are retried.
+    pub retry: crate::retry::RetryPolicy,
+    /// A pass after a failure fails the run.
+    pub flaky_fails: bool,
     /// A fixture's "skip" (a missing service) is an error instead.
-    pub(crate) require_services: bool,
+    pub require_services: bool,
 }
 
 /// Runs a test, retrying failures, and returns its record.
@@ -101,28 +111,51 @@ pub(crate) async fn run_test(
     run: Arc<RunShared>,
     name: String,
     def: &'static TestDef,
-    policy: ExecPolicy,
+    policy: Arc<TestPolicy>,
 ) -> TestRecord {
     let started = Instant::now();
-    let timeout = def.timeout.unwrap_or(policy.timeout);
-    let attempts_allowed = 1 + def.retries.unwrap_or(policy.retries);
+    let slow = policy.slow_timeout.map(|after| {
+        let name = name.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            eprintln!(
+                "SLOW [> {}] {name} is still running",
+                crate::duration::format(after)
+            );
+        })
+    });
     let mut earlier_failures = Vec::new();
     let mut attempt = 0;
     let (outcome, metrics) = loop {
         attempt += 1;
-        let (outcome, metrics) = run_attempt(&run, &name, def, attempt, timeout).await;
-        if !outcome.is_failure() || attempt >= attempts_allowed {
+        let (outcome, metrics) = run_attempt(&run, &name, def, attempt, policy.timeout).await;
+        if attempt > policy.retry.count || !policy.retry.retries(&outcome) {
             break (outcome, metrics);
         }
         earlier_failures.push(format!(
             "attempt {attempt}: {}",
             outcome.message().unwrap_or_default()
         ));
+        let draw = crate::seed::derive_seed(run.seed, &[&name, "retry", &attempt.to_string()]);
+        let wait = policy.retry.delay_before(attempt, draw);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     };
+    let was_slow = slow.is_some_and(|task| {
+        let fired = task.is_finished();
+        task.abort();
+        fired
+    });
     let outcome = match outcome {
         Outcome::Skipped(reason) if policy.require_services => Outcome::Error(format!(
             "a required service is unavailable (--require-services): {reason}"
         )),
+        Outcome::Passed if policy.flaky_fails && !earlier_failures.is_empty() => {
+            Outcome::Failed(format!(
+                "flaky: passed on attempt {attempt} after failing, and this profile counts a flaky pass as a failure (flaky-result = \"fail\")"
+            ))
+        }
         other => other,
     };
     TestRecord {
@@ -133,6 +166,7 @@ pub(crate) async fn run_test(
         earlier_failures,
         duration: started.elapsed(),
         metrics,
+        slow: was_slow,
     }
 }
 

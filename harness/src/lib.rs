@@ -37,6 +37,7 @@
 
 pub(crate) mod capture;
 pub mod cli;
+pub mod config;
 pub mod duration;
 pub mod execute;
 pub mod fixture;
@@ -49,9 +50,11 @@ pub mod preflight;
 mod progress;
 pub mod registry;
 pub mod report;
+pub mod retry;
 pub mod runner;
 pub mod schedule;
 pub mod seed;
+pub mod select;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -122,7 +125,7 @@ pub mod __private {
     use std::fmt::Debug;
 
     pub use crate::fixture::{Held, TestCx};
-    pub use crate::registry::{BodyResult, TestDef, Verdict};
+    pub use crate::registry::{BodyResult, Case, TestDef, Verdict};
     pub use inventory;
 
     use crate::fixture::{Fixture, FixtureError, Scope};

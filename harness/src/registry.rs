@@ -55,17 +55,36 @@ pub struct TestDef {
     pub is_async: bool,
     /// Resolves the fixtures and runs the test body.
     pub body: fn(TestCx) -> BoxFuture<BodyResult>,
+    /// For one case of a parametrized test (`#[case(...)]`): which.
+    pub case: Option<Case>,
+}
+
+/// One case of a parametrized test, named as rstest names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// 1-based position among the function's cases.
+    pub index: u32,
+    /// The description of `#[case::small(...)]`, if given.
+    pub name: Option<&'static str>,
+    /// The test name's last part: `case_1`, `case_2_small` (zero-padded
+    /// to the number of cases, as rstest does: `case_01` … `case_10`).
+    pub label: &'static str,
 }
 
 inventory::collect!(TestDef);
 
 impl TestDef {
     /// The test's name as libtest and nextest see it: the module path without
-    /// the crate name, then the function (`compliance::audit_is_complete`).
+    /// the crate name, then the function (`compliance::audit_is_complete`),
+    /// then for a case its label (`billing::adds::case_1_small`).
     pub fn name(&self) -> String {
-        match self.module.split_once("::") {
+        let base = match self.module.split_once("::") {
             Some((_, rest)) => format!("{rest}::{}", self.fn_name),
             None => self.fn_name.to_string(),
+        };
+        match &self.case {
+            Some(c) => format!("{base}::{}", c.label),
+            None => base,
         }
     }
 

@@ -18,11 +18,11 @@ use libtest_mimic::{Completion, Failed, Trial};
 use tokio::sync::oneshot;
 
 use crate::cli::Cli;
-use crate::execute::{ExecPolicy, Outcome, TestRecord, run_test};
+use crate::execute::{Outcome, TestPolicy, TestRecord, run_test};
 use crate::fixture::RunShared;
 use crate::history::History;
 use crate::marker::{Expr, known_markers};
-use crate::registry::{TestDef, group_limits, index_by_name, registered_tests};
+use crate::registry::{TestDef, group_limits, registered_tests};
 use crate::report::{self, JsonlSink, ResultLine};
 use crate::schedule::{Pending, dispatch, longest_first};
 
@@ -69,6 +69,13 @@ pub fn run_with(cli: Cli) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let config = match crate::config::Config::discover(cli.profile().as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let partition = match cli.partition() {
         Ok(p) => p,
         Err(message) => {
@@ -78,64 +85,51 @@ pub fn run_with(cli: Cli) -> ExitCode {
     };
 
     let args = &cli.libtest;
-    // nextest runs each test as `--exact NAME`: look it up, don't build the
-    // list (a partition needs the whole list to deal from).
-    let candidates: Vec<(String, &'static TestDef)> =
-        match (&args.filter, args.exact, args.skip.is_empty(), partition) {
-            (Some(name), true, true, None) => index_by_name()
-                .remove(name)
-                .map(|d| vec![(name.clone(), d)])
-                .unwrap_or_default(),
-            _ => registered_tests(),
-        };
-    let total = candidates.len();
-    let mut selected: Vec<(String, &'static TestDef)> = match &expr {
-        Some(e) => candidates
-            .into_iter()
-            .filter(|(_, d)| e.matches(d.markers))
-            .collect(),
-        None => candidates,
+    let exact = match (&args.filter, args.exact, args.skip.is_empty()) {
+        (Some(name), true, true) => Some(name.as_str()),
+        _ => None,
     };
-    if let Some(p) = partition {
-        selected = p.select(selected, |(name, _)| name.as_str());
-    }
+    // One test under `--exact` (nextest's way) reads no history.
+    let lone = exact.is_some() && partition.is_none() && !cli.last_failed && !cli.failed_first;
+    let mut history = if lone {
+        History::default()
+    } else {
+        History::load_for_current_exe()
+    };
+    let selection = crate::select::select(
+        crate::select::Criteria {
+            exact,
+            marker: expr.as_ref(),
+            partition,
+            last_failed: cli.last_failed,
+            failed_first: cli.failed_first,
+        },
+        &history,
+    );
 
     if args.list {
-        let trials = selected
+        if matches!(args.format, Some(libtest_mimic::FormatSetting::Json)) {
+            return list_json(&cli, &config, &selection.tests);
+        }
+        let trials = selection
+            .tests
             .iter()
             .map(|(name, def)| Trial::test(name.clone(), || Ok(())).with_ignored_flag(def.ignored))
             .collect();
         return libtest_mimic::run(args, trials).exit_code();
     }
 
-    let single = args.exact && selected.len() == 1;
-    let mut history = if single {
-        History::default()
-    } else {
-        History::load_for_current_exe()
-    };
-    if cli.last_failed {
-        let failed: Vec<(String, &'static TestDef)> = selected
-            .iter()
-            .filter(|(name, _)| history.failed_last(name))
-            .cloned()
-            .collect();
-        if failed.is_empty() {
-            eprintln!(
-                "service-test: --last-failed: no test failed last time; running all {} selected",
-                selected.len()
-            );
-        } else {
-            selected = failed;
-        }
-    }
-    let reporting = match &cli.report_dir {
+    let report_dir = cli.report_dir.clone().or_else(|| {
+        let dir = config.run.report_dir.as_ref()?;
+        Some(match config.root() {
+            Some(root) if dir.is_relative() => root.join(dir),
+            _ => dir.clone(),
+        })
+    });
+    let reporting = match report_dir {
         None => None,
-        Some(dir) => match JsonlSink::open(dir, report::RESULTS) {
-            Ok(sink) => Some(Reporting {
-                dir: dir.clone(),
-                sink,
-            }),
+        Some(dir) => match JsonlSink::open(&dir, report::RESULTS) {
+            Ok(sink) => Some(Reporting { dir, sink }),
             Err(e) => {
                 eprintln!("error: --report-dir: {e}");
                 return ExitCode::from(EXIT_USAGE);
@@ -144,15 +138,84 @@ pub fn run_with(cli: Cli) -> ExitCode {
     };
     run_selected(
         &cli,
-        selected,
-        total,
+        &config,
+        selection,
         expr_src.as_deref(),
         seed,
         &mut history,
-        single,
         reporting,
         partition,
     )
+}
+
+/// The policy of one test: its attribute, then the command line, then the
+/// profile's overrides and the profile (see [`crate::config`]).
+fn policy_for(cli: &Cli, config: &crate::config::Config, def: &TestDef) -> TestPolicy {
+    let s = config.settings_for(def.markers);
+    let mut retry =
+        crate::retry::RetryPolicy::from_settings(s.retries.as_ref(), s.retry_on.as_ref());
+    if let Some(n) = def.retries.or(cli.retries) {
+        retry.count = n;
+    }
+    TestPolicy {
+        timeout: def
+            .timeout
+            .or(cli.timeout)
+            .or(s.timeout.map(|d| d.0))
+            .unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        slow_timeout: Some(s.slow_timeout.map_or(DEFAULT_SLOW_TIMEOUT, |d| d.0))
+            .filter(|d| !d.is_zero()),
+        retry,
+        flaky_fails: s.flaky_result == Some(crate::config::FlakyResult::Fail),
+        require_services: cli.require_services(),
+    }
+}
+
+/// When a test still running is shown `SLOW`, unless the profile says otherwise.
+const DEFAULT_SLOW_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `--list --format json`: one JSON document describing every selected test.
+fn list_json(
+    cli: &Cli,
+    config: &crate::config::Config,
+    tests: &[(String, &'static TestDef)],
+) -> ExitCode {
+    let entries: Vec<serde_json::Value> = tests
+        .iter()
+        .map(|(name, def)| {
+            let p = policy_for(cli, config, def);
+            serde_json::json!({
+                "name": name,
+                "function": def.fn_name,
+                "case": def.case.map(|c| serde_json::json!({"index": c.index, "name": c.name})),
+                "markers": def.markers,
+                "services": def.services,
+                "group": def.group,
+                "timeout_s": p.timeout.as_secs_f64(),
+                "slow_timeout_s": p.slow_timeout.map(|d| d.as_secs_f64()),
+                "retries": p.retry.count,
+                "ignored": def.ignored,
+                "ignore_reason": def.ignore,
+                "source": {"file": def.file, "line": def.line},
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "binary": crate::history::binary_name(),
+        "profile": config.name,
+        "config": config.path.as_ref().map(|p| p.display().to_string()),
+        "tests": entries,
+    });
+    match serde_json::to_string_pretty(&doc) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: --list --format json: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Where finished tests are reported.
@@ -194,18 +257,36 @@ fn print_markers() {
 struct Job {
     name: String,
     def: &'static TestDef,
+    policy: Arc<TestPolicy>,
     tx: oneshot::Sender<TestRecord>,
+}
+
+/// `--durations N`: the N slowest tests, slowest first.
+fn print_durations(records: &[TestRecord], n: usize) {
+    let mut by_time: Vec<&TestRecord> = records
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Skipped(_) | Outcome::NotRun(_)))
+        .collect();
+    by_time.sort_by(|a, b| b.duration.cmp(&a.duration).then(a.name.cmp(&b.name)));
+    eprintln!("\nslowest {} test(s):", n.min(by_time.len()));
+    for r in by_time.into_iter().take(n) {
+        eprintln!(
+            "  {:>9.3}s  {}  {}",
+            r.duration.as_secs_f64(),
+            r.outcome.label(),
+            r.name
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_selected(
     cli: &Cli,
-    selected: Vec<(String, &'static TestDef)>,
-    total: usize,
+    config: &crate::config::Config,
+    selection: crate::select::Selection,
     expr_src: Option<&str>,
     seed: u64,
     history: &mut History,
-    single: bool,
     reporting: Option<Reporting>,
     partition: Option<crate::partition::Partition>,
 ) -> ExitCode {
@@ -214,21 +295,36 @@ fn run_selected(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let args = &cli.libtest;
-    let concurrency = cli.concurrency();
-    let policy = ExecPolicy {
-        timeout: cli.timeout.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
-        retries: cli.retries.unwrap_or(0),
-        require_services: cli.require_services(),
+    let single = selection.single;
+    let total = selection.total;
+    let concurrency = cli.concurrency(config.run.test_threads);
+    let max_fail = if cli.fail_fast {
+        Some(1)
+    } else {
+        cli.max_fail
+            .map(|n| n as usize)
+            .or(config.run.max_fail)
+            .or(config.run.fail_fast.unwrap_or(false).then_some(1))
     };
 
     // Trials for libtest-mimic, each waiting on its result; the ones
     // libtest-mimic will actually run go to our scheduler, in the same order.
-    let mut entries: Vec<(Trial, Option<Job>)> = selected
+    let mut entries: Vec<(Trial, Option<Job>)> = selection
+        .tests
         .into_iter()
         .map(|(name, def)| {
             let (tx, rx) = oneshot::channel::<TestRecord>();
             let trial = trial_waiting_for(name.clone(), seed, rx).with_ignored_flag(def.ignored);
-            (trial, Some(Job { name, def, tx }))
+            let policy = Arc::new(policy_for(cli, config, def));
+            (
+                trial,
+                Some(Job {
+                    name,
+                    def,
+                    policy,
+                    tx,
+                }),
+            )
         })
         .collect();
     let mut ignored: Vec<(String, &'static TestDef)> = Vec::new();
@@ -242,6 +338,10 @@ fn run_selected(
         }
     }
     longest_first(&mut entries, history, |(t, _)| t.name());
+    if cli.failed_first {
+        // Stable: the failed keep their longest-first order, as do the rest.
+        entries.sort_by_key(|(t, _)| !history.failed_last(t.name()));
+    }
 
     let mut trials = Vec::with_capacity(entries.len());
     let mut jobs = Vec::new();
@@ -250,14 +350,27 @@ fn run_selected(
         jobs.extend(job);
     }
 
+    let selection_notes = selection.notes;
     let selection = match expr_src {
         Some(src) => format!("{} of {total} tests match `{src}`", trials.len()),
         None => format!("{total} tests"),
     };
+    let profile = match &config.path {
+        Some(path) => format!(
+            "; profile `{}` ({}, {} override(s))",
+            config.name,
+            path.display(),
+            config.overrides.len()
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {} to run, up to {concurrency} at once",
+        "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {} to run, up to {concurrency} at once{profile}",
         jobs.len()
     );
+    for note in &selection_notes {
+        eprintln!("service-test: {note}");
+    }
 
     let target = cli.target();
     if !jobs.is_empty() {
@@ -305,14 +418,7 @@ fn run_selected(
     for (name, def) in &ignored {
         stream.ignored(name, def);
     }
-    let supervisor = runtime.spawn(supervise(
-        run,
-        jobs,
-        concurrency,
-        policy,
-        cli.fail_fast,
-        stream,
-    ));
+    let supervisor = runtime.spawn(supervise(run, jobs, concurrency, max_fail, stream));
 
     let mut one_thread = args.clone();
     one_thread.test_threads = Some(1);
@@ -342,6 +448,13 @@ fn run_selected(
                 phi::redact(&r.earlier_failures.join("; "))
             );
         }
+    }
+    if let Some(n) = cli.durations.filter(|n| *n > 0) {
+        print_durations(&records, n);
+    }
+    let slow = records.iter().filter(|r| r.slow).count();
+    if slow > 0 {
+        eprintln!("service-test: {slow} test(s) ran past their slow-timeout (shown SLOW)");
     }
     if !single {
         history.record(&records);
@@ -403,6 +516,7 @@ impl Stream {
             earlier_failures: Vec::new(),
             duration: Duration::ZERO,
             metrics: Vec::new(),
+            slow: false,
         };
         if let Some(sink) = &mut self.sink {
             let line = ResultLine::new(&self.binary, def, &record, self.seed, Vec::new());
@@ -428,8 +542,7 @@ async fn supervise(
     run: Arc<RunShared>,
     jobs: Vec<Job>,
     concurrency: usize,
-    policy: ExecPolicy,
-    fail_fast: bool,
+    max_fail: Option<usize>,
     mut stream: Stream,
 ) -> (Vec<TestRecord>, Vec<String>) {
     let limits = group_limits();
@@ -448,13 +561,13 @@ async fn supervise(
         defs.insert(j.name.clone(), j.def);
         pending.push(Pending {
             group: j.def.group,
-            job: (j.name, j.def),
+            job: (j.name, j.def, j.policy),
         });
     }
     let mut records = Vec::new();
 
     let (start_run, start_failures) = (run.clone(), teardown_failures.clone());
-    let start = move |(name, def): (String, &'static TestDef)| {
+    let start = move |(name, def, policy): (String, &'static TestDef, Arc<TestPolicy>)| {
         let run = start_run.clone();
         let per_module = per_module.clone();
         let teardown_failures = start_failures.clone();
@@ -482,11 +595,11 @@ async fn supervise(
             record
         }
     };
-    let mut first_failure: Option<String> = None;
-    let not_started = dispatch(pending, concurrency, limits, start, |record| {
+    let mut failures_seen: Vec<String> = Vec::new();
+    let not_started = dispatch(pending, concurrency, limits, start, max_fail, |record| {
         let failed = record.outcome.is_failure();
-        if failed && first_failure.is_none() {
-            first_failure = Some(record.name.clone());
+        if failed {
+            failures_seen.push(record.name.clone());
         }
         if let Some(def) = defs.get(&record.name) {
             stream.finished(def, &record);
@@ -495,14 +608,18 @@ async fn supervise(
             let _ = tx.send(record.clone());
         }
         records.push(record);
-        fail_fast && failed
     })
     .await;
-    for (name, _) in not_started {
+    let stopped_by = match max_fail {
+        Some(1) => "--fail-fast".to_string(),
+        Some(n) => format!("--max-fail {n}"),
+        None => "the run".to_string(),
+    };
+    for (name, _, _) in not_started {
         let record = TestRecord {
             outcome: Outcome::NotRun(format!(
-                "not run: --fail-fast stopped the run after `{}` failed",
-                first_failure.as_deref().unwrap_or("a test")
+                "not run: {stopped_by} stopped the run after `{}` failed",
+                failures_seen.last().map_or("a test", String::as_str)
             )),
             name,
             attempts: 0,
@@ -510,6 +627,7 @@ async fn supervise(
             earlier_failures: Vec::new(),
             duration: Duration::ZERO,
             metrics: Vec::new(),
+            slow: false,
         };
         if let Some(def) = defs.get(&record.name) {
             stream.finished(def, &record);

@@ -51,6 +51,7 @@ pub(crate) struct Pending<J> {
 struct Queue<J> {
     pending: VecDeque<Pending<J>>,
     in_group: HashMap<&'static str, usize>,
+    failures: usize,
     stopped: bool,
 }
 
@@ -77,9 +78,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Starts `pending` in order through `start`, keeping at most `concurrency`
 /// running and each group within its limit (a group not in `limits` allows
-/// one at a time). `done` sees every record as it finishes; it returns
-/// `true` to stop starting new tests (fail-fast). Returns the jobs never
-/// started.
+/// one at a time). `done` sees every record as it finishes. After
+/// `max_fail` failures no new test starts (`--fail-fast`, `--max-fail`):
+/// the worker that saw the last one stops the queue before it takes its
+/// next test, so the count is exact with one worker. Returns the jobs
+/// never started.
 ///
 /// There is one worker task per slot, as libtest has one thread per slot: a
 /// worker starts its next test as soon as its last one finished, with no
@@ -90,7 +93,8 @@ pub(crate) async fn dispatch<J, F, Fut>(
     concurrency: usize,
     limits: HashMap<&'static str, usize>,
     start: F,
-    mut done: impl FnMut(TestRecord) -> bool,
+    max_fail: Option<usize>,
+    mut done: impl FnMut(TestRecord),
 ) -> Vec<J>
 where
     J: Send + 'static,
@@ -101,6 +105,7 @@ where
     let queue = Arc::new(Mutex::new(Queue {
         pending: pending.into(),
         in_group: HashMap::new(),
+        failures: 0,
         stopped: false,
     }));
     let freed = Arc::new(Notify::new());
@@ -132,12 +137,21 @@ where
                     notified.await;
                 };
                 let record = start(next.job).await;
-                if let Some(g) = next.group {
-                    if let Some(n) = lock(&queue).in_group.get_mut(g) {
-                        *n -= 1;
+                {
+                    let mut q = lock(&queue);
+                    if record.outcome.is_failure() {
+                        q.failures += 1;
+                        if max_fail.is_some_and(|n| q.failures >= n) {
+                            q.stopped = true;
+                        }
                     }
-                    freed.notify_waiters();
+                    if let Some(g) = next.group {
+                        if let Some(n) = q.in_group.get_mut(g) {
+                            *n -= 1;
+                        }
+                    }
                 }
+                freed.notify_waiters();
                 if tx.send(record).is_err() {
                     return;
                 }
@@ -146,10 +160,7 @@ where
     }
     drop(tx);
     while let Some(record) = rx.recv().await {
-        if done(record) {
-            lock(&queue).stopped = true;
-            freed.notify_waiters();
-        }
+        done(record);
     }
     while let Some(joined) = tasks.join_next().await {
         // The executor catches test panics itself; a panic here is a bug in

@@ -1,20 +1,55 @@
 //! `#[fixture]`: implement `harness::Fixture` for a function's return type.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::{Errors, check_plain_fn, params};
 
+/// A fixture's scope, as `#[fixture(...)]` names it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Test,
+    Suite,
+    Session,
+}
+
+impl Scope {
+    fn from_name(name: &str) -> Option<Scope> {
+        match name {
+            "test" => Some(Scope::Test),
+            "suite" => Some(Scope::Suite),
+            "session" => Some(Scope::Session),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Test => "test",
+            Scope::Suite => "suite",
+            Scope::Session => "session",
+        }
+    }
+
+    fn variant(self) -> TokenStream {
+        match self {
+            Scope::Test => quote!(Test),
+            Scope::Suite => quote!(Suite),
+            Scope::Session => quote!(Session),
+        }
+    }
+}
+
 /// The parsed arguments of `#[fixture(...)]`.
 pub(crate) struct FixtureArgs {
     /// `test` (default), `suite` or `session`.
-    scope: syn::Ident,
+    scope: Scope,
 }
 
 impl FixtureArgs {
     fn parse(attr: TokenStream, errors: &mut Errors) -> syn::Result<FixtureArgs> {
-        let mut scope: Option<syn::Ident> = None;
+        let mut scope: Option<Scope> = None;
         let parser = syn::meta::parser(|meta| {
             let value: syn::Ident = if meta.path.is_ident("scope") {
                 meta.value()?.parse()?
@@ -27,21 +62,21 @@ impl FixtureArgs {
                 ));
                 return Ok(());
             };
-            if !matches!(value.to_string().as_str(), "test" | "suite" | "session") {
-                errors.push(syn::Error::new(
+            match Scope::from_name(&value.to_string()) {
+                None => errors.push(syn::Error::new(
                     value.span(),
                     format!("unknown fixture scope `{value}`; expected test, suite or session"),
-                ));
-            } else if scope.is_some() {
-                errors.push(syn::Error::new(value.span(), "the scope is given twice"));
-            } else {
-                scope = Some(value);
+                )),
+                Some(_) if scope.is_some() => {
+                    errors.push(syn::Error::new(value.span(), "the scope is given twice"));
+                }
+                Some(s) => scope = Some(s),
             }
             Ok(())
         });
         syn::parse::Parser::parse2(parser, attr)?;
         Ok(FixtureArgs {
-            scope: scope.unwrap_or_else(|| format_ident!("test")),
+            scope: scope.unwrap_or(Scope::Test),
         })
     }
 }
@@ -78,7 +113,30 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             None
         }
     };
-    errors.finish()?;
+    if let Err(e) = errors.finish() {
+        // Still define the function and, when the type is known, a stub
+        // `impl Fixture`, so the tests that use it raise no second error.
+        let errors = e.into_compile_error();
+        let stub = ret.map(|ret| {
+            let (provided, _) = provided_type(&ret);
+            quote! {
+                impl ::harness::Fixture for #provided {
+                    const SCOPE: ::harness::Scope = ::harness::Scope::Test;
+                    async fn setup(
+                        _: &mut ::harness::FixtureCx,
+                    ) -> ::core::result::Result<Self, ::harness::FixtureError> {
+                        ::core::unreachable!("a #[fixture] that failed to compile")
+                    }
+                }
+            }
+        });
+        return Ok(quote! {
+            #[allow(dead_code)]
+            #func
+            #errors
+            #stub
+        });
+    }
     let Some(ret) = ret else {
         return Ok(TokenStream::new());
     };
@@ -97,12 +155,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     } else {
         quote!(::core::result::Result::Ok(#call))
     };
-    let scope_variant = match args.scope.to_string().as_str() {
-        "suite" => quote!(Suite),
-        "session" => quote!(Session),
-        _ => quote!(Test),
-    };
-    let scope_name = args.scope.to_string();
+    let scope_variant = args.scope.variant();
+    let scope_name = args.scope.name();
     let narrower_checks = params::dependency_types(&params).map(|dep| {
         let msg = format!(
             "fixture `{name}` ({scope_name} scope) depends on `{}`, which has a narrower scope: a fixture may only depend on fixtures of its own or a wider scope",

@@ -11,7 +11,7 @@ use proc_macro::TokenStream;
 
 mod fixture;
 mod params;
-mod test;
+mod service_test;
 
 /// Registers a test: `#[service_test(markers…, timeout = "10s", retries = 2,
 /// ignore = "why", group = "name", services(a, b))]` on an `async fn` or `fn`.
@@ -20,9 +20,7 @@ mod test;
 /// misspelt marker is a compile error with rustc's suggestion.
 #[proc_macro_attribute]
 pub fn service_test(attr: TokenStream, item: TokenStream) -> TokenStream {
-    test::expand(attr.into(), item.into())
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    service_test::expand(attr.into(), item.into()).into()
 }
 
 /// Turns an `async fn` (or `fn`) returning `T` or `Result<T, E>` into the

@@ -7,6 +7,7 @@ use syn::spanned::Spanned;
 use crate::Errors;
 
 /// How one parameter is provided.
+#[derive(Clone)]
 pub(crate) enum Param {
     /// `T`: a test-scoped fixture, moved in.
     Owned(syn::Type),

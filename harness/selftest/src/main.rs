@@ -23,6 +23,7 @@ marker!(
 marker!(grouping, "tests that prove group limits hold");
 marker!(seeding, "tests that print their seeded draws");
 marker!(slowlane, "tests that run one at a time, slowly");
+marker!(parametrized, "tests with rstest-style #[case]s");
 
 fn event(what: &str) {
     eprintln!("EVENT {what}");
@@ -492,6 +493,38 @@ mod measured {
         metrics.latencies("POST /v1/claims", &samples);
         metrics.throughput("POST /v1/claims", 850.0);
         metrics.error_rate("POST /v1/claims", 0.01);
+    }
+}
+
+/// rstest-style cases: each case is its own test.
+mod cases {
+    use super::*;
+
+    #[service_test(parametrized)]
+    #[case::small(1, 2, 3)]
+    #[case(2, 2, 4)]
+    #[case::large(1000, 2000, 3000)]
+    fn adds(#[case] a: u64, #[case] b: u64, #[case] sum: u64) {
+        event(&format!("adds {a}+{b}"));
+        assert_eq!(a + b, sum);
+    }
+
+    /// Cases and fixtures together, in any order.
+    #[service_test(parametrized)]
+    #[case::payer("aetna")]
+    #[case::self_pay("")]
+    async fn mixes_fixtures_and_cases(info: TestInfo, #[case] payer: &str) {
+        event(&format!("case {} payer={payer}", info.name));
+    }
+}
+
+/// Sleeps past a short slow-timeout (set by the runner tests' config).
+mod sluggish {
+    use super::*;
+
+    #[service_test(slow)]
+    async fn takes_its_time() {
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
 }
 

@@ -8,81 +8,8 @@ use std::process::Command;
 
 use harness::service_test;
 
-const SELFTEST: &str = env!("CARGO_BIN_EXE_selftest");
-const EMPTY: &str = env!("CARGO_BIN_EXE_empty");
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Text after `EVENT ` on each stderr line that has one (the harness
-    /// runs with no capture, so a line may start with console output).
-    fn events(&self) -> Vec<String> {
-        self.stderr
-            .lines()
-            .chain(self.stdout.lines())
-            .filter_map(|l| l.split_once("EVENT ").map(|(_, e)| e.trim().to_string()))
-            .collect()
-    }
-
-    /// The outcome libtest printed for `name` (`ok`, `FAILED`, `ignored …`).
-    fn outcome(&self, name: &str) -> String {
-        let prefix = format!("test {name} ");
-        let line = self
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no outcome line for {name} in:\n{}", self.stdout));
-        let rest = line.split_once("... ").map(|(_, r)| r).unwrap_or("");
-        // Strip an EVENT line that landed on the same console line.
-        rest.split(" EVENT ")
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    }
-
-    fn listed(&self) -> BTreeSet<String> {
-        self.stdout
-            .lines()
-            .map(|l| l.trim_end_matches(": test").to_string())
-            .collect()
-    }
-}
-
-fn history_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runner-history");
-    let _ = std::fs::create_dir_all(&dir);
-    dir
-}
-
-fn run_bin(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env_remove("SERVICE_TEST_MARKER")
-        .env_remove("SERVICE_TEST_SEED")
-        .env_remove("RUST_TEST_THREADS")
-        .env("RUST_BACKTRACE", "0")
-        .env("SERVICE_TEST_HISTORY_DIR", history_dir());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn selftest(args: &[&str]) -> Run {
-    run_bin(SELFTEST, args, &[])
-}
+mod common;
+use common::*;
 
 // ---- the libtest protocol -------------------------------------------------
 
@@ -765,6 +692,7 @@ fn an_interrupted_run_keeps_a_valid_line_per_finished_test() {
         .args(["-m", "slowlane", "--report-dir"])
         .arg(&dir)
         .env("SERVICE_TEST_HISTORY_DIR", history_dir())
+        .env("SERVICE_TEST_CONFIG", empty_config())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

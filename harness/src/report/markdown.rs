@@ -412,6 +412,19 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
                 .join(", ")
         ));
     }
+    let slow: Vec<&ResultLine> = lines.iter().filter(|l| l.slow).collect();
+    if !slow.is_empty() {
+        recs.push(format!(
+            "{} test{} ran past the slow-timeout (shown SLOW): {}. Split them or give them a profile override.",
+            slow.len(),
+            if slow.len() == 1 { "" } else { "s" },
+            slow.iter()
+                .take(3)
+                .map(|l| format!("`{}`", l.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let skipped_real = lines
         .iter()
         .filter(|l| l.is_skipped() && l.markers.iter().any(|m| m == "real_services"))

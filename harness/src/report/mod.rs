@@ -103,6 +103,9 @@ pub struct ResultLine {
     /// Outcomes of this test in earlier runs (oldest first), from history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_outcomes: Vec<String>,
+    /// Ran past its slow-timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slow: bool,
 }
 
 impl ResultLine {
@@ -143,6 +146,7 @@ impl ResultLine {
                 })
                 .collect(),
             recent_outcomes,
+            slow: record.slow,
         }
     }
 

@@ -1,0 +1,10 @@
+use harness::service_test;
+
+#[service_test(unit)]
+#[case::small(1)]
+#[case::small(2)]
+fn twice(#[case] n: u32) {
+    let _ = n;
+}
+
+harness::main!();
