@@ -159,6 +159,19 @@ pub enum FlakyResult {
     Fail,
 }
 
+/// What a leaked task (still running after its test's teardown) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Leaks {
+    /// Not checked.
+    #[default]
+    Off,
+    /// A `LEAK` warning naming the test.
+    Warn,
+    /// The test fails.
+    Fail,
+}
+
 /// How tests run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -182,6 +195,8 @@ pub struct Settings {
     pub retry_on: Option<RetryOnSetting>,
     /// Whether a flaky pass fails the run.
     pub flaky_result: Option<FlakyResult>,
+    /// Whether tasks left running after teardown are reported.
+    pub leaks: Option<Leaks>,
 }
 
 /// `[profile.NAME]`. The per-test fields are spelt out here and in
@@ -210,6 +225,8 @@ pub struct Profile {
     pub retry_on: Option<RetryOnSetting>,
     /// Whether a flaky pass fails the run.
     pub flaky_result: Option<FlakyResult>,
+    /// Whether tasks left running after teardown are reported.
+    pub leaks: Option<Leaks>,
     /// Settings for the tests a marker expression selects.
     #[serde(default)]
     pub overrides: Vec<Override>,
@@ -224,6 +241,7 @@ impl Profile {
             retries: self.retries.clone(),
             retry_on: self.retry_on.clone(),
             flaky_result: self.flaky_result,
+            leaks: self.leaks,
         }
     }
 }
@@ -244,6 +262,8 @@ pub struct Override {
     pub retry_on: Option<RetryOnSetting>,
     /// Whether a flaky pass fails the run.
     pub flaky_result: Option<FlakyResult>,
+    /// Whether tasks left running after teardown are reported.
+    pub leaks: Option<Leaks>,
 }
 
 impl Override {
@@ -255,6 +275,7 @@ impl Override {
             retries: self.retries.clone(),
             retry_on: self.retry_on.clone(),
             flaky_result: self.flaky_result,
+            leaks: self.leaks,
         }
     }
 }
@@ -442,6 +463,7 @@ impl Settings {
             retries: self.retries.or_else(|| other.retries.clone()),
             retry_on: self.retry_on.or_else(|| other.retry_on.clone()),
             flaky_result: self.flaky_result.or(other.flaky_result),
+            leaks: self.leaks.or(other.leaks),
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct TestPolicy {
     pub flaky_fails: bool,
     /// A fixture's "skip" (a missing service) is an error instead.
     pub require_services: bool,
+    /// Tasks left running after teardown: off, a warning, or a failure.
+    /// Checked per test only when tests run one at a time (see [`crate::leak`]).
+    pub leaks: crate::config::Leaks,
 }
 
 /// Runs a test, retrying failures, and returns its record.
@@ -114,6 +117,8 @@ pub(crate) async fn run_test(
     policy: Arc<TestPolicy>,
 ) -> TestRecord {
     let started = Instant::now();
+    let (tasks_before, fixture_tasks_before) =
+        (crate::leak::alive_tasks(), run.fixture_tasks.get());
     let slow = policy.slow_timeout.map(|after| {
         let name = name.clone();
         tokio::spawn(async move {
@@ -147,6 +152,11 @@ pub(crate) async fn run_test(
         task.abort();
         fired
     });
+    let outcome = match check_leaks(&run, &name, &policy, tasks_before, fixture_tasks_before).await
+    {
+        Some(leak) if outcome == Outcome::Passed => Outcome::Failed(leak),
+        _ => outcome,
+    };
     let outcome = match outcome {
         Outcome::Skipped(reason) if policy.require_services => Outcome::Error(format!(
             "a required service is unavailable (--require-services): {reason}"
@@ -167,6 +177,37 @@ pub(crate) async fn run_test(
         duration: started.elapsed(),
         metrics,
         slow: was_slow,
+    }
+}
+
+/// The leak check after a test (see [`crate::leak`]): a warning, or with
+/// `leaks = "fail"` the message that fails the test.
+async fn check_leaks(
+    run: &RunShared,
+    name: &str,
+    policy: &TestPolicy,
+    tasks_before: usize,
+    fixture_tasks_before: usize,
+) -> Option<String> {
+    use crate::config::Leaks;
+    if policy.leaks == Leaks::Off {
+        return None;
+    }
+    let by_fixtures = run.fixture_tasks.get().saturating_sub(fixture_tasks_before);
+    let over = crate::leak::over_after_grace(tasks_before + by_fixtures).await;
+    if over == 0 {
+        return None;
+    }
+    let message = format!(
+        "LEAK {name}: {over} task(s) it spawned were still running {} after its teardown",
+        crate::duration::format(crate::leak::GRACE)
+    );
+    match policy.leaks {
+        Leaks::Fail => Some(message),
+        _ => {
+            eprintln!("{message}");
+            None
+        }
     }
 }
 

@@ -314,6 +314,9 @@ pub(crate) struct RunShared {
     pub(crate) target: Option<std::path::PathBuf>,
     pub(crate) session: Arc<Store>,
     suites: Mutex<HashMap<&'static str, Arc<Store>>>,
+    /// Tasks suite and session fixtures started while being set up (not a
+    /// test's leak).
+    pub(crate) fixture_tasks: crate::leak::FixtureTasks,
 }
 
 impl RunShared {
@@ -323,6 +326,7 @@ impl RunShared {
             target,
             session: Arc::default(),
             suites: Mutex::default(),
+            fixture_tasks: crate::leak::FixtureTasks::default(),
         })
     }
 
@@ -609,7 +613,13 @@ impl FixtureCx {
                 let mut cx = self.child::<T>(scope, 0);
                 let result = cell
                     .get_or_init(|| async {
-                        let value = setup_caught::<T>(&mut cx).await?;
+                        let before = crate::leak::alive_tasks();
+                        let value = setup_caught::<T>(&mut cx).await;
+                        if scope != Scope::Test {
+                            let started = crate::leak::alive_tasks().saturating_sub(before);
+                            self.ident.run.fixture_tasks.add(started);
+                        }
+                        let value = value?;
                         store.push_teardowns(std::mem::take(&mut cx.teardowns));
                         Ok(Arc::new(value) as Arc<dyn Any + Send + Sync>)
                     })

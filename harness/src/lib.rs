@@ -42,6 +42,7 @@ pub mod duration;
 pub mod execute;
 pub mod fixture;
 pub mod history;
+pub mod leak;
 pub mod marker;
 pub mod metrics;
 pub(crate) mod panic;
@@ -102,6 +103,10 @@ macro_rules! marker {
 #[macro_export]
 macro_rules! test_group {
     ($name:literal, $max_concurrent:expr $(,)?) => {
+        const _: () = ::core::assert!(
+            $max_concurrent > 0,
+            "test_group!: a group must allow at least one test at a time"
+        );
         $crate::__private::inventory::submit! {
             $crate::registry::GroupDef { name: $name, max_concurrent: $max_concurrent }
         }

@@ -137,6 +137,10 @@ pub enum ExprErrorKind {
     },
     /// A name or `(` where `and`, `or` or `)` was expected.
     ExpectedOperator(String),
+    /// Parentheses or `not`s nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// More than [`MAX_TOKENS`] names and operators.
+    TooLong,
     /// A marker name this binary does not know; `suggestion` is the closest known one.
     UnknownMarker {
         /// The unknown name.
@@ -164,6 +168,12 @@ impl fmt::Display for ExprError {
                 format!("expected `and`, `or` or `)`, found `{tok}`")
             }
             ExprErrorKind::UnknownMarker { name, .. } => format!("unknown marker `{name}`"),
+            ExprErrorKind::TooDeep => {
+                format!("parentheses and `not`s nest deeper than {MAX_DEPTH} levels")
+            }
+            ExprErrorKind::TooLong => {
+                format!("more than {MAX_TOKENS} names, operators and parentheses")
+            }
         };
         writeln!(f, "invalid --marker expression: {what}")?;
         writeln!(f, "  {}", self.expr)?;
@@ -208,10 +218,19 @@ impl Tok<'_> {
     }
 }
 
+/// How deep parentheses and `not`s may nest in a marker expression (the
+/// parser recurses; an expression from the environment must not be able to
+/// overflow the stack).
+pub const MAX_DEPTH: usize = 64;
+
+/// How many tokens a marker expression may have.
+pub const MAX_TOKENS: usize = 4096;
+
 struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok<'a>, usize)>,
     pos: usize,
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -248,10 +267,22 @@ impl<'a> Parser<'a> {
         Ok(lhs)
     }
 
+    /// Enters one level of nesting at the token at `at`.
+    fn descend(&mut self, at: usize, len: usize) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(at, len, ExprErrorKind::TooDeep));
+        }
+        Ok(())
+    }
+
     fn not_expr(&mut self) -> Result<Expr, ExprError> {
-        if matches!(self.peek(), Some((Tok::Not, _))) {
+        if let Some((Tok::Not, at)) = self.peek().cloned() {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not_expr()?)));
+            self.descend(at, 3)?;
+            let inner = self.not_expr()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.atom()
     }
@@ -267,7 +298,9 @@ impl<'a> Parser<'a> {
                 at,
             }),
             Tok::Open => {
+                self.descend(at, 1)?;
                 let inner = self.or_expr()?;
+                self.depth -= 1;
                 match self.peek() {
                     Some((Tok::Close, _)) => {
                         self.pos += 1;
@@ -343,7 +376,15 @@ impl Expr {
     /// ```
     pub fn parse(src: &str) -> Result<Expr, ExprError> {
         let toks = tokenize(src)?;
-        let mut p = Parser { src, toks, pos: 0 };
+        let mut p = Parser {
+            src,
+            toks,
+            pos: 0,
+            depth: 0,
+        };
+        if let Some((tok, at)) = p.toks.get(MAX_TOKENS) {
+            return Err(p.err(*at, tok.text().len(), ExprErrorKind::TooLong));
+        }
         if p.toks.is_empty() {
             return Err(p.err(0, src.len().max(1), ExprErrorKind::Empty));
         }

@@ -168,6 +168,7 @@ fn policy_for(cli: &Cli, config: &crate::config::Config, def: &TestDef) -> TestP
         retry,
         flaky_fails: s.flaky_result == Some(crate::config::FlakyResult::Fail),
         require_services: cli.require_services(),
+        leaks: s.leaks.unwrap_or_default(),
     }
 }
 
@@ -298,6 +299,12 @@ fn run_selected(
     let single = selection.single;
     let total = selection.total;
     let concurrency = cli.concurrency(config.run.test_threads);
+    let one_at_a_time = concurrency == 1 || selection.tests.len() == 1;
+    let run_leaks = if one_at_a_time {
+        crate::config::Leaks::Off
+    } else {
+        config.settings.leaks.unwrap_or_default()
+    };
     let max_fail = if cli.fail_fast {
         Some(1)
     } else {
@@ -315,7 +322,12 @@ fn run_selected(
         .map(|(name, def)| {
             let (tx, rx) = oneshot::channel::<TestRecord>();
             let trial = trial_waiting_for(name.clone(), seed, rx).with_ignored_flag(def.ignored);
-            let policy = Arc::new(policy_for(cli, config, def));
+            let mut policy = policy_for(cli, config, def);
+            if !one_at_a_time {
+                // Leaks are attributed at the run's end instead.
+                policy.leaks = crate::config::Leaks::Off;
+            }
+            let policy = Arc::new(policy);
             (
                 trial,
                 Some(Job {
@@ -418,7 +430,14 @@ fn run_selected(
     for (name, def) in &ignored {
         stream.ignored(name, def);
     }
-    let supervisor = runtime.spawn(supervise(run, jobs, concurrency, max_fail, stream));
+    let supervisor = runtime.spawn(supervise(
+        run,
+        jobs,
+        concurrency,
+        max_fail,
+        run_leaks,
+        stream,
+    ));
 
     let mut one_thread = args.clone();
     one_thread.test_threads = Some(1);
@@ -543,8 +562,10 @@ async fn supervise(
     jobs: Vec<Job>,
     concurrency: usize,
     max_fail: Option<usize>,
+    leaks: crate::config::Leaks,
     mut stream: Stream,
 ) -> (Vec<TestRecord>, Vec<String>) {
+    let tasks_before = crate::leak::alive_tasks();
     let limits = group_limits();
     let mut per_module: HashMap<&'static str, usize> = HashMap::new();
     for j in &jobs {
@@ -658,6 +679,18 @@ async fn supervise(
             .into_iter()
             .map(|f| format!("session: {f}")),
     );
+    if leaks != crate::config::Leaks::Off {
+        let over = crate::leak::over_after_grace(tasks_before).await;
+        if over > 0 {
+            let message = format!(
+                "LEAK: {over} task(s) spawned by tests were still running after every test and fixture was torn down; run with --test-threads 1 to name the test"
+            );
+            match leaks {
+                crate::config::Leaks::Fail => failures.push(message),
+                _ => eprintln!("{message}"),
+            }
+        }
+    }
     stream.progress.clear();
     (records, failures)
 }

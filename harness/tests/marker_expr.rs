@@ -156,4 +156,21 @@ fn a_name_far_from_every_marker_gets_no_suggestion() {
     );
 }
 
+#[service_test(unit)]
+fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}unit{}", "(".repeat(50_000), ")".repeat(50_000));
+    let e = Expr::parse(&deep).unwrap_err();
+    assert_eq!(e.kind, ExprErrorKind::TooLong);
+    let nested = |n: usize| format!("{}unit{}", "(".repeat(n), ")".repeat(n));
+    assert!(Expr::parse(&nested(harness::marker::MAX_DEPTH)).is_ok());
+    let e = Expr::parse(&nested(harness::marker::MAX_DEPTH + 1)).unwrap_err();
+    assert_eq!(e.kind, ExprErrorKind::TooDeep);
+    assert_eq!(e.at, harness::marker::MAX_DEPTH);
+    let nots = format!("{}unit", "not ".repeat(harness::marker::MAX_DEPTH + 1));
+    assert_eq!(Expr::parse(&nots).unwrap_err().kind, ExprErrorKind::TooDeep);
+    // A long flat chain is fine up to the token limit.
+    let chain = vec!["unit"; 1000].join(" and ");
+    assert!(Expr::parse(&chain).unwrap().matches(&["unit"]));
+}
+
 harness::main!();

@@ -12,6 +12,10 @@
 //!   last. Bound: max(longest, total / slots). Measured after one warm-up run,
 //!   since longest-first ordering uses the previous run's durations (the cold
 //!   run is reported too).
+//! - P9: P3 dealt into 3 shards by `--partition duration:K/3`, each shard
+//!   run at 8 tests at once so its wall follows the test time it holds.
+//!   Peer: `hash:K/3`. Reported: the slowest shard and the spread
+//!   (slowest / fastest − 1); the goal is a spread within 10 %.
 //!
 //! The suites are generated under `target/bench/runner-suite/` (a workspace
 //! of its own, built in release with the shared target directory), and run
@@ -175,6 +179,49 @@ pub fn run(args: &[&str]) -> Result<()> {
         bound_s: Some(longest.max(total / concurrency as f64)),
         ours_cold_s: Some(p3_cold),
         concurrency,
+    });
+
+    // P9: shards dealt by recorded duration finish together. Each shard of
+    // P3 runs at 8 at once, so its wall time follows the test time it holds
+    // (not just its longest test); `hash:K/3` is the peer.
+    eprintln!("[bench runner] P9: P3 in 3 shards, duration:K/3 against hash:K/3");
+    let shard_walls = |kind: &str| -> Result<Vec<f64>> {
+        (1..=3)
+            .map(|k| {
+                let p = format!("{kind}:{k}/3");
+                let mut c = ours_cmd("p3::");
+                c.args(["--partition", &p, "--test-threads", "8"]);
+                time_once(&mut c, &format!("ours P3 {p}"))
+            })
+            .collect()
+    };
+    let spread = |walls: &[f64]| {
+        let max = walls.iter().copied().fold(f64::MIN, f64::max);
+        let min = walls.iter().copied().fold(f64::MAX, f64::min);
+        max / min - 1.0
+    };
+    let by_duration = shard_walls("duration")?;
+    let by_hash = shard_walls("hash")?;
+    eprintln!(
+        "[bench runner] P9: shard walls duration {by_duration:.2?} (spread {:.1} %), hash {by_hash:.2?} (spread {:.1} %)",
+        spread(&by_duration) * 100.0,
+        spread(&by_hash) * 100.0
+    );
+    figures.push(Figure {
+        id: "P9",
+        what: "P3 in 3 shards at 8 at once: the slowest shard's wall".to_string(),
+        ours_s: by_duration.iter().copied().fold(0.0, f64::max),
+        peers: peers(&[
+            (
+                "hash_partition_slowest_shard",
+                by_hash.iter().copied().reduce(f64::max),
+            ),
+            ("duration_spread", Some(spread(&by_duration))),
+            ("hash_spread", Some(spread(&by_hash))),
+        ]),
+        bound_s: Some(p3_durations_ms().iter().sum::<u64>() as f64 / 1000.0 / 3.0 / 8.0),
+        ours_cold_s: None,
+        concurrency: 8,
     });
 
     let json_path = out_dir.join("runner.json");

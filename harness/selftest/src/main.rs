@@ -518,6 +518,22 @@ mod cases {
     }
 }
 
+/// Spawns a task and forgets it: a leak.
+mod leaky {
+    use super::*;
+
+    #[service_test(unit)]
+    async fn spawns_and_forgets() {
+        tokio::spawn(async { tokio::time::sleep(Duration::from_secs(30)).await });
+    }
+
+    #[service_test(unit)]
+    async fn spawns_and_waits() {
+        let task = tokio::spawn(async { tokio::time::sleep(Duration::from_millis(5)).await });
+        let _ = task.await;
+    }
+}
+
 /// Sleeps past a short slow-timeout (set by the runner tests' config).
 mod sluggish {
     use super::*;

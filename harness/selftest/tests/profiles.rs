@@ -337,4 +337,41 @@ fn a_test_past_its_slow_timeout_is_shown_slow() {
     );
 }
 
+#[service_test(unit)]
+fn a_task_left_running_after_teardown_is_reported_as_a_leak() {
+    let warn = config_file("leaks-warn", "[profile.default]\nleaks = \"warn\"\n");
+    let r = run_bin(
+        SELFTEST,
+        &["--exact", "leaky::spawns_and_forgets"],
+        &[("SERVICE_TEST_CONFIG", &warn)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("LEAK leaky::spawns_and_forgets: 1 task(s)"),
+        "{}",
+        r.stderr
+    );
+    let clean = run_bin(
+        SELFTEST,
+        &["--exact", "leaky::spawns_and_waits"],
+        &[("SERVICE_TEST_CONFIG", &warn)],
+    );
+    assert!(!clean.stderr.contains("LEAK"), "{}", clean.stderr);
+    let fail = config_file("leaks-fail", "[profile.default]\nleaks = \"fail\"\n");
+    let r = run_bin(
+        SELFTEST,
+        &["--exact", "leaky::spawns_and_forgets"],
+        &[("SERVICE_TEST_CONFIG", &fail)],
+    );
+    assert_eq!(r.code, 101, "{}", r.stdout);
+    // Several at once: the run's end names the count and how to find it.
+    let r = run_bin(SELFTEST, &["leaky::"], &[("SERVICE_TEST_CONFIG", &warn)]);
+    assert!(
+        r.stderr.contains("--test-threads 1 to name the test"),
+        "{}",
+        r.stderr
+    );
+}
+
 harness::main!();

@@ -740,6 +740,18 @@ fn last_failed_reruns_only_what_failed_last_time() {
     assert!(ran[0].starts_with("test seeding::fails_with_seed"));
 }
 
+#[service_test(unit)]
+fn fifty_thousand_parentheses_in_the_environment_exit_2() {
+    let deep = format!("{}unit{}", "(".repeat(50_000), ")".repeat(50_000));
+    let r = run_bin(SELFTEST, &["--list"], &[("SERVICE_TEST_MARKER", &deep)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("more than 4096"),
+        "{}",
+        &r.stderr[..r.stderr.len().min(300)]
+    );
+}
+
 // ---- docs ------------------------------------------------------------------
 
 #[service_test(unit)]
