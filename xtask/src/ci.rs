@@ -110,7 +110,7 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     let mut stages: Vec<Stage> = Vec::new();
     let total_stages =
-        usize::from(lint && first_shard) * 2 + usize::from(first_shard) + 1 + tiers.len();
+        usize::from(lint && first_shard) * 2 + usize::from(first_shard) * 2 + 1 + tiers.len();
     let step = |name: &str, cmd: Option<&mut Command>, stages: &mut Vec<Stage>| -> Result<bool> {
         let n = stages.len() + 1;
         eprintln!("\n=== [{n}/{total_stages}] {name}");
@@ -159,6 +159,13 @@ pub fn run(args: &[&str]) -> Result<()> {
         step(
             "workspace tests",
             Some(Command::new("cargo").args(["test", "--workspace", "--exclude", "suites"])),
+            &mut stages,
+        )?;
+        // Libraries set `doctest = false` so that `cargo test -- --marker X`
+        // never reaches rustdoc's libtest; their examples still run here.
+        step(
+            "doctests",
+            Some(Command::new("cargo").args(["test", "-q", "--doc", "--workspace"])),
             &mut stages,
         )?;
     }
