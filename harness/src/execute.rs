@@ -17,7 +17,8 @@ use crate::panic::panic_message;
 use crate::registry::{TestDef, Verdict};
 
 /// How a test ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum Outcome {
     /// The body returned `()` or `Ok(())` (possibly after retries: see [`TestRecord::flaky`]).
     Passed,
@@ -29,16 +30,20 @@ pub enum Outcome {
     TimedOut(Duration),
     /// A fixture said the test cannot run here (e.g. no PostgreSQL).
     Skipped(String),
-    /// Never started (`--fail-fast` stopped the run first).
+    /// Never started (`--fail-fast` stopped the run first, or it was interrupted).
     NotRun(String),
+    /// The process running it died (abort, signal, `exit()`): found by
+    /// re-running the tests in flight one at a time; the message says how
+    /// it died and what it printed.
+    Crashed(String),
 }
 
 impl Outcome {
-    /// Failed, error or timed out: the kinds that fail a run.
+    /// Failed, error, timed out or crashed: the kinds that fail a run.
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Outcome::Failed(_) | Outcome::Error(_) | Outcome::TimedOut(_)
+            Outcome::Failed(_) | Outcome::Error(_) | Outcome::TimedOut(_) | Outcome::Crashed(_)
         )
     }
 
@@ -51,6 +56,7 @@ impl Outcome {
             Outcome::TimedOut(_) => "timed-out",
             Outcome::Skipped(_) => "skipped",
             Outcome::NotRun(_) => "not-run",
+            Outcome::Crashed(_) => "crashed",
         }
     }
 
@@ -58,9 +64,11 @@ impl Outcome {
     pub fn message(&self) -> Option<String> {
         match self {
             Outcome::Passed => None,
-            Outcome::Failed(m) | Outcome::Error(m) | Outcome::Skipped(m) | Outcome::NotRun(m) => {
-                Some(m.clone())
-            }
+            Outcome::Failed(m)
+            | Outcome::Error(m)
+            | Outcome::Skipped(m)
+            | Outcome::NotRun(m)
+            | Outcome::Crashed(m) => Some(m.clone()),
             Outcome::TimedOut(d) => {
                 Some(format!("timed out after {}", crate::duration::format(*d)))
             }
@@ -69,7 +77,7 @@ impl Outcome {
 }
 
 /// The result of running one test, over all its attempts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TestRecord {
     /// The test's full name.
     pub name: String,

@@ -66,9 +66,12 @@ impl History {
 
     /// Did the test fail (fail, error, time out) the last time it ran?
     pub fn failed_last(&self, name: &str) -> bool {
-        self.tests
-            .get(name)
-            .is_some_and(|e| matches!(e.outcome.as_str(), "failed" | "error" | "timed-out"))
+        self.tests.get(name).is_some_and(|e| {
+            matches!(
+                e.outcome.as_str(),
+                "failed" | "error" | "timed-out" | "crashed"
+            )
+        })
     }
 
     /// The last known duration of a test, in seconds.

@@ -56,6 +56,9 @@ pub mod runner;
 pub mod schedule;
 pub mod seed;
 pub mod select;
+pub mod signals;
+pub mod supervisor;
+pub mod worker;
 
 use std::future::Future;
 use std::pin::Pin;

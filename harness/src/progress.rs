@@ -27,6 +27,13 @@ impl Progress {
         }
     }
 
+    /// Draws nothing (a worker process: its supervisor draws).
+    pub(crate) fn disabled() -> Self {
+        let mut p = Progress::new(0);
+        p.enabled = false;
+        p
+    }
+
     pub(crate) fn finished(&mut self, failed: bool) {
         self.done += 1;
         self.failed += usize::from(failed);

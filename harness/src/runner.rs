@@ -76,6 +76,9 @@ pub fn run_with(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if crate::worker::is_worker() {
+        return run_as_worker(&cli, &config, seed);
+    }
     let partition = match cli.partition() {
         Ok(p) => p,
         Err(message) => {
@@ -146,6 +149,77 @@ pub fn run_with(cli: Cli) -> ExitCode {
         reporting,
         partition,
     )
+}
+
+/// A worker (see [`crate::worker`]): runs the tests named on standard
+/// input in this process and reports to the supervisor; never prints the
+/// console, writes reports or history, or runs preflight checks (the
+/// supervisor did).
+fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCode {
+    if let Err(e) = crate::worker::install() {
+        eprintln!("error: worker: cannot set up the event channel: {e}");
+        return ExitCode::FAILURE;
+    }
+    let index = crate::registry::index_by_name();
+    let names = crate::worker::read_names();
+    let concurrency = cli.concurrency(config.run.test_threads);
+    let one_at_a_time = concurrency == 1 || names.len() == 1;
+    let max_fail = if cli.fail_fast {
+        Some(1)
+    } else {
+        cli.max_fail
+            .map(|n| n as usize)
+            .or(config.run.max_fail)
+            .or(config.run.fail_fast.unwrap_or(false).then_some(1))
+    };
+    let run_leaks = if one_at_a_time {
+        crate::config::Leaks::Off
+    } else {
+        config.settings.leaks.unwrap_or_default()
+    };
+    let jobs: Vec<Job> = names
+        .into_iter()
+        .filter_map(|name| {
+            let def = *index.get(&name)?;
+            let mut policy = policy_for(cli, config, def);
+            if !one_at_a_time {
+                policy.leaks = crate::config::Leaks::Off;
+            }
+            let (tx, _) = oneshot::channel();
+            Some(Job {
+                name,
+                def,
+                policy: Arc::new(policy),
+                tx,
+            })
+        })
+        .collect();
+    let stream = Stream {
+        binary: crate::history::binary_name(),
+        seed,
+        recent: HashMap::new(),
+        sink: None,
+        progress: crate::progress::Progress::disabled(),
+    };
+    let runtime = match start_in_process() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = RunShared::new(seed, cli.target());
+    let (_, teardown_failures) = runtime.block_on(supervise(
+        run,
+        jobs,
+        concurrency,
+        max_fail,
+        run_leaks,
+        stream,
+    ));
+    crate::worker::emit(&crate::worker::Event::Done { teardown_failures });
+    // A timed-out sync test may still hold a thread: don't wait for it.
+    std::process::exit(0)
 }
 
 /// The policy of one test: its attribute, then the command line, then the
@@ -402,19 +476,6 @@ fn run_selected(
         }
     }
 
-    crate::panic::install_hook();
-    crate::capture::install();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let run = RunShared::new(seed, target);
     let binary = crate::history::binary_name();
     let report_dir = reporting.as_ref().map(|r| r.dir.clone());
     let mut stream = Stream {
@@ -430,28 +491,68 @@ fn run_selected(
     for (name, def) in &ignored {
         stream.ignored(name, def);
     }
-    let supervisor = runtime.spawn(supervise(
-        run,
-        jobs,
-        concurrency,
-        max_fail,
-        run_leaks,
-        stream,
-    ));
 
     let mut one_thread = args.clone();
     one_thread.test_threads = Some(1);
-    let conclusion = libtest_mimic::run(&one_thread, trials);
-
-    let (records, teardown_failures) = match runtime.block_on(supervisor) {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("error: the scheduler failed: {e}");
-            return ExitCode::FAILURE;
+    let supervised = crate::supervisor::wanted() && !single && !jobs.is_empty();
+    let (conclusion, ran) = if supervised {
+        let plan = crate::supervisor::Plan {
+            names: jobs.iter().map(|j| j.name.clone()).collect(),
+            args: std::env::args_os().skip(1).collect(),
+            seed,
+            max_fail,
+        };
+        let workers = std::thread::spawn(move || in_workers(plan, jobs, stream));
+        let conclusion = libtest_mimic::run(&one_thread, trials);
+        match workers.join() {
+            Ok(ran) => (conclusion, ran),
+            Err(_) => {
+                eprintln!("error: harness bug: the supervisor thread panicked");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let run = RunShared::new(seed, target);
+        let runtime = match start_in_process() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the tokio runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let scheduler = runtime.spawn(supervise(
+            run,
+            jobs,
+            concurrency,
+            max_fail,
+            run_leaks,
+            stream,
+        ));
+        let conclusion = libtest_mimic::run(&one_thread, trials);
+        let done = runtime.block_on(scheduler);
+        // A sync test that timed out may still hold a blocking thread; don't wait for it.
+        runtime.shutdown_timeout(Duration::from_millis(200));
+        match done {
+            Ok((records, teardown_failures)) => (
+                conclusion,
+                Ran {
+                    records,
+                    teardown_failures,
+                    interrupted: None,
+                },
+            ),
+            Err(e) => {
+                eprintln!("error: the scheduler failed: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
-    // A sync test that timed out may still hold a blocking thread; don't wait for it.
-    runtime.shutdown_timeout(Duration::from_millis(200));
+    let Ran {
+        records,
+        teardown_failures,
+        interrupted,
+    } = ran;
+    let interrupted = interrupted.or(crate::signals::signal());
 
     let flaky: Vec<&TestRecord> = records.iter().filter(|r| r.flaky).collect();
     if !flaky.is_empty() {
@@ -505,7 +606,86 @@ fn run_selected(
         }
         return ExitCode::FAILURE;
     }
+    if let Some(sig) = interrupted {
+        eprintln!(
+            "service-test: interrupted by signal {sig}; unfinished tests are reported not-run"
+        );
+        return ExitCode::from(128 + sig.clamp(0, 127) as u8);
+    }
     conclusion.exit_code()
+}
+
+/// What a run produced, in process or in workers.
+struct Ran {
+    records: Vec<TestRecord>,
+    teardown_failures: Vec<String>,
+    interrupted: Option<i32>,
+}
+
+/// Installs what in-process execution needs (panic locations, log capture)
+/// and starts the runtime tests run on.
+fn start_in_process() -> std::io::Result<tokio::runtime::Runtime> {
+    crate::panic::install_hook();
+    crate::capture::install();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs the jobs in supervised worker processes (see [`crate::supervisor`]),
+/// streaming each record to the console, the reports and the progress line.
+fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream) -> Ran {
+    let max_fail = plan.max_fail;
+    let mut waiting: HashMap<String, Job> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
+    let order = plan.names.clone();
+    let mut records = Vec::new();
+    let mut last_failure: Option<String> = None;
+    let ended = crate::supervisor::run(plan, &mut |record| {
+        if let Some(job) = waiting.remove(&record.name) {
+            if record.outcome.is_failure() {
+                last_failure = Some(record.name.clone());
+            }
+            stream.finished(job.def, &record);
+            let _ = job.tx.send(record.clone());
+            records.push(record);
+        }
+    });
+    let why = match (ended.interrupted, max_fail) {
+        (Some(sig), _) => format!("not run: the run was interrupted (signal {sig})"),
+        (None, Some(n)) => format!(
+            "not run: {} stopped the run after `{}` failed",
+            if n == 1 {
+                "--fail-fast".to_string()
+            } else {
+                format!("--max-fail {n}")
+            },
+            last_failure.as_deref().unwrap_or("a test")
+        ),
+        (None, None) => "not run: no worker process ran it".to_string(),
+    };
+    for name in order {
+        if let Some(job) = waiting.remove(&name) {
+            let record = TestRecord {
+                name,
+                outcome: Outcome::NotRun(why.clone()),
+                attempts: 0,
+                flaky: false,
+                earlier_failures: Vec::new(),
+                duration: Duration::ZERO,
+                metrics: Vec::new(),
+                slow: false,
+            };
+            stream.finished(job.def, &record);
+            let _ = job.tx.send(record.clone());
+            records.push(record);
+        }
+    }
+    stream.progress.clear();
+    Ran {
+        records,
+        teardown_failures: ended.teardown_failures,
+        interrupted: ended.interrupted,
+    }
 }
 
 /// Runs the jobs through the scheduler, tearing down each module's suite
@@ -546,6 +726,9 @@ impl Stream {
     }
 
     fn finished(&mut self, def: &TestDef, record: &TestRecord) {
+        crate::worker::emit(&crate::worker::Event::Finished {
+            record: record.clone(),
+        });
         self.progress.finished(record.outcome.is_failure());
         if let Some(sink) = &mut self.sink {
             let recent = self.recent.remove(&record.name).unwrap_or_default();
@@ -566,6 +749,7 @@ async fn supervise(
     mut stream: Stream,
 ) -> (Vec<TestRecord>, Vec<String>) {
     let tasks_before = crate::leak::alive_tasks();
+    crate::signals::watch(run.clone());
     let limits = group_limits();
     let mut per_module: HashMap<&'static str, usize> = HashMap::new();
     for j in &jobs {
@@ -593,6 +777,7 @@ async fn supervise(
         let per_module = per_module.clone();
         let teardown_failures = start_failures.clone();
         async move {
+            crate::worker::emit(&crate::worker::Event::Started { name: name.clone() });
             let record = run_test(run.clone(), name, def, policy).await;
             let last_in_module = {
                 let mut counts = per_module.lock().unwrap_or_else(PoisonError::into_inner);
@@ -638,10 +823,13 @@ async fn supervise(
     };
     for (name, _, _) in not_started {
         let record = TestRecord {
-            outcome: Outcome::NotRun(format!(
-                "not run: {stopped_by} stopped the run after `{}` failed",
-                failures_seen.last().map_or("a test", String::as_str)
-            )),
+            outcome: Outcome::NotRun(match crate::signals::signal() {
+                Some(sig) => format!("not run: the run was interrupted (signal {sig})"),
+                None => format!(
+                    "not run: {stopped_by} stopped the run after `{}` failed",
+                    failures_seen.last().map_or("a test", String::as_str)
+                ),
+            }),
             name,
             attempts: 0,
             flaky: false,
@@ -717,6 +905,7 @@ fn trial_waiting_for(name: String, seed: u64, rx: oneshot::Receiver<TestRecord>)
             Outcome::Failed(_) => "failed",
             Outcome::Error(_) => "error",
             Outcome::TimedOut(_) => "timed out",
+            Outcome::Crashed(_) => "crashed",
         };
         // No PHI reaches the console unredacted, not even synthetic PHI.
         let mut msg = format!(

@@ -127,7 +127,7 @@ where
                     let notified = freed.notified();
                     {
                         let mut q = lock(&queue);
-                        if q.stopped || q.pending.is_empty() {
+                        if q.stopped || q.pending.is_empty() || crate::signals::interrupted() {
                             return;
                         }
                         if let Some(next) = q.take_next(&limits) {

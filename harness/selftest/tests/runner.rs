@@ -686,7 +686,7 @@ fn shards_together_run_every_test_exactly_once() {
 }
 
 #[service_test(unit, slow)]
-fn an_interrupted_run_keeps_a_valid_line_per_finished_test() {
+fn sigint_halfway_writes_every_report_with_the_unfinished_tests_not_run() {
     let dir = fresh_dir("sigint");
     let mut child = Command::new(SELFTEST)
         .args(["-m", "slowlane", "--report-dir"])
@@ -710,15 +710,27 @@ fn an_interrupted_run_keeps_a_valid_line_per_finished_test() {
         .expect("kill");
     assert!(status.success());
     let exit = child.wait().expect("wait");
-    assert!(!exit.success(), "the run was interrupted");
+    assert_eq!(exit.code(), Some(130), "SIGINT's exit code");
+    // Every test has its line: the finished ones passed, the rest not-run.
     let lines = jsonl(&results);
-    assert!((5..20).contains(&lines.len()), "{} lines", lines.len());
+    assert_eq!(lines.len(), 20, "{lines:?}");
+    let passed = lines.iter().filter(|l| l["outcome"] == "passed").count();
+    assert!(passed >= 5, "{passed} passed");
+    assert!(passed < 20, "the run was interrupted halfway");
     assert!(lines.iter().all(|l| {
-        l["outcome"] == "passed"
-            && l["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("slow_lane::"))
+        l["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("slow_lane::"))
+            && (l["outcome"] == "passed"
+                || (l["outcome"] == "not-run"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("interrupted"))))
     }));
+    // And every report was written.
+    for report in ["junit.xml", "report.md"] {
+        assert!(dir.join(report).is_file(), "no {report} after SIGINT");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -152,7 +152,10 @@ impl ResultLine {
 
     /// Failed, error or timed out.
     pub fn is_failure(&self) -> bool {
-        matches!(self.outcome.as_str(), "failed" | "error" | "timed-out")
+        matches!(
+            self.outcome.as_str(),
+            "failed" | "error" | "timed-out" | "crashed"
+        )
     }
 
     /// Skipped or not run.
@@ -292,7 +295,7 @@ impl Counts {
             match l.outcome.as_str() {
                 "passed" => c.passed += 1,
                 "flaky" => c.flaky += 1,
-                "failed" | "timed-out" => c.failed += 1,
+                "failed" | "timed-out" | "crashed" => c.failed += 1,
                 "error" => c.errors += 1,
                 _ => c.skipped += 1,
             }

@@ -9,6 +9,7 @@ use std::process::Command;
 
 pub const SELFTEST: &str = env!("CARGO_BIN_EXE_selftest");
 pub const EMPTY: &str = env!("CARGO_BIN_EXE_empty");
+pub const CRASHING: &str = env!("CARGO_BIN_EXE_crashing");
 
 pub struct Run {
     pub code: i32,

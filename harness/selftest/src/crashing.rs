@@ -1,0 +1,53 @@
+//! Thirty passing tests and a few that take their process down, for the
+//! supervisor's tests (`tests/crashes.rs`). Select the crash with a marker.
+
+use std::time::Duration;
+
+use harness::{marker, service_test};
+
+marker!(fine, "passes after a short wait");
+marker!(aborts, "calls std::process::abort()");
+marker!(exits_zero, "calls std::process::exit(0) mid-run");
+marker!(overflows, "overflows its stack");
+
+macro_rules! fine {
+    ($($name:ident),*) => {$(
+        #[service_test(fine)]
+        async fn $name() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    )*};
+}
+
+fine!(
+    ok_01, ok_02, ok_03, ok_04, ok_05, ok_06, ok_07, ok_08, ok_09, ok_10, ok_11, ok_12, ok_13,
+    ok_14, ok_15, ok_16, ok_17, ok_18, ok_19, ok_20, ok_21, ok_22, ok_23, ok_24, ok_25, ok_26,
+    ok_27, ok_28, ok_29, ok_30
+);
+
+#[service_test(aborts)]
+async fn aborts_the_process() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    eprintln!("about to abort");
+    std::process::abort();
+}
+
+#[service_test(exits_zero)]
+async fn exits_with_zero() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    println!("leaving early");
+    std::process::exit(0);
+}
+
+#[allow(unconditional_recursion)]
+fn deeper(frame: [u8; 256]) -> u8 {
+    let next = std::hint::black_box(frame);
+    deeper(next).wrapping_add(next[0])
+}
+
+#[service_test(overflows)]
+fn overflows_the_stack() {
+    let _ = deeper([1; 256]);
+}
+
+harness::main!();

@@ -1,0 +1,99 @@
+//! The supervisor seen from outside: a test that takes its process down
+//! (abort, `exit(0)`, stack overflow) is named `crashed`, and every other
+//! test keeps its own result, in the console and in every report.
+
+use harness::service_test;
+
+mod common;
+use common::*;
+
+fn fresh_dir(what: &str) -> std::path::PathBuf {
+    let dir = history_dir().join(format!("crash-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn results(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .expect("results.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// Runs the thirty `fine` tests with the crashing one `marker` selects.
+fn thirty_and(marker: &str, what: &str) -> (Run, Vec<serde_json::Value>, std::path::PathBuf) {
+    let dir = fresh_dir(what);
+    let d = dir.to_string_lossy().into_owned();
+    let expr = format!("fine or {marker}");
+    let r = run_bin(CRASHING, &["-m", &expr, "--report-dir", &d], &[]);
+    let lines = results(&dir);
+    (r, lines, dir)
+}
+
+fn assert_thirty_passed_and_one_crashed(r: &Run, lines: &[serde_json::Value], how: &str) {
+    assert_eq!(r.code, 101, "a crash fails the run\n{}", r.stderr);
+    assert_eq!(lines.len(), 31, "every test has its line");
+    let passed = lines.iter().filter(|l| l["outcome"] == "passed").count();
+    assert_eq!(passed, 30, "{lines:?}");
+    let crashed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["outcome"] == "crashed").collect();
+    assert_eq!(crashed.len(), 1, "{lines:?}");
+    let message = crashed[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(how), "{message}");
+    assert!(
+        r.stdout
+            .contains("test result: FAILED. 30 passed; 1 failed"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[service_test(unit)]
+fn an_abort_is_named_crashed_with_its_signal_and_the_others_keep_their_results() {
+    let (r, lines, dir) = thirty_and("aborts", "abort");
+    assert_thirty_passed_and_one_crashed(&r, &lines, "SIGABRT");
+    let crashed = lines
+        .iter()
+        .find(|l| l["outcome"] == "crashed")
+        .expect("one");
+    assert_eq!(crashed["name"], "aborts_the_process");
+    assert!(
+        crashed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("about to abort")),
+        "its captured output: {crashed}"
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).expect("junit.xml");
+    assert_eq!(junit.matches("<testcase ").count(), 31, "{junit}");
+    assert!(junit.contains("crashed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
+fn exit_zero_inside_a_test_is_a_crash_not_a_green_run() {
+    let (r, lines, dir) = thirty_and("exits_zero", "exit");
+    assert_thirty_passed_and_one_crashed(&r, &lines, "exit code 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
+fn a_stack_overflow_is_a_crash() {
+    let (r, lines, dir) = thirty_and("overflows", "overflow");
+    assert_thirty_passed_and_one_crashed(&r, &lines, "signal");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
+fn without_the_supervisor_a_crash_takes_the_run_down() {
+    // The escape hatch stays honest: no worker, nobody to report the rest.
+    let r = run_bin(
+        CRASHING,
+        &["-m", "fine or aborts"],
+        &[("SERVICE_TEST_SUPERVISOR", "0")],
+    );
+    assert_ne!(r.code, 0);
+    assert_ne!(r.code, 101);
+}
+
+harness::main!();
