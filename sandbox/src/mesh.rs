@@ -432,7 +432,7 @@ impl Mesh {
     }
 
     /// Sends the mesh's calls to `service` to `addr` instead (a loopback
-    /// address: a `fixtures::chaos::ChaosProxy` in front of it, say).
+    /// address: a `traffic::chaos::ChaosProxy` in front of it, say).
     pub fn route(&self, service: Service, addr: SocketAddr) -> Result<(), MeshError> {
         if !addr.ip().is_loopback() {
             return Err(MeshError::NotLoopback(addr));

@@ -10,7 +10,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("serve") => {
-            let server = fixtures::load::TestServer::start(Duration::ZERO).await.expect("bind");
+            let server = traffic::load::TestServer::start(Duration::ZERO).await.expect("bind");
             println!("{}", server.addr());
             tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines() {}).await.ok();
         }
@@ -18,8 +18,8 @@ async fn main() {
             let addr = args[2].parse().expect("address");
             let conns: usize = args[3].parse().expect("connections");
             let secs: u64 = args[4].parse().expect("seconds");
-            let plan = fixtures::load::LoadPlan::closed(addr, "/", conns).duration(Duration::from_secs(secs)).max_requests(u64::MAX);
-            let r = fixtures::load::run(&plan).await.expect("load");
+            let plan = traffic::load::LoadPlan::closed(addr, "/", conns).duration(Duration::from_secs(secs)).max_requests(u64::MAX);
+            let r = traffic::load::run(&plan).await.expect("load");
             eprintln!("[bench load] ours: {} ok, errors {:?}, p50 {:.3} ms, p99 {:.3} ms", r.ok, r.errors, r.corrected.p50, r.corrected.p99);
             println!("{:.1}", r.achieved_rps);
         }

@@ -151,7 +151,7 @@ fn generate(dir: &Path) -> Result<()> {
     let manifest = manifest(
         "bench load",
         "load-bench",
-        &(path_dep("fixtures")
+        &(path_dep("traffic")
             + "tokio = { version = \"1\", features = [\"rt-multi-thread\", \"macros\", \"io-std\"] }\n"),
         "",
     );

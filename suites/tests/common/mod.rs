@@ -104,7 +104,7 @@ pub fn observed(samples: &[Duration], failed: usize, elapsed: Duration) -> deplo
 }
 
 /// The load generator's figures, to hold against an SLO (corrected latency).
-pub fn observed_load(r: &fixtures::load::LoadReport) -> deployment::Observed {
+pub fn observed_load(r: &traffic::load::LoadReport) -> deployment::Observed {
     deployment::Observed {
         p50_ms: r.corrected.p50,
         p95_ms: r.corrected.p95,

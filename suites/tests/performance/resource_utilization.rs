@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::load::{self, LoadPlan};
 use harness::{Metrics, service_test};
 use sandbox::Service;
 use suites::{LoadBudget, Target};
+use traffic::load::{self, LoadPlan};
 
 /// Open HTTP connections a service may keep beyond a baseline once a load
 /// has ended (other tests' pooled keep-alive connections).

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use fixtures::load::{self, LoadPlan};
 use harness::{Metrics, service_test};
 use sandbox::Service;
 use suites::{LoadBudget, Target};
+use traffic::load::{self, LoadPlan};
 
 use crate::common::observed_load;
 

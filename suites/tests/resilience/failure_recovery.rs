@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use fixtures::Scenario;
-use fixtures::chaos::{ChaosProxy, Fault, FaultKind};
 use harness::service_test;
 use sandbox::Service;
 use serde_json::json;
 use suites::PrivateMesh;
+use traffic::chaos::{ChaosProxy, Fault, FaultKind};
 
 use crate::common::{intake, visit, visit_body};
 

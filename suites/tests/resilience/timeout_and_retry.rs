@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use fixtures::Scenario;
-use fixtures::chaos::{ChaosProxy, Fault, FaultKind};
 use harness::service_test;
 use sandbox::breaker::BreakerConfig;
 use sandbox::client::{Call, CallError, ClientConfig, Method, ServiceClient};
@@ -16,6 +15,7 @@ use sandbox::retry::RetryPolicy;
 use sandbox::{FaultPlan, Mesh, Service, Tenant};
 use serde_json::json;
 use suites::{Faults, PrivateMesh, Target};
+use traffic::chaos::{ChaosProxy, Fault, FaultKind};
 
 use crate::common::{intake, saga_trail, visit, visit_body};
 
