@@ -97,6 +97,10 @@ pub struct TestRecord {
     pub slow: bool,
 }
 
+/// How long a timed-out test's task gets to be dropped before the run goes
+/// on without it.
+const ABORT_GRACE: Duration = Duration::from_millis(250);
+
 /// How one test runs: its settings after the attribute, the command line,
 /// the profile's overrides and the profile have been weighed (see
 /// [`crate::config`]).
@@ -237,8 +241,15 @@ async fn run_attempt(
         Err(_elapsed) => {
             task.abort();
             // Wait for the cancelled future to be dropped, so the test's own
-            // values are gone before its fixtures are torn down.
-            let _ = task.await;
+            // values are gone before its fixtures are torn down; but an async
+            // test blocking its thread cannot be dropped until it yields, and
+            // must not hold the run: give it a moment, then go on without it.
+            if tokio::time::timeout(ABORT_GRACE, &mut task).await.is_err() {
+                eprintln!(
+                    "warning: `{name}` timed out while blocking its thread (no `.await` for {}); it is left running, detached",
+                    crate::duration::format(timeout)
+                );
+            }
             Outcome::TimedOut(timeout)
         }
         Ok(Ok(Ok(Verdict::Pass))) => Outcome::Passed,

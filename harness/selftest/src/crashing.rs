@@ -9,6 +9,10 @@ marker!(fine, "passes after a short wait");
 marker!(aborts, "calls std::process::abort()");
 marker!(exits_zero, "calls std::process::exit(0) mid-run");
 marker!(overflows, "overflows its stack");
+marker!(
+    blocking,
+    "an async test that blocks its thread past its timeout"
+);
 
 macro_rules! fine {
     ($($name:ident),*) => {$(
@@ -48,6 +52,11 @@ fn deeper(frame: [u8; 256]) -> u8 {
 #[service_test(overflows)]
 fn overflows_the_stack() {
     let _ = deeper([1; 256]);
+}
+
+#[service_test(blocking, timeout = "1s")]
+async fn blocks_its_thread_for_eight_seconds() {
+    std::thread::sleep(Duration::from_secs(8));
 }
 
 harness::main!();

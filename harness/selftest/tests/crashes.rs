@@ -85,6 +85,28 @@ fn a_stack_overflow_is_a_crash() {
 }
 
 #[service_test(unit)]
+fn an_async_test_blocking_its_thread_times_out_and_the_run_ends_in_under_3s() {
+    for supervisor in ["1", "0"] {
+        let started = std::time::Instant::now();
+        let r = run_bin(
+            CRASHING,
+            &["-m", "blocking or fine"],
+            &[("SERVICE_TEST_SUPERVISOR", supervisor)],
+        );
+        let took = started.elapsed();
+        assert_eq!(r.code, 101, "{}", r.stderr);
+        assert!(
+            r.stdout.contains("[timed out] timed out after 1s"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("30 passed; 1 failed"), "{}", r.stdout);
+        // A behaviour bound, not a speed claim: the 8 s block does not hold the run.
+        assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    }
+}
+
+#[service_test(unit)]
 fn without_the_supervisor_a_crash_takes_the_run_down() {
     // The escape hatch stays honest: no worker, nobody to report the rest.
     let r = run_bin(
