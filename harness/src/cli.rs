@@ -78,6 +78,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub durations: Option<usize>,
 
+    /// How tests run: in-process (default: in one supervised worker that
+    /// shares fixtures) or process (each test in a process of its own, its
+    /// output captured, hidden on pass).
+    #[arg(long, value_name = "in-process|process", value_parser = parse_isolation)]
+    pub isolation: Option<crate::config::Isolation>,
+
     /// The profile of .config/service-test.toml to apply (default: `default`).
     /// Also read from SERVICE_TEST_PROFILE.
     #[arg(long, value_name = "NAME")]
@@ -106,6 +112,14 @@ pub struct Cli {
     /// run against it before any test. Also read from SERVICE_TEST_TARGET.
     #[arg(long, value_name = "FILE")]
     pub target: Option<std::path::PathBuf>,
+}
+
+fn parse_isolation(s: &str) -> Result<crate::config::Isolation, String> {
+    match s {
+        "in-process" => Ok(crate::config::Isolation::InProcess),
+        "process" => Ok(crate::config::Isolation::Process),
+        other => Err(format!("`{other}`: expected in-process or process")),
+    }
 }
 
 impl Cli {

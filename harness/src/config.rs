@@ -176,9 +176,11 @@ pub enum Leaks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
-    /// Tests share this process (and its fixtures).
+    /// Tests share one worker process (and its fixtures).
     #[default]
     InProcess,
+    /// Each test in a process of its own, its output captured.
+    Process,
 }
 
 /// The per-test settings of a profile or an override, each optional:

@@ -95,6 +95,12 @@ pub struct TestRecord {
     pub metrics: Vec<crate::metrics::Metric>,
     /// Ran past its slow-timeout (shown `SLOW` while it ran).
     pub slow: bool,
+    /// What the test's process printed (stdout and stderr together), when
+    /// it ran in a process of its own (`--isolation process`,
+    /// `#[service_test(isolated)]`, `phi_safe`). Shown redacted, and only
+    /// when the test did not pass (or with `--nocapture`, live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// How long a timed-out test's task gets to be dropped before the run goes
@@ -189,6 +195,7 @@ pub(crate) async fn run_test(
         duration: started.elapsed(),
         metrics,
         slow: was_slow,
+        output: None,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct TestDef {
     pub body: fn(TestCx) -> BoxFuture<BodyResult>,
     /// For one case of a parametrized test (`#[case(...)]`): which.
     pub case: Option<Case>,
+    /// `#[service_test(isolated)]`: runs in a process of its own.
+    pub isolated: bool,
 }
 
 /// One case of a parametrized test, named as rstest names it.

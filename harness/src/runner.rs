@@ -496,11 +496,30 @@ fn run_selected(
     one_thread.test_threads = Some(1);
     let supervised = crate::supervisor::wanted() && !single && !jobs.is_empty();
     let (conclusion, ran) = if supervised {
+        let isolation = cli.isolation.or(config.run.isolation).unwrap_or_default();
         let plan = crate::supervisor::Plan {
             names: jobs.iter().map(|j| j.name.clone()).collect(),
             args: std::env::args_os().skip(1).collect(),
             seed,
             max_fail,
+            isolated: jobs
+                .iter()
+                .filter(|j| {
+                    isolation == crate::config::Isolation::Process
+                        || j.def.isolated
+                        || j.def.has_marker("phi_safe")
+                })
+                .map(|j| j.name.clone())
+                .collect(),
+            isolated_at_once: args
+                .test_threads
+                .or(config.run.test_threads)
+                .unwrap_or_else(|| 2 * crate::schedule::cores()),
+            timeouts: jobs
+                .iter()
+                .map(|j| (j.name.clone(), j.policy.timeout))
+                .collect(),
+            live_output: args.nocapture,
         };
         let workers = std::thread::spawn(move || in_workers(plan, jobs, stream));
         let conclusion = libtest_mimic::run(&one_thread, trials);
@@ -632,6 +651,27 @@ fn start_in_process() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The `phi_safe` guard on what an isolated test's process printed (its
+/// stdout and stderr, its threads' and tasks' too): PHI there fails the
+/// test, whatever its own outcome was, and the message shows it redacted.
+/// The scan here knows PHI by its patterns; values registered as canaries
+/// live in the worker, which scans its `tracing` events against them.
+fn phi_safe_output(record: &mut TestRecord) {
+    let Some(output) = &record.output else {
+        return;
+    };
+    let lines: Vec<String> = output.lines().map(str::to_string).collect();
+    let Some(leak) = crate::capture::phi_findings(&lines) else {
+        return;
+    };
+    let leak = format!("{leak}\n(in what the test printed to stdout/stderr)");
+    record.outcome = match std::mem::replace(&mut record.outcome, Outcome::Passed) {
+        Outcome::Passed => Outcome::Failed(leak),
+        Outcome::Skipped(m) | Outcome::NotRun(m) => Outcome::Skipped(m),
+        other => Outcome::Failed(format!("{}\n{leak}", other.message().unwrap_or_default())),
+    };
+}
+
 /// Runs the jobs in supervised worker processes (see [`crate::supervisor`]),
 /// streaming each record to the console, the reports and the progress line.
 fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream) -> Ran {
@@ -640,8 +680,11 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
     let order = plan.names.clone();
     let mut records = Vec::new();
     let mut last_failure: Option<String> = None;
-    let ended = crate::supervisor::run(plan, &mut |record| {
+    let ended = crate::supervisor::run(plan, &mut |mut record| {
         if let Some(job) = waiting.remove(&record.name) {
+            if job.def.has_marker("phi_safe") {
+                phi_safe_output(&mut record);
+            }
             if record.outcome.is_failure() {
                 last_failure = Some(record.name.clone());
             }
@@ -674,6 +717,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
                 duration: Duration::ZERO,
                 metrics: Vec::new(),
                 slow: false,
+                output: None,
             };
             stream.finished(job.def, &record);
             let _ = job.tx.send(record.clone());
@@ -716,6 +760,7 @@ impl Stream {
             duration: Duration::ZERO,
             metrics: Vec::new(),
             slow: false,
+            output: None,
         };
         if let Some(sink) = &mut self.sink {
             let line = ResultLine::new(&self.binary, def, &record, self.seed, Vec::new());
@@ -837,6 +882,7 @@ async fn supervise(
             duration: Duration::ZERO,
             metrics: Vec::new(),
             slow: false,
+            output: None,
         };
         if let Some(def) = defs.get(&record.name) {
             stream.finished(def, &record);
@@ -917,6 +963,15 @@ fn trial_waiting_for(name: String, seed: u64, rx: oneshot::Receiver<TestRecord>)
                 "\nall {} attempts failed; earlier: {}",
                 record.attempts,
                 phi::redact(&record.earlier_failures.join("; "))
+            ));
+        }
+        if let (Some(out), false) = (
+            &record.output,
+            matches!(record.outcome, Outcome::Crashed(_)),
+        ) {
+            msg.push_str(&format!(
+                "\ncaptured output (PHI redacted):\n{}",
+                phi::redact(out.trim_end())
             ));
         }
         msg.push_str(&format!(

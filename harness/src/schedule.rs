@@ -20,10 +20,14 @@ use crate::history::History;
 /// 256. Service tests mostly wait on sockets, so many more than one per core
 /// keeps the machine busy; `--test-threads N` sets it.
 pub fn default_concurrency() -> usize {
-    let cores = std::thread::available_parallelism()
+    (cores() * 32).clamp(32, 256)
+}
+
+/// The machine's cores (2 when it cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
         .map(usize::from)
-        .unwrap_or(2);
-    (cores * 32).clamp(32, 256)
+        .unwrap_or(2)
 }
 
 /// Orders tests longest first. Tests with no recorded duration go first (in

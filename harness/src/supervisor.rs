@@ -54,7 +54,20 @@ pub(crate) struct Plan {
     pub(crate) seed: u64,
     /// Start no new worker after this many failures.
     pub(crate) max_fail: Option<usize>,
+    /// The tests that run each in a process of its own (a subset of `names`).
+    pub(crate) isolated: HashSet<String>,
+    /// How many isolated tests run at once.
+    pub(crate) isolated_at_once: usize,
+    /// Each test's timeout: a worker still running a test this long after
+    /// [`KILL_AFTER`] more is killed (SIGTERM, then SIGKILL).
+    pub(crate) timeouts: std::collections::HashMap<String, Duration>,
+    /// `--nocapture`: isolated tests print live instead of being captured.
+    pub(crate) live_output: bool,
 }
+
+/// How long past its timeout an isolated test's process may run (its own
+/// timeout fires first; this is for one whose thread cannot be stopped).
+pub const KILL_AFTER: Duration = Duration::from_secs(5);
 
 /// How a supervised run ended.
 pub(crate) struct Ended {
@@ -69,7 +82,12 @@ pub(crate) struct Ended {
 /// are the caller's to report.
 pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
     watch_signals();
-    let mut pending: VecDeque<String> = plan.names.iter().cloned().collect();
+    let mut pending: VecDeque<String> = plan
+        .names
+        .iter()
+        .filter(|n| !plan.isolated.contains(*n))
+        .cloned()
+        .collect();
     let mut teardown_failures = Vec::new();
     let mut tally = Tally {
         delivered: HashSet::new(),
@@ -83,7 +101,7 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
         let batch: Vec<String> = pending.drain(..).collect();
         let mut in_flight: Vec<String> = Vec::new();
         let before = tally.delivered.len();
-        let result = run_worker(&plan, &batch, None, &mut |event| match event {
+        let result = run_worker(&plan, &batch, None, None, &mut |event| match event {
             Event::Started { name } => in_flight.push(name),
             Event::Finished { record } => {
                 in_flight.retain(|n| *n != record.name);
@@ -97,7 +115,8 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
                 teardown_failures.push(format!("cannot start a worker process: {e}"));
                 break;
             }
-            Ok(WorkerEnd::Died(_)) if interrupted().is_some() => break,
+            Ok(WorkerEnd::Died(_) | WorkerEnd::Killed(_)) if interrupted().is_some() => break,
+            Ok(WorkerEnd::Killed(_)) => unreachable!("the shared worker has no deadline"),
             Ok(WorkerEnd::Died(status)) => {
                 let how = describe(status);
                 eprintln!(
@@ -109,7 +128,7 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
                     if interrupted().is_some() {
                         break;
                     }
-                    rerun_alone(&plan, name, &mut |r| tally.deliver(r));
+                    tally.deliver(run_alone(&plan, name));
                 }
                 if !progressed && in_flight.is_empty() {
                     // Died before starting any test: another worker would too.
@@ -130,10 +149,63 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
         // Whatever this worker did not finish goes to the next one.
         pending.extend(batch.into_iter().filter(|n| !tally.delivered.contains(n)));
     }
+    run_isolated(&plan, &mut tally);
     Ended {
         teardown_failures,
         interrupted: interrupted(),
     }
+}
+
+/// Runs the isolated tests, `plan.isolated_at_once` processes at a time.
+fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
+    let queue: Mutex<VecDeque<String>> = Mutex::new(
+        plan.names
+            .iter()
+            .filter(|n| plan.isolated.contains(*n))
+            .cloned()
+            .collect(),
+    );
+    if queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty()
+    {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<TestRecord>();
+    let failures = std::sync::atomic::AtomicUsize::new(tally.failures);
+    std::thread::scope(|scope| {
+        for _ in 0..plan.isolated_at_once.max(1) {
+            let (tx, queue, failures) = (tx.clone(), &queue, &failures);
+            scope.spawn(move || {
+                loop {
+                    if interrupted().is_some()
+                        || plan
+                            .max_fail
+                            .is_some_and(|n| failures.load(Ordering::SeqCst) >= n)
+                    {
+                        return;
+                    }
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop_front();
+                    let Some(name) = next else { return };
+                    let record = run_alone(plan, &name);
+                    if record.outcome.is_failure() {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if tx.send(record).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for record in rx {
+            tally.deliver(record);
+        }
+    });
 }
 
 /// Records delivered so far.
@@ -153,46 +225,63 @@ impl Tally<'_> {
     }
 }
 
-/// Runs one test in a worker of its own, capturing its output: its real
-/// record if it survives, [`Outcome::Crashed`] if it kills this worker too.
-fn rerun_alone(plan: &Plan, name: &str, deliver: &mut dyn FnMut(TestRecord)) {
-    let output = Arc::new(Mutex::new(VecDeque::new()));
+/// Runs one test in a worker of its own, its output captured (unless
+/// `plan.live_output`): its own record with the output attached if the
+/// process survives, [`Outcome::Crashed`] if it dies, killed past its
+/// timeout if it hangs.
+fn run_alone(plan: &Plan, name: &str) -> TestRecord {
+    let output = (!plan.live_output).then(|| Arc::new(Mutex::new(VecDeque::new())));
     let mut record = None;
+    let deadline = plan.timeouts.get(name).map(|t| *t + KILL_AFTER);
     let result = run_worker(
         plan,
         &[name.to_string()],
-        Some(output.clone()),
+        output.clone(),
+        deadline,
         &mut |event| {
             if let Event::Finished { record: r } = event {
                 record = Some(r);
             }
         },
     );
-    let tail = || {
-        let lines = output.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut text = format!("captured output (last {} lines):", lines.len());
-        for l in lines.iter() {
-            text.push_str("\n  ");
-            text.push_str(l);
+    let captured = output.map(|o| {
+        let lines = o.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>()
+    });
+    let tail = || match &captured {
+        Some(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(CRASH_TAIL);
+            let mut t = format!("captured output (last {} lines):", lines.len() - from);
+            for l in &lines[from..] {
+                t.push_str("\n  ");
+                t.push_str(l);
+            }
+            t
         }
-        text
+        None => "its output went to the console (--nocapture)".to_string(),
     };
-    match (result, record) {
-        (_, Some(r)) => deliver(r),
-        (Ok(WorkerEnd::Died(status)), None) => deliver(crashed(
+    let mut record = match (result, record) {
+        (_, Some(r)) => r,
+        (Ok(WorkerEnd::Died(status)), None) => crashed(
             name,
             format!(
                 "the test process died ({}) while this test ran alone\n{}",
                 describe(status),
                 tail()
             ),
-        )),
-        (Ok(WorkerEnd::Done(_)), None) => deliver(crashed(
-            name,
-            "its worker ended without a result for it".to_string(),
-        )),
-        (Err(e), None) => deliver(crashed(name, format!("cannot start a worker process: {e}"))),
-    }
+        ),
+        (Ok(WorkerEnd::Done(_)), None) => {
+            crashed(name, "its worker ended without a result for it".to_string())
+        }
+        (Ok(WorkerEnd::Killed(after)), None) => TestRecord {
+            outcome: Outcome::TimedOut(after),
+            ..crashed(name, String::new())
+        },
+        (Err(e), None) => crashed(name, format!("cannot start a worker process: {e}")),
+    };
+    record.output = captured.filter(|t| !t.is_empty());
+    record
 }
 
 fn crashed(name: &str, message: String) -> TestRecord {
@@ -205,6 +294,7 @@ fn crashed(name: &str, message: String) -> TestRecord {
         duration: Duration::ZERO,
         metrics: Vec::new(),
         slow: false,
+        output: None,
     }
 }
 
@@ -213,6 +303,8 @@ enum WorkerEnd {
     Done(Vec<String>),
     /// Ended without `Done`.
     Died(ExitStatus),
+    /// Killed by the supervisor after running this long.
+    Killed(Duration),
 }
 
 /// Starts a worker for `names`, feeds its events to `on_event` until it
@@ -222,6 +314,7 @@ fn run_worker(
     plan: &Plan,
     names: &[String],
     capture: Option<Arc<Mutex<VecDeque<String>>>>,
+    deadline: Option<Duration>,
     on_event: &mut dyn FnMut(Event),
 ) -> std::io::Result<WorkerEnd> {
     let exe = std::env::current_exe()?;
@@ -237,7 +330,17 @@ fn run_worker(
             Stdio::inherit()
         })
         .spawn()?;
-    WORKER_PID.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    if deadline.is_none() {
+        // The shared worker: signals are forwarded to it.
+        WORKER_PID.store(pid, Ordering::SeqCst);
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(after) = deadline {
+        let (finished, killed) = (finished.clone(), killed.clone());
+        std::thread::spawn(move || watchdog(pid, after, &finished, &killed));
+    }
     if let Some(mut stdin) = child.stdin.take() {
         let list: String = names.iter().map(|n| format!("{n}\n")).collect();
         // A worker that died at once is found below by its exit status.
@@ -266,14 +369,50 @@ fn run_worker(
         }
     }
     let status = child.wait()?;
-    WORKER_PID.store(0, Ordering::SeqCst);
+    finished.store(true, Ordering::SeqCst);
+    if deadline.is_none() {
+        WORKER_PID.store(0, Ordering::SeqCst);
+    }
     if let Some(t) = stderr_reader {
         let _ = t.join();
     }
-    Ok(match done {
-        Some(failures) => WorkerEnd::Done(failures),
-        None => WorkerEnd::Died(status),
+    Ok(match (done, deadline) {
+        (Some(failures), _) => WorkerEnd::Done(failures),
+        (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
+        (None, _) => WorkerEnd::Died(status),
     })
+}
+
+/// Kills worker `pid` if it still runs `after` from now: SIGTERM, then
+/// SIGKILL two seconds later.
+fn watchdog(
+    pid: i32,
+    after: Duration,
+    finished: &std::sync::atomic::AtomicBool,
+    killed: &std::sync::atomic::AtomicBool,
+) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < after {
+        if finished.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (sig, wait) in [
+        (libc::SIGTERM, Duration::from_secs(2)),
+        (libc::SIGKILL, Duration::ZERO),
+    ] {
+        if finished.load(Ordering::SeqCst) {
+            return;
+        }
+        killed.store(true, Ordering::SeqCst);
+        // SAFETY: signals our own child, which has not been reaped yet
+        // (`finished` is set only after `wait` returns).
+        unsafe {
+            libc::kill(pid, sig);
+        }
+        std::thread::sleep(wait);
+    }
 }
 
 /// "signal 6 (SIGABRT)", "exit code 0".

@@ -1,5 +1,6 @@
-//! Thirty passing tests and a few that take their process down, for the
-//! supervisor's tests (`tests/crashes.rs`). Select the crash with a marker.
+//! Thirty passing tests and a few that take their process down, block
+//! their thread or print PHI, for the supervisor's tests
+//! (`tests/crashes.rs`). Select the misbehaviour with a marker.
 
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ marker!(overflows, "overflows its stack");
 marker!(
     blocking,
     "an async test that blocks its thread past its timeout"
+);
+marker!(
+    prints_phi,
+    "phi_safe tests that print a generated patient's SSN"
 );
 
 macro_rules! fine {
@@ -52,6 +57,27 @@ fn deeper(frame: [u8; 256]) -> u8 {
 #[service_test(overflows)]
 fn overflows_the_stack() {
     let _ = deeper([1; 256]);
+}
+
+#[service_test(prints_phi, phi_safe)]
+async fn prints_a_generated_ssn(patient: fixtures::Patient) {
+    println!("checking patient {}", patient.ssn);
+}
+
+#[service_test(prints_phi, phi_safe)]
+async fn eprints_a_generated_ssn(patient: fixtures::Patient) {
+    eprintln!("rejected: ssn {}", patient.ssn);
+}
+
+#[service_test(prints_phi, phi_safe)]
+async fn a_spawned_task_prints_a_generated_ssn(patient: fixtures::Patient) {
+    let ssn = patient.ssn.clone();
+    let _ = tokio::spawn(async move { println!("background sync of {ssn}") }).await;
+}
+
+#[service_test(prints_phi, phi_safe)]
+async fn prints_nothing_sensitive(patient: fixtures::Patient) {
+    println!("checked a patient of {} chars", patient.ssn.len());
 }
 
 #[service_test(blocking, timeout = "1s")]

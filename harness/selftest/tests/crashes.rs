@@ -107,6 +107,87 @@ fn an_async_test_blocking_its_thread_times_out_and_the_run_ends_in_under_3s() {
 }
 
 #[service_test(unit)]
+fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
+    let dir = fresh_dir("phi");
+    let d = dir.to_string_lossy().into_owned();
+    let r = run_bin(CRASHING, &["-m", "prints_phi", "--report-dir", &d], &[]);
+    assert_eq!(r.code, 101, "{}", r.stderr);
+    for name in [
+        "prints_a_generated_ssn",
+        "eprints_a_generated_ssn",
+        "a_spawned_task_prints_a_generated_ssn",
+    ] {
+        assert_eq!(r.outcome(name), "FAILED", "{}", r.stdout);
+    }
+    assert_eq!(r.outcome("prints_nothing_sensitive"), "ok");
+    assert!(
+        r.stdout.contains("phi_safe: the test emitted PHI"),
+        "{}",
+        r.stdout
+    );
+    // No SSN anywhere it is shown: console, results, JUnit, Markdown.
+    let ssn = regex_free_ssn_finder();
+    let mut shown = vec![r.stdout.clone(), r.stderr.clone()];
+    for f in ["results.jsonl", "junit.xml", "report.md"] {
+        shown.push(std::fs::read_to_string(dir.join(f)).unwrap_or_default());
+    }
+    for text in &shown {
+        assert!(ssn(text).is_none(), "an SSN is shown: {:?}", ssn(text));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Finds `ddd-dd-dddd` in a text (the generated SSNs' form).
+fn regex_free_ssn_finder() -> impl Fn(&str) -> Option<String> {
+    |text: &str| {
+        let b = text.as_bytes();
+        (0..b.len().saturating_sub(10)).find_map(|i| {
+            let w = &b[i..i + 11];
+            let shape = w.iter().enumerate().all(|(j, c)| match j {
+                3 | 6 => *c == b'-',
+                _ => c.is_ascii_digit(),
+            });
+            let bounded = i == 0 || !b[i - 1].is_ascii_digit();
+            (shape && bounded).then(|| String::from_utf8_lossy(w).into_owned())
+        })
+    }
+}
+
+#[service_test(unit)]
+fn isolation_process_runs_each_test_in_its_own_process() {
+    let dir = fresh_dir("isolated");
+    let d = dir.to_string_lossy().into_owned();
+    let r = run_bin(
+        CRASHING,
+        &[
+            "-m",
+            "fine or aborts",
+            "--isolation",
+            "process",
+            "--report-dir",
+            &d,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 101, "{}", r.stderr);
+    let lines = results(&dir);
+    assert_eq!(lines.len(), 31);
+    let crashed: Vec<_> = lines.iter().filter(|l| l["outcome"] == "crashed").collect();
+    assert_eq!(crashed.len(), 1, "{lines:?}");
+    // Its own process's output, captured: in results.jsonl and JUnit.
+    assert!(
+        crashed[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("about to abort")),
+        "{}",
+        crashed[0]
+    );
+    let bad = run_bin(CRASHING, &["--isolation", "threads"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[service_test(unit)]
 fn without_the_supervisor_a_crash_takes_the_run_down() {
     // The escape hatch stays honest: no worker, nobody to report the rest.
     let r = run_bin(

@@ -68,6 +68,9 @@ pub(super) fn junit(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Er
                 status.set_message("passed after failing");
             }
             let mut case = TestCase::new(l.name.as_str(), status);
+            if let Some(out) = &l.output {
+                case.set_system_out(out.as_str());
+            }
             case.set_classname(format!(
                 "{binary}::{}",
                 l.name.rsplit_once("::").map_or("", |(m, _)| m)

@@ -106,6 +106,9 @@ pub struct ResultLine {
     /// Ran past its slow-timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
+    /// What it printed, when it ran in a process of its own (redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 impl ResultLine {
@@ -147,6 +150,7 @@ impl ResultLine {
                 .collect(),
             recent_outcomes,
             slow: record.slow,
+            output: record.output.as_deref().map(phi::redact),
         }
     }
 

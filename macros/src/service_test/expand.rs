@@ -164,6 +164,7 @@ fn registration(
         }
     };
     let fn_name = name.to_string();
+    let isolated = args.isolated;
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case)]
@@ -192,6 +193,7 @@ fn registration(
                 is_async: #is_async,
                 body: #body_fn,
                 case: #case_def,
+                isolated: #isolated,
             }
         }
     }

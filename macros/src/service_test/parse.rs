@@ -23,11 +23,13 @@ pub(crate) struct TestArgs {
     pub(crate) group: Option<syn::LitStr>,
     /// `services(a, b)`.
     pub(crate) services: Vec<syn::Ident>,
+    /// `isolated`: a process of its own.
+    pub(crate) isolated: bool,
     /// Every key and marker as given, with where: for the duplicate check.
     pub(crate) seen: Vec<(String, Span)>,
 }
 
-const KEYS: &str = "markers, `timeout = \"10s\"`, `retries = N`, `ignore`, `ignore = \"reason\"`, `group = \"name\"`, `services(a, b)`";
+const KEYS: &str = "markers, `timeout = \"10s\"`, `retries = N`, `ignore`, `ignore = \"reason\"`, `group = \"name\"`, `services(a, b)`, `isolated`";
 
 /// Parses a timeout as the runtime does (`humantime`, shared by both), and
 /// refuses zero: a test with no time at all cannot run.
@@ -120,6 +122,10 @@ impl TestArgs {
                 if let Some(lit) = str_value(nv, errors) {
                     self.ignore = Some(Some(lit));
                 }
+            }
+            (syn::Meta::Path(p), Some("isolated")) => {
+                self.seen.push(("isolated".into(), p.span()));
+                self.isolated = true;
             }
             (syn::Meta::Path(p), Some("ignore")) => {
                 self.seen.push(("ignore".into(), p.span()));
