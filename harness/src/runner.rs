@@ -514,7 +514,7 @@ fn run_selected(
             isolated_at_once: args
                 .test_threads
                 .or(config.run.test_threads)
-                .unwrap_or_else(|| 2 * crate::schedule::cores()),
+                .unwrap_or_else(crate::schedule::default_isolated_concurrency),
             timeouts: jobs
                 .iter()
                 .map(|j| (j.name.clone(), j.policy.timeout))

@@ -23,6 +23,13 @@ pub fn default_concurrency() -> usize {
     (cores() * 32).clamp(32, 256)
 }
 
+/// How many isolated tests (each a process) run at once by default: 16 per
+/// core, at most [`default_concurrency`]. Service tests mostly wait, but a
+/// process costs more than a task.
+pub fn default_isolated_concurrency() -> usize {
+    (cores() * 16).min(default_concurrency())
+}
+
 /// The machine's cores (2 when it cannot be told).
 pub fn cores() -> usize {
     std::thread::available_parallelism()

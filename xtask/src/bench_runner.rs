@@ -12,6 +12,10 @@
 //!   last. Bound: max(longest, total / slots). Measured after one warm-up run,
 //!   since longest-first ordering uses the previous run's durations (the cold
 //!   run is reported too).
+//! - P7: P1 and P2 with `--isolation process` (a process per test, as
+//!   nextest runs them) against `cargo nextest run` at its defaults.
+//!   Goals ≥ 20× and ≥ 5×. P2 is also run with `SERVICE_TEST_SUPERVISOR=0`
+//!   (`ours_without_supervisor`): the supervisor's cost.
 //! - P9: P3 dealt into 3 shards by `--partition duration:K/3`, each shard
 //!   run at 8 tests at once so its wall follows the test time it holds.
 //!   Peer: `hash:K/3`. Reported: the slowest shard and the spread
@@ -149,13 +153,25 @@ pub fn run(args: &[&str]) -> Result<()> {
 
     eprintln!("[bench runner] P2: {P2_TESTS} no-op tests");
     let p2_ours = time_best(|| ours_cmd("p2::"), "ours P2")?;
+    let p2_in_process = time_best(
+        || {
+            let mut c = ours_cmd("p2::");
+            c.env("SERVICE_TEST_SUPERVISOR", "0");
+            c
+        },
+        "ours P2 without the supervisor",
+    )?;
     let p2_libtest = time_best(|| cmd_with(&libtest, &["p2::"]), "libtest P2")?;
     let p2_nextest = nextest("p2::")?;
     figures.push(Figure {
         id: "P2",
         what: format!("{P2_TESTS} no-op tests"),
         ours_s: p2_ours,
-        peers: peers(&[("libtest", Some(p2_libtest)), ("nextest", p2_nextest)]),
+        peers: peers(&[
+            ("libtest", Some(p2_libtest)),
+            ("nextest", p2_nextest),
+            ("ours_without_supervisor", Some(p2_in_process)),
+        ]),
         bound_s: None,
         ours_cold_s: None,
         concurrency,
@@ -179,6 +195,34 @@ pub fn run(args: &[&str]) -> Result<()> {
         bound_s: Some(longest.max(total / concurrency as f64)),
         ours_cold_s: Some(p3_cold),
         concurrency,
+    });
+
+    // P7: a process per test, as nextest runs them, against nextest.
+    eprintln!("[bench runner] P7: P1 and P2 with --isolation process");
+    let isolated = |filter: &str, what: &str| {
+        let mut c = ours_cmd(filter);
+        c.args(["--isolation", "process"]);
+        time_once(&mut c, what)
+    };
+    let p7_p1 = isolated("p1::", "ours P1 --isolation process")?;
+    figures.push(Figure {
+        id: "P7a",
+        what: format!("P1 ({P1_TESTS} × {P1_WAIT_MS} ms) with --isolation process"),
+        ours_s: p7_p1,
+        peers: peers(&[("nextest", p1_nextest)]),
+        bound_s: None,
+        ours_cold_s: None,
+        concurrency: harness::schedule::default_isolated_concurrency(),
+    });
+    let p7_p2 = isolated("p2::", "ours P2 --isolation process")?;
+    figures.push(Figure {
+        id: "P7b",
+        what: format!("P2 ({P2_TESTS} no-ops) with --isolation process"),
+        ours_s: p7_p2,
+        peers: peers(&[("nextest", p2_nextest)]),
+        bound_s: None,
+        ours_cold_s: None,
+        concurrency: harness::schedule::default_isolated_concurrency(),
     });
 
     // P9: shards dealt by recorded duration finish together. Each shard of
