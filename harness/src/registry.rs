@@ -90,6 +90,29 @@ impl TestDef {
         }
     }
 
+    /// Is `name` this test's [`TestDef::name`]? Compared part by part,
+    /// without building the name.
+    pub fn is_named(&self, name: &str) -> bool {
+        let module = match self.module.split_once("::") {
+            Some((_, rest)) => Some(rest),
+            None => None,
+        };
+        let rest = match module {
+            Some(m) => match name.strip_prefix(m).and_then(|r| r.strip_prefix("::")) {
+                Some(r) => r,
+                None => return false,
+            },
+            None => name,
+        };
+        match &self.case {
+            None => rest == self.fn_name,
+            Some(c) => rest
+                .strip_prefix(self.fn_name)
+                .and_then(|r| r.strip_prefix("::"))
+                .is_some_and(|r| r == c.label),
+        }
+    }
+
     /// Does the test carry `marker`?
     pub fn has_marker(&self, marker: &str) -> bool {
         self.markers.contains(&marker)
@@ -106,9 +129,32 @@ pub fn registered_tests() -> Vec<(String, &'static TestDef)> {
     tests
 }
 
-/// An index of tests by name, for `--exact NAME` (nextest runs each test as
-/// its own process with `--exact`, so finding one must not sort or scan the
-/// whole list per lookup).
+/// The tests named `names`, found by one pass over the registry that
+/// builds no names (nextest runs each test as its own process with
+/// `--exact NAME`, and an isolated worker gets one name: finding it must
+/// not cost a name per registered test). Names not registered are left out.
+pub fn find_by_names(names: &[String]) -> Vec<(String, &'static TestDef)> {
+    if names.len() > 64 {
+        let index = index_by_name();
+        return names
+            .iter()
+            .filter_map(|n| index.get(n).map(|d| (n.clone(), *d)))
+            .collect();
+    }
+    let mut found: Vec<Option<&'static TestDef>> = vec![None; names.len()];
+    for d in inventory::iter::<TestDef> {
+        if let Some(i) = names.iter().position(|n| d.is_named(n)) {
+            found[i] = Some(d);
+        }
+    }
+    names
+        .iter()
+        .zip(found)
+        .filter_map(|(n, d)| d.map(|d| (n.clone(), d)))
+        .collect()
+}
+
+/// An index of every test by name.
 pub fn index_by_name() -> HashMap<String, &'static TestDef> {
     inventory::iter::<TestDef>
         .into_iter()

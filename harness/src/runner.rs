@@ -160,38 +160,25 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         eprintln!("error: worker: cannot set up the event channel: {e}");
         return ExitCode::FAILURE;
     }
-    let index = crate::registry::index_by_name();
     let names = crate::worker::read_names();
     let concurrency = cli.concurrency(config.run.test_threads);
     let one_at_a_time = concurrency == 1 || names.len() == 1;
-    let max_fail = if cli.fail_fast {
-        Some(1)
-    } else {
-        cli.max_fail
-            .map(|n| n as usize)
-            .or(config.run.max_fail)
-            .or(config.run.fail_fast.unwrap_or(false).then_some(1))
-    };
-    let run_leaks = if one_at_a_time {
-        crate::config::Leaks::Off
-    } else {
-        config.settings.leaks.unwrap_or_default()
-    };
-    let jobs: Vec<Job> = names
+    let max_fail = max_fail(cli, config);
+    let run_leaks = run_leak_check(config, one_at_a_time);
+    let jobs: Vec<Job> = crate::registry::find_by_names(&names)
         .into_iter()
-        .filter_map(|name| {
-            let def = *index.get(&name)?;
+        .map(|(name, def)| {
             let mut policy = policy_for(cli, config, def);
             if !one_at_a_time {
                 policy.leaks = crate::config::Leaks::Off;
             }
             let (tx, _) = oneshot::channel();
-            Some(Job {
+            Job {
                 name,
                 def,
                 policy: Arc::new(policy),
                 tx,
-            })
+            }
         })
         .collect();
     let stream = Stream {
@@ -220,6 +207,28 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
     crate::worker::emit(&crate::worker::Event::Done { teardown_failures });
     // A timed-out sync test may still hold a thread: don't wait for it.
     std::process::exit(0)
+}
+
+/// After how many failures no new test starts: `--fail-fast` (1), else
+/// `--max-fail`, else the profile's `max-fail`, else its `fail-fast`.
+fn max_fail(cli: &Cli, config: &crate::config::Config) -> Option<usize> {
+    if cli.fail_fast {
+        return Some(1);
+    }
+    cli.max_fail
+        .map(|n| n as usize)
+        .or(config.run.max_fail)
+        .or(config.run.fail_fast.unwrap_or(false).then_some(1))
+}
+
+/// The leak check at the run's end: only when tests run several at once
+/// (one at a time, each test is checked itself; see [`crate::leak`]).
+fn run_leak_check(config: &crate::config::Config, one_at_a_time: bool) -> crate::config::Leaks {
+    if one_at_a_time {
+        crate::config::Leaks::Off
+    } else {
+        config.settings.leaks.unwrap_or_default()
+    }
 }
 
 /// The policy of one test: its attribute, then the command line, then the
@@ -374,19 +383,8 @@ fn run_selected(
     let total = selection.total;
     let concurrency = cli.concurrency(config.run.test_threads);
     let one_at_a_time = concurrency == 1 || selection.tests.len() == 1;
-    let run_leaks = if one_at_a_time {
-        crate::config::Leaks::Off
-    } else {
-        config.settings.leaks.unwrap_or_default()
-    };
-    let max_fail = if cli.fail_fast {
-        Some(1)
-    } else {
-        cli.max_fail
-            .map(|n| n as usize)
-            .or(config.run.max_fail)
-            .or(config.run.fail_fast.unwrap_or(false).then_some(1))
-    };
+    let run_leaks = run_leak_check(config, one_at_a_time);
+    let max_fail = max_fail(cli, config);
 
     // Trials for libtest-mimic, each waiting on its result; the ones
     // libtest-mimic will actually run go to our scheduler, in the same order.

@@ -10,7 +10,7 @@
 use crate::history::History;
 use crate::marker::Expr;
 use crate::partition::Partition;
-use crate::registry::{TestDef, index_by_name, registered_tests};
+use crate::registry::{TestDef, find_by_names, registered_tests};
 
 /// The tests one run considers, with how they were chosen.
 #[derive(Debug)]
@@ -47,10 +47,7 @@ pub fn select(criteria: Criteria<'_>, history: &History) -> Selection {
     // nextest runs each test as `--exact NAME`: look it up, don't build the
     // list (a partition needs the whole list to deal from).
     let candidates: Vec<(String, &'static TestDef)> = match (criteria.exact, criteria.partition) {
-        (Some(name), None) => index_by_name()
-            .remove(name)
-            .map(|d| vec![(name.to_string(), d)])
-            .unwrap_or_default(),
+        (Some(name), None) => find_by_names(&[name.to_string()]),
         _ => registered_tests(),
     };
     let total = candidates.len();
