@@ -93,10 +93,7 @@ impl TestDef {
     /// Is `name` this test's [`TestDef::name`]? Compared part by part,
     /// without building the name.
     pub fn is_named(&self, name: &str) -> bool {
-        let module = match self.module.split_once("::") {
-            Some((_, rest)) => Some(rest),
-            None => None,
-        };
+        let module = self.module.split_once("::").map(|(_, rest)| rest);
         let rest = match module {
             Some(m) => match name.strip_prefix(m).and_then(|r| r.strip_prefix("::")) {
                 Some(r) => r,
