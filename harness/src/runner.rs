@@ -161,6 +161,10 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         return ExitCode::FAILURE;
     }
     let names = crate::worker::read_names();
+    if let Err(e) = crate::worker::map_started(&names) {
+        eprintln!("error: worker: cannot map the started-tests file: {e}");
+        return ExitCode::FAILURE;
+    }
     let concurrency = cli.concurrency(config.run.test_threads);
     let one_at_a_time = concurrency == 1 || names.len() == 1;
     let max_fail = max_fail(cli, config);
@@ -820,7 +824,7 @@ async fn supervise(
         let per_module = per_module.clone();
         let teardown_failures = start_failures.clone();
         async move {
-            crate::worker::emit(&crate::worker::Event::Started { name: name.clone() });
+            crate::worker::started(&name);
             let record = run_test(run.clone(), name, def, policy).await;
             let last_in_module = {
                 let mut counts = per_module.lock().unwrap_or_else(PoisonError::into_inner);

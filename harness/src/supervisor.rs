@@ -99,16 +99,29 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
             break;
         }
         let batch: Vec<String> = pending.drain(..).collect();
-        let mut in_flight: Vec<String> = Vec::new();
         let before = tally.delivered.len();
-        let result = run_worker(&plan, &batch, None, None, &mut |event| match event {
-            Event::Started { name } => in_flight.push(name),
-            Event::Finished { record } => {
-                in_flight.retain(|n| *n != record.name);
-                tally.deliver(record);
-            }
-            Event::Done { .. } => {}
-        });
+        let map = StartedMap::create(batch.len());
+        let result = run_worker(
+            &plan,
+            &batch,
+            None,
+            None,
+            map.as_ref().map(|m| m.path.as_path()),
+            &mut |event| match event {
+                Event::Finished { record } => tally.deliver(record),
+                Event::Done { .. } => {}
+            },
+        );
+        // Started (marked in the map) but without a result.
+        let in_flight: Vec<String> = match &map {
+            Some(m) => m
+                .started(&batch)
+                .into_iter()
+                .filter(|n| !tally.delivered.contains(n))
+                .collect(),
+            None => Vec::new(),
+        };
+        drop(map);
         match result {
             Ok(WorkerEnd::Done(failures)) => teardown_failures.extend(failures),
             Err(e) => {
@@ -238,6 +251,7 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
         &[name.to_string()],
         output.clone(),
         deadline,
+        None,
         &mut |event| {
             if let Event::Finished { record: r } = event {
                 record = Some(r);
@@ -284,6 +298,49 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
     record
 }
 
+/// The file a worker marks its started tests in (see [`crate::worker`]):
+/// one zero byte per test, removed when dropped.
+struct StartedMap {
+    path: std::path::PathBuf,
+}
+
+impl StartedMap {
+    /// A fresh map for `n` tests, in `/dev/shm` when there is one (it
+    /// never touches a disk). None if it cannot be made: crashes are then
+    /// attributed to no test, and the batch is re-run.
+    fn create(n: usize) -> Option<StartedMap> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = Some(std::path::PathBuf::from("/dev/shm"))
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!(
+            "service-test-started-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&path).ok()?;
+        file.set_len(n.max(1) as u64).ok()?;
+        Some(StartedMap { path })
+    }
+
+    /// The names whose byte the worker set.
+    fn started(&self, names: &[String]) -> Vec<String> {
+        let bytes = std::fs::read(&self.path).unwrap_or_default();
+        names
+            .iter()
+            .zip(bytes)
+            .filter(|(_, b)| *b != 0)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+impl Drop for StartedMap {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn crashed(name: &str, message: String) -> TestRecord {
     TestRecord {
         name: name.to_string(),
@@ -315,10 +372,15 @@ fn run_worker(
     names: &[String],
     capture: Option<Arc<Mutex<VecDeque<String>>>>,
     deadline: Option<Duration>,
+    started_map: Option<&std::path::Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> std::io::Result<WorkerEnd> {
     let exe = std::env::current_exe()?;
-    let mut child: Child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(map) = started_map {
+        command.env(crate::worker::STARTED_MAP_ENV, map);
+    }
+    let mut child: Child = command
         .args(&plan.args)
         .env(WORKER_ENV, "1")
         .env(crate::cli::SEED_ENV, plan.seed.to_string())

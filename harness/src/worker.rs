@@ -5,7 +5,16 @@
 //!
 //! Events travel on the worker's original standard output; the worker
 //! points its own file descriptor 1 at standard error first, so whatever a
-//! test prints cannot corrupt the channel.
+//! test prints cannot corrupt the channel. They are buffered and flushed
+//! every [`FLUSH_EVERY`] (and at the end), so a pipe write per test does
+//! not slow a run of no-op tests.
+//!
+//! Which tests have *started* must survive a crash without a write per
+//! test: the supervisor hands the worker a file ([`STARTED_MAP_ENV`], one
+//! byte per test in the order given), which the worker maps into memory
+//! and marks as each test starts. A store to a shared mapping outlives the
+//! process; a result still in the buffer when the process dies is lost,
+//! and its test, started but unfinished, is re-run alone.
 
 use std::fs::File;
 use std::io::{BufRead, Write};
@@ -19,15 +28,16 @@ use crate::execute::TestRecord;
 /// Set (to `1`) in the environment of a worker process.
 pub const WORKER_ENV: &str = "SERVICE_TEST_WORKER";
 
+/// Names the file whose bytes mark the tests a worker started.
+pub const STARTED_MAP_ENV: &str = "SERVICE_TEST_STARTED_MAP";
+
+/// How often buffered events are flushed to the supervisor.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What a worker tells its supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub(crate) enum Event {
-    /// A test began (its fixtures are being set up).
-    Started {
-        /// The test's name.
-        name: String,
-    },
     /// A test ended with this record.
     Finished {
         /// What happened.
@@ -40,7 +50,22 @@ pub(crate) enum Event {
     },
 }
 
-static CHANNEL: OnceLock<Mutex<File>> = OnceLock::new();
+static CHANNEL: OnceLock<Mutex<std::io::BufWriter<File>>> = OnceLock::new();
+
+/// The started-tests map: its memory and each test's byte in it.
+struct StartedMap {
+    bytes: *mut u8,
+    len: usize,
+    index: std::collections::HashMap<String, usize>,
+}
+
+// SAFETY: the mapping lives until the process ends (never unmapped), and
+// each byte is only ever set to 1 with a volatile store.
+unsafe impl Send for StartedMap {}
+unsafe impl Sync for StartedMap {}
+
+static STARTED: OnceLock<StartedMap> = OnceLock::new();
+static STARTED_PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
 
 /// Is this process a worker?
 pub(crate) fn is_worker() -> bool {
@@ -58,8 +83,12 @@ pub(crate) fn install() -> std::io::Result<()> {
     // SAFETY: called first thing in a worker, before its runtime or any
     // other thread exists, so nothing reads the environment concurrently.
     unsafe {
+        if let Some(path) = std::env::var_os(STARTED_MAP_ENV) {
+            let _ = STARTED_PATH.set(path.into());
+        }
         std::env::remove_var(WORKER_ENV);
         std::env::remove_var(crate::cli::SEED_ENV);
+        std::env::remove_var(STARTED_MAP_ENV);
     }
     // SAFETY: plain descriptor calls on this process's own descriptors 1
     // and 2; the duplicate is owned by the `File` from here on.
@@ -72,11 +101,84 @@ pub(crate) fn install() -> std::io::Result<()> {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         File::from_raw_fd(fd)
     };
-    let _ = CHANNEL.set(Mutex::new(channel));
+    let _ = CHANNEL.set(Mutex::new(std::io::BufWriter::new(channel)));
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(FLUSH_EVERY);
+            flush();
+        }
+    });
     Ok(())
 }
 
-/// Sends one event to the supervisor (nothing outside a worker).
+/// Maps the started-tests file the supervisor named, for `names` (the
+/// order the supervisor gave them). Without one, starts are not recorded.
+pub(crate) fn map_started(names: &[String]) -> std::io::Result<()> {
+    let Some(path) = STARTED_PATH.get() else {
+        return Ok(());
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+    if len == 0 || len < names.len() {
+        return Ok(());
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: a shared, writable mapping of a file we opened read-write, of
+    // its whole length; it is never unmapped, and the file may be closed.
+    let bytes = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if bytes == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let index = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let _ = STARTED.set(StartedMap {
+        bytes: bytes.cast(),
+        len,
+        index,
+    });
+    Ok(())
+}
+
+/// Marks `name` started in the supervisor's map (nothing outside a worker).
+pub(crate) fn started(name: &str) {
+    let Some(map) = STARTED.get() else {
+        return;
+    };
+    if let Some(&i) = map.index.get(name) {
+        if i < map.len {
+            // SAFETY: `i` is inside the mapping, which outlives every test.
+            unsafe { map.bytes.add(i).write_volatile(1) };
+        }
+    }
+}
+
+/// Sends what is buffered to the supervisor.
+pub(crate) fn flush() {
+    if let Some(channel) = CHANNEL.get() {
+        let _ = channel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush();
+    }
+}
+
+/// Queues one event for the supervisor (nothing outside a worker); `Done`
+/// is flushed at once.
 pub(crate) fn emit(event: &Event) {
     let Some(channel) = CHANNEL.get() else {
         return;
@@ -87,7 +189,10 @@ pub(crate) fn emit(event: &Event) {
     line.push('\n');
     let mut ch = channel.lock().unwrap_or_else(PoisonError::into_inner);
     // A supervisor that stopped reading has died; nothing is left to tell.
-    let _ = ch.write_all(line.as_bytes()).and_then(|()| ch.flush());
+    let _ = ch.write_all(line.as_bytes());
+    if matches!(event, Event::Done { .. }) {
+        let _ = ch.flush();
+    }
 }
 
 /// The names of the tests to run, one a line on standard input.
