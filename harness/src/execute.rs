@@ -41,22 +41,19 @@ pub enum Outcome {
 impl Outcome {
     /// Failed, error, timed out or crashed: the kinds that fail a run.
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Failed(_) | Outcome::Error(_) | Outcome::TimedOut(_) | Outcome::Crashed(_)
-        )
+        self.label().is_failure()
     }
 
-    /// A short lower-case label: `passed`, `failed`, `error`, `timed-out`, `skipped`, `not-run`.
-    pub fn label(&self) -> &'static str {
+    /// Its kind, as reports name it (a flaky pass is [`TestRecord::label`]'s).
+    pub fn label(&self) -> OutcomeLabel {
         match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed(_) => "failed",
-            Outcome::Error(_) => "error",
-            Outcome::TimedOut(_) => "timed-out",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::NotRun(_) => "not-run",
-            Outcome::Crashed(_) => "crashed",
+            Outcome::Passed => OutcomeLabel::Passed,
+            Outcome::Failed(_) => OutcomeLabel::Failed,
+            Outcome::Error(_) => OutcomeLabel::Error,
+            Outcome::TimedOut(_) => OutcomeLabel::TimedOut,
+            Outcome::Skipped(_) => OutcomeLabel::Skipped,
+            Outcome::NotRun(_) => OutcomeLabel::NotRun,
+            Outcome::Crashed(_) => OutcomeLabel::Crashed,
         }
     }
 
@@ -72,6 +69,84 @@ impl Outcome {
             Outcome::TimedOut(d) => {
                 Some(format!("timed out after {}", crate::duration::format(*d)))
             }
+        }
+    }
+}
+
+/// The one word every report and history use for how a test ended:
+/// [`Outcome`]'s kind, with `flaky` for a pass after a failure. Written as
+/// `passed`, `flaky`, `failed`, `error`, `timed-out`, `crashed`,
+/// `skipped`, `not-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeLabel {
+    /// Passed on its first attempt.
+    Passed,
+    /// Passed after failing.
+    Flaky,
+    /// The body failed.
+    Failed,
+    /// A fixture failed: not judged.
+    Error,
+    /// Ran past its timeout.
+    TimedOut,
+    /// Its process died.
+    Crashed,
+    /// Could not run here.
+    Skipped,
+    /// Never started.
+    NotRun,
+}
+
+impl OutcomeLabel {
+    /// Failed, error, timed out or crashed: the kinds that fail a run.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            OutcomeLabel::Failed
+                | OutcomeLabel::Error
+                | OutcomeLabel::TimedOut
+                | OutcomeLabel::Crashed
+        )
+    }
+
+    /// Passed, flaky or not.
+    pub fn is_pass(self) -> bool {
+        matches!(self, OutcomeLabel::Passed | OutcomeLabel::Flaky)
+    }
+
+    /// Skipped or never started: tells nothing about the test.
+    pub fn is_skip(self) -> bool {
+        matches!(self, OutcomeLabel::Skipped | OutcomeLabel::NotRun)
+    }
+
+    /// The word, as written in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeLabel::Passed => "passed",
+            OutcomeLabel::Flaky => "flaky",
+            OutcomeLabel::Failed => "failed",
+            OutcomeLabel::Error => "error",
+            OutcomeLabel::TimedOut => "timed-out",
+            OutcomeLabel::Crashed => "crashed",
+            OutcomeLabel::Skipped => "skipped",
+            OutcomeLabel::NotRun => "not-run",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TestRecord {
+    /// How it ended, in one word (`flaky` for a pass after a failure).
+    pub fn label(&self) -> OutcomeLabel {
+        match (&self.outcome, self.flaky) {
+            (Outcome::Passed, true) => OutcomeLabel::Flaky,
+            (o, _) => o.label(),
         }
     }
 }

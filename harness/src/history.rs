@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::TestRecord;
+use crate::execute::{OutcomeLabel, TestRecord};
 
 /// The environment variable that overrides where history is kept.
 pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
@@ -20,11 +20,11 @@ pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
 pub struct Entry {
     /// Wall time of the last run, seconds.
     pub duration_s: f64,
-    /// The last outcome's label (`passed`, `failed`, …).
-    pub outcome: String,
+    /// The last outcome.
+    pub outcome: OutcomeLabel,
     /// The outcomes of the last runs, oldest first (at most [`RECENT`]).
     #[serde(default)]
-    pub recent: Vec<String>,
+    pub recent: Vec<OutcomeLabel>,
 }
 
 /// How many past outcomes a test's history keeps.
@@ -57,7 +57,7 @@ impl History {
     }
 
     /// The outcomes recorded for a test in earlier runs, oldest first.
-    pub fn recent(&self, name: &str) -> Vec<String> {
+    pub fn recent(&self, name: &str) -> Vec<OutcomeLabel> {
         self.tests
             .get(name)
             .map(|e| e.recent.clone())
@@ -66,12 +66,7 @@ impl History {
 
     /// Did the test fail (fail, error, time out) the last time it ran?
     pub fn failed_last(&self, name: &str) -> bool {
-        self.tests.get(name).is_some_and(|e| {
-            matches!(
-                e.outcome.as_str(),
-                "failed" | "error" | "timed-out" | "crashed"
-            )
-        })
+        self.tests.get(name).is_some_and(|e| e.outcome.is_failure())
     }
 
     /// The last known duration of a test, in seconds.
@@ -82,20 +77,17 @@ impl History {
     /// Records finished tests (skipped and not-run ones tell nothing about duration).
     pub fn record<'a>(&mut self, records: impl IntoIterator<Item = &'a TestRecord>) {
         for r in records {
-            if matches!(
-                r.outcome,
-                crate::Outcome::Skipped(_) | crate::Outcome::NotRun(_)
-            ) {
+            let label = r.label();
+            if label.is_skip() {
                 continue;
             }
-            let label = if r.flaky { "flaky" } else { r.outcome.label() }.to_string();
             let entry = self.tests.entry(r.name.clone()).or_insert_with(|| Entry {
                 duration_s: 0.0,
-                outcome: String::new(),
+                outcome: label,
                 recent: Vec::new(),
             });
             entry.duration_s = r.duration.as_secs_f64();
-            entry.outcome = label.clone();
+            entry.outcome = label;
             entry.recent.push(label);
             let excess = entry.recent.len().saturating_sub(RECENT);
             entry.recent.drain(..excess);

@@ -63,7 +63,7 @@ pub mod worker;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use execute::{Outcome, TestRecord};
+pub use execute::{Outcome, OutcomeLabel, TestRecord};
 pub use fixture::{Fixture, FixtureCx, FixtureError, Held, Scope, TestInfo, TestRng};
 pub use harness_macros::{fixture, service_test};
 pub use marker::{Marker, markers};

@@ -742,7 +742,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
 struct Stream {
     binary: String,
     seed: u64,
-    recent: HashMap<String, Vec<String>>,
+    recent: HashMap<String, Vec<crate::execute::OutcomeLabel>>,
     sink: Option<JsonlSink>,
     progress: crate::progress::Progress,
 }

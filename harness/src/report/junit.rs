@@ -11,6 +11,7 @@ use quick_junit::{
 };
 
 use super::{Error, ResultLine, RunInfo};
+use crate::execute::OutcomeLabel;
 
 fn rerun(kind: NonSuccessKind, message: &str) -> TestRerun {
     let mut r = TestRerun::new(kind);
@@ -34,9 +35,9 @@ pub(super) fn junit(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Er
         }
         for l in tests {
             let message = l.message.as_deref().unwrap_or("");
-            let mut status = match l.outcome.as_str() {
-                "passed" => TestCaseStatus::success(),
-                "flaky" => {
+            let mut status = match l.outcome {
+                OutcomeLabel::Passed => TestCaseStatus::success(),
+                OutcomeLabel::Flaky => {
                     let mut s = TestCaseStatus::success();
                     s.add_reruns(
                         l.earlier_failures
@@ -45,26 +46,26 @@ pub(super) fn junit(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Er
                     );
                     s
                 }
-                "skipped" | "not-run" => {
+                OutcomeLabel::Skipped | OutcomeLabel::NotRun => {
                     let mut s = TestCaseStatus::skipped();
                     s.set_message(message);
                     s
                 }
                 other => {
-                    let kind = if other == "error" {
+                    let kind = if other == OutcomeLabel::Error {
                         NonSuccessKind::Error
                     } else {
                         NonSuccessKind::Failure
                     };
                     let mut s = TestCaseStatus::non_success(kind);
                     s.set_message(message.lines().next().unwrap_or(""));
-                    s.set_type(other);
+                    s.set_type(other.as_str());
                     s.set_description(message);
                     s.add_reruns(l.earlier_failures.iter().map(|m| rerun(kind, m)));
                     s
                 }
             };
-            if l.outcome == "flaky" {
+            if l.outcome == OutcomeLabel::Flaky {
                 status.set_message("passed after failing");
             }
             let mut case = TestCase::new(l.name.as_str(), status);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{Counts, ResultLine, RunInfo};
+use crate::execute::OutcomeLabel;
 
 fn pct(n: usize, total: usize) -> String {
     if total == 0 {
@@ -153,7 +154,10 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     }
     for (svc, ls) in &by_service {
         let c = Counts::of(ls.iter().copied());
-        let timeouts = ls.iter().filter(|l| l.outcome == "timed-out").count();
+        let timeouts = ls
+            .iter()
+            .filter(|l| l.outcome == OutcomeLabel::TimedOut)
+            .count();
         let mut reasons = Vec::new();
         if timeouts > 0 {
             reasons.push(format!(
@@ -319,17 +323,13 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
 
     // Flaky.
     let flipped = |l: &ResultLine| {
-        let mut seen: Vec<bool> = l
-            .recent_outcomes
-            .iter()
-            .map(|o| matches!(o.as_str(), "passed" | "flaky"))
-            .collect();
+        let mut seen: Vec<bool> = l.recent_outcomes.iter().map(|o| o.is_pass()).collect();
         seen.push(!l.is_failure());
         seen.windows(2).filter(|w| w[0] != w[1]).count()
     };
     let flaky: Vec<&ResultLine> = lines
         .iter()
-        .filter(|l| l.outcome == "flaky" || flipped(l) > 0)
+        .filter(|l| l.outcome == OutcomeLabel::Flaky || flipped(l) > 0)
         .collect();
     let _ = writeln!(md, "## Flaky Tests\n");
     if flaky.is_empty() {
@@ -360,7 +360,14 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     let mut recs: Vec<String> = Vec::new();
     let worst_timeouts = by_service
         .iter()
-        .map(|(s, ls)| (*s, ls.iter().filter(|l| l.outcome == "timed-out").count()))
+        .map(|(s, ls)| {
+            (
+                *s,
+                ls.iter()
+                    .filter(|l| l.outcome == OutcomeLabel::TimedOut)
+                    .count(),
+            )
+        })
         .filter(|(_, n)| *n > 0)
         .max_by_key(|(_, n)| *n);
     if let Some((svc, n)) = worst_timeouts {
@@ -372,7 +379,7 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
             (
                 *s,
                 ls.iter()
-                    .filter(|l| l.is_failure() && l.outcome != "timed-out")
+                    .filter(|l| l.is_failure() && l.outcome != OutcomeLabel::TimedOut)
                     .count(),
             )
         })

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::{Outcome, TestRecord};
+use crate::execute::{OutcomeLabel, TestRecord};
 use crate::metrics::Metric;
 use crate::registry::TestDef;
 
@@ -83,8 +83,8 @@ pub struct ResultLine {
     pub markers: Vec<String>,
     /// Services it exercises.
     pub services: Vec<String>,
-    /// `passed`, `flaky` (passed after failing), `failed`, `error`, `timed-out`, `skipped`, `not-run`.
-    pub outcome: String,
+    /// How it ended (`flaky`: passed after failing).
+    pub outcome: OutcomeLabel,
     /// Wall time, seconds.
     pub duration_s: f64,
     /// Attempts run.
@@ -102,7 +102,7 @@ pub struct ResultLine {
     pub metrics: Vec<Metric>,
     /// Outcomes of this test in earlier runs (oldest first), from history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recent_outcomes: Vec<String>,
+    pub recent_outcomes: Vec<OutcomeLabel>,
     /// Ran past its slow-timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
@@ -118,18 +118,14 @@ impl ResultLine {
         def: &TestDef,
         record: &TestRecord,
         seed: u64,
-        recent_outcomes: Vec<String>,
+        recent_outcomes: Vec<OutcomeLabel>,
     ) -> Self {
-        let outcome = match (&record.outcome, record.flaky) {
-            (Outcome::Passed, true) => "flaky",
-            (o, _) => o.label(),
-        };
         ResultLine {
             binary: binary.to_string(),
             name: record.name.clone(),
             markers: def.markers.iter().map(|m| m.to_string()).collect(),
             services: def.services.iter().map(|s| s.to_string()).collect(),
-            outcome: outcome.to_string(),
+            outcome: record.label(),
             duration_s: record.duration.as_secs_f64(),
             attempts: record.attempts,
             seed,
@@ -154,17 +150,14 @@ impl ResultLine {
         }
     }
 
-    /// Failed, error or timed out.
+    /// Failed, error, timed out or crashed.
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self.outcome.as_str(),
-            "failed" | "error" | "timed-out" | "crashed"
-        )
+        self.outcome.is_failure()
     }
 
     /// Skipped or not run.
     pub fn is_skipped(&self) -> bool {
-        matches!(self.outcome.as_str(), "skipped" | "not-run")
+        self.outcome.is_skip()
     }
 }
 
@@ -296,12 +289,14 @@ impl Counts {
         let mut c = Counts::default();
         for l in lines {
             c.total += 1;
-            match l.outcome.as_str() {
-                "passed" => c.passed += 1,
-                "flaky" => c.flaky += 1,
-                "failed" | "timed-out" | "crashed" => c.failed += 1,
-                "error" => c.errors += 1,
-                _ => c.skipped += 1,
+            match l.outcome {
+                OutcomeLabel::Passed => c.passed += 1,
+                OutcomeLabel::Flaky => c.flaky += 1,
+                OutcomeLabel::Failed | OutcomeLabel::TimedOut | OutcomeLabel::Crashed => {
+                    c.failed += 1
+                }
+                OutcomeLabel::Error => c.errors += 1,
+                OutcomeLabel::Skipped | OutcomeLabel::NotRun => c.skipped += 1,
             }
         }
         c
