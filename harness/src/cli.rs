@@ -169,13 +169,28 @@ impl Cli {
         })
     }
 
-    /// The target file from `--target` or the environment, if any.
+    /// The target file from `--target` or the environment, if any. A
+    /// relative path that is not found here is looked for in the parent
+    /// directories: `cargo test -p suites -- --target t.toml` runs the
+    /// binary in `suites/`, while the user named a file in the workspace
+    /// root. A path found nowhere is returned as given (the error names it).
     pub fn target(&self) -> Option<std::path::PathBuf> {
-        self.target.clone().or_else(|| {
+        let given = self.target.clone().or_else(|| {
             std::env::var_os(TARGET_ENV)
                 .filter(|v| !v.is_empty())
                 .map(std::path::PathBuf::from)
-        })
+        })?;
+        if given.is_absolute() || given.exists() {
+            return Some(given);
+        }
+        let cwd = std::env::current_dir().ok()?;
+        Some(
+            cwd.ancestors()
+                .skip(1)
+                .map(|d| d.join(&given))
+                .find(|p| p.is_file())
+                .unwrap_or(given),
+        )
     }
 
     /// The partition from `--partition` or the environment.
