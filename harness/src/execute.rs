@@ -142,6 +142,22 @@ impl std::fmt::Display for OutcomeLabel {
 }
 
 impl TestRecord {
+    /// The record of a test that did not run its attempts (skipped,
+    /// not run, crashed, killed): no attempt figures, no output.
+    pub fn without_run(name: impl Into<String>, outcome: Outcome) -> TestRecord {
+        TestRecord {
+            name: name.into(),
+            outcome,
+            attempts: 0,
+            flaky: false,
+            earlier_failures: Vec::new(),
+            duration: Duration::ZERO,
+            metrics: Vec::new(),
+            slow: false,
+            output: None,
+        }
+    }
+
     /// How it ended, in one word (`flaky` for a pass after a failure).
     pub fn label(&self) -> OutcomeLabel {
         match (&self.outcome, self.flaky) {

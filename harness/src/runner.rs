@@ -710,17 +710,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
     };
     for name in order {
         if let Some(job) = waiting.remove(&name) {
-            let record = TestRecord {
-                name,
-                outcome: Outcome::NotRun(why.clone()),
-                attempts: 0,
-                flaky: false,
-                earlier_failures: Vec::new(),
-                duration: Duration::ZERO,
-                metrics: Vec::new(),
-                slow: false,
-                output: None,
-            };
+            let record = TestRecord::without_run(name, Outcome::NotRun(why.clone()));
             stream.finished(job.def, &record);
             let _ = job.tx.send(record.clone());
             records.push(record);
@@ -753,17 +743,7 @@ impl Stream {
         let reason = def
             .ignore
             .map_or_else(|| "ignored".to_string(), |r| format!("ignored: {r}"));
-        let record = TestRecord {
-            name: name.to_string(),
-            outcome: Outcome::Skipped(reason),
-            attempts: 0,
-            flaky: false,
-            earlier_failures: Vec::new(),
-            duration: Duration::ZERO,
-            metrics: Vec::new(),
-            slow: false,
-            output: None,
-        };
+        let record = TestRecord::without_run(name.to_string(), Outcome::Skipped(reason));
         if let Some(sink) = &mut self.sink {
             let line = ResultLine::new(&self.binary, def, &record, self.seed, Vec::new());
             if let Err(e) = sink.write(&line) {
@@ -869,23 +849,16 @@ async fn supervise(
         None => "the run".to_string(),
     };
     for (name, _, _) in not_started {
-        let record = TestRecord {
-            outcome: Outcome::NotRun(match crate::signals::signal() {
+        let record = TestRecord::without_run(
+            name,
+            Outcome::NotRun(match crate::signals::signal() {
                 Some(sig) => format!("not run: the run was interrupted (signal {sig})"),
                 None => format!(
                     "not run: {stopped_by} stopped the run after `{}` failed",
                     failures_seen.last().map_or("a test", String::as_str)
                 ),
             }),
-            name,
-            attempts: 0,
-            flaky: false,
-            earlier_failures: Vec::new(),
-            duration: Duration::ZERO,
-            metrics: Vec::new(),
-            slow: false,
-            output: None,
-        };
+        );
         if let Some(def) = defs.get(&record.name) {
             stream.finished(def, &record);
         }

@@ -343,15 +343,8 @@ impl Drop for StartedMap {
 
 fn crashed(name: &str, message: String) -> TestRecord {
     TestRecord {
-        name: name.to_string(),
-        outcome: Outcome::Crashed(message),
         attempts: 1,
-        flaky: false,
-        earlier_failures: Vec::new(),
-        duration: Duration::ZERO,
-        metrics: Vec::new(),
-        slow: false,
-        output: None,
+        ..TestRecord::without_run(name, Outcome::Crashed(message))
     }
 }
 
