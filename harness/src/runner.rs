@@ -172,15 +172,11 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
     let jobs: Vec<Job> = crate::registry::find_by_names(&names)
         .into_iter()
         .map(|(name, def)| {
-            let mut policy = policy_for(cli, config, def);
-            if !one_at_a_time {
-                policy.leaks = crate::config::Leaks::Off;
-            }
             let (tx, _) = oneshot::channel();
             Job {
                 name,
                 def,
-                policy: Arc::new(policy),
+                policy: job_policy(cli, config, def, one_at_a_time),
                 tx,
             }
         })
@@ -257,6 +253,22 @@ fn policy_for(cli: &Cli, config: &crate::config::Config, def: &TestDef) -> TestP
         require_services: cli.require_services(),
         leaks: s.leaks.unwrap_or_default(),
     }
+}
+
+/// The policy a test runs under: [`policy_for`], with the per-test leak
+/// check only when tests run one at a time (otherwise leaks are checked
+/// once at the run's end; see [`crate::leak`]).
+fn job_policy(
+    cli: &Cli,
+    config: &crate::config::Config,
+    def: &TestDef,
+    one_at_a_time: bool,
+) -> Arc<TestPolicy> {
+    let mut policy = policy_for(cli, config, def);
+    if !one_at_a_time {
+        policy.leaks = crate::config::Leaks::Off;
+    }
+    Arc::new(policy)
 }
 
 /// When a test still running is shown `SLOW`, unless the profile says otherwise.
@@ -398,12 +410,7 @@ fn run_selected(
         .map(|(name, def)| {
             let (tx, rx) = oneshot::channel::<TestRecord>();
             let trial = trial_waiting_for(name.clone(), seed, rx).with_ignored_flag(def.ignored);
-            let mut policy = policy_for(cli, config, def);
-            if !one_at_a_time {
-                // Leaks are attributed at the run's end instead.
-                policy.leaks = crate::config::Leaks::Off;
-            }
-            let policy = Arc::new(policy);
+            let policy = job_policy(cli, config, def, one_at_a_time);
             (
                 trial,
                 Some(Job {
