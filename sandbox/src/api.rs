@@ -11,6 +11,12 @@
 //! saga event — started, step completed, failed, compensation completed or
 //! failed, completed — is sent to the compliance monitor.
 //!
+//! Reads are passed through to the services that own them
+//! (`GET /doctors/{npi}/preferences` → doctor-personalization,
+//! `GET /analytics/aggregates` → business-intelligence, `GET /audit` →
+//! compliance-monitor), so every dependency has a route of the API that
+//! needs it, and one that does not.
+//!
 //! `/health` aggregates the dependencies and shows each circuit breaker.
 
 use std::sync::Arc;
@@ -59,6 +65,107 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .route("/patients/{id}", get(read_patient))
         .route("/visits", post(visit))
         .route("/visits/{id}", get(read_visit))
+        .route("/doctors/{npi}/preferences", get(doctor_preferences))
+        .route("/analytics/aggregates", get(analytics))
+        .route("/audit", get(audit))
+}
+
+/// Passes a read to `target` and its answer back; a failed call answers
+/// `503` (breaker open, bulkhead full), `504` (timeout) or `502`, with the
+/// cause, or the target's own `4xx`.
+async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: String) -> Response {
+    let call = Call::new(
+        target,
+        Method::Get,
+        path,
+        &caller.tenant,
+        &caller.request_id,
+    );
+    match ctx.client.call(call).await {
+        Ok(reply) => (StatusCode::OK, Json(reply.body)).into_response(),
+        Err(CallError::Status { status, body, .. }) if (400..500).contains(&status) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            Json(body),
+        )
+            .into_response(),
+        Err(e) => {
+            let failure = StepFailure::from_call("read", &e);
+            (
+                failure.status,
+                Json(json!({
+                    "error": "dependency_failed",
+                    "message": format!("{target} could not answer"),
+                    "dependency": target.name(),
+                    "cause": failure.cause,
+                    "request_id": caller.request_id,
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Keeps a query value inside its parameter.
+fn query_value(v: &str) -> String {
+    v.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        .collect()
+}
+
+async fn doctor_preferences(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    Path(npi): Path<String>,
+) -> Response {
+    let path = format!("/doctors/{}/preferences", query_value(&npi));
+    read_through(&ctx, &caller, Service::DoctorPersonalization, path).await
+}
+
+#[derive(Debug, Deserialize)]
+struct AnalyticsQuery {
+    metric: Option<String>,
+}
+
+async fn analytics(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<AnalyticsQuery>,
+) -> Response {
+    let path = match q.metric {
+        Some(m) => format!("/aggregates?metric={}", query_value(&m)),
+        None => "/aggregates".to_string(),
+    };
+    read_through(&ctx, &caller, Service::BusinessIntelligence, path).await
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    request_id: Option<String>,
+    saga_id: Option<String>,
+    kind: Option<String>,
+}
+
+async fn audit(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Response {
+    let mut params = Vec::new();
+    for (k, v) in [
+        ("request_id", &q.request_id),
+        ("saga_id", &q.saga_id),
+        ("kind", &q.kind),
+    ] {
+        if let Some(v) = v {
+            params.push(format!("{k}={}", query_value(v)));
+        }
+    }
+    let path = if params.is_empty() {
+        "/audit".to_string()
+    } else {
+        format!("/audit?{}", params.join("&"))
+    };
+    read_through(&ctx, &caller, Service::ComplianceMonitor, path).await
 }
 
 /// The services a patient is synced to.
@@ -281,7 +388,9 @@ impl StepFailure {
     fn from_call(step: &'static str, e: &CallError) -> Self {
         let status = match e {
             CallError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            CallError::NotPermitted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::NotPermitted { .. } | CallError::BulkheadFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         };

@@ -44,6 +44,9 @@ struct Event {
     dimensions: Value,
 }
 
+/// Events accepted in one batch.
+pub const MAX_BATCH: usize = 1000;
+
 #[derive(Debug, Deserialize)]
 struct Batch {
     events: Vec<Event>,
@@ -54,6 +57,16 @@ async fn ingest(
     Extension(caller): Extension<Caller>,
     Json(batch): Json<Batch>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    if batch.events.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} events in one batch; at most {MAX_BATCH} are accepted",
+                batch.events.len()
+            ),
+        ));
+    }
     for (i, e) in batch.events.iter().enumerate() {
         let problem = if e.metric.is_empty() || e.metric.len() > 100 {
             Some("metric must be 1 to 100 characters")
@@ -72,22 +85,27 @@ async fn ingest(
             ));
         }
     }
-    let stmt = ctx
-        .db
-        .prepare(
-            "INSERT INTO bi.events (tenant, metric, value, dimensions) VALUES ($1, $2, $3, $4)",
+    // One statement for the batch: a big batch costs one round trip.
+    let metrics: Vec<&str> = batch.events.iter().map(|e| e.metric.as_str()).collect();
+    let values: Vec<f64> = batch.events.iter().map(|e| e.value).collect();
+    let dims: Vec<String> = batch
+        .events
+        .iter()
+        .map(|e| {
+            if e.dimensions.is_null() {
+                "{}".to_string()
+            } else {
+                phi::redact(&e.dimensions.to_string())
+            }
+        })
+        .collect();
+    ctx.db
+        .execute(
+            "INSERT INTO bi.events (tenant, metric, value, dimensions)
+             SELECT $1, m, v, d FROM unnest($2::text[], $3::float8[], $4::text[]) AS e(m, v, d)",
+            &[&caller.tenant, &metrics, &values, &dims],
         )
         .await?;
-    for e in &batch.events {
-        let dims = if e.dimensions.is_null() {
-            "{}".to_string()
-        } else {
-            phi::redact(&e.dimensions.to_string())
-        };
-        ctx.db
-            .execute(&stmt, &[&caller.tenant, &e.metric, &e.value, &dims])
-            .await?;
-    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"ingested": batch.events.len()})),

@@ -6,8 +6,12 @@
 //! timeout. Failed attempts (connection errors, timeouts, `429`/`5xx`) are
 //! retried with exponential backoff and full jitter — but only for
 //! idempotent methods or requests carrying an idempotency key — as long as
-//! the call's overall timeout allows. Every call but those to the
-//! compliance monitor is itself audited there, in the background.
+//! the call's overall timeout allows. Each target has a **bulkhead**: at
+//! most [`BulkheadConfig::max_concurrent`] calls to it at once, a call
+//! waiting longer than [`BulkheadConfig::max_wait`] for a slot is refused
+//! (so a dependency that hangs holds a bounded share of the caller's
+//! capacity). Every call but those to the compliance monitor is itself
+//! audited there, in the background.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -43,6 +47,26 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Validity of the tokens it signs.
     pub token_ttl: Duration,
+    /// Each target's bulkhead.
+    pub bulkhead: BulkheadConfig,
+}
+
+/// A per-target concurrency limit.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkheadConfig {
+    /// Calls to one target in flight at once.
+    pub max_concurrent: usize,
+    /// How long a call waits for a slot before it is refused.
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        BulkheadConfig {
+            max_concurrent: 64,
+            max_wait: Duration::from_millis(500),
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -59,6 +83,7 @@ impl Default for ClientConfig {
             attempt_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
             token_ttl: Duration::from_secs(60),
+            bulkhead: BulkheadConfig::default(),
         }
     }
 }
@@ -204,6 +229,16 @@ pub enum CallError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The target's bulkhead was full for longer than the wait.
+    #[error("{target}: bulkhead full ({limit} calls in flight; waited {waited:?})")]
+    BulkheadFull {
+        /// The target.
+        target: Service,
+        /// Its limit.
+        limit: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
     /// No address is known for the target.
     #[error("{0}: no route")]
     NoRoute(Service),
@@ -224,7 +259,9 @@ impl CallError {
             CallError::Timeout { attempts, .. }
             | CallError::Connection { attempts, .. }
             | CallError::Status { attempts, .. } => *attempts,
-            CallError::NotPermitted { .. } | CallError::NoRoute(_) => 0,
+            CallError::NotPermitted { .. }
+            | CallError::BulkheadFull { .. }
+            | CallError::NoRoute(_) => 0,
         }
     }
 
@@ -245,6 +282,7 @@ pub struct ServiceClient {
     http: reqwest::Client,
     routes: Routes,
     breakers: BTreeMap<Service, CircuitBreaker>,
+    bulkheads: BTreeMap<Service, Bulkhead>,
     config: ClientConfig,
     secret: Arc<[u8]>,
     seed: u64,
@@ -273,8 +311,14 @@ impl ServiceClient {
                 )
             })
             .collect();
+        let bulkheads = Service::ALL
+            .into_iter()
+            .map(|s| (s, Bulkhead::new(config.bulkhead.max_concurrent)))
+            .collect();
         let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the servers' header-read timeout, which closes idle
+            // connections: the client lets go of them first.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
@@ -283,6 +327,7 @@ impl ServiceClient {
             http,
             routes,
             breakers,
+            bulkheads,
             config,
             secret,
             seed,
@@ -360,6 +405,25 @@ impl ServiceClient {
     /// Makes the call without auditing it.
     pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
         let target = call.target;
+        let label = format!("target=\"{}\"", target.name());
+        let bulkhead = &self.bulkheads[&target];
+        let waited = Instant::now();
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout(self.config.bulkhead.max_wait, bulkhead.slots.acquire()).await
+        else {
+            self.metrics.incr("client_bulkhead_rejected_total", &label);
+            return Err(CallError::BulkheadFull {
+                target,
+                limit: self.config.bulkhead.max_concurrent,
+                waited: waited.elapsed(),
+            });
+        };
+        let _in_flight = InFlight::enter(bulkhead);
+        self.attempts(call, &label).await
+    }
+
+    async fn attempts(&self, call: &Call<'_>, label: &str) -> Result<Reply, CallError> {
+        let target = call.target;
         let deadline = Instant::now() + self.config.call_timeout;
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut backoff = Backoff::new(
@@ -367,12 +431,11 @@ impl ServiceClient {
             self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let breaker = self.breaker(target);
-        let label = format!("target=\"{}\"", target.name());
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             if let Err(refused) = breaker.try_acquire() {
-                self.metrics.incr("client_not_permitted_total", &label);
+                self.metrics.incr("client_not_permitted_total", label);
                 return Err(CallError::NotPermitted {
                     target,
                     state: refused.state,
@@ -470,7 +533,7 @@ impl ServiceClient {
                 failure,
             ) {
                 Some(wait) if Instant::now() + wait < deadline => {
-                    self.metrics.incr("client_retries_total", &label);
+                    self.metrics.incr("client_retries_total", label);
                     tokio::time::sleep(wait).await;
                 }
                 _ => return Err(error),
@@ -483,7 +546,12 @@ impl ServiceClient {
         self.breakers.iter().map(|(s, b)| (*s, b.state())).collect()
     }
 
-    /// The breakers as Prometheus text.
+    /// The most calls to `target` that were in flight at once.
+    pub fn peak_in_flight(&self, target: Service) -> u64 {
+        self.bulkheads[&target].peak.load(Ordering::Relaxed)
+    }
+
+    /// The breakers and bulkheads as Prometheus text.
     pub fn render_metrics(&self) -> String {
         let mut out = String::from(
             "# HELP circuit_breaker_state 1 for the state each target's breaker is in.\n# TYPE circuit_breaker_state gauge\n",
@@ -505,6 +573,53 @@ impl ServiceClient {
                 );
             }
         }
+        out.push_str("# HELP client_in_flight Calls in flight to each target now, and the peak.\n# TYPE client_in_flight gauge\n");
+        for (s, b) in &self.bulkheads {
+            let _ = writeln!(
+                out,
+                "client_in_flight{{service=\"{}\",target=\"{}\"}} {}\nclient_in_flight_peak{{service=\"{}\",target=\"{}\"}} {}",
+                self.from,
+                s.name(),
+                b.in_flight.load(Ordering::Relaxed),
+                self.from,
+                s.name(),
+                b.peak.load(Ordering::Relaxed)
+            );
+        }
         out
+    }
+}
+
+/// Counts a call in flight while it lives (a dropped call included).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(b: &'a Bulkhead) -> Self {
+        let now = b.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        b.peak.fetch_max(now, Ordering::Relaxed);
+        InFlight(&b.in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One target's bulkhead: its slots and what is in flight.
+struct Bulkhead {
+    slots: tokio::sync::Semaphore,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Bulkhead {
+    fn new(max: usize) -> Self {
+        Bulkhead {
+            slots: tokio::sync::Semaphore::new(max.max(1)),
+            in_flight: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+        }
     }
 }

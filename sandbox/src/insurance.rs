@@ -178,20 +178,29 @@ async fn verify(
         &r.date_of_service,
         &r.procedures,
     );
-    let cached: Option<Eligibility> = ctx
-        .cache
-        .get(&ckey)
-        .await?
-        .and_then(|t| serde_json::from_str(&t).ok());
+    // The cache is an optimisation: unreachable, it is a miss.
+    let cached: Option<Eligibility> = match ctx.cache.get(&ckey).await {
+        Ok(text) => text.and_then(|t| serde_json::from_str(&t).ok()),
+        Err(e) => {
+            ctx.metrics.incr("cache_errors_total", "op=\"get\"");
+            tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, "eligibility cache unavailable, treated as a miss: {e}");
+            None
+        }
+    };
     let was_cached = cached.is_some();
     let answer = match cached {
         Some(a) => a,
         None => {
             let a = decide(&r);
             let text = serde_json::to_string(&a).unwrap_or_default();
-            ctx.cache
+            if let Err(e) = ctx
+                .cache
                 .set_ex(&ckey, &text, ctx.settings.eligibility_ttl)
-                .await?;
+                .await
+            {
+                ctx.metrics.incr("cache_errors_total", "op=\"set\"");
+                tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, "eligibility answer not cached: {e}");
+            }
             a
         }
     };

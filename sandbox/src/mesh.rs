@@ -23,7 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
 use crate::service::{self, Ctx, FaultPlan, Ids, Service, Settings};
-use crate::store::{self, Cache, StoreError};
+use crate::store::{self, Cache, Db, PoolConfig, StoreError};
 use crate::token;
 
 /// Why the mesh (or one service) could not start.
@@ -80,6 +80,35 @@ pub struct MeshConfig {
     pub echo_logs: bool,
     /// Fixed ports (`up --port-base`); services not named get a free port.
     pub ports: BTreeMap<Service, u16>,
+    /// Per-service replacements of `database_url` (a chaos proxy in front
+    /// of one service's PostgreSQL, say).
+    pub database_urls: BTreeMap<Service, String>,
+    /// Each service's connection pool.
+    pub pool: PoolConfig,
+    /// Each service's HTTP server limits.
+    pub server: ServerLimits,
+}
+
+/// What one service's HTTP server accepts: a flood of connections or slow
+/// clients cannot take it down.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections held at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send its request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// The largest request body (`413` beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+        }
+    }
 }
 
 impl std::fmt::Debug for MeshConfig {
@@ -128,6 +157,9 @@ impl MeshConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             echo_logs: false,
             ports: BTreeMap::new(),
+            database_urls: BTreeMap::new(),
+            pool: PoolConfig::default(),
+            server: ServerLimits::default(),
         }
     }
 
@@ -179,7 +211,7 @@ fn migrations(service: Service) -> Vec<String> {
     }
 }
 
-fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool) -> Router {
+fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> Router {
     let own = match service {
         Service::HealthcareApi => crate::api::routes().route("/health", get(crate::api::health)),
         Service::InsuranceVerification => crate::insurance::routes(),
@@ -208,18 +240,30 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool) -> Router {
         Arc::clone(&ctx),
         service::gate,
     ))
+    .layer(axum::extract::DefaultBodyLimit::max(max_body))
+    .layer(axum::middleware::map_response(service::json_errors))
     .with_state(ctx)
 }
 
+/// The answer to a connection over the cap: written as is, then closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached; retry later\"}";
+
 /// Accepts connections until aborted; aborting drops every connection.
+/// Over `limits.max_connections`, a new connection gets a `503` and is
+/// closed; a client slower than `limits.header_read_timeout` to send its
+/// request head (or idle that long between requests) is disconnected.
 fn serve(
     listener: TcpListener,
     app: Router,
     dispatch: tracing::Dispatch,
     metrics: Arc<ServiceMetrics>,
+    limits: ServerLimits,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -228,10 +272,15 @@ fn serve(
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
+                    if conns.len() >= limits.max_connections {
+                        metrics.incr("http_connections_refused_total", "");
+                        let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let svc = TowerToHyperService::new(app.clone());
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
                     conns.spawn(async move { let _ = conn.await; }.with_subscriber(dispatch.clone()));
                     metrics.connections_open.store(conns.len() as u64, Ordering::Relaxed);
                 }
@@ -322,14 +371,20 @@ impl Mesh {
 
     async fn launch(&self, service: Service, listener: TcpListener) -> Result<(), MeshError> {
         let store_err = |source| MeshError::Store { service, source };
-        let mut db = store::connect(&self.config.database_url)
-            .await
-            .map_err(store_err)?;
-        let statements = migrations(service);
-        let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-        store::migrate(&mut db, service, &refs)
-            .await
-            .map_err(store_err)?;
+        let url = self
+            .config
+            .database_urls
+            .get(&service)
+            .unwrap_or(&self.config.database_url);
+        {
+            let mut migrator = store::connect(url).await.map_err(store_err)?;
+            let statements = migrations(service);
+            let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+            store::migrate(&mut migrator, service, &refs)
+                .await
+                .map_err(store_err)?;
+        }
+        let db = Db::new(url, self.config.pool).map_err(store_err)?;
         let cache = Cache::connect(self.config.redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
@@ -355,16 +410,21 @@ impl Mesh {
                 idempotency_ttl: self.config.idempotency_ttl,
             },
             metrics: Arc::clone(&metrics),
-            faults: Mutex::new(FaultPlan::default()),
+            faults: Mutex::new(Vec::new()),
             ids: Ids::default(),
             book: Arc::clone(&self.book),
         });
-        let app = router(service, Arc::clone(&ctx), self.config.test_mode);
+        let app = router(
+            service,
+            Arc::clone(&ctx),
+            self.config.test_mode,
+            self.config.server.max_body_bytes,
+        );
         let dispatch = crate::logs::dispatch(service, Arc::clone(&self.book), Arc::clone(&metrics));
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!("{service} listening on http://{}", self.addrs[&service]);
         });
-        let task = serve(listener, app, dispatch, metrics);
+        let task = serve(listener, app, dispatch, metrics, self.config.server);
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -2,7 +2,7 @@
 //! shares (storage, the outgoing client, the request gate that checks
 //! tokens, counts requests and applies injected faults).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -146,7 +146,26 @@ impl From<tokio_postgres::Error> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal("storage", e)
+        use crate::store::StoreError;
+        match &e {
+            StoreError::Redis { .. } => {
+                tracing::warn!("storage unavailable: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cache_unavailable",
+                    "Redis is unavailable; the request was not carried out, retry later",
+                )
+            }
+            _ if e.is_unavailable() => {
+                tracing::warn!("storage unavailable: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    format!("the database is unavailable ({e}); retry later"),
+                )
+            }
+            _ => ApiError::internal("storage", e),
+        }
     }
 }
 
@@ -179,8 +198,8 @@ pub struct Settings {
 pub struct Ctx {
     /// Which service.
     pub service: Service,
-    /// Its database connection (its own schema).
-    pub db: tokio_postgres::Client,
+    /// Its database pool (its own schema).
+    pub db: crate::store::Db,
     /// Its Redis.
     pub cache: Cache,
     /// Its outgoing calls.
@@ -189,8 +208,9 @@ pub struct Ctx {
     pub settings: Settings,
     /// Its counters.
     pub metrics: Arc<ServiceMetrics>,
-    /// Injected faults (test mode).
-    pub faults: Mutex<FaultPlan>,
+    /// Injected faults (test mode): at most one plan per tenant, and one
+    /// for every tenant (`tenant: None`).
+    pub faults: Mutex<Vec<FaultPlan>>,
     /// Ids of the resources it makes.
     pub ids: Ids,
     /// The mesh's (redacted) log lines.
@@ -304,10 +324,12 @@ fn authenticate(ctx: &Ctx, req: &Request, request_id: &str) -> Result<Caller, St
 /// Applies the fault plan to a request; `Some` is the failure to answer.
 async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response> {
     let (latency, leak, fail) = {
-        let mut plan = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
-        if !plan.matches(caller, path) {
-            return None;
-        }
+        let mut plans = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        // A tenant's own plan first, then the one for every tenant.
+        let plan = plans
+            .iter_mut()
+            .filter(|p| p.matches(caller, path))
+            .min_by_key(|p| p.tenant.is_none())?;
         let fail = if plan.fail_next > 0 {
             plan.fail_next -= 1;
             Some(plan.status.unwrap_or(503))
@@ -370,6 +392,64 @@ pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> 
     resp
 }
 
+/// Gives every error answer one JSON shape, `{"error", "message"}`: the
+/// framework's own rejections (malformed JSON, a body over the limit, an
+/// unknown route, a wrong method) are plain text and may quote the input;
+/// they are rewritten without it (quoted values are cut, PHI redacted).
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::BAD_REQUEST => "malformed_request",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        s if s.is_server_error() => "internal_error",
+        _ => "rejected",
+    };
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such route".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
+        _ => without_quoted(&String::from_utf8_lossy(&text)),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({"error": code, "message": phi::redact(&message)}).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// `text` with every `"…"`-quoted value cut out (serde quotes the input it
+/// could not take).
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out.chars().take(300).collect()
+}
+
 /// `GET /health` of a business service: its database and Redis.
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let (db, redis) = storage_health(&ctx).await;
@@ -390,9 +470,7 @@ pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
 
 /// Is the database up, is Redis up?
 pub async fn storage_health(ctx: &Ctx) -> (bool, bool) {
-    let db = tokio::time::timeout(Duration::from_secs(2), ctx.db.simple_query("SELECT 1"))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let db = ctx.db.ping(Duration::from_secs(2)).await;
     let redis = ctx.cache.ping().await;
     (db, redis)
 }
@@ -401,6 +479,26 @@ pub async fn storage_health(ctx: &Ctx) -> (bool, bool) {
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     let mut text = ctx.metrics.render(ctx.service.name());
     text.push_str(&ctx.client.render_metrics());
+    let pool = ctx.db.status();
+    let name = ctx.service.name();
+    let _ = write!(
+        text,
+        "# HELP db_pool_connections PostgreSQL connections of the service's pool, by state.\n\
+         # TYPE db_pool_connections gauge\n\
+         db_pool_connections{{service=\"{name}\",state=\"in_use\"}} {}\n\
+         db_pool_connections{{service=\"{name}\",state=\"idle\"}} {}\n\
+         # TYPE db_pool_max_connections gauge\n\
+         db_pool_max_connections{{service=\"{name}\"}} {}\n\
+         # TYPE db_pool_waiting gauge\n\
+         db_pool_waiting{{service=\"{name}\"}} {}\n\
+         # TYPE db_pool_timeouts_total counter\n\
+         db_pool_timeouts_total{{service=\"{name}\"}} {}\n",
+        pool.size.saturating_sub(pool.idle),
+        pool.idle,
+        pool.max_size,
+        pool.waiting,
+        pool.timeouts,
+    );
     text.push_str(&crate::metrics::render_process(ctx.service.name()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
@@ -411,17 +509,21 @@ pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
     axum::Json(json!({"lines": ctx.book.lines()}))
 }
 
-/// `POST /admin/faults`: replaces the fault plan.
+/// `POST /admin/faults`: replaces the plan of the plan's tenant (or the
+/// one for every tenant), leaving other tenants' plans alone: tests on a
+/// shared deployment fault their own tenant without disturbing each other.
 pub async fn set_faults(
     State(ctx): State<Arc<Ctx>>,
     axum::Json(plan): axum::Json<FaultPlan>,
 ) -> axum::Json<FaultPlan> {
-    *ctx.faults.lock().unwrap_or_else(PoisonError::into_inner) = plan.clone();
+    let mut plans = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    plans.retain(|p| p.tenant != plan.tenant);
+    plans.push(plan.clone());
     axum::Json(plan)
 }
 
-/// `GET /admin/faults`: the plan in force.
-pub async fn get_faults(State(ctx): State<Arc<Ctx>>) -> axum::Json<FaultPlan> {
+/// `GET /admin/faults`: the plans in force.
+pub async fn get_faults(State(ctx): State<Arc<Ctx>>) -> axum::Json<Vec<FaultPlan>> {
     axum::Json(
         ctx.faults
             .lock()
@@ -430,9 +532,23 @@ pub async fn get_faults(State(ctx): State<Arc<Ctx>>) -> axum::Json<FaultPlan> {
     )
 }
 
-/// `DELETE /admin/faults`: no faults.
-pub async fn clear_faults(State(ctx): State<Arc<Ctx>>) -> StatusCode {
-    *ctx.faults.lock().unwrap_or_else(PoisonError::into_inner) = FaultPlan::default();
+/// Which plans `DELETE /admin/faults` removes.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClearFaults {
+    /// Only this tenant's (all plans when absent).
+    pub tenant: Option<String>,
+}
+
+/// `DELETE /admin/faults[?tenant=T]`: no faults (for `T`).
+pub async fn clear_faults(
+    State(ctx): State<Arc<Ctx>>,
+    axum::extract::Query(q): axum::extract::Query<ClearFaults>,
+) -> StatusCode {
+    let mut plans = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    match q.tenant {
+        Some(t) => plans.retain(|p| p.tenant.as_deref() != Some(t.as_str())),
+        None => plans.clear(),
+    }
     StatusCode::NO_CONTENT
 }
 

@@ -1,6 +1,6 @@
 //! Storage: each service's PostgreSQL schema (migrations applied at start)
-//! and its Redis (caches and idempotency keys, under the mesh's key
-//! prefix).
+//! reached through a connection pool ([`Db`]), and its Redis (caches and
+//! idempotency keys, under the mesh's key prefix).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +26,13 @@ pub enum StoreError {
         /// Why.
         source: tokio_postgres::Error,
     },
+    /// No pooled connection could be had in time: the database is
+    /// unreachable, or every connection is busy for longer than the wait.
+    #[error("PostgreSQL unavailable: {0}")]
+    DbUnavailable(String),
+    /// A statement did not finish within the service's query timeout.
+    #[error("PostgreSQL: no answer within {0:?}")]
+    DbTimeout(Duration),
     /// Redis refused or failed.
     #[error("Redis at {addr}: {message}")]
     Redis {
@@ -43,6 +50,205 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// How a service's pool behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Connections at most.
+    pub max_size: usize,
+    /// How long a request waits for a free connection (then `503`).
+    pub wait: Duration,
+    /// How long connecting may take.
+    pub connect: Duration,
+    /// How long one statement may take.
+    pub query: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 8,
+            wait: Duration::from_secs(2),
+            connect: Duration::from_secs(2),
+            query: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A service's PostgreSQL: a pool of connections. A broken connection is
+/// dropped and replaced on the next checkout (so a database that comes back
+/// is used again without a restart); when none is free the request queues
+/// for [`PoolConfig::wait`] and then fails with
+/// [`StoreError::DbUnavailable`], never hangs.
+pub struct Db {
+    pool: deadpool_postgres::Pool,
+    config: PoolConfig,
+    timeouts: std::sync::atomic::AtomicU64,
+}
+
+/// A pool's state, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections at most.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Idle among them.
+    pub idle: usize,
+    /// Requests waiting for one.
+    pub waiting: usize,
+    /// Checkouts that gave up waiting, since start.
+    pub timeouts: u64,
+}
+
+impl Db {
+    /// A pool on `url` (no connection is made until one is needed).
+    pub fn new(url: &str, config: PoolConfig) -> Result<Db, StoreError> {
+        let pg: tokio_postgres::Config = url.parse()?;
+        let manager = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.max_size)
+            .wait_timeout(Some(config.wait))
+            .create_timeout(Some(config.connect))
+            .recycle_timeout(Some(config.connect))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::DbUnavailable(e.to_string()))?;
+        Ok(Db {
+            pool,
+            config,
+            timeouts: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        use deadpool_postgres::PoolError;
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => StoreError::DbUnavailable(e.to_string()),
+            PoolError::Timeout(kind) => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                let what = match kind {
+                    deadpool_postgres::TimeoutType::Wait => format!(
+                        "all {} connections busy for {:?}",
+                        self.config.max_size, self.config.wait
+                    ),
+                    _ => format!("cannot connect within {:?}", self.config.connect),
+                };
+                StoreError::DbUnavailable(what)
+            }
+            other => StoreError::DbUnavailable(other.to_string()),
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.config.query, work).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::DbTimeout(self.config.query)),
+        }
+    }
+
+    /// Runs a statement; the rows it changed.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let c = self.conn().await?;
+        self.bounded(async {
+            let stmt = c.prepare_cached(sql).await?;
+            c.execute(&stmt, params).await
+        })
+        .await
+    }
+
+    /// Every row `sql` selects.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let c = self.conn().await?;
+        self.bounded(async {
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, params).await
+        })
+        .await
+    }
+
+    /// The row `sql` selects, if any (an error when more than one).
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let c = self.conn().await?;
+        self.bounded(async {
+            let stmt = c.prepare_cached(sql).await?;
+            c.query_opt(&stmt, params).await
+        })
+        .await
+    }
+
+    /// The one row `sql` selects.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, StoreError> {
+        let c = self.conn().await?;
+        self.bounded(async {
+            let stmt = c.prepare_cached(sql).await?;
+            c.query_one(&stmt, params).await
+        })
+        .await
+    }
+
+    /// Does the database answer a `SELECT 1` within `timeout`?
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            let c = self.conn().await.ok()?;
+            c.simple_query("SELECT 1").await.ok()
+        })
+        .await
+        .is_ok_and(|r| r.is_some())
+    }
+
+    /// The pool's state now.
+    pub fn status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            idle: s.available,
+            waiting: s.waiting,
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl StoreError {
+    /// Is the store unreachable or saturated (a `503`), rather than the
+    /// request wrong or the service broken?
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::DbUnavailable(_) | StoreError::DbTimeout(_) | StoreError::Redis { .. } => {
+                true
+            }
+            // No SQLSTATE: the connection broke, not the statement.
+            StoreError::Postgres(e) => e.code().is_none(),
+            StoreError::Migration { .. } => false,
+        }
+    }
 }
 
 /// Creates `service`'s schema and applies its migrations, in one

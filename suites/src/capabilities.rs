@@ -50,7 +50,9 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Replaces `service`'s fault plan.
+    /// Replaces `service`'s fault plan for the plan's tenant. On a shared
+    /// target, fault your own tenant (`tenant: Some(..)`) so that other
+    /// tests are not disturbed.
     pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), String> {
         let r = self
             .target
@@ -66,12 +68,13 @@ impl Faults {
         }
     }
 
-    /// Clears `service`'s faults.
-    pub async fn clear(&self, service: Service) -> Result<(), String> {
+    /// Clears `service`'s faults for `tenant` (other tenants' plans stay).
+    pub async fn clear(&self, service: Service, tenant: &str) -> Result<(), String> {
         let r = self
             .target
             .http()
             .delete(format!("{}/admin/faults", self.target.url(service)))
+            .query(&[("tenant", tenant)])
             .send()
             .await
             .map_err(|e| format!("{service} /admin/faults: {e}"))?;

@@ -2,16 +2,17 @@
 //! probe after the wait, close on success.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
 use harness::service_test;
 use sandbox::breaker::{BreakerConfig, BreakerState};
 use sandbox::clock::ManualClock;
-use sandbox::{FaultPlan, Service};
+use sandbox::{Answer, FaultPlan, Service};
+use serde_json::json;
 use suites::PrivateMesh;
 
-use crate::common::{intake, visit_body};
+use crate::common::{intake, observed, visit_body};
 
 /// The API's breaker for billing on an injected clock: closed → open after
 /// the failure rate reaches the threshold (calls then refused without
@@ -98,4 +99,304 @@ async fn the_breaker_opens_refuses_and_recovers_on_an_injected_clock(
         mesh.breaker_state(Service::BillingEngine),
         Some(BreakerState::Closed)
     );
+}
+
+/// A route of the API, to send while a dependency's breaker is tested.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Route {
+    /// `POST /visits` (insurance, billing; compliance and BI best effort).
+    Visit,
+    /// `GET /doctors/{npi}/preferences` (doctor-personalization).
+    DoctorPreferences,
+    /// `GET /analytics/aggregates` (business-intelligence).
+    Analytics,
+    /// `GET /audit` (compliance-monitor).
+    Audit,
+}
+
+impl Route {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Route::Visit => "POST /visits",
+            Route::DoctorPreferences => "GET /doctors/{npi}/preferences",
+            Route::Analytics => "GET /analytics/aggregates",
+            Route::Audit => "GET /audit",
+        }
+    }
+
+    /// The status a success answers.
+    fn ok(self) -> u16 {
+        if self == Route::Visit { 201 } else { 200 }
+    }
+
+    async fn send(self, api: &sandbox::MeshClient, patient_id: &str, s: &Scenario) -> Answer {
+        let r = match self {
+            Route::Visit => api.post("/visits", &visit_body(patient_id, s)).await,
+            Route::DoctorPreferences => {
+                api.get(&format!("/doctors/{}/preferences", s.visit.rendering_npi))
+                    .await
+            }
+            Route::Analytics => api.get("/analytics/aggregates").await,
+            Route::Audit => api.get("/audit").await,
+        };
+        r.unwrap_or_else(|e| panic!("{}: {e}", self.endpoint()))
+    }
+}
+
+/// How one dependency's breaker is driven: the route that needs it, the
+/// path of the dependency to fail, and a route that does not need it.
+struct BreakerCase {
+    dependency: Service,
+    needs: Route,
+    fault_path: &'static str,
+    unrelated: Route,
+}
+
+/// One dependency's breaker through its whole cycle, in a private mesh on
+/// an injected clock: the dependency fails (`500`s, only on the path the
+/// route needs) until the API's breaker for it opens; the next call is a
+/// fast `503` that never reaches the dependency (its fault counter does
+/// not move); `/health` shows the open breaker and `degraded`; a route
+/// that does not need the dependency keeps its SLO (no cascade); healed,
+/// the breaker stays open until its wait has passed on the clock, then a
+/// probe succeeds and closes it.
+async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
+    let BreakerCase {
+        dependency,
+        needs,
+        fault_path,
+        unrelated,
+    } = case;
+    let clock = ManualClock::new();
+    let mesh = own
+        .start(|c| {
+            c.clock = Arc::new(clock.clone());
+            c.client.retry.max_attempts = 1;
+            c.client.breaker = BreakerConfig {
+                window_size: 4,
+                failure_rate_threshold: 50.0,
+                minimum_calls: 4,
+                open_wait: Duration::from_secs(30),
+                half_open_calls: 1,
+            };
+        })
+        .await
+        .expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let patient_id = intake(&api, &s).await;
+    let doctor = mesh.client(Service::DoctorPersonalization, "t1");
+    let prefs = doctor
+        .put(
+            &format!("/doctors/{}/preferences", s.visit.rendering_npi),
+            &json!({"note_template": "soap"}),
+        )
+        .await
+        .expect("preferences");
+    assert_eq!(prefs.status, 200, "{}", prefs.body);
+    let baseline = needs.send(&api, &patient_id, &s).await;
+    assert_eq!(baseline.status, needs.ok(), "baseline: {}", baseline.body);
+
+    let fail = FaultPlan {
+        fail_next: 100,
+        status: Some(500),
+        path_prefix: Some(fault_path.into()),
+        ..FaultPlan::default()
+    };
+    mesh.inject(dependency, &fail).await.expect("inject");
+    let mut failures = 0;
+    while mesh.breaker_state(dependency) != Some(BreakerState::Open) {
+        assert!(
+            failures < 8,
+            "{dependency}: the breaker did not open after {failures} failed calls"
+        );
+        let r = needs.send(&api, &patient_id, &s).await;
+        assert_eq!(
+            r.status,
+            502,
+            "{} while {dependency} fails: {}",
+            needs.endpoint(),
+            r.body
+        );
+        failures += 1;
+    }
+
+    let reached = mesh.counter(dependency, "faults_injected_total", "");
+    let started = Instant::now();
+    let refused = needs.send(&api, &patient_id, &s).await;
+    let took = started.elapsed();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let cause = refused.body["cause"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(cause.contains("circuit breaker open"), "{cause}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the refusal took {took:?}: not a fast fail"
+    );
+    assert_eq!(
+        mesh.counter(dependency, "faults_injected_total", ""),
+        reached,
+        "the refused call reached {dependency}"
+    );
+    let health = api.get("/health").await.expect("health");
+    assert_eq!(
+        health.body["dependencies"][dependency.name()]["circuit_breaker"],
+        "open",
+        "{}",
+        health.body
+    );
+    assert_eq!(health.body["status"], "degraded");
+
+    // No cascade: the route that does not need the dependency keeps its SLO.
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = unrelated.send(&api, &patient_id, &s).await;
+        assert_eq!(
+            r.status,
+            unrelated.ok(),
+            "{} with {dependency}'s breaker open: {}",
+            unrelated.endpoint(),
+            r.body
+        );
+        samples.push(t.elapsed());
+    }
+    let seen = observed(&samples, 0, started.elapsed());
+    let breaches = sandbox::target::slos()
+        .of(unrelated.endpoint())
+        .breaches(&seen);
+    assert!(
+        breaches.is_empty(),
+        "{} with {dependency}'s breaker open: {}",
+        unrelated.endpoint(),
+        breaches.join("; ")
+    );
+
+    // Healed; the breaker waits its 30 s on the clock, then probes.
+    mesh.clear_faults(dependency).await.expect("clear");
+    clock.advance(Duration::from_secs(29));
+    let r = needs.send(&api, &patient_id, &s).await;
+    assert_eq!(r.status, 503, "still open at 29 s: {}", r.body);
+    clock.advance(Duration::from_secs(1));
+    let probe = needs.send(&api, &patient_id, &s).await;
+    assert_eq!(probe.status, needs.ok(), "the probe: {}", probe.body);
+    assert_eq!(mesh.breaker_state(dependency), Some(BreakerState::Closed));
+}
+
+/// Insurance verification's breaker: visits fail fast while it is open;
+/// analytics reads keep their SLO.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    real_services,
+    services(healthcare_api, insurance),
+    timeout = "30s"
+)]
+async fn circuit_breaker_for_insurance(own: PrivateMesh, s: Scenario) {
+    breaker_cycle(
+        own,
+        s,
+        BreakerCase {
+            dependency: Service::InsuranceVerification,
+            needs: Route::Visit,
+            fault_path: "/verify",
+            unrelated: Route::Analytics,
+        },
+    )
+    .await;
+}
+
+/// The billing engine's breaker: visits fail fast (the verification is
+/// compensated) while it is open; analytics reads keep their SLO.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    real_services,
+    services(healthcare_api, billing),
+    timeout = "30s"
+)]
+async fn circuit_breaker_for_billing(own: PrivateMesh, s: Scenario) {
+    breaker_cycle(
+        own,
+        s,
+        BreakerCase {
+            dependency: Service::BillingEngine,
+            needs: Route::Visit,
+            fault_path: "/claims",
+            unrelated: Route::Analytics,
+        },
+    )
+    .await;
+}
+
+/// The compliance monitor's breaker: audit reads fail fast while it is
+/// open; visits still complete within their SLO (their audit events are
+/// best effort).
+#[service_test(
+    resilience,
+    circuit_breaker,
+    real_services,
+    services(healthcare_api, compliance),
+    timeout = "30s"
+)]
+async fn circuit_breaker_for_compliance(own: PrivateMesh, s: Scenario) {
+    breaker_cycle(
+        own,
+        s,
+        BreakerCase {
+            dependency: Service::ComplianceMonitor,
+            needs: Route::Audit,
+            fault_path: "/audit",
+            unrelated: Route::Visit,
+        },
+    )
+    .await;
+}
+
+/// Business intelligence's breaker: analytics reads fail fast while it is
+/// open; visits still complete within their SLO (analytics is best
+/// effort).
+#[service_test(
+    resilience,
+    circuit_breaker,
+    real_services,
+    services(healthcare_api, bi),
+    timeout = "30s"
+)]
+async fn circuit_breaker_for_bi(own: PrivateMesh, s: Scenario) {
+    breaker_cycle(
+        own,
+        s,
+        BreakerCase {
+            dependency: Service::BusinessIntelligence,
+            needs: Route::Analytics,
+            fault_path: "/aggregates",
+            unrelated: Route::Visit,
+        },
+    )
+    .await;
+}
+
+/// Doctor personalisation's breaker: preference reads fail fast while it
+/// is open; visits keep their SLO.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    real_services,
+    services(healthcare_api, doctor),
+    timeout = "30s"
+)]
+async fn circuit_breaker_for_doctor(own: PrivateMesh, s: Scenario) {
+    breaker_cycle(
+        own,
+        s,
+        BreakerCase {
+            dependency: Service::DoctorPersonalization,
+            needs: Route::DoctorPreferences,
+            fault_path: "/doctors",
+            unrelated: Route::Visit,
+        },
+    )
+    .await;
 }
