@@ -60,6 +60,7 @@ pub mod markers {
         resilience => "behaviour under failures: outages, slowness, partitions",
         circuit_breaker => "circuit breaker transitions and thresholds",
         retry => "retry policies, backoff and idempotency",
+        bulkhead => "per-dependency concurrency limits: a hanging dependency holds a bounded share",
         chaos => "faults injected through the chaos proxy",
         compliance => "HIPAA compliance: audit trails, PHI handling, access rules",
         phi_safe => "everything the test emits is scanned for PHI; a hit fails the test",

@@ -18,7 +18,9 @@ impl Fixture for Mesh {
         let pg = cx.get_shared::<Postgres>().await?;
         let redis = cx.get_shared::<Redis>().await?;
         let url = pg.fresh_database(cx).await?;
-        let config = MeshConfig::for_tests(url, redis.addr, cx.run_seed());
+        let mut config = MeshConfig::for_tests(url, redis.addr, cx.run_seed());
+        // The run's shared mesh carries the load tests.
+        config.pool.max_size = 6;
         Mesh::start(config)
             .await
             .map_err(|e| FixtureError::new(format!("starting the mesh: {e}")))

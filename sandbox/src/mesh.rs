@@ -163,11 +163,17 @@ impl MeshConfig {
         }
     }
 
-    /// Test mode on (the fault endpoint), jitter seeded with `seed`.
+    /// Test mode on (the fault endpoint), jitter seeded with `seed`, two
+    /// connections per service's pool (many test meshes share one
+    /// PostgreSQL and its connection limit).
     pub fn for_tests(database_url: impl Into<String>, redis: SocketAddr, seed: u64) -> Self {
         MeshConfig {
             test_mode: true,
             seed,
+            pool: PoolConfig {
+                max_size: 2,
+                ..PoolConfig::default()
+            },
             ..MeshConfig::new(database_url, redis)
         }
     }

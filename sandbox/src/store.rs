@@ -14,10 +14,10 @@ use crate::service::Service;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// PostgreSQL refused or failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A migration failed.
-    #[error("migration {schema}/{index}: {source}")]
+    #[error("migration {schema}/{index}: {}", pg_chain(.source))]
     Migration {
         /// The schema.
         schema: &'static str,
@@ -41,6 +41,18 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+}
+
+/// A PostgreSQL error with its causes (`db error` alone says nothing).
+fn pg_chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Connects to PostgreSQL.
@@ -131,7 +143,7 @@ impl Db {
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         use deadpool_postgres::PoolError;
         self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => StoreError::DbUnavailable(e.to_string()),
+            PoolError::Backend(e) => StoreError::DbUnavailable(pg_chain(&e)),
             PoolError::Timeout(kind) => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
                 let what = match kind {

@@ -271,11 +271,22 @@ impl Fixture for LoadBudget {
 /// A mesh of the test's own (in-process only): for tests that break it
 /// (an injected clock, a tuned client, stopped services, a chaos proxy in a
 /// route). It runs on a fresh database and a key prefix of its own.
+///
+/// At most [`PRIVATE_MESHES`] exist at once (a test asking for one waits
+/// for its turn): six services' connection pools each, and PostgreSQL's
+/// connection limit is shared by the whole run.
 pub struct PrivateMesh {
     db: TestDb,
     redis: Arc<Redis>,
     seed: u64,
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// Private meshes alive at once in one run.
+pub const PRIVATE_MESHES: usize = 6;
+
+static TURNS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(PRIVATE_MESHES)));
 
 impl PrivateMesh {
     /// Starts the mesh, with `tune` applied to its configuration.
@@ -292,7 +303,12 @@ impl Fixture for PrivateMesh {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = cx.get_shared::<Target>().await?;
         target.require(Capability::PrivateMesh)?;
+        let turn = Arc::clone(&TURNS)
+            .acquire_owned()
+            .await
+            .map_err(|_| FixtureError::new("private meshes: the run is ending"))?;
         Ok(PrivateMesh {
+            _turn: turn,
             db: cx.get::<TestDb>().await?,
             redis: cx.get_shared::<Redis>().await?,
             seed: cx.run_seed(),
