@@ -289,6 +289,16 @@ static TURNS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(PRIVATE_MESHES)));
 
 impl PrivateMesh {
+    /// The database the mesh will run on (to put a proxy in front of it).
+    pub fn database_url(&self) -> &str {
+        &self.db.url
+    }
+
+    /// The Redis server the mesh will use (to put a proxy in front of it).
+    pub fn redis_addr(&self) -> std::net::SocketAddr {
+        self.redis.addr
+    }
+
     /// Starts the mesh, with `tune` applied to its configuration.
     pub async fn start(&self, tune: impl FnOnce(&mut MeshConfig)) -> Result<Mesh, String> {
         let mut config = MeshConfig::for_tests(&self.db.url, self.redis.addr, self.seed);

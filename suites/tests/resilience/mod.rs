@@ -3,6 +3,8 @@
 
 mod bulkhead;
 mod circuit_breaker;
+mod exhaustion;
 mod failure_recovery;
 mod partitions;
+mod storage_failures;
 mod timeout_and_retry;

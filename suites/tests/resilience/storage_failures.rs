@@ -1,0 +1,221 @@
+//! PostgreSQL and Redis failures, through a chaos proxy in front of the
+//! store in a private mesh: the services say so, refuse safely, and come
+//! back without a restart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fixtures::Scenario;
+use harness::service_test;
+use sandbox::{Mesh, MeshClient, Service};
+use serde_json::{Value, json};
+use suites::PrivateMesh;
+use traffic::chaos::ChaosProxy;
+
+use crate::common::{eventually, intake, visit, visit_body};
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn pg_address(url: &str) -> SocketAddr {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or_default();
+    hostport
+        .parse()
+        .unwrap_or_else(|e| panic!("database URL {url}: `{hostport}` is not host:port: {e}"))
+}
+
+async fn rows(mesh: &Mesh, sql: &str) -> i64 {
+    let db = sandbox::store::connect(&mesh.config().database_url)
+        .await
+        .expect("database");
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// Billing's PostgreSQL goes away (a proxy between billing and the
+/// database is taken down): billing's `/health` answers `503` with the
+/// database `down`, the API's `/health` shows billing unhealthy, a visit
+/// fails at the claim with billing's `database_unavailable` and is
+/// compensated; the other services are untouched. The database back,
+/// billing's pool reconnects and visits succeed, with no restart.
+#[service_test(
+    resilience,
+    chaos,
+    health,
+    real_services,
+    services(healthcare_api, billing),
+    timeout = "30s"
+)]
+async fn billing_loses_its_database_and_reconnects_without_a_restart(
+    own: PrivateMesh,
+    s: Scenario,
+) {
+    let pg = pg_address(own.database_url());
+    let proxy = ChaosProxy::start(pg).await.expect("proxy");
+    let url = own
+        .database_url()
+        .replace(&format!("@{pg}/"), &format!("@{}/", proxy.addr()));
+    let mesh = own
+        .start(|c| {
+            c.database_urls.insert(Service::BillingEngine, url);
+            c.client.retry.base = Duration::from_millis(5);
+            c.pool.wait = Duration::from_millis(500);
+            c.pool.connect = Duration::from_millis(500);
+        })
+        .await
+        .expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let billing = mesh.client(Service::BillingEngine, "t1");
+    let patient_id = intake(&api, &s).await;
+    visit(&api, &patient_id, &s).await;
+
+    proxy.down().await;
+    let h = billing.get("/health").await.expect("health");
+    assert_eq!(h.status, 503, "{}", h.body);
+    assert_eq!(h.body["database"], "down");
+    assert_eq!(h.body["redis"], "up");
+    let h = api.get("/health").await.expect("health");
+    assert_eq!(h.body["database"], "up", "the API's own database is fine");
+    assert_eq!(
+        h.body["dependencies"]["billing-engine"]["status"], "unhealthy",
+        "{}",
+        h.body
+    );
+    let r = api
+        .post("/visits", &visit_body(&patient_id, &s))
+        .await
+        .expect("visit");
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["failed_step"], "create_claim");
+    assert_eq!(
+        r.body["cause"]["body"]["error"], "database_unavailable",
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["compensations"][0]["outcome"], "completed");
+
+    proxy.up().await.expect("proxy up");
+    eventually("billing reconnects to its database", || async {
+        billing.get("/health").await.is_ok_and(|h| h.status == 200)
+    })
+    .await;
+    visit(&api, &patient_id, &s).await;
+    assert_eq!(
+        rows(
+            &mesh,
+            "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
+        )
+        .await,
+        2,
+        "the two successful visits' claims, nothing for the failed one"
+    );
+}
+
+/// A verification request for the scenario, without an idempotency key.
+fn verify_body(patient_id: &str, s: &Scenario) -> Value {
+    let coverage = serde_json::to_value(&s.coverage).expect("coverage");
+    let procedures: Vec<&str> = s.visit.lines.iter().map(|l| l.procedure_code).collect();
+    json!({
+        "patient_id": patient_id,
+        "payer_id": coverage["payer"]["id"],
+        "member_id": coverage["member_id"],
+        "effective": coverage["effective"],
+        "termination": coverage["termination"],
+        "coinsurance_pct": coverage["coinsurance_pct"],
+        "date_of_service": s.visit.date_of_service,
+        "procedures": procedures,
+    })
+}
+
+async fn post_with_key(client: &MeshClient, path: &str, body: &Value, key: &str) -> (u16, Value) {
+    let r = client
+        .send(
+            reqwest::Method::POST,
+            path,
+            Some(body),
+            &[("idempotency-key", key)],
+        )
+        .await
+        .expect(path);
+    (r.status, r.body)
+}
+
+/// Redis goes away: the API's `/health` says so (`503`, redis `down`); the
+/// eligibility cache degrades to a miss (a verification without an
+/// idempotency key still answers, uncached); a create with an idempotency
+/// key is refused with `503 cache_unavailable` rather than risk a
+/// duplicate (no claim row is written); a visit fails cleanly at its first
+/// step. Redis back, visits succeed.
+#[service_test(
+    resilience,
+    chaos,
+    real_services,
+    services(healthcare_api, insurance, billing),
+    timeout = "30s"
+)]
+async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
+    own: PrivateMesh,
+    s: Scenario,
+) {
+    let redis = own.redis_addr();
+    let proxy = ChaosProxy::start(redis).await.expect("proxy");
+    let mesh = own
+        .start(|c| {
+            c.redis = proxy.addr();
+            c.client.retry.base = Duration::from_millis(5);
+        })
+        .await
+        .expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let insurance = mesh.client(Service::InsuranceVerification, "t1");
+    let billing = mesh.client(Service::BillingEngine, "t1");
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    let verification_id = v.body["verification_id"].as_str().expect("verification");
+
+    proxy.down().await;
+    let h = api.get("/health").await.expect("health");
+    assert_eq!(h.status, 503, "{}", h.body);
+    assert_eq!(h.body["redis"], "down");
+    let r = insurance
+        .post("/verify", &verify_body(&patient_id, &s))
+        .await
+        .expect("verify");
+    assert_eq!(r.status, 201, "a cache miss, not a failure: {}", r.body);
+    assert_eq!(r.body["cached"], false, "{}", r.body);
+    let claim = json!({
+        "patient_id": patient_id,
+        "verification_id": verification_id,
+        "npi": s.visit.rendering_npi,
+        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
+        "procedures": s.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
+    });
+    let before = rows(
+        &mesh,
+        "SELECT count(*) FROM billing.claims WHERE tenant = 't1'",
+    )
+    .await;
+    let (status, body) = post_with_key(&billing, "/claims", &claim, "redis-down-1").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "cache_unavailable", "{body}");
+    assert_eq!(
+        rows(
+            &mesh,
+            "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
+        )
+        .await,
+        before,
+        "a refused create writes nothing"
+    );
+    let r = api
+        .post("/visits", &visit_body(&patient_id, &s))
+        .await
+        .expect("visit");
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
+
+    proxy.up().await.expect("proxy up");
+    eventually("the API sees Redis again", || async {
+        api.get("/health").await.is_ok_and(|h| h.status == 200)
+    })
+    .await;
+    visit(&api, &patient_id, &s).await;
+}
