@@ -59,6 +59,10 @@ pub struct TestDef {
     pub case: Option<Case>,
     /// `#[service_test(isolated)]`: runs in a process of its own.
     pub isolated: bool,
+    /// `#[service_test(exclusive)]`: runs while no other test of its
+    /// process runs (it changes what every test sees: a fault on a shared
+    /// deployment, say). Exclusive tests start after the others.
+    pub exclusive: bool,
 }
 
 /// One case of a parametrized test, named as rstest names it.

@@ -291,6 +291,8 @@ fn list_json(
                 "markers": def.markers,
                 "services": def.services,
                 "group": def.group,
+                "exclusive": def.exclusive,
+                "isolated": def.isolated,
                 "timeout_s": p.timeout.as_secs_f64(),
                 "slow_timeout_s": p.slow_timeout.map(|d| d.as_secs_f64()),
                 "retries": p.retry.count,
@@ -800,6 +802,7 @@ async fn supervise(
         defs.insert(j.name.clone(), j.def);
         pending.push(Pending {
             group: j.def.group,
+            exclusive: j.def.exclusive,
             job: (j.name, j.def, j.policy),
         });
     }

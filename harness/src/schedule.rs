@@ -55,6 +55,8 @@ pub fn longest_first<T>(tests: &mut [T], history: &History, name: impl Fn(&T) ->
 /// One test waiting to be started.
 pub(crate) struct Pending<J> {
     pub(crate) group: Option<&'static str>,
+    /// Runs alone: starts when nothing runs, and nothing starts beside it.
+    pub(crate) exclusive: bool,
     pub(crate) job: J,
 }
 
@@ -62,24 +64,55 @@ pub(crate) struct Pending<J> {
 struct Queue<J> {
     pending: VecDeque<Pending<J>>,
     in_group: HashMap<&'static str, usize>,
+    running: usize,
+    exclusive_running: bool,
     failures: usize,
     stopped: bool,
 }
 
 impl<J> Queue<J> {
     /// The first pending job whose group has room, taking its group place.
+    /// Shared jobs go first; an exclusive job is taken only when nothing
+    /// runs and no shared job can start, and while it runs nothing else is.
     fn take_next(&mut self, limits: &HashMap<&'static str, usize>) -> Option<Pending<J>> {
+        if self.exclusive_running {
+            return None;
+        }
         let in_group = &self.in_group;
-        let i = self.pending.iter().position(|p| {
+        let has_room = |p: &Pending<J>| {
             p.group.is_none_or(|g| {
                 in_group.get(g).copied().unwrap_or(0) < limits.get(g).copied().unwrap_or(1)
             })
-        })?;
+        };
+        let i = match self
+            .pending
+            .iter()
+            .position(|p| !p.exclusive && has_room(p))
+        {
+            Some(i) => i,
+            None if self.running == 0 => self.pending.iter().position(has_room)?,
+            None => return None,
+        };
         let next = self.pending.remove(i)?;
         if let Some(g) = next.group {
             *self.in_group.entry(g).or_insert(0) += 1;
         }
+        self.running += 1;
+        self.exclusive_running = next.exclusive;
         Some(next)
+    }
+
+    /// A job taken by [`Queue::take_next`] has finished.
+    fn finished(&mut self, job: &Pending<()>) {
+        if let Some(g) = job.group {
+            if let Some(n) = self.in_group.get_mut(g) {
+                *n -= 1;
+            }
+        }
+        self.running -= 1;
+        if job.exclusive {
+            self.exclusive_running = false;
+        }
     }
 }
 
@@ -98,7 +131,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// There is one worker task per slot, as libtest has one thread per slot: a
 /// worker starts its next test as soon as its last one finished, with no
 /// central dispatcher in between. A worker whose next tests are all held
-/// back by full groups waits for a group place to free.
+/// back by full groups waits for a group place to free. Exclusive jobs run
+/// alone, after the shared ones that can start.
 pub(crate) async fn dispatch<J, F, Fut>(
     pending: Vec<Pending<J>>,
     concurrency: usize,
@@ -116,6 +150,8 @@ where
     let queue = Arc::new(Mutex::new(Queue {
         pending: pending.into(),
         in_group: HashMap::new(),
+        running: 0,
+        exclusive_running: false,
         failures: 0,
         stopped: false,
     }));
@@ -147,6 +183,11 @@ where
                     }
                     notified.await;
                 };
+                let taken = Pending {
+                    group: next.group,
+                    exclusive: next.exclusive,
+                    job: (),
+                };
                 let record = start(next.job).await;
                 {
                     let mut q = lock(&queue);
@@ -156,11 +197,7 @@ where
                             q.stopped = true;
                         }
                     }
-                    if let Some(g) = next.group {
-                        if let Some(n) = q.in_group.get_mut(g) {
-                            *n -= 1;
-                        }
-                    }
+                    q.finished(&taken);
                 }
                 freed.notify_waiters();
                 if tx.send(record).is_err() {

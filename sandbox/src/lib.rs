@@ -20,6 +20,7 @@ pub mod api;
 pub mod bi;
 pub mod billing;
 pub mod breaker;
+pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod compliance;

@@ -1,7 +1,7 @@
 //! `sandbox`: runs the reference mesh.
 //!
 //! ```text
-//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH]
+//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
 //! cargo run -p sandbox -- token --service NAME --tenant NAME [--ttl SECS]
 //! ```
 //!
@@ -17,10 +17,12 @@ use anyhow::{Context, bail};
 use sandbox::{Mesh, MeshConfig, Service, token};
 
 const USAGE: &str = "usage:
-  sandbox up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH]
+  sandbox up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
       start the six services on loopback and print their addresses; Ctrl-C stops
       (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage;
-      --write-target writes a target file describing the mesh, for `--target PATH`)
+      --write-target writes a target file describing the mesh, for `--target PATH`;
+      --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
+      in front of each service the API calls, declared in the target file)
   sandbox token --service NAME --tenant NAME [--ttl SECS]
       print a token signed with SANDBOX_SECRET";
 
@@ -146,6 +148,7 @@ async fn redis() -> anyhow::Result<(SocketAddr, Option<fixtures::services::Insta
 
 async fn up(args: &[String]) -> anyhow::Result<()> {
     let (mut port_base, mut test_mode, mut tenant) = (None, false, "demo".to_string());
+    let mut chaos_api: Option<std::net::SocketAddr> = None;
     let mut write_target = None::<std::path::PathBuf>;
     let mut i = 0;
     while i < args.len() {
@@ -158,6 +161,14 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
                 )
             }
             "--test-mode" => test_mode = true,
+            "--chaos-api" => {
+                let text = value(args, &mut i, "--chaos-api")?;
+                chaos_api = Some(text.parse().with_context(|| {
+                    format!(
+                        "--chaos-api `{text}`: expected a loopback address, e.g. 127.0.0.1:8474"
+                    )
+                })?);
+            }
             "--tenant" => tenant = value(args, &mut i, "--tenant")?.to_string(),
             "--write-target" => {
                 write_target = Some(value(args, &mut i, "--write-target")?.into());
@@ -197,6 +208,19 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     if test_mode {
         println!("test mode: POST /admin/faults and GET /admin/logs on every service");
     }
+    let chaos = match chaos_api {
+        Some(addr) => {
+            let front = sandbox::chaos::ChaosFront::start(&mesh, addr)
+                .await
+                .context("starting the chaos API")?;
+            println!("chaos: Toxiproxy-compatible API at {}", front.url());
+            for (s, p) in front.proxies() {
+                println!("  proxy `{p}` in front of {s}");
+            }
+            Some(front)
+        }
+        None => None,
+    };
     if let Some(path) = &write_target {
         write_target_file(
             &mesh,
@@ -204,6 +228,7 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
             &database_url,
             secret_from_env.is_some(),
             test_mode,
+            chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
         )?;
         println!(
             "target file: {} (run the suites with --target {})",
@@ -216,6 +241,7 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     println!("stopping");
+    drop(chaos);
     drop(mesh);
     Ok(())
 }
@@ -229,6 +255,7 @@ fn write_target_file(
     database_url: &str,
     secret_from_env: bool,
     test_mode: bool,
+    chaos: Option<deployment::Chaos>,
 ) -> anyhow::Result<()> {
     let auth = if secret_from_env {
         deployment::Auth {
@@ -253,6 +280,7 @@ fn write_target_file(
         auth,
         database_url: database_url.to_string(),
         test_mode,
+        chaos,
     };
     let file = sandbox::target::describe(mesh, &description);
     let text = file

@@ -47,6 +47,8 @@ pub struct Description {
     pub database_url: String,
     /// Faults and logs are declared only in test mode.
     pub test_mode: bool,
+    /// The Toxiproxy-compatible API in front of the services, if any.
+    pub chaos: Option<deployment::Chaos>,
 }
 
 /// The running `mesh` as a target file.
@@ -85,7 +87,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
                 max_requests: 20_000,
                 max_rps: None,
             }),
-            chaos: None,
+            chaos: d.chaos.clone(),
         },
     }
 }

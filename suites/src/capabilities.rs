@@ -93,6 +93,149 @@ impl Fixture for Faults {
     }
 }
 
+/// Toxics on the proxies in front of the target's services, through a
+/// Toxiproxy-compatible API (Toxiproxy's own JSON): the target file's
+/// `capabilities.chaos`, or in process a chaos front started on first use.
+/// A toxic slows or breaks every call to a service, not one tenant's:
+/// tests that use it are `exclusive`. Toxics still present when the test
+/// ends are removed.
+pub struct Toxics {
+    target: Arc<Target>,
+    api: String,
+    proxies: std::collections::BTreeMap<Service, String>,
+    added: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Toxics {
+    fn proxy(&self, service: Service) -> Result<&str, String> {
+        self.proxies
+            .get(&service)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                format!(
+                    "target `{}`: capabilities.chaos.proxies names no proxy for {service}",
+                    self.target.name()
+                )
+            })
+    }
+
+    /// Adds `toxic` (`{"name", "type", "stream", "toxicity", "attributes"}`)
+    /// to the proxy in front of `service`; returns its name.
+    pub async fn add(&self, service: Service, toxic: Value) -> Result<String, String> {
+        let proxy = self.proxy(service)?;
+        let url = format!("{}/proxies/{proxy}/toxics", self.api);
+        let r = self
+            .target
+            .http()
+            .post(&url)
+            .json(&toxic)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(format!("POST {url} answered {status}: {body}"));
+        }
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        self.added
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((proxy.to_string(), name.clone()));
+        Ok(name)
+    }
+
+    /// The toxics on the proxy in front of `service`.
+    pub async fn list(&self, service: Service) -> Result<Vec<Value>, String> {
+        let url = format!("{}/proxies/{}/toxics", self.api, self.proxy(service)?);
+        let r = self
+            .target
+            .http()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let body: Value = r.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(body.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Removes toxic `name` from the proxy in front of `service`.
+    pub async fn remove(&self, service: Service, name: &str) -> Result<(), String> {
+        let proxy = self.proxy(service)?.to_string();
+        let url = format!("{}/proxies/{proxy}/toxics/{name}", self.api);
+        let r = self
+            .target
+            .http()
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|e| format!("DELETE {url}: {e}"))?;
+        match r.status().as_u16() {
+            204 | 200 => {
+                self.added
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .retain(|(p, t)| !(*p == proxy && t == name));
+                Ok(())
+            }
+            s => Err(format!("DELETE {url} answered {s}")),
+        }
+    }
+}
+
+impl Drop for Toxics {
+    /// Removes what the test left, synchronously (a plain HTTP/1.1
+    /// `DELETE` per toxic, 2 s each at most): the next test must not meet
+    /// this one's toxics.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let left = std::mem::take(
+            &mut *self
+                .added
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let Ok(base) = deployment::parse_base_url(&self.api) else {
+            return;
+        };
+        for (proxy, toxic) in left {
+            let Ok(mut addrs) =
+                std::net::ToSocketAddrs::to_socket_addrs(&(base.host.as_str(), base.port))
+            else {
+                continue;
+            };
+            let Some(addr) = addrs.next() else { continue };
+            let timeout = Duration::from_secs(2);
+            let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+                continue;
+            };
+            let _ = stream.set_read_timeout(Some(timeout));
+            let _ = stream.set_write_timeout(Some(timeout));
+            let request = format!(
+                "DELETE /proxies/{proxy}/toxics/{toxic} HTTP/1.1\r\nhost: {}:{}\r\nconnection: close\r\n\r\n",
+                base.host, base.port
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink);
+            }
+        }
+    }
+}
+
+impl Fixture for Toxics {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::Chaos).await?;
+        let (api, proxies) = target.chaos().await.map_err(FixtureError::new)?;
+        Ok(Toxics {
+            target,
+            api,
+            proxies,
+            added: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+}
+
 /// The services' log lines (redacted by the services before they are kept).
 pub struct Logs {
     target: Arc<Target>,

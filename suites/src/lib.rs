@@ -10,5 +10,7 @@
 pub mod capabilities;
 pub mod target;
 
-pub use capabilities::{CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens};
+pub use capabilities::{
+    CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens, Toxics,
+};
 pub use target::{Capability, Target, TargetError};

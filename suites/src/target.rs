@@ -48,6 +48,18 @@ pub enum TargetError {
         /// What happened.
         problem: String,
     },
+    /// The declared Toxiproxy is not there, or lacks a declared proxy.
+    #[error("target `{target}` ({path}): capabilities.chaos.toxiproxy {api} {problem}")]
+    Chaos {
+        /// The target's name.
+        target: String,
+        /// Its file.
+        path: PathBuf,
+        /// The Toxiproxy API.
+        api: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Client(String),
@@ -80,6 +92,8 @@ pub enum Capability {
     CacheKeys,
     /// Putting load on it: `capabilities.load`.
     Load,
+    /// Chaos: a Toxiproxy-compatible API in front of the services.
+    Chaos,
     /// A mesh of the test's own: the in-process sandbox only.
     PrivateMesh,
 }
@@ -94,6 +108,10 @@ impl Capability {
             Capability::Rows => ("reading rows", "storage.database_url"),
             Capability::CacheKeys => ("reading the cache", "storage.redis_url"),
             Capability::Load => ("load", "capabilities.load"),
+            Capability::Chaos => (
+                "chaos (Toxiproxy)",
+                "capabilities.chaos (sandbox up --chaos-api 127.0.0.1:8474)",
+            ),
             Capability::PrivateMesh => (
                 "a private mesh",
                 "in-process sandbox only: injected clock, tuned client, stop/restart, routes",
@@ -115,6 +133,8 @@ pub struct Target {
     database_url: Option<String>,
     redis: Option<(SocketAddr, String)>,
     http: reqwest::Client,
+    /// In-process: the chaos front, started on first use.
+    front: tokio::sync::OnceCell<sandbox::chaos::ChaosFront>,
 }
 
 fn http_client() -> Result<reqwest::Client, TargetError> {
@@ -148,6 +168,7 @@ impl Target {
             database_url: Some(config.database_url.clone()),
             redis: Some((config.redis, config.redis_prefix.clone())),
             http: http_client()?,
+            front: tokio::sync::OnceCell::new(),
             mesh: Some(mesh),
         })
     }
@@ -232,6 +253,7 @@ impl Target {
             database_url,
             redis,
             http: http_client()?,
+            front: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -267,6 +289,9 @@ impl Target {
                 }
             })
         });
+        if let Some(chaos) = &self.capabilities.chaos {
+            self.check_chaos(chaos).await?;
+        }
         for (service, probe) in Service::ALL.into_iter().zip(probes) {
             let outcome = probe
                 .await
@@ -285,6 +310,36 @@ impl Target {
     }
 
     /// Its name (`name =` of the file; `sandbox (in-process)` by default).
+    /// The declared Toxiproxy answers and holds every declared proxy.
+    async fn check_chaos(&self, chaos: &deployment::Chaos) -> Result<(), TargetError> {
+        let api = chaos.toxiproxy.trim_end_matches('/');
+        let problem = |problem: String| TargetError::Chaos {
+            target: self.name.clone(),
+            path: self.source.clone().unwrap_or_default(),
+            api: api.to_string(),
+            problem,
+        };
+        let r = self
+            .http
+            .get(format!("{api}/proxies"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .map_err(|e| problem(format!("is unreachable: {}", error_chain(&e))))?;
+        let proxies: Value = r
+            .json()
+            .await
+            .map_err(|e| problem(format!("answered /proxies with no JSON: {e}")))?;
+        for (service, name) in &chaos.proxies {
+            if proxies.get(name).is_none() {
+                return Err(problem(format!(
+                    "has no proxy `{name}` (capabilities.chaos.proxies.{service})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -369,6 +424,7 @@ impl Target {
             Capability::Rows => self.database_url.is_some(),
             Capability::CacheKeys => self.redis.is_some(),
             Capability::Load => self.capabilities.load.is_some(),
+            Capability::Chaos => self.mesh.is_some() || self.capabilities.chaos.is_some(),
             Capability::PrivateMesh => self.mesh.is_some(),
         }
     }
@@ -384,6 +440,47 @@ impl Target {
             "target `{}` does not allow {what} ({key})",
             self.name
         )))
+    }
+
+    /// The Toxiproxy-compatible API and the proxy in front of each service
+    /// (by service): the target file's `capabilities.chaos`, or, in
+    /// process, a chaos front put in the mesh's routes on first use.
+    pub async fn chaos(&self) -> Result<(String, BTreeMap<Service, String>), String> {
+        if let Some(mesh) = &self.mesh {
+            let front = self
+                .front
+                .get_or_try_init(|| async {
+                    sandbox::chaos::ChaosFront::start(mesh, SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            return Ok((front.url().to_string(), front.proxies().clone()));
+        }
+        let chaos = self
+            .capabilities
+            .chaos
+            .as_ref()
+            .ok_or_else(|| format!("target `{}` declares no capabilities.chaos", self.name))?;
+        let proxies = chaos
+            .proxies
+            .iter()
+            .filter_map(|(s, p)| Service::from_name(s).map(|s| (s, p.clone())))
+            .collect();
+        Ok((chaos.toxiproxy.trim_end_matches('/').to_string(), proxies))
+    }
+
+    /// The chaos API and proxies when they are already there (declared by
+    /// the target file, or in process once started): unlike
+    /// [`Target::chaos`], this never puts proxies in the mesh's routes.
+    pub async fn chaos_if_running(&self) -> Option<(String, BTreeMap<Service, String>)> {
+        if self.mesh.is_some() && !self.front.initialized() {
+            return None;
+        }
+        if self.mesh.is_none() && self.capabilities.chaos.is_none() {
+            return None;
+        }
+        self.chaos().await.ok()
     }
 
     /// `GET /metrics` of `service`, as text.
@@ -479,6 +576,7 @@ pub async fn preflight(cx: PreflightCx) -> Result<String, String> {
         (Capability::Rows, "rows"),
         (Capability::CacheKeys, "cache"),
         (Capability::Load, "load"),
+        (Capability::Chaos, "chaos"),
     ]
     .into_iter()
     .filter(|(c, _)| target.has(*c))

@@ -321,14 +321,18 @@ mod groups {
 
     static SERIAL_ACTIVE: AtomicUsize = AtomicUsize::new(0);
     static PAIR_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    /// Every test of this module running now.
+    static ALL_ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
     /// Holds a place in the group for a while and reports how many of the
     /// group were running at that moment.
     async fn occupy(group: &str, active: &AtomicUsize, limit: usize) -> Result<(), String> {
         let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+        ALL_ACTIVE.fetch_add(1, Ordering::SeqCst);
         event(&format!("group {group} active {now}"));
         tokio::time::sleep(Duration::from_millis(60)).await;
         active.fetch_sub(1, Ordering::SeqCst);
+        ALL_ACTIVE.fetch_sub(1, Ordering::SeqCst);
         if now > limit {
             Err(format!(
                 "{now} tests of group {group} ran at once; the limit is {limit}"
@@ -345,6 +349,29 @@ mod groups {
                 occupy($group, &$active, $limit).await
             }
         )*};
+    }
+
+    /// An exclusive test: reports how many tests of the module ran beside it.
+    async fn alone() -> Result<(), String> {
+        let mut most = 0;
+        let now = ALL_ACTIVE.fetch_add(1, Ordering::SeqCst) + 1;
+        for _ in 0..6 {
+            most = most.max(ALL_ACTIVE.load(Ordering::SeqCst));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ALL_ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        event(&format!("exclusive active {}", most.max(now)));
+        Ok(())
+    }
+
+    #[service_test(grouping, exclusive)]
+    async fn exclusive_1() -> Result<(), String> {
+        alone().await
+    }
+
+    #[service_test(grouping, exclusive)]
+    async fn exclusive_2() -> Result<(), String> {
+        alone().await
     }
 
     group_tests!(

@@ -429,6 +429,12 @@ fn groups_never_exceed_their_limit_and_do_reach_it() {
             .unwrap_or(0)
     };
     assert_eq!(peak("serial"), 1, "an undeclared group runs one at a time");
+    let events = r.events();
+    let exclusive: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("exclusive active "))
+        .collect();
+    assert_eq!(exclusive, ["1", "1"], "exclusive tests run alone");
     assert_eq!(
         peak("pair"),
         2,

@@ -165,6 +165,7 @@ fn registration(
     };
     let fn_name = name.to_string();
     let isolated = args.isolated;
+    let exclusive = args.exclusive;
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case)]
@@ -194,6 +195,7 @@ fn registration(
                 body: #body_fn,
                 case: #case_def,
                 isolated: #isolated,
+                exclusive: #exclusive,
             }
         }
     }

@@ -25,11 +25,13 @@ pub(crate) struct TestArgs {
     pub(crate) services: Vec<syn::Ident>,
     /// `isolated`: a process of its own.
     pub(crate) isolated: bool,
+    /// `exclusive`: runs with no other test at once.
+    pub(crate) exclusive: bool,
     /// Every key and marker as given, with where: for the duplicate check.
     pub(crate) seen: Vec<(String, Span)>,
 }
 
-const KEYS: &str = "markers, `timeout = \"10s\"`, `retries = N`, `ignore`, `ignore = \"reason\"`, `group = \"name\"`, `services(a, b)`, `isolated`";
+const KEYS: &str = "markers, `timeout = \"10s\"`, `retries = N`, `ignore`, `ignore = \"reason\"`, `group = \"name\"`, `services(a, b)`, `isolated`, `exclusive`";
 
 /// Parses a timeout as the runtime does (`humantime`, shared by both), and
 /// refuses zero: a test with no time at all cannot run.
@@ -126,6 +128,10 @@ impl TestArgs {
             (syn::Meta::Path(p), Some("isolated")) => {
                 self.seen.push(("isolated".into(), p.span()));
                 self.isolated = true;
+            }
+            (syn::Meta::Path(p), Some("exclusive")) => {
+                self.seen.push(("exclusive".into(), p.span()));
+                self.exclusive = true;
             }
             (syn::Meta::Path(p), Some("ignore")) => {
                 self.seen.push(("ignore".into(), p.span()));

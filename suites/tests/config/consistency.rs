@@ -18,6 +18,7 @@ use suites::{SignTokens, Target};
     timeout = "20s"
 )]
 async fn every_url_is_the_service_it_is_declared_for(target: &Target) -> Result<(), String> {
+    let chaos = target.chaos_if_running().await;
     for service in Service::ALL {
         let r = target
             .http()
@@ -42,15 +43,52 @@ async fn every_url_is_the_service_it_is_declared_for(target: &Target) -> Result<
                     .as_str()
                     .unwrap_or("?");
                 let declared = target.addr(*dep)?.to_string();
-                if seen != declared {
+                let proxy = match &chaos {
+                    Some((api, proxies)) => match proxies.get(dep) {
+                        Some(name) => Some(proxy_view(target, api, name).await?),
+                        None => None,
+                    },
+                    None => None,
+                };
+                // Behind a chaos proxy, the API calls the proxy, and the proxy
+                // the declared service.
+                let ok = match &proxy {
+                    Some((listen, upstream)) => seen == listen && *upstream == declared,
+                    None => seen == declared,
+                };
+                if !ok {
+                    let via = proxy.map_or_else(String::new, |(l, u)| {
+                        format!(" (its chaos proxy listens on {l} and forwards to {u})")
+                    });
                     return Err(format!(
-                        "the API calls {dep} at {seen}, the target declares {declared}"
+                        "the API calls {dep} at {seen}{via}, the target declares {declared}"
                     ));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A chaos proxy's `listen` and `upstream`, from the Toxiproxy API.
+async fn proxy_view(target: &Target, api: &str, name: &str) -> Result<(String, String), String> {
+    let url = format!("{api}/proxies/{name}");
+    let view: Value = target
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let field = |k: &str| {
+        view[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{url}: no `{k}` in {view}"))
+    };
+    Ok((field("listen")?, field("upstream")?))
 }
 
 /// Token audiences match the declared services: a token for a service is

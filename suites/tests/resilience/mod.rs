@@ -8,3 +8,4 @@ mod failure_recovery;
 mod partitions;
 mod storage_failures;
 mod timeout_and_retry;
+mod toxics;
