@@ -5,8 +5,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fixtures::{Postgres, Redis};
 use harness::{Fixture, FixtureCx, FixtureError, Scope};
+use provision::{Postgres, Redis};
 use rand_core::RngCore;
 
 use crate::mesh::{Mesh, MeshConfig};

@@ -90,28 +90,21 @@ fn print_token(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where PostgreSQL is: the URL, and a private instance to keep alive.
-async fn postgres() -> anyhow::Result<(String, Option<fixtures::services::Instance>)> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.trim().is_empty() {
-            sandbox::store::connect(&url)
-                .await
-                .with_context(|| format!("DATABASE_URL {url}: cannot connect"))?;
-            return Ok((url, None));
+/// Where PostgreSQL is (the `provision` chain: `DATABASE_URL`, the local
+/// server, a private instance), with a `sandbox` database on it: its URL,
+/// and the private instance to keep alive.
+async fn postgres() -> anyhow::Result<(String, Option<provision::Instance>)> {
+    let found = provision::postgres_for_run(true).await?;
+    if found.source == "private" {
+        eprintln!("PostgreSQL: none configured or running locally; started a private instance");
+    }
+    if found.source == "env" {
+        // DATABASE_URL names the database to use, as given.
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok((url.trim().to_string(), None));
         }
     }
-    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
-    let (admin_url, instance) = match sandbox::store::connect(admin_url).await {
-        Ok(_) => (admin_url.to_string(), None),
-        Err(e) => {
-            eprintln!("PostgreSQL on 127.0.0.1:5432: {e}; starting a private instance");
-            let (url, instance) = fixtures::services::private_postgres()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            (url, Some(instance))
-        }
-    };
-    let admin = sandbox::store::connect(&admin_url).await?;
+    let admin = sandbox::store::connect(&found.url("postgres")).await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = 'sandbox'", &[])
         .await?
@@ -119,31 +112,17 @@ async fn postgres() -> anyhow::Result<(String, Option<fixtures::services::Instan
     if !exists {
         admin.batch_execute("CREATE DATABASE sandbox").await?;
     }
-    let url = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.clone(), |(base, _)| format!("{base}/sandbox"));
-    Ok((url, instance))
+    Ok((found.url("sandbox"), found.instance))
 }
 
-async fn redis() -> anyhow::Result<(SocketAddr, Option<fixtures::services::Instance>)> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    let explicit = url.is_some();
-    let url = url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
-    let addr = fixtures::services::parse_redis_url(&url)
-        .with_context(|| format!("REDIS_URL {url:?} is not redis://host:port"))?;
-    match sandbox::store::Cache::connect(addr, "").await {
-        Ok(_) => Ok((addr, None)),
-        Err(e) if explicit => Err(e).context("REDIS_URL"),
-        Err(e) => {
-            eprintln!("Redis on {addr}: {e}; starting a private instance");
-            let (addr, instance) = fixtures::services::private_redis()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok((addr, Some(instance)))
-        }
+/// Where Redis is (the `provision` chain: `REDIS_URL`, the local server, a
+/// private instance), and the private instance to keep alive.
+async fn redis() -> anyhow::Result<(SocketAddr, Option<provision::Instance>)> {
+    let found = provision::redis_for_run(true).await?;
+    if found.source == "private" {
+        eprintln!("Redis: none configured or running locally; started a private instance");
     }
+    Ok((found.addr, found.instance))
 }
 
 async fn up(args: &[String]) -> anyhow::Result<()> {

@@ -3,10 +3,10 @@
 //! idempotency keys, under the mesh's key prefix).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fixtures::services::{RedisConn, Resp};
+use provision::redis::MultiplexedConnection;
 
 use crate::service::Service;
 
@@ -304,15 +304,12 @@ pub fn patient_copies(service: Service) -> String {
     )
 }
 
-const POOL: usize = 4;
-
-/// A service's Redis: a few connections (reconnected when broken) and the
-/// key prefix of its mesh.
+/// A service's Redis: one multiplexed connection (shared by its requests,
+/// replaced when it breaks) and the key prefix of its mesh.
 pub struct Cache {
     addr: SocketAddr,
     prefix: String,
-    conns: Vec<tokio::sync::Mutex<Option<RedisConn>>>,
-    next: AtomicUsize,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Cache {
@@ -321,10 +318,9 @@ impl Cache {
         let cache = Cache {
             addr,
             prefix: prefix.to_string(),
-            conns: (0..POOL).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
+            conn: tokio::sync::Mutex::new(None),
         };
-        cache.cmd(&["PING"]).await?;
+        cache.run::<String>(&redis::cmd("PING")).await?;
         Ok(cache)
     }
 
@@ -340,66 +336,80 @@ impl Cache {
         }
     }
 
-    async fn cmd(&self, args: &[&str]) -> Result<Resp, StoreError> {
-        let slot = &self.conns[self.next.fetch_add(1, Ordering::Relaxed) % POOL];
-        let mut guard = slot.lock().await;
-        if guard.is_none() {
-            let conn = tokio::time::timeout(Duration::from_secs(2), RedisConn::connect(self.addr))
-                .await
-                .map_err(|_| self.error("connect timed out"))?
-                .map_err(|e| self.error(e))?;
-            *guard = Some(conn);
+    async fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
         }
-        let Some(conn) = guard.as_mut() else {
-            return Err(self.error("no connection"));
-        };
-        match tokio::time::timeout(Duration::from_secs(2), conn.cmd(args)).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                // A RESP error reply leaves the connection usable; an I/O
-                // error does not. Reconnect either way: cheap and simple.
-                *guard = None;
+        let c = provision::redis::connect(self.addr)
+            .await
+            .map_err(|e| self.error(e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `cmd`; a broken connection is dropped, the next command
+    /// connects again.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        match cmd.query_async::<T>(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
+                {
+                    *self.conn.lock().await = None;
+                }
                 Err(self.error(e))
-            }
-            Err(_) => {
-                *guard = None;
-                Err(self.error("no answer within 2 s"))
             }
         }
     }
 
     /// Does the server answer?
     pub async fn ping(&self) -> bool {
-        self.cmd(&["PING"]).await.is_ok()
+        self.run::<String>(&redis::cmd("PING")).await.is_ok()
     }
 
     /// `GET` (the prefix added).
     pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        match self.cmd(&["GET", &self.key(key)]).await? {
-            Resp::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-            _ => Ok(None),
-        }
+        self.run(redis::cmd("GET").arg(self.key(key))).await
     }
 
     /// `SET … PX ttl`.
     pub async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
-        let ms = ttl.as_millis().max(1).to_string();
-        self.cmd(&["SET", &self.key(key), value, "PX", &ms]).await?;
-        Ok(())
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run::<()>(
+            redis::cmd("SET")
+                .arg(self.key(key))
+                .arg(value)
+                .arg("PX")
+                .arg(ms),
+        )
+        .await
     }
 
     /// `SET … NX PX ttl`: `true` when the key was set (it did not exist).
     pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let ms = ttl.as_millis().max(1).to_string();
-        let r = self
-            .cmd(&["SET", &self.key(key), value, "NX", "PX", &ms])
+        let ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key(key))
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
             .await?;
-        Ok(matches!(r, Resp::Simple(_)))
+        Ok(set.is_some())
     }
 
     /// `DEL`.
     pub async fn del(&self, key: &str) -> Result<(), StoreError> {
-        self.cmd(&["DEL", &self.key(key)]).await?;
+        self.run::<i64>(redis::cmd("DEL").arg(self.key(key)))
+            .await?;
         Ok(())
     }
 

@@ -8,8 +8,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use fixtures::{Postgres, Redis};
 use harness::service_test;
+use provision::{Postgres, Redis};
 use sandbox::Service;
 use serde_json::Value;
 

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fixtures::services::{RedisConn, Resp};
-use fixtures::{Redis, TestDb};
 use harness::{Fixture, FixtureCx, FixtureError};
+use provision::redis::MultiplexedConnection;
+use provision::{Redis, TestDb};
 use sandbox::{FaultPlan, Mesh, MeshConfig, Service};
 use serde_json::Value;
 
@@ -315,7 +315,7 @@ impl Fixture for Rows {
 
 /// A connection to the services' Redis, and their key prefix.
 pub struct CacheKeys {
-    conn: RedisConn,
+    conn: MultiplexedConnection,
     prefix: String,
 }
 
@@ -325,42 +325,34 @@ impl CacheKeys {
         format!("{}{key}", self.prefix)
     }
 
-    /// Sends one command.
-    pub async fn cmd(&mut self, args: &[&str]) -> Result<Resp, String> {
-        self.conn
-            .cmd(args)
+    /// The string value of full key `key` (`None`: no such key, or not a
+    /// string).
+    pub async fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        let value: redis::RedisResult<Option<Vec<u8>>> =
+            redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
+        match value {
+            Ok(v) => Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+            Err(e) if e.kind() == redis::ErrorKind::TypeError => Ok(None),
+            Err(e) => Err(format!("redis GET {key}: {e}")),
+        }
+    }
+
+    /// The time to live of full key `key` in milliseconds (`PTTL`: -1 for
+    /// none, -2 for no such key).
+    pub async fn pttl_ms(&mut self, key: &str) -> Result<i64, String> {
+        redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.conn)
             .await
-            .map_err(|e| format!("redis {}: {e}", args.first().unwrap_or(&"")))
+            .map_err(|e| format!("redis PTTL {key}: {e}"))
     }
 
     /// Every key under the services' prefix.
     pub async fn keys(&mut self) -> Result<Vec<String>, String> {
         let pattern = format!("{}*", self.prefix);
-        let mut cursor = "0".to_string();
-        let mut out = Vec::new();
-        loop {
-            let r = self
-                .cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
-                .await?;
-            let Resp::Array(Some(parts)) = r else {
-                return Err(format!("SCAN answered {r:?}"));
-            };
-            let mut it = parts.into_iter();
-            cursor = match it.next() {
-                Some(Resp::Bulk(Some(c))) => String::from_utf8_lossy(&c).into_owned(),
-                other => return Err(format!("SCAN cursor {other:?}")),
-            };
-            if let Some(Resp::Array(Some(keys))) = it.next() {
-                for k in keys {
-                    if let Resp::Bulk(Some(k)) = k {
-                        out.push(String::from_utf8_lossy(&k).into_owned());
-                    }
-                }
-            }
-            if cursor == "0" {
-                return Ok(out);
-            }
-        }
+        provision::redis::scan_keys(&mut self.conn, &pattern)
+            .await
+            .map_err(|e| format!("redis SCAN {pattern}: {e}"))
     }
 }
 
@@ -370,7 +362,7 @@ impl Fixture for CacheKeys {
         let Some((addr, prefix)) = target.redis() else {
             return Err(FixtureError::new("no Redis"));
         };
-        let conn = RedisConn::connect(addr).await.map_err(|e| {
+        let conn = provision::redis::connect(addr).await.map_err(|e| {
             FixtureError::new(format!("connecting to the target's Redis {addr}: {e}"))
         })?;
         Ok(CacheKeys {

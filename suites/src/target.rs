@@ -236,7 +236,7 @@ impl Target {
         let redis = match &file.storage.redis_url {
             None => None,
             Some(u) => Some((
-                fixtures::services::parse_redis_url(u).ok_or_else(|| {
+                provision::parse_redis_url(u).ok_or_else(|| {
                     auth_err(format!("storage.redis_url `{u}` is not redis://host:port"))
                 })?,
                 file.storage.redis_prefix.clone().unwrap_or_default(),

@@ -18,7 +18,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     eprintln!("[bench db] building the service probe (release)…");
     let probe = build_binary(
         &workspace_root(),
-        &["build", "-p", "fixtures", "--bin", "services-probe"],
+        &["build", "-p", "provision", "--bin", "services-probe"],
         "services-probe",
         "the service probe",
     )?;

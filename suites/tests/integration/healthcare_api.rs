@@ -2,7 +2,6 @@
 //! cache entries the services wrote.
 
 use fixtures::Scenario;
-use fixtures::services::Resp;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use suites::{CacheKeys, Rows, Target};
@@ -86,13 +85,11 @@ async fn intake_and_visit_leave_the_rows_and_the_cached_answer(
         &s.visit.date_of_service.to_string(),
         &procs,
     ));
-    match cache.cmd(&["PTTL", &key]).await.expect("PTTL") {
-        Resp::Int(ms) => assert!(
-            ms > 0 && ms <= 300_000,
-            "eligibility cached with TTL {ms} ms"
-        ),
-        other => panic!("PTTL {key}: {other:?}"),
-    }
+    let ms = cache.pttl_ms(&key).await.expect("PTTL");
+    assert!(
+        ms > 0 && ms <= 300_000,
+        "eligibility cached with TTL {ms} ms (PTTL {key})"
+    );
 }
 
 /// A patient read back through the API is the one registered; an unknown

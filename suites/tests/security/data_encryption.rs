@@ -3,7 +3,6 @@
 //! identities). Encryption in transit comes with TLS (the security issue).
 
 use fixtures::Scenario;
-use fixtures::services::Resp;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use suites::{CacheKeys, Target};
@@ -39,8 +38,8 @@ async fn the_cache_holds_no_phi_in_keys_or_values(
         if let Some(f) = phi::scan(key).first() {
             panic!("PHI in a Redis key: {f}");
         }
-        if let Resp::Bulk(Some(v)) = cache.cmd(&["GET", key]).await.unwrap_or(Resp::Bulk(None)) {
-            if let Some(f) = phi::scan(&String::from_utf8_lossy(&v)).first() {
+        if let Some(v) = cache.get(key).await.expect("GET") {
+            if let Some(f) = phi::scan(&v).first() {
                 panic!("PHI in the value of Redis key {key}: {f}");
             }
         }
