@@ -182,6 +182,8 @@ impl MeshConfig {
 struct Running {
     ctx: Arc<Ctx>,
     task: JoinHandle<()>,
+    /// Set to start a graceful shutdown.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 /// The six services, running.
@@ -254,7 +256,10 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
 /// The answer to a connection over the cap: written as is, then closed.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached; retry later\"}";
 
-/// Accepts connections until aborted; aborting drops every connection.
+/// Accepts connections until aborted (aborting drops every connection) or
+/// drained: when `drain` turns `true` the listener closes, each connection
+/// finishes the request it is serving and closes, and the task ends once
+/// all have (or `grace` has passed; the rest are dropped).
 /// Over `limits.max_connections`, a new connection gets a `503` and is
 /// closed; a client slower than `limits.header_read_timeout` to send its
 /// request head (or idle that long between requests) is disconnected.
@@ -264,6 +269,7 @@ fn serve(
     dispatch: tracing::Dispatch,
     metrics: Arc<ServiceMetrics>,
     limits: ServerLimits,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
@@ -272,6 +278,7 @@ fn serve(
             .header_read_timeout(limits.header_read_timeout);
         loop {
             tokio::select! {
+                _ = drain.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else {
                         // Out of descriptors, say: let the load pass.
@@ -287,7 +294,16 @@ fn serve(
                     let _ = stream.set_nodelay(true);
                     let svc = TowerToHyperService::new(app.clone());
                     let conn = http.serve_connection(TokioIo::new(stream), svc);
-                    conns.spawn(async move { let _ = conn.await; }.with_subscriber(dispatch.clone()));
+                    let mut stop = drain.clone();
+                    conns.spawn(async move {
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = &mut conn => return,
+                            _ = stop.wait_for(|d| *d) => {}
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }.with_subscriber(dispatch.clone()));
                     metrics.connections_open.store(conns.len() as u64, Ordering::Relaxed);
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {
@@ -295,8 +311,21 @@ fn serve(
                 }
             }
         }
+        drop(listener);
+        let grace = tokio::time::sleep(DRAIN_GRACE);
+        tokio::pin!(grace);
+        while !conns.is_empty() {
+            tokio::select! {
+                _ = conns.join_next() => {}
+                _ = &mut grace => break,
+            }
+        }
+        conns.abort_all();
     })
 }
+
+/// How long a draining service waits for its requests in flight.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 impl Mesh {
     /// Migrates every schema, binds the six services on loopback and starts
@@ -430,11 +459,19 @@ impl Mesh {
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!("{service} listening on http://{}", self.addrs[&service]);
         });
-        let task = serve(listener, app, dispatch, metrics, self.config.server);
+        let (drain, draining) = tokio::sync::watch::channel(false);
+        let task = serve(
+            listener,
+            app,
+            dispatch,
+            metrics,
+            self.config.server,
+            draining,
+        );
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(service, Running { ctx, task });
+            .insert(service, Running { ctx, task, drain });
         Ok(())
     }
 
@@ -458,7 +495,23 @@ impl Mesh {
         &self.config
     }
 
-    /// Stops `service`: its port closes and its connections drop.
+    /// Shuts `service` down gracefully, as a deploy would: its port closes
+    /// (new connections are refused), the requests in flight finish and
+    /// are answered (up to 5 s), then its connections close.
+    pub async fn shutdown(&self, service: Service) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&service);
+        if let Some(r) = running {
+            let _ = r.drain.send(true);
+            let _ = r.task.await;
+        }
+    }
+
+    /// Stops `service` at once, as a crash would: its port closes and its
+    /// connections drop, requests in flight unanswered.
     pub async fn stop(&self, service: Service) {
         let running = self
             .running

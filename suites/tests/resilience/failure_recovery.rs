@@ -175,3 +175,95 @@ async fn baseline_fault_breaker_degraded_heal_recovered(own: PrivateMesh, s: Sce
     visit(&api, &patient_id, &s).await;
     assert_eq!(health().await["status"], "healthy");
 }
+
+/// Billing shut down (gracefully, as a deploy does) and started again
+/// while four clients send visits: every visit is answered — `201`, or a
+/// `5xx` whose completed steps were all compensated — and nothing is left
+/// half-done: one claim row per successful visit (none for a failed one),
+/// and every verification not behind a successful visit is cancelled.
+/// Some visits failed while billing was away and some succeeded after it
+/// came back, or the test proved nothing.
+#[service_test(
+    resilience,
+    integration,
+    real_services,
+    services(healthcare_api, insurance, billing),
+    timeout = "60s"
+)]
+async fn a_service_restarted_under_traffic_leaves_nothing_half_done(own: PrivateMesh, s: Scenario) {
+    let mesh = own
+        .start(|c| {
+            c.client.retry.base = Duration::from_millis(5);
+            c.client.retry.max_delay = Duration::from_millis(20);
+            c.client.breaker.open_wait = Duration::from_millis(100);
+        })
+        .await
+        .expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let patient_id = intake(&api, &s).await;
+    let body = visit_body(&patient_id, &s);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (api, body, stop) = (api.clone(), body.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r =
+                        tokio::time::timeout(Duration::from_secs(10), api.post("/visits", &body))
+                            .await
+                            .expect("a visit was never answered")
+                            .expect("visit");
+                    answers.push(r);
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.shutdown(Service::BillingEngine).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    mesh.restart(Service::BillingEngine).await.expect("restart");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0i64, 0i64);
+    for c in clients {
+        for r in c.await.expect("client") {
+            match r.status {
+                201 => ok += 1,
+                502..=504 => {
+                    failed += 1;
+                    for c in r.body["compensations"].as_array().into_iter().flatten() {
+                        assert_eq!(c["outcome"], "completed", "{}", r.body);
+                    }
+                }
+                other => panic!("a visit answered {other}: {}", r.body),
+            }
+        }
+    }
+    assert!(failed > 0, "no visit failed while billing was away");
+    // The last visits, after the restart, go through.
+    visit(&api, &patient_id, &s).await;
+    ok += 1;
+    let db = sandbox::store::connect(&mesh.config().database_url)
+        .await
+        .expect("database");
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM billing.claims WHERE tenant = 't1' AND status <> 'cancelled'")
+            .await,
+        ok,
+        "one claim per successful visit ({ok}), none for the {failed} failed"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM insurance.verifications WHERE tenant = 't1' AND status = 'active'"
+        )
+        .await,
+        ok,
+        "every verification not behind a successful visit is cancelled"
+    );
+}
