@@ -187,9 +187,24 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
         } else {
             format!(" ({})", reasons.join(", "))
         };
+        // What the service's tests cover, by marker, with how many each.
+        let mut covers: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in ls {
+            for m in &l.markers {
+                if m != "real_services" {
+                    *covers.entry(m.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let covers = if covers.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = covers.iter().map(|(m, n)| format!("{m} {n}")).collect();
+            format!("; covers {}", list.join(", "))
+        };
         let _ = writeln!(
             md,
-            "- {} {svc}: {}/{} tests passed{reasons}",
+            "- {} {svc}: {}/{} tests passed{reasons}{covers}",
             status(&c),
             c.passed + c.flaky,
             c.total
