@@ -336,6 +336,11 @@ impl ServiceClient {
         }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The breaker guarding calls to `target`.
     pub fn breaker(&self, target: Service) -> &CircuitBreaker {
         &self.breakers[&target]

@@ -160,6 +160,9 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     let (redis_addr, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis_addr);
     config.test_mode = test_mode;
+    if test_mode {
+        MeshConfig::test_mode_breakers(&mut config.client);
+    }
     config.echo_logs = true;
     config.redis_prefix = "sandbox:".into();
     let secret_from_env = std::env::var("SANDBOX_SECRET").ok();
@@ -185,7 +188,9 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
         "try: curl -s {api}/health\n     curl -s -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: {tenant}' {api}/patients/none"
     );
     if test_mode {
-        println!("test mode: POST /admin/faults and GET /admin/logs on every service");
+        println!(
+            "test mode: POST /admin/faults and GET /admin/logs on every service; breakers wait 2 s open"
+        );
     }
     let chaos = match chaos_api {
         Some(addr) => {

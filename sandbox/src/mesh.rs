@@ -133,6 +133,12 @@ fn nanos() -> u64 {
 }
 
 impl MeshConfig {
+    /// Test mode's breakers: open for 2 s instead of 30, so that a suite
+    /// can watch one recover in real time on a running mesh.
+    pub fn test_mode_breakers(client: &mut ClientConfig) {
+        client.breaker.open_wait = Duration::from_secs(2);
+    }
+
     /// Defaults on a database and a Redis: a fresh secret and key prefix,
     /// the real clock, test mode off.
     pub fn new(database_url: impl Into<String>, redis: SocketAddr) -> Self {
@@ -165,11 +171,15 @@ impl MeshConfig {
 
     /// Test mode on (the fault endpoint), jitter seeded with `seed`, two
     /// connections per service's pool (many test meshes share one
-    /// PostgreSQL and its connection limit).
+    /// PostgreSQL and its connection limit), and breakers that wait 2 s
+    /// open (see [`MeshConfig::test_mode_breakers`]).
     pub fn for_tests(database_url: impl Into<String>, redis: SocketAddr, seed: u64) -> Self {
+        let mut client = ClientConfig::default();
+        Self::test_mode_breakers(&mut client);
         MeshConfig {
             test_mode: true,
             seed,
+            client,
             pool: PoolConfig {
                 max_size: 2,
                 ..PoolConfig::default()
@@ -233,7 +243,9 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
     } else {
         own.route("/health", get(service::health))
     };
-    r = r.route("/metrics", get(service::metrics));
+    r = r
+        .route("/metrics", get(service::metrics))
+        .route("/config", get(service::config));
     if test_mode {
         r = r
             .route(

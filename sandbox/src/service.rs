@@ -503,6 +503,54 @@ pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// `GET /config`: the service's effective configuration — its client's
+/// breaker, retry, timeouts and bulkhead, its pool, its TTLs — with the
+/// secret redacted (only its length shown), and a SHA-256 `hash` of the
+/// rest, so two services (or two runs) can be compared at a glance.
+pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
+    use sha2::{Digest, Sha256};
+    let c = ctx.client.config();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let pool = ctx.db.config();
+    let mut body = json!({
+        "service": ctx.service.name(),
+        "client": {
+            "breaker": {
+                "window_size": c.breaker.window_size,
+                "failure_rate_threshold": c.breaker.failure_rate_threshold,
+                "minimum_calls": c.breaker.minimum_calls,
+                "open_wait_ms": ms(c.breaker.open_wait),
+                "half_open_calls": c.breaker.half_open_calls,
+            },
+            "retry": {
+                "max_attempts": c.retry.max_attempts,
+                "base_ms": ms(c.retry.base),
+                "max_delay_ms": ms(c.retry.max_delay),
+            },
+            "attempt_timeout_ms": ms(c.attempt_timeout),
+            "call_timeout_ms": ms(c.call_timeout),
+            "token_ttl_ms": ms(c.token_ttl),
+            "bulkhead": {
+                "max_concurrent": c.bulkhead.max_concurrent,
+                "max_wait_ms": ms(c.bulkhead.max_wait),
+            },
+        },
+        "database_pool": {
+            "max_size": pool.max_size,
+            "wait_ms": ms(pool.wait),
+            "connect_ms": ms(pool.connect),
+            "query_ms": ms(pool.query),
+        },
+        "eligibility_ttl_ms": ms(ctx.settings.eligibility_ttl),
+        "idempotency_ttl_ms": ms(ctx.settings.idempotency_ttl),
+        "log_redaction": true,
+    });
+    let hash = Sha256::digest(body.to_string().as_bytes());
+    body["secret"] = json!(format!("[redacted: {} bytes]", ctx.settings.secret.len()));
+    body["hash"] = json!(hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    axum::Json(body)
+}
+
 /// `GET /admin/logs` (test mode): the mesh's log lines so far, redacted,
 /// as `{"lines": [...]}`.
 pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {

@@ -235,6 +235,11 @@ impl Db {
         .is_ok_and(|r| r.is_some())
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
     /// The pool's state now.
     pub fn status(&self) -> PoolStatus {
         let s = self.pool.status();

@@ -236,6 +236,68 @@ impl Fixture for Toxics {
     }
 }
 
+/// The API's breaker settings as its `GET /config` states them, for tests
+/// that trip a breaker and watch it recover in real time. Needs fault
+/// injection; skips the test when the breaker waits open longer than
+/// [`Breakers::MAX_WAIT`] (`sandbox up --test-mode` waits 2 s).
+pub struct Breakers {
+    /// Calls in the sliding window.
+    pub window_size: u64,
+    /// Calls before a rate is judged.
+    pub minimum_calls: u64,
+    /// Opens at this failure rate, in percent.
+    pub failure_rate_threshold: f64,
+    /// How long it stays open before a probe.
+    pub open_wait: Duration,
+    /// Successful probes that close it.
+    pub half_open_calls: u64,
+}
+
+impl Breakers {
+    /// The longest wait a test sits through.
+    pub const MAX_WAIT: Duration = Duration::from_secs(10);
+}
+
+impl Fixture for Breakers {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::Faults).await?;
+        let api = target.client(Service::HealthcareApi, "config-reader");
+        let r = api
+            .get("/config")
+            .await
+            .map_err(|e| FixtureError::new(format!("healthcare-api GET /config: {e}")))?;
+        if r.status != 200 {
+            return Err(FixtureError::new(format!(
+                "healthcare-api GET /config answered {}: {}",
+                r.status, r.body
+            )));
+        }
+        let b = &r.body["client"]["breaker"];
+        let num = |k: &str| {
+            b[k].as_f64().ok_or_else(|| {
+                FixtureError::new(format!(
+                    "healthcare-api /config: no client.breaker.{k} in {b}"
+                ))
+            })
+        };
+        let open_wait = Duration::from_millis(num("open_wait_ms")? as u64);
+        if open_wait > Self::MAX_WAIT {
+            return Err(FixtureError::skip(format!(
+                "target `{}`: the API's breakers wait {open_wait:?} open, too long to watch in real time (at most {:?}; `sandbox up --test-mode` waits 2 s)",
+                target.name(),
+                Self::MAX_WAIT
+            )));
+        }
+        Ok(Breakers {
+            window_size: num("window_size")? as u64,
+            minimum_calls: num("minimum_calls")? as u64,
+            failure_rate_threshold: num("failure_rate_threshold")?,
+            open_wait,
+            half_open_calls: num("half_open_calls")? as u64,
+        })
+    }
+}
+
 /// The services' log lines (redacted by the services before they are kept).
 pub struct Logs {
     target: Arc<Target>,

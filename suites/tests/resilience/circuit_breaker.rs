@@ -8,11 +8,11 @@ use fixtures::Scenario;
 use harness::service_test;
 use sandbox::breaker::{BreakerConfig, BreakerState};
 use sandbox::clock::ManualClock;
-use sandbox::{Answer, FaultPlan, Service};
+use sandbox::{Answer, FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::PrivateMesh;
+use suites::{Breakers, Faults, PrivateMesh, Target};
 
-use crate::common::{intake, observed, visit_body};
+use crate::common::{intake, observed, visit, visit_body};
 
 /// The API's breaker for billing on an injected clock: closed → open after
 /// the failure rate reaches the threshold (calls then refused without
@@ -399,4 +399,117 @@ async fn circuit_breaker_for_doctor(own: PrivateMesh, s: Scenario) {
         },
     )
     .await;
+}
+
+/// The API's breaker for billing on the target itself, in real time: the
+/// test tenant's claims fail (`500`) until `/health` shows the breaker
+/// open; the next visit is refused at once with `503` and billing counts
+/// no new fault (the call never reached it); healed, after the breaker's
+/// wait (from `/config`) the probe visits succeed and the breaker is
+/// closed. The
+/// breaker is shared by every tenant: the test runs alone.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    exclusive,
+    real_services,
+    services(healthcare_api, billing),
+    timeout = "60s"
+)]
+async fn the_billing_breaker_trips_and_recovers_in_real_time(
+    target: &Target,
+    faults: Faults,
+    breakers: Breakers,
+    tenant: Tenant,
+    s: Scenario,
+) -> Result<(), String> {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let breaker = || async {
+        let h = api.get("/health").await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            h.body["dependencies"]["billing-engine"]["circuit_breaker"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        )
+    };
+    let patient_id = intake(&api, &s).await;
+    visit(&api, &patient_id, &s).await;
+    faults
+        .inject(
+            Service::BillingEngine,
+            &FaultPlan {
+                fail_next: 10_000,
+                status: Some(500),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/claims".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await?;
+    let body = visit_body(&patient_id, &s);
+    let mut failed = 0;
+    while breaker().await? != "open" {
+        if failed > breakers.window_size + breakers.minimum_calls {
+            return Err(format!(
+                "the breaker did not open after {failed} failed visits (window {}, threshold {} %)",
+                breakers.window_size, breakers.failure_rate_threshold
+            ));
+        }
+        let r = api
+            .post("/visits", &body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status != 502 {
+            return Err(format!(
+                "a visit while claims fail answered {}: {}",
+                r.status, r.body
+            ));
+        }
+        failed += 1;
+    }
+    let injected = || target.metric(Service::BillingEngine, "faults_injected_total", &[]);
+    let before = injected().await?;
+    let started = Instant::now();
+    let refused = api
+        .post("/visits", &body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    if refused.status != 503 {
+        return Err(format!(
+            "with the breaker open a visit answered {}: {}",
+            refused.status, refused.body
+        ));
+    }
+    if took > Duration::from_secs(1) {
+        return Err(format!("the refusal took {took:?}: not a fast fail"));
+    }
+    if injected().await? != before {
+        return Err("the refused call reached billing".into());
+    }
+    faults.clear(Service::BillingEngine, &tenant).await?;
+    tokio::time::sleep(breakers.open_wait + Duration::from_millis(100)).await;
+    // Half-open: the probes (as many as the breaker asks) succeed; closed.
+    for n in 0..breakers.half_open_calls.max(1) {
+        let probe = api
+            .post("/visits", &body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if probe.status != 201 {
+            return Err(format!(
+                "after the wait, probe visit {} answered {}: {}",
+                n + 1,
+                probe.status,
+                probe.body
+            ));
+        }
+    }
+    match breaker().await?.as_str() {
+        "closed" => Ok(()),
+        other => Err(format!(
+            "after {} successful probes the breaker is {other}",
+            breakers.half_open_calls
+        )),
+    }
 }
