@@ -507,16 +507,18 @@ impl Mesh {
         &self.config
     }
 
+    fn take_running(&self, service: Service) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&service)
+    }
+
     /// Shuts `service` down gracefully, as a deploy would: its port closes
     /// (new connections are refused), the requests in flight finish and
     /// are answered (up to 5 s), then its connections close.
     pub async fn shutdown(&self, service: Service) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&service);
-        if let Some(r) = running {
+        if let Some(r) = self.take_running(service) {
             let _ = r.drain.send(true);
             let _ = r.task.await;
         }
@@ -525,12 +527,7 @@ impl Mesh {
     /// Stops `service` at once, as a crash would: its port closes and its
     /// connections drop, requests in flight unanswered.
     pub async fn stop(&self, service: Service) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&service);
-        if let Some(r) = running {
+        if let Some(r) = self.take_running(service) {
             r.task.abort();
             let _ = r.task.await;
         }

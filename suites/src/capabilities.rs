@@ -148,14 +148,7 @@ impl Toxics {
     /// The toxics on the proxy in front of `service`.
     pub async fn list(&self, service: Service) -> Result<Vec<Value>, String> {
         let url = format!("{}/proxies/{}/toxics", self.api, self.proxy(service)?);
-        let r = self
-            .target
-            .http()
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let body: Value = r.json().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body = self.target.get_json(&url).await?;
         Ok(body.as_array().cloned().unwrap_or_default())
     }
 
@@ -310,14 +303,7 @@ impl Logs {
             return Ok(mesh.logs());
         }
         let url = format!("{}/admin/logs", self.target.url(Service::HealthcareApi));
-        let r = self
-            .target
-            .http()
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let body: Value = r.json().await.map_err(|e| format!("{url}: {e}"))?;
+        let body = self.target.get_json(&url).await?;
         Ok(body["lines"]
             .as_array()
             .map(|a| {

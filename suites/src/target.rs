@@ -483,6 +483,18 @@ impl Target {
         self.chaos().await.ok()
     }
 
+    /// `GET url` with the target's client, its body as JSON; errors name
+    /// the URL.
+    pub async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let r = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        r.json().await.map_err(|e| format!("GET {url}: {e}"))
+    }
+
     /// `GET /metrics` of `service`, as text.
     pub async fn metrics_text(&self, service: Service) -> Result<String, String> {
         let r = self

@@ -73,15 +73,7 @@ async fn every_url_is_the_service_it_is_declared_for(target: &Target) -> Result<
 /// A chaos proxy's `listen` and `upstream`, from the Toxiproxy API.
 async fn proxy_view(target: &Target, api: &str, name: &str) -> Result<(String, String), String> {
     let url = format!("{api}/proxies/{name}");
-    let view: Value = target
-        .http()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let view = target.get_json(&url).await?;
     let field = |k: &str| {
         view[k]
             .as_str()

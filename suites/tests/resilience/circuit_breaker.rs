@@ -284,121 +284,48 @@ async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
     assert_eq!(mesh.breaker_state(dependency), Some(BreakerState::Closed));
 }
 
-/// Insurance verification's breaker: visits fail fast while it is open;
-/// analytics reads keep their SLO.
-#[service_test(
-    resilience,
-    circuit_breaker,
-    real_services,
-    services(healthcare_api, insurance),
-    timeout = "30s"
-)]
-async fn circuit_breaker_for_insurance(own: PrivateMesh, s: Scenario) {
-    breaker_cycle(
-        own,
-        s,
-        BreakerCase {
-            dependency: Service::InsuranceVerification,
-            needs: Route::Visit,
-            fault_path: "/verify",
-            unrelated: Route::Analytics,
-        },
-    )
-    .await;
+/// One `circuit_breaker_for_<dependency>` test per dependency, each naming
+/// its service (so the report's service table shows one per dependency).
+macro_rules! breaker_tests {
+    ($($(#[doc = $doc:literal])* $name:ident: $svc:ident, $dependency:ident, $needs:ident, $path:literal, $unrelated:ident;)*) => {$(
+        $(#[doc = $doc])*
+        #[service_test(
+            resilience,
+            circuit_breaker,
+            real_services,
+            services(healthcare_api, $svc),
+            timeout = "30s"
+        )]
+        async fn $name(own: PrivateMesh, s: Scenario) {
+            let case = BreakerCase {
+                dependency: Service::$dependency,
+                needs: Route::$needs,
+                fault_path: $path,
+                unrelated: Route::$unrelated,
+            };
+            breaker_cycle(own, s, case).await;
+        }
+    )*};
 }
 
-/// The billing engine's breaker: visits fail fast (the verification is
-/// compensated) while it is open; analytics reads keep their SLO.
-#[service_test(
-    resilience,
-    circuit_breaker,
-    real_services,
-    services(healthcare_api, billing),
-    timeout = "30s"
-)]
-async fn circuit_breaker_for_billing(own: PrivateMesh, s: Scenario) {
-    breaker_cycle(
-        own,
-        s,
-        BreakerCase {
-            dependency: Service::BillingEngine,
-            needs: Route::Visit,
-            fault_path: "/claims",
-            unrelated: Route::Analytics,
-        },
-    )
-    .await;
-}
-
-/// The compliance monitor's breaker: audit reads fail fast while it is
-/// open; visits still complete within their SLO (their audit events are
-/// best effort).
-#[service_test(
-    resilience,
-    circuit_breaker,
-    real_services,
-    services(healthcare_api, compliance),
-    timeout = "30s"
-)]
-async fn circuit_breaker_for_compliance(own: PrivateMesh, s: Scenario) {
-    breaker_cycle(
-        own,
-        s,
-        BreakerCase {
-            dependency: Service::ComplianceMonitor,
-            needs: Route::Audit,
-            fault_path: "/audit",
-            unrelated: Route::Visit,
-        },
-    )
-    .await;
-}
-
-/// Business intelligence's breaker: analytics reads fail fast while it is
-/// open; visits still complete within their SLO (analytics is best
-/// effort).
-#[service_test(
-    resilience,
-    circuit_breaker,
-    real_services,
-    services(healthcare_api, bi),
-    timeout = "30s"
-)]
-async fn circuit_breaker_for_bi(own: PrivateMesh, s: Scenario) {
-    breaker_cycle(
-        own,
-        s,
-        BreakerCase {
-            dependency: Service::BusinessIntelligence,
-            needs: Route::Analytics,
-            fault_path: "/aggregates",
-            unrelated: Route::Visit,
-        },
-    )
-    .await;
-}
-
-/// Doctor personalisation's breaker: preference reads fail fast while it
-/// is open; visits keep their SLO.
-#[service_test(
-    resilience,
-    circuit_breaker,
-    real_services,
-    services(healthcare_api, doctor),
-    timeout = "30s"
-)]
-async fn circuit_breaker_for_doctor(own: PrivateMesh, s: Scenario) {
-    breaker_cycle(
-        own,
-        s,
-        BreakerCase {
-            dependency: Service::DoctorPersonalization,
-            needs: Route::DoctorPreferences,
-            fault_path: "/doctors",
-            unrelated: Route::Visit,
-        },
-    )
-    .await;
+breaker_tests! {
+    /// Insurance verification's breaker: visits fail fast while it is open;
+    /// analytics reads keep their SLO.
+    circuit_breaker_for_insurance: insurance, InsuranceVerification, Visit, "/verify", Analytics;
+    /// The billing engine's breaker: visits fail fast (the verification is
+    /// compensated) while it is open; analytics reads keep their SLO.
+    circuit_breaker_for_billing: billing, BillingEngine, Visit, "/claims", Analytics;
+    /// The compliance monitor's breaker: audit reads fail fast while it is
+    /// open; visits still complete within their SLO (their audit events are
+    /// best effort).
+    circuit_breaker_for_compliance: compliance, ComplianceMonitor, Audit, "/audit", Visit;
+    /// Business intelligence's breaker: analytics reads fail fast while it
+    /// is open; visits still complete within their SLO (analytics is best
+    /// effort).
+    circuit_breaker_for_bi: bi, BusinessIntelligence, Analytics, "/aggregates", Visit;
+    /// Doctor personalisation's breaker: preference reads fail fast while
+    /// it is open; visits keep their SLO.
+    circuit_breaker_for_doctor: doctor, DoctorPersonalization, DoctorPreferences, "/doctors", Visit;
 }
 
 /// The API's breaker for billing on the target itself, in real time: the
