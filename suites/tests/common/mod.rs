@@ -6,6 +6,20 @@ use fixtures::Scenario;
 use sandbox::{Answer, MeshClient};
 use serde_json::{Value, json};
 
+/// A chaos proxy in front of `service` of a private mesh, in the mesh's
+/// route to it; its fault draws seeded with `seed`.
+pub async fn behind_proxy(
+    mesh: &sandbox::Mesh,
+    service: sandbox::Service,
+    seed: u64,
+) -> traffic::chaos::ChaosProxy {
+    let proxy = traffic::chaos::ChaosProxy::start_seeded(mesh.addr(service), seed)
+        .await
+        .expect("proxy");
+    mesh.route(service, proxy.addr()).expect("route");
+    proxy
+}
+
 /// Registers the scenario's patient at the API; returns the patient id.
 pub async fn intake(api: &MeshClient, s: &Scenario) -> String {
     let r = api

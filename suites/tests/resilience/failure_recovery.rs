@@ -8,9 +8,9 @@ use harness::service_test;
 use sandbox::Service;
 use serde_json::json;
 use suites::PrivateMesh;
-use traffic::chaos::{ChaosProxy, Fault, FaultKind};
+use traffic::chaos::{Fault, FaultKind};
 
-use crate::common::{intake, visit, visit_body};
+use crate::common::{behind_proxy, intake, visit, visit_body};
 
 /// Stop billing: the API's `/health` reports it unreachable and degraded, a
 /// visit fails and is compensated; restart it on the same port: healthy
@@ -67,11 +67,7 @@ async fn a_resetting_link_to_insurance_fails_the_first_step_cleanly(own: Private
         .start(|c| c.client.retry.base = Duration::from_millis(5))
         .await
         .expect("mesh");
-    let proxy = ChaosProxy::start(mesh.addr(Service::InsuranceVerification))
-        .await
-        .expect("proxy");
-    mesh.route(Service::InsuranceVerification, proxy.addr())
-        .expect("route");
+    let proxy = behind_proxy(&mesh, Service::InsuranceVerification, 0x5eed).await;
     let api = mesh.client(Service::HealthcareApi, "t1");
     let patient_id = intake(&api, &s).await;
     let reset = proxy.add(Fault::new(FaultKind::Reset {
@@ -118,11 +114,7 @@ async fn baseline_fault_breaker_degraded_heal_recovered(own: PrivateMesh, s: Sce
         })
         .await
         .expect("mesh");
-    let proxy = ChaosProxy::start(mesh.addr(Service::BillingEngine))
-        .await
-        .expect("proxy");
-    mesh.route(Service::BillingEngine, proxy.addr())
-        .expect("route");
+    let proxy = behind_proxy(&mesh, Service::BillingEngine, 0x5eed).await;
     let api = mesh.client(Service::HealthcareApi, "t1");
     let health = || async { api.get("/health").await.expect("health").body };
 

@@ -9,18 +9,9 @@ use fixtures::Scenario;
 use harness::service_test;
 use sandbox::{Mesh, Service};
 use suites::PrivateMesh;
-use traffic::chaos::{ChaosProxy, Direction, Fault, FaultKind};
+use traffic::chaos::{Direction, Fault, FaultKind};
 
-use crate::common::{intake, observed, visit, visit_body};
-
-/// A proxy in front of `service`, in the mesh's route to it.
-async fn behind_proxy(mesh: &Mesh, service: Service, seed: u64) -> ChaosProxy {
-    let proxy = ChaosProxy::start_seeded(mesh.addr(service), seed)
-        .await
-        .expect("proxy");
-    mesh.route(service, proxy.addr()).expect("route");
-    proxy
-}
+use crate::common::{behind_proxy, intake, observed, visit, visit_body};
 
 /// Claim rows of `tenant` in billing's table.
 async fn claims_of(mesh: &Mesh, tenant: &str) -> i64 {

@@ -15,9 +15,9 @@ use sandbox::retry::RetryPolicy;
 use sandbox::{FaultPlan, Mesh, Service, Tenant};
 use serde_json::json;
 use suites::{Faults, PrivateMesh, Target};
-use traffic::chaos::{ChaosProxy, Fault, FaultKind};
+use traffic::chaos::{Fault, FaultKind};
 
-use crate::common::{intake, saga_trail, visit, visit_body};
+use crate::common::{behind_proxy, intake, saga_trail, visit, visit_body};
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
 /// claim call carries an idempotency key, so it is retried and the visit
@@ -282,11 +282,7 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(own: PrivateMesh, s
         })
         .await
         .expect("mesh");
-    let proxy = ChaosProxy::start(mesh.addr(Service::BillingEngine))
-        .await
-        .expect("proxy");
-    mesh.route(Service::BillingEngine, proxy.addr())
-        .expect("route");
+    let proxy = behind_proxy(&mesh, Service::BillingEngine, 0x5eed).await;
     let api = mesh.client(Service::HealthcareApi, "t1");
     let patient_id = intake(&api, &s).await;
     let slow = proxy.add(Fault::new(FaultKind::Latency {
