@@ -3,14 +3,18 @@
 //! capture is scanned for PHI afterwards; a failing test's capture is shown
 //! with its failure, redacted.
 //!
-//! The harness installs a global `tracing` subscriber that only records
-//! into the running test's capture. If the binary installed its own
-//! subscriber first, nothing is captured and a warning says so. Events from
-//! tasks a test spawns itself, or from servers running in their own tasks,
-//! are not the test's; servers redact their own logs.
+//! The harness installs a global `tracing` subscriber and a `log` logger
+//! that only record into the running test's capture. If the binary
+//! installed its own first, that source is not captured: a warning says so
+//! and [`installed`] reports it, so that `phi_safe` fails closed rather
+//! than pass on what it could not see. Events from tasks a test spawns
+//! itself, or from servers running in their own tasks, are not the test's
+//! (an isolated test's process output covers those); servers redact their
+//! own logs.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError};
 
 use tracing::field::{Field, Visit};
@@ -29,14 +33,64 @@ thread_local! {
     static SYNC_CAPTURE: RefCell<Option<Lines>> = const { RefCell::new(None) };
 }
 
-/// Installs the capturing subscriber once per process.
+static TRACING: AtomicBool = AtomicBool::new(false);
+static LOG: AtomicBool = AtomicBool::new(false);
+
+/// Installs the capturing `tracing` subscriber and `log` logger once per
+/// process.
 pub(crate) fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if tracing_subscriber::registry().with(CaptureLayer).try_init().is_err() {
-            eprintln!("warning: a tracing subscriber was already installed; phi_safe tests cannot see tracing events");
+        if tracing_subscriber::registry().with(CaptureLayer).try_init().is_ok() {
+            TRACING.store(true, Ordering::Relaxed);
+        } else {
+            eprintln!("warning: a tracing subscriber was already installed; phi_safe tests cannot see tracing events and will fail");
+        }
+        if log::set_logger(&CaptureLogger).is_ok() {
+            log::set_max_level(log::LevelFilter::Trace);
+            LOG.store(true, Ordering::Relaxed);
+        } else {
+            eprintln!("warning: a `log` logger was already installed; phi_safe tests cannot see log records and will fail");
         }
     });
+}
+
+/// What could not be captured, if anything (`None`: `tracing` events and
+/// `log` records both are).
+pub(crate) fn not_installed() -> Option<&'static str> {
+    match (TRACING.load(Ordering::Relaxed), LOG.load(Ordering::Relaxed)) {
+        (true, true) => None,
+        (false, true) => Some("tracing events (another subscriber was installed first)"),
+        (true, false) => Some("log records (another logger was installed first)"),
+        (false, false) => Some(
+            "tracing events and log records (another subscriber and logger were installed first)",
+        ),
+    }
+}
+
+/// Records `log` records into the running test's capture, as the
+/// `tracing` layer does events.
+struct CaptureLogger;
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let Some(lines) = current() else { return };
+        lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!(
+                "{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+    }
+
+    fn flush(&self) {}
 }
 
 /// The capture of the test running on this task or thread.

@@ -387,17 +387,7 @@ async fn run_attempt(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let outcome = match (
-        def.has_marker("phi_safe"),
-        crate::capture::phi_findings(&lines),
-    ) {
-        (true, Some(leak)) => match outcome {
-            Outcome::Passed => Outcome::Failed(leak),
-            Outcome::Failed(m) => Outcome::Failed(format!("{m}\n{leak}")),
-            other => other,
-        },
-        _ => outcome,
-    };
+    let outcome = crate::guards::judge_events(def, outcome, &lines);
     let outcome = match outcome {
         Outcome::Failed(m) if !lines.is_empty() => {
             Outcome::Failed(format!("{m}\n{}", captured_tail(&lines)))

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fixture::{Fixture, FixtureCx, FixtureError};
-
 /// One recorded figure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
@@ -97,10 +95,4 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-impl Fixture for Metrics {
-    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
-        Ok(cx.metrics())
-    }
 }

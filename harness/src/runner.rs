@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
-use libtest_mimic::{Completion, Failed, Trial};
+use libtest_mimic::Trial;
 use tokio::sync::oneshot;
 
 use crate::cli::Cli;
@@ -186,7 +186,7 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         seed,
         recent: HashMap::new(),
         sink: None,
-        progress: crate::progress::Progress::disabled(),
+        progress: crate::report::console::Progress::disabled(),
     };
     let runtime = match start_in_process() {
         Ok(rt) => rt,
@@ -363,24 +363,6 @@ struct Job {
     tx: oneshot::Sender<TestRecord>,
 }
 
-/// `--durations N`: the N slowest tests, slowest first.
-fn print_durations(records: &[TestRecord], n: usize) {
-    let mut by_time: Vec<&TestRecord> = records
-        .iter()
-        .filter(|r| !matches!(r.outcome, Outcome::Skipped(_) | Outcome::NotRun(_)))
-        .collect();
-    by_time.sort_by(|a, b| b.duration.cmp(&a.duration).then(a.name.cmp(&b.name)));
-    eprintln!("\nslowest {} test(s):", n.min(by_time.len()));
-    for r in by_time.into_iter().take(n) {
-        eprintln!(
-            "  {:>9.3}s  {}  {}",
-            r.duration.as_secs_f64(),
-            r.outcome.label(),
-            r.name
-        );
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_selected(
     cli: &Cli,
@@ -411,7 +393,8 @@ fn run_selected(
         .into_iter()
         .map(|(name, def)| {
             let (tx, rx) = oneshot::channel::<TestRecord>();
-            let trial = trial_waiting_for(name.clone(), seed, rx).with_ignored_flag(def.ignored);
+            let trial = crate::report::console::trial_waiting_for(name.clone(), seed, rx)
+                .with_ignored_flag(def.ignored);
             let policy = job_policy(cli, config, def, one_at_a_time);
             (
                 trial,
@@ -497,7 +480,7 @@ fn run_selected(
             .map(|j| (j.name.clone(), history.recent(&j.name)))
             .collect(),
         sink: reporting.map(|r| r.sink),
-        progress: crate::progress::Progress::new(jobs.len()),
+        progress: crate::report::console::Progress::new(jobs.len()),
     };
     for (name, def) in &ignored {
         stream.ignored(name, def);
@@ -518,7 +501,7 @@ fn run_selected(
                 .filter(|j| {
                     isolation == crate::config::Isolation::Process
                         || j.def.isolated
-                        || j.def.has_marker("phi_safe")
+                        || crate::guards::needs_isolation(j.def)
                 })
                 .map(|j| j.name.clone())
                 .collect(),
@@ -600,7 +583,7 @@ fn run_selected(
         }
     }
     if let Some(n) = cli.durations.filter(|n| *n > 0) {
-        print_durations(&records, n);
+        crate::report::console::print_durations(&records, n);
     }
     let slow = records.iter().filter(|r| r.slow).count();
     if slow > 0 {
@@ -662,27 +645,6 @@ fn start_in_process() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The `phi_safe` guard on what an isolated test's process printed (its
-/// stdout and stderr, its threads' and tasks' too): PHI there fails the
-/// test, whatever its own outcome was, and the message shows it redacted.
-/// The scan here knows PHI by its patterns; values registered as canaries
-/// live in the worker, which scans its `tracing` events against them.
-fn phi_safe_output(record: &mut TestRecord) {
-    let Some(output) = &record.output else {
-        return;
-    };
-    let lines: Vec<String> = output.lines().map(str::to_string).collect();
-    let Some(leak) = crate::capture::phi_findings(&lines) else {
-        return;
-    };
-    let leak = format!("{leak}\n(in what the test printed to stdout/stderr)");
-    record.outcome = match std::mem::replace(&mut record.outcome, Outcome::Passed) {
-        Outcome::Passed => Outcome::Failed(leak),
-        Outcome::Skipped(m) | Outcome::NotRun(m) => Outcome::Skipped(m),
-        other => Outcome::Failed(format!("{}\n{leak}", other.message().unwrap_or_default())),
-    };
-}
-
 /// Runs the jobs in supervised worker processes (see [`crate::supervisor`]),
 /// streaming each record to the console, the reports and the progress line.
 fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream) -> Ran {
@@ -693,9 +655,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
     let mut last_failure: Option<String> = None;
     let ended = crate::supervisor::run(plan, &mut |mut record| {
         if let Some(job) = waiting.remove(&record.name) {
-            if job.def.has_marker("phi_safe") {
-                phi_safe_output(&mut record);
-            }
+            crate::guards::judge_output(job.def, &mut record);
             if record.outcome.is_failure() {
                 last_failure = Some(record.name.clone());
             }
@@ -743,7 +703,7 @@ struct Stream {
     seed: u64,
     recent: HashMap<String, Vec<crate::execute::OutcomeLabel>>,
     sink: Option<JsonlSink>,
-    progress: crate::progress::Progress,
+    progress: crate::report::console::Progress,
 }
 
 impl Stream {
@@ -912,56 +872,4 @@ async fn supervise(
     }
     stream.progress.clear();
     (records, failures)
-}
-
-/// A libtest-mimic trial whose body waits for the scheduler's result.
-fn trial_waiting_for(name: String, seed: u64, rx: oneshot::Receiver<TestRecord>) -> Trial {
-    let test_name = name.clone();
-    Trial::ignorable_test(name, move || {
-        let record = rx
-            .blocking_recv()
-            .map_err(|_| Failed::from("harness bug: the scheduler dropped this test's result"))?;
-        if record.flaky {
-            eprintln!(
-                "FLAKY {test_name}: passed on attempt {} after: {}",
-                record.attempts,
-                phi::redact(&record.earlier_failures.join("; "))
-            );
-        }
-        let prefix = match &record.outcome {
-            Outcome::Passed => return Ok(Completion::Completed),
-            Outcome::Skipped(reason) | Outcome::NotRun(reason) => {
-                return Ok(Completion::ignored_with(phi::redact(reason)));
-            }
-            Outcome::Failed(_) => "failed",
-            Outcome::Error(_) => "error",
-            Outcome::TimedOut(_) => "timed out",
-            Outcome::Crashed(_) => "crashed",
-        };
-        // No PHI reaches the console unredacted, not even synthetic PHI.
-        let mut msg = format!(
-            "[{prefix}] {}",
-            phi::redact(&record.outcome.message().unwrap_or_default())
-        );
-        if !record.earlier_failures.is_empty() {
-            msg.push_str(&format!(
-                "\nall {} attempts failed; earlier: {}",
-                record.attempts,
-                phi::redact(&record.earlier_failures.join("; "))
-            ));
-        }
-        if let (Some(out), false) = (
-            &record.output,
-            matches!(record.outcome, Outcome::Crashed(_)),
-        ) {
-            msg.push_str(&format!(
-                "\ncaptured output (PHI redacted):\n{}",
-                phi::redact(out.trim_end())
-            ));
-        }
-        msg.push_str(&format!(
-            "\nseed: {seed} (reproduce: --seed {seed} --exact {test_name})"
-        ));
-        Err(Failed::from(msg))
-    })
 }

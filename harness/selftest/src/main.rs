@@ -469,6 +469,11 @@ mod phi_guard {
         tracing::info!(patient = "VASQUEZ-ORTIZ, QUENTIN", "claim rejected");
     }
 
+    #[service_test(phi_safe, broken)]
+    async fn logs_an_ssn_through_the_log_crate() {
+        log::info!("eligibility lookup for ssn 321-54-9876");
+    }
+
     #[service_test(phi_safe)]
     async fn clean_logs_pass() {
         tracing::info!(

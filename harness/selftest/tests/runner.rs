@@ -503,12 +503,24 @@ fn phi_safe_fails_a_test_that_logs_phi_and_redacts_it() {
         "QUENTIN",
         "219-09-9999",
         "987-65-4321",
+        "321-54-9876",
     ] {
         assert!(!both.contains(raw), "{raw} reached the console:\n{both}");
     }
     assert_eq!(r.outcome("phi_guard::logs_an_ssn"), "FAILED");
     assert_eq!(r.outcome("phi_guard::sync_logs_a_phone"), "FAILED");
     assert_eq!(r.outcome("phi_guard::logs_a_registered_name"), "FAILED");
+    assert_eq!(
+        r.outcome("phi_guard::logs_an_ssn_through_the_log_crate"),
+        "FAILED",
+        "a `log` record is scanned like a tracing event"
+    );
+    assert!(
+        r.stdout
+            .contains("INFO selftest::phi_guard: eligibility lookup for ssn [PHI:SSN]"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(r.outcome("phi_guard::clean_logs_pass"), "ok");
     assert_eq!(
         r.outcome("phi_guard::without_the_marker_logs_are_not_scanned"),
@@ -523,6 +535,22 @@ fn phi_safe_fails_a_test_that_logs_phi_and_redacts_it() {
         r.stdout
     );
     assert!(r.stdout.contains("captured log (1 lines, PHI redacted):\n  INFO selftest::phi_guard: about to reject [PHI:SSN]"), "{}", r.stdout);
+}
+
+#[service_test(unit, compliance)]
+fn phi_safe_fails_closed_when_the_capture_cannot_be_installed() {
+    let r = run_bin(OWN_SUBSCRIBER, &[], &[]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.outcome("logs_nothing_the_harness_could_see"), "FAILED");
+    assert_eq!(r.outcome("a_test_without_the_marker_is_unaffected"), "ok");
+    assert!(
+        r.stdout
+            .contains("phi_safe: cannot see the test's tracing events")
+            && r.stdout.contains("failing closed"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("123-45-6789") && !r.stderr.contains("123-45-6789"));
 }
 
 // ---- reports, sharding, history --------------------------------------------

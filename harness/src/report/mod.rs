@@ -14,6 +14,7 @@
 //! Messages pass through [`phi::redact`] before they are written anywhere.
 //! [`write_reports`] and [`read_dir`] are what `cargo xtask report merge` uses.
 
+pub(crate) mod console;
 mod junit;
 mod markdown;
 
