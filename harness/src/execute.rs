@@ -154,7 +154,8 @@ impl TestRecord {
             duration: Duration::ZERO,
             metrics: Vec::new(),
             slow: false,
-            output: None,
+            stdout: None,
+            stderr: None,
         }
     }
 
@@ -186,12 +187,15 @@ pub struct TestRecord {
     pub metrics: Vec<crate::metrics::Metric>,
     /// Ran past its slow-timeout (shown `SLOW` while it ran).
     pub slow: bool,
-    /// What the test's process printed (stdout and stderr together), when
-    /// it ran in a process of its own (`--isolation process`,
+    /// What the test's process printed to its standard output, when it ran
+    /// in a process of its own (`--isolation process`,
     /// `#[service_test(isolated)]`, `phi_safe`). Shown redacted, and only
     /// when the test did not pass (or with `--nocapture`, live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
+    pub stdout: Option<String>,
+    /// What it printed to its standard error, as [`TestRecord::stdout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 /// How long a timed-out test's task gets to be dropped before the run goes
@@ -286,7 +290,8 @@ pub(crate) async fn run_test(
         duration: started.elapsed(),
         metrics,
         slow: was_slow,
-        output: None,
+        stdout: None,
+        stderr: None,
     }
 }
 

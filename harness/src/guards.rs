@@ -50,8 +50,7 @@ fn phi_safe_events(lines: &[String]) -> Option<String> {
 /// the worker, which judged the events against them).
 fn phi_safe_output(output: &str) -> Option<String> {
     let lines: Vec<String> = output.lines().map(str::to_string).collect();
-    crate::capture::phi_findings(&lines)
-        .map(|leak| format!("{leak}\n(in what the test printed to stdout/stderr)"))
+    crate::capture::phi_findings(&lines).map(|leak| format!("{leak}\n(in what the test printed)"))
 }
 
 fn guards_of(def: &TestDef) -> impl Iterator<Item = &'static Guard> + '_ {
@@ -88,15 +87,20 @@ pub(crate) fn judge_events(def: &TestDef, outcome: Outcome, lines: &[String]) ->
     })
 }
 
-/// The test's guards on what its process printed (isolated tests).
+/// The test's guards on what its process printed to stdout and stderr
+/// (isolated tests).
 pub(crate) fn judge_output(def: &TestDef, record: &mut TestRecord) {
-    let Some(output) = record.output.clone() else {
-        return;
-    };
+    let streams = [
+        ("stdout", record.stdout.clone()),
+        ("stderr", record.stderr.clone()),
+    ];
     for g in guards_of(def) {
-        if let Some(finding) = (g.on_output)(&output) {
-            let o = std::mem::replace(&mut record.outcome, Outcome::Passed);
-            record.outcome = fail_with(o, &finding);
+        for (stream, text) in &streams {
+            let Some(text) = text else { continue };
+            if let Some(finding) = (g.on_output)(text) {
+                let o = std::mem::replace(&mut record.outcome, Outcome::Passed);
+                record.outcome = fail_with(o, &format!("{finding} ({stream})"));
+            }
         }
     }
 }

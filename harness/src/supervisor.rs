@@ -21,7 +21,7 @@ use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -238,18 +238,87 @@ impl Tally<'_> {
     }
 }
 
-/// Runs one test in a worker of its own, its output captured (unless
-/// `plan.live_output`): its own record with the output attached if the
-/// process survives, [`Outcome::Crashed`] if it dies, killed past its
-/// timeout if it hangs.
+/// The most of each stream an isolated test's capture keeps (the end of it,
+/// past this).
+const CAPTURE_LIMIT: usize = 4 << 20;
+
+/// Where an isolated test's output goes while it runs: its stdout to a
+/// private file (mode 0600) the worker points file descriptor 1 at, its
+/// stderr through a pipe into memory.
+struct Capture {
+    stdout_file: std::path::PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+static CAPTURES: AtomicU64 = AtomicU64::new(0);
+
+impl Capture {
+    fn new() -> std::io::Result<Capture> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "service-test-stdout-{}-{}",
+            std::process::id(),
+            CAPTURES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Capture {
+            stdout_file: path,
+            stderr: Arc::default(),
+        })
+    }
+
+    /// The two streams, each at most [`CAPTURE_LIMIT`] (its end); the file
+    /// is removed.
+    fn finish(self) -> (String, String) {
+        let stdout = std::fs::read(&self.stdout_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.stdout_file);
+        let from = stdout.len().saturating_sub(CAPTURE_LIMIT);
+        let stdout = String::from_utf8_lossy(&stdout[from..]).into_owned();
+        let stderr =
+            std::mem::take(&mut *self.stderr.lock().unwrap_or_else(PoisonError::into_inner));
+        (stdout, stderr)
+    }
+}
+
+/// The last [`CRASH_TAIL`] lines of a stream, indented, under `title`.
+fn tail_of(title: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(CRASH_TAIL);
+    let mut t = format!("captured {title} (last {} lines):", lines.len() - from);
+    for l in &lines[from..] {
+        t.push_str("\n  ");
+        t.push_str(l);
+    }
+    t
+}
+
+/// Runs one test in a worker of its own, its stdout and stderr captured
+/// apart (unless `plan.live_output`): its own record with the output
+/// attached if the process survives, [`Outcome::Crashed`] if it dies,
+/// killed past its timeout if it hangs.
 fn run_alone(plan: &Plan, name: &str) -> TestRecord {
-    let output = (!plan.live_output).then(|| Arc::new(Mutex::new(VecDeque::new())));
+    let capture = if plan.live_output {
+        None
+    } else {
+        match Capture::new() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // Fail closed: a test whose output cannot be captured is
+                // not run with its output on the console.
+                return crashed(name, format!("cannot capture its output: {e}"));
+            }
+        }
+    };
     let mut record = None;
     let deadline = plan.timeouts.get(name).map(|t| *t + KILL_AFTER);
     let result = run_worker(
         plan,
         &[name.to_string()],
-        output.clone(),
+        capture.as_ref(),
         deadline,
         None,
         &mut |event| {
@@ -258,21 +327,9 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
             }
         },
     );
-    let captured = output.map(|o| {
-        let lines = o.lock().unwrap_or_else(PoisonError::into_inner);
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>()
-    });
+    let captured = capture.map(Capture::finish);
     let tail = || match &captured {
-        Some(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(CRASH_TAIL);
-            let mut t = format!("captured output (last {} lines):", lines.len() - from);
-            for l in &lines[from..] {
-                t.push_str("\n  ");
-                t.push_str(l);
-            }
-            t
-        }
+        Some((out, err)) => format!("{}\n{}", tail_of("stderr", err), tail_of("stdout", out)),
         None => "its output went to the console (--nocapture)".to_string(),
     };
     let mut record = match (result, record) {
@@ -294,7 +351,10 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
         },
         (Err(e), None) => crashed(name, format!("cannot start a worker process: {e}")),
     };
-    record.output = captured.filter(|t| !t.is_empty());
+    if let Some((out, err)) = captured {
+        record.stdout = Some(out).filter(|t| !t.is_empty());
+        record.stderr = Some(err).filter(|t| !t.is_empty());
+    }
     record
 }
 
@@ -363,7 +423,7 @@ enum WorkerEnd {
 fn run_worker(
     plan: &Plan,
     names: &[String],
-    capture: Option<Arc<Mutex<VecDeque<String>>>>,
+    capture: Option<&Capture>,
     deadline: Option<Duration>,
     started_map: Option<&std::path::Path>,
     on_event: &mut dyn FnMut(Event),
@@ -372,6 +432,9 @@ fn run_worker(
     let mut command = Command::new(exe);
     if let Some(map) = started_map {
         command.env(crate::worker::STARTED_MAP_ENV, map);
+    }
+    if let Some(c) = capture {
+        command.env(crate::worker::STDOUT_FILE_ENV, &c.stdout_file);
     }
     let mut child: Child = command
         .args(&plan.args)
@@ -402,15 +465,24 @@ fn run_worker(
         let _ = stdin.write_all(list.as_bytes());
     }
     let stderr_reader = match (capture, child.stderr.take()) {
-        (Some(keep), Some(stderr)) => Some(std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut k = keep.lock().unwrap_or_else(PoisonError::into_inner);
-                k.push_back(line);
-                if k.len() > CRASH_TAIL {
-                    k.pop_front();
+        (Some(c), Some(stderr)) => {
+            let keep = Arc::clone(&c.stderr);
+            Some(std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut k = keep.lock().unwrap_or_else(PoisonError::into_inner);
+                    k.push_str(&line);
+                    k.push('\n');
+                    if k.len() > 2 * CAPTURE_LIMIT {
+                        // Keep the end: a cut at a character boundary.
+                        let mut cut = k.len() - CAPTURE_LIMIT;
+                        while !k.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        k.drain(..cut);
+                    }
                 }
-            }
-        })),
+            }))
+        }
         _ => None,
     };
     let mut done = None;

@@ -67,13 +67,18 @@ unsafe impl Sync for StartedMap {}
 static STARTED: OnceLock<StartedMap> = OnceLock::new();
 static STARTED_PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
 
+/// Names the file an isolated test's standard output goes to.
+pub(crate) const STDOUT_FILE_ENV: &str = "SERVICE_TEST_STDOUT_FILE";
+
 /// Is this process a worker?
 pub(crate) fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some_and(|v| v == "1")
 }
 
 /// Takes standard output as the event channel and points file descriptor
-/// 1 at standard error. Also asks the kernel to kill this process when its
+/// 1 at the file the supervisor named in [`STDOUT_FILE_ENV`] (an isolated
+/// test: its stdout is captured apart from its stderr), else at standard
+/// error. Also asks the kernel to kill this process when its
 /// supervisor dies, so a worker (and the private instances it started)
 /// never outlives the run.
 ///
@@ -92,9 +97,30 @@ pub(crate) fn install() -> std::io::Result<()> {
     }
     // SAFETY: plain descriptor calls on this process's own descriptors 1
     // and 2; the duplicate is owned by the `File` from here on.
+    let stdout_file = std::env::var_os(STDOUT_FILE_ENV);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(STDOUT_FILE_ENV) };
+    // The test's own standard output: a file of the supervisor's (kept
+    // apart from standard error), else standard error.
+    let test_stdout = match stdout_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", std::path::Path::new(&path).display()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let channel = unsafe {
+        use std::os::fd::AsRawFd;
+        let target = test_stdout.as_ref().map_or(2, |f| f.as_raw_fd());
         let fd = libc::dup(1);
-        if fd < 0 || libc::dup2(2, 1) < 0 {
+        if fd < 0 || libc::dup2(target, 1) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         #[cfg(target_os = "linux")]

@@ -134,6 +134,42 @@ fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
     for text in &shown {
         assert!(ssn(text).is_none(), "an SSN is shown: {:?}", ssn(text));
     }
+    // stdout and stderr are captured apart: JUnit's system-out and
+    // system-err, the results' `stdout` and `stderr`.
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap_or_default();
+    let case = |name: &str| {
+        let at = junit.find(&format!("name=\"{name}\"")).unwrap_or(0);
+        let end = junit[at..]
+            .find("</testcase>")
+            .map_or(junit.len(), |e| at + e);
+        junit[at..end].to_string()
+    };
+    let printed = case("prints_a_generated_ssn");
+    assert!(
+        printed.contains("<system-out>checking patient [PHI:SSN]")
+            && !printed.contains("<system-err>"),
+        "{printed}"
+    );
+    let eprinted = case("eprints_a_generated_ssn");
+    assert!(
+        eprinted.contains("<system-err>rejected: ssn [PHI:SSN]")
+            && !eprinted.contains("<system-out>"),
+        "{eprinted}"
+    );
+    let results = std::fs::read_to_string(dir.join("results.jsonl")).unwrap_or_default();
+    let line = results
+        .lines()
+        .find(|l| l.contains("eprints_a_generated_ssn"))
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    assert!(
+        v["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rejected: ssn [PHI:SSN]"),
+        "{line}"
+    );
+    assert!(v.get("stdout").is_none(), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -71,14 +71,15 @@ pub(crate) fn trial_waiting_for(
                 phi::redact(&record.earlier_failures.join("; "))
             ));
         }
-        if let (Some(out), false) = (
-            &record.output,
-            matches!(record.outcome, Outcome::Crashed(_)),
-        ) {
-            msg.push_str(&format!(
-                "\ncaptured output (PHI redacted):\n{}",
-                phi::redact(out.trim_end())
-            ));
+        if !matches!(record.outcome, Outcome::Crashed(_)) {
+            for (stream, text) in [("stdout", &record.stdout), ("stderr", &record.stderr)] {
+                if let Some(text) = text {
+                    msg.push_str(&format!(
+                        "\ncaptured {stream} (PHI redacted):\n{}",
+                        phi::redact(text.trim_end())
+                    ));
+                }
+            }
         }
         msg.push_str(&format!(
             "\nseed: {seed} (reproduce: --seed {seed} --exact {test_name})"

@@ -69,8 +69,11 @@ pub(super) fn junit(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Er
                 status.set_message("passed after failing");
             }
             let mut case = TestCase::new(l.name.as_str(), status);
-            if let Some(out) = &l.output {
+            if let Some(out) = &l.stdout {
                 case.set_system_out(out.as_str());
+            }
+            if let Some(err) = &l.stderr {
+                case.set_system_err(err.as_str());
             }
             case.set_classname(format!(
                 "{binary}::{}",

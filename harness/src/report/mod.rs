@@ -107,9 +107,13 @@ pub struct ResultLine {
     /// Ran past its slow-timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
-    /// What it printed, when it ran in a process of its own (redacted).
+    /// What it printed to stdout, when it ran in a process of its own
+    /// (redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
+    pub stdout: Option<String>,
+    /// What it printed to stderr, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 impl ResultLine {
@@ -147,7 +151,8 @@ impl ResultLine {
                 .collect(),
             recent_outcomes,
             slow: record.slow,
-            output: record.output.as_deref().map(phi::redact),
+            stdout: record.stdout.as_deref().map(phi::redact),
+            stderr: record.stderr.as_deref().map(phi::redact),
         }
     }
 
