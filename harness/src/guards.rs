@@ -46,8 +46,9 @@ fn phi_safe_events(lines: &[String]) -> Option<String> {
     crate::capture::phi_findings(lines)
 }
 
-/// `phi_safe` on printed output: PHI by its patterns (the canaries live in
-/// the worker, which judged the events against them).
+/// `phi_safe` on printed output: PHI by its patterns, and the values the
+/// test's process registered as canaries (its worker sent them before the
+/// result; the supervisor registered them).
 fn phi_safe_output(output: &str) -> Option<String> {
     let lines: Vec<String> = output.lines().map(str::to_string).collect();
     crate::capture::phi_findings(&lines).map(|leak| format!("{leak}\n(in what the test printed)"))

@@ -722,6 +722,9 @@ impl Stream {
     }
 
     fn finished(&mut self, def: &TestDef, record: &TestRecord) {
+        if crate::worker::is_isolated() {
+            crate::worker::emit_canaries();
+        }
         crate::worker::emit(&crate::worker::Event::Finished {
             record: record.clone(),
         });

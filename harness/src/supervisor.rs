@@ -109,7 +109,8 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
             map.as_ref().map(|m| m.path.as_path()),
             &mut |event| match event {
                 Event::Finished { record } => tally.deliver(record),
-                Event::Done { .. } => {}
+                // Only an isolated worker sends its canaries.
+                Event::Canaries { .. } | Event::Done { .. } => {}
             },
         );
         // Started (marked in the map) but without a result.
@@ -321,10 +322,18 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
         capture.as_ref(),
         deadline,
         None,
-        &mut |event| {
-            if let Event::Finished { record: r } = event {
-                record = Some(r);
+        &mut |event| match event {
+            Event::Finished { record: r } => record = Some(r),
+            // The test's generated values: found in its printed output too
+            // (registered here, in the supervisor, which runs no test).
+            Event::Canaries { entries } => {
+                for (kind, value) in entries {
+                    if let Some(kind) = phi::Kind::from_label(&kind) {
+                        phi::canaries().register(kind, &value);
+                    }
+                }
             }
+            Event::Done { .. } => {}
         },
     );
     let captured = capture.map(Capture::finish);

@@ -43,6 +43,14 @@ pub(crate) enum Event {
         /// What happened.
         record: TestRecord,
     },
+    /// The PHI values the worker's generators registered as canaries
+    /// (kind label, value), sent by an isolated test's worker before its
+    /// result, so that the supervisor finds them in what the test printed.
+    /// Synthetic, and only ever on this private pipe.
+    Canaries {
+        /// `(kind, value)` pairs.
+        entries: Vec<(String, String)>,
+    },
     /// Every test ran and suite and session fixtures were torn down.
     Done {
         /// Teardowns that failed.
@@ -69,6 +77,27 @@ static STARTED_PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
 
 /// Names the file an isolated test's standard output goes to.
 pub(crate) const STDOUT_FILE_ENV: &str = "SERVICE_TEST_STDOUT_FILE";
+
+/// Is this worker running one isolated test (its output captured by the
+/// supervisor)?
+pub(crate) fn is_isolated() -> bool {
+    ISOLATED.get().copied().unwrap_or(false)
+}
+
+static ISOLATED: OnceLock<bool> = OnceLock::new();
+
+/// Sends the canaries registered so far (an isolated worker, before its
+/// test's result).
+pub(crate) fn emit_canaries() {
+    let entries: Vec<(String, String)> = phi::canaries()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.label().to_string(), v))
+        .collect();
+    if !entries.is_empty() {
+        emit(&Event::Canaries { entries });
+    }
+}
 
 /// Is this process a worker?
 pub(crate) fn is_worker() -> bool {
@@ -98,6 +127,7 @@ pub(crate) fn install() -> std::io::Result<()> {
     // SAFETY: plain descriptor calls on this process's own descriptors 1
     // and 2; the duplicate is owned by the `File` from here on.
     let stdout_file = std::env::var_os(STDOUT_FILE_ENV);
+    let _ = ISOLATED.set(stdout_file.is_some());
     // SAFETY: as above.
     unsafe { std::env::remove_var(STDOUT_FILE_ENV) };
     // The test's own standard output: a file of the supervisor's (kept

@@ -30,6 +30,7 @@ pub struct CanaryRegistry {
 #[derive(Default)]
 struct Inner {
     values: HashSet<String>,
+    entries: Vec<(Kind, String)>,
     patterns: Vec<String>,
     kinds: Vec<Kind>,
     seen_patterns: HashSet<String>,
@@ -53,6 +54,7 @@ impl CanaryRegistry {
         if !inner.values.insert(value.to_string()) {
             return false;
         }
+        inner.entries.push((kind, value.to_string()));
         for v in variants(kind, value) {
             let key = v.to_ascii_lowercase();
             if v.len() >= MIN_LEN && inner.seen_patterns.insert(key) {
@@ -71,6 +73,16 @@ impl CanaryRegistry {
             .unwrap_or_else(PoisonError::into_inner)
             .values
             .contains(value.trim())
+    }
+
+    /// Every registered value with its kind, in registration order (to
+    /// hand a process's canaries to another that scans its output).
+    pub fn entries(&self) -> Vec<(Kind, String)> {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .clone()
     }
 
     /// How many values are registered.

@@ -75,6 +75,13 @@ async fn a_spawned_task_prints_a_generated_ssn(patient: fixtures::Patient) {
     let _ = tokio::spawn(async move { println!("background sync of {ssn}") }).await;
 }
 
+/// A name alone matches no PHI pattern: only the canary registered when
+/// the patient was generated (in the test's process) finds it.
+#[service_test(prints_phi, phi_safe)]
+async fn prints_a_generated_name(patient: fixtures::Patient) {
+    println!("{} {} is next", patient.first_name, patient.last_name);
+}
+
 #[service_test(prints_phi, phi_safe)]
 async fn prints_nothing_sensitive(patient: fixtures::Patient) {
     println!("checked a patient of {} chars", patient.ssn.len());

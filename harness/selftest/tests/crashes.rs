@@ -116,9 +116,15 @@ fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
         "prints_a_generated_ssn",
         "eprints_a_generated_ssn",
         "a_spawned_task_prints_a_generated_ssn",
+        "prints_a_generated_name",
     ] {
         assert_eq!(r.outcome(name), "FAILED", "{}", r.stdout);
     }
+    assert!(
+        r.stdout.contains("NAME (registered value)"),
+        "the name was found as a canary the test's process registered:\n{}",
+        r.stdout
+    );
     assert_eq!(r.outcome("prints_nothing_sensitive"), "ok");
     assert!(
         r.stdout.contains("phi_safe: the test emitted PHI"),
