@@ -43,6 +43,7 @@ pub mod execute;
 pub mod fixture;
 pub(crate) mod guards;
 pub mod history;
+pub mod host;
 pub mod leak;
 pub mod marker;
 pub mod metrics;

@@ -79,6 +79,9 @@ pub fn run_with(cli: Cli) -> ExitCode {
     if crate::worker::is_worker() {
         return run_as_worker(&cli, &config, seed);
     }
+    if std::env::var_os(crate::host::HOST_ENV).is_some_and(|v| v == "1") {
+        return crate::host::run_as_host(seed, cli.target());
+    }
     let partition = match cli.partition() {
         Ok(p) => p,
         Err(message) => {

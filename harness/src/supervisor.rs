@@ -107,6 +107,7 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
             None,
             None,
             map.as_ref().map(|m| m.path.as_path()),
+            None,
             &mut |event| match event {
                 Event::Finished { record } => tally.deliver(record),
                 // Only an isolated worker sends its canaries.
@@ -142,7 +143,7 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
                     if interrupted().is_some() {
                         break;
                     }
-                    tally.deliver(run_alone(&plan, name));
+                    tally.deliver(run_alone(&plan, name, None));
                 }
                 if !progressed && in_flight.is_empty() {
                     // Died before starting any test: another worker would too.
@@ -186,6 +187,22 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
     {
         return;
     }
+    // Two or more isolated tests share the hosted session fixtures.
+    let isolated = queue.lock().unwrap_or_else(PoisonError::into_inner).len();
+    let host = if isolated >= 2 && crate::host::any_registered() {
+        match crate::host::Host::start(&plan.args, plan.seed) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!(
+                    "service-test: hosting session fixtures failed ({e}); each isolated test sets up its own"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let hosted = host.as_ref().map(|h| h.file.as_path());
     let (tx, rx) = std::sync::mpsc::channel::<TestRecord>();
     let failures = std::sync::atomic::AtomicUsize::new(tally.failures);
     std::thread::scope(|scope| {
@@ -205,7 +222,7 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     let Some(name) = next else { return };
-                    let record = run_alone(plan, &name);
+                    let record = run_alone(plan, &name, hosted);
                     if record.outcome.is_failure() {
                         failures.fetch_add(1, Ordering::SeqCst);
                     }
@@ -301,7 +318,7 @@ fn tail_of(title: &str, text: &str) -> String {
 /// apart (unless `plan.live_output`): its own record with the output
 /// attached if the process survives, [`Outcome::Crashed`] if it dies,
 /// killed past its timeout if it hangs.
-fn run_alone(plan: &Plan, name: &str) -> TestRecord {
+fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestRecord {
     let capture = if plan.live_output {
         None
     } else {
@@ -322,6 +339,7 @@ fn run_alone(plan: &Plan, name: &str) -> TestRecord {
         capture.as_ref(),
         deadline,
         None,
+        hosted,
         &mut |event| match event {
             Event::Finished { record: r } => record = Some(r),
             // The test's generated values: found in its printed output too
@@ -435,6 +453,7 @@ fn run_worker(
     capture: Option<&Capture>,
     deadline: Option<Duration>,
     started_map: Option<&std::path::Path>,
+    hosted: Option<&std::path::Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> std::io::Result<WorkerEnd> {
     let exe = std::env::current_exe()?;
@@ -444,6 +463,9 @@ fn run_worker(
     }
     if let Some(c) = capture {
         command.env(crate::worker::STDOUT_FILE_ENV, &c.stdout_file);
+    }
+    if let Some(file) = hosted {
+        command.env(crate::host::HOSTED_FILE_ENV, file);
     }
     let mut child: Child = command
         .args(&plan.args)

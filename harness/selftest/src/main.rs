@@ -24,6 +24,7 @@ marker!(grouping, "tests that prove group limits hold");
 marker!(seeding, "tests that print their seeded draws");
 marker!(slowlane, "tests that run one at a time, slowly");
 marker!(parametrized, "tests with rstest-style #[case]s");
+marker!(hosting, "isolated tests sharing a hosted session fixture");
 
 fn event(what: &str) {
     eprintln!("EVENT {what}");
@@ -444,6 +445,74 @@ mod overlap {
 
     async_waiters!(a1, a2, a3, a4, a5, a6);
     sync_waiters!(s1, s2);
+}
+
+/// Hosted session fixtures: three isolated tests attach to one value the
+/// host process set up.
+mod hosting {
+    use super::*;
+
+    /// A session fixture that knows which process set it up.
+    pub struct SetUpIn {
+        pub pid: u32,
+        pub attached: bool,
+    }
+
+    impl Fixture for SetUpIn {
+        const SCOPE: Scope = Scope::Session;
+
+        async fn setup(_cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+            Ok(SetUpIn {
+                pid: std::process::id(),
+                attached: false,
+            })
+        }
+    }
+
+    impl harness::host::Hostable for SetUpIn {
+        fn handle(&self) -> Result<serde_json::Value, FixtureError> {
+            Ok(serde_json::json!({ "pid": self.pid }))
+        }
+
+        async fn attach(
+            handle: serde_json::Value,
+            _cx: &mut FixtureCx,
+        ) -> Result<Self, FixtureError> {
+            let pid = handle["pid"]
+                .as_u64()
+                .ok_or_else(|| FixtureError::new("SetUpIn handle: no pid"))?;
+            Ok(SetUpIn {
+                pid: pid as u32,
+                attached: true,
+            })
+        }
+    }
+
+    harness::hostable!(SetUpIn);
+
+    fn report(f: &SetUpIn) {
+        event(&format!(
+            "hosted pid {} attached {} own pid {}",
+            f.pid,
+            f.attached,
+            std::process::id()
+        ));
+    }
+
+    #[service_test(hosting, isolated)]
+    async fn first(f: &SetUpIn) {
+        report(f);
+    }
+
+    #[service_test(hosting, isolated)]
+    async fn second(f: &SetUpIn) {
+        report(f);
+    }
+
+    #[service_test(hosting, isolated)]
+    async fn third(f: &SetUpIn) {
+        report(f);
+    }
 }
 
 /// What `phi_safe` catches, and that failures never print PHI.

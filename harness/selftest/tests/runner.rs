@@ -553,6 +553,41 @@ fn phi_safe_fails_closed_when_the_capture_cannot_be_installed() {
     assert!(!r.stdout.contains("123-45-6789") && !r.stderr.contains("123-45-6789"));
 }
 
+#[service_test(unit)]
+fn isolated_tests_attach_to_hosted_session_fixtures() {
+    // One at a time: their live stderr lines must not interleave.
+    let r = selftest(&["hosting::", "--nocapture", "--test-threads", "1"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let events = r.events();
+    let seen: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("hosted pid "))
+        .collect();
+    assert_eq!(seen.len(), 3, "{events:?}");
+    let parse = |e: &str| {
+        let w: Vec<&str> = e.split_whitespace().collect();
+        (w[2].to_string(), w[4].to_string(), w[7].to_string())
+    };
+    let (host, attached, _) = parse(seen[0]);
+    let mut own = std::collections::HashSet::new();
+    for e in &seen {
+        let (h, a, me) = parse(e);
+        assert_eq!(h, host, "one host for all: {events:?}");
+        assert_eq!(a, "true", "attached, not set up: {events:?}");
+        assert_ne!(me, host, "the host is another process: {events:?}");
+        own.insert(me);
+    }
+    assert_eq!(own.len(), 3, "three processes: {events:?}");
+    assert_eq!(attached, "true");
+    // One isolated test alone sets the fixture up itself (no host).
+    let alone = selftest(&["hosting::first", "--exact", "--nocapture"]);
+    let events = alone.events();
+    assert!(
+        events.iter().any(|e| e.contains("attached false")),
+        "{events:?}"
+    );
+}
+
 // ---- reports, sharding, history --------------------------------------------
 
 fn fresh_dir(name: &str) -> PathBuf {
