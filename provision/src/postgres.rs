@@ -38,7 +38,8 @@ pub struct Postgres {
     config: tokio_postgres::Config,
     /// Where the server listens, for messages.
     pub address: String,
-    /// `env` (DATABASE_URL) or `private` (started for this run).
+    /// `env` (DATABASE_URL), `private` (started for this run) or `hosted`
+    /// (the host process's, attached to).
     pub source: &'static str,
     template: String,
     _instance: Option<Instance>,
@@ -281,6 +282,38 @@ impl Fixture for Postgres {
         })
     }
 }
+
+/// The run's server is shared with isolated test processes (see
+/// `harness::host`): they clone their databases from the host's template.
+impl harness::host::Hostable for Postgres {
+    fn handle(&self) -> Result<serde_json::Value, FixtureError> {
+        Ok(serde_json::json!({
+            "url": self.url("postgres"),
+            "address": self.address,
+            "template": self.template,
+        }))
+    }
+
+    async fn attach(handle: serde_json::Value, _cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let field = |k: &str| {
+            handle[k].as_str().map(str::to_string).ok_or_else(|| {
+                FixtureError::new(format!("hosted Postgres: no `{k}` in the handle"))
+            })
+        };
+        let url = field("url")?;
+        let config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| FixtureError::new(format!("hosted Postgres: {e}")))?;
+        Ok(Postgres {
+            config,
+            address: field("address")?,
+            source: "hosted",
+            template: field("template")?,
+            _instance: None,
+        })
+    }
+}
+
+harness::hostable!(Postgres);
 
 /// Applies every registered migration, in name order.
 async fn apply_migrations(db: &tokio_postgres::Client) -> Result<(), String> {

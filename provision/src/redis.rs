@@ -105,7 +105,7 @@ pub async fn redis_for_run(try_local: bool) -> Result<RedisSource, ProvisionErro
 pub struct Redis {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `env` (REDIS_URL) or `private`.
+    /// `env` (REDIS_URL), `private` or `hosted`.
     pub source: &'static str,
     _instance: Option<Instance>,
 }
@@ -122,6 +122,28 @@ impl Fixture for Redis {
         })
     }
 }
+
+/// The run's server is shared with isolated test processes (see
+/// `harness::host`).
+impl harness::host::Hostable for Redis {
+    fn handle(&self) -> Result<serde_json::Value, FixtureError> {
+        Ok(serde_json::json!({ "addr": self.addr.to_string() }))
+    }
+
+    async fn attach(handle: serde_json::Value, _cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let addr = handle["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| FixtureError::new("hosted Redis: no `addr` in the handle"))?;
+        Ok(Redis {
+            addr,
+            source: "hosted",
+            _instance: None,
+        })
+    }
+}
+
+harness::hostable!(Redis);
 
 /// Starts a private `redis-server` from the local binary (free loopback
 /// port, no persistence) and returns its address with the instance, which

@@ -135,6 +135,10 @@ pub struct Target {
     http: reqwest::Client,
     /// In-process: the chaos front, started on first use.
     front: tokio::sync::OnceCell<sandbox::chaos::ChaosFront>,
+    /// The in-process mesh of the run's host process, attached to from an
+    /// isolated test's process (no `Mesh` object here; private meshes may
+    /// still be started, on the hosted PostgreSQL and Redis).
+    hosted: bool,
 }
 
 fn http_client() -> Result<reqwest::Client, TargetError> {
@@ -154,21 +158,12 @@ impl Target {
             urls: Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect(),
             auth: Auth::Secret(config.secret.clone().into()),
             slo: sandbox::target::slos(),
-            capabilities: Capabilities {
-                faults: true,
-                logs: true,
-                stop_restart: true,
-                load: Some(deployment::LoadCeiling {
-                    max_connections: 64,
-                    max_requests: 20_000,
-                    max_rps: None,
-                }),
-                chaos: None,
-            },
+            capabilities: local_capabilities(true),
             database_url: Some(config.database_url.clone()),
             redis: Some((config.redis, config.redis_prefix.clone())),
             http: http_client()?,
             front: tokio::sync::OnceCell::new(),
+            hosted: false,
             mesh: Some(mesh),
         })
     }
@@ -254,6 +249,7 @@ impl Target {
             redis,
             http: http_client()?,
             front: tokio::sync::OnceCell::new(),
+            hosted: false,
         })
     }
 
@@ -425,7 +421,7 @@ impl Target {
             Capability::CacheKeys => self.redis.is_some(),
             Capability::Load => self.capabilities.load.is_some(),
             Capability::Chaos => self.mesh.is_some() || self.capabilities.chaos.is_some(),
-            Capability::PrivateMesh => self.mesh.is_some(),
+            Capability::PrivateMesh => self.mesh.is_some() || self.hosted,
         }
     }
 
@@ -571,6 +567,96 @@ impl Fixture for Target {
         }
     }
 }
+
+/// What the in-process sandbox allows (stop/restart only with the `Mesh`
+/// object at hand).
+fn local_capabilities(stop_restart: bool) -> Capabilities {
+    Capabilities {
+        faults: true,
+        logs: true,
+        stop_restart,
+        load: Some(deployment::LoadCeiling {
+            max_connections: 64,
+            max_requests: 20_000,
+            max_rps: None,
+        }),
+        chaos: None,
+    }
+}
+
+/// Isolated test processes share the run's target (see `harness::host`): a
+/// target file is loaded again; the in-process mesh of the host is reached
+/// over its URLs with its secret, with the in-process capabilities but
+/// stop/restart and chaos (they need the `Mesh` object).
+impl harness::host::Hostable for Target {
+    fn handle(&self) -> Result<Value, FixtureError> {
+        if let Some(path) = &self.source {
+            return Ok(serde_json::json!({ "file": path }));
+        }
+        let secret = self
+            .secret()
+            .ok_or_else(|| FixtureError::new("an in-process target without a secret"))?;
+        Ok(serde_json::json!({
+            "name": self.name,
+            "urls": self.urls.iter().map(|(s, u)| (s.name().to_string(), Value::from(u.as_str()))).collect::<serde_json::Map<_, _>>(),
+            "secret_hex": secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "database_url": self.database_url,
+            "redis": self.redis.as_ref().map(|(a, p)| serde_json::json!({"addr": a.to_string(), "prefix": p})),
+        }))
+    }
+
+    async fn attach(handle: Value, _cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let bad = |what: &str| FixtureError::new(format!("hosted Target: {what}"));
+        if let Some(file) = handle["file"].as_str() {
+            return Target::load(Path::new(file)).map_err(FixtureError::new);
+        }
+        let urls: BTreeMap<Service, String> = handle["urls"]
+            .as_object()
+            .ok_or_else(|| bad("no urls"))?
+            .iter()
+            .filter_map(|(s, u)| Some((Service::from_name(s)?, u.as_str()?.to_string())))
+            .collect();
+        let hex = handle["secret_hex"]
+            .as_str()
+            .ok_or_else(|| bad("no secret"))?;
+        let secret: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&format!("secret: {e}")))?;
+        let redis = match handle["redis"].as_object() {
+            None => None,
+            Some(r) => Some((
+                r.get("addr")
+                    .and_then(Value::as_str)
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| bad("redis.addr"))?,
+                r.get("prefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+        };
+        Ok(Target {
+            name: handle["name"]
+                .as_str()
+                .unwrap_or("sandbox (hosted)")
+                .to_string(),
+            source: None,
+            mesh: None,
+            urls,
+            auth: Auth::Secret(secret.into()),
+            slo: sandbox::target::slos(),
+            capabilities: local_capabilities(false),
+            database_url: handle["database_url"].as_str().map(str::to_string),
+            redis,
+            http: http_client().map_err(FixtureError::new)?,
+            front: tokio::sync::OnceCell::new(),
+            hosted: true,
+        })
+    }
+}
+
+harness::hostable!(Target);
 
 /// The preflight: with a target file, load it and ask every service's
 /// `/health`; without one, nothing (the in-process mesh starts with the

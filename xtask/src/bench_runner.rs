@@ -16,6 +16,12 @@
 //!   nextest runs them) against `cargo nextest run` at its defaults.
 //!   Goals ≥ 20× and ≥ 5×. P2 is also run with `SERVICE_TEST_SUPERVISOR=0`
 //!   (`ours_without_supervisor`): the supervisor's cost.
+//! - P8: the shipped suites (`cargo test -p suites`, debug, the same binary
+//!   for both) with `--isolation process`, a process per test attaching to
+//!   one hosted mesh, against `cargo nextest run -p suites` (a process per
+//!   test, each setting up its own). Goal ≥ 10×. Both use whatever
+//!   PostgreSQL/Redis the environment gives (private instances when
+//!   `DATABASE_URL`/`REDIS_URL` are unset).
 //! - P9: P3 dealt into 3 shards by `--partition duration:K/3`, each shard
 //!   run at 8 tests at once so its wall follows the test time it holds.
 //!   Peer: `hash:K/3`. Reported: the slowest shard and the spread
@@ -225,6 +231,36 @@ pub fn run(args: &[&str]) -> Result<()> {
         concurrency: harness::schedule::default_isolated_concurrency(),
     });
 
+    // P8: the shipped suites, a process per test: one hosted mesh against
+    // one per process.
+    eprintln!("[bench runner] P8: the shipped suites with --isolation process");
+    let suites = suites_binary()?;
+    let mut c = Command::new(&suites);
+    c.args(["--isolation", "process"])
+        .env("SERVICE_TEST_HISTORY_DIR", &history)
+        .env("SERVICE_TEST_SEED", "1");
+    let p8_ours = time_once_allowing_failures(&mut c, "ours suites --isolation process")?;
+    let p8_nextest = if has_nextest {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["nextest", "run", "--no-fail-fast", "-p", "suites"]);
+        Some(time_once_allowing_failures(
+            &mut cmd,
+            "cargo nextest run -p suites",
+        )?)
+    } else {
+        None
+    };
+    figures.push(Figure {
+        id: "P8",
+        what: "the shipped suites, a process per test (--isolation process, hosted fixtures)"
+            .to_string(),
+        ours_s: p8_ours,
+        peers: peers(&[("nextest", p8_nextest)]),
+        bound_s: None,
+        ours_cold_s: None,
+        concurrency: harness::schedule::default_isolated_concurrency(),
+    });
+
     // P9: shards dealt by recorded duration finish together. Each shard of
     // P3 runs at 8 at once, so its wall time follows the test time it holds
     // (not just its longest test); `hash:K/3` is the peer.
@@ -274,6 +310,40 @@ pub fn run(args: &[&str]) -> Result<()> {
     print!("{}", table(&figures));
     println!("\nwritten: {}", json_path.display());
     Ok(())
+}
+
+/// The shipped suites' test binary (debug; built if needed).
+fn suites_binary() -> Result<PathBuf> {
+    let out = Command::new("cargo")
+        .args(["test", "-p", "suites", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the suites (cargo test -p suites --no-run)")?;
+    if !out.status.success() {
+        bail!("cargo test -p suites --no-run failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "suites" && v["profile"]["test"] == true)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not name the suites test binary")
+}
+
+/// Wall time of one run whose tests may fail (load-sensitive suites on a
+/// loaded machine): the time is what is compared; the exit code is shown.
+fn time_once_allowing_failures(cmd: &mut Command, what: &str) -> Result<f64> {
+    let started = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("starting {what}"))?;
+    let took = started.elapsed().as_secs_f64();
+    if !status.success() {
+        eprintln!("[bench runner] {what}: {status} (some tests failed); timed anyway");
+    }
+    Ok(took)
 }
 
 fn peers(list: &[(&str, Option<f64>)]) -> serde_json::Map<String, serde_json::Value> {
