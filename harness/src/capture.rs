@@ -9,8 +9,9 @@
 //! and [`installed`] reports it, so that `phi_safe` fails closed rather
 //! than pass on what it could not see. Events from tasks a test spawns
 //! itself, or from servers running in their own tasks, are not the test's
-//! (an isolated test's process output covers those); servers redact their
-//! own logs.
+//! (an isolated test's process output covers those), except in an isolated
+//! worker, which runs one test: there, events from anywhere in the process
+//! are that test's. Servers redact their own logs.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -93,12 +94,30 @@ impl log::Log for CaptureLogger {
     fn flush(&self) {}
 }
 
-/// The capture of the test running on this task or thread.
+/// In a process running one test (an isolated worker), that test's
+/// capture: events from tasks and threads the test spawned (which carry no
+/// test's scope) are the test's too.
+static PROCESS: Mutex<Option<Lines>> = Mutex::new(None);
+
+/// Makes `lines` the capture of everything this process emits outside any
+/// test's scope (called for the attempt of an isolated worker's one test).
+pub(crate) fn adopt_for_process(lines: &Lines) {
+    *PROCESS.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(lines));
+}
+
+/// The capture of the test running on this task or thread (or, in an
+/// isolated worker, of its one test).
 pub(crate) fn current() -> Option<Lines> {
     CAPTURE
         .try_with(Arc::clone)
         .ok()
         .or_else(|| SYNC_CAPTURE.with(|c| c.borrow().clone()))
+        .or_else(|| {
+            PROCESS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
 }
 
 /// Runs `fut` with `lines` as the current capture.

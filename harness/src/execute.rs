@@ -335,6 +335,9 @@ async fn run_attempt(
 ) -> (Outcome, Vec<crate::metrics::Metric>) {
     let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
     let captured = crate::capture::Lines::default();
+    if crate::worker::is_isolated() {
+        crate::capture::adopt_for_process(&captured);
+    }
     let mut task = tokio::spawn(crate::capture::scope(
         captured.clone(),
         (def.body)(cx.clone()),

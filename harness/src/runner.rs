@@ -508,6 +508,11 @@ fn run_selected(
                 })
                 .map(|j| j.name.clone())
                 .collect(),
+            exclusive: jobs
+                .iter()
+                .filter(|j| j.def.exclusive)
+                .map(|j| j.name.clone())
+                .collect(),
             isolated_at_once: args
                 .test_threads
                 .or(config.run.test_threads)

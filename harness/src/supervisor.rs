@@ -58,6 +58,8 @@ pub(crate) struct Plan {
     pub(crate) isolated: HashSet<String>,
     /// How many isolated tests run at once.
     pub(crate) isolated_at_once: usize,
+    /// Isolated tests that run alone, after the others (`exclusive`).
+    pub(crate) exclusive: HashSet<String>,
     /// Each test's timeout: a worker still running a test this long after
     /// [`KILL_AFTER`] more is killed (SIGTERM, then SIGKILL).
     pub(crate) timeouts: std::collections::HashMap<String, Duration>,
@@ -203,11 +205,33 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
         None
     };
     let hosted = host.as_ref().map(|h| h.file.as_path());
+    // Exclusive ones wait for the shared ones, then run one at a time.
+    let exclusive: VecDeque<String> = {
+        let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let (alone, shared): (VecDeque<String>, VecDeque<String>) =
+            q.drain(..).partition(|n| plan.exclusive.contains(n));
+        *q = shared;
+        alone
+    };
+    run_queue(plan, tally, &queue, plan.isolated_at_once, hosted);
+    *queue.lock().unwrap_or_else(PoisonError::into_inner) = exclusive;
+    run_queue(plan, tally, &queue, 1, hosted);
+    drop(host);
+}
+
+/// Runs the queued isolated tests, `at_once` processes at a time.
+fn run_queue(
+    plan: &Plan,
+    tally: &mut Tally<'_>,
+    queue: &Mutex<VecDeque<String>>,
+    at_once: usize,
+    hosted: Option<&std::path::Path>,
+) {
     let (tx, rx) = std::sync::mpsc::channel::<TestRecord>();
     let failures = std::sync::atomic::AtomicUsize::new(tally.failures);
     std::thread::scope(|scope| {
-        for _ in 0..plan.isolated_at_once.max(1) {
-            let (tx, queue, failures) = (tx.clone(), &queue, &failures);
+        for _ in 0..at_once.max(1) {
+            let (tx, failures) = (tx.clone(), &failures);
             scope.spawn(move || {
                 loop {
                     if interrupted().is_some()

@@ -75,6 +75,12 @@ async fn a_spawned_task_prints_a_generated_ssn(patient: fixtures::Patient) {
     let _ = tokio::spawn(async move { println!("background sync of {ssn}") }).await;
 }
 
+#[service_test(prints_phi, phi_safe)]
+async fn a_spawned_task_logs_a_generated_ssn(patient: fixtures::Patient) {
+    let ssn = patient.ssn.clone();
+    let _ = tokio::spawn(async move { tracing::info!("background check of {ssn}") }).await;
+}
+
 /// A name alone matches no PHI pattern: only the canary registered when
 /// the patient was generated (in the test's process) finds it.
 #[service_test(prints_phi, phi_safe)]

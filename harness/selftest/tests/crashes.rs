@@ -117,6 +117,7 @@ fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
         "eprints_a_generated_ssn",
         "a_spawned_task_prints_a_generated_ssn",
         "prints_a_generated_name",
+        "a_spawned_task_logs_a_generated_ssn",
     ] {
         assert_eq!(r.outcome(name), "FAILED", "{}", r.stdout);
     }

@@ -435,6 +435,23 @@ fn groups_never_exceed_their_limit_and_do_reach_it() {
         .filter_map(|e| e.strip_prefix("exclusive active "))
         .collect();
     assert_eq!(exclusive, ["1", "1"], "exclusive tests run alone");
+    // Isolated too: each in a process of its own, after the others, one at
+    // a time (the group tests' processes all ended first).
+    let r = selftest(&[
+        "groups::",
+        "--isolation",
+        "process",
+        "--nocapture",
+        "--test-threads",
+        "4",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let events = r.events();
+    let last_two: Vec<&String> = events.iter().rev().take(2).collect();
+    assert!(
+        last_two.iter().all(|e| e.starts_with("exclusive active")),
+        "the exclusive tests ran last: {events:?}"
+    );
     assert_eq!(
         peak("pair"),
         2,

@@ -15,6 +15,7 @@ use crate::common::{intake, observed, visit_body};
 #[service_test(
     performance,
     load,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing),
     timeout = "60s"

@@ -24,6 +24,7 @@ const MAX_RESIDENT_BYTES: f64 = 1024.0 * 1048576.0;
 #[service_test(
     performance,
     load,
+    exclusive,
     real_services,
     services(healthcare_api),
     timeout = "60s"

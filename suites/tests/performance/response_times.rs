@@ -15,6 +15,7 @@ use crate::common::observed_load;
 #[service_test(
     performance,
     load,
+    exclusive,
     real_services,
     services(healthcare_api),
     timeout = "60s"
