@@ -355,6 +355,7 @@ async fn run_attempt(
                     "warning: `{name}` timed out while blocking its thread (no `.await` for {}); it is left running, detached",
                     crate::duration::format(timeout)
                 );
+                crate::worker::thread_stuck();
             }
             Outcome::TimedOut(timeout)
         }

@@ -4,8 +4,9 @@
 //! behaviour is one more entry in [`GUARDS`].
 //!
 //! A guard sees two things: the `tracing` events and `log` records the
-//! test raised in the worker ([`Guard::on_events`], after the body, whatever
-//! its outcome), and, for an isolated test, everything its process printed
+//! test raised in the worker, with its failure text last (a panic's
+//! payload, the error it returned) ([`Guard::on_events`], after the body,
+//! whatever its outcome), and, for an isolated test, everything its process printed
 //! to stdout and stderr, its threads' and tasks' included
 //! ([`Guard::on_output`], in the supervisor). A finding fails the test — a
 //! pass becomes a failure, a failure or timeout keeps its message and
@@ -80,9 +81,14 @@ fn fail_with(outcome: Outcome, finding: &str) -> Outcome {
     }
 }
 
-/// The test's guards on its captured events.
+/// The test's guards on its captured events, and on its own failure text
+/// (a panic's payload, the error it returned) as the last line.
 pub(crate) fn judge_events(def: &TestDef, outcome: Outcome, lines: &[String]) -> Outcome {
-    guards_of(def).fold(outcome, |o, g| match (g.on_events)(lines) {
+    let mut seen = lines.to_vec();
+    if let Some(text) = outcome.message() {
+        seen.push(format!("(the test's failure) {text}"));
+    }
+    guards_of(def).fold(outcome, |o, g| match (g.on_events)(&seen) {
         Some(finding) => fail_with(o, &finding),
         None => o,
     })

@@ -207,7 +207,11 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         run_leaks,
         stream,
     ));
-    crate::worker::emit(&crate::worker::Event::Done { teardown_failures });
+    if crate::worker::recycling() {
+        crate::worker::emit(&crate::worker::Event::Recycle { teardown_failures });
+    } else {
+        crate::worker::emit(&crate::worker::Event::Done { teardown_failures });
+    }
     // A timed-out sync test may still hold a thread: don't wait for it.
     std::process::exit(0)
 }
@@ -828,6 +832,13 @@ async fn supervise(
         Some(1) => "--fail-fast".to_string(),
         Some(n) => format!("--max-fail {n}"),
         None => "the run".to_string(),
+    };
+    // A worker being recycled leaves the tests it did not start to the
+    // next worker: no record for them here.
+    let not_started = if crate::worker::recycling() {
+        Vec::new()
+    } else {
+        not_started
     };
     for (name, _, _) in not_started {
         let record = TestRecord::without_run(

@@ -174,7 +174,11 @@ where
                     let notified = freed.notified();
                     {
                         let mut q = lock(&queue);
-                        if q.stopped || q.pending.is_empty() || crate::signals::interrupted() {
+                        if q.stopped
+                            || q.pending.is_empty()
+                            || crate::signals::interrupted()
+                            || crate::worker::recycling()
+                        {
                             return;
                         }
                         if let Some(next) = q.take_next(&limits) {

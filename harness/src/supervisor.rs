@@ -112,8 +112,9 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
             None,
             &mut |event| match event {
                 Event::Finished { record } => tally.deliver(record),
-                // Only an isolated worker sends its canaries.
-                Event::Canaries { .. } | Event::Done { .. } => {}
+                // Only an isolated worker sends its canaries; the end is
+                // read by `run_worker`.
+                Event::Canaries { .. } | Event::Recycle { .. } | Event::Done { .. } => {}
             },
         );
         // Started (marked in the map) but without a result.
@@ -128,6 +129,12 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
         drop(map);
         match result {
             Ok(WorkerEnd::Done(failures)) => teardown_failures.extend(failures),
+            Ok(WorkerEnd::Recycled(failures)) => {
+                teardown_failures.extend(failures);
+                eprintln!(
+                    "service-test: a timed-out test left a thread blocked; the remaining tests go on in a fresh worker"
+                );
+            }
             Err(e) => {
                 teardown_failures.push(format!("cannot start a worker process: {e}"));
                 break;
@@ -375,7 +382,7 @@ fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestR
                     }
                 }
             }
-            Event::Done { .. } => {}
+            Event::Recycle { .. } | Event::Done { .. } => {}
         },
     );
     let captured = capture.map(Capture::finish);
@@ -393,7 +400,7 @@ fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestR
                 tail()
             ),
         ),
-        (Ok(WorkerEnd::Done(_)), None) => {
+        (Ok(WorkerEnd::Done(_) | WorkerEnd::Recycled(_)), None) => {
             crashed(name, "its worker ended without a result for it".to_string())
         }
         (Ok(WorkerEnd::Killed(after)), None) => TestRecord {
@@ -462,6 +469,9 @@ fn crashed(name: &str, message: String) -> TestRecord {
 enum WorkerEnd {
     /// Sent `Done`: every test it was given has a record.
     Done(Vec<String>),
+    /// Sent `Recycle`: a test left a thread blocked; the tests it did not
+    /// start go to a fresh worker.
+    Recycled(Vec<String>),
     /// Ended without `Done`.
     Died(ExitStatus),
     /// Killed by the supervisor after running this long.
@@ -544,7 +554,10 @@ fn run_worker(
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             match serde_json::from_str::<Event>(&line) {
-                Ok(Event::Done { teardown_failures }) => done = Some(teardown_failures),
+                Ok(Event::Done { teardown_failures }) => done = Some((teardown_failures, false)),
+                Ok(Event::Recycle { teardown_failures }) => {
+                    done = Some((teardown_failures, true));
+                }
                 Ok(event) => on_event(event),
                 Err(_) => eprintln!("{line}"),
             }
@@ -559,7 +572,8 @@ fn run_worker(
         let _ = t.join();
     }
     Ok(match (done, deadline) {
-        (Some(failures), _) => WorkerEnd::Done(failures),
+        (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
+        (Some((failures, false)), _) => WorkerEnd::Done(failures),
         (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
         (None, _) => WorkerEnd::Died(status),
     })

@@ -51,6 +51,13 @@ pub(crate) enum Event {
         /// `(kind, value)` pairs.
         entries: Vec<(String, String)>,
     },
+    /// A test left a runtime thread blocked: the worker started no more
+    /// tests, finished the ones in flight, tore down its fixtures and
+    /// ends; the supervisor runs the rest in a fresh worker.
+    Recycle {
+        /// Teardowns that failed.
+        teardown_failures: Vec<String>,
+    },
     /// Every test ran and suite and session fixtures were torn down.
     Done {
         /// Teardowns that failed.
@@ -97,6 +104,22 @@ pub(crate) fn emit_canaries() {
     if !entries.is_empty() {
         emit(&Event::Canaries { entries });
     }
+}
+
+static RECYCLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A timed-out test is still holding a runtime thread: in a worker, start
+/// no more tests here (the supervisor goes on in a fresh worker, with all
+/// its threads).
+pub(crate) fn thread_stuck() {
+    if CHANNEL.get().is_some() {
+        RECYCLE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Is this worker winding down to be replaced?
+pub(crate) fn recycling() -> bool {
+    RECYCLE.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Is this process a worker?
@@ -246,7 +269,7 @@ pub(crate) fn emit(event: &Event) {
     let mut ch = channel.lock().unwrap_or_else(PoisonError::into_inner);
     // A supervisor that stopped reading has died; nothing is left to tell.
     let _ = ch.write_all(line.as_bytes());
-    if matches!(event, Event::Done { .. }) {
+    if matches!(event, Event::Done { .. } | Event::Recycle { .. }) {
         let _ = ch.flush();
     }
 }

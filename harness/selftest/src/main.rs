@@ -539,6 +539,11 @@ mod phi_guard {
     }
 
     #[service_test(phi_safe, broken)]
+    async fn panics_with_an_ssn() {
+        panic!("no coverage for ssn 456-12-7890");
+    }
+
+    #[service_test(phi_safe, broken)]
     async fn logs_an_ssn_through_the_log_crate() {
         log::info!("eligibility lookup for ssn 321-54-9876");
     }

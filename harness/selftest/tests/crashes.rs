@@ -106,6 +106,40 @@ fn an_async_test_blocking_its_thread_times_out_and_the_run_ends_in_under_3s() {
     }
 }
 
+/// A timed-out async test that still holds its runtime thread makes its
+/// worker start no more tests: the rest go on in a fresh worker, with all
+/// its threads. Run one at a time with the blocking test first (it failed
+/// last time: `--failed-first`), so every other test comes after it.
+#[service_test(unit)]
+fn a_worker_with_a_stuck_thread_is_recycled() {
+    let history = fresh_dir("recycle-history");
+    let h = history.to_string_lossy().into_owned();
+    let env = [("SERVICE_TEST_HISTORY_DIR", h.as_str())];
+    let args = [
+        "-m",
+        "blocking or fine",
+        "--test-threads",
+        "1",
+        "--failed-first",
+    ];
+    let _ = run_bin(CRASHING, &args, &env);
+    let started = std::time::Instant::now();
+    let r = run_bin(CRASHING, &args, &env);
+    let took = started.elapsed();
+    assert_eq!(r.code, 101, "{}", r.stderr);
+    assert!(r.stdout.contains("30 passed; 1 failed"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("the remaining tests go on in a fresh worker"),
+        "{}",
+        r.stderr
+    );
+    // A behaviour bound: 30 tests of 50 ms one at a time, plus the 1 s
+    // timeout, and not the 8 s block.
+    assert!(took < std::time::Duration::from_secs(6), "took {took:?}");
+    let _ = std::fs::remove_dir_all(&history);
+}
+
 #[service_test(unit)]
 fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
     let dir = fresh_dir("phi");

@@ -521,6 +521,7 @@ fn phi_safe_fails_a_test_that_logs_phi_and_redacts_it() {
         "219-09-9999",
         "987-65-4321",
         "321-54-9876",
+        "456-12-7890",
     ] {
         assert!(!both.contains(raw), "{raw} reached the console:\n{both}");
     }
