@@ -208,6 +208,19 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
     std::process::exit(0)
 }
 
+/// 64 unpredictable bits (std's per-process random hasher keys), for
+/// private file names.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 /// Writes `value` to `path`, readable by this user only.
 fn write_private(path: &std::path::Path, value: &Value) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -233,11 +246,15 @@ impl Host {
     pub(crate) fn start(args: &[std::ffi::OsString], seed: u64) -> std::io::Result<Host> {
         use std::os::unix::fs::OpenOptionsExt;
         use std::process::{Command, Stdio};
-        let file = std::env::temp_dir().join(format!("service-test-hosted-{}", std::process::id()));
+        let file = std::env::temp_dir().join(format!(
+            "service-test-hosted-{}-{:016x}",
+            std::process::id(),
+            crate::host::random_u64()
+        ));
+        // Made here, never reused: a file planted at the name fails this.
         std::fs::OpenOptions::new()
             .write(true)
-            .truncate(true)
-            .create(true)
+            .create_new(true)
             .mode(0o600)
             .open(&file)?;
         let mut child = Command::new(std::env::current_exe()?)

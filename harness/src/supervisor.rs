@@ -305,9 +305,10 @@ impl Capture {
     fn new() -> std::io::Result<Capture> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::env::temp_dir().join(format!(
-            "service-test-stdout-{}-{}",
+            "service-test-stdout-{}-{}-{:016x}",
             std::process::id(),
-            CAPTURES.fetch_add(1, Ordering::Relaxed)
+            CAPTURES.fetch_add(1, Ordering::Relaxed),
+            crate::host::random_u64()
         ));
         std::fs::OpenOptions::new()
             .write(true)
