@@ -77,6 +77,18 @@ fn print_token(args: &[String]) -> anyhow::Result<()> {
     let tenant = tenant.context("--tenant is required")?;
     let secret = std::env::var("SANDBOX_SECRET")
         .context("SANDBOX_SECRET is unset: start `up` with SANDBOX_SECRET and use the same here")?;
+    if secret.len() < 32 {
+        bail!(
+            "SANDBOX_SECRET is {} bytes; it must be at least 32",
+            secret.len()
+        );
+    }
+    if ttl > token::MAX_LIFETIME.as_secs() {
+        bail!(
+            "--ttl {ttl}: the services accept tokens valid for at most {} s",
+            token::MAX_LIFETIME.as_secs()
+        );
+    }
     println!(
         "{}",
         token::sign(
@@ -167,6 +179,12 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     config.redis_prefix = "sandbox:".into();
     let secret_from_env = std::env::var("SANDBOX_SECRET").ok();
     if let Some(secret) = &secret_from_env {
+        if secret.len() < 32 {
+            bail!(
+                "SANDBOX_SECRET is {} bytes; a token secret must be at least 32 (unset it and `up` draws one from the OS)",
+                secret.len()
+            );
+        }
         config.secret = secret.clone().into_bytes();
     }
     if let Some(base) = port_base {

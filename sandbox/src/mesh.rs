@@ -144,11 +144,20 @@ impl MeshConfig {
     pub fn new(database_url: impl Into<String>, redis: SocketAddr) -> Self {
         let n = MESHES.fetch_add(1, Ordering::Relaxed);
         let stamp = nanos();
-        // Unpredictable enough for a test mesh on loopback: time, process, count.
+        // 32 bytes from the OS random source.
         let secret = {
-            use sha2::{Digest, Sha256};
-            let seed = format!("{stamp}-{}-{n}", std::process::id());
-            Sha256::digest(seed.as_bytes()).to_vec()
+            use rand_core::TryRngCore;
+            let mut s = vec![0u8; 32];
+            if rand_core::OsRng.try_fill_bytes(&mut s).is_err() {
+                // No OS randomness (never on Linux): the process's hasher keys.
+                use std::hash::{BuildHasher, Hasher};
+                for chunk in s.chunks_mut(8) {
+                    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                    h.write_u64(stamp ^ n);
+                    chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+                }
+            }
+            s
         };
         MeshConfig {
             database_url: database_url.into(),

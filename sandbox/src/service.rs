@@ -311,7 +311,14 @@ fn authenticate(ctx: &Ctx, req: &Request, request_id: &str) -> Result<Caller, St
     let Some(bearer) = header(req, "authorization").and_then(|h| h.strip_prefix("Bearer ")) else {
         return Err("missing bearer token".into());
     };
-    match token::verify(&ctx.settings.secret, bearer, ctx.service.name(), tenant) {
+    let source = header(req, "x-source-service");
+    match token::verify_from(
+        &ctx.settings.secret,
+        bearer,
+        ctx.service.name(),
+        tenant,
+        source,
+    ) {
         Ok(claims) => Ok(Caller {
             tenant: claims.tenant,
             source: claims.iss,

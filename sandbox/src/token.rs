@@ -1,15 +1,26 @@
-//! Signed service tokens: who calls, for which service (audience), for
-//! which tenant, until when. Compact form:
-//! `hex(json claims).hex(HMAC-SHA256(secret, hex(json claims)))`.
-//! A service accepts a token only if the signature matches, it is meant
-//! for that service, and it has not expired; every rejection has a reason
-//! (answered as `401` with the reason).
+//! Service tokens: JWTs (HS256, through the `jsonwebtoken` crate) saying
+//! who calls (`iss`), for which service (`aud`), for which tenant, from
+//! when (`iat`, `nbf`) until when (`exp`), with a unique id (`jti`).
+//!
+//! A service accepts a token only if it is an HS256 JWT (`alg: none` or any
+//! other algorithm is refused by name), its signature matches, it is meant
+//! for that service and tenant, it is within its validity (with
+//! [`LEEWAY`] for clock skew, on an injectable `now`), its lifetime is at
+//! most [`MAX_LIFETIME`], and its issuer is the `X-Source-Service` the
+//! request names. Every rejection has a reason, answered as `401` with the
+//! reason and never with the token.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+
+/// The longest validity a token may have (`exp - iat`).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY: u64 = 5;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,14 +33,26 @@ pub struct Claims {
     pub tenant: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default)]
+    pub iat: u64,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: u64,
+    /// The token's unique id.
+    #[serde(default)]
+    pub jti: String,
 }
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not `claims.signature`, not hex, not JSON.
+    /// Not a JWT, or its claims are not ours.
     #[error("malformed token")]
     Malformed,
+    /// Signed with another algorithm than HS256 (`none` included).
+    #[error("token algorithm `{0}` is not accepted (HS256 only)")]
+    Algorithm(String),
     /// The signature does not match the claims.
     #[error("bad signature")]
     BadSignature,
@@ -39,31 +62,23 @@ pub enum TokenError {
     /// Past its expiry.
     #[error("token expired")]
     Expired,
+    /// Before its `nbf` (or issued in the future).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Valid for longer than [`MAX_LIFETIME`].
+    #[error("token lifetime of {0} s is over the {max} s allowed", max = MAX_LIFETIME.as_secs())]
+    LifetimeTooLong(u64),
     /// For another tenant than the request's `X-Tenant-ID`.
     #[error("token is for another tenant")]
     WrongTenant,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn mac(secret: &[u8], payload: &str) -> Hmac<Sha256> {
-    // HMAC takes keys of any length.
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(payload.as_bytes());
-    m
+    /// Issued by another service than the request's `X-Source-Service`.
+    #[error("token issued by `{iss}`, but X-Source-Service is `{source_service}`")]
+    WrongIssuer {
+        /// The token's `iss`.
+        iss: String,
+        /// The request's `X-Source-Service`.
+        source_service: String,
+    },
 }
 
 fn unix_now() -> u64 {
@@ -72,22 +87,62 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Signs a token from `iss` for `aud` acting for `tenant`, valid for `ttl`.
+/// A token id no other token of this process has: time, process, count,
+/// mixed by std's per-process random hasher keys.
+fn new_jti() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}{:08x}", h.finish(), NEXT.load(Ordering::Relaxed))
+}
+
+/// Signs a token from `iss` for `aud` acting for `tenant`, valid for `ttl`
+/// from now.
 pub fn sign(secret: &[u8], iss: &str, aud: &str, tenant: &str, ttl: Duration) -> String {
+    let now = unix_now();
     let claims = Claims {
         iss: iss.into(),
         aud: aud.into(),
         tenant: tenant.into(),
-        exp: unix_now() + ttl.as_secs().max(1),
+        exp: now + ttl.as_secs().max(1),
+        iat: now,
+        nbf: now,
+        jti: new_jti(),
     };
     sign_claims(secret, &claims)
 }
 
-/// Signs given claims.
+/// Signs given claims (HS256).
 pub fn sign_claims(secret: &[u8], claims: &Claims) -> String {
-    let payload = hex(serde_json::to_string(claims).unwrap_or_default().as_bytes());
-    let sig = hex(&mac(secret, &payload).finalize().into_bytes());
-    format!("{payload}.{sig}")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap_or_default()
+}
+
+/// The `alg` of a token's header, read before anything is trusted (so that
+/// `none` is named in the refusal).
+fn header_alg(token: &str) -> Result<String, TokenError> {
+    use base64::Engine as _;
+    let head = token.split('.').next().ok_or(TokenError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    header["alg"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or(TokenError::Malformed)
 }
 
 /// Checks a token for service `audience` and tenant `tenant` at time `now`
@@ -99,18 +154,38 @@ pub fn verify_at(
     tenant: &str,
     now: u64,
 ) -> Result<Claims, TokenError> {
-    let (payload, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
-    let sig = unhex(sig).ok_or(TokenError::Malformed)?;
-    mac(secret, payload)
-        .verify_slice(&sig)
-        .map_err(|_| TokenError::BadSignature)?;
-    let claims: Claims = serde_json::from_slice(&unhex(payload).ok_or(TokenError::Malformed)?)
-        .map_err(|_| TokenError::Malformed)?;
+    let alg = header_alg(token)?;
+    if alg != "HS256" {
+        return Err(TokenError::Algorithm(alg));
+    }
+    // Time, audience and tenant are checked below, on `now`.
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                    TokenError::Algorithm(alg.clone())
+                }
+                _ => TokenError::Malformed,
+            })?;
+    let claims = data.claims;
     if claims.aud != audience {
         return Err(TokenError::WrongAudience(claims.aud));
     }
-    if now >= claims.exp {
+    if now >= claims.exp.saturating_add(LEEWAY) {
         return Err(TokenError::Expired);
+    }
+    if claims.nbf > now + LEEWAY || claims.iat > now + LEEWAY {
+        return Err(TokenError::NotYetValid);
+    }
+    let lifetime = claims.exp.saturating_sub(claims.iat);
+    if claims.iat == 0 || lifetime > MAX_LIFETIME.as_secs() {
+        return Err(TokenError::LifetimeTooLong(lifetime));
     }
     if claims.tenant != tenant {
         return Err(TokenError::WrongTenant);
@@ -126,4 +201,23 @@ pub fn verify(
     tenant: &str,
 ) -> Result<Claims, TokenError> {
     verify_at(secret, token, audience, tenant, unix_now())
+}
+
+/// Checks a token now, and that its issuer is the service the request says
+/// it comes from (`X-Source-Service`, when the request names one).
+pub fn verify_from(
+    secret: &[u8],
+    token: &str,
+    audience: &str,
+    tenant: &str,
+    source_service: Option<&str>,
+) -> Result<Claims, TokenError> {
+    let claims = verify(secret, token, audience, tenant)?;
+    match source_service {
+        Some(s) if s != claims.iss => Err(TokenError::WrongIssuer {
+            iss: claims.iss,
+            source_service: s.to_string(),
+        }),
+        _ => Ok(claims),
+    }
 }

@@ -215,28 +215,87 @@ fn service_tokens_are_checked_for_signature_audience_expiry_and_tenant() {
         token::verify(secret, &t, "billing-engine", "tenant-2"),
         Err(TokenError::WrongTenant)
     );
-    let mut forged = t.clone();
-    forged.replace_range(0..2, if &t[0..2] == "7b" { "7c" } else { "7b" });
+    // Tampered claims under the original signature: another tenant's
+    // payload between this token's header and signature.
+    let other = token::sign(
+        secret,
+        "healthcare-api",
+        "billing-engine",
+        "tenant-2",
+        Duration::from_secs(60),
+    );
+    let parts: Vec<&str> = t.split('.').collect();
+    let other_parts: Vec<&str> = other.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
     assert_eq!(
-        token::verify(secret, &forged, "billing-engine", "tenant-1"),
+        token::verify(secret, &forged, "billing-engine", "tenant-2"),
         Err(TokenError::BadSignature)
     );
     assert_eq!(
         token::verify(secret, "not-a-token", "billing-engine", "tenant-1"),
         Err(TokenError::Malformed)
     );
-    let old = Claims {
+    // `alg: none` is refused by name, before any signature is looked at.
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+    assert_eq!(
+        token::verify(secret, &unsigned, "billing-engine", "tenant-1"),
+        Err(TokenError::Algorithm("none".into()))
+    );
+    let at = |iat: u64, nbf: u64, exp: u64| Claims {
         iss: "healthcare-api".into(),
         aud: "billing-engine".into(),
         tenant: "tenant-1".into(),
-        exp: 1_000,
+        exp,
+        iat,
+        nbf,
+        jti: "j1".into(),
     };
-    let expired = token::sign_claims(secret, &old);
+    let expired = token::sign_claims(secret, &at(900, 900, 1_000));
+    let leeway = token::LEEWAY;
     assert_eq!(
-        token::verify_at(secret, &expired, "billing-engine", "tenant-1", 1_000),
+        token::verify_at(
+            secret,
+            &expired,
+            "billing-engine",
+            "tenant-1",
+            1_000 + leeway
+        ),
         Err(TokenError::Expired)
     );
-    assert!(token::verify_at(secret, &expired, "billing-engine", "tenant-1", 999).is_ok());
+    assert!(token::verify_at(secret, &expired, "billing-engine", "tenant-1", 999 + leeway).is_ok());
+    let early = token::sign_claims(secret, &at(900, 960, 1_000));
+    assert_eq!(
+        token::verify_at(secret, &early, "billing-engine", "tenant-1", 950),
+        Err(TokenError::NotYetValid)
+    );
+    let long = token::sign_claims(secret, &at(900, 900, 900 + 2 * 3600));
+    assert_eq!(
+        token::verify_at(secret, &long, "billing-engine", "tenant-1", 901),
+        Err(TokenError::LifetimeTooLong(7200))
+    );
+    assert_eq!(
+        token::verify_from(
+            secret,
+            &t,
+            "billing-engine",
+            "tenant-1",
+            Some("doctor-personalization")
+        ),
+        Err(TokenError::WrongIssuer {
+            iss: "healthcare-api".into(),
+            source_service: "doctor-personalization".into()
+        })
+    );
+    assert!(
+        token::verify_from(
+            secret,
+            &t,
+            "billing-engine",
+            "tenant-1",
+            Some("healthcare-api")
+        )
+        .is_ok()
+    );
 }
 
 harness::main!();

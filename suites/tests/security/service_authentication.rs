@@ -15,12 +15,26 @@ async fn status_and_reason(
     token: Option<&str>,
     tenant: &str,
 ) -> (u16, String) {
+    status_and_reason_from(target, service, path, token, tenant, None).await
+}
+
+async fn status_and_reason_from(
+    target: &Target,
+    service: Service,
+    path: &str,
+    token: Option<&str>,
+    tenant: &str,
+    source_service: Option<&str>,
+) -> (u16, String) {
     let mut req = target
         .http()
         .get(format!("{}{path}", target.url(service)))
         .header("x-tenant-id", tenant);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(s) = source_service {
+        req = req.header("x-source-service", s);
     }
     let r = req.send().await.expect("send");
     let status = r.status().as_u16();
@@ -31,8 +45,10 @@ async fn status_and_reason(
     )
 }
 
-/// Billing checks the token: missing, forged, for another service,
-/// expired, for another tenant than `X-Tenant-ID`, or malformed → 401 with
+/// Billing checks the token (a JWT): missing, forged, for another service,
+/// expired, not yet valid, valid too long, `alg: none`, for another tenant
+/// than `X-Tenant-ID`, issued by another service than `X-Source-Service`,
+/// or malformed → 401 with
 /// the reason; a good one passes (404 here: no such claim).
 #[service_test(security, real_services, services(billing), timeout = "20s")]
 async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens, tenant: Tenant) {
@@ -49,20 +65,45 @@ async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens,
         &tenant,
         Duration::from_secs(60),
     );
-    let expired = token::sign_claims(
-        tokens.secret(),
-        &Claims {
-            iss: "x".into(),
-            aud: "billing-engine".into(),
-            tenant: tenant.0.clone(),
-            exp: 1,
-        },
-    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = |iat: u64, nbf: u64, exp: u64| Claims {
+        iss: "x".into(),
+        aud: "billing-engine".into(),
+        tenant: tenant.0.clone(),
+        exp,
+        iat,
+        nbf,
+        jti: format!("jti-{iat}-{nbf}-{exp}"),
+    };
+    let expired = token::sign_claims(tokens.secret(), &claims(now - 120, now - 120, now - 60));
+    let not_yet = token::sign_claims(tokens.secret(), &claims(now, now + 600, now + 900));
+    let too_long = token::sign_claims(tokens.secret(), &claims(now, now, now + 7 * 24 * 3600));
+    // `alg: none`, no signature: the classic forgery.
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let body = serde_json::to_value(claims(now, now, now + 60)).expect("claims");
+        format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(&body)
+        )
+    };
     let cases = [
         (None, tenant.0.as_str(), "missing bearer token"),
         (Some(forged.as_str()), &tenant, "bad signature"),
         (Some(other_service.as_str()), &tenant, "not this service"),
         (Some(expired.as_str()), &tenant, "token expired"),
+        (Some(not_yet.as_str()), &tenant, "not yet valid"),
+        (Some(too_long.as_str()), &tenant, "lifetime"),
+        (
+            Some(unsigned.as_str()),
+            &tenant,
+            "algorithm `none` is not accepted",
+        ),
         (Some(good.as_str()), "another-tenant", "another tenant"),
         (Some("garbage"), &tenant, "malformed token"),
     ];
@@ -71,7 +112,26 @@ async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens,
             status_and_reason(target, Service::BillingEngine, "/claims/clm-x", token, t).await;
         assert_eq!(status, 401, "{reason}");
         assert!(got.contains(reason), "want `{reason}`, got `{got}`");
+        if let Some(tok) = token.filter(|t| t.len() > 10) {
+            assert!(!got.contains(tok), "the reason echoes the token");
+        }
     }
+    // The token's issuer must be the service the request says it is from.
+    let (status, got) = status_and_reason_from(
+        target,
+        Service::BillingEngine,
+        "/claims/clm-x",
+        Some(&good),
+        &tenant,
+        Some("healthcare-api"),
+    )
+    .await;
+    assert_eq!(status, 401, "{got}");
+    assert!(
+        got.contains("but X-Source-Service is `healthcare-api`"),
+        "{got}"
+    );
+    assert!(!got.contains(good.as_str()), "the reason echoes the token");
     let (status, _) = status_and_reason(
         target,
         Service::BillingEngine,
