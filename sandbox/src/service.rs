@@ -138,12 +138,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        ApiError::internal("storage", e)
-    }
-}
-
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;

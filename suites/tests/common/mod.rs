@@ -41,6 +41,25 @@ pub fn visit_body(patient_id: &str, s: &Scenario) -> Value {
     json!({"patient_id": patient_id, "visit": s.visit})
 }
 
+/// Runs the claim saga for the patient; the answer must be `status` (a
+/// failure: 502, 503, 504); returns it for the caller's further checks.
+pub async fn failed_visit(api: &MeshClient, patient_id: &str, s: &Scenario, status: u16) -> Answer {
+    let r = api
+        .post("/visits", &visit_body(patient_id, s))
+        .await
+        .expect("visit");
+    assert_eq!(r.status, status, "visit: {}", r.body);
+    r
+}
+
+/// The one value `sql` selects from a private mesh's database.
+pub async fn one<T: tokio_postgres::types::FromSqlOwned>(mesh: &sandbox::Mesh, sql: &str) -> T {
+    let db = sandbox::store::connect(&mesh.config().database_url)
+        .await
+        .expect("the mesh's database");
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
 /// Runs the claim saga for the patient; the answer must be 201.
 pub async fn visit(api: &MeshClient, patient_id: &str, s: &Scenario) -> Answer {
     let r = api

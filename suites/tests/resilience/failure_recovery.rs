@@ -10,7 +10,7 @@ use serde_json::json;
 use suites::PrivateMesh;
 use traffic::chaos::{Fault, FaultKind};
 
-use crate::common::{behind_proxy, intake, visit, visit_body};
+use crate::common::{behind_proxy, failed_visit, intake, one, visit, visit_body};
 
 /// Stop billing: the API's `/health` reports it unreachable and degraded, a
 /// visit fails and is compensated; restart it on the same port: healthy
@@ -39,11 +39,7 @@ async fn stop_and_restart_a_service_on_its_port(own: PrivateMesh, s: Scenario) {
         h.body["dependencies"]["billing-engine"]["status"],
         "unreachable"
     );
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["compensations"][0]["outcome"], "completed");
     mesh.restart(Service::BillingEngine).await.expect("restart");
     assert_eq!(mesh.addr(Service::BillingEngine), addr);
@@ -73,11 +69,7 @@ async fn a_resetting_link_to_insurance_fails_the_first_step_cleanly(own: Private
     let reset = proxy.add(Fault::new(FaultKind::Reset {
         after: Duration::ZERO,
     }));
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
     assert_eq!(r.body["compensations"], json!([]));
     proxy.remove(reset);
@@ -237,21 +229,18 @@ async fn a_service_restarted_under_traffic_leaves_nothing_half_done(own: Private
     // The last visits, after the restart, go through.
     visit(&api, &patient_id, &s).await;
     ok += 1;
-    let db = sandbox::store::connect(&mesh.config().database_url)
-        .await
-        .expect("database");
-    let count = |sql: &'static str| {
-        let db = &db;
-        async move { db.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0) }
-    };
     assert_eq!(
-        count("SELECT count(*) FROM billing.claims WHERE tenant = 't1' AND status <> 'cancelled'")
-            .await,
+        one::<i64>(
+            &mesh,
+            "SELECT count(*) FROM billing.claims WHERE tenant = 't1' AND status <> 'cancelled'"
+        )
+        .await,
         ok,
         "one claim per successful visit ({ok}), none for the {failed} failed"
     );
     assert_eq!(
-        count(
+        one::<i64>(
+            &mesh,
             "SELECT count(*) FROM insurance.verifications WHERE tenant = 't1' AND status = 'active'"
         )
         .await,

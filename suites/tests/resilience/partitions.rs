@@ -7,25 +7,14 @@ use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::{Mesh, Service};
+use sandbox::Service;
 use suites::PrivateMesh;
 use traffic::chaos::{Direction, Fault, FaultKind};
 
-use crate::common::{behind_proxy, intake, observed, visit, visit_body};
+use crate::common::{behind_proxy, intake, observed, one, visit, visit_body};
 
-/// Claim rows of `tenant` in billing's table.
-async fn claims_of(mesh: &Mesh, tenant: &str) -> i64 {
-    let db = sandbox::store::connect(&mesh.config().database_url)
-        .await
-        .expect("database");
-    db.query_one(
-        "SELECT count(*) FROM billing.claims WHERE tenant = $1",
-        &[&tenant],
-    )
-    .await
-    .expect("count claims")
-    .get(0)
-}
+/// Claim rows of the tests' tenant in billing's table.
+const CLAIMS: &str = "SELECT count(*) FROM billing.claims WHERE tenant = 't1'";
 
 /// A black hole between the API and billing (a partition: nothing passes
 /// either way): the claim step times out within the call's deadline (1.6 s), the
@@ -67,10 +56,10 @@ async fn a_partition_from_billing_times_out_and_is_compensated(own: PrivateMesh,
         took < Duration::from_secs(4),
         "the call's 1.6 s deadline bounds the wait; took {took:?}"
     );
-    assert_eq!(claims_of(&mesh, "t1").await, 0, "billing saw no claim");
+    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 0, "billing saw no claim");
     proxy.remove(cut);
     visit(&api, &patient_id, &s).await;
-    assert_eq!(claims_of(&mesh, "t1").await, 1);
+    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 1);
 }
 
 /// The reply is lost after the request went through: billing creates the
@@ -116,7 +105,7 @@ async fn a_lost_reply_is_retried_without_a_duplicate_claim(own: PrivateMesh, s: 
         while retried() == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let written = claims_of(&mesh, "t1").await;
+        let written = one::<i64>(&mesh, CLAIMS).await;
         proxy.remove(lose_reply);
         written
     };
@@ -125,15 +114,8 @@ async fn a_lost_reply_is_retried_without_a_duplicate_claim(own: PrivateMesh, s: 
         written_before_retry, 1,
         "the first attempt went through before its reply was lost"
     );
-    assert_eq!(claims_of(&mesh, "t1").await, 1, "one claim, not two");
-    let db = sandbox::store::connect(&mesh.config().database_url)
-        .await
-        .expect("database");
-    let id: String = db
-        .query_one("SELECT id FROM billing.claims WHERE tenant = 't1'", &[])
-        .await
-        .expect("claim")
-        .get(0);
+    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 1, "one claim, not two");
+    let id: String = one(&mesh, "SELECT id FROM billing.claims WHERE tenant = 't1'").await;
     assert_eq!(v.body["claim_id"], id.as_str(), "{}", v.body);
 }
 

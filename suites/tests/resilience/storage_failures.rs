@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::{Mesh, MeshClient, Service};
+use sandbox::{MeshClient, Service};
 use serde_json::{Value, json};
 use suites::PrivateMesh;
 use traffic::chaos::ChaosProxy;
 
-use crate::common::{eventually, intake, visit, visit_body};
+use crate::common::{eventually, failed_visit, intake, one, visit};
 
 /// `host:port` of a `postgres://user@host:port/db` URL.
 fn pg_address(url: &str) -> SocketAddr {
@@ -21,13 +21,6 @@ fn pg_address(url: &str) -> SocketAddr {
     hostport
         .parse()
         .unwrap_or_else(|e| panic!("database URL {url}: `{hostport}` is not host:port: {e}"))
-}
-
-async fn rows(mesh: &Mesh, sql: &str) -> i64 {
-    let db = sandbox::store::connect(&mesh.config().database_url)
-        .await
-        .expect("database");
-    db.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
 /// Billing's PostgreSQL goes away (a proxy between billing and the
@@ -79,11 +72,7 @@ async fn billing_loses_its_database_and_reconnects_without_a_restart(
         "{}",
         h.body
     );
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_eq!(
         r.body["cause"]["body"]["error"], "database_unavailable",
@@ -99,7 +88,7 @@ async fn billing_loses_its_database_and_reconnects_without_a_restart(
     .await;
     visit(&api, &patient_id, &s).await;
     assert_eq!(
-        rows(
+        one::<i64>(
             &mesh,
             "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
         )
@@ -188,7 +177,7 @@ async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
         "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
         "procedures": s.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
     });
-    let before = rows(
+    let before = one::<i64>(
         &mesh,
         "SELECT count(*) FROM billing.claims WHERE tenant = 't1'",
     )
@@ -197,7 +186,7 @@ async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "cache_unavailable", "{body}");
     assert_eq!(
-        rows(
+        one::<i64>(
             &mesh,
             "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
         )
@@ -205,11 +194,7 @@ async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
         before,
         "a refused create writes nothing"
     );
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
 
     proxy.up().await.expect("proxy up");

@@ -17,7 +17,7 @@ use serde_json::json;
 use suites::{Faults, PrivateMesh, Target};
 use traffic::chaos::{Fault, FaultKind};
 
-use crate::common::{behind_proxy, intake, saga_trail, visit, visit_body};
+use crate::common::{behind_proxy, failed_visit, intake, saga_trail, visit};
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
 /// claim call carries an idempotency key, so it is retried and the visit
@@ -110,11 +110,7 @@ async fn a_failing_billing_engine_is_retried_then_compensated(own: PrivateMesh, 
     )
     .await
     .expect("inject");
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_eq!(r.body["cause"]["status"], 503);
     assert_eq!(r.body["compensations"][0]["outcome"], "completed");
@@ -289,11 +285,7 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(own: PrivateMesh, s
         latency: Duration::from_millis(800),
         jitter: Duration::ZERO,
     }));
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 504, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 504).await;
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_eq!(r.body["compensations"][0]["outcome"], "completed");
     proxy.remove(slow);

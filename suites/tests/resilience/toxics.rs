@@ -11,7 +11,7 @@ use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{Target, Toxics};
 
-use crate::common::{intake, visit, visit_body};
+use crate::common::{failed_visit, intake, visit};
 
 /// A 400 ms `latency` toxic on the replies of billing: it is listed on
 /// billing's proxy, and a visit (one claim call) takes at least 400 ms
@@ -98,11 +98,7 @@ async fn a_reset_peer_toxic_on_insurance_fails_the_first_step_cleanly(
         )
         .await
         .expect("add the toxic");
-    let r = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
-    assert_eq!(r.status, 502, "{}", r.body);
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
     assert_eq!(r.body["compensations"], json!([]));
     toxics
