@@ -26,13 +26,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::breaker::BreakerState;
 use crate::client::{Call, CallError, Method};
-use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text, storage_health};
+use crate::ctx::{Ctx, json_text};
+use crate::error::{ApiError, ApiResult};
+use crate::ops::storage_health;
+use crate::service::Service;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -60,14 +64,48 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{Access, Role::*, allow};
+    static CARE: Access = Access {
+        services: &[],
+        roles: &[Clinician, Admin],
+    };
+    static READ_PATIENT: Access = Access {
+        services: &[],
+        roles: &[Clinician, BillingClerk, ComplianceOfficer, Admin],
+    };
+    static READ_VISIT: Access = Access {
+        services: &[],
+        roles: &[Clinician, BillingClerk, Admin],
+    };
+    static ANALYTICS: Access = Access {
+        services: &[],
+        roles: &[BillingClerk, ComplianceOfficer, Admin],
+    };
+    static AUDIT: Access = Access {
+        services: &[],
+        roles: &[ComplianceOfficer, Admin],
+    };
     Router::new()
-        .route("/patients", post(intake))
-        .route("/patients/{id}", get(read_patient))
-        .route("/visits", post(visit))
-        .route("/visits/{id}", get(read_visit))
-        .route("/doctors/{npi}/preferences", get(doctor_preferences))
-        .route("/analytics/aggregates", get(analytics))
-        .route("/audit", get(audit))
+        .merge(allow(
+            Router::new()
+                .route("/patients", post(intake))
+                .route("/visits", post(visit))
+                .route("/doctors/{npi}/preferences", get(doctor_preferences)),
+            &CARE,
+        ))
+        .merge(allow(
+            Router::new().route("/patients/{id}", get(read_patient)),
+            &READ_PATIENT,
+        ))
+        .merge(allow(
+            Router::new().route("/visits/{id}", get(read_visit)),
+            &READ_VISIT,
+        ))
+        .merge(allow(
+            Router::new().route("/analytics/aggregates", get(analytics)),
+            &ANALYTICS,
+        ))
+        .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
 }
 
 /// Passes a read to `target` and its answer back; a failed call answers
@@ -114,7 +152,7 @@ fn query_value(v: &str) -> String {
 
 async fn doctor_preferences(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(npi): Path<String>,
 ) -> Response {
     let path = format!("/doctors/{}/preferences", query_value(&npi));
@@ -128,7 +166,7 @@ struct AnalyticsQuery {
 
 async fn analytics(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     axum::extract::Query(q): axum::extract::Query<AnalyticsQuery>,
 ) -> Response {
     let path = match q.metric {
@@ -147,7 +185,7 @@ struct AuditQuery {
 
 async fn audit(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> Response {
     let mut params = Vec::new();
@@ -205,7 +243,7 @@ struct Payer {
 
 async fn intake(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(intake): Json<Intake>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Some(mrn) = intake.patient.get("mrn").and_then(Value::as_str) else {
@@ -285,7 +323,7 @@ async fn intake(
 
 async fn read_patient(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let row = ctx
@@ -296,10 +334,17 @@ async fn read_patient(
         )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("patient {id}")))?;
+    let mut patient = json_text(&row.get::<_, String>(1));
+    if !caller.sees_ssn() {
+        // Minimum necessary: only clinicians and admins see the SSN.
+        if let Some(p) = patient.as_object_mut() {
+            p.remove("ssn");
+        }
+    }
     Ok(Json(json!({
         "patient_id": id,
         "mrn": row.get::<_, String>(0),
-        "patient": json_text(&row.get::<_, String>(1)),
+        "patient": patient,
         "coverage": json_text(&row.get::<_, String>(2)),
     })))
 }
@@ -404,7 +449,7 @@ impl StepFailure {
 
 async fn visit(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(r): Json<VisitRequest>,
 ) -> ApiResult<Response> {
     let row = ctx
@@ -638,7 +683,7 @@ async fn finish_failed(
 
 async fn read_visit(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let row = ctx

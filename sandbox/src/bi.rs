@@ -6,11 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{ApiError, ApiResult, Caller, Ctx};
+use crate::auth::Caller;
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ApiResult};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -27,9 +29,21 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, MESH, Role::*, allow};
+    static INGEST: Access = Access {
+        services: MESH,
+        roles: &[Admin],
+    };
+    static READ: Access = Access {
+        services: API,
+        roles: &[BillingClerk, ComplianceOfficer, Admin],
+    };
     Router::new()
-        .route("/events", post(ingest))
-        .route("/aggregates", get(aggregates))
+        .merge(allow(Router::new().route("/events", post(ingest)), &INGEST))
+        .merge(allow(
+            Router::new().route("/aggregates", get(aggregates)),
+            &READ,
+        ))
 }
 
 /// One event (the `AnalyticsEvent` fixture's shape; extra fields ignored).
@@ -54,7 +68,7 @@ struct Batch {
 
 async fn ingest(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(batch): Json<Batch>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if batch.events.len() > MAX_BATCH {
@@ -119,7 +133,7 @@ struct AggQuery {
 
 async fn aggregates(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<AggQuery>,
 ) -> ApiResult<Json<Value>> {
     let rows = ctx

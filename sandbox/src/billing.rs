@@ -8,11 +8,14 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{ApiError, ApiResult, Caller, Ctx, Service};
+use crate::auth::Caller;
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -37,11 +40,20 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, Role::*, allow};
+    static CLAIMS: Access = Access {
+        services: API,
+        roles: &[BillingClerk, Admin],
+    };
     Router::new()
-        .route("/claims", post(create))
-        .route("/claims/{id}", get(read))
-        .route("/claims/{id}/cancel", post(cancel))
-        .route("/patients/sync", post(crate::service::sync_patient))
+        .merge(allow(
+            Router::new()
+                .route("/claims", post(create))
+                .route("/claims/{id}", get(read))
+                .route("/claims/{id}/cancel", post(cancel)),
+            &CLAIMS,
+        ))
+        .merge(crate::ctx::sync_routes())
 }
 
 /// One procedure on a claim.
@@ -126,7 +138,7 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
 
 async fn create(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     headers: HeaderMap,
     Json(c): Json<CreateClaim>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -141,8 +153,8 @@ async fn create(
         .with("fields", Value::Array(problems)));
     }
     let id = ctx.ids.next("clm");
-    let key = crate::service::idempotency_key(&headers);
-    let first = crate::service::replay(
+    let key = crate::ctx::idempotency_key(&headers);
+    let first = crate::ctx::replay(
         &ctx,
         "claim",
         &caller.tenant,
@@ -208,7 +220,7 @@ async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiErr
             "verification_id": r.get::<_, String>(2),
             "npi": r.get::<_, String>(3),
             "diagnoses": diagnoses.split(',').collect::<Vec<_>>(),
-            "procedures": crate::service::json_text(&r.get::<_, String>(5)),
+            "procedures": crate::ctx::json_text(&r.get::<_, String>(5)),
             "total_cents": r.get::<_, i64>(6),
             "status": r.get::<_, String>(7),
         })
@@ -217,7 +229,7 @@ async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiErr
 
 async fn read(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     load(&ctx, &caller.tenant, &id)
@@ -228,9 +240,9 @@ async fn read(
 
 async fn cancel(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    crate::service::mark_cancelled(&ctx, "billing.claims", "claim", &id, &caller).await?;
-    read(State(ctx), Extension(caller), Path(id)).await
+    crate::ctx::mark_cancelled(&ctx, "billing.claims", "claim", &id, &caller).await?;
+    read(State(ctx), caller, Path(id)).await
 }

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text};
+use crate::auth::Caller;
+use crate::ctx::{Ctx, json_text};
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -49,14 +52,35 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, MESH, Role::*, allow};
+    static RECORD: Access = Access {
+        services: MESH,
+        roles: &[Admin],
+    };
+    static REVIEW: Access = Access {
+        services: MESH,
+        roles: &[ComplianceOfficer, Admin],
+    };
+    static READ: Access = Access {
+        services: API,
+        roles: &[ComplianceOfficer, Admin],
+    };
     Router::new()
-        .route("/audit/service-calls", post(service_call))
-        .route("/audit/saga-events", post(saga_event))
-        .route("/audit/sync-failures", post(sync_failure))
-        .route("/audit", get(query))
-        .route("/phi/scan", post(scan))
-        .route("/violations", get(violations).post(report_violation))
-        .route("/patients/sync", post(crate::service::sync_patient))
+        .merge(allow(
+            Router::new()
+                .route("/audit/service-calls", post(service_call))
+                .route("/audit/saga-events", post(saga_event))
+                .route("/audit/sync-failures", post(sync_failure)),
+            &RECORD,
+        ))
+        .merge(allow(Router::new().route("/audit", get(query)), &READ))
+        .merge(allow(
+            Router::new()
+                .route("/phi/scan", post(scan))
+                .route("/violations", get(violations).post(report_violation)),
+            &REVIEW,
+        ))
+        .merge(crate::ctx::sync_routes())
 }
 
 async fn record(
@@ -93,7 +117,7 @@ async fn record(
 
 async fn service_call(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(detail): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     record(&ctx, &caller, "service_call", &detail).await
@@ -101,7 +125,7 @@ async fn service_call(
 
 async fn saga_event(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(detail): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if detail.get("event_type").and_then(Value::as_str).is_none() {
@@ -116,7 +140,7 @@ async fn saga_event(
 
 async fn sync_failure(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(detail): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     record(&ctx, &caller, "sync_failure", &detail).await
@@ -134,7 +158,7 @@ struct AuditQuery {
 
 async fn query(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Value>> {
     let rows = ctx
@@ -188,7 +212,7 @@ struct ScanRequest {
 
 async fn scan(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(r): Json<ScanRequest>,
 ) -> ApiResult<Json<Value>> {
     let findings = phi::scan(&r.text);
@@ -267,7 +291,7 @@ fn log_channel() -> String {
 
 async fn report_violation(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Json(r): Json<ViolationReport>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = insert_violation(
@@ -290,7 +314,7 @@ struct ViolationQuery {
 
 async fn violations(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Query(q): Query<ViolationQuery>,
 ) -> ApiResult<Json<Value>> {
     let rows = ctx

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::service::{ApiError, ApiResult, Caller, Ctx, Service, json_text};
+use crate::auth::Caller;
+use crate::ctx::{Ctx, json_text};
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -24,9 +27,17 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, Role::*, allow};
+    static PREFERENCES: Access = Access {
+        services: API,
+        roles: &[Clinician, Admin],
+    };
     Router::new()
-        .route("/doctors/{npi}/preferences", get(read).put(write))
-        .route("/patients/sync", post(crate::service::sync_patient))
+        .merge(allow(
+            Router::new().route("/doctors/{npi}/preferences", get(read).put(write)),
+            &PREFERENCES,
+        ))
+        .merge(crate::ctx::sync_routes())
 }
 
 fn check_npi(npi: &str) -> ApiResult<()> {
@@ -43,7 +54,7 @@ fn check_npi(npi: &str) -> ApiResult<()> {
 
 async fn read(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(npi): Path<String>,
 ) -> ApiResult<Json<Value>> {
     check_npi(&npi)?;
@@ -62,7 +73,7 @@ async fn read(
 
 async fn write(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(npi): Path<String>,
     Json(prefs): Json<Value>,
 ) -> ApiResult<Json<Value>> {

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::service::{ApiError, ApiResult, Caller, Ctx, Service};
+use crate::auth::Caller;
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -37,11 +40,27 @@ pub(crate) fn migrations() -> Vec<String> {
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, Role::*, allow};
+    static CHECK: Access = Access {
+        services: API,
+        roles: &[Admin],
+    };
+    static READ: Access = Access {
+        services: API,
+        roles: &[Clinician, BillingClerk, Admin],
+    };
     Router::new()
-        .route("/verify", post(verify))
-        .route("/verifications/{id}", get(read))
-        .route("/verifications/{id}/cancel", post(cancel))
-        .route("/patients/sync", post(crate::service::sync_patient))
+        .merge(allow(
+            Router::new()
+                .route("/verify", post(verify))
+                .route("/verifications/{id}/cancel", post(cancel)),
+            &CHECK,
+        ))
+        .merge(allow(
+            Router::new().route("/verifications/{id}", get(read)),
+            &READ,
+        ))
+        .merge(crate::ctx::sync_routes())
 }
 
 /// `POST /verify`.
@@ -135,7 +154,7 @@ pub fn eligibility_key(
 
 async fn verify(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     headers: HeaderMap,
     Json(r): Json<VerifyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -154,8 +173,8 @@ async fn verify(
         ));
     }
     let id = ctx.ids.next("ver");
-    let key = crate::service::idempotency_key(&headers);
-    let first = crate::service::replay(
+    let key = crate::ctx::idempotency_key(&headers);
+    let first = crate::ctx::replay(
         &ctx,
         "verify",
         &caller.tenant,
@@ -267,7 +286,7 @@ async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiErr
 
 async fn read(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     load(&ctx, &caller.tenant, &id)
@@ -278,10 +297,10 @@ async fn read(
 
 async fn cancel(
     State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    crate::service::mark_cancelled(
+    crate::ctx::mark_cancelled(
         &ctx,
         "insurance.verifications",
         "verification",
@@ -289,5 +308,5 @@ async fn cancel(
         &caller,
     )
     .await?;
-    read(State(ctx), Extension(caller), Path(id)).await
+    read(State(ctx), caller, Path(id)).await
 }

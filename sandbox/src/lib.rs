@@ -11,12 +11,15 @@
 //! - Cross-cutting: [`client`] (every service-to-service call: per-target
 //!   [`breaker`], [`retry`] with seeded full jitter, per-attempt and
 //!   overall timeouts, `X-Request-ID`, signed [`token`]s that every service
-//!   verifies), tenants bound to tokens, [`logs`] through a PHI-redacting
-//!   layer, a test-mode fault endpoint ([`service::FaultPlan`]),
+//!   verifies), tenants bound to tokens, [`auth`] (the caller, per-route
+//!   access by service and role, replayed tokens refused), [`logs`] through a PHI-redacting
+//!   layer, a test-mode fault endpoint ([`faults::FaultPlan`]),
 //!   `/metrics` ([`metrics`]).
 //! - [`target`]: the running mesh described as a target file.
 
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod bi;
 pub mod billing;
 pub mod breaker;
@@ -24,18 +27,25 @@ pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod compliance;
+pub mod ctx;
 pub mod doctor;
+pub mod error;
+pub mod faults;
 pub mod fixture;
+pub mod gate;
 pub mod insurance;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
+pub mod ops;
 pub mod retry;
 pub mod service;
 pub mod store;
 pub mod target;
 pub mod token;
 
+pub use auth::Role;
+pub use faults::FaultPlan;
 pub use fixture::Tenant;
 pub use mesh::{Answer, Credentials, Mesh, MeshClient, MeshConfig, MeshError};
-pub use service::{FaultPlan, Service};
+pub use service::Service;

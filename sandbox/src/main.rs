@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
-//! cargo run -p sandbox -- token --service NAME --tenant NAME [--ttl SECS]
+//! cargo run -p sandbox -- token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
 //! ```
 //!
 //! `up` uses `DATABASE_URL` / `REDIS_URL` when set, else PostgreSQL on
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sandbox::{Mesh, MeshConfig, Service, token};
+use sandbox::{Mesh, MeshConfig, Role, Service, token};
 
 const USAGE: &str = "usage:
   sandbox up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
@@ -23,8 +23,9 @@ const USAGE: &str = "usage:
       --write-target writes a target file describing the mesh, for `--target PATH`;
       --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
       in front of each service the API calls, declared in the target file)
-  sandbox token --service NAME --tenant NAME [--ttl SECS]
-      print a token signed with SANDBOX_SECRET";
+  sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
+      print a person's token (role clinician, billing_clerk, compliance_officer
+      or admin, the default) signed with SANDBOX_SECRET";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,12 +53,21 @@ fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> anyhow::Result<&'
 }
 
 fn print_token(args: &[String]) -> anyhow::Result<()> {
-    let (mut service, mut tenant, mut ttl) = (None, None, 3600u64);
+    let (mut service, mut tenant, mut ttl, mut role) = (None, None, 3600u64, Role::Admin);
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--service" => service = Some(value(args, &mut i, "--service")?.to_string()),
             "--tenant" => tenant = Some(value(args, &mut i, "--tenant")?.to_string()),
+            "--role" => {
+                let name = value(args, &mut i, "--role")?;
+                role = Role::from_name(name).with_context(|| {
+                    format!(
+                        "unknown role `{name}`; the roles are {}",
+                        Role::ALL.map(Role::name).join(", ")
+                    )
+                })?;
+            }
             "--ttl" => {
                 ttl = value(args, &mut i, "--ttl")?
                     .parse()
@@ -91,9 +101,10 @@ fn print_token(args: &[String]) -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        token::sign(
+        token::sign_user(
             secret.as_bytes(),
             "cli",
+            role,
             service.name(),
             &tenant,
             Duration::from_secs(ttl)

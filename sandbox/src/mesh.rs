@@ -20,11 +20,14 @@ use tracing::instrument::WithSubscriber;
 use crate::breaker::BreakerState;
 use crate::client::{Call, ClientConfig, Method, Routes, ServiceClient};
 use crate::clock::{Clock, SystemClock};
+use crate::ctx::{Ctx, Ids, Settings};
+use crate::faults::FaultPlan;
 use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
-use crate::service::{self, Ctx, FaultPlan, Ids, Service, Settings};
+use crate::service::Service;
 use crate::store::{self, Cache, Db, PoolConfig, StoreError};
-use crate::token;
+use crate::token::{self, Role};
+use crate::{admin, gate, ops};
 
 /// Why the mesh (or one service) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,16 @@ pub enum MeshError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// An admin call (`/admin/faults`) failed.
+    #[error("{service}: {what}: {why}")]
+    Admin {
+        /// Which service.
+        service: Service,
+        /// Which call.
+        what: &'static str,
+        /// Why.
+        why: String,
     },
     /// Only loopback addresses are allowed.
     #[error("{0} is not a loopback address: the sandbox listens on loopback only")]
@@ -250,27 +263,20 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
     let mut r = if service == Service::HealthcareApi {
         own
     } else {
-        own.route("/health", get(service::health))
+        own.route("/health", get(ops::health))
     };
     r = r
-        .route("/metrics", get(service::metrics))
-        .route("/config", get(service::config));
+        .route("/metrics", get(ops::metrics))
+        .route("/config", get(ops::config));
     if test_mode {
-        r = r
-            .route(
-                "/admin/faults",
-                get(service::get_faults)
-                    .post(service::set_faults)
-                    .delete(service::clear_faults),
-            )
-            .route("/admin/logs", get(service::logs));
+        r = r.merge(admin::routes());
     }
     r.layer(axum::middleware::from_fn_with_state(
         Arc::clone(&ctx),
-        service::gate,
+        gate::gate,
     ))
     .layer(axum::extract::DefaultBodyLimit::max(max_body))
-    .layer(axum::middleware::map_response(service::json_errors))
+    .layer(axum::middleware::map_response(gate::json_errors))
     .with_state(ctx)
 }
 
@@ -380,9 +386,10 @@ impl Mesh {
                 .map(|(s, a)| (*s, *a))
                 .collect::<HashMap<_, _>>(),
         ));
-        // The log pipeline reports violations to the compliance monitor.
+        // The log pipeline (the compliance monitor's log shipper, signing as
+        // the monitor) reports violations to it.
         let forward_client = Arc::new(ServiceClient::new(
-            "log-pipeline",
+            Service::ComplianceMonitor.name(),
             Arc::clone(&routes),
             config.client,
             config.secret.clone().into(),
@@ -393,7 +400,10 @@ impl Mesh {
         let forwarder = tokio::spawn(async move {
             while let Some(v) = rx.recv().await {
                 let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
-                let request_id = v.request_id.clone().unwrap_or_else(service::new_request_id);
+                let request_id = v
+                    .request_id
+                    .clone()
+                    .unwrap_or_else(crate::ctx::new_request_id);
                 let call = Call::new(
                     Service::ComplianceMonitor,
                     Method::Post,
@@ -469,6 +479,7 @@ impl Mesh {
             faults: Mutex::new(Vec::new()),
             ids: Ids::default(),
             book: Arc::clone(&self.book),
+            replay: Default::default(),
         });
         let app = router(
             service,
@@ -611,11 +622,12 @@ impl Mesh {
         self.book.lines()
     }
 
-    /// A token for `service` acting for `tenant`, valid for `ttl`.
+    /// An admin's token for `service` acting for `tenant`, valid for `ttl`.
     pub fn token(&self, service: Service, tenant: &str, ttl: Duration) -> String {
-        token::sign(
+        token::sign_user(
             &self.config.secret,
             "test-client",
+            Role::Admin,
             service.name(),
             tenant,
             ttl,
@@ -634,26 +646,45 @@ impl Mesh {
         )
     }
 
-    /// Injects faults into `service` (test mode only).
-    pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), reqwest::Error> {
-        self.http
-            .post(format!("{}/admin/faults", self.url(service)))
-            .json(plan)
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    /// Injects faults into `service` (test mode only), as an admin.
+    pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), MeshError> {
+        let tenant = plan.tenant.as_deref().unwrap_or("admin");
+        let body = serde_json::to_value(plan).unwrap_or_default();
+        let r = self
+            .client(service, tenant)
+            .post("/admin/faults", &body)
+            .await;
+        admin_answer(service, "POST /admin/faults", r)
     }
 
-    /// Removes the faults of `service`.
-    pub async fn clear_faults(&self, service: Service) -> Result<(), reqwest::Error> {
-        self.http
-            .delete(format!("{}/admin/faults", self.url(service)))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+    /// Removes the faults of `service`, as an admin.
+    pub async fn clear_faults(&self, service: Service) -> Result<(), MeshError> {
+        let r = self
+            .client(service, "admin")
+            .request(reqwest::Method::DELETE, "/admin/faults", None, None)
+            .await;
+        admin_answer(service, "DELETE /admin/faults", r)
     }
+}
+
+fn admin_answer(
+    service: Service,
+    what: &'static str,
+    r: Result<Answer, reqwest::Error>,
+) -> Result<(), MeshError> {
+    let r = r.map_err(|e| MeshError::Admin {
+        service,
+        what,
+        why: e.to_string(),
+    })?;
+    if (200..300).contains(&r.status) {
+        return Ok(());
+    }
+    Err(MeshError::Admin {
+        service,
+        what,
+        why: format!("answered {}: {}", r.status, r.body),
+    })
 }
 
 /// An answer to a [`MeshClient`] request.
@@ -684,6 +715,7 @@ pub struct MeshClient {
     service: Service,
     tenant: String,
     credentials: Credentials,
+    role: Role,
 }
 
 impl MeshClient {
@@ -701,7 +733,15 @@ impl MeshClient {
             service,
             tenant: tenant.into(),
             credentials,
+            role: Role::Admin,
         }
+    }
+
+    /// The same client acting as a person with `role` (an admin by
+    /// default): its signed tokens carry that role.
+    pub fn as_role(mut self, role: Role) -> MeshClient {
+        self.role = role;
+        self
     }
 
     /// The tenant it acts for.
@@ -739,9 +779,10 @@ impl MeshClient {
         headers: &[(&str, &str)],
     ) -> Result<Answer, reqwest::Error> {
         let token = match &self.credentials {
-            Credentials::Secret(secret) => token::sign(
+            Credentials::Secret(secret) => token::sign_user(
                 secret,
                 "test-client",
+                self.role,
                 self.service.name(),
                 &self.tenant,
                 Duration::from_secs(60),

@@ -39,9 +39,59 @@ pub struct Claims {
     /// Not before, seconds since the Unix epoch.
     #[serde(default)]
     pub nbf: u64,
-    /// The token's unique id.
+    /// The token's unique id (a mutating call's token is accepted once).
     #[serde(default)]
     pub jti: String,
+    /// A person's role, in a user token (absent in a service's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// The role of a person calling the mesh (a user token's `role`). Each
+/// route states which roles may call it ([`crate::auth::Access`]), and
+/// answers only what the role needs (a billing clerk never sees an SSN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registers patients and runs visits; sees the whole record.
+    Clinician,
+    /// Works on claims; sees patients without their SSN.
+    BillingClerk,
+    /// Reads the audit trail and handles violations.
+    ComplianceOfficer,
+    /// Everything, `/admin/*` included (test mode).
+    Admin,
+}
+
+impl Role {
+    /// All four.
+    pub const ALL: [Role; 4] = [
+        Role::Clinician,
+        Role::BillingClerk,
+        Role::ComplianceOfficer,
+        Role::Admin,
+    ];
+
+    /// Its name in a token (`billing_clerk`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Clinician => "clinician",
+            Role::BillingClerk => "billing_clerk",
+            Role::ComplianceOfficer => "compliance_officer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role of a name.
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why a token was refused.
@@ -79,9 +129,16 @@ pub enum TokenError {
         /// The request's `X-Source-Service`.
         source_service: String,
     },
+    /// A mutating call with a token already used for one.
+    #[error("token already used (replayed jti)")]
+    Replayed,
+    /// A mutating call with a token without `jti`.
+    #[error("token has no jti, required for a mutating call")]
+    NoJti,
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -103,11 +160,29 @@ fn new_jti() -> String {
     format!("{:016x}{:08x}", h.finish(), NEXT.load(Ordering::Relaxed))
 }
 
-/// Signs a token from `iss` for `aud` acting for `tenant`, valid for `ttl`
-/// from now.
+/// Signs a service's token from `iss` for `aud` acting for `tenant`,
+/// valid for `ttl` from now.
 pub fn sign(secret: &[u8], iss: &str, aud: &str, tenant: &str, ttl: Duration) -> String {
+    sign_claims(secret, &claims(iss, None, aud, tenant, ttl))
+}
+
+/// Signs a person's token: `role`, through client `iss`, for `aud`,
+/// acting for `tenant`, valid for `ttl` from now.
+pub fn sign_user(
+    secret: &[u8],
+    iss: &str,
+    role: Role,
+    aud: &str,
+    tenant: &str,
+    ttl: Duration,
+) -> String {
+    sign_claims(secret, &claims(iss, Some(role), aud, tenant, ttl))
+}
+
+/// Fresh claims, valid for `ttl` from now, with a new `jti`.
+pub fn claims(iss: &str, role: Option<Role>, aud: &str, tenant: &str, ttl: Duration) -> Claims {
     let now = unix_now();
-    let claims = Claims {
+    Claims {
         iss: iss.into(),
         aud: aud.into(),
         tenant: tenant.into(),
@@ -115,8 +190,8 @@ pub fn sign(secret: &[u8], iss: &str, aud: &str, tenant: &str, ttl: Duration) ->
         iat: now,
         nbf: now,
         jti: new_jti(),
-    };
-    sign_claims(secret, &claims)
+        role,
+    }
 }
 
 /// Signs given claims (HS256).

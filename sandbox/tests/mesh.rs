@@ -144,9 +144,10 @@ mod binary {
             }
             let secret = std::fs::read(&secret_path).expect("secret");
             let billing = &file.services["billing-engine"].url;
-            let token = sandbox::token::sign(
+            let token = sandbox::token::sign_user(
                 &secret,
                 "t",
+                sandbox::Role::BillingClerk,
                 "billing-engine",
                 "demo",
                 std::time::Duration::from_secs(60),
@@ -163,15 +164,27 @@ mod binary {
                 404,
                 "a token signed with the written secret is accepted"
             );
-            let logs: Value = reqwest::get(format!(
-                "{}/admin/logs",
-                file.services["healthcare-api"].url
-            ))
-            .await
-            .expect("logs")
-            .json()
-            .await
-            .expect("JSON");
+            let admin = sandbox::token::sign_user(
+                &secret,
+                "t",
+                sandbox::Role::Admin,
+                "healthcare-api",
+                "demo",
+                std::time::Duration::from_secs(60),
+            );
+            let logs: Value = reqwest::Client::new()
+                .get(format!(
+                    "{}/admin/logs",
+                    file.services["healthcare-api"].url
+                ))
+                .header("authorization", format!("Bearer {admin}"))
+                .header("x-tenant-id", "demo")
+                .send()
+                .await
+                .expect("logs")
+                .json()
+                .await
+                .expect("JSON");
             assert!(logs["lines"].is_array(), "{logs}");
         };
         result.await;

@@ -249,6 +249,7 @@ fn service_tokens_are_checked_for_signature_audience_expiry_and_tenant() {
         iat,
         nbf,
         jti: "j1".into(),
+        role: None,
     };
     let expired = token::sign_claims(secret, &at(900, 900, 1_000));
     let leeway = token::LEEWAY;

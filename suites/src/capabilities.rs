@@ -8,7 +8,7 @@ use std::time::Duration;
 use harness::{Fixture, FixtureCx, FixtureError};
 use provision::redis::MultiplexedConnection;
 use provision::{Redis, TestDb};
-use sandbox::{FaultPlan, Mesh, MeshConfig, Service};
+use sandbox::{FaultPlan, Mesh, MeshConfig, Role, Service};
 use serde_json::Value;
 
 use crate::target::{Capability, Target};
@@ -25,9 +25,26 @@ pub struct SignTokens {
 }
 
 impl SignTokens {
-    /// A token for `service` acting for `tenant`, valid for `ttl`.
+    /// An admin's token for `service` acting for `tenant`, valid for `ttl`.
     pub fn token(&self, service: Service, tenant: &str, ttl: Duration) -> String {
-        sandbox::token::sign(self.secret(), "test-client", service.name(), tenant, ttl)
+        self.as_role(Role::Admin, service, tenant, ttl)
+    }
+
+    /// A person's token with `role`, for `service`, acting for `tenant`.
+    pub fn as_role(&self, role: Role, service: Service, tenant: &str, ttl: Duration) -> String {
+        sandbox::token::sign_user(
+            self.secret(),
+            "test-client",
+            role,
+            service.name(),
+            tenant,
+            ttl,
+        )
+    }
+
+    /// Service `from`'s token for a call to `to`, acting for `tenant`.
+    pub fn from_service(&self, from: Service, to: Service, tenant: &str, ttl: Duration) -> String {
+        sandbox::token::sign(self.secret(), from.name(), to.name(), tenant, ttl)
     }
 
     /// The signing secret (to forge expired tokens, say).
@@ -54,17 +71,17 @@ impl Faults {
     /// target, fault your own tenant (`tenant: Some(..)`) so that other
     /// tests are not disturbed.
     pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), String> {
+        let tenant = plan.tenant.as_deref().unwrap_or("admin");
+        let body = serde_json::to_value(plan).map_err(|e| e.to_string())?;
         let r = self
             .target
-            .http()
-            .post(format!("{}/admin/faults", self.target.url(service)))
-            .json(plan)
-            .send()
+            .client(service, tenant)
+            .post("/admin/faults", &body)
             .await
             .map_err(|e| format!("{service} /admin/faults: {e}"))?;
-        match r.status().as_u16() {
+        match r.status {
             200 => Ok(()),
-            s => Err(format!("{service} /admin/faults answered {s}")),
+            s => Err(format!("{service} /admin/faults answered {s}: {}", r.body)),
         }
     }
 
@@ -72,15 +89,21 @@ impl Faults {
     pub async fn clear(&self, service: Service, tenant: &str) -> Result<(), String> {
         let r = self
             .target
-            .http()
-            .delete(format!("{}/admin/faults", self.target.url(service)))
-            .query(&[("tenant", tenant)])
-            .send()
+            .client(service, tenant)
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/admin/faults?tenant={tenant}"),
+                None,
+                None,
+            )
             .await
             .map_err(|e| format!("{service} /admin/faults: {e}"))?;
-        match r.status().as_u16() {
+        match r.status {
             200 | 204 => Ok(()),
-            s => Err(format!("{service} DELETE /admin/faults answered {s}")),
+            s => Err(format!(
+                "{service} DELETE /admin/faults answered {s}: {}",
+                r.body
+            )),
         }
     }
 }
@@ -302,8 +325,16 @@ impl Logs {
         if let Some(mesh) = self.target.mesh() {
             return Ok(mesh.logs());
         }
-        let url = format!("{}/admin/logs", self.target.url(Service::HealthcareApi));
-        let body = self.target.get_json(&url).await?;
+        let r = self
+            .target
+            .client(Service::HealthcareApi, "admin")
+            .get("/admin/logs")
+            .await
+            .map_err(|e| format!("GET /admin/logs: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("GET /admin/logs answered {}: {}", r.status, r.body));
+        }
+        let body = r.body;
         Ok(body["lines"]
             .as_array()
             .map(|a| {

@@ -139,7 +139,7 @@ fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc
             .collect::<HashMap<_, _>>(),
     ));
     Arc::new(ServiceClient::new(
-        "test-client",
+        "healthcare-api",
         routes,
         ClientConfig {
             retry,

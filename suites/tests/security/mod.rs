@@ -2,5 +2,6 @@
 //! kept in the clear.
 
 mod access_control;
+mod authorization;
 mod data_encryption;
 mod service_authentication;

@@ -76,6 +76,7 @@ async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens,
         iat,
         nbf,
         jti: format!("jti-{iat}-{nbf}-{exp}"),
+        role: None,
     };
     let expired = token::sign_claims(tokens.secret(), &claims(now - 120, now - 120, now - 60));
     let not_yet = token::sign_claims(tokens.secret(), &claims(now, now + 600, now + 900));

@@ -1,0 +1,220 @@
+//! What every service shares: its state ([`Ctx`]: storage, the outgoing
+//! client, counters, faults, ids), the mesh's settings, and the helpers
+//! the handlers of several services use (patient sync, idempotent creates,
+//! cancellation).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, ReplayGuard};
+use crate::client::ServiceClient;
+use crate::error::{ApiError, ApiResult};
+use crate::faults::FaultPlan;
+use crate::metrics::ServiceMetrics;
+use crate::service::Service;
+use crate::store::Cache;
+
+/// Settings every service of a mesh shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The token secret.
+    pub secret: Arc<[u8]>,
+    /// How long an eligibility answer stays cached.
+    pub eligibility_ttl: Duration,
+    /// How long an idempotency key is held.
+    pub idempotency_ttl: Duration,
+}
+
+/// One running service's state, shared by its handlers.
+pub struct Ctx {
+    /// Which service.
+    pub service: Service,
+    /// Its database pool (its own schema).
+    pub db: crate::store::Db,
+    /// Its Redis.
+    pub cache: Cache,
+    /// Its outgoing calls.
+    pub client: Arc<ServiceClient>,
+    /// Shared settings.
+    pub settings: Settings,
+    /// Its counters.
+    pub metrics: Arc<ServiceMetrics>,
+    /// Injected faults (test mode): at most one plan per tenant, and one
+    /// for every tenant (`tenant: None`).
+    pub faults: Mutex<Vec<FaultPlan>>,
+    /// Ids of the resources it makes.
+    pub ids: Ids,
+    /// The mesh's (redacted) log lines.
+    pub book: Arc<crate::logs::LogBook>,
+    /// The mutating calls' token ids already used.
+    pub replay: ReplayGuard,
+}
+
+/// Makes ids unique across restarts: a prefix, the start time and a counter.
+pub struct Ids {
+    epoch: u64,
+    next: AtomicU64,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ids {
+            epoch: nanos & 0xffff_ffff_ffff,
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Ids {
+    /// `prefix-<epoch><counter>`.
+    pub fn next(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{:012x}{:06x}",
+            self.epoch,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh request id.
+pub fn new_request_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "req-{:08x}{:08x}",
+        nanos,
+        REQUEST_IDS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `POST /patients/sync`, which only the API may call.
+pub fn sync_routes() -> axum::Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, allow};
+    static SYNC: Access = Access {
+        services: API,
+        roles: &[],
+    };
+    allow(
+        axum::Router::new().route("/patients/sync", axum::routing::post(sync_patient)),
+        &SYNC,
+    )
+}
+
+/// A patient copy sent by the API (`POST /patients/sync`).
+#[derive(Debug, Deserialize)]
+pub struct PatientSync {
+    /// The API's patient id.
+    pub patient_id: String,
+    /// The record.
+    pub record: Value,
+}
+
+/// `POST /patients/sync` of a service that holds patient data: upserts its
+/// copy.
+pub async fn sync_patient(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    axum::Json(sync): axum::Json<PatientSync>,
+) -> ApiResult<axum::Json<Value>> {
+    let sql = format!(
+        "INSERT INTO {}.patients (tenant, patient_id, record) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
+        ctx.service.schema()
+    );
+    ctx.db
+        .execute(
+            &sql,
+            &[&caller.tenant, &sync.patient_id, &sync.record.to_string()],
+        )
+        .await?;
+    Ok(axum::Json(
+        json!({"service": ctx.service.name(), "patient_id": sync.patient_id, "synced": true}),
+    ))
+}
+
+/// Reads a JSON text column.
+pub fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The request's `Idempotency-Key` header.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// For a create carrying idempotency key `key`: holds the key for `new_id`
+/// and answers `None` (go ahead), or answers the resource the key's first
+/// create made, as `load` reads it (waiting up to half a second while that
+/// create is still writing it; `409` after that).
+pub async fn replay<F, Fut>(
+    ctx: &Ctx,
+    scope: &str,
+    tenant: &str,
+    key: Option<&str>,
+    new_id: &str,
+    load: F,
+) -> ApiResult<Option<Value>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Option<Value>>>,
+{
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let ttl = ctx.settings.idempotency_ttl;
+    let Some(first) = ctx
+        .cache
+        .idempotent(scope, tenant, key, new_id, ttl)
+        .await?
+    else {
+        return Ok(None);
+    };
+    for _ in 0..20 {
+        if let Some(mut found) = load(first.clone()).await? {
+            found["replayed"] = json!(true);
+            return Ok(Some(found));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        "a create with this idempotency key is still in progress",
+    ))
+}
+
+/// Marks row `id` of `table` (with `status` and `cancelled_at` columns)
+/// cancelled for the caller's tenant; cancelling twice is fine; `404` naming `what`
+/// when the tenant has no such row.
+pub async fn mark_cancelled(
+    ctx: &Ctx,
+    table: &str,
+    what: &str,
+    id: &str,
+    caller: &Caller,
+) -> ApiResult<()> {
+    let sql = format!(
+        "UPDATE {table} SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
+         WHERE id = $1 AND tenant = $2"
+    );
+    if ctx.db.execute(&sql, &[&id, &caller.tenant]).await? == 0 {
+        return Err(ApiError::not_found(format!("{what} {id}")));
+    }
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "{what} {id} cancelled");
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Injected faults (test mode): what `POST /admin/faults` sets and the
+//! request gate applies.
+
+use serde::Deserialize;
+
+/// Faults to inject into a service (test mode only), set through
+/// `POST /admin/faults`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultPlan {
+    /// Fail this many of the next matching requests.
+    pub fail_next: u32,
+    /// With this status (default 503).
+    pub status: Option<u16>,
+    /// Delay every matching request by this much.
+    pub latency_ms: u64,
+    /// Write this text into a log line of the next matching request (a PHI
+    /// leak the log redaction and the compliance monitor must catch).
+    pub leak_phi: Option<String>,
+    /// Only requests of this tenant match.
+    pub tenant: Option<String>,
+    /// Only requests whose path starts with this match.
+    pub path_prefix: Option<String>,
+}
+
+impl FaultPlan {
+    /// Does a request of `tenant` to `path` match?
+    pub fn matches(&self, tenant: &str, path: &str) -> bool {
+        self.tenant.as_ref().is_none_or(|t| t == tenant)
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| path.starts_with(p.as_str()))
+    }
+}

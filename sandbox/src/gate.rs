@@ -1,0 +1,171 @@
+//! The request gate every request passes (request id, token check,
+//! injected faults, counting), and the rewrite that gives the framework's
+//! own rejections the one JSON error shape.
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::{self, Caller};
+use crate::ctx::{Ctx, new_request_id};
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn authenticate(ctx: &Ctx, req: &Request, request_id: &str) -> Result<Caller, String> {
+    let presented = auth::Presented {
+        tenant: header(req, "x-tenant-id"),
+        authorization: header(req, "authorization"),
+        source_service: header(req, "x-source-service"),
+        mutating: !req.method().is_safe(),
+    };
+    auth::authenticate(
+        &ctx.settings.secret,
+        ctx.service,
+        &ctx.replay,
+        &presented,
+        request_id,
+    )
+}
+
+/// Applies the fault plan to a request; `Some` is the failure to answer.
+async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response> {
+    let (latency, leak, fail) = {
+        let mut plans = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        // A tenant's own plan first, then the one for every tenant.
+        let plan = plans
+            .iter_mut()
+            .filter(|p| p.matches(&caller.tenant, path))
+            .min_by_key(|p| p.tenant.is_none())?;
+        let fail = if plan.fail_next > 0 {
+            plan.fail_next -= 1;
+            Some(plan.status.unwrap_or(503))
+        } else {
+            None
+        };
+        (plan.latency_ms, plan.leak_phi.take(), fail)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(text) = leak {
+        tracing::info!(
+            tenant = %caller.tenant,
+            request_id = %caller.request_id,
+            "handling {path} for {text}"
+        );
+    }
+    let status = fail?;
+    ctx.metrics.incr("faults_injected_total", "");
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(
+        (
+            status,
+            axum::Json(json!({"error": "injected_fault", "message": "fault injected by the test"})),
+        )
+            .into_response(),
+    )
+}
+
+/// The gate every request passes: request id, token check (except
+/// `/health` and `/metrics`), faults (not on `/admin/…`), counting.
+pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let request_id = header(&req, "x-request-id")
+        .filter(|r| !r.is_empty() && r.len() <= 128)
+        .map_or_else(new_request_id, str::to_string);
+    let open = path == "/health" || path == "/metrics";
+    let mut resp = if open {
+        next.run(req).await
+    } else {
+        match authenticate(&ctx, &req, &request_id) {
+            Err(reason) => auth::unauthorized(reason),
+            Ok(caller) => {
+                let fault = if path.starts_with("/admin/") {
+                    None
+                } else {
+                    apply_faults(&ctx, &caller, &path).await
+                };
+                match fault {
+                    Some(resp) => resp,
+                    None => {
+                        req.extensions_mut().insert(caller);
+                        next.run(req).await
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    ctx.metrics
+        .record_request(&method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Gives every error answer one JSON shape, `{"error", "message"}`: the
+/// framework's own rejections (malformed JSON, a body over the limit, an
+/// unknown route, a wrong method) are plain text and may quote the input;
+/// they are rewritten without it (quoted values are cut, PHI redacted).
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::BAD_REQUEST => "malformed_request",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        s if s.is_server_error() => "internal_error",
+        _ => "rejected",
+    };
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such route".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
+        _ => without_quoted(&String::from_utf8_lossy(&text)),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({"error": code, "message": phi::redact(&message)}).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// `text` with every `"…"`-quoted value cut out (serde quotes the input it
+/// could not take).
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out.chars().take(300).collect()
+}
