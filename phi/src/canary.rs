@@ -13,12 +13,17 @@ use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::Kind;
 use crate::detect::Hit;
 
 /// Values shorter than this are not searched (too many accidental hits).
 const MIN_LEN: usize = 5;
+
+/// A name part alone (a first or last name) is searched from this many
+/// characters, and only where it is written capitalised.
+const MIN_PART: usize = 3;
 
 /// A registry of canary values. [`crate::canaries`] is the run-wide one that
 /// generators register into; tests may make their own.
@@ -33,6 +38,9 @@ struct Inner {
     entries: Vec<(Kind, String)>,
     patterns: Vec<String>,
     kinds: Vec<Kind>,
+    /// The pattern is one part of a name (`Maria`, `Chen`): it counts only
+    /// when the text capitalises it, as a name is written.
+    capital: Vec<bool>,
     seen_patterns: HashSet<String>,
     automaton: Option<Arc<AhoCorasick>>,
 }
@@ -55,11 +63,13 @@ impl CanaryRegistry {
             return false;
         }
         inner.entries.push((kind, value.to_string()));
-        for v in variants(kind, value) {
+        for (v, capital) in variants(kind, value) {
             let key = v.to_ascii_lowercase();
-            if v.len() >= MIN_LEN && inner.seen_patterns.insert(key) {
+            let long_enough = v.len() >= MIN_LEN || capital && v.chars().count() >= MIN_PART;
+            if long_enough && inner.seen_patterns.insert(key) {
                 inner.patterns.push(v);
                 inner.kinds.push(kind);
+                inner.capital.push(capital);
             }
         }
         inner.automaton = None;
@@ -99,14 +109,14 @@ impl CanaryRegistry {
         self.len() == 0
     }
 
-    fn automaton(&self) -> Option<(Arc<AhoCorasick>, Vec<Kind>)> {
+    fn automaton(&self) -> Option<(Arc<AhoCorasick>, Vec<Kind>, Vec<bool>)> {
         {
             let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
             if inner.patterns.is_empty() {
                 return None;
             }
             if let Some(a) = &inner.automaton {
-                return Some((a.clone(), inner.kinds.clone()));
+                return Some((a.clone(), inner.kinds.clone(), inner.capital.clone()));
             }
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -123,27 +133,41 @@ impl CanaryRegistry {
                 a
             }
         };
-        Some((built, inner.kinds.clone()))
+        Some((built, inner.kinds.clone(), inner.capital.clone()))
     }
 
     pub(crate) fn find(&self, text: &str, out: &mut Vec<Hit>) {
-        let Some((automaton, kinds)) = self.automaton() else {
+        let Some((automaton, kinds, capital)) = self.automaton() else {
             return;
         };
-        let bytes = text.as_bytes();
         for m in automaton.find_iter(text) {
-            let glued_before = m.start() > 0 && bytes[m.start() - 1].is_ascii_alphanumeric();
-            let glued_after = bytes.get(m.end()).is_some_and(u8::is_ascii_alphanumeric);
-            if !glued_before && !glued_after {
-                out.push((kinds[m.pattern().as_usize()], m.range()));
+            let i = m.pattern().as_usize();
+            let kind = kinds[i];
+            let before = text[..m.start()].chars().next_back();
+            let after = text[m.end()..].chars().next();
+            let glued_before = before.is_some_and(char::is_alphanumeric);
+            // A date may run on into a time: 1957-03-04T00:00:00Z.
+            let time_follows = kind == Kind::Date
+                && after == Some('T')
+                && text[m.end() + 1..].starts_with(|c: char| c.is_ascii_digit());
+            let glued_after = after.is_some_and(char::is_alphanumeric) && !time_follows;
+            let written_as_name = !capital[i]
+                || text[m.range()]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_uppercase);
+            if !glued_before && !glued_after && written_as_name {
+                out.push((kind, m.range()));
             }
         }
     }
 }
 
-/// The forms a value takes when it leaks.
-fn variants(kind: Kind, value: &str) -> Vec<String> {
+/// The forms a value takes when it leaks, each with whether it is a lone
+/// name part (which must be written capitalised to count).
+fn variants(kind: Kind, value: &str) -> Vec<(String, bool)> {
     let mut out = vec![value.to_string()];
+    let mut parts_alone = Vec::new();
     let alnum: String = value.chars().filter(|c| c.is_alphanumeric()).collect();
     if alnum.len() != value.len()
         && alnum.len() >= MIN_LEN
@@ -167,6 +191,14 @@ fn variants(kind: Kind, value: &str) -> Vec<String> {
                 format!("1{alnum}"),
             ]);
         }
+        Kind::Ssn if alnum.len() == 9 && alnum.bytes().all(|b| b.is_ascii_digit()) => {
+            let (a, g, n) = (&alnum[..3], &alnum[3..5], &alnum[5..]);
+            out.extend([
+                format!("{a}-{g}-{n}"),
+                format!("{a}.{g}.{n}"),
+                format!("{a} {g} {n}"),
+            ]);
+        }
         Kind::Date => {
             if let Some((y, m, d)) = parse_iso_date(value) {
                 out.extend([
@@ -174,7 +206,22 @@ fn variants(kind: Kind, value: &str) -> Vec<String> {
                     format!("{m:02}/{d:02}/{y:04}"),
                     format!("{m}/{d}/{y:04}"),
                     format!("{m:02}-{d:02}-{y:04}"),
+                    format!("{d:02}/{m:02}/{y:04}"),
+                    format!("{d:02}.{m:02}.{y:04}"),
                 ]);
+                if let Some(i) = usize::try_from(m).ok().and_then(|m| m.checked_sub(1)) {
+                    if let (Some(short), Some(long)) = (MONTH_ABBR.get(i), MONTH_NAMES.get(i)) {
+                        out.extend([
+                            format!("{d} {short} {y:04}"),
+                            format!("{d:02} {short} {y:04}"),
+                            format!("{d} {long} {y:04}"),
+                            format!("{short} {d}, {y:04}"),
+                            format!("{long} {d}, {y:04}"),
+                            format!("{d}-{short}-{y:04}"),
+                            format!("{d:02}{short}{y:04}"),
+                        ]);
+                    }
+                }
             }
         }
         Kind::Name => {
@@ -194,33 +241,88 @@ fn variants(kind: Kind, value: &str) -> Vec<String> {
                         parts.join("%20"),
                         parts.join("_"),
                     ]);
+                    // A first or a last name alone, as prose and records use them.
+                    parts_alone.extend(parts.iter().map(|p| (*p).to_string()));
                 }
             }
         }
         _ => {}
     }
+    let mut tagged: Vec<(String, bool)> = out.into_iter().map(|v| (v, false)).collect();
+    tagged.extend(parts_alone.into_iter().map(|p| (p, true)));
     // The automaton folds ASCII case only: add upper- and lower-case forms
-    // of values with other letters (ZOË, núñez).
+    // of values with other letters (ZOË, núñez), and both Unicode
+    // normalisation forms (a decomposed é is another byte string).
     if !value.is_ascii() {
-        let folded: Vec<String> = out
+        let more: Vec<(String, bool)> = tagged
             .iter()
-            .flat_map(|v| [v.to_uppercase(), v.to_lowercase()])
+            .flat_map(|(v, capital)| {
+                let cased = [(v.to_uppercase(), *capital), (v.to_lowercase(), false)];
+                cased
+                    .into_iter()
+                    .chain(std::iter::once((v.clone(), *capital)))
+                    .flat_map(|(v, c)| [(v.nfd().collect::<String>(), c), (v.nfc().collect(), c)])
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        out.extend(folded);
+        tagged.extend(more);
     }
     let mut extra = Vec::new();
-    for v in &out {
-        let json = json_escape(v);
-        if json != *v {
-            extra.push(json);
+    for (v, capital) in &tagged {
+        for escaped in [json_escape(v), url_encode(v), html_escape(v), sql_escape(v)] {
+            if escaped != *v {
+                extra.push((escaped, *capital));
+            }
         }
-        let url = url_encode(v);
-        if url != *v {
-            extra.push(url);
+        if v.contains('\'') {
+            extra.push((v.replace('\'', "&#x27;"), *capital));
+            extra.push((v.replace('\'', "&apos;"), *capital));
+            extra.push((v.replace('\'', "\\'"), *capital));
         }
     }
-    out.extend(extra);
-    out
+    tagged.extend(extra);
+    tagged
+}
+
+const MONTH_ABBR: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// The value as HTML writes it: `&`, `<`, `>`, `"` and `'` as entities,
+/// other non-ASCII characters as numeric character references.
+pub fn html_escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '&' => s.push_str("&amp;"),
+            '<' => s.push_str("&lt;"),
+            '>' => s.push_str("&gt;"),
+            '"' => s.push_str("&quot;"),
+            '\'' => s.push_str("&#39;"),
+            c if !c.is_ascii() => s.push_str(&format!("&#{};", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// The value inside a SQL string literal: quotes doubled.
+pub fn sql_escape(v: &str) -> String {
+    v.replace('\'', "\'\'")
 }
 
 fn parse_iso_date(v: &str) -> Option<(u32, u32, u32)> {

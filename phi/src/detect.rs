@@ -39,14 +39,25 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in PHI pattern {pattern:?}: {e}"))
 }
 
-/// The text of the same line before `start`, at most [`LOOKBACK`] bytes, lower-cased.
+/// The text of the same line before `start`, at most [`LOOKBACK`] bytes,
+/// lower-cased, with camelCase split into words (`dateOfBirth` reads as
+/// `date_of_birth`) so keywords are found inside identifiers.
 fn context_before(text: &str, start: usize) -> String {
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
     let mut from = start.saturating_sub(LOOKBACK).max(line_start);
     while !text.is_char_boundary(from) {
         from += 1;
     }
-    text[from..start].to_ascii_lowercase()
+    let mut out = String::with_capacity(start - from + 8);
+    let mut prev_lower = false;
+    for c in text[from..start].chars() {
+        if prev_lower && c.is_uppercase() {
+            out.push('_');
+        }
+        prev_lower = c.is_lowercase();
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 fn has_context(text: &str, start: usize, keywords: &[&str]) -> bool {
@@ -54,7 +65,11 @@ fn has_context(text: &str, start: usize, keywords: &[&str]) -> bool {
     keywords.iter().any(|k| {
         before.match_indices(k).any(|(i, _)| {
             // A keyword starts a word: "dob" but not inside "adobe".
-            i == 0 || !before.as_bytes()[i - 1].is_ascii_alphabetic()
+            i == 0
+                || !before[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphabetic)
         })
     })
 }
@@ -104,23 +119,6 @@ const PHONE_CONTEXT: &[&str] = &[
 ];
 const FAX_CONTEXT: &[&str] = &["fax", "fx*"];
 const ZIP_CONTEXT: &[&str] = &["zip", "postal", "post code", "postcode"];
-const NAME_KEYS: &[&str] = &[
-    "patient_name",
-    "patientname",
-    "first_name",
-    "firstname",
-    "last_name",
-    "lastname",
-    "full_name",
-    "fullname",
-    "given_name",
-    "givenname",
-    "family_name",
-    "familyname",
-    "middle_name",
-    "maiden_name",
-    "guarantor_name",
-];
 
 /// Runs every pattern detector over `text`.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
@@ -136,10 +134,23 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
     dea(text, out);
     mac(text, out);
     keyed_names(text, out);
+    prose_names(text, out);
+    ages(text, out);
+    schemeless_urls(text, out);
+    let mut cleared = Vec::new();
+    crate::records::detect(text, out, &mut cleared);
+    // A record's layout can say a span is not a person's (a provider's
+    // address, a practitioner's name): pattern hits of that kind inside go.
+    out.retain(|(kind, r)| {
+        !cleared
+            .iter()
+            .any(|(k, c): &Hit| k == kind && c.start <= r.start && r.end <= c.end)
+    });
 }
 
 fn ssn(text: &str, out: &mut Vec<Hit>) {
-    static DASHED: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})([- ])(\d{2})([- ])(\d{4})\b"));
+    static DASHED: LazyLock<Regex> =
+        LazyLock::new(|| re(r"\b(\d{3})([-. ])(\d{2})([-. ])(\d{4})\b"));
     static PLAIN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})(\d{2})(\d{4})\b"));
     for c in DASHED.captures_iter(text) {
         let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(s)) =
@@ -157,7 +168,7 @@ fn ssn(text: &str, out: &mut Vec<Hit>) {
         );
         // A space-separated triple is too common (counts, amounts) without a keyword.
         if ids::ssn_parts_plausible(area, group, serial)
-            && (s1.as_str() == "-" || has_context(text, m.start(), SSN_CONTEXT))
+            && (s1.as_str() != " " || has_context(text, m.start(), SSN_CONTEXT))
         {
             out.push((Kind::Ssn, m.range()));
         }
@@ -212,7 +223,13 @@ fn email(text: &str, out: &mut Vec<Hit>) {
     static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
         re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
     });
-    out.extend(EMAIL.find_iter(text).map(|m| (Kind::Email, m.range())));
+    for m in EMAIL.find_iter(text) {
+        // `postgres@db.internal` is a connection string's user, not a person.
+        let host = m.as_str().rsplit('@').next().unwrap_or_default();
+        if !internal_host(host) {
+            out.push((Kind::Email, m.range()));
+        }
+    }
 }
 
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
@@ -229,12 +246,19 @@ fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
 }
 
 fn dates(text: &str, out: &mut Vec<Hit>) {
-    static ISO: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{4})-(\d{2})-(\d{2})\b"));
-    static US: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"));
+    // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
+    static ISO: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
+        )
+    });
+    // 03/04/1957, 04.03.1957, 03-04-1957: month or day first (a keyword decides it is a date).
+    static NUMERIC: LazyLock<Regex> =
+        LazyLock::new(|| re(r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4})\b"));
     static COMPACT: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{4})(\d{2})(\d{2})\b"));
     static WORDS: LazyLock<Regex> = LazyLock::new(|| {
         re(&format!(
-            r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}} (?:{MONTHS})\.? \d{{4}})\b"
+            r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
         ))
     });
     let mut push = |m: regex::Match<'_>, valid: bool| {
@@ -252,9 +276,14 @@ fn dates(text: &str, out: &mut Vec<Hit>) {
             push(m, valid_ymd(num(&c, 1), num(&c, 2), num(&c, 3)));
         }
     }
-    for c in US.captures_iter(text) {
+    for c in NUMERIC.captures_iter(text) {
+        let same_separator = c.get(2).map(|g| g.as_str()) == c.get(4).map(|g| g.as_str());
         if let Some(m) = c.get(0) {
-            push(m, valid_ymd(num(&c, 3), num(&c, 1), num(&c, 2)));
+            let (a, b, y) = (num(&c, 1), num(&c, 3), num(&c, 5));
+            push(
+                m,
+                same_separator && (valid_ymd(y, a, b) || valid_ymd(y, b, a)),
+            );
         }
     }
     for c in COMPACT.captures_iter(text) {
@@ -264,6 +293,28 @@ fn dates(text: &str, out: &mut Vec<Hit>) {
     }
     for m in WORDS.find_iter(text) {
         push(m, true);
+    }
+}
+
+/// Ages over 89 are PHI under Safe Harbor (counted with dates, element C):
+/// `age 92`, `"age": 93`, `94-year-old`, `95 y/o`, `aged 91`.
+fn ages(text: &str, out: &mut Vec<Hit>) {
+    static AGE: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ]old\b|(\d{2,3})\s?(?:y/o|yo|yrs? old)\b)"#,
+        )
+    });
+    for c in AGE.captures_iter(text) {
+        let Some(age) = c.get(1).or(c.get(2)).or(c.get(3)) else {
+            continue;
+        };
+        if age
+            .as_str()
+            .parse::<u32>()
+            .is_ok_and(|a| (90..=125).contains(&a))
+        {
+            out.push((Kind::Date, age.range()));
+        }
     }
 }
 
@@ -316,6 +367,25 @@ fn internal_host(host: &str) -> bool {
     }
 }
 
+/// Hosts of code systems and standards (`http://loinc.org`, FHIR's
+/// `http://hl7.org/fhir/sid/us-npi`): a resource names them as
+/// identifiers of a vocabulary, never of a person.
+fn terminology_host(host: &str) -> bool {
+    const HOSTS: &[&str] = &[
+        "loinc.org",
+        "hl7.org",
+        "terminology.hl7.org",
+        "snomed.info",
+        "unitsofmeasure.org",
+        "www.nlm.nih.gov",
+        "www.ama-assn.org",
+        "www.cms.gov",
+        "www.cdc.gov",
+        "fhir.org",
+    ];
+    HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h))
+}
+
 fn urls(text: &str, out: &mut Vec<Hit>) {
     static URL: LazyLock<Regex> = LazyLock::new(|| {
         re(r#"\bhttps?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(?::\d+)?(?:[/?#][^\s"'<>)]*)?"#)
@@ -324,12 +394,42 @@ fn urls(text: &str, out: &mut Vec<Hit>) {
         let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
             continue;
         };
-        if !internal_host(host.as_str()) {
+        if !internal_host(host.as_str()) && !terminology_host(host.as_str()) {
             let end = m.end()
                 - m.as_str()
                     .len()
                     .saturating_sub(m.as_str().trim_end_matches(['.', ',', ';']).len());
             out.push((Kind::Url, m.start()..end));
+        }
+    }
+}
+
+/// Top-level domains a person's web address ends in; a name with another
+/// suffix (`config.toml`, `main.rs`) is a file.
+const TLDS: &str = "com|org|net|edu|gov|io|health|us|info|biz|co|me|care|clinic|app|dev|uk|ca";
+
+/// A web address written without a scheme: `www.` anything, or a domain
+/// with a path (`portal.example.org/patients/4411`).
+fn schemeless_urls(text: &str, out: &mut Vec<Hit>) {
+    static BARE: LazyLock<Regex> = LazyLock::new(|| {
+        re(&format!(
+            r#"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:[a-z0-9-]+\.)+(?:{TLDS}))(?::\d+)?(/[^\s"'<>)]*)?"#
+        ))
+    });
+    for c in BARE.captures_iter(text) {
+        let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
+            continue;
+        };
+        let before = &text[..m.start()];
+        // Inside a URL with a scheme or an e-mail address, others decide.
+        if before.ends_with("://") || before.ends_with('@') || before.ends_with('.') {
+            continue;
+        }
+        let has_path = c.get(2).is_some_and(|p| p.len() > 1);
+        let www = host.as_str().to_ascii_lowercase().starts_with("www.");
+        if (www || has_path) && !internal_host(host.as_str()) && !terminology_host(host.as_str()) {
+            let trimmed = m.as_str().trim_end_matches(['.', ',', ';']).len();
+            out.push((Kind::Url, m.start()..m.start() + trimmed));
         }
     }
 }
@@ -441,19 +541,160 @@ fn mac(text: &str, out: &mut Vec<Hit>) {
     out.extend(MAC.find_iter(text).map(|m| (Kind::DeviceId, m.range())));
 }
 
+/// One name word: letters (any script, composed or decomposed), with
+/// apostrophes, hyphens and HTML entities (`O&#39;Brien`).
+const NAME_WORD: &str = r"\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+";
+
+/// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
+pub(crate) fn is_name_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    const SUFFIXES: &[&str] = &[
+        "firstname",
+        "lastname",
+        "fullname",
+        "givenname",
+        "familyname",
+        "middlename",
+        "maidenname",
+        "surname",
+        "patientname",
+        "guarantorname",
+        "subscribername",
+        "membername",
+        "insuredname",
+        "namefamily",
+        "namegiven",
+    ];
+    SUFFIXES.iter().any(|s| k.ends_with(s)) || k == "family" || k == "given"
+}
+
 fn keyed_names(text: &str, out: &mut Vec<Hit>) {
-    // "patient_name": "Maria Garcia", first_name=Maria, lastName: 'O''Brien'
+    // "patient_name": "Maria Garcia", first_name=Maria, lastName: 'O''Brien',
+    // name.family=Chen, "given": ["Wei"]
     static KEYED: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r#"(?i)\b([a-z_]*name)["']?\s*[:=]\s*["']?([A-Z][A-Za-z'.-]+(?:[ ,]+[A-Z][A-Za-z'.-]+){0,3})"#,
-        )
+        re(&format!(
+            r#"(?i)([a-z_.-]*(?:name|family|given))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
+        ))
     });
     for c in KEYED.captures_iter(text) {
         let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
             continue;
         };
-        if NAME_KEYS.contains(&key.as_str().to_ascii_lowercase().as_str()) {
+        if is_name_key(key.as_str()) {
             out.push((Kind::Name, value.range()));
+        }
+    }
+}
+
+/// Words that follow "patient" or a title without being a name.
+const NOT_NAMES: &[&str] = &[
+    "id",
+    "ids",
+    "record",
+    "records",
+    "portal",
+    "service",
+    "services",
+    "intake",
+    "sync",
+    "data",
+    "api",
+    "search",
+    "list",
+    "count",
+    "summary",
+    "event",
+    "events",
+    "the",
+    "a",
+    "an",
+    "not",
+    "was",
+    "is",
+    "has",
+    "with",
+    "for",
+    "and",
+    "or",
+    "of",
+    "in",
+    "on",
+    "to",
+    "from",
+    "visit",
+    "visits",
+    "status",
+    "tenant",
+    "safety",
+    "care",
+    "education",
+    "experience",
+    "identifier",
+    "name",
+    "names",
+    "mrn",
+    "phi",
+    "access",
+    "consent",
+    "created",
+    "updated",
+    "deleted",
+    "found",
+    "missing",
+    "unknown",
+    "none",
+    "null",
+    "admission",
+    "discharge",
+    "chart",
+    "info",
+    "information",
+    "level",
+    "no",
+    "number",
+    "demographics",
+    "lookup",
+    "matching",
+    "merge",
+];
+
+/// Names in prose: a capitalised name after "patient", a courtesy title or
+/// "named" (`seen patient Maria Garcia`, `Mrs. Núñez called`).
+fn prose_names(text: &str, out: &mut Vec<Hit>) {
+    static PROSE: LazyLock<Regex> = LazyLock::new(|| {
+        re(&format!(
+            r"(?:\b(?i:patient|pt\.?|named|resident|daughter|son|wife|husband|mother|father)\s+|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
+        ))
+    });
+    for c in PROSE.captures_iter(text) {
+        let (Some(m), Some(name)) = (c.get(0), c.get(1)) else {
+            continue;
+        };
+        let titled = !m.as_str().starts_with(|ch: char| ch.is_lowercase())
+            && ["Mr", "Mrs", "Ms", "Miss", "Mx"]
+                .iter()
+                .any(|t| m.as_str().starts_with(t));
+        // Keep the words up to the first that is not a name.
+        let mut end = name.start();
+        let mut words = 0;
+        for w in name.as_str().split_whitespace() {
+            let lower = w.trim_end_matches(['.', ',']).to_lowercase();
+            if NOT_NAMES.contains(&lower.as_str())
+                || w.len() > 1 && w.chars().all(|ch| ch.is_uppercase() || ch.is_ascii_digit())
+            {
+                break;
+            }
+            let at = text[end..].find(w).map_or(end, |i| end + i);
+            end = at + w.trim_end_matches(['.', ',']).len();
+            words += 1;
+        }
+        // One word after "patient" is too often a noun; a title makes it a name.
+        if words >= 2 || (words == 1 && titled) {
+            out.push((Kind::Name, name.start()..end));
         }
     }
 }

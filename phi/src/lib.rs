@@ -11,7 +11,17 @@
 //!   can carry (SSN, phone, fax, e-mail, dates tied to a person, addresses
 //!   and ZIPs, URLs, IPs, MRN, member numbers and MBIs, account, licence and
 //!   device numbers), validated by check rules and context to keep ordinary
-//!   log lines (timestamps, CPT codes, provider NPIs, order numbers) clean.
+//!   log lines (timestamps, CPT codes, provider NPIs, order numbers) clean;
+//!   keys in any spelling (`dateOfBirth`, `name.family`), names in prose
+//!   after a title or "patient", ages over 89, web addresses without a
+//!   scheme;
+//! - **record parsers** for HL7 v2 `PID`/`NK1`, X12 `NM1`/`N3`/`N4`/`DMG`,
+//!   CSV with a header row and FHIR resources: the layout says which field
+//!   is a name or a birth date, and that a provider's address is not PHI.
+//!
+//! Canaries are also found as a first or last name alone (written
+//! capitalised), in both Unicode normalisation forms, HTML-escaped and
+//! SQL-escaped, and dates in the other ways dates are written.
 //!
 //! ```
 //! phi::canaries().register(phi::Kind::Name, "Maria Garcia");
@@ -22,6 +32,7 @@
 pub mod canary;
 mod detect;
 pub mod ids;
+mod records;
 
 use std::fmt;
 use std::ops::Range;

@@ -1,0 +1,372 @@
+//! PHI in structured records: HL7 v2 `PID`/`NK1` segments, X12 `NM1`,
+//! `N3`, `N4` and `DMG` segments, and CSV with a header row. A record's
+//! layout says which field holds what, so these need no keyword: the
+//! name in `PID-5` is a name whatever it looks like, and a provider's
+//! `NM1*85` is not a patient.
+
+use std::ops::Range;
+
+use crate::Kind;
+use crate::detect::Hit;
+
+/// Runs the record parsers over `text`. Spans a record shows are not a
+/// person's PHI (a provider's address) go to `cleared`.
+pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
+    hl7(text, out);
+    x12(text, out, cleared);
+    csv(text, out);
+    fhir(text, cleared);
+}
+
+/// FHIR resources that describe the care side, not a patient: the names
+/// and addresses in them are a practitioner's or an organisation's.
+const FHIR_NOT_PATIENT: &[&str] = &[
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+];
+
+fn fhir(text: &str, cleared: &mut Vec<Hit>) {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let resource_types: Vec<&str> = compact
+        .match_indices("\"resourceType\":\"")
+        .filter_map(|(i, m)| compact[i + m.len()..].split('"').next())
+        .collect();
+    if !resource_types.is_empty() && resource_types.iter().all(|t| FHIR_NOT_PATIENT.contains(t)) {
+        cleared.push((Kind::Name, 0..text.len()));
+        cleared.push((Kind::Address, 0..text.len()));
+    }
+}
+
+/// The pieces of `s` (at byte `base` of the text) split on `sep`, with their ranges.
+fn split_ranges(s: &str, base: usize, sep: char) -> Vec<(&str, Range<usize>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for piece in s.split(sep) {
+        out.push((piece, base + at..base + at + piece.len()));
+        at += piece.len() + sep.len_utf8();
+    }
+    out
+}
+
+/// `range` trimmed of trailing component separators and of spaces.
+fn trimmed(text: &str, range: Range<usize>, trailing: &[char]) -> Range<usize> {
+    let s = &text[range.clone()];
+    let start = range.start + (s.len() - s.trim_start().len());
+    let end = range.start + s.trim_end_matches(trailing).trim_end().len();
+    start..end.max(start)
+}
+
+/// Segments of a text: pieces between `\r`, `\n` and the given terminators,
+/// each with its start offset.
+fn segments<'a>(text: &'a str, terminators: &[char]) -> Vec<(&'a str, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c == '\r' || c == '\n' || terminators.contains(&c) {
+            out.push((&text[start..i], start));
+            start = i + c.len_utf8();
+        }
+    }
+    out.push((&text[start..], start));
+    out
+}
+
+fn hl7(text: &str, out: &mut Vec<Hit>) {
+    for (segment, base) in segments(text, &[]) {
+        // A segment may follow a log prefix: `msg=PID|1||…`.
+        for tag in ["PID|", "NK1|"] {
+            let Some(at) = segment.find(tag) else {
+                continue;
+            };
+            if segment[..at]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+            {
+                continue;
+            }
+            let fields = split_ranges(&segment[at..], base + at, '|');
+            let layout: &[(usize, Kind)] = if tag == "PID|" {
+                &[
+                    (2, Kind::Mrn),
+                    (3, Kind::Mrn),
+                    (4, Kind::Mrn),
+                    (5, Kind::Name),
+                    (6, Kind::Name),
+                    (7, Kind::Date),
+                    (9, Kind::Name),
+                    (11, Kind::Address),
+                    (13, Kind::Phone),
+                    (14, Kind::Phone),
+                    (18, Kind::Account),
+                    (19, Kind::Ssn),
+                    (20, Kind::License),
+                    (29, Kind::Date),
+                ]
+            } else {
+                &[
+                    (2, Kind::Name),
+                    (4, Kind::Address),
+                    (5, Kind::Phone),
+                    (6, Kind::Phone),
+                ]
+            };
+            for &(n, kind) in layout {
+                let Some((value, range)) = fields.get(n) else {
+                    continue;
+                };
+                if !value.chars().any(char::is_alphanumeric) {
+                    continue;
+                }
+                let range = match kind {
+                    // An identifier list: the first component is the number.
+                    Kind::Mrn | Kind::Account => {
+                        let first = value.split(['^', '~']).next().unwrap_or_default();
+                        range.start..range.start + first.len()
+                    }
+                    _ => range.clone(),
+                };
+                let range = trimmed(text, range, &['^', '~', '&']);
+                if !range.is_empty() {
+                    out.push((kind, range));
+                }
+            }
+        }
+    }
+}
+
+/// X12 entity identifiers that are people whose data is PHI: the insured
+/// (subscriber), the patient, a dependent.
+const X12_PEOPLE: &[&str] = &["IL", "QC", "03"];
+
+fn x12(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
+    // Whether the last NM1 named a person (an address after it is theirs).
+    let mut person = true;
+    for (segment, base) in segments(text, &['~']) {
+        // Tolerate a log prefix before the segment: `edi: NM1*IL*1*…`.
+        let Some(at) = ["NM1*", "N3*", "N4*", "DMG*"]
+            .iter()
+            .filter_map(|tag| {
+                segment.find(tag).filter(|&i| {
+                    !segment[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(char::is_alphanumeric)
+                })
+            })
+            .min()
+        else {
+            continue;
+        };
+        let elements = split_ranges(&segment[at..], base + at, '*');
+        let element = |i: usize| elements.get(i).filter(|(v, _)| !v.trim().is_empty());
+        match elements.first().map(|(tag, _)| *tag) {
+            Some("NM1") => {
+                let entity = element(1).map_or("", |(v, _)| *v);
+                let is_person = element(2).is_some_and(|(v, _)| *v == "1");
+                person = X12_PEOPLE.contains(&entity) && is_person;
+                if !person {
+                    continue;
+                }
+                let last = element(3).or(element(4)).map(|(_, r)| r.clone());
+                let first = element(5).or(element(4)).map(|(_, r)| r.clone());
+                if let (Some(l), Some(f)) = (last, first) {
+                    out.push((Kind::Name, l.start..f.end.max(l.end)));
+                }
+                if let (Some((qualifier, _)), Some((_, id))) = (element(8), element(9)) {
+                    let kind = if *qualifier == "34" {
+                        Kind::Ssn
+                    } else {
+                        Kind::MemberId
+                    };
+                    out.push((kind, id.clone()));
+                }
+            }
+            Some("N3" | "N4") if !person => {
+                cleared.push((Kind::Address, base + at..base + segment.len()));
+            }
+            Some("N3") => {
+                if let Some((_, r)) = element(1) {
+                    let end = element(2).map_or(r.end, |(_, r2)| r2.end);
+                    out.push((Kind::Address, r.start..end));
+                }
+            }
+            Some("N4") => {
+                if let Some((_, r)) = element(1) {
+                    let end = element(3).or(element(2)).map_or(r.end, |(_, r3)| r3.end);
+                    out.push((Kind::Address, r.start..end));
+                }
+            }
+            Some("DMG") => {
+                if let Some((_, r)) = element(2) {
+                    out.push((Kind::Date, r.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The kind of PHI a CSV column holds, from its header.
+fn column_kind(header: &str) -> Option<Kind> {
+    let k: String = header
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let is = |names: &[&str]| names.contains(&k.as_str());
+    Some(
+        if is(&[
+            "name",
+            "patient",
+            "patientname",
+            "fullname",
+            "first",
+            "last",
+            "given",
+            "family",
+            "surname",
+        ]) || crate::detect::is_name_key(&k)
+        {
+            Kind::Name
+        } else if is(&[
+            "dob",
+            "birthdate",
+            "dateofbirth",
+            "birthday",
+            "dod",
+            "dateofdeath",
+            "admitdate",
+            "admissiondate",
+            "dischargedate",
+            "servicedate",
+            "dos",
+            "visitdate",
+        ]) {
+            Kind::Date
+        } else if is(&["ssn", "socialsecurity", "socialsecuritynumber"]) {
+            Kind::Ssn
+        } else if is(&[
+            "phone",
+            "tel",
+            "telephone",
+            "mobile",
+            "cell",
+            "homephone",
+            "phonenumber",
+        ]) {
+            Kind::Phone
+        } else if is(&["fax", "faxnumber"]) {
+            Kind::Fax
+        } else if is(&["email", "emailaddress", "mail"]) {
+            Kind::Email
+        } else if is(&[
+            "address",
+            "addr",
+            "address1",
+            "address2",
+            "street",
+            "streetaddress",
+            "city",
+            "zip",
+            "zipcode",
+            "postalcode",
+            "postcode",
+        ]) {
+            Kind::Address
+        } else if is(&["mrn", "medicalrecordnumber", "chart", "chartnumber"]) {
+            Kind::Mrn
+        } else if is(&[
+            "memberid",
+            "subscriberid",
+            "policynumber",
+            "mbi",
+            "insuranceid",
+        ]) {
+            Kind::MemberId
+        } else if is(&["account", "accountnumber", "acct"]) {
+            Kind::Account
+        } else if is(&["url", "website", "homepage"]) {
+            Kind::Url
+        } else if is(&["ip", "ipaddress"]) {
+            Kind::Ip
+        } else {
+            return None;
+        },
+    )
+}
+
+/// The fields of one CSV line with their byte ranges (quotes handled, not unescaped).
+fn csv_fields(line: &str, base: usize, sep: char) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(base + start..base + i);
+            start = i + 1;
+        }
+    }
+    out.push(base + start..base + line.len());
+    out
+}
+
+fn csv(text: &str, out: &mut Vec<Hit>) {
+    let lines = segments(text, &[]);
+    let mut columns: Option<(char, Vec<Option<Kind>>)> = None;
+    for (line, base) in lines {
+        if line.trim().is_empty() {
+            columns = None;
+            continue;
+        }
+        if let Some((sep, kinds)) = &columns {
+            let fields = csv_fields(line, base, *sep);
+            if fields.len() == kinds.len() {
+                for (range, kind) in fields.into_iter().zip(kinds) {
+                    let Some(kind) = kind else { continue };
+                    let raw = &text[range.clone()];
+                    let lead = raw.len() - raw.trim_start_matches([' ', '"']).len();
+                    let inner = raw.trim_matches([' ', '"']);
+                    if inner.chars().any(char::is_alphanumeric) {
+                        out.push((*kind, range.start + lead..range.start + lead + inner.len()));
+                    }
+                }
+                continue;
+            }
+            columns = None;
+        }
+        // A header: two or more plain column names, at least one of them PHI.
+        for sep in [',', ';'] {
+            let names: Vec<&str> = line
+                .split(sep)
+                .map(|f| f.trim().trim_matches('"'))
+                .collect();
+            let plain = names.len() >= 2
+                && names.iter().all(|n| {
+                    !n.is_empty()
+                        && n.len() <= 40
+                        && n.chars()
+                            .all(|c| c.is_alphanumeric() || matches!(c, '_' | ' ' | '.' | '-'))
+                        && n.starts_with(|c: char| c.is_alphabetic())
+                });
+            if !plain {
+                continue;
+            }
+            let kinds: Vec<Option<Kind>> = names.iter().map(|n| column_kind(n)).collect();
+            // A bare `name` column names anything (a service, a plan); it
+            // holds a person's name only beside another PHI column.
+            let specific = names
+                .iter()
+                .zip(&kinds)
+                .any(|(n, k)| k.is_some() && !n.eq_ignore_ascii_case("name"));
+            if specific {
+                columns = Some((sep, kinds));
+                break;
+            }
+        }
+    }
+}
