@@ -280,6 +280,8 @@ impl CallError {
 pub struct ServiceClient {
     from: &'static str,
     http: reqwest::Client,
+    /// `http`, or `https` after [`ServiceClient::with_tls`].
+    scheme: &'static str,
     routes: Routes,
     breakers: BTreeMap<Service, CircuitBreaker>,
     bulkheads: BTreeMap<Service, Bulkhead>,
@@ -315,16 +317,13 @@ impl ServiceClient {
             .into_iter()
             .map(|s| (s, Bulkhead::new(config.bulkhead.max_concurrent)))
             .collect();
-        let http = reqwest::Client::builder()
-            // Below the servers' header-read timeout, which closes idle
-            // connections: the client lets go of them first.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .tcp_nodelay(true)
+        let http = Self::http_builder()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         ServiceClient {
             from,
             http,
+            scheme: "http",
             routes,
             breakers,
             bulkheads,
@@ -334,6 +333,24 @@ impl ServiceClient {
             calls: AtomicU64::new(0),
             metrics,
         }
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            // Below the servers' header-read timeout, which closes idle
+            // connections: the client lets go of them first.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .tcp_nodelay(true)
+    }
+
+    /// Calls over HTTPS, trusting only the mesh's CA (plain HTTP is
+    /// refused by the client as well as by the servers).
+    pub fn with_tls(mut self, tls: &crate::tls::TlsMaterial) -> Self {
+        if let Ok(http) = tls.trust(Self::http_builder()).build() {
+            self.http = http;
+            self.scheme = "https";
+        }
+        self
     }
 
     /// Its settings.
@@ -363,7 +380,10 @@ impl ServiceClient {
         let Some(addr) = self.route(target) else {
             return "unknown";
         };
-        let probe = self.http.get(format!("http://{addr}/health")).send();
+        let probe = self
+            .http
+            .get(format!("{}://{addr}/health", self.scheme))
+            .send();
         match tokio::time::timeout(timeout, probe).await {
             Ok(Ok(r)) if r.status().is_success() => "healthy",
             Ok(Ok(_)) => "unhealthy",
@@ -462,7 +482,10 @@ impl ServiceClient {
             );
             let mut req = self
                 .http
-                .request(call.method.reqwest(), format!("http://{addr}{}", call.path))
+                .request(
+                    call.method.reqwest(),
+                    format!("{}://{addr}{}", self.scheme, call.path),
+                )
                 .header("authorization", format!("Bearer {token}"))
                 .header("x-tenant-id", call.tenant)
                 .header("x-request-id", call.request_id)

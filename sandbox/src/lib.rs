@@ -42,6 +42,7 @@ pub mod retry;
 pub mod service;
 pub mod store;
 pub mod target;
+pub mod tls;
 pub mod token;
 
 pub use auth::Role;
@@ -49,3 +50,4 @@ pub use faults::FaultPlan;
 pub use fixture::Tenant;
 pub use mesh::{Answer, Credentials, Mesh, MeshClient, MeshConfig, MeshError};
 pub use service::Service;
+pub use tls::TlsMaterial;

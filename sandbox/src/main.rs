@@ -17,10 +17,12 @@ use anyhow::{Context, bail};
 use sandbox::{Mesh, MeshConfig, Role, Service, token};
 
 const USAGE: &str = "usage:
-  sandbox up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
+  sandbox up [--port-base N] [--test-mode] [--tls] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
       start the six services on loopback and print their addresses; Ctrl-C stops
       (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage;
       --write-target writes a target file describing the mesh, for `--target PATH`;
+      --tls serves HTTPS only (a CA and certificate made at start; the CA is written
+      beside the target file, `<stem>.ca.pem`, and named in it as tls.ca_file);
       --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
       in front of each service the API calls, declared in the target file)
   sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
@@ -152,6 +154,7 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     let (mut port_base, mut test_mode, mut tenant) = (None, false, "demo".to_string());
     let mut chaos_api: Option<std::net::SocketAddr> = None;
     let mut write_target = None::<std::path::PathBuf>;
+    let mut tls = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -163,6 +166,7 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
                 )
             }
             "--test-mode" => test_mode = true,
+            "--tls" => tls = true,
             "--chaos-api" => {
                 let text = value(args, &mut i, "--chaos-api")?;
                 chaos_api = Some(text.parse().with_context(|| {
@@ -205,16 +209,38 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
             .map(|(k, s)| (*s, base.saturating_add(k as u16)))
             .collect::<BTreeMap<_, _>>();
     }
+    let ca_path = if tls {
+        let material = sandbox::TlsMaterial::generate()?;
+        let path = match &write_target {
+            Some(target) => target.with_file_name(format!("{}.ca.pem", file_stem(target))),
+            None => std::env::temp_dir().join(format!("sandbox-{}.ca.pem", std::process::id())),
+        };
+        material.write_ca(&path)?;
+        config.tls = Some(std::sync::Arc::new(material));
+        Some(path)
+    } else {
+        None
+    };
     let mesh = Mesh::start(config).await.context("starting the mesh")?;
     println!("sandbox up: PostgreSQL {database_url}, Redis {redis_addr}");
-    for (s, a) in mesh.addrs() {
-        println!("  {:<24} http://{a}", s.name());
+    for s in mesh.addrs().keys() {
+        println!("  {:<24} {}", s.name(), mesh.url(*s));
     }
+    let cacert = match &ca_path {
+        Some(path) => {
+            println!(
+                "TLS on: plain HTTP is refused; the CA is {}",
+                path.display()
+            );
+            format!("--cacert {} ", path.display())
+        }
+        None => String::new(),
+    };
     let api = mesh.url(Service::HealthcareApi);
     let token = mesh.token(Service::HealthcareApi, &tenant, Duration::from_secs(3600));
     println!("token for healthcare-api, tenant `{tenant}` (1 h):\n  {token}");
     println!(
-        "try: curl -s {api}/health\n     curl -s -H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: {tenant}' {api}/patients/none"
+        "try: curl -s {cacert}{api}/health\n     curl -s {cacert}-H 'Authorization: Bearer {token}' -H 'X-Tenant-ID: {tenant}' {api}/patients/none"
     );
     if test_mode {
         println!(
@@ -242,6 +268,7 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
             secret_from_env.is_some(),
             test_mode,
             chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
+            ca_path.as_deref(),
         )?;
         println!(
             "target file: {} (run the suites with --target {})",
@@ -259,6 +286,12 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `t` for `dir/t.toml`.
+fn file_stem(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "target".into(), |s| s.to_string_lossy().into_owned())
+}
+
 /// Writes the target file describing `mesh` at `path`. The secret is never
 /// in it: the file names `SANDBOX_SECRET` when that was set, else a file
 /// beside it (`<stem>.secret`, mode 0600) holding the generated secret.
@@ -269,6 +302,7 @@ fn write_target_file(
     secret_from_env: bool,
     test_mode: bool,
     chaos: Option<deployment::Chaos>,
+    ca: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let auth = if secret_from_env {
         deployment::Auth {
@@ -276,10 +310,7 @@ fn write_target_file(
             ..deployment::Auth::default()
         }
     } else {
-        let stem = path
-            .file_stem()
-            .map_or_else(|| "target".into(), |s| s.to_string_lossy().into_owned());
-        let secret_name = format!("{stem}.secret");
+        let secret_name = format!("{}.secret", file_stem(path));
         let secret_path = path.with_file_name(&secret_name);
         sandbox::target::write_secret(&secret_path, &mesh.config().secret)
             .with_context(|| format!("writing {}", secret_path.display()))?;
@@ -294,6 +325,9 @@ fn write_target_file(
         database_url: database_url.to_string(),
         test_mode,
         chaos,
+        tls: ca.and_then(|p| p.file_name()).map(|name| deployment::Tls {
+            ca_file: name.into(),
+        }),
     };
     let file = sandbox::target::describe(mesh, &description);
     let text = file

@@ -26,6 +26,7 @@ use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::store::{self, Cache, Db, PoolConfig, StoreError};
+use crate::tls::TlsMaterial;
 use crate::token::{self, Role};
 use crate::{admin, gate, ops};
 
@@ -100,6 +101,9 @@ pub struct MeshConfig {
     pub pool: PoolConfig,
     /// Each service's HTTP server limits.
     pub server: ServerLimits,
+    /// Serve HTTPS with this material (and call each other over it);
+    /// `None` serves plain HTTP.
+    pub tls: Option<Arc<TlsMaterial>>,
 }
 
 /// What one service's HTTP server accepts: a flood of connections or slow
@@ -133,6 +137,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("test_mode", &self.test_mode)
             .field("client", &self.client)
             .field("seed", &self.seed)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -188,13 +193,15 @@ impl MeshConfig {
             database_urls: BTreeMap::new(),
             pool: PoolConfig::default(),
             server: ServerLimits::default(),
+            tls: None,
         }
     }
 
     /// Test mode on (the fault endpoint), jitter seeded with `seed`, two
     /// connections per service's pool (many test meshes share one
-    /// PostgreSQL and its connection limit), and breakers that wait 2 s
-    /// open (see [`MeshConfig::test_mode_breakers`]).
+    /// PostgreSQL and its connection limit), breakers that wait 2 s
+    /// open (see [`MeshConfig::test_mode_breakers`]), and TLS between
+    /// everyone (a fresh CA per mesh), as a hospital's network would have it.
     pub fn for_tests(database_url: impl Into<String>, redis: SocketAddr, seed: u64) -> Self {
         let mut client = ClientConfig::default();
         Self::test_mode_breakers(&mut client);
@@ -206,6 +213,9 @@ impl MeshConfig {
                 max_size: 2,
                 ..PoolConfig::default()
             },
+            // Making a key pair does not fail; if it did, the encryption
+            // tests (which check the scheme) would say so.
+            tls: TlsMaterial::generate().ok().map(Arc::new),
             ..MeshConfig::new(database_url, redis)
         }
     }
@@ -296,6 +306,7 @@ fn serve(
     dispatch: tracing::Dispatch,
     metrics: Arc<ServiceMetrics>,
     limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -320,16 +331,27 @@ fn serve(
                     }
                     let _ = stream.set_nodelay(true);
                     let svc = TowerToHyperService::new(app.clone());
-                    let conn = http.serve_connection(TokioIo::new(stream), svc);
-                    let mut stop = drain.clone();
+                    let http = http.clone();
+                    let stop = drain.clone();
+                    let tls = tls.clone();
+                    let counters = Arc::clone(&metrics);
                     conns.spawn(async move {
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = &mut conn => return,
-                            _ = stop.wait_for(|d| *d) => {}
+                        match tls {
+                            None => serve_connection(&http, stream, svc, stop).await,
+                            Some(acceptor) => {
+                                // The handshake gets the header-read budget: a
+                                // plain-HTTP request (or silence) is closed.
+                                let accepted = tokio::time::timeout(
+                                    limits.header_read_timeout,
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match accepted {
+                                    Ok(Ok(stream)) => serve_connection(&http, stream, svc, stop).await,
+                                    _ => counters.incr("tls_handshakes_failed_total", ""),
+                                }
+                            }
                         }
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
                     }.with_subscriber(dispatch.clone()));
                     metrics.connections_open.store(conns.len() as u64, Ordering::Relaxed);
                 }
@@ -349,6 +371,26 @@ fn serve(
         }
         conns.abort_all();
     })
+}
+
+/// Serves one connection (plain or TLS) until it closes or a drain asks
+/// it to finish its request in flight and close.
+async fn serve_connection<S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: S,
+    svc: TowerToHyperService<Router>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        _ = stop.wait_for(|d| *d) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// How long a draining service waits for its requests in flight.
@@ -388,7 +430,7 @@ impl Mesh {
         ));
         // The log pipeline (the compliance monitor's log shipper, signing as
         // the monitor) reports violations to it.
-        let forward_client = Arc::new(ServiceClient::new(
+        let mut forward_client = ServiceClient::new(
             Service::ComplianceMonitor.name(),
             Arc::clone(&routes),
             config.client,
@@ -396,7 +438,11 @@ impl Mesh {
             Arc::new(SystemClock),
             config.seed,
             Arc::new(ServiceMetrics::default()),
-        ));
+        );
+        if let Some(tls) = &config.tls {
+            forward_client = forward_client.with_tls(tls);
+        }
+        let forward_client = Arc::new(forward_client);
         let forwarder = tokio::spawn(async move {
             while let Some(v) = rx.recv().await {
                 let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
@@ -420,6 +466,11 @@ impl Mesh {
                 let _ = forward_client.send(&call).await;
             }
         });
+        let http = match &config.tls {
+            Some(tls) => tls.trust(reqwest::Client::builder()).build(),
+            None => reqwest::Client::builder().build(),
+        }
+        .unwrap_or_else(|_| reqwest::Client::new());
         let mesh = Mesh {
             config,
             addrs,
@@ -427,7 +478,7 @@ impl Mesh {
             running: Mutex::new(BTreeMap::new()),
             book,
             forwarder,
-            http: reqwest::Client::new(),
+            http,
         };
         for (s, l) in listeners {
             mesh.launch(s, l).await?;
@@ -456,7 +507,7 @@ impl Mesh {
             .map_err(store_err)?;
         let metrics = Arc::new(ServiceMetrics::default());
         let secret: Arc<[u8]> = self.config.secret.clone().into();
-        let client = Arc::new(ServiceClient::new(
+        let mut client = ServiceClient::new(
             service.name(),
             Arc::clone(&self.routes),
             self.config.client,
@@ -464,7 +515,11 @@ impl Mesh {
             Arc::clone(&self.config.clock),
             self.config.seed ^ (service as u64).wrapping_mul(0x51_7C_C1_B7),
             Arc::clone(&metrics),
-        ));
+        );
+        if let Some(tls) = &self.config.tls {
+            client = client.with_tls(tls);
+        }
+        let client = Arc::new(client);
         let ctx = Arc::new(Ctx {
             service,
             db,
@@ -489,15 +544,21 @@ impl Mesh {
         );
         let dispatch = crate::logs::dispatch(service, Arc::clone(&self.book), Arc::clone(&metrics));
         tracing::dispatcher::with_default(&dispatch, || {
-            tracing::info!("{service} listening on http://{}", self.addrs[&service]);
+            tracing::info!("{service} listening on {}", self.url(service));
         });
         let (drain, draining) = tokio::sync::watch::channel(false);
+        let tls = self
+            .config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
         let task = serve(
             listener,
             app,
             dispatch,
             metrics,
             self.config.server,
+            tls,
             draining,
         );
         self.running
@@ -512,14 +573,28 @@ impl Mesh {
         self.addrs[&service]
     }
 
-    /// `http://addr` of `service`.
+    /// `http://addr` of `service` (`https://` with TLS on).
     pub fn url(&self, service: Service) -> String {
-        format!("http://{}", self.addrs[&service])
+        format!("{}://{}", self.scheme(), self.addrs[&service])
+    }
+
+    /// `https` with TLS on, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Every service's address.
     pub fn addrs(&self) -> &BTreeMap<Service, SocketAddr> {
         &self.addrs
+    }
+
+    /// An HTTP client that trusts the mesh (its CA, with TLS on).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The configuration it was started with.

@@ -49,6 +49,8 @@ pub struct Description {
     pub test_mode: bool,
     /// The Toxiproxy-compatible API in front of the services, if any.
     pub chaos: Option<deployment::Chaos>,
+    /// With `up --tls`: the CA file (beside the target file).
+    pub tls: Option<deployment::Tls>,
 }
 
 /// The running `mesh` as a target file.
@@ -60,7 +62,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
             (
                 s.name().to_string(),
                 ServiceEntry {
-                    url: format!("http://{a}"),
+                    url: format!("{}://{a}", mesh.scheme()),
                     token_env: None,
                 },
             )
@@ -70,7 +72,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         name: d.name.clone(),
         services,
         auth: d.auth.clone(),
-        tls: None,
+        tls: d.tls.clone(),
         slo: slos(),
         storage: Storage {
             database_url: Some(d.database_url.clone()),

@@ -133,6 +133,8 @@ pub struct Target {
     database_url: Option<String>,
     redis: Option<(SocketAddr, String)>,
     http: reqwest::Client,
+    /// With TLS: the client configuration trusting the target's CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// In-process: the chaos front, started on first use.
     front: tokio::sync::OnceCell<sandbox::chaos::ChaosFront>,
     /// The in-process mesh of the run's host process, attached to from an
@@ -141,9 +143,13 @@ pub struct Target {
     hosted: bool,
 }
 
-fn http_client() -> Result<reqwest::Client, TargetError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
+fn http_client(tls: Option<&Arc<rustls::ClientConfig>>) -> Result<reqwest::Client, TargetError> {
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+    let builder = match tls {
+        Some(config) => builder.use_preconfigured_tls((**config).clone()),
+        None => builder,
+    };
+    builder
         .build()
         .map_err(|e| TargetError::Client(e.to_string()))
 }
@@ -152,6 +158,14 @@ impl Target {
     /// The in-process sandbox `mesh`, with every capability.
     pub fn in_process(mesh: Arc<Mesh>) -> Result<Target, TargetError> {
         let config = mesh.config();
+        let tls = match &config.tls {
+            Some(material) => Some(
+                material
+                    .client_config()
+                    .map_err(|e| TargetError::Client(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Target {
             name: "sandbox (in-process)".into(),
             source: None,
@@ -161,7 +175,8 @@ impl Target {
             capabilities: local_capabilities(true),
             database_url: Some(config.database_url.clone()),
             redis: Some((config.redis, config.redis_prefix.clone())),
-            http: http_client()?,
+            http: http_client(tls.as_ref())?,
+            tls,
             front: tokio::sync::OnceCell::new(),
             hosted: false,
             mesh: Some(mesh),
@@ -191,11 +206,24 @@ impl Target {
                 Service::from_name(n).map(|s| (s, e.url.trim_end_matches('/').to_string()))
             })
             .collect();
+        let tls = match &file.tls {
+            Some(t) => {
+                let full = file.resolve(path, &t.ca_file);
+                let pem = std::fs::read(&full)
+                    .map_err(|e| auth_err(format!("tls.ca_file {}: {e}", full.display())))?;
+                Some(
+                    sandbox::tls::client_config_from_pem(&pem)
+                        .map_err(|e| auth_err(format!("tls.ca_file {}: {e}", full.display())))?,
+                )
+            }
+            None => None,
+        };
         if let Some((s, u)) = urls.iter().find(|(_, u)| u.starts_with("https://")) {
-            return Err(auth_err(format!(
-                "services.{s}.url {u}: https targets are not supported by this build yet \
-                 (TLS comes with the security suites)"
-            )));
+            if tls.is_none() {
+                return Err(auth_err(format!(
+                    "services.{s}.url {u} is https but the file has no [tls] ca_file to trust"
+                )));
+            }
         }
         let auth = if let Some(var) = &file.auth.secret_env {
             Auth::Secret(env(var, "auth.secret_env")?.into_bytes().into())
@@ -247,7 +275,8 @@ impl Target {
             capabilities: file.capabilities.clone(),
             database_url,
             redis,
-            http: http_client()?,
+            http: http_client(tls.as_ref())?,
+            tls,
             front: tokio::sync::OnceCell::new(),
             hosted: false,
         })
@@ -343,6 +372,12 @@ impl Target {
     /// The in-process mesh, when the target is one.
     pub fn mesh(&self) -> Option<&Arc<Mesh>> {
         self.mesh.as_ref()
+    }
+
+    /// The TLS client configuration for this target's services (their CA),
+    /// for clients other than [`Target::http`] (the load generator).
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// Base URL of `service` (`http://host:port`).
@@ -602,6 +637,7 @@ impl harness::host::Hostable for Target {
             "secret_hex": secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "database_url": self.database_url,
             "redis": self.redis.as_ref().map(|(a, p)| serde_json::json!({"addr": a.to_string(), "prefix": p})),
+            "ca_pem": self.mesh.as_ref().and_then(|m| m.config().tls.as_ref()).map(|t| t.ca_pem().to_string()),
         }))
     }
 
@@ -636,6 +672,13 @@ impl harness::host::Hostable for Target {
                     .to_string(),
             )),
         };
+        let tls = match handle["ca_pem"].as_str() {
+            Some(pem) => Some(
+                sandbox::tls::client_config_from_pem(pem.as_bytes())
+                    .map_err(|e| bad(&format!("ca_pem: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Target {
             name: handle["name"]
                 .as_str()
@@ -649,7 +692,8 @@ impl harness::host::Hostable for Target {
             capabilities: local_capabilities(false),
             database_url: handle["database_url"].as_str().map(str::to_string),
             redis,
-            http: http_client().map_err(FixtureError::new)?,
+            http: http_client(tls.as_ref()).map_err(FixtureError::new)?,
+            tls,
             front: tokio::sync::OnceCell::new(),
             hosted: true,
         })

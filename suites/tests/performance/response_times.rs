@@ -32,6 +32,7 @@ async fn the_health_endpoint_meets_its_slo_under_load(
         connections as usize,
     )
     .max_requests(requests)
+    .tls(target.tls())
     .duration(Duration::from_secs(20));
     let report = load::run(&plan).await.map_err(|e| e.to_string())?;
     report.record(&metrics, "GET /health (api)");

@@ -100,7 +100,10 @@ async fn a_hanging_dependency_cannot_use_up_the_api(own: PrivateMesh, s: Scenari
         }
     }
     assert_eq!((through, refused), (4, 8), "four through, eight refused");
-    let text = reqwest::get(format!("{}/metrics", mesh.url(Service::HealthcareApi)))
+    let text = mesh
+        .http()
+        .get(format!("{}/metrics", mesh.url(Service::HealthcareApi)))
+        .send()
         .await
         .expect("metrics")
         .text()

@@ -138,7 +138,7 @@ fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc
             .map(|(s, a)| (*s, *a))
             .collect::<HashMap<_, _>>(),
     ));
-    Arc::new(ServiceClient::new(
+    let client = ServiceClient::new(
         "healthcare-api",
         routes,
         ClientConfig {
@@ -153,7 +153,11 @@ fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc
         Arc::new(SystemClock),
         1,
         Arc::new(ServiceMetrics::default()),
-    ))
+    );
+    Arc::new(match &mesh.config().tls {
+        Some(tls) => client.with_tls(tls),
+        None => client,
+    })
 }
 
 /// The retry policy over the wire: a `POST` without an idempotency key is
