@@ -207,6 +207,53 @@ async fn audit(
 }
 
 /// The services a patient is synced to.
+/// The patient fields each holder needs (minimum necessary, 45 CFR
+/// 164.502(b)): insurance verifies eligibility on name, sex and date of
+/// birth; billing also needs the address and phone of the claim's
+/// subscriber; personalisation greets by name in the patient's language;
+/// the compliance monitor correlates by medical record number. No holder
+/// receives the SSN; only insurance and billing receive the coverage.
+pub const FIELDS_NEEDED: [(Service, &[&str]); 4] = [
+    (
+        Service::InsuranceVerification,
+        &["mrn", "first_name", "last_name", "sex", "birth_date"],
+    ),
+    (
+        Service::BillingEngine,
+        &[
+            "mrn",
+            "first_name",
+            "last_name",
+            "sex",
+            "birth_date",
+            "address",
+            "phone",
+        ],
+    ),
+    (
+        Service::DoctorPersonalization,
+        &["first_name", "last_name", "preferred_language"],
+    ),
+    (Service::ComplianceMonitor, &["mrn"]),
+];
+
+/// `patient` cut to what `holder` needs.
+fn needed_by(holder: Service, patient: &Value) -> Value {
+    let fields = FIELDS_NEEDED
+        .iter()
+        .find(|(s, _)| *s == holder)
+        .map_or(&[][..], |(_, f)| *f);
+    let Some(all) = patient.as_object() else {
+        return Value::Null;
+    };
+    Value::Object(
+        all.iter()
+            .filter(|(k, _)| fields.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
 const HOLDERS: [Service; 4] = [
     Service::BillingEngine,
     Service::InsuranceVerification,
@@ -255,6 +302,9 @@ async fn intake(
     };
     let id = ctx.ids.next("pat");
     let coverage = serde_json::to_string(&intake.coverage).unwrap_or_default();
+    // At rest the SSN and date of birth are sealed (AES-256-GCM).
+    let mut stored = intake.patient.clone();
+    ctx.settings.vault.seal_record(&mut stored);
     ctx.db
         .execute(
             "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)",
@@ -262,14 +312,25 @@ async fn intake(
                 &id,
                 &caller.tenant,
                 &mrn,
-                &intake.patient.to_string(),
+                &stored.to_string(),
                 &coverage,
             ],
         )
         .await?;
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient registered");
-    let record = json!({"patient_id": id, "record": {"patient": intake.patient, "coverage": intake.coverage}});
     let sync = |target: Service| {
+        // Minimum necessary: each holder receives the fields its work needs.
+        let record = json!({
+            "patient_id": id,
+            "record": {
+                "patient": needed_by(target, &intake.patient),
+                "coverage": if matches!(target, Service::InsuranceVerification | Service::BillingEngine) {
+                    serde_json::to_value(&intake.coverage).unwrap_or_default()
+                } else {
+                    Value::Null
+                },
+            },
+        });
         ctx.client.call(
             Call::new(
                 target,
@@ -278,7 +339,7 @@ async fn intake(
                 &caller.tenant,
                 &caller.request_id,
             )
-            .json(record.clone())
+            .json(record)
             .key(format!("{id}:sync")),
         )
     };
@@ -335,6 +396,14 @@ async fn read_patient(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("patient {id}")))?;
     let mut patient = json_text(&row.get::<_, String>(1));
+    ctx.settings.vault.open_record(&mut patient).map_err(|e| {
+        tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sealed_field",
+            "a sealed field of this record does not open with the configured data key",
+        )
+    })?;
     if !caller.sees_ssn() {
         // Minimum necessary: only clinicians and admins see the SSN.
         if let Some(p) = patient.as_object_mut() {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub eligibility_ttl: Duration,
     /// How long an idempotency key is held.
     pub idempotency_ttl: Duration,
+    /// Seals the SSN and date of birth of stored records.
+    pub vault: Arc<crate::vault::FieldCipher>,
 }
 
 /// One running service's state, shared by its handlers.
@@ -133,10 +135,12 @@ pub async fn sync_patient(
          ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
         ctx.service.schema()
     );
+    let mut record = sync.record;
+    ctx.settings.vault.seal_record(&mut record);
     ctx.db
         .execute(
             &sql,
-            &[&caller.tenant, &sync.patient_id, &sync.record.to_string()],
+            &[&caller.tenant, &sync.patient_id, &record.to_string()],
         )
         .await?;
     Ok(axum::Json(

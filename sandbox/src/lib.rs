@@ -44,6 +44,7 @@ pub mod store;
 pub mod target;
 pub mod tls;
 pub mod token;
+pub mod vault;
 
 pub use auth::Role;
 pub use faults::FaultPlan;

@@ -19,7 +19,9 @@ use sandbox::{Mesh, MeshConfig, Role, Service, token};
 const USAGE: &str = "usage:
   sandbox up [--port-base N] [--test-mode] [--tls] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
       start the six services on loopback and print their addresses; Ctrl-C stops
-      (SANDBOX_SECRET fixes the token secret; DATABASE_URL, REDIS_URL choose storage;
+      (SANDBOX_SECRET fixes the token secret; SANDBOX_DATA_KEY, 64 hex digits, the key
+      sealing SSNs and birth dates at rest (else a fresh one: records of an earlier run
+      do not open); DATABASE_URL, REDIS_URL choose storage;
       --write-target writes a target file describing the mesh, for `--target PATH`;
       --tls serves HTTPS only (a CA and certificate made at start; the CA is written
       beside the target file, `<stem>.ca.pem`, and named in it as tls.ca_file);
@@ -202,6 +204,9 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
         }
         config.secret = secret.clone().into_bytes();
     }
+    if let Ok(hex) = std::env::var("SANDBOX_DATA_KEY") {
+        config.data_key = parse_data_key(&hex)?;
+    }
     if let Some(base) = port_base {
         config.ports = Service::ALL
             .iter()
@@ -284,6 +289,25 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     drop(chaos);
     drop(mesh);
     Ok(())
+}
+
+/// `SANDBOX_DATA_KEY`: 64 hex digits, the AES-256 key sealing SSNs and
+/// dates of birth at rest.
+fn parse_data_key(hex: &str) -> anyhow::Result<Vec<u8>> {
+    let hex = hex.trim();
+    let bytes: Option<Vec<u8>> = (hex.len() == 64 && hex.is_ascii())
+        .then(|| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    bytes.with_context(|| {
+        format!(
+            "SANDBOX_DATA_KEY is not 64 hex digits (32 bytes); it has {} characters",
+            hex.len()
+        )
+    })
 }
 
 /// `t` for `dir/t.toml`.

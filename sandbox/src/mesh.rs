@@ -61,6 +61,14 @@ pub enum MeshError {
         /// Why.
         why: String,
     },
+    /// The configuration cannot be used (a data key of the wrong length).
+    #[error("{service}: {why}")]
+    Config {
+        /// Which service.
+        service: Service,
+        /// Why.
+        why: String,
+    },
     /// Only loopback addresses are allowed.
     #[error("{0} is not a loopback address: the sandbox listens on loopback only")]
     NotLoopback(SocketAddr),
@@ -101,6 +109,9 @@ pub struct MeshConfig {
     pub pool: PoolConfig,
     /// Each service's HTTP server limits.
     pub server: ServerLimits,
+    /// The AES-256 key (32 bytes) sealing SSNs and dates of birth at
+    /// rest; configuration, never stored in the database.
+    pub data_key: Vec<u8>,
     /// Serve HTTPS with this material (and call each other over it);
     /// `None` serves plain HTTP.
     pub tls: Option<Arc<TlsMaterial>>,
@@ -193,6 +204,7 @@ impl MeshConfig {
             database_urls: BTreeMap::new(),
             pool: PoolConfig::default(),
             server: ServerLimits::default(),
+            data_key: crate::vault::random_key(),
             tls: None,
         }
     }
@@ -501,6 +513,14 @@ impl Mesh {
                 .await
                 .map_err(store_err)?;
         }
+        let vault = Arc::new(
+            crate::vault::FieldCipher::new(&self.config.data_key).map_err(|e| {
+                MeshError::Config {
+                    service,
+                    why: e.to_string(),
+                }
+            })?,
+        );
         let db = Db::new(url, self.config.pool).map_err(store_err)?;
         let cache = Cache::connect(self.config.redis, &self.config.redis_prefix)
             .await
@@ -529,6 +549,7 @@ impl Mesh {
                 secret,
                 eligibility_ttl: self.config.eligibility_ttl,
                 idempotency_ttl: self.config.idempotency_ttl,
+                vault: Arc::clone(&vault),
             },
             metrics: Arc::clone(&metrics),
             faults: Mutex::new(Vec::new()),

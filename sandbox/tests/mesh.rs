@@ -197,4 +197,45 @@ mod binary {
     }
 }
 
+/// Encryption at rest: the field cipher's contract.
+mod vault {
+    use harness::service_test;
+    use sandbox::vault::FieldCipher;
+
+    #[service_test(unit, security)]
+    fn a_sealed_field_opens_only_as_itself_and_under_its_key() {
+        let c = FieldCipher::new(&[7u8; 32]).expect("key");
+        let sealed = c.seal("ssn", "912-34-5678");
+        assert!(sealed.starts_with("enc:v1:") && !sealed.contains("912"));
+        assert_ne!(
+            sealed,
+            c.seal("ssn", "912-34-5678"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(c.open("ssn", &sealed).expect("opens"), "912-34-5678");
+        assert!(c.open("birth_date", &sealed).is_err(), "bound to its field");
+        let other = FieldCipher::new(&[8u8; 32]).expect("key");
+        assert!(other.open("ssn", &sealed).is_err(), "bound to its key");
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).expect("ascii");
+        assert!(c.open("ssn", &tampered).is_err(), "tampering is detected");
+        assert!(FieldCipher::new(&[0u8; 16]).is_err(), "AES-256 only");
+    }
+
+    #[service_test(unit, security)]
+    fn records_are_sealed_at_any_depth_and_open_back() {
+        let c = FieldCipher::new(&[1u8; 32]).expect("key");
+        let original = serde_json::json!({"patient": {"ssn": "912-34-5678", "birth_date": "1957-03-04", "last_name": "Okafor"}, "list": [{"dob": "1960-01-02"}]});
+        let mut r = original.clone();
+        c.seal_record(&mut r);
+        let text = r.to_string();
+        assert!(!text.contains("912-34") && !text.contains("1957") && !text.contains("1960"));
+        assert!(text.contains("Okafor"), "only the sealed fields change");
+        c.open_record(&mut r).expect("opens");
+        assert_eq!(r, original);
+    }
+}
+
 harness::main!();

@@ -354,6 +354,21 @@ impl Fixture for Logs {
     }
 }
 
+/// A target whose services all speak HTTPS (the fixture skips, saying so,
+/// on a plain-HTTP target).
+pub struct TlsTarget {
+    /// The target.
+    pub target: Arc<Target>,
+}
+
+impl Fixture for TlsTarget {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(TlsTarget {
+            target: target_with(cx, Capability::Tls).await?,
+        })
+    }
+}
+
 /// A connection to the services' database, to check rows.
 pub struct Rows {
     client: tokio_postgres::Client,

@@ -11,6 +11,6 @@ pub mod capabilities;
 pub mod target;
 
 pub use capabilities::{
-    Breakers, CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens, Toxics,
+    Breakers, CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens, TlsTarget, Toxics,
 };
 pub use target::{Capability, Target, TargetError};

@@ -96,6 +96,8 @@ pub enum Capability {
     Chaos,
     /// A mesh of the test's own: the in-process sandbox only.
     PrivateMesh,
+    /// Every service over HTTPS with a CA to trust (`sandbox up --tls`).
+    Tls,
 }
 
 impl Capability {
@@ -111,6 +113,10 @@ impl Capability {
             Capability::Chaos => (
                 "chaos (Toxiproxy)",
                 "capabilities.chaos (sandbox up --chaos-api 127.0.0.1:8474)",
+            ),
+            Capability::Tls => (
+                "TLS checks (it serves plain HTTP)",
+                "https:// service URLs and tls.ca_file (sandbox up --tls)",
             ),
             Capability::PrivateMesh => (
                 "a private mesh",
@@ -457,6 +463,9 @@ impl Target {
             Capability::Load => self.capabilities.load.is_some(),
             Capability::Chaos => self.mesh.is_some() || self.capabilities.chaos.is_some(),
             Capability::PrivateMesh => self.mesh.is_some() || self.hosted,
+            Capability::Tls => {
+                self.tls.is_some() && self.urls.values().all(|u| u.starts_with("https://"))
+            }
         }
     }
 
@@ -719,6 +728,7 @@ pub async fn preflight(cx: PreflightCx) -> Result<String, String> {
         (Capability::CacheKeys, "cache"),
         (Capability::Load, "load"),
         (Capability::Chaos, "chaos"),
+        (Capability::Tls, "tls"),
     ]
     .into_iter()
     .filter(|(c, _)| target.has(*c))

@@ -146,3 +146,101 @@ pub fn observed_load(r: &traffic::load::LoadReport) -> deployment::Observed {
         throughput_rps: r.achieved_rps,
     }
 }
+
+/// Each connection's bytes: (client to server, server to client).
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
+/// A TCP relay in front of `upstream` that keeps every byte of every
+/// connection, each way: what a network observer between two services
+/// would see.
+pub struct Tap {
+    addr: std::net::SocketAddr,
+    conns: Recorded,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tap {
+    /// Listens on loopback and relays each connection to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Tap {
+        use tokio::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("tap bind");
+        let addr = listener.local_addr().expect("tap addr");
+        let conns: Recorded = Default::default();
+        let kept = std::sync::Arc::clone(&conns);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let index = {
+                    let mut all = kept
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    all.push((Vec::new(), Vec::new()));
+                    all.len() - 1
+                };
+                let kept = std::sync::Arc::clone(&kept);
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    tokio::join!(
+                        relay(&mut cr, &mut sw, &kept, index, true),
+                        relay(&mut sr, &mut cw, &kept, index, false)
+                    );
+                });
+            }
+        });
+        Tap { addr, conns, task }
+    }
+
+    /// Where to connect instead of the upstream.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Every connection's bytes so far: (client to server, server to client).
+    pub fn connections(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn relay(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    kept: &std::sync::Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    index: usize,
+    upstream: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => {
+                if let Some(c) = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_mut(index)
+                {
+                    let side = if upstream { &mut c.0 } else { &mut c.1 };
+                    side.extend_from_slice(&buf[..n]);
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -3,4 +3,5 @@
 
 mod audit_trail;
 mod distributed_compliance;
+mod phi_across_services;
 mod phi_protection;

@@ -1,13 +1,14 @@
-//! Data at rest: what the services keep in Redis holds no PHI in the
-//! clear (keys hash the eligibility question; values carry ids, not
-//! identities). Encryption in transit comes with TLS (the security issue).
+//! Encryption in transit and at rest: the services talk TLS to each other
+//! and to their clients (plain HTTP is refused), an observer between two
+//! services sees no PHI, the database holds no plaintext SSN or date of
+//! birth, and the cache holds no PHI at all.
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::{Service, Tenant};
-use suites::{CacheKeys, Target};
+use sandbox::{Role, Service, Tenant};
+use suites::{CacheKeys, PrivateMesh, Rows, Target, TlsTarget};
 
-use crate::common::{intake, visit};
+use crate::common::{Tap, intake, visit};
 
 /// After a journey, no Redis key or string value under the services'
 /// prefix holds PHI (the scanner, with every generated patient registered
@@ -49,5 +50,190 @@ async fn the_cache_holds_no_phi_in_keys_or_values(
     assert!(
         member.is_empty() || !keys.iter().any(|k| k.contains(member.as_str())),
         "a key spells the member id"
+    );
+}
+
+/// A tap between the API and three of its peers (insurance, billing, the
+/// compliance monitor) records every byte of a journey: each connection
+/// opens with a TLS handshake both ways, and neither the patient's SSN,
+/// name, member id nor any HTTP text crosses in the clear.
+#[service_test(
+    security,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance),
+    timeout = "40s"
+)]
+async fn service_to_service_calls_are_tls_with_no_plaintext(own: PrivateMesh, s: Scenario) {
+    let mesh = own.start(|_| {}).await.expect("mesh");
+    assert!(
+        mesh.url(Service::BillingEngine).starts_with("https://"),
+        "the test mesh serves plain HTTP"
+    );
+    let peers = [
+        Service::InsuranceVerification,
+        Service::BillingEngine,
+        Service::ComplianceMonitor,
+    ];
+    let mut taps = Vec::new();
+    for peer in peers {
+        let tap = Tap::start(mesh.addr(peer)).await;
+        mesh.route(peer, tap.addr()).expect("route through the tap");
+        taps.push((peer, tap));
+    }
+    let api = mesh.client(Service::HealthcareApi, "tls-tap");
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "the journey: {}", v.body);
+    // What must not cross in the clear (labels only in messages: no PHI).
+    let secrets: Vec<(&str, String)> = [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the SSN's digits", s.patient.ssn.replace('-', "")),
+        ("the last name", s.patient.last_name.clone()),
+        ("the full name", s.patient.full_name()),
+        ("the member id", s.coverage.member_id.clone()),
+        ("the patient id", patient_id.clone()),
+        // A request line's end (ALPN's "http/1.1" is in every ClientHello).
+        ("HTTP text", "HTTP/1.1\r\n".to_string()),
+        ("a bearer token", "Bearer ".to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.len() >= 5)
+    .collect();
+    for (peer, tap) in &taps {
+        let conns = tap.connections();
+        let used: Vec<_> = conns.iter().filter(|(up, _)| !up.is_empty()).collect();
+        assert!(!used.is_empty(), "{peer}: no call went through the tap");
+        for (up, down) in used {
+            // 0x16: a TLS handshake record (ClientHello, then ServerHello).
+            assert_eq!(
+                up[0], 0x16,
+                "{peer}: a connection did not start with a ClientHello"
+            );
+            assert!(
+                down.first().is_none_or(|b| *b == 0x16),
+                "{peer}: the server did not answer with a handshake"
+            );
+            for (direction, bytes) in [("request", up), ("reply", down)] {
+                for (what, value) in &secrets {
+                    assert!(
+                        !bytes
+                            .windows(value.len())
+                            .any(|w| w.eq_ignore_ascii_case(value.as_bytes())),
+                        "{peer} {direction}: {what} crossed the wire in the clear"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// With TLS on, every service refuses plain HTTP: a request in the clear
+/// gets no HTTP answer (the handshake fails and the connection closes).
+#[service_test(security, real_services, timeout = "20s")]
+async fn plain_http_is_refused_when_tls_is_on(tls: TlsTarget) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for service in Service::ALL {
+        let addr = tls.target.addr(service).expect("address");
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            c.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the connection was neither answered nor closed");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_err() || !text.contains("HTTP/1.1 200"),
+            "{service} served plain HTTP"
+        );
+        // And over TLS the same service answers.
+        let url = format!("{}/health", tls.target.url(service));
+        let ok = tls.target.http().get(&url).send().await.expect("https");
+        assert_eq!(ok.status(), 200, "{service} over https");
+    }
+}
+
+/// After a journey no row of any service's schema for the tenant holds the
+/// SSN or the date of birth in the clear (in any of the ways they are
+/// written), while a clinician still reads both back through the API: the
+/// fields are sealed at rest, not lost.
+#[service_test(
+    security,
+    compliance,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance, doctor, analytics),
+    timeout = "30s"
+)]
+async fn rows_hold_no_plaintext_ssn_or_birth_date(
+    target: &Target,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "the journey: {}", v.body);
+    let dob = s.patient.birth_date.to_string();
+    let forbidden = [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the SSN's digits", s.patient.ssn.replace('-', "")),
+        ("the date of birth", dob.clone()),
+        ("the compact date of birth", dob.replace('-', "")),
+    ];
+    let tables = rows
+        .query(
+            "SELECT DISTINCT table_schema, table_name FROM information_schema.columns
+             WHERE column_name = 'tenant'
+               AND table_schema IN ('api', 'insurance', 'billing', 'compliance', 'bi', 'doctor')",
+            &[],
+        )
+        .await
+        .expect("the services' tables");
+    let mut scanned = 0;
+    let mut patients_rows = 0;
+    for t in &tables {
+        let (schema, table): (String, String) = (t.get(0), t.get(1));
+        let texts = rows
+            .query(
+                &format!("SELECT t::text FROM {schema}.{table} t WHERE t.tenant = $1"),
+                &[&tenant.0],
+            )
+            .await
+            .expect("rows");
+        for row in texts {
+            let text: String = row.get(0);
+            scanned += 1;
+            if table == "patients" {
+                patients_rows += 1;
+            }
+            for (what, value) in &forbidden {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{schema}.{table}: {what} in the clear"
+                );
+            }
+        }
+    }
+    assert!(
+        patients_rows >= 5,
+        "{patients_rows} patient rows (the API's and four holders'); {scanned} rows scanned"
+    );
+    let clinician = target
+        .client(Service::HealthcareApi, &tenant)
+        .as_role(Role::Clinician);
+    let r = clinician
+        .get(&format!("/patients/{patient_id}"))
+        .await
+        .expect("read");
+    assert_eq!(r.status, 200, "read back: {}", r.body);
+    assert!(
+        r.body["patient"]["ssn"] == s.patient.ssn.as_str()
+            && r.body["patient"]["birth_date"] == dob.as_str(),
+        "the sealed fields did not open back to what was registered"
     );
 }
