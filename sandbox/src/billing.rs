@@ -126,6 +126,19 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
             );
         }
     }
+    // Checked: charges that add up beyond a BIGINT are refused, never wrapped
+    // or panicked on.
+    if c.procedures
+        .iter()
+        .try_fold(0i64, |total, p| total.checked_add(p.charge_cents))
+        .is_none()
+    {
+        bad(
+            "procedures".into(),
+            "total_overflow",
+            "the charges add up beyond what a claim can total",
+        );
+    }
     if c.verification_id.is_empty() {
         bad(
             "verification_id".into(),
@@ -170,7 +183,11 @@ async fn create(
     if let Some(first) = first {
         return Ok((StatusCode::OK, Json(first)));
     }
-    let total: i64 = c.procedures.iter().map(|p| p.charge_cents).sum();
+    // Validated above: the sum does not overflow.
+    let total: i64 = c
+        .procedures
+        .iter()
+        .fold(0i64, |t, p| t.saturating_add(p.charge_cents));
     let inserted = ctx
         .db
         .execute(

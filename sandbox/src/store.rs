@@ -429,7 +429,7 @@ impl Cache {
         new_id: &str,
         ttl: Duration,
     ) -> Result<Option<String>, StoreError> {
-        let k = format!("idem:{scope}:{tenant}:{key}");
+        let k = idempotency_slot(scope, tenant, key);
         if self.set_nx(&k, new_id, ttl).await? {
             return Ok(None);
         }
@@ -439,6 +439,26 @@ impl Cache {
 
     /// Releases an idempotency key (its create failed).
     pub async fn release(&self, scope: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
-        self.del(&format!("idem:{scope}:{tenant}:{key}")).await
+        self.del(&idempotency_slot(scope, tenant, key)).await
     }
+}
+
+/// The Redis key holding an idempotency key: the tenant and the client's
+/// key escaped, so that no choice of either reaches another tenant's slot
+/// (`a:b` + `c` and `a` + `b:c` stay apart) or spells a Redis pattern.
+pub fn idempotency_slot(scope: &str, tenant: &str, key: &str) -> String {
+    format!("idem:{scope}:{}:{}", escape_part(tenant), escape_part(key))
+}
+
+/// `part` with every byte outside `[A-Za-z0-9._-]` percent-encoded.
+fn escape_part(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

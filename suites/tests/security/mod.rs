@@ -4,4 +4,5 @@
 mod access_control;
 mod authorization;
 mod data_encryption;
+mod input_hardening;
 mod service_authentication;
