@@ -480,6 +480,25 @@ impl Saga<'_> {
         }
     }
 
+    /// Tells the compliance monitor how many audited calls this request
+    /// made, so that its trail can be checked complete
+    /// (`GET /audit/completeness`).
+    async fn close(&self) {
+        let made = self.ctx.client.calls_made(&self.caller.request_id);
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/audit/request-closed",
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+        .json(json!({"saga_id": self.id, "patient_id": self.patient_id, "service_calls": made}))
+        .key(format!("{}:closed", self.id));
+        if let Err(e) = self.ctx.client.call(call).await {
+            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "closing the audit of the request failed: {e}");
+        }
+    }
+
     fn call(&self, target: Service, method: Method, path: String) -> Call<'_> {
         Call::new(
             target,
@@ -660,6 +679,7 @@ async fn visit(
         .await?;
     saga.event("saga_completed", "claim", json!({"steps": done}))
         .await;
+    saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"completed\"");
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
     Ok((
@@ -745,6 +765,7 @@ async fn finish_failed(
             ],
         )
         .await?;
+    saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"failed\"");
     tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");
     Ok((failure.status, Json(body)).into_response())

@@ -290,7 +290,13 @@ pub struct ServiceClient {
     seed: u64,
     calls: AtomicU64,
     metrics: Arc<ServiceMetrics>,
+    /// Audited calls made per request id (two generations, so that the
+    /// map stays bounded without forgetting a request in flight).
+    seqs: std::sync::Mutex<[HashMap<String, u64>; 2]>,
 }
+
+/// Request ids remembered per generation of [`ServiceClient`]'s call counts.
+const SEQ_GENERATION: usize = 10_000;
 
 impl ServiceClient {
     /// A client calling as `from`, with a breaker per target on `clock`,
@@ -332,6 +338,7 @@ impl ServiceClient {
             seed,
             calls: AtomicU64::new(0),
             metrics,
+            seqs: Default::default(),
         }
     }
 
@@ -391,12 +398,45 @@ impl ServiceClient {
         }
     }
 
+    /// Numbers the next audited call of `request_id` (1, 2, …).
+    fn next_seq(&self, request_id: &str) -> u64 {
+        let mut gens = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+        if !gens[0].contains_key(request_id) {
+            if let Some(n) = gens[1].remove(request_id) {
+                gens[0].insert(request_id.to_string(), n);
+            } else if gens[0].len() >= SEQ_GENERATION {
+                let current = std::mem::take(&mut gens[0]);
+                gens[1] = current;
+            }
+        }
+        let n = gens[0].entry(request_id.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// How many audited calls this client has made under `request_id`:
+    /// what the compliance monitor's trail must hold (`/audit/completeness`).
+    pub fn calls_made(&self, request_id: &str) -> u64 {
+        let gens = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+        gens[0]
+            .get(request_id)
+            .or_else(|| gens[1].get(request_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Makes the call (see the module docs), then audits it to the
-    /// compliance monitor in the background.
+    /// compliance monitor in the background, numbered within its request
+    /// id so that a missing audit event shows as a gap.
     pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Reply, CallError> {
         let started = Instant::now();
+        let started_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let seq =
+            (call.target != Service::ComplianceMonitor).then(|| self.next_seq(call.request_id));
         let result = self.send(&call).await;
-        if call.target != Service::ComplianceMonitor {
+        if let Some(seq) = seq {
             let (status, attempts, outcome) = match &result {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
                 Err(e) => (e.status(), e.attempts(), e.to_string()),
@@ -409,6 +449,8 @@ impl ServiceClient {
                 "attempts": attempts,
                 "duration_ms": started.elapsed().as_millis() as u64,
                 "outcome": outcome,
+                "seq": seq,
+                "started_at_ms": started_at_ms,
             });
             let this = Arc::clone(self);
             let (tenant, request_id) = (call.tenant.to_string(), call.request_id.to_string());

@@ -70,10 +70,16 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             Router::new()
                 .route("/audit/service-calls", post(service_call))
                 .route("/audit/saga-events", post(saga_event))
-                .route("/audit/sync-failures", post(sync_failure)),
+                .route("/audit/sync-failures", post(sync_failure))
+                .route("/audit/request-closed", post(request_closed)),
             &RECORD,
         ))
-        .merge(allow(Router::new().route("/audit", get(query)), &READ))
+        .merge(allow(
+            Router::new()
+                .route("/audit", get(query))
+                .route("/audit/completeness", get(completeness)),
+            &READ,
+        ))
         .merge(allow(
             Router::new()
                 .route("/phi/scan", post(scan))
@@ -120,7 +126,127 @@ async fn service_call(
     caller: Caller,
     Json(detail): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    if dropped_by_fault(&ctx, &caller, &detail) {
+        return Ok((StatusCode::CREATED, Json(json!({"audit_id": null}))));
+    }
     record(&ctx, &caller, "service_call", &detail).await
+}
+
+/// Test mode: is this the audit event a fault plan says to lose?
+fn dropped_by_fault(ctx: &Ctx, caller: &Caller, detail: &Value) -> bool {
+    let Some(seq) = detail.get("seq").and_then(Value::as_u64) else {
+        return false;
+    };
+    let mut plans = ctx
+        .faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let hit = plans.iter_mut().find(|p| {
+        p.drop_audit_seq == Some(seq) && p.matches(&caller.tenant, "/audit/service-calls")
+    });
+    match hit {
+        Some(plan) => {
+            plan.drop_audit_seq = None;
+            true
+        }
+        None => false,
+    }
+}
+
+/// `POST /audit/request-closed`: `{"service_calls": n}`, how many audited
+/// calls the caller made under this request id.
+async fn request_closed(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(detail): Json<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if detail
+        .get("service_calls")
+        .and_then(Value::as_u64)
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            "a closed request states its service_calls",
+        ));
+    }
+    record(&ctx, &caller, "request_closed", &detail).await
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletenessQuery {
+    request_id: String,
+}
+
+/// `GET /audit/completeness?request_id=…`: per calling service, the calls
+/// it declared when it closed the request, the audit events kept, the
+/// numbers missing (a gap, or a tail short of the declared count) and
+/// whether the calls were made in the order numbered. `complete` when
+/// every caller declared and nothing is missing or out of order.
+async fn completeness(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Query(q): Query<CompletenessQuery>,
+) -> ApiResult<Json<Value>> {
+    let rows = ctx
+        .db
+        .query(
+            "SELECT kind, source, detail FROM compliance.audit_events
+             WHERE tenant = $1 AND request_id = $2 AND kind IN ('service_call', 'request_closed')
+             ORDER BY id",
+            &[&caller.tenant, &q.request_id],
+        )
+        .await?;
+    #[derive(Default)]
+    struct Source {
+        declared: Option<u64>,
+        calls: Vec<(u64, u64)>,
+    }
+    let mut sources: std::collections::BTreeMap<String, Source> = Default::default();
+    for r in &rows {
+        let (kind, source): (String, String) = (r.get(0), r.get(1));
+        let detail = json_text(&r.get::<_, String>(2));
+        let entry = sources.entry(source).or_default();
+        if kind == "request_closed" {
+            entry.declared = detail.get("service_calls").and_then(Value::as_u64);
+        } else if let Some(seq) = detail.get("seq").and_then(Value::as_u64) {
+            let at = detail
+                .get("started_at_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            entry.calls.push((seq, at));
+        }
+    }
+    let mut complete = !sources.is_empty();
+    let mut out = serde_json::Map::new();
+    for (source, mut s) in sources {
+        s.calls.sort_unstable();
+        let seqs: std::collections::BTreeSet<u64> = s.calls.iter().map(|(n, _)| *n).collect();
+        let top = s
+            .declared
+            .unwrap_or(0)
+            .max(seqs.iter().next_back().copied().unwrap_or(0));
+        let missing: Vec<u64> = (1..=top).filter(|n| !seqs.contains(n)).collect();
+        let in_order = s.calls.windows(2).all(|w| w[0].1 <= w[1].1);
+        let duplicates = s.calls.len() - seqs.len();
+        complete &= s.declared.is_some() && missing.is_empty() && in_order && duplicates == 0;
+        out.insert(
+            source,
+            json!({
+                "declared": s.declared,
+                "audited": seqs.len(),
+                "missing": missing,
+                "duplicates": duplicates,
+                "in_order": in_order,
+            }),
+        );
+    }
+    Ok(Json(json!({
+        "request_id": q.request_id,
+        "complete": complete,
+        "sources": out,
+    })))
 }
 
 async fn saga_event(

@@ -17,6 +17,10 @@ pub struct FaultPlan {
     /// Write this text into a log line of the next matching request (a PHI
     /// leak the log redaction and the compliance monitor must catch).
     pub leak_phi: Option<String>,
+    /// The compliance monitor acknowledges the service-call audit event
+    /// numbered this (`seq`) but does not keep it: a dropped audit event
+    /// that `/audit/completeness` must detect.
+    pub drop_audit_seq: Option<u64>,
     /// Only requests of this tenant match.
     pub tenant: Option<String>,
     /// Only requests whose path starts with this match.

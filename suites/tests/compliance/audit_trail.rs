@@ -3,9 +3,9 @@
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::{Service, Tenant};
-use serde_json::json;
-use suites::{SignTokens, Target};
+use sandbox::{FaultPlan, Service, Tenant};
+use serde_json::{Value, json};
+use suites::{Faults, SignTokens, Target};
 
 use crate::common::{eventually, intake, visit};
 
@@ -50,6 +50,115 @@ async fn every_call_of_a_visit_is_audited_under_its_request_id(
         .all(|t| targets.contains(t))
     })
     .await;
+}
+
+/// Audit completeness: a visit's trail holds exactly the calls the API
+/// declares it made, numbered without a gap, in the order made
+/// (insurance, billing, analytics); when the monitor loses the second
+/// call's event (an injected fault), `/audit/completeness` names it.
+#[service_test(
+    compliance,
+    audit,
+    real_services,
+    services(healthcare_api, insurance, billing, bi, compliance),
+    timeout = "40s"
+)]
+async fn the_trail_is_complete_and_a_dropped_event_is_detected(
+    target: &Target,
+    faults: Faults,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    let completeness = |rid: String| {
+        let monitor = monitor.clone();
+        async move {
+            let r = monitor
+                .get(&format!("/audit/completeness?request_id={rid}"))
+                .await
+                .expect("completeness");
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body
+        }
+    };
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    let rid = v.request_id.expect("X-Request-ID answered");
+    eventually("the visit's trail complete", || {
+        let c = completeness(rid.clone());
+        async move { c.await["complete"] == true }
+    })
+    .await;
+    let body = completeness(rid.clone()).await;
+    let mine = &body["sources"]["healthcare-api"];
+    let declared = mine["declared"].as_u64().unwrap_or(0);
+    assert!(declared >= 3, "the API declared {declared} calls: {body}");
+    assert_eq!(mine["audited"].as_u64(), Some(declared), "{body}");
+    let trail = monitor
+        .get(&format!("/audit?request_id={rid}&kind=service_call"))
+        .await
+        .expect("audit");
+    let mut calls: Vec<(u64, String)> = trail.body["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["detail"]["seq"].as_u64().unwrap_or(0),
+                        e["detail"]["target"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    calls.sort();
+    let order: Vec<&str> = calls.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "insurance-verification",
+            "billing-engine",
+            "business-intelligence"
+        ],
+        "the calls in the order made"
+    );
+
+    faults
+        .inject(
+            Service::ComplianceMonitor,
+            &FaultPlan {
+                drop_audit_seq: Some(2),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/audit/service-calls".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let v = visit(&api, &patient_id, &s).await;
+    let rid = v.request_id.expect("X-Request-ID answered");
+    eventually("the lost event detected", || {
+        let c = completeness(rid.clone());
+        async move {
+            let body: Value = c.await;
+            let mine = &body["sources"]["healthcare-api"];
+            mine["declared"].as_u64().is_some()
+                && mine["audited"].as_u64() == mine["declared"].as_u64().map(|d| d - 1)
+        }
+    })
+    .await;
+    let body = completeness(rid).await;
+    faults
+        .clear(Service::ComplianceMonitor, &tenant)
+        .await
+        .expect("clear");
+    assert_eq!(body["complete"], false, "{body}");
+    assert_eq!(
+        body["sources"]["healthcare-api"]["missing"],
+        json!([2]),
+        "{body}"
+    );
 }
 
 /// One tenant's audit trail never shows another tenant's requests: by
