@@ -45,32 +45,39 @@ async fn status_and_reason_from(
     )
 }
 
-/// Billing checks the token (a JWT): missing, forged, for another service,
-/// expired, not yet valid, valid too long, `alg: none`, for another tenant
-/// than `X-Tenant-ID`, issued by another service than `X-Source-Service`,
-/// or malformed → 401 with
-/// the reason; a good one passes (404 here: no such claim).
-#[service_test(security, real_services, services(billing), timeout = "20s")]
+/// Every service checks the token (a JWT): missing, forged, for another
+/// service, expired, not yet valid, valid too long, `alg: none`, for
+/// another tenant than `X-Tenant-ID`, issued by another service than
+/// `X-Source-Service`, or malformed → 401 with the reason, never the token;
+/// a good one passes (404 here: no such route).
+#[service_test(
+    security,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    timeout = "30s"
+)]
 async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens, tenant: Tenant) {
-    let good = tokens.token(Service::BillingEngine, &tenant, Duration::from_secs(60));
-    let forged = token::sign(
-        b"not the secret",
-        "x",
-        "billing-engine",
-        &tenant,
-        Duration::from_secs(60),
-    );
-    let other_service = tokens.token(
-        Service::InsuranceVerification,
-        &tenant,
-        Duration::from_secs(60),
-    );
+    for service in Service::ALL {
+        token_table(target, &tokens, &tenant, service).await;
+    }
+}
+
+async fn token_table(target: &Target, tokens: &SignTokens, tenant: &Tenant, service: Service) {
+    const PATH: &str = "/no-such-route";
+    let aud = service.name();
+    let good = tokens.token(service, tenant, Duration::from_secs(60));
+    let forged = token::sign(b"not the secret", "x", aud, tenant, Duration::from_secs(60));
+    let other = Service::ALL
+        .into_iter()
+        .find(|s| *s != service)
+        .unwrap_or(service);
+    let other_service = tokens.token(other, tenant, Duration::from_secs(60));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let claims = |iat: u64, nbf: u64, exp: u64| Claims {
         iss: "x".into(),
-        aud: "billing-engine".into(),
+        aud: aud.into(),
         tenant: tenant.0.clone(),
         exp,
         iat,
@@ -95,53 +102,51 @@ async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens,
     };
     let cases = [
         (None, tenant.0.as_str(), "missing bearer token"),
-        (Some(forged.as_str()), &tenant, "bad signature"),
-        (Some(other_service.as_str()), &tenant, "not this service"),
-        (Some(expired.as_str()), &tenant, "token expired"),
-        (Some(not_yet.as_str()), &tenant, "not yet valid"),
-        (Some(too_long.as_str()), &tenant, "lifetime"),
+        (Some(forged.as_str()), &tenant.0, "bad signature"),
+        (Some(other_service.as_str()), &tenant.0, "not this service"),
+        (Some(expired.as_str()), &tenant.0, "token expired"),
+        (Some(not_yet.as_str()), &tenant.0, "not yet valid"),
+        (Some(too_long.as_str()), &tenant.0, "lifetime"),
         (
             Some(unsigned.as_str()),
-            &tenant,
+            &tenant.0,
             "algorithm `none` is not accepted",
         ),
         (Some(good.as_str()), "another-tenant", "another tenant"),
-        (Some("garbage"), &tenant, "malformed token"),
+        (Some("garbage"), &tenant.0, "malformed token"),
     ];
     for (token, t, reason) in cases {
-        let (status, got) =
-            status_and_reason(target, Service::BillingEngine, "/claims/clm-x", token, t).await;
-        assert_eq!(status, 401, "{reason}");
-        assert!(got.contains(reason), "want `{reason}`, got `{got}`");
+        let (status, got) = status_and_reason(target, service, PATH, token, t).await;
+        assert_eq!(status, 401, "{service}: {reason}");
+        assert!(
+            got.contains(reason),
+            "{service}: want `{reason}`, got `{got}`"
+        );
         if let Some(tok) = token.filter(|t| t.len() > 10) {
-            assert!(!got.contains(tok), "the reason echoes the token");
+            assert!(!got.contains(tok), "{service}: the reason echoes the token");
         }
     }
     // The token's issuer must be the service the request says it is from.
     let (status, got) = status_and_reason_from(
         target,
-        Service::BillingEngine,
-        "/claims/clm-x",
+        service,
+        PATH,
         Some(&good),
-        &tenant,
-        Some("healthcare-api"),
+        tenant,
+        Some(other.name()),
     )
     .await;
-    assert_eq!(status, 401, "{got}");
+    assert_eq!(status, 401, "{service}: {got}");
     assert!(
-        got.contains("but X-Source-Service is `healthcare-api`"),
-        "{got}"
+        got.contains(&format!("but X-Source-Service is `{}`", other.name())),
+        "{service}: {got}"
     );
-    assert!(!got.contains(good.as_str()), "the reason echoes the token");
-    let (status, _) = status_and_reason(
-        target,
-        Service::BillingEngine,
-        "/claims/clm-x",
-        Some(&good),
-        &tenant,
-    )
-    .await;
-    assert_eq!(status, 404);
+    assert!(
+        !got.contains(good.as_str()),
+        "{service}: the reason echoes the token"
+    );
+    let (status, _) = status_and_reason(target, service, PATH, Some(&good), tenant).await;
+    assert_eq!(status, 404, "{service}: a good token passes");
 }
 
 /// Every service refuses a request without a token, one whose token names
