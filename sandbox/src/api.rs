@@ -393,8 +393,11 @@ async fn read_patient(
             "SELECT mrn, record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
             &[&id, &caller.tenant],
         )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("patient {id}")))?;
+        .await?;
+    let Some(row) = row else {
+        report_cross_tenant(&ctx, &caller, &id).await;
+        return Err(ApiError::not_found(format!("patient {id}")));
+    };
     let mut patient = json_text(&row.get::<_, String>(1));
     ctx.settings.vault.open_record(&mut patient).map_err(|e| {
         tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
@@ -416,6 +419,43 @@ async fn read_patient(
         "patient": patient,
         "coverage": json_text(&row.get::<_, String>(2)),
     })))
+}
+
+/// A caller asked for a patient that is not its tenant's: when the id is
+/// another tenant's, that tenant's compliance monitor is told (a
+/// `cross_tenant_access` violation, in the background). The caller's answer
+/// stays a plain 404, the same as for an id that does not exist.
+async fn report_cross_tenant(ctx: &Arc<Ctx>, caller: &Caller, id: &str) {
+    let owner = ctx
+        .db
+        .query_opt("SELECT tenant FROM api.patients WHERE id = $1", &[&id])
+        .await;
+    let Ok(Some(owner)) = owner else {
+        return;
+    };
+    let owner: String = owner.get(0);
+    let excerpt = format!(
+        "GET /patients/{id} by tenant `{}` ({}) for a patient of this tenant; answered 404",
+        caller.tenant, caller.source
+    );
+    let client = Arc::clone(&ctx.client);
+    let request_id = caller.request_id.clone();
+    tokio::spawn(async move {
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/violations",
+            &owner,
+            &request_id,
+        )
+        .json(json!({
+            "source": Service::HealthcareApi.name(),
+            "channel": "access",
+            "kinds": ["cross_tenant_access"],
+            "excerpt": excerpt,
+        }));
+        let _ = client.call(call).await;
+    });
 }
 
 /// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`

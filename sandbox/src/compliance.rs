@@ -49,6 +49,9 @@ pub(crate) fn migrations() -> Vec<String> {
             .to_string(),
         crate::store::patient_copies(Service::ComplianceMonitor),
     ]
+    .into_iter()
+    .chain(crate::incidents::migrations())
+    .collect()
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
@@ -74,6 +77,11 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
                 .route("/audit/request-closed", post(request_closed)),
             &RECORD,
         ))
+        .merge(allow(
+            Router::new().route("/audit/verify", post(verify)),
+            &REVIEW,
+        ))
+        .merge(crate::incidents::routes())
         .merge(allow(
             Router::new()
                 .route("/audit", get(query))
@@ -142,7 +150,8 @@ fn dropped_by_fault(ctx: &Ctx, caller: &Caller, detail: &Value) -> bool {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let hit = plans.iter_mut().find(|p| {
-        p.drop_audit_seq == Some(seq) && p.matches(&caller.tenant, "/audit/service-calls")
+        p.drop_audit_seq == Some(seq)
+            && p.matches(&caller.tenant, "/audit/service-calls", &caller.request_id)
     });
     match hit {
         Some(plan) => {
@@ -189,6 +198,70 @@ async fn completeness(
     caller: Caller,
     Query(q): Query<CompletenessQuery>,
 ) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        check_completeness(&ctx, &caller, &q.request_id).await?,
+    ))
+}
+
+/// `POST /audit/verify`: `{"request_id"}`, the completeness check; an
+/// incomplete trail is a `missing_audit_event` violation and opens an
+/// incident (once per request).
+async fn verify(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(q): Json<CompletenessQuery>,
+) -> ApiResult<Json<Value>> {
+    let mut report = check_completeness(&ctx, &caller, &q.request_id).await?;
+    let declared = report["sources"]
+        .as_object()
+        .is_some_and(|s| s.values().any(|v| v["declared"].is_u64()));
+    if report["complete"] == false && declared {
+        let incident = match crate::incidents::existing(
+            &ctx,
+            &caller.tenant,
+            "missing_audit_event",
+            &q.request_id,
+        )
+        .await?
+        {
+            Some(id) => id,
+            None => {
+                let gaps: Vec<String> = report["sources"]
+                    .as_object()
+                    .map(|s| {
+                        s.iter()
+                            .filter(|(_, v)| v["missing"].as_array().is_some_and(|m| !m.is_empty()))
+                            .map(|(k, v)| format!("{k} calls {}", v["missing"]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let summary = format!(
+                    "request {}: audit events missing ({})",
+                    q.request_id,
+                    gaps.join("; ")
+                );
+                let violation =
+                    insert_violation(&ctx, &caller, &caller.source, "audit", "", &summary).await?;
+                crate::incidents::open(
+                    &ctx,
+                    &caller,
+                    "missing_audit_event",
+                    &[],
+                    Some(violation),
+                    &summary,
+                )
+                .await?
+            }
+        };
+        report["incident_id"] = json!(incident);
+    }
+    Ok(Json(report))
+}
+
+async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> ApiResult<Value> {
+    let q = CompletenessQuery {
+        request_id: request_id.to_string(),
+    };
     let rows = ctx
         .db
         .query(
@@ -242,11 +315,11 @@ async fn completeness(
             }),
         );
     }
-    Ok(Json(json!({
+    Ok(json!({
         "request_id": q.request_id,
         "complete": complete,
         "sources": out,
-    })))
+    }))
 }
 
 async fn saga_event(
@@ -334,6 +407,9 @@ struct ScanRequest {
     /// Where the text came from (recorded with a violation).
     #[serde(default)]
     source: Option<String>,
+    /// What the text is: `response` (a response body), `log`, or a scan.
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 async fn scan(
@@ -355,24 +431,31 @@ async fn scan(
         })
         .collect();
     let mut violation = Value::Null;
+    let mut incident = Value::Null;
     if !findings.is_empty() {
         let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind.label()).collect();
         kinds.sort_unstable();
         kinds.dedup();
         let source = r.source.clone().unwrap_or_else(|| caller.source.clone());
-        violation = json!(
-            insert_violation(&ctx, &caller, &source, "scan", &kinds.join(","), &redacted).await?
-        );
+        let channel = r.channel.as_deref().unwrap_or("scan");
+        let id =
+            insert_violation(&ctx, &caller, &source, channel, &kinds.join(","), &redacted).await?;
+        let code = crate::incidents::violation_code(channel);
+        let summary = format!("{source}: {code} ({})", kinds.join(", "));
+        incident =
+            json!(crate::incidents::open(&ctx, &caller, code, &kinds, Some(id), &summary).await?);
+        violation = json!(id);
     }
     Ok(Json(json!({
         "phi_found": !findings.is_empty(),
         "findings": list,
         "redacted": redacted,
         "violation_id": violation,
+        "incident_id": incident,
     })))
 }
 
-async fn insert_violation(
+pub(crate) async fn insert_violation(
     ctx: &Ctx,
     caller: &Caller,
     source: &str,
@@ -429,7 +512,15 @@ async fn report_violation(
         &r.excerpt,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"violation_id": id}))))
+    let kinds: Vec<&str> = r.kinds.iter().map(String::as_str).collect();
+    let violation = crate::incidents::violation_code(&r.channel);
+    let summary = format!("{} reported {violation}: {}", r.source, r.excerpt);
+    let incident =
+        crate::incidents::open(&ctx, &caller, violation, &kinds, Some(id), &summary).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"violation_id": id, "incident_id": incident})),
+    ))
 }
 
 /// `GET /violations?source=…`.

@@ -25,12 +25,16 @@ pub struct FaultPlan {
     pub tenant: Option<String>,
     /// Only requests whose path starts with this match.
     pub path_prefix: Option<String>,
+    /// Only requests with this `X-Request-ID` match (the calls a service
+    /// makes for a request carry its id).
+    pub request_id: Option<String>,
 }
 
 impl FaultPlan {
-    /// Does a request of `tenant` to `path` match?
-    pub fn matches(&self, tenant: &str, path: &str) -> bool {
+    /// Does a request of `tenant` to `path`, with `request_id`, match?
+    pub fn matches(&self, tenant: &str, path: &str, request_id: &str) -> bool {
         self.tenant.as_ref().is_none_or(|t| t == tenant)
+            && self.request_id.as_ref().is_none_or(|r| r == request_id)
             && self
                 .path_prefix
                 .as_ref()

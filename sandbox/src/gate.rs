@@ -41,7 +41,7 @@ async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response
         // A tenant's own plan first, then the one for every tenant.
         let plan = plans
             .iter_mut()
-            .filter(|p| p.matches(&caller.tenant, path))
+            .filter(|p| p.matches(&caller.tenant, path, &caller.request_id))
             .min_by_key(|p| p.tenant.is_none())?;
         let fail = if plan.fail_next > 0 {
             plan.fail_next -= 1;

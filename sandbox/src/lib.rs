@@ -33,6 +33,7 @@ pub mod error;
 pub mod faults;
 pub mod fixture;
 pub mod gate;
+pub mod incidents;
 pub mod insurance;
 pub mod logs;
 pub mod mesh;

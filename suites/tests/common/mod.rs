@@ -70,6 +70,27 @@ pub async fn visit(api: &MeshClient, patient_id: &str, s: &Scenario) -> Answer {
     r
 }
 
+/// Runs the claim saga under the given request id (`X-Request-ID`); the
+/// answer must be 201.
+pub async fn visit_as(
+    api: &MeshClient,
+    patient_id: &str,
+    s: &Scenario,
+    request_id: &str,
+) -> Answer {
+    let r = api
+        .request(
+            reqwest::Method::POST,
+            "/visits",
+            Some(&visit_body(patient_id, s)),
+            Some(request_id),
+        )
+        .await
+        .expect("visit");
+    assert_eq!(r.status, 201, "visit: {}", r.body);
+    r
+}
+
 /// The saga events of a request, in order, as `event_type:step`.
 pub async fn saga_trail(monitor: &MeshClient, request_id: &str) -> Vec<String> {
     let r = monitor

@@ -7,7 +7,7 @@ use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Faults, SignTokens, Target};
 
-use crate::common::{eventually, intake, visit};
+use crate::common::{eventually, intake, visit, visit_as};
 
 /// The API's calls for one visit (insurance, billing, analytics) are in the
 /// audit trail under the visit's request id (audited in the background).
@@ -124,6 +124,7 @@ async fn the_trail_is_complete_and_a_dropped_event_is_detected(
         "the calls in the order made"
     );
 
+    let rid = format!("req-{}-lost-audit", tenant.0);
     faults
         .inject(
             Service::ComplianceMonitor,
@@ -131,13 +132,13 @@ async fn the_trail_is_complete_and_a_dropped_event_is_detected(
                 drop_audit_seq: Some(2),
                 tenant: Some(tenant.0.clone()),
                 path_prefix: Some("/audit/service-calls".into()),
+                request_id: Some(rid.clone()),
                 ..FaultPlan::default()
             },
         )
         .await
         .expect("inject");
-    let v = visit(&api, &patient_id, &s).await;
-    let rid = v.request_id.expect("X-Request-ID answered");
+    visit_as(&api, &patient_id, &s, &rid).await;
     eventually("the lost event detected", || {
         let c = completeness(rid.clone());
         async move {

@@ -5,3 +5,4 @@ mod audit_trail;
 mod distributed_compliance;
 mod phi_across_services;
 mod phi_protection;
+mod violation_workflow;

@@ -1,0 +1,455 @@
+//! The compliance monitor's violation workflow (seed 000 scenario 3): every
+//! violation it records opens an **incident** with a severity, notifies
+//! business intelligence (a `compliance_incidents` event it counts), and
+//! moves open → acknowledged → resolved by a compliance officer; each step
+//! is written to the audit trail.
+//!
+//! Violations come from the log pipeline (`phi_in_log`), a scan of a
+//! response (`phi_in_response`), the API's refusal of another tenant's
+//! patient (`cross_tenant_access`), a disclosure with more fields than its
+//! purpose needs (`minimum_necessary`, `POST /disclosures`) and a request
+//! whose audit trail has a gap (`missing_audit_event`, `POST /audit/verify`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::client::{Call, Method};
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "CREATE TABLE IF NOT EXISTS compliance.incidents (
+            id BIGSERIAL PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            violation TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            violation_id BIGINT,
+            request_id TEXT,
+            summary TEXT NOT NULL,
+            notified BOOLEAN NOT NULL DEFAULT false,
+            opened_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            acknowledged_at TIMESTAMPTZ,
+            acknowledged_by TEXT,
+            resolved_at TIMESTAMPTZ,
+            resolved_by TEXT,
+            resolution TEXT)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS incidents_tenant ON compliance.incidents (tenant, status)"
+            .to_string(),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, MESH, Role::*, allow};
+    static REVIEW: Access = Access {
+        services: MESH,
+        roles: &[ComplianceOfficer, Admin],
+    };
+    static HANDLE: Access = Access {
+        services: API,
+        roles: &[ComplianceOfficer, Admin],
+    };
+    Router::new()
+        .merge(allow(
+            Router::new()
+                .route("/incidents", get(list))
+                .route("/disclosures", post(disclosure)),
+            &REVIEW,
+        ))
+        .merge(allow(
+            Router::new()
+                .route("/incidents/{id}/acknowledge", post(acknowledge))
+                .route("/incidents/{id}/resolve", post(resolve)),
+            &HANDLE,
+        ))
+}
+
+/// The violation a report's channel stands for.
+pub fn violation_code(channel: &str) -> &'static str {
+    match channel {
+        "log" => "phi_in_log",
+        "response" => "phi_in_response",
+        "access" => "cross_tenant_access",
+        "disclosure" => "minimum_necessary",
+        "audit" => "missing_audit_event",
+        _ => "phi_detected",
+    }
+}
+
+/// How bad a violation is: another tenant reached, or an SSN out, is
+/// critical; other PHI out is high; a gap in the trail or an excess field
+/// is medium.
+pub fn severity(violation: &str, kinds: &[&str]) -> &'static str {
+    match violation {
+        "cross_tenant_access" => "critical",
+        _ if kinds.contains(&"SSN") => "critical",
+        "phi_in_log" | "phi_in_response" | "phi_detected" => "high",
+        "minimum_necessary" if kinds.iter().any(|k| !k.is_empty()) => "high",
+        _ => "medium",
+    }
+}
+
+/// Opens an incident for a recorded violation, audits the opening and
+/// notifies business intelligence (best effort: `notified` says whether it
+/// arrived). Returns the incident id.
+pub(crate) async fn open(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    violation: &str,
+    kinds: &[&str],
+    violation_id: Option<i64>,
+    summary: &str,
+) -> Result<i64, ApiError> {
+    let severity = severity(violation, kinds);
+    let summary = phi::redact(summary);
+    let row = ctx
+        .db
+        .query_one(
+            "INSERT INTO compliance.incidents (tenant, violation, severity, violation_id, request_id, summary)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[
+                &caller.tenant,
+                &violation,
+                &severity,
+                &violation_id,
+                &caller.request_id,
+                &summary,
+            ],
+        )
+        .await?;
+    let id: i64 = row.get(0);
+    audit(
+        ctx,
+        caller,
+        id,
+        "incident_opened",
+        json!({"violation": violation, "severity": severity}),
+    )
+    .await?;
+    let notify = Call::new(
+        Service::BusinessIntelligence,
+        Method::Post,
+        "/events",
+        &caller.tenant,
+        &caller.request_id,
+    )
+    .json(json!({"events": [{
+        "metric": "compliance_incidents",
+        "value": 1.0,
+        "dimensions": {"violation": violation, "severity": severity},
+    }]}))
+    .key(format!("incident-{id}"));
+    let notified = ctx.client.call(notify).await.is_ok();
+    ctx.db
+        .execute(
+            "UPDATE compliance.incidents SET notified = $2 WHERE id = $1",
+            &[&id, &notified],
+        )
+        .await?;
+    tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, incident = id, violation = %violation, severity = %severity, "incident opened");
+    Ok(id)
+}
+
+/// One step of an incident, into the audit trail (kind `incident`).
+async fn audit(
+    ctx: &Ctx,
+    caller: &Caller,
+    incident: i64,
+    event_type: &str,
+    detail: Value,
+) -> Result<(), ApiError> {
+    let mut detail = detail;
+    detail["incident_id"] = json!(incident);
+    detail["by"] = json!(actor(caller));
+    ctx.db
+        .execute(
+            "INSERT INTO compliance.audit_events (tenant, request_id, kind, source, event_type, detail)
+             VALUES ($1, $2, 'incident', $3, $4, $5)",
+            &[
+                &caller.tenant,
+                &caller.request_id,
+                &caller.source,
+                &event_type,
+                &phi::redact(&detail.to_string()),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Who acted: the role of a person, else the calling service.
+fn actor(caller: &Caller) -> String {
+    match caller.role {
+        Some(role) => format!("{}:{role}", caller.source),
+        None => caller.source.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    violation: Option<String>,
+}
+
+/// `GET /incidents?status=…&violation=…` (the caller's tenant).
+async fn list(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let rows = ctx
+        .db
+        .query(
+            "SELECT id, violation, severity, status, violation_id, request_id, summary, notified,
+                    acknowledged_by, resolved_by, resolution
+             FROM compliance.incidents
+             WHERE tenant = $1 AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR violation = $3)
+             ORDER BY id LIMIT 10000",
+            &[&caller.tenant, &q.status, &q.violation],
+        )
+        .await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.get::<_, i64>(0),
+                "violation": r.get::<_, String>(1),
+                "severity": r.get::<_, String>(2),
+                "status": r.get::<_, String>(3),
+                "violation_id": r.get::<_, Option<i64>>(4),
+                "request_id": r.get::<_, Option<String>>(5),
+                "summary": r.get::<_, String>(6),
+                "notified": r.get::<_, bool>(7),
+                "acknowledged_by": r.get::<_, Option<String>>(8),
+                "resolved_by": r.get::<_, Option<String>>(9),
+                "resolution": r.get::<_, Option<String>>(10),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"tenant": caller.tenant, "incidents": list})))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct StepBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /incidents/{id}/acknowledge`: open → acknowledged (409 otherwise).
+async fn acknowledge(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Option<Json<StepBody>>,
+) -> ApiResult<Json<Value>> {
+    let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
+    step(&ctx, &caller, id, &["open"], "acknowledged", note).await
+}
+
+/// `POST /incidents/{id}/resolve`: open or acknowledged → resolved.
+async fn resolve(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Option<Json<StepBody>>,
+) -> ApiResult<Json<Value>> {
+    let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
+    step(
+        &ctx,
+        &caller,
+        id,
+        &["open", "acknowledged"],
+        "resolved",
+        note,
+    )
+    .await
+}
+
+async fn step(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: i64,
+    from: &[&str],
+    to: &str,
+    note: Option<String>,
+) -> ApiResult<Json<Value>> {
+    let from: Vec<String> = from.iter().map(|s| (*s).to_string()).collect();
+    let by = actor(caller);
+    let sql = if to == "acknowledged" {
+        "UPDATE compliance.incidents SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $4
+         WHERE id = $1 AND tenant = $2 AND status = ANY($3) RETURNING status"
+    } else {
+        "UPDATE compliance.incidents SET status = 'resolved', resolved_at = now(), resolved_by = $4, resolution = $5
+         WHERE id = $1 AND tenant = $2 AND status = ANY($3) RETURNING status"
+    };
+    let updated = if to == "acknowledged" {
+        ctx.db
+            .query_opt(sql, &[&id, &caller.tenant, &from, &by])
+            .await?
+    } else {
+        ctx.db
+            .query_opt(sql, &[&id, &caller.tenant, &from, &by, &note])
+            .await?
+    };
+    if updated.is_none() {
+        let current = ctx
+            .db
+            .query_opt(
+                "SELECT status FROM compliance.incidents WHERE id = $1 AND tenant = $2",
+                &[&id, &caller.tenant],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("incident {id}")))?;
+        let status: String = current.get(0);
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "incident_state",
+            format!("incident {id} is {status}; it cannot become {to}"),
+        ));
+    }
+    audit(
+        ctx,
+        caller,
+        id,
+        &format!("incident_{to}"),
+        json!({"note": note}),
+    )
+    .await?;
+    Ok(Json(json!({"incident_id": id, "status": to, "by": by})))
+}
+
+/// `POST /disclosures`: `{"recipient", "purpose", "payload"}`, a payload
+/// about to be (or that was) sent. Fields beyond what the recipient's
+/// purpose needs are a `minimum_necessary` violation and open an incident.
+#[derive(Debug, Deserialize)]
+struct Disclosure {
+    recipient: String,
+    #[serde(default)]
+    purpose: String,
+    payload: Value,
+}
+
+/// What each recipient may receive: the holders as the API's patient sync
+/// cuts it, analytics the claim metrics of seed 001.
+fn allowed_fields(recipient: &str) -> Option<Vec<&'static str>> {
+    if recipient == Service::BusinessIntelligence.name() {
+        return Some(vec![
+            "claim_id",
+            "total_charge_cents",
+            "payer_id",
+            "place_of_service",
+            "metric",
+            "value",
+            "dimensions",
+            "timestamp",
+            "tenant",
+        ]);
+    }
+    crate::api::FIELDS_NEEDED
+        .iter()
+        .find(|(s, _)| s.name() == recipient)
+        .map(|(_, f)| f.to_vec())
+}
+
+async fn disclosure(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(d): Json<Disclosure>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Some(allowed) = allowed_fields(&d.recipient) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_recipient",
+            format!("no disclosure policy for `{}`", d.recipient),
+        ));
+    };
+    let Some(payload) = d.payload.as_object() else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_disclosure",
+            "payload must be a JSON object",
+        ));
+    };
+    let mut excess: Vec<&str> = payload
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    excess.sort_unstable();
+    if excess.is_empty() {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"excess_fields": [], "incident_id": null})),
+        ));
+    }
+    let kinds: Vec<&'static str> = {
+        let mut k: Vec<&'static str> = phi::scan(&d.payload.to_string())
+            .iter()
+            .map(|f| f.kind.label())
+            .collect();
+        k.sort_unstable();
+        k.dedup();
+        k
+    };
+    let summary = format!(
+        "{} received fields beyond its purpose ({}): {}",
+        d.recipient,
+        d.purpose,
+        excess.join(", ")
+    );
+    let violation_id = crate::compliance::insert_violation(
+        &ctx,
+        &caller,
+        &caller.source,
+        "disclosure",
+        &kinds.join(","),
+        &summary,
+    )
+    .await?;
+    let incident = open(
+        &ctx,
+        &caller,
+        "minimum_necessary",
+        &kinds,
+        Some(violation_id),
+        &summary,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"excess_fields": excess, "violation_id": violation_id, "incident_id": incident}),
+        ),
+    ))
+}
+
+/// The incident already opened for `violation` on `request_id`, if any.
+pub(crate) async fn existing(
+    ctx: &Ctx,
+    tenant: &str,
+    violation: &str,
+    request_id: &str,
+) -> Result<Option<i64>, ApiError> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT i.id FROM compliance.incidents i
+             JOIN compliance.violations v ON v.id = i.violation_id
+             WHERE i.tenant = $1 AND i.violation = $2 AND v.excerpt LIKE '%' || $3 || '%'
+             ORDER BY i.id LIMIT 1",
+            &[&tenant, &violation, &request_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
