@@ -86,6 +86,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         roles: &[ComplianceOfficer, Admin],
     };
     Router::new()
+        .route("/health", get(health))
         .merge(allow(
             Router::new()
                 .route("/patients", post(intake))

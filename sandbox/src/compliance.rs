@@ -240,8 +240,15 @@ async fn verify(
                     q.request_id,
                     gaps.join("; ")
                 );
-                let violation =
-                    insert_violation(&ctx, &caller, &caller.source, "audit", "", &summary).await?;
+                let violation = crate::incidents::insert_violation(
+                    &ctx,
+                    &caller,
+                    &caller.source,
+                    "audit",
+                    "",
+                    &summary,
+                )
+                .await?;
                 crate::incidents::open(
                     &ctx,
                     &caller,
@@ -438,8 +445,15 @@ async fn scan(
         kinds.dedup();
         let source = r.source.clone().unwrap_or_else(|| caller.source.clone());
         let channel = r.channel.as_deref().unwrap_or("scan");
-        let id =
-            insert_violation(&ctx, &caller, &source, channel, &kinds.join(","), &redacted).await?;
+        let id = crate::incidents::insert_violation(
+            &ctx,
+            &caller,
+            &source,
+            channel,
+            &kinds.join(","),
+            &redacted,
+        )
+        .await?;
         let code = crate::incidents::violation_code(channel);
         let summary = format!("{source}: {code} ({})", kinds.join(", "));
         incident =
@@ -453,35 +467,6 @@ async fn scan(
         "violation_id": violation,
         "incident_id": incident,
     })))
-}
-
-pub(crate) async fn insert_violation(
-    ctx: &Ctx,
-    caller: &Caller,
-    source: &str,
-    channel: &str,
-    kinds: &str,
-    excerpt: &str,
-) -> Result<i64, ApiError> {
-    // The excerpt is redacted again: whatever a caller sends, no PHI is kept.
-    let excerpt = phi::redact(excerpt);
-    let row = ctx
-        .db
-        .query_one(
-            "INSERT INTO compliance.violations (tenant, source, channel, kinds, excerpt, request_id)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[
-                &caller.tenant,
-                &source,
-                &channel,
-                &kinds,
-                &excerpt,
-                &caller.request_id,
-            ],
-        )
-        .await?;
-    tracing::warn!(tenant = %caller.tenant, source = %source, channel = %channel, kinds = %kinds, "PHI violation recorded");
-    Ok(row.get(0))
 }
 
 /// `POST /violations` (from a service's log redaction).
@@ -503,7 +488,7 @@ async fn report_violation(
     caller: Caller,
     Json(r): Json<ViolationReport>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let id = insert_violation(
+    let id = crate::incidents::insert_violation(
         &ctx,
         &caller,
         &r.source,

@@ -74,6 +74,37 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
 }
 
+/// Records a violation (its excerpt redacted again: whatever a caller
+/// sends, no PHI is kept); returns its id.
+pub(crate) async fn insert_violation(
+    ctx: &Ctx,
+    caller: &Caller,
+    source: &str,
+    channel: &str,
+    kinds: &str,
+    excerpt: &str,
+) -> Result<i64, ApiError> {
+    // The excerpt is redacted again: whatever a caller sends, no PHI is kept.
+    let excerpt = phi::redact(excerpt);
+    let row = ctx
+        .db
+        .query_one(
+            "INSERT INTO compliance.violations (tenant, source, channel, kinds, excerpt, request_id)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[
+                &caller.tenant,
+                &source,
+                &channel,
+                &kinds,
+                &excerpt,
+                &caller.request_id,
+            ],
+        )
+        .await?;
+    tracing::warn!(tenant = %caller.tenant, source = %source, channel = %channel, kinds = %kinds, "PHI violation recorded");
+    Ok(row.get(0))
+}
+
 /// The violation a report's channel stands for.
 pub fn violation_code(channel: &str) -> &'static str {
     match channel {
@@ -408,7 +439,7 @@ async fn disclosure(
         d.purpose,
         excess.join(", ")
     );
-    let violation_id = crate::compliance::insert_violation(
+    let violation_id = insert_violation(
         &ctx,
         &caller,
         &caller.source,

@@ -39,6 +39,7 @@ pub mod logs;
 pub mod mesh;
 pub mod metrics;
 pub mod ops;
+mod registry;
 pub mod retry;
 pub mod service;
 pub mod store;

@@ -28,7 +28,7 @@ use crate::service::Service;
 use crate::store::{self, Cache, Db, PoolConfig, StoreError};
 use crate::tls::TlsMaterial;
 use crate::token::{self, Role};
-use crate::{admin, gate, ops};
+use crate::{admin, gate, ops, registry};
 
 /// Why the mesh (or one service) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -262,27 +262,10 @@ impl Drop for Mesh {
     }
 }
 
-fn migrations(service: Service) -> Vec<String> {
-    match service {
-        Service::HealthcareApi => crate::api::migrations(),
-        Service::InsuranceVerification => crate::insurance::migrations(),
-        Service::BillingEngine => crate::billing::migrations(),
-        Service::ComplianceMonitor => crate::compliance::migrations(),
-        Service::BusinessIntelligence => crate::bi::migrations(),
-        Service::DoctorPersonalization => crate::doctor::migrations(),
-    }
-}
-
 fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> Router {
-    let own = match service {
-        Service::HealthcareApi => crate::api::routes().route("/health", get(crate::api::health)),
-        Service::InsuranceVerification => crate::insurance::routes(),
-        Service::BillingEngine => crate::billing::routes(),
-        Service::ComplianceMonitor => crate::compliance::routes(),
-        Service::BusinessIntelligence => crate::bi::routes(),
-        Service::DoctorPersonalization => crate::doctor::routes(),
-    };
-    let mut r = if service == Service::HealthcareApi {
+    let module = registry::module(service);
+    let own = (module.routes)();
+    let mut r = if module.own_health {
         own
     } else {
         own.route("/health", get(ops::health))
@@ -507,7 +490,7 @@ impl Mesh {
             .unwrap_or(&self.config.database_url);
         {
             let mut migrator = store::connect(url).await.map_err(store_err)?;
-            let statements = migrations(service);
+            let statements = (registry::module(service).migrations)();
             let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
             store::migrate(&mut migrator, service, &refs)
                 .await
