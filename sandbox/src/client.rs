@@ -360,6 +360,11 @@ impl ServiceClient {
         self
     }
 
+    /// `https` when it calls over TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// Its settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config

@@ -77,6 +77,8 @@ pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
     let pool = ctx.db.config();
     let mut body = json!({
         "service": ctx.service.name(),
+        "schema": ctx.service.schema(),
+        "tls": ctx.client.scheme() == "https",
         "client": {
             "breaker": {
                 "window_size": c.breaker.window_size,

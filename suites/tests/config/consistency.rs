@@ -133,3 +133,79 @@ async fn token_audiences_match_the_declared_services(
     }
     Ok(())
 }
+
+/// Every service's effective configuration (`GET /config`): the secret
+/// redacted (its length only), a hash of the rest, log redaction on, its own
+/// schema (six distinct), TLS alike everywhere, and breaker, retry, timeout
+/// and pool settings within sane bounds: a failure threshold in (0, 100] %, an
+/// attempt shorter than the whole call, at most 5 attempts, a pool of at
+/// least one connection that waits less than the call may take.
+#[service_test(
+    config,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    timeout = "20s"
+)]
+async fn settings_agree_across_services_and_stay_in_bounds(
+    target: &Target,
+    tenant: Tenant,
+) -> Result<(), String> {
+    let mut schemas = std::collections::BTreeSet::new();
+    let mut tls = std::collections::BTreeSet::new();
+    for service in Service::ALL {
+        let r = target
+            .client(service, &tenant)
+            .get("/config")
+            .await
+            .map_err(|e| format!("{service}: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("{service}: /config answered {}", r.status));
+        }
+        let c = &r.body;
+        let fail = |what: &str| Err(format!("{service}: {what}: {c}"));
+        if c["service"] != service.name() {
+            return fail("answers as another service");
+        }
+        let secret = c["secret"].as_str().unwrap_or_default();
+        if !secret.starts_with("[redacted") {
+            return fail("the secret is not redacted");
+        }
+        if c["hash"].as_str().is_none_or(|h| h.len() != 64) {
+            return fail("no SHA-256 hash of the configuration");
+        }
+        if c["log_redaction"] != true {
+            return fail("log redaction is off");
+        }
+        schemas.insert(c["schema"].as_str().unwrap_or_default().to_string());
+        tls.insert(c["tls"].as_bool());
+        let client = &c["client"];
+        let rate = client["breaker"]["failure_rate_threshold"]
+            .as_f64()
+            .unwrap_or(-1.0);
+        if !(rate > 0.0 && rate <= 100.0) {
+            return fail("breaker failure threshold outside (0, 100] percent");
+        }
+        let attempt = client["attempt_timeout_ms"].as_u64().unwrap_or(0);
+        let call = client["call_timeout_ms"].as_u64().unwrap_or(0);
+        if attempt == 0 || attempt > call {
+            return fail("an attempt may outlast the call");
+        }
+        let attempts = client["retry"]["max_attempts"].as_u64().unwrap_or(0);
+        if !(1..=5).contains(&attempts) {
+            return fail("retry attempts outside 1..=5");
+        }
+        let pool = &c["database_pool"];
+        if pool["max_size"].as_u64().unwrap_or(0) == 0
+            || pool["wait_ms"].as_u64().unwrap_or(u64::MAX) > call
+        {
+            return fail("the pool is empty or waits longer than a call");
+        }
+    }
+    if schemas.len() != Service::ALL.len() || schemas.contains("") {
+        return Err(format!("schemas are not six distinct names: {schemas:?}"));
+    }
+    if tls.len() != 1 {
+        return Err("some services call over TLS and some do not".into());
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Integration: the healthcare API's own endpoints, the calls between
 //! services, and whole journeys end to end.
 
+mod concurrency;
 mod end_to_end;
 mod healthcare_api;
 mod service_to_service;
