@@ -78,3 +78,63 @@ async fn a_patient_journey_crosses_every_service(target: &Target, tenant: Tenant
         ]
     );
 }
+
+/// A compensation that itself fails is recorded, not hidden: billing
+/// refuses the claim (a bad NPI check digit), the cancellation of the
+/// verification fails too (insurance answers 503 to it), and the visit
+/// answers 422 with the compensation `failed` and its cause; the trail
+/// holds `saga_failed:create_claim` then `compensation_failed:verify_insurance`
+/// (nothing pretends the step was undone).
+#[service_test(
+    e2e,
+    interservice,
+    audit,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance),
+    timeout = "30s"
+)]
+async fn a_failed_compensation_is_recorded_as_compensation_failed(
+    target: &Target,
+    faults: suites::Faults,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = intake(&api, &s).await;
+    faults
+        .inject(
+            Service::InsuranceVerification,
+            &sandbox::FaultPlan {
+                fail_next: 10,
+                status: Some(503),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/verifications/".into()),
+                ..sandbox::FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let mut body = crate::common::visit_body(&patient_id, &s);
+    body["visit"]["rendering_npi"] = json!(crate::common::broken_npi(&s.visit.rendering_npi));
+    let r = api.post("/visits", &body).await.expect("visit");
+    faults
+        .clear(Service::InsuranceVerification, &tenant)
+        .await
+        .expect("clear");
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["failed_step"], "create_claim");
+    let comp = &r.body["compensations"][0];
+    assert_eq!(comp["step"], "verify_insurance", "{}", r.body);
+    assert_eq!(comp["outcome"], "failed", "{}", r.body);
+    assert_eq!(comp["cause"]["status"], 503, "{}", r.body);
+    let rid = r.request_id.expect("X-Request-ID answered");
+    let trail = saga_trail(&target.client(Service::ComplianceMonitor, &tenant), &rid).await;
+    let failed = trail.iter().position(|e| e == "saga_failed:create_claim");
+    let comp_failed = trail
+        .iter()
+        .position(|e| e == "compensation_failed:verify_insurance");
+    assert!(
+        failed.is_some() && comp_failed > failed,
+        "the trail: {trail:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! services, and whole journeys end to end.
 
 mod concurrency;
+mod degradation;
 mod end_to_end;
 mod healthcare_api;
 mod service_to_service;

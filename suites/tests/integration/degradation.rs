@@ -1,0 +1,170 @@
+//! Graceful degradation and error propagation between services (seed
+//! 001): the saga completes without its best-effort peers, and a failing
+//! peer's error reaches the caller with its context.
+
+use fixtures::Scenario;
+use harness::service_test;
+use sandbox::breaker::BreakerState;
+use sandbox::{FaultPlan, Service, Tenant};
+use serde_json::json;
+use suites::{Faults, PrivateMesh, Target};
+
+use crate::common::{eventually, failed_visit, intake, saga_trail, visit};
+
+/// Business intelligence down: the visit still completes (analytics are
+/// best effort), and the gap is in the audit trail: the call to analytics
+/// is audited with its failure, under the visit's request id.
+#[service_test(
+    integration,
+    e2e,
+    interservice,
+    real_services,
+    services(healthcare_api, insurance, billing, bi, compliance),
+    timeout = "40s"
+)]
+async fn with_analytics_down_the_saga_completes_and_the_gap_is_audited(
+    own: PrivateMesh,
+    s: Scenario,
+) {
+    let mesh = own.start(|_| {}).await.expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let patient_id = intake(&api, &s).await;
+    mesh.stop(Service::BusinessIntelligence).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "{}", v.body);
+    let rid = v.request_id.expect("X-Request-ID answered");
+    let monitor = mesh.client(Service::ComplianceMonitor, "t1");
+    eventually("the failed analytics call audited", || {
+        let monitor = monitor.clone();
+        let rid = rid.clone();
+        async move {
+            let r = monitor
+                .get(&format!("/audit?request_id={rid}&kind=service_call"))
+                .await
+                .expect("audit");
+            r.body["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["detail"]["target"] == "business-intelligence"
+                        && e["detail"]["outcome"] != "ok"
+                })
+            })
+        }
+    })
+    .await;
+    let trail = saga_trail(&monitor, &rid).await;
+    assert_eq!(
+        trail.last().map(String::as_str),
+        Some("saga_completed:claim"),
+        "{trail:?}"
+    );
+}
+
+/// The compliance monitor down: the visit still completes (an audit that
+/// cannot be written is logged, never fatal); once the monitor is back,
+/// the next visit's trail is whole again.
+#[service_test(
+    integration,
+    e2e,
+    interservice,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance),
+    timeout = "40s"
+)]
+async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
+    own: PrivateMesh,
+    s: Scenario,
+) {
+    let mesh = own.start(|_| {}).await.expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let patient_id = intake(&api, &s).await;
+    mesh.stop(Service::ComplianceMonitor).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "with the monitor down: {}", v.body);
+    assert!(
+        mesh.logs()
+            .iter()
+            .any(|l| l.contains("auditing saga event") && l.contains("failed")),
+        "the lost audit is not logged"
+    );
+    mesh.restart(Service::ComplianceMonitor)
+        .await
+        .expect("restart");
+    // The API's breaker to the monitor may have opened during the outage;
+    // auditing resumes once its open wait has passed (2 s in test mode).
+    if mesh.breaker_state(Service::ComplianceMonitor) == Some(BreakerState::Open) {
+        let wait = mesh.config().client.breaker.open_wait;
+        tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
+    }
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "{}", v.body);
+    let rid = v.request_id.expect("X-Request-ID answered");
+    let monitor = mesh.client(Service::ComplianceMonitor, "t1");
+    eventually("the trail whole again", || {
+        let monitor = monitor.clone();
+        let rid = rid.clone();
+        async move {
+            let r = monitor
+                .get(&format!("/audit/completeness?request_id={rid}"))
+                .await
+                .expect("completeness");
+            r.body["complete"] == true
+        }
+    })
+    .await;
+}
+
+/// A failing peer's error reaches the caller with its context: insurance
+/// answers 503 to the first step, and the visit answers 502 naming the
+/// failed step, the service, its status and the body it gave, with no
+/// compensation needed and the failure in the trail.
+#[service_test(
+    integration,
+    interservice,
+    real_services,
+    services(healthcare_api, insurance, compliance),
+    timeout = "30s"
+)]
+async fn a_peers_error_reaches_the_caller_with_its_context(
+    target: &Target,
+    faults: Faults,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = intake(&api, &s).await;
+    faults
+        .inject(
+            Service::InsuranceVerification,
+            &FaultPlan {
+                fail_next: 10,
+                status: Some(503),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/verify".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let r = failed_visit(&api, &patient_id, &s, 502).await;
+    faults
+        .clear(Service::InsuranceVerification, &tenant)
+        .await
+        .expect("clear");
+    assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
+    let cause = &r.body["cause"];
+    assert_eq!(cause["status"], 503, "{cause}");
+    assert_eq!(cause["body"]["error"], "injected_fault", "{cause}");
+    assert!(
+        cause["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("insurance-verification")),
+        "the message names the service: {cause}"
+    );
+    assert_eq!(r.body["compensations"], json!([]), "{}", r.body);
+    let rid = r.request_id.clone().expect("X-Request-ID answered");
+    let trail = saga_trail(&target.client(Service::ComplianceMonitor, &tenant), &rid).await;
+    assert!(
+        trail.iter().any(|e| e == "saga_failed:verify_insurance"),
+        "{trail:?}"
+    );
+}
