@@ -4,7 +4,6 @@
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::breaker::BreakerState;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{Faults, PrivateMesh, Target};
@@ -89,28 +88,34 @@ async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
     mesh.restart(Service::ComplianceMonitor)
         .await
         .expect("restart");
-    // The API's breaker to the monitor may have opened during the outage;
-    // auditing resumes once its open wait has passed (2 s in test mode).
-    if mesh.breaker_state(Service::ComplianceMonitor) == Some(BreakerState::Open) {
-        let wait = mesh.config().client.breaker.open_wait;
-        tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
-    }
-    let v = visit(&api, &patient_id, &s).await;
-    assert_eq!(v.status, 201, "{}", v.body);
-    let rid = v.request_id.expect("X-Request-ID answered");
+    // The API's breaker to the monitor opened during the outage; auditing
+    // resumes once it lets calls through again (2 s open in test mode, then
+    // a few probes): within 15 s a visit's trail is whole again.
     let monitor = mesh.client(Service::ComplianceMonitor, "t1");
-    eventually("the trail whole again", || {
-        let monitor = monitor.clone();
-        let rid = rid.clone();
-        async move {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let v = visit(&api, &patient_id, &s).await;
+        assert_eq!(v.status, 201, "{}", v.body);
+        let rid = v.request_id.expect("X-Request-ID answered");
+        let settle = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut whole = false;
+        while !whole && std::time::Instant::now() < settle {
             let r = monitor
                 .get(&format!("/audit/completeness?request_id={rid}"))
                 .await
                 .expect("completeness");
-            r.body["complete"] == true
+            whole = r.body["complete"] == true;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-    })
-    .await;
+        if whole {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "15 s after the monitor came back, a visit's trail is still not whole"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// A failing peer's error reaches the caller with its context: insurance
