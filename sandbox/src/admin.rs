@@ -27,8 +27,71 @@ pub fn routes() -> axum::Router<Arc<Ctx>> {
             get(get_faults).post(set_faults).delete(clear_faults),
         )
         .route("/admin/logs", get(logs))
+        .route("/admin/config", axum::routing::put(reload_config))
         .route_layer(axum::middleware::from_fn(crate::auth::loopback_host_only));
     allow(r, &ADMIN)
+}
+
+/// `PUT /admin/config` (test mode): `{"attempt_timeout_ms", "call_timeout_ms",
+/// "retry_max_attempts"}`, each optional: the service's outgoing calls use
+/// them from the next call on (calls in flight finish with what they began
+/// with). Bounds are checked: an attempt no longer than the call, 1 to 5
+/// attempts, timeouts from 1 ms to 60 s. Answers the effective client
+/// settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    attempt_timeout_ms: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    retry_max_attempts: Option<u32>,
+}
+
+pub async fn reload_config(
+    State(ctx): State<Arc<Ctx>>,
+    axum::Json(r): axum::Json<Reload>,
+) -> Result<axum::Json<Value>, crate::error::ApiError> {
+    use std::time::Duration;
+    let now = ctx.client.config();
+    let attempt = r
+        .attempt_timeout_ms
+        .map_or(now.attempt_timeout, Duration::from_millis);
+    let call = r
+        .call_timeout_ms
+        .map_or(now.call_timeout, Duration::from_millis);
+    let attempts = r.retry_max_attempts.unwrap_or(now.retry.max_attempts);
+    let bounds = Duration::from_millis(1)..=Duration::from_secs(60);
+    let problem = if !bounds.contains(&attempt) || !bounds.contains(&call) {
+        Some("timeouts must be between 1 ms and 60 s")
+    } else if attempt > call {
+        Some("an attempt cannot outlast the call (attempt_timeout_ms > call_timeout_ms)")
+    } else if !(1..=5).contains(&attempts) {
+        Some("retry_max_attempts must be 1 to 5")
+    } else {
+        None
+    };
+    if let Some(why) = problem {
+        return Err(crate::error::ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            why,
+        ));
+    }
+    let c = ctx.client.reload(|c| {
+        c.attempt_timeout = attempt;
+        c.call_timeout = call;
+        c.retry.max_attempts = attempts;
+    });
+    tracing::info!(
+        "client settings reloaded: attempt {:?}, call {:?}, {} attempts",
+        c.attempt_timeout,
+        c.call_timeout,
+        c.retry.max_attempts
+    );
+    Ok(axum::Json(json!({
+        "attempt_timeout_ms": c.attempt_timeout.as_millis() as u64,
+        "call_timeout_ms": c.call_timeout.as_millis() as u64,
+        "retry_max_attempts": c.retry.max_attempts,
+    })))
 }
 
 /// `GET /admin/logs` (test mode): the mesh's log lines so far, redacted,

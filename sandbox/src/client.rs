@@ -285,7 +285,9 @@ pub struct ServiceClient {
     routes: Routes,
     breakers: BTreeMap<Service, CircuitBreaker>,
     bulkheads: BTreeMap<Service, Bulkhead>,
-    config: ClientConfig,
+    /// Read once per call: a reload (`PUT /admin/config`) applies to the
+    /// calls that start after it; calls in flight keep what they began with.
+    config: RwLock<ClientConfig>,
     secret: Arc<[u8]>,
     seed: u64,
     calls: AtomicU64,
@@ -333,7 +335,7 @@ impl ServiceClient {
             routes,
             breakers,
             bulkheads,
-            config,
+            config: RwLock::new(config),
             secret,
             seed,
             calls: AtomicU64::new(0),
@@ -365,9 +367,17 @@ impl ServiceClient {
         self.scheme
     }
 
-    /// Its settings.
-    pub fn config(&self) -> &ClientConfig {
-        &self.config
+    /// Its settings now.
+    pub fn config(&self) -> ClientConfig {
+        *self.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes its timeouts and retries live (the breakers and bulkheads
+    /// keep the limits they were made with).
+    pub fn reload(&self, change: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
+        let mut c = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        change(&mut c);
+        *c
     }
 
     /// The breaker guarding calls to `target`.
@@ -477,29 +487,35 @@ impl ServiceClient {
     /// Makes the call without auditing it.
     pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
         let target = call.target;
+        let config = self.config();
         let label = format!("target=\"{}\"", target.name());
         let bulkhead = &self.bulkheads[&target];
         let waited = Instant::now();
         let Ok(Ok(_slot)) =
-            tokio::time::timeout(self.config.bulkhead.max_wait, bulkhead.slots.acquire()).await
+            tokio::time::timeout(config.bulkhead.max_wait, bulkhead.slots.acquire()).await
         else {
             self.metrics.incr("client_bulkhead_rejected_total", &label);
             return Err(CallError::BulkheadFull {
                 target,
-                limit: self.config.bulkhead.max_concurrent,
+                limit: config.bulkhead.max_concurrent,
                 waited: waited.elapsed(),
             });
         };
         let _in_flight = InFlight::enter(bulkhead);
-        self.attempts(call, &label).await
+        self.attempts(call, &label, &config).await
     }
 
-    async fn attempts(&self, call: &Call<'_>, label: &str) -> Result<Reply, CallError> {
+    async fn attempts(
+        &self,
+        call: &Call<'_>,
+        label: &str,
+        config: &ClientConfig,
+    ) -> Result<Reply, CallError> {
         let target = call.target;
-        let deadline = Instant::now() + self.config.call_timeout;
+        let deadline = Instant::now() + config.call_timeout;
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut backoff = Backoff::new(
-            self.config.retry,
+            config.retry,
             self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let breaker = self.breaker(target);
@@ -519,13 +535,13 @@ impl ServiceClient {
                 return Err(CallError::NoRoute(target));
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let per_attempt = self.config.attempt_timeout.min(remaining);
+            let per_attempt = config.attempt_timeout.min(remaining);
             let token = token::sign(
                 &self.secret,
                 self.from,
                 target.name(),
                 call.tenant,
-                self.config.token_ttl,
+                config.token_ttl,
             );
             let mut req = self
                 .http

@@ -27,6 +27,10 @@ const USAGE: &str = "usage:
       beside the target file, `<stem>.ca.pem`, and named in it as tls.ca_file);
       --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
       in front of each service the API calls, declared in the target file)
+  sandbox bench [--clients 100] [--requests 100] [--tls] [--json PATH]
+      seed 004's criteria: CLIENTS clients x REQUESTS requests on POST /patients, then
+      as many claim sagas on POST /visits; p50/p95/p99, errors and throughput per
+      endpoint beside the seed's thresholds (run it in release: cargo xtask bench mesh)
   sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
       print a person's token (role clinician, billing_clerk, compliance_officer
       or admin, the default) signed with SANDBOX_SECRET";
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("up") => rt.block_on(up(&args[1..])),
         Some("token") => print_token(&args[1..]),
+        Some("bench") => rt.block_on(bench(&args[1..])),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -47,6 +52,96 @@ fn main() -> anyhow::Result<()> {
         Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
         None => bail!("no command\n{USAGE}"),
     }
+}
+
+async fn bench(args: &[String]) -> anyhow::Result<()> {
+    let (mut clients, mut requests, mut tls, mut json_path) = (100usize, 100usize, false, None);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--clients" => {
+                clients = value(args, &mut i, "--clients")?
+                    .parse()
+                    .context("--clients takes a number")?
+            }
+            "--requests" => {
+                requests = value(args, &mut i, "--requests")?
+                    .parse()
+                    .context("--requests takes a number")?
+            }
+            "--tls" => tls = true,
+            "--json" => json_path = Some(std::path::PathBuf::from(value(args, &mut i, "--json")?)),
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+        i += 1;
+    }
+    if clients == 0 || requests == 0 {
+        bail!("--clients and --requests must be at least 1");
+    }
+    let (database_url, _pg) = postgres().await?;
+    let (redis_addr, _redis) = redis().await?;
+    let mut config = MeshConfig::new(&database_url, redis_addr);
+    config.redis_prefix = format!("bench:{}:", std::process::id());
+    if tls {
+        config.tls = Some(std::sync::Arc::new(sandbox::TlsMaterial::generate()?));
+    }
+    let pool = config.pool;
+    let mesh = Mesh::start(config).await.context("starting the mesh")?;
+    eprintln!(
+        "[bench mesh] {clients} clients x {requests} requests per endpoint; TLS {}; pool {} per service; build {}",
+        if tls { "on" } else { "off" },
+        pool.max_size,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let figures = sandbox::bench::run(&mesh, clients, requests, seed).await;
+    println!(
+        "{:<16} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10}",
+        "endpoint", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"
+    );
+    for f in &figures {
+        println!(
+            "{:<16} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
+            f.endpoint, f.requests, f.errors, f.p50_ms, f.p95_ms, f.p99_ms, f.throughput_rps
+        );
+        for e in &f.first_errors {
+            println!("    e.g. {e}");
+        }
+    }
+    println!(
+        "seed 004: p99 < {} ms, errors < {} %, intake > {} req/s",
+        sandbox::bench::P99_MS,
+        sandbox::bench::MAX_ERROR_RATE * 100.0,
+        sandbox::bench::MIN_INTAKE_RPS
+    );
+    if let Some(path) = json_path {
+        let doc = serde_json::json!({
+            "clients": clients,
+            "requests_per_client": requests,
+            "tls": tls,
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "pool_per_service": pool.max_size,
+            "endpoints": figures.iter().map(|f| {
+                let mut v = serde_json::to_value(f).unwrap_or_default();
+                v["thresholds"] = f.against_seed();
+                v
+            }).collect::<Vec<_>>(),
+        });
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("written: {}", path.display());
+    }
+    drop(mesh);
+    Ok(())
 }
 
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> anyhow::Result<&'a str> {

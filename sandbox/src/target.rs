@@ -32,6 +32,7 @@ pub fn slos() -> SloTable {
         endpoints: BTreeMap::from([
             ("GET /health".to_string(), endpoint(500.0, 50.0)),
             ("POST /visits".to_string(), endpoint(5000.0, 2.0)),
+            ("POST /patients".to_string(), endpoint(3000.0, 5.0)),
         ]),
     }
 }

@@ -13,6 +13,7 @@
 mod bench_data;
 mod bench_db;
 mod bench_load;
+mod bench_mesh;
 mod bench_runner;
 mod ci;
 mod data;
@@ -33,6 +34,9 @@ tasks:
   bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
   bench load      load generator throughput against wrk (target/bench/load.json)
   bench db        p50 time to get a per-test database: template clone vs create+migrate (target/bench/db.json)
+  bench mesh      seed 004's criteria on the sandbox (release): 100 clients x 100 requests on POST /patients
+                  and POST /visits, p50/p95/p99, errors, throughput beside the thresholds (target/bench/mesh.json)
+                  [--clients N] [--requests N] [--tls]
   data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +57,7 @@ fn run() -> Result<()> {
         ["bench", "data", rest @ ..] => bench_data::run(rest),
         ["bench", "load", rest @ ..] => bench_load::run(rest),
         ["bench", "db", rest @ ..] => bench_db::run(rest),
+        ["bench", "mesh", rest @ ..] => bench_mesh::run(rest),
         ["bench"] | ["bench", "all"] => {
             bench_runner::run(&[])?;
             bench_data::run(&[])?;

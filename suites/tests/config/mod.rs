@@ -2,3 +2,4 @@
 //! services are and how they call each other.
 
 mod consistency;
+mod hot_reload;

@@ -5,5 +5,6 @@
 //! figure taken while the rest of the suites run measures the rest too).
 
 mod concurrent_load;
+mod endpoints;
 mod resource_utilization;
 mod response_times;
