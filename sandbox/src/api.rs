@@ -99,6 +99,10 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &READ_PATIENT,
         ))
         .merge(allow(
+            Router::new().route("/patients/{id}", axum::routing::put(update_patient)),
+            &CARE,
+        ))
+        .merge(allow(
             Router::new().route("/visits/{id}", get(read_visit)),
             &READ_VISIT,
         ))
@@ -319,14 +323,34 @@ async fn intake(
         )
         .await?;
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient registered");
+    let coverage = serde_json::to_value(&intake.coverage).unwrap_or_default();
+    let (synced, failed) =
+        sync_to_holders(&ctx, &caller, &id, &intake.patient, &coverage, "sync").await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"patient_id": id, "synced": synced, "sync_failed": failed})),
+    ))
+}
+
+/// Sends each holder its cut of the patient (minimum necessary), all at
+/// once; a failed sync is audited for a manual resync. Returns the holders
+/// synced and those that failed.
+async fn sync_to_holders(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    patient: &Value,
+    coverage: &Value,
+    key: &str,
+) -> (Vec<&'static str>, Vec<&'static str>) {
     let sync = |target: Service| {
         // Minimum necessary: each holder receives the fields its work needs.
         let record = json!({
             "patient_id": id,
             "record": {
-                "patient": needed_by(target, &intake.patient),
+                "patient": needed_by(target, patient),
                 "coverage": if matches!(target, Service::InsuranceVerification | Service::BillingEngine) {
-                    serde_json::to_value(&intake.coverage).unwrap_or_default()
+                    coverage.clone()
                 } else {
                     Value::Null
                 },
@@ -341,7 +365,7 @@ async fn intake(
                 &caller.request_id,
             )
             .json(record)
-            .key(format!("{id}:sync")),
+            .key(format!("{id}:{key}")),
         )
     };
     let (a, b, c, d) = tokio::join!(
@@ -377,9 +401,67 @@ async fn intake(
             }
         }
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"patient_id": id, "synced": synced, "sync_failed": failed})),
+    (synced, failed)
+}
+
+/// `PUT /patients/{id}`: `{"patient": {...}}`, the fields that change
+/// (`mrn` cannot). The record is updated (sealed fields resealed) and each
+/// holder receives its new cut; a failed sync is audited as at intake.
+#[derive(Debug, Deserialize)]
+struct PatientUpdate {
+    patient: serde_json::Map<String, Value>,
+}
+
+async fn update_patient(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(update): Json<PatientUpdate>,
+) -> ApiResult<Json<Value>> {
+    if update.patient.contains_key("mrn") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_patient",
+            "patient.mrn cannot change",
+        ));
+    }
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?;
+    let Some(row) = row else {
+        report_cross_tenant(&ctx, &caller, &id).await;
+        return Err(ApiError::not_found(format!("patient {id}")));
+    };
+    let mut patient = json_text(&row.get::<_, String>(0));
+    ctx.settings.vault.open_record(&mut patient).map_err(|e| {
+        tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sealed_field",
+            "a sealed field of this record does not open with the configured data key",
+        )
+    })?;
+    if let Some(p) = patient.as_object_mut() {
+        p.extend(update.patient);
+    }
+    let mut stored = patient.clone();
+    ctx.settings.vault.seal_record(&mut stored);
+    ctx.db
+        .execute(
+            "UPDATE api.patients SET record = $3 WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant, &stored.to_string()],
+        )
+        .await?;
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient updated");
+    let coverage = json_text(&row.get::<_, String>(1));
+    let key = format!("update:{}", caller.request_id);
+    let (synced, failed) = sync_to_holders(&ctx, &caller, &id, &patient, &coverage, &key).await;
+    Ok(Json(
+        json!({"patient_id": id, "synced": synced, "sync_failed": failed}),
     ))
 }
 

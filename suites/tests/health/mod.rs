@@ -1,3 +1,4 @@
 //! Health and readiness: `/health` of each service, and `/metrics`.
 
+mod aggregation;
 mod endpoints;

@@ -145,3 +145,114 @@ async fn analytics_aggregate_what_was_ingested(target: &Target, tenant: Tenant) 
     assert_eq!(a["min"].as_f64(), Some(1000.0), "{}", agg.body);
     assert_eq!(a["max"].as_f64(), Some(4000.0), "{}", agg.body);
 }
+
+/// A patient update (`PUT /patients/{id}`: a new last name, phone and
+/// address) reaches every holder as its own cut (insurance and billing see
+/// the new name, billing the new phone, the monitor only the MRN), the API
+/// reads it back; a holder that fails the update's sync (doctor
+/// personalisation answering 503) is named in `sync_failed` and audited
+/// for a manual resync.
+#[service_test(
+    integration,
+    interservice,
+    audit,
+    real_services,
+    services(healthcare_api, insurance, billing, doctor, compliance),
+    timeout = "30s"
+)]
+async fn a_patient_update_reaches_every_holder_and_a_failed_sync_is_audited(
+    target: &Target,
+    rows: Rows,
+    faults: suites::Faults,
+    tenant: Tenant,
+    s: Scenario,
+    other: fixtures::Patient,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = crate::common::intake(&api, &s).await;
+    faults
+        .inject(
+            Service::DoctorPersonalization,
+            &sandbox::FaultPlan {
+                fail_next: 10,
+                status: Some(503),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/patients/sync".into()),
+                ..sandbox::FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let change = json!({"patient": {
+        "last_name": other.last_name,
+        "phone": other.phone,
+        "address": other.address,
+    }});
+    let r = api
+        .put(&format!("/patients/{patient_id}"), &change)
+        .await
+        .expect("update");
+    faults
+        .clear(Service::DoctorPersonalization, &tenant)
+        .await
+        .expect("clear");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sync_failed"], json!(["doctor-personalization"]));
+    assert_eq!(r.body["synced"].as_array().map(Vec::len), Some(3));
+    let back = api
+        .get(&format!("/patients/{patient_id}"))
+        .await
+        .expect("read");
+    assert_eq!(back.body["patient"]["last_name"], other.last_name.as_str());
+    assert_eq!(
+        back.body["patient"]["first_name"],
+        s.patient.first_name.as_str()
+    );
+    let holder = |schema: &'static str| {
+        let rows = &rows;
+        let (tenant, patient_id) = (tenant.0.clone(), patient_id.clone());
+        async move {
+            let text: String = rows
+                .one(
+                    &format!(
+                        "SELECT record FROM {schema}.patients WHERE tenant = $1 AND patient_id = $2"
+                    ),
+                    &[&tenant, &patient_id],
+                )
+                .await
+                .expect("the holder's copy");
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
+        }
+    };
+    let billing = holder("billing").await;
+    assert_eq!(billing["patient"]["last_name"], other.last_name.as_str());
+    assert_eq!(billing["patient"]["phone"], other.phone.as_str());
+    let insurance = holder("insurance").await;
+    assert_eq!(insurance["patient"]["last_name"], other.last_name.as_str());
+    assert!(
+        insurance["patient"].get("phone").is_none(),
+        "insurance got the phone"
+    );
+    let compliance = holder("compliance").await;
+    assert!(compliance["patient"].get("last_name").is_none());
+    let doctor = holder("doctor").await;
+    assert_eq!(
+        doctor["patient"]["last_name"],
+        s.patient.last_name.as_str(),
+        "the failed holder keeps the old copy until resynced"
+    );
+    let trail = target
+        .client(Service::ComplianceMonitor, &tenant)
+        .get(&format!("/audit?patient_id={patient_id}&kind=sync_failure"))
+        .await
+        .expect("audit");
+    let events = trail.body["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["detail"]["service_name"] == "doctor-personalization"
+                && e["detail"]["requires_manual_sync"] == true),
+        "the failed sync is not audited: {} events",
+        events.len()
+    );
+}
