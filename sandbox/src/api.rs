@@ -61,6 +61,9 @@ pub(crate) fn migrations() -> Vec<String> {
             created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             .to_string(),
     ]
+    .into_iter()
+    .chain(crate::visits::migrations())
+    .collect()
 }
 
 pub(crate) fn routes() -> Router<Arc<Ctx>> {
@@ -111,6 +114,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &ANALYTICS,
         ))
         .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
+        .merge(crate::visits::routes())
 }
 
 /// Passes a read to `target` and its answer back; a failed call answers
@@ -680,8 +684,10 @@ async fn visit(
         patient_id: r.patient_id.clone(),
     };
     let visit_id = ctx.ids.next("vis");
+    crate::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
     saga.event("saga_started", "claim", json!({"visit_id": visit_id}))
         .await;
+    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "verifying").await;
 
     // Step 1: verify insurance.
     let procedures: Vec<&str> = r
@@ -714,11 +720,19 @@ async fn visit(
             return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
         }
     };
-    let verification_id = verification
+    // A reply without its id is a broken peer, not an empty id.
+    let Some(verification_id) = verification
         .get("verification_id")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+        .map(str::to_string)
+    else {
+        let failure = StepFailure {
+            step: "verify_insurance",
+            status: StatusCode::BAD_GATEWAY,
+            cause: json!({"message": "insurance-verification answered without a verification_id"}),
+        };
+        return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+    };
     saga.event(
         "step_completed",
         "verify_insurance",
@@ -736,6 +750,7 @@ async fn visit(
     }
 
     // Step 2: create the claim.
+    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "billing").await;
     let claim = saga
         .call(Service::BillingEngine, Method::Post, "/claims".into())
         .json(json!({
@@ -753,11 +768,18 @@ async fn visit(
             return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
         }
     };
-    let claim_id = claim
+    let Some(claim_id) = claim
         .get("claim_id")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+        .map(str::to_string)
+    else {
+        let failure = StepFailure {
+            step: "create_claim",
+            status: StatusCode::BAD_GATEWAY,
+            cause: json!({"message": "billing-engine answered without a claim_id"}),
+        };
+        return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+    };
     done.push("create_claim");
     saga.event(
         "step_completed",
@@ -788,18 +810,12 @@ async fn visit(
 
     ctx.db
         .execute(
-            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, verification_id, claim_id)
-             VALUES ($1, $2, $3, $4, 'claimed', $5, $6)",
-            &[
-                &visit_id,
-                &caller.tenant,
-                &r.patient_id,
-                &saga.id,
-                &verification_id,
-                &claim_id,
-            ],
+            "UPDATE api.visits SET status = 'completed', verification_id = $3, claim_id = $4
+             WHERE id = $1 AND tenant = $2",
+            &[&visit_id, &caller.tenant, &verification_id, &claim_id],
         )
         .await?;
+    crate::visits::announce(&ctx, &caller.tenant, &visit_id, "completed");
     saga.event("saga_completed", "claim", json!({"steps": done}))
         .await;
     saga.close().await;
@@ -810,7 +826,7 @@ async fn visit(
         Json(json!({
             "visit_id": visit_id,
             "saga_id": saga.id,
-            "status": "claimed",
+            "status": "completed",
             "verification_id": verification_id,
             "claim_id": claim_id,
             "total_cents": total,
@@ -876,18 +892,17 @@ async fn finish_failed(
     });
     ctx.db
         .execute(
-            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, verification_id, failure)
-             VALUES ($1, $2, $3, $4, 'failed', $5, $6)",
+            "UPDATE api.visits SET status = 'failed', verification_id = $3, failure = $4
+             WHERE id = $1 AND tenant = $2",
             &[
                 &visit_id,
                 &saga.caller.tenant,
-                &saga.patient_id,
-                &saga.id,
                 &verification_id,
                 &phi::redact(&body.to_string()),
             ],
         )
         .await?;
+    crate::visits::announce(ctx, &saga.caller.tenant, visit_id, "failed");
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"failed\"");
     tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");

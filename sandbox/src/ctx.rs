@@ -56,6 +56,8 @@ pub struct Ctx {
     pub book: Arc<crate::logs::LogBook>,
     /// The mutating calls' token ids already used.
     pub replay: ReplayGuard,
+    /// Visits changing state (the API's live stream).
+    pub visit_events: tokio::sync::broadcast::Sender<crate::visits::StatusChange>,
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.

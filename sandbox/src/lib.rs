@@ -48,6 +48,7 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod vault;
+pub mod visits;
 
 pub use auth::Role;
 pub use faults::FaultPlan;

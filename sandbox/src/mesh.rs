@@ -539,6 +539,7 @@ impl Mesh {
             ids: Ids::default(),
             book: Arc::clone(&self.book),
             replay: Default::default(),
+            visit_events: tokio::sync::broadcast::channel(1024).0,
         });
         let app = router(
             service,

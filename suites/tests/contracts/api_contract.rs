@@ -31,7 +31,7 @@ async fn a_completed_visit_answers_its_documented_fields(
             v.body
         );
     }
-    assert_eq!(v.body["status"], "claimed");
+    assert_eq!(v.body["status"], "completed");
     let expected: u64 = s.visit.lines.iter().map(|l| l.charge_cents).sum();
     assert_eq!(v.body["total_cents"], json!(expected));
     assert_eq!(

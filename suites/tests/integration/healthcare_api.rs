@@ -58,7 +58,7 @@ async fn intake_and_visit_leave_the_rows_and_the_cached_answer(
         )
         .await
         .expect("visit row");
-    assert_eq!(visit_status, "claimed");
+    assert_eq!(visit_status, "completed");
     for schema in ["billing", "insurance", "doctor", "compliance"] {
         let n: i64 = rows
             .one(

@@ -5,4 +5,5 @@ mod concurrency;
 mod degradation;
 mod end_to_end;
 mod healthcare_api;
+mod lifecycle;
 mod service_to_service;

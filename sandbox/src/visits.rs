@@ -1,0 +1,196 @@
+//! A visit's lifecycle (seed 004): `pending` → `verifying` → `billing` →
+//! `completed` or `failed`, stored as the saga moves (`GET /visits/{id}`
+//! polls it) and pushed live on a Server-Sent Events stream per visit
+//! (`GET /visits/{id}/events`, seed 004 scenario 6). A client that chose
+//! its `X-Request-ID` finds its visit while the saga runs
+//! (`GET /visits?request_id=…`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::ctx::Ctx;
+use crate::error::{ApiError, ApiResult};
+
+/// The states, in order; the last two are terminal.
+pub const STATES: [&str; 5] = ["pending", "verifying", "billing", "completed", "failed"];
+
+/// A visit changed state.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// Whose.
+    pub tenant: String,
+    /// Which visit.
+    pub visit_id: String,
+    /// The new state.
+    pub status: &'static str,
+}
+
+fn terminal(status: &str) -> bool {
+    status == "completed" || status == "failed"
+}
+
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "ALTER TABLE api.visits ADD COLUMN IF NOT EXISTS request_id TEXT".to_string(),
+        "CREATE INDEX IF NOT EXISTS visits_request ON api.visits (tenant, request_id)".to_string(),
+    ]
+}
+
+pub(crate) fn routes() -> Router<Arc<Ctx>> {
+    use crate::auth::{Access, Role::*, allow};
+    static READ_VISIT: Access = Access {
+        services: &[],
+        roles: &[Clinician, BillingClerk, Admin],
+    };
+    allow(
+        Router::new()
+            .route("/visits", get(find))
+            .route("/visits/{id}/events", get(events)),
+        &READ_VISIT,
+    )
+}
+
+/// Stores a new visit as `pending` under the caller's request id.
+pub(crate) async fn open(
+    ctx: &Ctx,
+    caller: &Caller,
+    visit_id: &str,
+    patient_id: &str,
+    saga_id: &str,
+) -> Result<(), ApiError> {
+    ctx.db
+        .execute(
+            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
+             VALUES ($1, $2, $3, $4, 'pending', $5)",
+            &[
+                &visit_id,
+                &caller.tenant,
+                &patient_id,
+                &saga_id,
+                &caller.request_id,
+            ],
+        )
+        .await?;
+    announce(ctx, &caller.tenant, visit_id, "pending");
+    Ok(())
+}
+
+/// Moves a visit to `status` (a failure to store it is logged: the saga
+/// goes on, the final state is written with its outcome).
+pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: &'static str) {
+    let r = ctx
+        .db
+        .execute(
+            "UPDATE api.visits SET status = $3 WHERE id = $1 AND tenant = $2",
+            &[&visit_id, &tenant, &status],
+        )
+        .await;
+    match r {
+        Ok(_) => announce(ctx, tenant, visit_id, status),
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, visit = %visit_id, "visit state {status} not stored: {e}")
+        }
+    }
+}
+
+/// Tells the stream's subscribers (none listening is fine).
+pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: &'static str) {
+    let _ = ctx.visit_events.send(StatusChange {
+        tenant: tenant.to_string(),
+        visit_id: visit_id.to_string(),
+        status,
+    });
+}
+
+#[derive(Debug, Deserialize)]
+struct FindQuery {
+    request_id: String,
+}
+
+/// `GET /visits?request_id=…`: the caller's visits started under that
+/// request id, with their state.
+async fn find(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Query(q): Query<FindQuery>,
+) -> ApiResult<Json<Value>> {
+    let rows = ctx
+        .db
+        .query(
+            "SELECT id, status FROM api.visits WHERE tenant = $1 AND request_id = $2 ORDER BY created_at",
+            &[&caller.tenant, &q.request_id],
+        )
+        .await?;
+    let visits: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"visit_id": r.get::<_, String>(0), "status": r.get::<_, String>(1)}))
+        .collect();
+    Ok(Json(json!({"visits": visits})))
+}
+
+async fn current(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<String>, ApiError> {
+    Ok(ctx
+        .db
+        .query_opt(
+            "SELECT status FROM api.visits WHERE id = $1 AND tenant = $2",
+            &[&id, &tenant],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// `GET /visits/{id}/events`: Server-Sent Events, `event: status`, `data:
+/// {"visit_id", "status"}`: the current state first, then each change, the
+/// stream closing after a terminal one.
+async fn events(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribe before reading the state: no change can fall in between.
+    let rx = ctx.visit_events.subscribe();
+    let now = current(&ctx, &caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
+    let event = |id: &str, status: &str| {
+        Event::default()
+            .event("status")
+            .data(json!({"visit_id": id, "status": status}).to_string())
+    };
+    let first = event(&id, &now);
+    let done = terminal(&now);
+    let tenant = caller.tenant.clone();
+    // (pending first event, done, receiver)
+    let stream = futures_util::stream::unfold(
+        (Some(first), done, rx, id, tenant),
+        move |(first, done, mut rx, id, tenant)| async move {
+            if let Some(e) = first {
+                return Some((Ok(e), (None, done, rx, id, tenant)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(c) if c.visit_id == id && c.tenant == tenant => {
+                        let e = event(&id, c.status);
+                        let end = terminal(c.status);
+                        return Some((Ok(e), (None, end, rx, id, tenant)));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))))
+}
