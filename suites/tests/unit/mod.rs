@@ -1,4 +1,7 @@
-//! Unit: the suites' own helpers, no network.
+//! Unit: the suites' own helpers, no network; and the healthcare API alone
+//! against stubs of its five peers.
+
+mod api_against_stubs;
 
 use std::time::Duration;
 
