@@ -6,8 +6,10 @@
 //! date re-formattings, names reordered as records store them
 //! (`Garcia, Maria`, X12 `GARCIA*MARIA`, HL7 `GARCIA^MARIA`), JSON-escaped
 //! and URL-encoded. A hit must stand on its own (not inside a longer word
-//! or number). The search is one Aho-Corasick automaton over all variants,
-//! rebuilt lazily after registrations.
+//! or number). The search is an Aho-Corasick automaton over all variants
+//! plus a small one over those registered since it was built (a run that
+//! registers while it scans rebuilds the small one, folding it into the
+//! large one only when it has grown).
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -42,8 +44,26 @@ struct Inner {
     /// when the text capitalises it, as a name is written.
     capital: Vec<bool>,
     seen_patterns: HashSet<String>,
-    automaton: Option<Arc<AhoCorasick>>,
+    /// Searches the patterns up to its `end`.
+    main: Option<Built>,
+    /// Searches the patterns registered since `main` was built; remade
+    /// (small) after each registration, folded into `main` when it grows.
+    recent: Option<Built>,
 }
+
+/// An automaton over `patterns[start..end]` with their kinds and flags.
+#[derive(Clone)]
+struct Built {
+    automaton: Arc<AhoCorasick>,
+    kinds: Arc<[Kind]>,
+    capital: Arc<[bool]>,
+    end: usize,
+}
+
+/// Patterns registered since the main automaton was built, beyond which it
+/// is rebuilt (or a quarter of it, whichever is more): registering while
+/// scanning costs a small automaton per registration, not the whole one.
+const FOLD_AFTER: usize = 512;
 
 impl CanaryRegistry {
     /// An empty registry.
@@ -72,7 +92,7 @@ impl CanaryRegistry {
                 inner.capital.push(capital);
             }
         }
-        inner.automaton = None;
+        inner.recent = None;
         true
     }
 
@@ -109,38 +129,65 @@ impl CanaryRegistry {
         self.len() == 0
     }
 
-    fn automaton(&self) -> Option<(Arc<AhoCorasick>, Vec<Kind>, Vec<bool>)> {
+    /// The automata to search with (one, or the main one and the recent).
+    fn automata(&self) -> Vec<Built> {
         {
             let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
             if inner.patterns.is_empty() {
-                return None;
+                return Vec::new();
             }
-            if let Some(a) = &inner.automaton {
-                return Some((a.clone(), inner.kinds.clone(), inner.capital.clone()));
+            if let Some(main) = &inner.main {
+                if main.end == inner.patterns.len() {
+                    return vec![main.clone()];
+                }
+                if let Some(recent) = &inner.recent {
+                    return vec![main.clone(), recent.clone()];
+                }
             }
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let built = match &inner.automaton {
-            Some(a) => a.clone(),
-            None => {
-                let a = AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&inner.patterns)
-                    .ok()?;
-                let a = Arc::new(a);
-                inner.automaton = Some(a.clone());
-                a
-            }
-        };
-        Some((built, inner.kinds.clone(), inner.capital.clone()))
+        let len = inner.patterns.len();
+        let main_end = inner.main.as_ref().map_or(0, |m| m.end);
+        if inner.main.is_none() || len - main_end > FOLD_AFTER.max(main_end / 4) {
+            inner.main = build(&inner, 0);
+            inner.recent = None;
+        } else if main_end < len && inner.recent.is_none() {
+            inner.recent = build(&inner, main_end);
+        }
+        inner
+            .main
+            .iter()
+            .chain(inner.recent.iter().filter(|_| main_end < len))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn find(&self, text: &str, out: &mut Vec<Hit>) {
-        let Some((automaton, kinds, capital)) = self.automaton() else {
-            return;
-        };
-        for m in automaton.find_iter(text) {
+        for built in self.automata() {
+            built.find(text, out);
+        }
+    }
+}
+
+/// An automaton over the patterns from `start` on.
+fn build(inner: &Inner, start: usize) -> Option<Built> {
+    let automaton = AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&inner.patterns[start..])
+        .ok()?;
+    Some(Built {
+        automaton: Arc::new(automaton),
+        kinds: inner.kinds[start..].into(),
+        capital: inner.capital[start..].into(),
+        end: inner.patterns.len(),
+    })
+}
+
+impl Built {
+    fn find(&self, text: &str, out: &mut Vec<Hit>) {
+        let (kinds, capital) = (&self.kinds, &self.capital);
+        for m in self.automaton.find_iter(text) {
             let i = m.pattern().as_usize();
             let kind = kinds[i];
             let before = text[..m.start()].chars().next_back();

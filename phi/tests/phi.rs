@@ -105,6 +105,25 @@ fn a_canary_is_found_in_every_variant_a_leak_takes() {
 }
 
 #[service_test(unit, compliance)]
+fn values_registered_between_scans_are_found_at_once() {
+    let reg = CanaryRegistry::new();
+    let mut names = Vec::new();
+    // Enough registrations to fold the recent automaton into the main one
+    // more than once, each checked by the scan that follows it.
+    for i in 0..600u32 {
+        let name = format!("Zed{i:04}q Orrin{i:04}x");
+        reg.register(Kind::Name, &name);
+        names.push(name);
+        let probe = &names[(i as usize * 7) % names.len()];
+        let text = format!("seen {probe} and {}", names[i as usize]);
+        let found = scan_with(&reg, &text);
+        assert_eq!(found.len(), 2, "after {i}: {text}");
+    }
+    let all = names.join(" / ");
+    assert_eq!(scan_with(&reg, &all).len(), names.len());
+}
+
+#[service_test(unit, compliance)]
 fn registering_twice_or_a_short_value_is_a_no_op() {
     let reg = CanaryRegistry::new();
     assert!(reg.register(Kind::Name, "Ana Lima"));

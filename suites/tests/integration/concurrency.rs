@@ -84,7 +84,7 @@ async fn five_tenants_at_once_see_only_their_own(
     }
 }
 
-/// A thousand intakes at once (fifty in flight, or the target's load
+/// A thousand intakes at once (twenty in flight, or the target's load
 /// ceiling): every one answered 201, every patient id distinct, every row
 /// in PostgreSQL for the tenant.
 #[service_test(
@@ -103,7 +103,7 @@ async fn a_thousand_concurrent_intakes_are_all_answered_and_stored(
     mut g: Generator,
     s: Scenario,
 ) {
-    let (in_flight, n) = budget.cap(50, 1000);
+    let (in_flight, n) = budget.cap(20, 1000);
     let gate = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
     let api = target.client(Service::HealthcareApi, &tenant);
     // Every patient drawn before the first request: drawing registers PHI
