@@ -429,26 +429,14 @@ async fn update_patient(
             "patient.mrn cannot change",
         ));
     }
-    let row = ctx
-        .db
-        .query_opt(
-            "SELECT record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
-            &[&id, &caller.tenant],
-        )
-        .await?;
-    let Some(row) = row else {
-        report_cross_tenant(&ctx, &caller, &id).await;
-        return Err(ApiError::not_found(format!("patient {id}")));
-    };
-    let mut patient = json_text(&row.get::<_, String>(0));
-    ctx.settings.vault.open_record(&mut patient).map_err(|e| {
-        tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "sealed_field",
-            "a sealed field of this record does not open with the configured data key",
-        )
-    })?;
+    let row = own_patient(
+        &ctx,
+        &caller,
+        &id,
+        "SELECT record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+    )
+    .await?;
+    let mut patient = opened(&ctx, &caller, &id, &row.get::<_, String>(0))?;
     if let Some(p) = patient.as_object_mut() {
         p.extend(update.patient);
     }
@@ -474,26 +462,14 @@ async fn read_patient(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = ctx
-        .db
-        .query_opt(
-            "SELECT mrn, record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
-            &[&id, &caller.tenant],
-        )
-        .await?;
-    let Some(row) = row else {
-        report_cross_tenant(&ctx, &caller, &id).await;
-        return Err(ApiError::not_found(format!("patient {id}")));
-    };
-    let mut patient = json_text(&row.get::<_, String>(1));
-    ctx.settings.vault.open_record(&mut patient).map_err(|e| {
-        tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "sealed_field",
-            "a sealed field of this record does not open with the configured data key",
-        )
-    })?;
+    let row = own_patient(
+        &ctx,
+        &caller,
+        &id,
+        "SELECT mrn, record, coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+    )
+    .await?;
+    let mut patient = opened(&ctx, &caller, &id, &row.get::<_, String>(1))?;
     if !caller.sees_ssn() {
         // Minimum necessary: only clinicians and admins see the SSN.
         if let Some(p) = patient.as_object_mut() {
@@ -506,6 +482,38 @@ async fn read_patient(
         "patient": patient,
         "coverage": json_text(&row.get::<_, String>(2)),
     })))
+}
+
+/// The caller's patient `id`, as `sql` (bound to the id and the tenant)
+/// selects it; another tenant's id is reported and answered as unknown.
+async fn own_patient(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    id: &str,
+    sql: &str,
+) -> ApiResult<tokio_postgres::Row> {
+    match ctx.db.query_opt(sql, &[&id, &caller.tenant]).await? {
+        Some(row) => Ok(row),
+        None => {
+            report_cross_tenant(ctx, caller, id).await;
+            Err(ApiError::not_found(format!("patient {id}")))
+        }
+    }
+}
+
+/// A stored patient record with its sealed fields opened (`500
+/// sealed_field` when the configured key does not open them).
+fn opened(ctx: &Ctx, caller: &Caller, id: &str, text: &str) -> ApiResult<Value> {
+    let mut patient = json_text(text);
+    ctx.settings.vault.open_record(&mut patient).map_err(|e| {
+        tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "{e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sealed_field",
+            "a sealed field of this record does not open with the configured data key",
+        )
+    })?;
+    Ok(patient)
 }
 
 /// A caller asked for a patient that is not its tenant's: when the id is

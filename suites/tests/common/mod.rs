@@ -91,6 +91,47 @@ pub async fn visit_as(
     r
 }
 
+/// A claim billing accepts for the scenario's doctor and diagnoses (one
+/// office visit, 125.00), about a patient and verification it does not check.
+pub fn claim_body(s: &Scenario) -> Value {
+    json!({
+        "patient_id": "pat-x",
+        "verification_id": "ver-x",
+        "npi": s.visit.rendering_npi,
+        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
+        "procedures": [{"code": "99213", "charge_cents": 12500}],
+    })
+}
+
+/// Every row the services' schemas hold for `tenant`, as text, with its
+/// schema and table (every table that has a `tenant` column).
+pub async fn tenant_rows(rows: &suites::Rows, tenant: &str) -> Vec<(String, String, String)> {
+    let tables = rows
+        .query(
+            "SELECT DISTINCT table_schema, table_name FROM information_schema.columns
+             WHERE column_name = 'tenant'
+               AND table_schema IN ('api', 'insurance', 'billing', 'compliance', 'bi', 'doctor')",
+            &[],
+        )
+        .await
+        .expect("the services' tables");
+    let mut out = Vec::new();
+    for t in &tables {
+        let (schema, table): (String, String) = (t.get(0), t.get(1));
+        let texts = rows
+            .query(
+                &format!("SELECT t::text FROM {schema}.{table} t WHERE t.tenant = $1"),
+                &[&tenant],
+            )
+            .await
+            .expect("rows");
+        for row in texts {
+            out.push((schema.clone(), table.clone(), row.get(0)));
+        }
+    }
+    out
+}
+
 /// The saga events of a request, in order, as `event_type:step`.
 pub async fn saga_trail(monitor: &MeshClient, request_id: &str) -> Vec<String> {
     let r = monitor

@@ -11,7 +11,7 @@ use sandbox::{Service, Tenant};
 use serde_json::Value;
 use suites::{Logs, Rows, Target};
 
-use crate::common::{intake, visit};
+use crate::common::{intake, tenant_rows, visit};
 
 /// This scenario's patient, and only them, as canaries.
 fn registry(s: &Scenario) -> CanaryRegistry {
@@ -73,39 +73,19 @@ async fn phi_stays_in_the_fields_allowed_to_hold_it(
     let patient_id = intake(&api, &s).await;
     let v = visit(&api, &patient_id, &s).await;
     assert_eq!(v.status, 201, "the journey: {}", v.body);
-    let tables = rows
-        .query(
-            "SELECT DISTINCT table_schema, table_name FROM information_schema.columns
-             WHERE column_name = 'tenant'
-               AND table_schema IN ('api', 'insurance', 'billing', 'compliance', 'bi', 'doctor')",
-            &[],
-        )
-        .await
-        .expect("the services' tables");
     let mut breaches = Vec::new();
     let mut seen: BTreeMap<String, BTreeSet<Kind>> = BTreeMap::new();
-    for t in &tables {
-        let (schema, table): (String, String) = (t.get(0), t.get(1));
-        let texts = rows
-            .query(
-                &format!("SELECT t::text FROM {schema}.{table} t WHERE t.tenant = $1"),
-                &[&tenant.0],
-            )
-            .await
-            .expect("rows");
+    for (schema, table, text) in tenant_rows(&rows, &tenant).await {
         let ok = allowed(&schema, &table);
-        for row in texts {
-            let text: String = row.get(0);
-            for f in phi::scan_with(&reg, &text) {
-                if f.via != phi::Via::Canary {
-                    continue;
-                }
-                seen.entry(format!("{schema}.{table}"))
-                    .or_default()
-                    .insert(f.kind);
-                if !ok.contains(&f.kind) {
-                    breaches.push(format!("{schema}.{table}: {f}"));
-                }
+        for f in phi::scan_with(&reg, &text) {
+            if f.via != phi::Via::Canary {
+                continue;
+            }
+            seen.entry(format!("{schema}.{table}"))
+                .or_default()
+                .insert(f.kind);
+            if !ok.contains(&f.kind) {
+                breaches.push(format!("{schema}.{table}: {f}"));
             }
         }
     }

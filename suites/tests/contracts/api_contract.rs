@@ -96,13 +96,7 @@ async fn errors_are_json_with_a_code(target: &Target, tenant: Tenant) {
 )]
 async fn idempotency_keys_and_the_eligibility_cache(target: &Target, tenant: Tenant, s: Scenario) {
     let billing = target.client(Service::BillingEngine, &tenant);
-    let claim = json!({
-        "patient_id": "pat-x",
-        "verification_id": "ver-x",
-        "npi": s.visit.rendering_npi,
-        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
-        "procedures": [{"code": "99213", "charge_cents": 12500}],
-    });
+    let claim = crate::common::claim_body(&s);
     let send = |key: &'static str| {
         let billing = billing.clone();
         let claim = claim.clone();

@@ -167,13 +167,7 @@ async fn each_business_service_meets_its_slo_under_load(
         "member_id": s.coverage.member_id, "effective": s.coverage.effective.to_string(),
         "date_of_service": s.visit.date_of_service.to_string(), "procedures": ["99213"],
     });
-    let claim = json!({
-        "patient_id": "pat-load",
-        "verification_id": "ver-load",
-        "npi": npi,
-        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
-        "procedures": [{"code": "99213", "charge_cents": 12500}],
-    });
+    let claim = crate::common::claim_body(&s);
     let events = json!({"events": [{"metric": "visit_minutes", "value": 20}]});
     let endpoints: [Endpoint; 5] = [
         (

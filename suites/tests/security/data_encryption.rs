@@ -8,7 +8,7 @@ use harness::service_test;
 use sandbox::{Role, Service, Tenant};
 use suites::{CacheKeys, PrivateMesh, Rows, Target, TlsTarget};
 
-use crate::common::{Tap, intake, visit};
+use crate::common::{Tap, intake, tenant_rows, visit};
 
 /// After a journey, no Redis key or string value under the services'
 /// prefix holds PHI (the scanner, with every generated patient registered
@@ -190,38 +190,18 @@ async fn rows_hold_no_plaintext_ssn_or_birth_date(
         forbidden.push(("the date of birth", dob.clone()));
         forbidden.push(("the compact date of birth", dob.replace('-', "")));
     }
-    let tables = rows
-        .query(
-            "SELECT DISTINCT table_schema, table_name FROM information_schema.columns
-             WHERE column_name = 'tenant'
-               AND table_schema IN ('api', 'insurance', 'billing', 'compliance', 'bi', 'doctor')",
-            &[],
-        )
-        .await
-        .expect("the services' tables");
     let mut scanned = 0;
     let mut patients_rows = 0;
-    for t in &tables {
-        let (schema, table): (String, String) = (t.get(0), t.get(1));
-        let texts = rows
-            .query(
-                &format!("SELECT t::text FROM {schema}.{table} t WHERE t.tenant = $1"),
-                &[&tenant.0],
-            )
-            .await
-            .expect("rows");
-        for row in texts {
-            let text: String = row.get(0);
-            scanned += 1;
-            if table == "patients" {
-                patients_rows += 1;
-            }
-            for (what, value) in &forbidden {
-                assert!(
-                    !text.contains(value.as_str()),
-                    "{schema}.{table}: {what} in the clear"
-                );
-            }
+    for (schema, table, text) in tenant_rows(&rows, &tenant).await {
+        scanned += 1;
+        if table == "patients" {
+            patients_rows += 1;
+        }
+        for (what, value) in &forbidden {
+            assert!(
+                !text.contains(value.as_str()),
+                "{schema}.{table}: {what} in the clear"
+            );
         }
     }
     assert!(

@@ -27,13 +27,11 @@ async fn an_overflowing_claim_total_is_a_422_and_trips_nothing(
 ) {
     let huge = i64::MAX / 2 + 1;
     let billing = target.client(Service::BillingEngine, &tenant);
-    let claim = json!({
-        "patient_id": "pat-x",
-        "verification_id": "ver-x",
-        "npi": s.visit.rendering_npi,
-        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
-        "procedures": [{"code": "99213", "charge_cents": huge}, {"code": "99214", "charge_cents": huge}],
-    });
+    let mut claim = crate::common::claim_body(&s);
+    claim["procedures"] = json!([
+        {"code": "99213", "charge_cents": huge},
+        {"code": "99214", "charge_cents": huge}
+    ]);
     let r = billing.post("/claims", &claim).await.expect("claim");
     assert_eq!(r.status, 422, "{}", r.body);
     let codes: Vec<&str> = r.body["fields"]
@@ -72,13 +70,7 @@ async fn idempotency_keys_cannot_reach_another_tenants_slot(
     tenant: Tenant,
     s: Scenario,
 ) {
-    let claim = json!({
-        "patient_id": "pat-x",
-        "verification_id": "ver-x",
-        "npi": s.visit.rendering_npi,
-        "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
-        "procedures": [{"code": "99213", "charge_cents": 12500}],
-    });
+    let claim = crate::common::claim_body(&s);
     let other = format!("{}:k", tenant.0);
     let mut ids = Vec::new();
     for (who, key) in [(tenant.0.as_str(), "k:1"), (other.as_str(), "1")] {

@@ -92,6 +92,19 @@ async fn api_with(own: &PrivateMesh, p: &Peers) -> Mesh {
     mesh
 }
 
+/// Registers the scenario's patient and runs its visit through the API
+/// routed to the stubs (the mesh is handed back to keep it running).
+async fn run_visit(own: &PrivateMesh, p: &Peers, s: &Scenario) -> (Mesh, sandbox::Answer) {
+    let mesh = api_with(own, p).await;
+    let api = mesh.client(Service::HealthcareApi, "t1");
+    let patient_id = intake(&api, s).await;
+    let v = api
+        .post("/visits", &visit_body(&patient_id, s))
+        .await
+        .expect("visit");
+    (mesh, v)
+}
+
 /// The bodies a stub received on `route` (a path), in arrival order.
 async fn received(stub: &Stub, route: &str) -> Vec<Value> {
     stub.server()
@@ -121,13 +134,7 @@ async fn the_saga_sends_each_stubbed_peer_what_it_needs(own: PrivateMesh, s: Sce
             .set_body_json(json!({"claim_id": "clm-stub", "total_cents": 100})),
     )
     .await;
-    let mesh = api_with(&own, &p).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let patient_id = intake(&api, &s).await;
-    let v = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
+    let (_mesh, v) = run_visit(&own, &p, &s).await;
     assert_eq!(v.status, 201, "{}", v.body);
     assert_eq!(v.body["claim_id"], "clm-stub");
     assert_eq!(v.body["verification_id"], "ver-stub");
@@ -193,13 +200,7 @@ async fn a_stubbed_refusal_is_passed_on_and_compensated(own: PrivateMesh, s: Sce
     let refusal =
         json!({"error": "invalid_claim", "fields": [{"field": "npi", "code": "npi_check_digit"}]});
     let p = peers(ResponseTemplate::new(422).set_body_json(refusal)).await;
-    let mesh = api_with(&own, &p).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let patient_id = intake(&api, &s).await;
-    let v = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
+    let (_mesh, v) = run_visit(&own, &p, &s).await;
     assert_eq!(v.status, 422, "{}", v.body);
     assert_eq!(v.body["failed_step"], "create_claim");
     assert_eq!(v.body["cause"]["body"]["fields"][0]["field"], "npi");
@@ -224,13 +225,7 @@ async fn a_stubbed_refusal_is_passed_on_and_compensated(own: PrivateMesh, s: Sce
 )]
 async fn a_reply_without_its_id_fails_the_step(own: PrivateMesh, s: Scenario) {
     let p = peers(ResponseTemplate::new(201).set_body_json(json!({"total_cents": 100}))).await;
-    let mesh = api_with(&own, &p).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let patient_id = intake(&api, &s).await;
-    let v = api
-        .post("/visits", &visit_body(&patient_id, &s))
-        .await
-        .expect("visit");
+    let (_mesh, v) = run_visit(&own, &p, &s).await;
     assert_eq!(v.status, 502, "{}", v.body);
     assert_eq!(v.body["failed_step"], "create_claim");
     assert!(
