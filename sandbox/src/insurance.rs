@@ -173,7 +173,7 @@ async fn verify(
         ));
     }
     let id = ctx.ids.next("ver");
-    let key = crate::ctx::idempotency_key(&headers);
+    let key = crate::ctx::idempotency_key(&headers)?;
     let first = crate::ctx::replay(
         &ctx,
         "verify",
