@@ -170,20 +170,28 @@ async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(
         ("cross_tenant_access", "critical"),
         ("minimum_necessary", "critical"),
     ]);
+    // Opened and notified (the notification follows the opening).
     let mut found: BTreeMap<String, Value> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !expected.keys().all(|k| found.contains_key(*k)) {
+    while !expected
+        .keys()
+        .all(|k| found.get(*k).is_some_and(|i| i["notified"] == true))
+    {
         assert!(
             Instant::now() < deadline,
-            "incidents opened: {:?}",
-            found.keys().collect::<Vec<_>>()
+            "incidents opened and notified: {:?}",
+            found
+                .iter()
+                .map(|(k, i)| format!("{k}: notified {}", i["notified"]))
+                .collect::<Vec<_>>()
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        found.clear();
         for i in incidents(&monitor).await {
             if let Some(v) = i["violation"].as_str() {
                 found.entry(v.to_string()).or_insert(i);
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (violation, severity) in &expected {
         let incident = &found[*violation];
