@@ -206,6 +206,38 @@ pub struct Observed {
     pub throughput_rps: f64,
 }
 
+impl Observed {
+    /// The figures of a run: the latencies of the requests that succeeded
+    /// (nearest-rank percentiles), how many failed, and its wall time.
+    pub fn from_samples(
+        samples: &[std::time::Duration],
+        failed: usize,
+        elapsed: std::time::Duration,
+    ) -> Observed {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if ms.is_empty() {
+                return 0.0;
+            }
+            let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
+            ms[rank - 1]
+        };
+        let total = samples.len() + failed;
+        Observed {
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            error_rate: if total == 0 {
+                0.0
+            } else {
+                failed as f64 / total as f64
+            },
+            throughput_rps: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        }
+    }
+}
+
 impl Slo {
     /// Every way `seen` misses this SLO, as sentences (empty: it is met).
     pub fn breaches(&self, seen: &Observed) -> Vec<String> {

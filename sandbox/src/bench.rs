@@ -45,29 +45,22 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn from(endpoint: &str, mut ms: Vec<f64>, errors: Vec<String>, wall: Duration) -> Figures {
-        ms.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            if ms.is_empty() {
-                return 0.0;
-            }
-            let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-            ms[rank - 1]
-        };
-        let requests = (ms.len() + errors.len()) as u64;
+    fn from(
+        endpoint: &str,
+        samples: Vec<Duration>,
+        errors: Vec<String>,
+        wall: Duration,
+    ) -> Figures {
+        let seen = deployment::Observed::from_samples(&samples, errors.len(), wall);
         Figures {
             endpoint: endpoint.to_string(),
-            requests,
+            requests: (samples.len() + errors.len()) as u64,
             errors: errors.len() as u64,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                errors.len() as f64 / requests as f64
-            },
-            p50_ms: at(0.50),
-            p95_ms: at(0.95),
-            p99_ms: at(0.99),
-            throughput_rps: ms.len() as f64 / wall.as_secs_f64().max(1e-9),
+            error_rate: seen.error_rate,
+            p50_ms: seen.p50_ms,
+            p95_ms: seen.p95_ms,
+            p99_ms: seen.p99_ms,
+            throughput_rps: seen.throughput_rps,
             first_errors: errors.into_iter().take(3).collect(),
         }
     }
@@ -94,7 +87,7 @@ async fn drive(
     bodies: Vec<Value>,
     clients: usize,
     ok: u16,
-) -> (Vec<Result<(f64, Value), String>>, Duration) {
+) -> (Vec<Result<(Duration, Value), String>>, Duration) {
     let n = bodies.len();
     let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter().enumerate()));
     let started = Instant::now();
@@ -111,7 +104,7 @@ async fn drive(
                 let Some((i, body)) = next else { break };
                 let t = Instant::now();
                 let r = match client.post(path, &body).await {
-                    Ok(a) if a.status == ok => Ok((t.elapsed().as_secs_f64() * 1e3, a.body)),
+                    Ok(a) if a.status == ok => Ok((t.elapsed(), a.body)),
                     Ok(a) => Err(format!("{} {}", a.status, a.body["error"])),
                     Err(e) => Err(e.to_string()),
                 };
@@ -120,7 +113,8 @@ async fn drive(
             done
         });
     }
-    let mut results: Vec<Option<Result<(f64, Value), String>>> = (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<Result<(Duration, Value), String>>> =
+        (0..n).map(|_| None).collect();
     while let Some(Ok(done)) = workers.join_next().await {
         for (i, r) in done {
             results[i] = Some(r);
@@ -136,7 +130,7 @@ async fn drive(
     )
 }
 
-fn split(results: &[Result<(f64, Value), String>]) -> (Vec<f64>, Vec<String>) {
+fn split(results: &[Result<(Duration, Value), String>]) -> (Vec<Duration>, Vec<String>) {
     let mut ms = Vec::new();
     let mut errors = Vec::new();
     for r in results {

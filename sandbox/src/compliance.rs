@@ -252,6 +252,7 @@ async fn verify(
                 crate::incidents::open(
                     &ctx,
                     &caller,
+                    &q.request_id,
                     "missing_audit_event",
                     &[],
                     Some(violation),
@@ -266,16 +267,13 @@ async fn verify(
 }
 
 async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> ApiResult<Value> {
-    let q = CompletenessQuery {
-        request_id: request_id.to_string(),
-    };
     let rows = ctx
         .db
         .query(
             "SELECT kind, source, detail FROM compliance.audit_events
              WHERE tenant = $1 AND request_id = $2 AND kind IN ('service_call', 'request_closed')
              ORDER BY id",
-            &[&caller.tenant, &q.request_id],
+            &[&caller.tenant, &request_id],
         )
         .await?;
     #[derive(Default)]
@@ -323,7 +321,7 @@ async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> Api
         );
     }
     Ok(json!({
-        "request_id": q.request_id,
+        "request_id": request_id,
         "complete": complete,
         "sources": out,
     }))
@@ -456,8 +454,18 @@ async fn scan(
         .await?;
         let code = crate::incidents::violation_code(channel);
         let summary = format!("{source}: {code} ({})", kinds.join(", "));
-        incident =
-            json!(crate::incidents::open(&ctx, &caller, code, &kinds, Some(id), &summary).await?);
+        incident = json!(
+            crate::incidents::open(
+                &ctx,
+                &caller,
+                &caller.request_id,
+                code,
+                &kinds,
+                Some(id),
+                &summary,
+            )
+            .await?
+        );
         violation = json!(id);
     }
     Ok(Json(json!({
@@ -500,8 +508,16 @@ async fn report_violation(
     let kinds: Vec<&str> = r.kinds.iter().map(String::as_str).collect();
     let violation = crate::incidents::violation_code(&r.channel);
     let summary = format!("{} reported {violation}: {}", r.source, r.excerpt);
-    let incident =
-        crate::incidents::open(&ctx, &caller, violation, &kinds, Some(id), &summary).await?;
+    let incident = crate::incidents::open(
+        &ctx,
+        &caller,
+        &caller.request_id,
+        violation,
+        &kinds,
+        Some(id),
+        &summary,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"violation_id": id, "incident_id": incident})),

@@ -130,12 +130,14 @@ pub fn severity(violation: &str, kinds: &[&str]) -> &'static str {
     }
 }
 
-/// Opens an incident for a recorded violation, audits the opening and
+/// Opens an incident for a recorded violation about request `about`
+/// (the request that broke the rule), audits the opening and
 /// notifies business intelligence (best effort: `notified` says whether it
 /// arrived). Returns the incident id.
 pub(crate) async fn open(
     ctx: &Arc<Ctx>,
     caller: &Caller,
+    about: &str,
     violation: &str,
     kinds: &[&str],
     violation_id: Option<i64>,
@@ -153,7 +155,7 @@ pub(crate) async fn open(
                 &violation,
                 &severity,
                 &violation_id,
-                &caller.request_id,
+                &about,
                 &summary,
             ],
         )
@@ -451,6 +453,7 @@ async fn disclosure(
     let incident = open(
         &ctx,
         &caller,
+        &caller.request_id,
         "minimum_necessary",
         &kinds,
         Some(violation_id),
@@ -475,10 +478,9 @@ pub(crate) async fn existing(
     let row = ctx
         .db
         .query_opt(
-            "SELECT i.id FROM compliance.incidents i
-             JOIN compliance.violations v ON v.id = i.violation_id
-             WHERE i.tenant = $1 AND i.violation = $2 AND v.excerpt LIKE '%' || $3 || '%'
-             ORDER BY i.id LIMIT 1",
+            "SELECT id FROM compliance.incidents
+             WHERE tenant = $1 AND violation = $2 AND request_id = $3
+             ORDER BY id LIMIT 1",
             &[&tenant, &violation, &request_id],
         )
         .await?;

@@ -174,20 +174,7 @@ impl MeshConfig {
         let n = MESHES.fetch_add(1, Ordering::Relaxed);
         let stamp = nanos();
         // 32 bytes from the OS random source.
-        let secret = {
-            use rand_core::TryRngCore;
-            let mut s = vec![0u8; 32];
-            if rand_core::OsRng.try_fill_bytes(&mut s).is_err() {
-                // No OS randomness (never on Linux): the process's hasher keys.
-                use std::hash::{BuildHasher, Hasher};
-                for chunk in s.chunks_mut(8) {
-                    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                    h.write_u64(stamp ^ n);
-                    chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-                }
-            }
-            s
-        };
+        let secret = crate::vault::random_key();
         MeshConfig {
             database_url: database_url.into(),
             redis,

@@ -137,7 +137,7 @@ impl FieldCipher {
     }
 }
 
-/// 32 random bytes from the OS: a fresh data key.
+/// 32 random bytes from the OS: a fresh data key, or a token secret.
 pub fn random_key() -> Vec<u8> {
     let mut key = vec![0u8; 32];
     fill_random(&mut key);

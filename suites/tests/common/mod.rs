@@ -175,27 +175,7 @@ pub fn broken_npi(npi: &str) -> String {
 /// What a set of request latencies shows, to hold against an SLO
 /// (nearest-rank percentiles).
 pub fn observed(samples: &[Duration], failed: usize, elapsed: Duration) -> deployment::Observed {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        if ms.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len());
-        ms[rank - 1]
-    };
-    let total = samples.len() + failed;
-    deployment::Observed {
-        p50_ms: at(0.50),
-        p95_ms: at(0.95),
-        p99_ms: at(0.99),
-        error_rate: if total == 0 {
-            0.0
-        } else {
-            failed as f64 / total as f64
-        },
-        throughput_rps: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-    }
+    deployment::Observed::from_samples(samples, failed, elapsed)
 }
 
 /// The load generator's figures, to hold against an SLO (corrected latency).
