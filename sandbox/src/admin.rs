@@ -46,6 +46,12 @@ pub struct Reload {
     retry_max_attempts: Option<u32>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/config",
+    request_body = Object,
+    responses((status = 200, description = "the effective client settings", body = serde_json::Value))
+)]
 pub async fn reload_config(
     State(ctx): State<Arc<Ctx>>,
     axum::Json(r): axum::Json<Reload>,
@@ -96,6 +102,11 @@ pub async fn reload_config(
 
 /// `GET /admin/logs` (test mode): the mesh's log lines so far, redacted,
 /// as `{"lines": [...]}`.
+#[utoipa::path(
+    get,
+    path = "/admin/logs",
+    responses((status = 200, description = "the redacted log lines so far, as `lines`", body = serde_json::Value))
+)]
 pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
     axum::Json(json!({"lines": ctx.book.lines()}))
 }
@@ -103,6 +114,12 @@ pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
 /// `POST /admin/faults`: replaces the plan of the plan's tenant (or the
 /// one for every tenant), leaving other tenants' plans alone: tests on a
 /// shared deployment fault their own tenant without disturbing each other.
+#[utoipa::path(
+    post,
+    path = "/admin/faults",
+    request_body = FaultPlan,
+    responses((status = 200, description = "the plan now in force", body = FaultPlan))
+)]
 pub async fn set_faults(
     State(ctx): State<Arc<Ctx>>,
     axum::Json(plan): axum::Json<FaultPlan>,
@@ -114,6 +131,11 @@ pub async fn set_faults(
 }
 
 /// `GET /admin/faults`: the plans in force.
+#[utoipa::path(
+    get,
+    path = "/admin/faults",
+    responses((status = 200, description = "the plans in force", body = Vec<FaultPlan>))
+)]
 pub async fn get_faults(State(ctx): State<Arc<Ctx>>) -> axum::Json<Vec<FaultPlan>> {
     axum::Json(
         ctx.faults
@@ -131,6 +153,12 @@ pub struct ClearFaults {
 }
 
 /// `DELETE /admin/faults[?tenant=T]`: no faults (for `T`).
+#[utoipa::path(
+    delete,
+    path = "/admin/faults",
+    params(("tenant" = Option<String>, Query, description = "only this tenant's plans")),
+    responses((status = 204, description = "cleared"))
+)]
 pub async fn clear_faults(
     State(ctx): State<Arc<Ctx>>,
     axum::extract::Query(q): axum::extract::Query<ClearFaults>,

@@ -27,11 +27,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::breaker::BreakerState;
 use crate::client::{Call, CallError, Method};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
@@ -159,6 +159,12 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
+/// `GET /doctors/{npi}/preferences`, passed to doctor-personalization.
+#[utoipa::path(
+    get,
+    path = "/doctors/{npi}/preferences",
+    responses((status = 200, description = "the doctor's preferences", body = crate::doctor::Preferences))
+)]
 async fn doctor_preferences(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -173,6 +179,13 @@ struct AnalyticsQuery {
     metric: Option<String>,
 }
 
+/// `GET /analytics/aggregates`, passed to business-intelligence.
+#[utoipa::path(
+    get,
+    path = "/analytics/aggregates",
+    params(("metric" = Option<String>, Query, description = "one metric")),
+    responses((status = 200, description = "the tenant's aggregates", body = crate::bi::Aggregates))
+)]
 async fn analytics(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -192,6 +205,17 @@ struct AuditQuery {
     kind: Option<String>,
 }
 
+/// `GET /audit`, passed to compliance-monitor.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    params(
+        ("request_id" = Option<String>, Query, description = "one request's trail"),
+        ("saga_id" = Option<String>, Query, description = "one saga's events"),
+        ("kind" = Option<String>, Query, description = "one kind of entry"),
+    ),
+    responses((status = 200, description = "the tenant's trail", body = crate::compliance::AuditPage))
+)]
 async fn audit(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -272,14 +296,15 @@ const HOLDERS: [Service; 4] = [
 
 /// `POST /patients`: `{"patient": {...}, "coverage": {...}}` (the
 /// `Patient` and `Coverage` fixtures' shapes).
-#[derive(Debug, Deserialize)]
-struct Intake {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Intake {
+    /// The patient (the `Patient` fixture's shape; `mrn` required).
     patient: Value,
     coverage: Coverage,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-struct Coverage {
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct Coverage {
     payer: Payer,
     #[serde(default)]
     member_id: String,
@@ -290,18 +315,62 @@ struct Coverage {
     coinsurance_pct: u8,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-struct Payer {
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct Payer {
     id: String,
     #[serde(default)]
     name: String,
 }
 
+/// What an intake or an update answers: the patient's id and where its
+/// copies went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientSynced {
+    /// The API's patient id.
+    pub patient_id: String,
+    /// The holders that took their copy.
+    pub synced: Vec<String>,
+    /// The holders that did not (each audited for a manual resync).
+    pub sync_failed: Vec<String>,
+}
+
+impl PatientSynced {
+    fn new(patient_id: String, (synced, failed): (Vec<&str>, Vec<&str>)) -> Self {
+        let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect();
+        PatientSynced {
+            patient_id,
+            synced: names(synced),
+            sync_failed: names(failed),
+        }
+    }
+}
+
+/// `GET /patients/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientRecord {
+    /// The API's patient id.
+    pub patient_id: String,
+    /// The medical record number.
+    pub mrn: String,
+    /// The record as registered (the SSN only for clinicians and admins).
+    #[schema(value_type = Object)]
+    pub patient: Value,
+    /// The coverage.
+    pub coverage: Coverage,
+}
+
+/// `POST /patients`: registers the patient and syncs each holder its cut.
+#[utoipa::path(
+    post,
+    path = "/patients",
+    request_body = Intake,
+    responses((status = 201, description = "registered", body = PatientSynced))
+)]
 async fn intake(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(intake): Json<Intake>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PatientSynced>)> {
     let Some(mrn) = intake.patient.get("mrn").and_then(Value::as_str) else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -328,12 +397,8 @@ async fn intake(
         .await?;
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient registered");
     let coverage = serde_json::to_value(&intake.coverage).unwrap_or_default();
-    let (synced, failed) =
-        sync_to_holders(&ctx, &caller, &id, &intake.patient, &coverage, "sync").await;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"patient_id": id, "synced": synced, "sync_failed": failed})),
-    ))
+    let outcome = sync_to_holders(&ctx, &caller, &id, &intake.patient, &coverage, "sync").await;
+    Ok((StatusCode::CREATED, Json(PatientSynced::new(id, outcome))))
 }
 
 /// Sends each holder its cut of the patient (minimum necessary), all at
@@ -411,17 +476,26 @@ async fn sync_to_holders(
 /// `PUT /patients/{id}`: `{"patient": {...}}`, the fields that change
 /// (`mrn` cannot). The record is updated (sealed fields resealed) and each
 /// holder receives its new cut; a failed sync is audited as at intake.
-#[derive(Debug, Deserialize)]
-struct PatientUpdate {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PatientUpdate {
+    /// The fields that change.
+    #[schema(value_type = Object)]
     patient: serde_json::Map<String, Value>,
 }
 
+/// `PUT /patients/{id}`.
+#[utoipa::path(
+    put,
+    path = "/patients/{id}",
+    request_body = PatientUpdate,
+    responses((status = 200, description = "updated and re-synced", body = PatientSynced))
+)]
 async fn update_patient(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
     Json(update): Json<PatientUpdate>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PatientSynced>> {
     if update.patient.contains_key("mrn") {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -451,17 +525,21 @@ async fn update_patient(
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, patient = %id, "patient updated");
     let coverage = json_text(&row.get::<_, String>(1));
     let key = format!("update:{}", caller.request_id);
-    let (synced, failed) = sync_to_holders(&ctx, &caller, &id, &patient, &coverage, &key).await;
-    Ok(Json(
-        json!({"patient_id": id, "synced": synced, "sync_failed": failed}),
-    ))
+    let outcome = sync_to_holders(&ctx, &caller, &id, &patient, &coverage, &key).await;
+    Ok(Json(PatientSynced::new(id, outcome)))
 }
 
+/// `GET /patients/{id}`.
+#[utoipa::path(
+    get,
+    path = "/patients/{id}",
+    responses((status = 200, description = "the patient", body = PatientRecord))
+)]
 async fn read_patient(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PatientRecord>> {
     let row = own_patient(
         &ctx,
         &caller,
@@ -476,12 +554,14 @@ async fn read_patient(
             p.remove("ssn");
         }
     }
-    Ok(Json(json!({
-        "patient_id": id,
-        "mrn": row.get::<_, String>(0),
-        "patient": patient,
-        "coverage": json_text(&row.get::<_, String>(2)),
-    })))
+    let coverage = serde_json::from_str(&row.get::<_, String>(2))
+        .map_err(|e| ApiError::internal("reading coverage", e))?;
+    Ok(Json(PatientRecord {
+        patient_id: id,
+        mrn: row.get(0),
+        patient,
+        coverage,
+    }))
 }
 
 /// The caller's patient `id`, as `sql` (bound to the id and the tenant)
@@ -556,27 +636,27 @@ async fn report_cross_tenant(ctx: &Arc<Ctx>, caller: &Caller, id: &str) {
 /// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
 /// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
 /// `lines[].procedure_code`, `lines[].charge_cents`).
-#[derive(Debug, Deserialize)]
-struct VisitRequest {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VisitRequest {
     patient_id: String,
     visit: VisitIn,
 }
 
-#[derive(Debug, Deserialize)]
-struct VisitIn {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VisitIn {
     rendering_npi: String,
     date_of_service: String,
     diagnoses: Vec<DiagnosisIn>,
     lines: Vec<LineIn>,
 }
 
-#[derive(Debug, Deserialize)]
-struct DiagnosisIn {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DiagnosisIn {
     code: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct LineIn {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LineIn {
     procedure_code: String,
     charge_cents: i64,
 }
@@ -670,6 +750,94 @@ impl StepFailure {
     }
 }
 
+/// `POST /visits` answered: the saga completed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VisitCompleted {
+    /// The visit.
+    pub visit_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// `completed`.
+    pub status: String,
+    /// The insurance verification.
+    pub verification_id: String,
+    /// The claim.
+    pub claim_id: String,
+    /// The claim's total.
+    pub total_cents: i64,
+    /// The request's id (the `X-Request-ID` answered).
+    pub request_id: String,
+}
+
+/// `POST /visits` answered: a step failed and the completed ones were
+/// compensated (`502`, `503`, `504`, or the step's own `4xx`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaFailed {
+    /// `saga_failed`.
+    pub error: String,
+    /// Which step failed, in words.
+    pub message: String,
+    /// The visit (stored as `failed`).
+    pub visit_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// The step that failed.
+    pub failed_step: String,
+    /// The failure as the client saw it (service, status, body).
+    #[schema(value_type = Object)]
+    pub cause: Value,
+    /// The compensations run, in order.
+    pub compensations: Vec<Compensation>,
+    /// The request's id.
+    pub request_id: String,
+}
+
+/// One compensation of a failed saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Compensation {
+    /// The step compensated.
+    pub step: String,
+    /// `completed` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cause: Option<Value>,
+}
+
+/// `GET /visits/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Visit {
+    /// The visit.
+    pub visit_id: String,
+    /// Its patient.
+    pub patient_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
+    pub status: String,
+    /// The verification, once made.
+    pub verification_id: Option<String>,
+    /// The claim, once made.
+    pub claim_id: Option<String>,
+    /// A failed saga's answer (redacted).
+    #[schema(value_type = Option<Object>)]
+    pub failure: Option<Value>,
+}
+
+/// `POST /visits`: runs the claim saga.
+#[utoipa::path(
+    post,
+    path = "/visits",
+    request_body = VisitRequest,
+    responses(
+        (status = 201, description = "the saga completed", body = VisitCompleted),
+        (status = 502, description = "a step failed; compensated", body = SagaFailed),
+        (status = 503, description = "a dependency is unavailable; compensated", body = SagaFailed),
+        (status = 504, description = "a step timed out; compensated", body = SagaFailed),
+        (status = 422, description = "a step refused the visit; compensated", body = SagaFailed),
+    )
+)]
 async fn visit(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -829,19 +997,16 @@ async fn visit(
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"completed\"");
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "visit_id": visit_id,
-            "saga_id": saga.id,
-            "status": "completed",
-            "verification_id": verification_id,
-            "claim_id": claim_id,
-            "total_cents": total,
-            "request_id": caller.request_id,
-        })),
-    )
-        .into_response())
+    let done = VisitCompleted {
+        visit_id,
+        saga_id: saga.id.clone(),
+        status: "completed".into(),
+        verification_id,
+        claim_id,
+        total_cents: total,
+        request_id: caller.request_id.clone(),
+    };
+    Ok((StatusCode::CREATED, Json(done)).into_response())
 }
 
 /// Records the failure, compensates the completed steps in reverse order,
@@ -879,25 +1044,34 @@ async fn finish_failed(
                     json!({"verification_id": verification_id}),
                 )
                 .await;
-                compensations.push(json!({"step": step, "outcome": "completed"}));
+                compensations.push(Compensation {
+                    step: step.to_string(),
+                    outcome: "completed".into(),
+                    cause: None,
+                });
             }
             Err(e) => {
                 saga.event("compensation_failed", step, json!({"cause": e.to_json()}))
                     .await;
-                compensations
-                    .push(json!({"step": step, "outcome": "failed", "cause": e.to_json()}));
+                compensations.push(Compensation {
+                    step: step.to_string(),
+                    outcome: "failed".into(),
+                    cause: Some(e.to_json()),
+                });
             }
         }
     }
-    let body = json!({
-        "error": "saga_failed",
-        "visit_id": visit_id,
-        "saga_id": saga.id,
-        "failed_step": failure.step,
-        "cause": failure.cause,
-        "compensations": compensations,
-        "request_id": saga.caller.request_id,
-    });
+    let body = SagaFailed {
+        error: "saga_failed".into(),
+        message: format!("the claim saga failed at step {}", failure.step),
+        visit_id: visit_id.to_string(),
+        saga_id: saga.id.clone(),
+        failed_step: failure.step.to_string(),
+        cause: failure.cause,
+        compensations,
+        request_id: saga.caller.request_id.clone(),
+    };
+    let stored = serde_json::to_string(&body).unwrap_or_default();
     ctx.db
         .execute(
             "UPDATE api.visits SET status = 'failed', verification_id = $3, failure = $4
@@ -906,7 +1080,7 @@ async fn finish_failed(
                 &visit_id,
                 &saga.caller.tenant,
                 &verification_id,
-                &phi::redact(&body.to_string()),
+                &phi::redact(&stored),
             ],
         )
         .await?;
@@ -917,11 +1091,17 @@ async fn finish_failed(
     Ok((failure.status, Json(body)).into_response())
 }
 
+/// `GET /visits/{id}`.
+#[utoipa::path(
+    get,
+    path = "/visits/{id}",
+    responses((status = 200, description = "the visit", body = Visit))
+)]
 async fn read_visit(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Visit>> {
     let row = ctx
         .db
         .query_opt(
@@ -931,20 +1111,28 @@ async fn read_visit(
         )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
-    Ok(Json(json!({
-        "visit_id": id,
-        "patient_id": row.get::<_, String>(0),
-        "saga_id": row.get::<_, String>(1),
-        "status": row.get::<_, String>(2),
-        "verification_id": row.get::<_, Option<String>>(3),
-        "claim_id": row.get::<_, Option<String>>(4),
-        "failure": row.get::<_, Option<String>>(5).map(|f| json_text(&f)),
-    })))
+    Ok(Json(Visit {
+        visit_id: id,
+        patient_id: row.get(0),
+        saga_id: row.get(1),
+        status: row.get(2),
+        verification_id: row.get(3),
+        claim_id: row.get(4),
+        failure: row.get::<_, Option<String>>(5).map(|f| json_text(&f)),
+    }))
 }
 
 /// `GET /health` of the API: its storage, each dependency's `/health`
 /// (1 s timeout; not through the breakers) and each breaker's state;
 /// `degraded` when a dependency is down or its breaker is not closed.
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses(
+        (status = 200, description = "storage up; `degraded` when a dependency is not", body = crate::ops::Health),
+        (status = 503, description = "storage down", body = crate::ops::Health),
+    )
+)]
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let (db, redis) = storage_health(&ctx).await;
     let probes = Service::ALL
@@ -954,44 +1142,20 @@ pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
             let client = Arc::clone(&ctx.client);
             async move { (s, client.probe_health(s, Duration::from_secs(1)).await) }
         });
-    let mut deps = serde_json::Map::new();
-    let mut all_up = true;
     let states = ctx.client.breaker_states();
-    for (s, status) in join_all(probes).await {
-        // A dependency behind an open (or probing) breaker is not fully up.
-        all_up &= status == "healthy" && states.get(&s) == Some(&BreakerState::Closed);
-        deps.insert(
-            s.name().to_string(),
-            json!({
-                "status": status,
-                "address": ctx.client.route(s).map(|a| a.to_string()),
-                "circuit_breaker": states.get(&s).map(|b| b.label()),
-            }),
-        );
-    }
-    let status = if !(db && redis) {
-        "unhealthy"
-    } else if all_up {
-        "healthy"
-    } else {
-        "degraded"
-    };
-    let code = if db && redis {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        Json(json!({
-            "service": Service::HealthcareApi.name(),
-            "status": status,
-            "database": if db { "up" } else { "down" },
-            "redis": if redis { "up" } else { "down" },
-            "dependencies": deps,
-        })),
-    )
-        .into_response()
+    let deps = join_all(probes)
+        .await
+        .into_iter()
+        .map(|(s, status)| {
+            let probe = crate::ops::Dependency {
+                status: status.to_string(),
+                address: ctx.client.route(s).map(|a| a.to_string()),
+                circuit_breaker: states.get(&s).map(|b| b.label().to_string()),
+            };
+            (s.name().to_string(), probe)
+        })
+        .collect();
+    crate::ops::Health::answer(Service::HealthcareApi, db, redis, Some(deps))
 }
 
 /// Runs futures concurrently and collects their outputs in order.
@@ -1009,3 +1173,20 @@ where
     }
     out
 }
+
+/// The API's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    health,
+    intake,
+    read_patient,
+    update_patient,
+    visit,
+    read_visit,
+    doctor_preferences,
+    analytics,
+    audit,
+    crate::visits::find,
+    crate::visits::events
+))]
+pub(crate) struct Doc;

@@ -96,11 +96,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// `401 {"error": "unauthorized", "reason": …}`.
+/// `401 {"error": "unauthorized", "message": …, "reason": …}` (the one
+/// error shape; `reason` kept for clients of the first version).
 pub fn unauthorized(reason: impl std::fmt::Display) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": "unauthorized", "reason": reason.to_string()})),
+        axum::Json(json!({"error": "unauthorized", "message": reason.to_string(), "reason": reason.to_string()})),
     )
         .into_response()
 }
@@ -222,7 +223,7 @@ pub fn allow<S: Clone + Send + Sync + 'static>(
             );
             (
                 StatusCode::FORBIDDEN,
-                axum::Json(json!({"error": "forbidden", "reason": reason})),
+                axum::Json(json!({"error": "forbidden", "message": reason, "reason": reason})),
             )
                 .into_response()
         },
@@ -259,6 +260,7 @@ pub async fn loopback_host_only(req: Request, next: Next) -> Response {
         StatusCode::FORBIDDEN,
         axum::Json(json!({
             "error": "forbidden",
+            "message": "the admin endpoints answer only a loopback Host",
             "reason": "the admin endpoints answer only a loopback Host",
         })),
     )

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::ctx::Ctx;
@@ -47,8 +47,8 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// One event (the `AnalyticsEvent` fixture's shape; extra fields ignored).
-#[derive(Debug, Deserialize)]
-struct Event {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Event {
     metric: String,
     value: f64,
     /// When given, must be the caller's tenant.
@@ -61,16 +61,31 @@ struct Event {
 /// Events accepted in one batch.
 pub const MAX_BATCH: usize = 1000;
 
-#[derive(Debug, Deserialize)]
-struct Batch {
+/// `POST /events`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Batch {
     events: Vec<Event>,
 }
 
+/// `POST /events` answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Ingested {
+    /// Events stored.
+    pub ingested: usize,
+}
+
+/// `POST /events`: a batch of at most [`MAX_BATCH`] events.
+#[utoipa::path(
+    post,
+    path = "/events",
+    request_body = Batch,
+    responses((status = 201, description = "stored", body = Ingested))
+)]
 async fn ingest(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(batch): Json<Batch>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Ingested>)> {
     if batch.events.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -120,10 +135,8 @@ async fn ingest(
             &[&caller.tenant, &metrics, &values, &dims],
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"ingested": batch.events.len()})),
-    ))
+    let ingested = batch.events.len();
+    Ok((StatusCode::CREATED, Json(Ingested { ingested })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,11 +144,44 @@ struct AggQuery {
     metric: Option<String>,
 }
 
+/// `GET /aggregates`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Aggregates {
+    /// The caller's tenant.
+    pub tenant: String,
+    /// One per metric, by name.
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// One metric's figures.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Aggregate {
+    /// The metric.
+    pub metric: String,
+    /// Events.
+    pub count: i64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Mean value.
+    pub avg: f64,
+    /// Least value.
+    pub min: f64,
+    /// Greatest value.
+    pub max: f64,
+}
+
+/// `GET /aggregates`.
+#[utoipa::path(
+    get,
+    path = "/aggregates",
+    params(("metric" = Option<String>, Query, description = "one metric")),
+    responses((status = 200, description = "the tenant's aggregates", body = Aggregates))
+)]
 async fn aggregates(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<AggQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Aggregates>> {
     let rows = ctx
         .db
         .query(
@@ -145,18 +191,24 @@ async fn aggregates(
             &[&caller.tenant, &q.metric],
         )
         .await?;
-    let list: Vec<Value> = rows
+    let aggregates = rows
         .iter()
-        .map(|r| {
-            json!({
-                "metric": r.get::<_, String>(0),
-                "count": r.get::<_, i64>(1),
-                "sum": r.get::<_, f64>(2),
-                "avg": r.get::<_, f64>(3),
-                "min": r.get::<_, f64>(4),
-                "max": r.get::<_, f64>(5),
-            })
+        .map(|r| Aggregate {
+            metric: r.get(0),
+            count: r.get(1),
+            sum: r.get(2),
+            avg: r.get(3),
+            min: r.get(4),
+            max: r.get(5),
         })
         .collect();
-    Ok(Json(json!({"tenant": caller.tenant, "aggregates": list})))
+    Ok(Json(Aggregates {
+        tenant: caller.tenant,
+        aggregates,
+    }))
 }
+
+/// The service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ingest, aggregates))]
+pub(crate) struct Doc;

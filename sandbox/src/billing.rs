@@ -57,16 +57,16 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// One procedure on a claim.
-#[derive(Debug, Deserialize, serde::Serialize)]
-struct Line {
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct Line {
     code: String,
     #[serde(default)]
     charge_cents: i64,
 }
 
 /// `POST /claims`.
-#[derive(Debug, Deserialize)]
-struct CreateClaim {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CreateClaim {
     patient_id: String,
     verification_id: String,
     npi: String,
@@ -149,12 +149,57 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
     out
 }
 
+/// A claim.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Claim {
+    /// Its id.
+    pub claim_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The verification it follows.
+    pub verification_id: String,
+    /// The rendering provider's NPI.
+    pub npi: String,
+    /// ICD-10-CM codes.
+    pub diagnoses: Vec<String>,
+    /// The procedures and their charges.
+    pub procedures: Vec<Line>,
+    /// The sum of the charges.
+    pub total_cents: i64,
+    /// `submitted` or `cancelled`.
+    pub status: String,
+    /// Present (`true`) when a repeated create answers the first one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<bool>,
+}
+
+impl crate::ctx::Replayable for Claim {
+    fn replayed(self) -> Self {
+        Claim {
+            replayed: Some(true),
+            ..self
+        }
+    }
+}
+
+/// `POST /claims`: validates and stores a claim.
+#[utoipa::path(
+    post,
+    path = "/claims",
+    request_body = CreateClaim,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
+    responses(
+        (status = 201, description = "created", body = Claim),
+        (status = 200, description = "the first answer to this idempotency key", body = Claim),
+        (status = 422, description = "invalid; `fields` lists each problem", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn create(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     headers: HeaderMap,
     Json(c): Json<CreateClaim>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Claim>)> {
     let problems = problems(&c);
     if !problems.is_empty() {
         tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, problems = problems.len(), "claim refused");
@@ -220,7 +265,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(claim)))
 }
 
-async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiError> {
+async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Claim>, ApiError> {
     let row = ctx
         .db
         .query_opt(
@@ -229,37 +274,58 @@ async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiErr
             &[&id, &tenant],
         )
         .await?;
-    Ok(row.map(|r| {
-        let diagnoses: String = r.get(4);
-        json!({
-            "claim_id": r.get::<_, String>(0),
-            "patient_id": r.get::<_, String>(1),
-            "verification_id": r.get::<_, String>(2),
-            "npi": r.get::<_, String>(3),
-            "diagnoses": diagnoses.split(',').collect::<Vec<_>>(),
-            "procedures": crate::ctx::json_text(&r.get::<_, String>(5)),
-            "total_cents": r.get::<_, i64>(6),
-            "status": r.get::<_, String>(7),
-        })
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let diagnoses: String = r.get(4);
+    let procedures = serde_json::from_str(&r.get::<_, String>(5))
+        .map_err(|e| ApiError::internal("reading a claim's procedures", e))?;
+    Ok(Some(Claim {
+        claim_id: r.get(0),
+        patient_id: r.get(1),
+        verification_id: r.get(2),
+        npi: r.get(3),
+        diagnoses: diagnoses.split(',').map(str::to_string).collect(),
+        procedures,
+        total_cents: r.get(6),
+        status: r.get(7),
+        replayed: None,
     }))
 }
 
+/// `GET /claims/{id}`.
+#[utoipa::path(
+    get,
+    path = "/claims/{id}",
+    responses((status = 200, description = "the claim", body = Claim))
+)]
 async fn read(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Claim>> {
     load(&ctx, &caller.tenant, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("claim {id}")))
 }
 
+/// `POST /claims/{id}/cancel` (twice is fine).
+#[utoipa::path(
+    post,
+    path = "/claims/{id}/cancel",
+    responses((status = 200, description = "cancelled", body = Claim))
+)]
 async fn cancel(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Claim>> {
     crate::ctx::mark_cancelled(&ctx, "billing.claims", "claim", &id, &caller).await?;
     read(State(ctx), caller, Path(id)).await
 }
+
+/// The service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, read, cancel, crate::ctx::sync_patient))]
+pub(crate) struct Doc;

@@ -97,12 +97,19 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(crate::ctx::sync_routes())
 }
 
+/// An audit event recorded.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Recorded {
+    /// Its id (`null` when a test-mode fault plan dropped it).
+    pub audit_id: Option<i64>,
+}
+
 async fn record(
     ctx: &Ctx,
     caller: &Caller,
     kind: &str,
     detail: &Value,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
     let redacted = phi::redact(&detail.to_string());
     let row = ctx
@@ -123,19 +130,23 @@ async fn record(
             ],
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"audit_id": row.get::<_, i64>(0)})),
-    ))
+    let audit_id = Some(row.get(0));
+    Ok((StatusCode::CREATED, Json(Recorded { audit_id })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/audit/service-calls",
+    request_body = Object,
+    responses((status = 201, description = "recorded", body = Recorded))
+)]
 async fn service_call(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(detail): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     if dropped_by_fault(&ctx, &caller, &detail) {
-        return Ok((StatusCode::CREATED, Json(json!({"audit_id": null}))));
+        return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
     }
     record(&ctx, &caller, "service_call", &detail).await
 }
@@ -164,11 +175,17 @@ fn dropped_by_fault(ctx: &Ctx, caller: &Caller, detail: &Value) -> bool {
 
 /// `POST /audit/request-closed`: `{"service_calls": n}`, how many audited
 /// calls the caller made under this request id.
+#[utoipa::path(
+    post,
+    path = "/audit/request-closed",
+    request_body = Object,
+    responses((status = 201, description = "recorded", body = Recorded))
+)]
 async fn request_closed(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(detail): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     if detail
         .get("service_calls")
         .and_then(Value::as_u64)
@@ -193,6 +210,11 @@ struct CompletenessQuery {
 /// numbers missing (a gap, or a tail short of the declared count) and
 /// whether the calls were made in the order numbered. `complete` when
 /// every caller declared and nothing is missing or out of order.
+#[utoipa::path(
+    get,
+    path = "/audit/completeness",
+    responses((status = 200, description = "per calling service: declared, kept, missing, order", body = serde_json::Value))
+)]
 async fn completeness(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -206,6 +228,12 @@ async fn completeness(
 /// `POST /audit/verify`: `{"request_id"}`, the completeness check; an
 /// incomplete trail is a `missing_audit_event` violation and opens an
 /// incident (once per request).
+#[utoipa::path(
+    post,
+    path = "/audit/verify",
+    request_body = Object,
+    responses((status = 200, description = "the completeness report; an incident opened on a gap", body = serde_json::Value))
+)]
 async fn verify(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -327,11 +355,17 @@ async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> Api
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/audit/saga-events",
+    request_body = Object,
+    responses((status = 201, description = "recorded", body = Recorded))
+)]
 async fn saga_event(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(detail): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     if detail.get("event_type").and_then(Value::as_str).is_none() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -342,11 +376,17 @@ async fn saga_event(
     record(&ctx, &caller, "saga_event", &detail).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/audit/sync-failures",
+    request_body = Object,
+    responses((status = 201, description = "recorded", body = Recorded))
+)]
 async fn sync_failure(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(detail): Json<Value>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     record(&ctx, &caller, "sync_failure", &detail).await
 }
 
@@ -360,11 +400,56 @@ struct AuditQuery {
     kind: Option<String>,
 }
 
+/// A tenant's audit trail.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// The caller's tenant.
+    pub tenant: String,
+    /// In the order recorded (at most 10 000).
+    pub events: Vec<AuditEvent>,
+}
+
+/// One audit event.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Its id (increasing).
+    pub id: i64,
+    /// The request it belongs to.
+    pub request_id: String,
+    /// `service_call`, `saga_event`, `sync_failure`, `request_closed`, …
+    pub kind: String,
+    /// The service that reported it.
+    pub source: String,
+    /// The patient, when it concerns one.
+    pub patient_id: Option<String>,
+    /// The saga, when it concerns one.
+    pub saga_id: Option<String>,
+    /// A saga event's type.
+    pub event_type: Option<String>,
+    /// What was reported, PHI-redacted.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    /// When (UTC, RFC 3339).
+    pub at: String,
+}
+
+/// `GET /audit`.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    params(
+        ("request_id" = Option<String>, Query, description = "one request's trail"),
+        ("patient_id" = Option<String>, Query, description = "one patient's"),
+        ("saga_id" = Option<String>, Query, description = "one saga's events"),
+        ("kind" = Option<String>, Query, description = "one kind of entry"),
+    ),
+    responses((status = 200, description = "the tenant's trail", body = AuditPage))
+)]
 async fn query(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     let rows = ctx
         .db
         .query(
@@ -386,23 +471,24 @@ async fn query(
             ],
         )
         .await?;
-    let events: Vec<Value> = rows
+    let events = rows
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.get::<_, i64>(0),
-                "request_id": r.get::<_, String>(1),
-                "kind": r.get::<_, String>(2),
-                "source": r.get::<_, String>(3),
-                "patient_id": r.get::<_, Option<String>>(4),
-                "saga_id": r.get::<_, Option<String>>(5),
-                "event_type": r.get::<_, Option<String>>(6),
-                "detail": json_text(&r.get::<_, String>(7)),
-                "at": r.get::<_, String>(8),
-            })
+        .map(|r| AuditEvent {
+            id: r.get(0),
+            request_id: r.get(1),
+            kind: r.get(2),
+            source: r.get(3),
+            patient_id: r.get(4),
+            saga_id: r.get(5),
+            event_type: r.get(6),
+            detail: json_text(&r.get::<_, String>(7)),
+            at: r.get(8),
         })
         .collect();
-    Ok(Json(json!({"tenant": caller.tenant, "events": events})))
+    Ok(Json(AuditPage {
+        tenant: caller.tenant,
+        events,
+    }))
 }
 
 /// `POST /phi/scan`.
@@ -417,6 +503,12 @@ struct ScanRequest {
     channel: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/phi/scan",
+    request_body = Object,
+    responses((status = 200, description = "the findings", body = serde_json::Value))
+)]
 async fn scan(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -491,6 +583,12 @@ fn log_channel() -> String {
     "log".into()
 }
 
+#[utoipa::path(
+    post,
+    path = "/violations",
+    request_body = Object,
+    responses((status = 201, description = "recorded; an incident opened", body = serde_json::Value))
+)]
 async fn report_violation(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -530,6 +628,11 @@ struct ViolationQuery {
     source: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/violations",
+    responses((status = 200, description = "the tenant's violations", body = serde_json::Value))
+)]
 async fn violations(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
@@ -559,3 +662,24 @@ async fn violations(
         .collect();
     Ok(Json(json!({"tenant": caller.tenant, "violations": list})))
 }
+
+/// The service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    service_call,
+    saga_event,
+    sync_failure,
+    request_closed,
+    verify,
+    query,
+    completeness,
+    scan,
+    report_violation,
+    violations,
+    crate::incidents::list,
+    crate::incidents::disclosure,
+    crate::incidents::acknowledge,
+    crate::incidents::resolve,
+    crate::ctx::sync_patient
+))]
+pub(crate) struct Doc;

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::{Caller, ReplayGuard};
 use crate::client::ServiceClient;
@@ -117,21 +117,39 @@ pub fn sync_routes() -> axum::Router<Arc<Ctx>> {
 }
 
 /// A patient copy sent by the API (`POST /patients/sync`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PatientSync {
     /// The API's patient id.
     pub patient_id: String,
-    /// The record.
+    /// The record (the holder's cut of the patient, and the coverage).
+    #[schema(value_type = Object)]
     pub record: Value,
+}
+
+/// `POST /patients/sync` answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Synced {
+    /// The holder.
+    pub service: String,
+    /// The patient.
+    pub patient_id: String,
+    /// `true`.
+    pub synced: bool,
 }
 
 /// `POST /patients/sync` of a service that holds patient data: upserts its
 /// copy.
+#[utoipa::path(
+    post,
+    path = "/patients/sync",
+    request_body = PatientSync,
+    responses((status = 200, description = "the copy is stored", body = Synced))
+)]
 pub async fn sync_patient(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     axum::Json(sync): axum::Json<PatientSync>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Synced>> {
     let sql = format!(
         "INSERT INTO {}.patients (tenant, patient_id, record) VALUES ($1, $2, $3)
          ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
@@ -145,9 +163,11 @@ pub async fn sync_patient(
             &[&caller.tenant, &sync.patient_id, &record.to_string()],
         )
         .await?;
-    Ok(axum::Json(
-        json!({"service": ctx.service.name(), "patient_id": sync.patient_id, "synced": true}),
-    ))
+    Ok(axum::Json(Synced {
+        service: ctx.service.name().to_string(),
+        patient_id: sync.patient_id,
+        synced: true,
+    }))
 }
 
 /// Reads a JSON text column.
@@ -176,21 +196,28 @@ pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>
     }
 }
 
+/// A created resource a repeated create answers again, marked as such.
+pub trait Replayable {
+    /// Marks it as the answer to a repeated create (`"replayed": true`).
+    fn replayed(self) -> Self;
+}
+
 /// For a create carrying idempotency key `key`: holds the key for `new_id`
 /// and answers `None` (go ahead), or answers the resource the key's first
 /// create made, as `load` reads it (waiting up to half a second while that
 /// create is still writing it; `409` after that).
-pub async fn replay<F, Fut>(
+pub async fn replay<T, F, Fut>(
     ctx: &Ctx,
     scope: &str,
     tenant: &str,
     key: Option<&str>,
     new_id: &str,
     load: F,
-) -> ApiResult<Option<Value>>
+) -> ApiResult<Option<T>>
 where
+    T: Replayable,
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = ApiResult<Option<Value>>>,
+    Fut: std::future::Future<Output = ApiResult<Option<T>>>,
 {
     let Some(key) = key else {
         return Ok(None);
@@ -204,9 +231,8 @@ where
         return Ok(None);
     };
     for _ in 0..20 {
-        if let Some(mut found) = load(first.clone()).await? {
-            found["replayed"] = json!(true);
-            return Ok(Some(found));
+        if let Some(found) = load(first.clone()).await? {
+            return Ok(Some(found.replayed()));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};
@@ -52,11 +52,27 @@ fn check_npi(npi: &str) -> ApiResult<()> {
     }
 }
 
+/// A doctor's preferences.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Preferences {
+    /// The doctor's NPI.
+    pub npi: String,
+    /// The preferences as stored (a JSON object).
+    #[schema(value_type = Object)]
+    pub preferences: Value,
+}
+
+/// `GET /doctors/{npi}/preferences`.
+#[utoipa::path(
+    get,
+    path = "/doctors/{npi}/preferences",
+    responses((status = 200, description = "the preferences", body = Preferences))
+)]
 async fn read(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(npi): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Preferences>> {
     check_npi(&npi)?;
     let row = ctx
         .db
@@ -66,17 +82,25 @@ async fn read(
         )
         .await?;
     let row = row.ok_or_else(|| ApiError::not_found(format!("preferences for NPI {npi}")))?;
-    Ok(Json(
-        json!({"npi": npi, "preferences": json_text(&row.get::<_, String>(0))}),
-    ))
+    Ok(Json(Preferences {
+        npi,
+        preferences: json_text(&row.get::<_, String>(0)),
+    }))
 }
 
+/// `PUT /doctors/{npi}/preferences`: replaces them.
+#[utoipa::path(
+    put,
+    path = "/doctors/{npi}/preferences",
+    request_body = Object,
+    responses((status = 200, description = "stored", body = Preferences))
+)]
 async fn write(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(npi): Path<String>,
     Json(prefs): Json<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Preferences>> {
     check_npi(&npi)?;
     if !prefs.is_object() {
         return Err(ApiError::new(
@@ -92,5 +116,13 @@ async fn write(
             &[&caller.tenant, &npi, &prefs.to_string()],
         )
         .await?;
-    Ok(Json(json!({"npi": npi, "preferences": prefs})))
+    Ok(Json(Preferences {
+        npi,
+        preferences: prefs,
+    }))
 }
+
+/// The service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(read, write, crate::ctx::sync_patient))]
+pub(crate) struct Doc;

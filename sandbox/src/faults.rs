@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 /// Faults to inject into a service (test mode only), set through
 /// `POST /admin/faults`.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultPlan {
     /// Fail this many of the next matching requests.

@@ -74,7 +74,7 @@ async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response
 }
 
 /// The gate every request passes: request id, token check (except
-/// `/health` and `/metrics`), faults (not on `/admin/…`), counting.
+/// `/health`, `/metrics` and `/openapi.json`), faults (not on `/admin/…`), counting.
 pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
@@ -82,7 +82,7 @@ pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> 
     let request_id = header(&req, "x-request-id")
         .filter(|r| !r.is_empty() && r.len() <= 128)
         .map_or_else(new_request_id, str::to_string);
-    let open = path == "/health" || path == "/metrics";
+    let open = matches!(path.as_str(), "/health" | "/metrics" | "/openapi.json");
     let mut resp = if open {
         next.run(req).await
     } else {

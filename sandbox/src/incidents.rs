@@ -229,13 +229,18 @@ fn actor(caller: &Caller) -> String {
 }
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     status: Option<String>,
     violation: Option<String>,
 }
 
 /// `GET /incidents?status=…&violation=…` (the caller's tenant).
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/incidents",
+    responses((status = 200, description = "the tenant's incidents", body = serde_json::Value))
+)]
+pub(crate) async fn list(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
@@ -274,13 +279,18 @@ async fn list(
 }
 
 #[derive(Debug, Deserialize, Default)]
-struct StepBody {
+pub(crate) struct StepBody {
     #[serde(default)]
     note: Option<String>,
 }
 
 /// `POST /incidents/{id}/acknowledge`: open → acknowledged (409 otherwise).
-async fn acknowledge(
+#[utoipa::path(
+    post,
+    path = "/incidents/{id}/acknowledge",
+    responses((status = 200, description = "acknowledged", body = serde_json::Value))
+)]
+pub(crate) async fn acknowledge(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
@@ -291,7 +301,12 @@ async fn acknowledge(
 }
 
 /// `POST /incidents/{id}/resolve`: open or acknowledged → resolved.
-async fn resolve(
+#[utoipa::path(
+    post,
+    path = "/incidents/{id}/resolve",
+    responses((status = 200, description = "resolved", body = serde_json::Value))
+)]
+pub(crate) async fn resolve(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
@@ -366,7 +381,7 @@ async fn step(
 /// about to be (or that was) sent. Fields beyond what the recipient's
 /// purpose needs are a `minimum_necessary` violation and open an incident.
 #[derive(Debug, Deserialize)]
-struct Disclosure {
+pub(crate) struct Disclosure {
     recipient: String,
     #[serde(default)]
     purpose: String,
@@ -395,7 +410,13 @@ fn allowed_fields(recipient: &str) -> Option<Vec<&'static str>> {
         .map(|(_, f)| f.to_vec())
 }
 
-async fn disclosure(
+#[utoipa::path(
+    post,
+    path = "/disclosures",
+    request_body = Object,
+    responses((status = 201, description = "checked against the recipient's allowed fields", body = serde_json::Value))
+)]
+pub(crate) async fn disclosure(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(d): Json<Disclosure>,

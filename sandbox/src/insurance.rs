@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::ctx::Ctx;
@@ -64,8 +63,8 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// `POST /verify`.
-#[derive(Debug, Deserialize)]
-struct VerifyRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct VerifyRequest {
     patient_id: String,
     payer_id: String,
     /// Empty for self-pay.
@@ -152,12 +151,60 @@ pub fn eligibility_key(
     format!("elig:{tenant}:{hex}")
 }
 
+/// A verification.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    /// Its id.
+    pub verification_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The payer.
+    pub payer_id: String,
+    /// `YYYY-MM-DD`.
+    pub date_of_service: String,
+    /// The procedures asked about.
+    pub procedures: Vec<String>,
+    /// Covered on that date.
+    pub eligible: bool,
+    /// The share the payer covers.
+    pub coverage_pct: i32,
+    /// Why.
+    pub reason: String,
+    /// Answered from the eligibility cache.
+    pub cached: bool,
+    /// `active` or `cancelled`.
+    pub status: String,
+    /// Present (`true`) when a repeated create answers the first one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<bool>,
+}
+
+impl crate::ctx::Replayable for Verification {
+    fn replayed(self) -> Self {
+        Verification {
+            replayed: Some(true),
+            ..self
+        }
+    }
+}
+
+/// `POST /verify`: an eligibility question, answered and recorded.
+#[utoipa::path(
+    post,
+    path = "/verify",
+    request_body = VerifyRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters")),
+    responses(
+        (status = 201, description = "verified", body = Verification),
+        (status = 200, description = "the first answer to this idempotency key", body = Verification),
+    )
+)]
 async fn verify(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     headers: HeaderMap,
     Json(r): Json<VerifyRequest>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Verification>)> {
     if !is_date(&r.date_of_service) || !is_date(&r.effective) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -257,7 +304,7 @@ async fn verify(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiError> {
+async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Verification>, ApiError> {
     let row = ctx
         .db
         .query_opt(
@@ -269,37 +316,50 @@ async fn load(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<Value>, ApiErr
         .await?;
     Ok(row.map(|r| {
         let procs: String = r.get(4);
-        json!({
-            "verification_id": r.get::<_, String>(0),
-            "patient_id": r.get::<_, String>(1),
-            "payer_id": r.get::<_, String>(2),
-            "date_of_service": r.get::<_, String>(3),
-            "procedures": procs.split(',').collect::<Vec<_>>(),
-            "eligible": r.get::<_, bool>(5),
-            "coverage_pct": r.get::<_, i32>(6),
-            "reason": r.get::<_, String>(7),
-            "cached": r.get::<_, bool>(8),
-            "status": r.get::<_, String>(9),
-        })
+        Verification {
+            verification_id: r.get(0),
+            patient_id: r.get(1),
+            payer_id: r.get(2),
+            date_of_service: r.get(3),
+            procedures: procs.split(',').map(str::to_string).collect(),
+            eligible: r.get(5),
+            coverage_pct: r.get(6),
+            reason: r.get(7),
+            cached: r.get(8),
+            status: r.get(9),
+            replayed: None,
+        }
     }))
 }
 
+/// `GET /verifications/{id}`.
+#[utoipa::path(
+    get,
+    path = "/verifications/{id}",
+    responses((status = 200, description = "the verification", body = Verification))
+)]
 async fn read(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verification>> {
     load(&ctx, &caller.tenant, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("verification {id}")))
 }
 
+/// `POST /verifications/{id}/cancel` (a saga's compensation; twice is fine).
+#[utoipa::path(
+    post,
+    path = "/verifications/{id}/cancel",
+    responses((status = 200, description = "cancelled", body = Verification))
+)]
 async fn cancel(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verification>> {
     crate::ctx::mark_cancelled(
         &ctx,
         "insurance.verifications",
@@ -310,3 +370,8 @@ async fn cancel(
     .await?;
     read(State(ctx), caller, Path(id)).await
 }
+
+/// The service's routes, documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(verify, read, cancel, crate::ctx::sync_patient))]
+pub(crate) struct Doc;

@@ -39,6 +39,7 @@ pub mod insurance;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 mod registry;
 pub mod retry;

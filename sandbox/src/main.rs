@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
 //! cargo run -p sandbox -- token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
+//! cargo run -p sandbox -- openapi [--service NAME]
 //! ```
 //!
 //! `up` uses `DATABASE_URL` / `REDIS_URL` when set, else PostgreSQL on
@@ -33,7 +34,11 @@ const USAGE: &str = "usage:
       endpoint beside the seed's thresholds (run it in release: cargo xtask bench mesh)
   sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
       print a person's token (role clinician, billing_clerk, compliance_officer
-      or admin, the default) signed with SANDBOX_SECRET";
+      or admin, the default) signed with SANDBOX_SECRET
+  sandbox openapi [--service NAME]
+      print the OpenAPI 3.1 documents the services serve at /openapi.json: one service's,
+      or all six, keyed by service name (the shape of the suites' snapshot
+      suites/contracts/v1.json)";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Some("up") => rt.block_on(up(&args[1..])),
         Some("token") => print_token(&args[1..]),
         Some("bench") => rt.block_on(bench(&args[1..])),
+        Some("openapi") => print_openapi(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -456,4 +462,30 @@ fn write_target_file(
         ))
         .context("writing the target file as TOML")?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `sandbox openapi [--service NAME]`.
+fn print_openapi(args: &[String]) -> anyhow::Result<()> {
+    let doc = |s: Service| serde_json::to_value(sandbox::openapi::document(s));
+    let out = match args {
+        [] => {
+            let mut all = serde_json::Map::new();
+            for s in Service::ALL {
+                all.insert(s.name().to_string(), doc(s)?);
+            }
+            serde_json::Value::Object(all)
+        }
+        [flag, name] if flag == "--service" => {
+            let service = Service::from_name(name).with_context(|| {
+                format!(
+                    "--service {name}: no such service (one of {})",
+                    Service::ALL.map(|s| s.name()).join(", ")
+                )
+            })?;
+            doc(service)?
+        }
+        _ => bail!("openapi: unexpected arguments {args:?}\n{USAGE}"),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

@@ -259,7 +259,8 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
     };
     r = r
         .route("/metrics", get(ops::metrics))
-        .route("/config", get(ops::config));
+        .route("/config", get(ops::config))
+        .route("/openapi.json", get(crate::openapi::serve));
     if test_mode {
         r = r.merge(admin::routes());
     }
@@ -765,6 +766,20 @@ pub struct Answer {
     pub request_id: Option<String>,
 }
 
+/// What a [`MeshClient`] does with each answer it receives before
+/// handing it over: the suites hold every answer to the service's OpenAPI
+/// document (and fail the test on a violation).
+pub trait AnswerCheck: Send + Sync {
+    /// Checks `answer`, received from `service` for `method path`.
+    fn check<'a>(
+        &'a self,
+        service: Service,
+        method: &'a reqwest::Method,
+        path: &'a str,
+        answer: &'a Answer,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
 /// How a [`MeshClient`] authenticates.
 #[derive(Clone)]
 pub enum Credentials {
@@ -783,6 +798,7 @@ pub struct MeshClient {
     tenant: String,
     credentials: Credentials,
     role: Role,
+    check: Option<Arc<dyn AnswerCheck>>,
 }
 
 impl MeshClient {
@@ -801,7 +817,14 @@ impl MeshClient {
             tenant: tenant.into(),
             credentials,
             role: Role::Admin,
+            check: None,
         }
+    }
+
+    /// The same client, passing each answer to `check` first.
+    pub fn checked_by(mut self, check: Arc<dyn AnswerCheck>) -> MeshClient {
+        self.check = Some(check);
+        self
     }
 
     /// The same client acting as a person with `role` (an admin by
@@ -845,6 +868,30 @@ impl MeshClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, reqwest::Error> {
+        let body = body.map(|b| (b.to_string().into_bytes(), "application/json"));
+        self.exchange(method, path, body, headers).await
+    }
+
+    /// Sends `body` as is, as `content_type` (malformed JSON, say), with a
+    /// fresh token.
+    pub async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Answer, reqwest::Error> {
+        self.exchange(method, path, Some((body, content_type)), &[])
+            .await
+    }
+
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(Vec<u8>, &str)>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, reqwest::Error> {
         let token = match &self.credentials {
             Credentials::Secret(secret) => token::sign_user(
                 secret,
@@ -858,15 +905,15 @@ impl MeshClient {
         };
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method.clone(), format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {token}"))
             .header("x-tenant-id", &self.tenant)
             .timeout(Duration::from_secs(20));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some((bytes, content_type)) = body {
+            req = req.header("content-type", content_type).body(bytes);
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
@@ -881,11 +928,15 @@ impl MeshClient {
         } else {
             Value::String(text)
         });
-        Ok(Answer {
+        let answer = Answer {
             status,
             body,
             request_id,
-        })
+        };
+        if let Some(check) = &self.check {
+            check.check(self.service, &method, path, &answer).await;
+        }
+        Ok(answer)
     }
 
     /// `GET path`.

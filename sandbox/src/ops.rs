@@ -9,26 +9,87 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::ctx::Ctx;
 
+/// A service's `/health` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// The service's name.
+    pub service: String,
+    /// `healthy`, `degraded` (the API: a dependency is down or behind a
+    /// breaker that is not closed) or `unhealthy` (its own storage is down).
+    pub status: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// `up` or `down`.
+    pub redis: String,
+    /// The API only: each dependency's probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<std::collections::BTreeMap<String, Dependency>>,
+}
+
+/// One dependency in the API's `/health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dependency {
+    /// `healthy`, `unhealthy` or `unreachable`.
+    pub status: String,
+    /// Where it is reached.
+    pub address: Option<String>,
+    /// Its breaker's state (`closed`, `open`, `half_open`).
+    pub circuit_breaker: Option<String>,
+}
+
+impl Health {
+    /// The answer for storage `db` and `redis` up or down; `503` when
+    /// either is down.
+    pub fn answer(
+        service: crate::service::Service,
+        db: bool,
+        redis: bool,
+        dependencies: Option<std::collections::BTreeMap<String, Dependency>>,
+    ) -> Response {
+        let degraded = dependencies.as_ref().is_some_and(|d| {
+            d.values()
+                .any(|d| d.status != "healthy" || d.circuit_breaker.as_deref() != Some("closed"))
+        });
+        let status = match (db && redis, degraded) {
+            (false, _) => "unhealthy",
+            (true, true) => "degraded",
+            (true, false) => "healthy",
+        };
+        let up = |b: bool| if b { "up" } else { "down" }.to_string();
+        let code = if db && redis {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = Health {
+            service: service.name().to_string(),
+            status: status.to_string(),
+            database: up(db),
+            redis: up(redis),
+            dependencies,
+        };
+        (code, axum::Json(body)).into_response()
+    }
+}
+
 /// `GET /health` of a business service: its database and Redis.
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses(
+        (status = 200, description = "storage up", body = Health),
+        (status = 503, description = "storage down", body = Health),
+    )
+)]
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let (db, redis) = storage_health(&ctx).await;
-    let ok = db && redis;
-    let body = json!({
-        "service": ctx.service.name(),
-        "status": if ok { "healthy" } else { "unhealthy" },
-        "database": if db { "up" } else { "down" },
-        "redis": if redis { "up" } else { "down" },
-    });
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
+    Health::answer(ctx.service, db, redis, None)
 }
 
 /// Is the database up, is Redis up?
@@ -39,6 +100,11 @@ pub async fn storage_health(ctx: &Ctx) -> (bool, bool) {
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     let mut text = ctx.metrics.render(ctx.service.name());
     text.push_str(&ctx.client.render_metrics());
@@ -70,6 +136,11 @@ pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
 /// breaker, retry, timeouts and bulkhead, its pool, its TTLs — with the
 /// secret redacted (only its length shown), and a SHA-256 `hash` of the
 /// rest, so two services (or two runs) can be compared at a glance.
+#[utoipa::path(
+    get,
+    path = "/config",
+    responses((status = 200, description = "the effective configuration, secret redacted, hashed", body = serde_json::Value))
+)]
 pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
     use sha2::{Digest, Sha256};
     let c = ctx.client.config();

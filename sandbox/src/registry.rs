@@ -22,6 +22,8 @@ pub(crate) struct Module {
     pub migrations: fn() -> Vec<String>,
     /// The module serves `/health` itself (the API aggregates its peers').
     pub own_health: bool,
+    /// Its own routes' OpenAPI document (see [`crate::openapi`]).
+    pub openapi: fn() -> utoipa::openapi::OpenApi,
 }
 
 const MODULES: [Module; 6] = [
@@ -30,36 +32,42 @@ const MODULES: [Module; 6] = [
         routes: crate::api::routes,
         migrations: crate::api::migrations,
         own_health: true,
+        openapi: <crate::api::Doc as utoipa::OpenApi>::openapi,
     },
     Module {
         service: Service::InsuranceVerification,
         routes: crate::insurance::routes,
         migrations: crate::insurance::migrations,
         own_health: false,
+        openapi: <crate::insurance::Doc as utoipa::OpenApi>::openapi,
     },
     Module {
         service: Service::BillingEngine,
         routes: crate::billing::routes,
         migrations: crate::billing::migrations,
         own_health: false,
+        openapi: <crate::billing::Doc as utoipa::OpenApi>::openapi,
     },
     Module {
         service: Service::ComplianceMonitor,
         routes: crate::compliance::routes,
         migrations: crate::compliance::migrations,
         own_health: false,
+        openapi: <crate::compliance::Doc as utoipa::OpenApi>::openapi,
     },
     Module {
         service: Service::BusinessIntelligence,
         routes: crate::bi::routes,
         migrations: crate::bi::migrations,
         own_health: false,
+        openapi: <crate::bi::Doc as utoipa::OpenApi>::openapi,
     },
     Module {
         service: Service::DoctorPersonalization,
         routes: crate::doctor::routes,
         migrations: crate::doctor::migrations,
         own_health: false,
+        openapi: <crate::doctor::Doc as utoipa::OpenApi>::openapi,
     },
 ];
 

@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::auth::Caller;
 use crate::ctx::Ctx;
@@ -112,17 +112,39 @@ pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: &'static
 }
 
 #[derive(Debug, Deserialize)]
-struct FindQuery {
+pub(crate) struct FindQuery {
     request_id: String,
+}
+
+/// `GET /visits?request_id=…`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VisitsFound {
+    /// In the order they started.
+    pub visits: Vec<VisitState>,
+}
+
+/// A visit's state; also each event of its stream.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VisitState {
+    /// The visit.
+    pub visit_id: String,
+    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
+    pub status: String,
 }
 
 /// `GET /visits?request_id=…`: the caller's visits started under that
 /// request id, with their state.
-async fn find(
+#[utoipa::path(
+    get,
+    path = "/visits",
+    params(("request_id" = String, Query, description = "the request that started them")),
+    responses((status = 200, description = "the visits", body = VisitsFound))
+)]
+pub(crate) async fn find(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<FindQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<VisitsFound>> {
     let rows = ctx
         .db
         .query(
@@ -130,11 +152,14 @@ async fn find(
             &[&caller.tenant, &q.request_id],
         )
         .await?;
-    let visits: Vec<Value> = rows
+    let visits = rows
         .iter()
-        .map(|r| json!({"visit_id": r.get::<_, String>(0), "status": r.get::<_, String>(1)}))
+        .map(|r| VisitState {
+            visit_id: r.get(0),
+            status: r.get(1),
+        })
         .collect();
-    Ok(Json(json!({"visits": visits})))
+    Ok(Json(VisitsFound { visits }))
 }
 
 async fn current(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<String>, ApiError> {
@@ -151,7 +176,12 @@ async fn current(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<String>, Ap
 /// `GET /visits/{id}/events`: Server-Sent Events, `event: status`, `data:
 /// {"visit_id", "status"}`: the current state first, then each change, the
 /// stream closing after a terminal one.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/visits/{id}/events",
+    responses((status = 200, description = "`event: status` with a VisitState as `data`, until a terminal state", content_type = "text/event-stream", body = String))
+)]
+pub(crate) async fn events(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -162,9 +192,13 @@ async fn events(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
     let event = |id: &str, status: &str| {
-        Event::default()
-            .event("status")
-            .data(json!({"visit_id": id, "status": status}).to_string())
+        Event::default().event("status").data(
+            json!(VisitState {
+                visit_id: id.to_string(),
+                status: status.to_string(),
+            })
+            .to_string(),
+        )
     };
     let first = event(&id, &now);
     let done = terminal(&now);

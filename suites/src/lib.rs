@@ -8,6 +8,7 @@
 //! binary laid out as seed 000's tree.
 
 pub mod capabilities;
+pub mod contract;
 pub mod target;
 
 pub use capabilities::{

@@ -143,6 +143,9 @@ pub struct Target {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// In-process: the chaos front, started on first use.
     front: tokio::sync::OnceCell<sandbox::chaos::ChaosFront>,
+    /// Every service's OpenAPI contract, which every answer of
+    /// [`Target::client`]'s clients is held to.
+    contracts: Arc<crate::contract::Contracts>,
     /// The in-process mesh of the run's host process, attached to from an
     /// isolated test's process (no `Mesh` object here; private meshes may
     /// still be started, on the hosted PostgreSQL and Redis).
@@ -172,16 +175,20 @@ impl Target {
             ),
             None => None,
         };
+        let urls: BTreeMap<Service, String> =
+            Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect();
+        let http = http_client(tls.as_ref())?;
         Ok(Target {
             name: "sandbox (in-process)".into(),
             source: None,
-            urls: Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect(),
+            contracts: Arc::new(crate::contract::Contracts::new(http.clone(), urls.clone())),
+            urls,
             auth: Auth::Secret(config.secret.clone().into()),
             slo: sandbox::target::slos(),
             capabilities: local_capabilities(true),
             database_url: Some(config.database_url.clone()),
             redis: Some((config.redis, config.redis_prefix.clone())),
-            http: http_client(tls.as_ref())?,
+            http,
             tls,
             front: tokio::sync::OnceCell::new(),
             hosted: false,
@@ -271,17 +278,19 @@ impl Target {
                 file.storage.redis_prefix.clone().unwrap_or_default(),
             )),
         };
+        let http = http_client(tls.as_ref())?;
         Ok(Target {
             name: file.name.clone(),
             source: Some(path.to_path_buf()),
             mesh: None,
+            contracts: Arc::new(crate::contract::Contracts::new(http.clone(), urls.clone())),
             urls,
             auth,
             slo: file.slo.clone(),
             capabilities: file.capabilities.clone(),
             database_url,
             redis,
-            http: http_client(tls.as_ref())?,
+            http,
             tls,
             front: tokio::sync::OnceCell::new(),
             hosted: false,
@@ -423,6 +432,15 @@ impl Target {
             tenant,
             credentials,
         )
+        .checked_by(Arc::clone(&self.contracts) as Arc<dyn sandbox::mesh::AnswerCheck>)
+    }
+
+    /// The OpenAPI contract `service` serves (fetched once).
+    pub async fn contract(
+        &self,
+        service: Service,
+    ) -> Result<Arc<crate::contract::Contract>, String> {
+        self.contracts.of(service).await
     }
 
     /// The SLO of `endpoint` (`"GET /health"`).
@@ -688,7 +706,9 @@ impl harness::host::Hostable for Target {
             ),
             None => None,
         };
+        let http = http_client(tls.as_ref()).map_err(FixtureError::new)?;
         Ok(Target {
+            contracts: Arc::new(crate::contract::Contracts::new(http.clone(), urls.clone())),
             name: handle["name"]
                 .as_str()
                 .unwrap_or("sandbox (hosted)")
@@ -701,7 +721,7 @@ impl harness::host::Hostable for Target {
             capabilities: local_capabilities(false),
             database_url: handle["database_url"].as_str().map(str::to_string),
             redis,
-            http: http_client(tls.as_ref()).map_err(FixtureError::new)?,
+            http,
             tls,
             front: tokio::sync::OnceCell::new(),
             hosted: true,

@@ -1,0 +1,129 @@
+//! Each service's OpenAPI 3.1 document, served at `GET /openapi.json`.
+//!
+//! Generated (utoipa) from the handlers' own types: every route carries a
+//! `#[utoipa::path]` naming the type it answers, each module lists its
+//! routes in a `Doc`, and [`document`] joins that to the routes every
+//! service shares (`/health`, `/metrics`, `/config`, `/openapi.json`, the
+//! test-mode `/admin/*`). The suites validate every response they receive
+//! against the served document and keep a v1 snapshot of all six for
+//! backward compatibility (`suites/contracts/v1.json`).
+
+use serde::Serialize;
+use utoipa::openapi::OpenApi;
+use utoipa::{OpenApi as _, ToSchema};
+
+use crate::registry;
+use crate::service::Service;
+
+/// The one error shape: every `4xx`/`5xx` of every service is JSON with a
+/// machine-readable `error` and a PHI-redacted `message`, plus details
+/// (`fields`, `reason`, `cause`, …) that depend on the error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The machine-readable code (`not_found`, `invalid_claim`, …).
+    pub error: String,
+    /// A human-readable explanation, PHI-redacted.
+    pub message: String,
+}
+
+/// `GET /openapi.json`: the service's own document.
+pub async fn serve(
+    axum::extract::State(ctx): axum::extract::State<std::sync::Arc<crate::ctx::Ctx>>,
+) -> axum::Json<OpenApi> {
+    axum::Json(document(ctx.service))
+}
+
+/// The routes every service shares.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        crate::ops::health,
+        crate::ops::metrics,
+        crate::ops::config,
+        openapi_json
+    ),
+    components(schemas(ErrorBody))
+)]
+struct Shared;
+
+/// The test-mode routes (`sandbox up --test-mode`, every test mesh).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    crate::admin::get_faults,
+    crate::admin::set_faults,
+    crate::admin::clear_faults,
+    crate::admin::logs,
+    crate::admin::reload_config
+))]
+struct Admin;
+
+/// `GET /openapi.json`, documented.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    responses((status = 200, description = "this document", body = serde_json::Value))
+)]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// The OpenAPI document of `service` (its own routes and the shared ones;
+/// the admin routes are there whether or not the mesh runs in test mode,
+/// marked as such).
+pub fn document(service: Service) -> OpenApi {
+    let module = registry::module(service);
+    let mut doc = (module.openapi)();
+    let mut shared = Shared::openapi();
+    if module.own_health {
+        // The module documents its own `/health`.
+        shared.paths.paths.remove("/health");
+    }
+    doc.merge(shared);
+    let mut admin = Admin::openapi();
+    for op in operations(&mut admin) {
+        op.tags = Some(vec!["test-mode".into()]);
+    }
+    doc.merge(admin);
+    with_error_answers(&mut doc);
+    doc.info.title = service.name().to_string();
+    doc.info.version = "1".into();
+    doc.info.description = Some(format!(
+        "{} of the sandbox mesh. Every 4xx/5xx answers the ErrorBody shape.",
+        service.name()
+    ));
+    doc
+}
+
+/// Gives every operation a `default` answer of the one error shape.
+fn with_error_answers(doc: &mut OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = ResponseBuilder::new()
+        .description("an error, in the one error shape")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for op in operations(doc) {
+        op.responses
+            .responses
+            .entry("default".into())
+            .or_insert_with(|| RefOr::T(error.clone()));
+    }
+}
+
+/// Every operation of `doc`.
+fn operations(doc: &mut OpenApi) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
