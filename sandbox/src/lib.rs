@@ -5,9 +5,10 @@
 //! - [`mesh`]: start the six in-process ([`Mesh::start`], or the `Mesh`
 //!   fixture), stop and restart one on its port, route one through a chaos
 //!   proxy; `cargo run -p sandbox -- up` runs them as one binary.
-//! - The services: [`api`] (intake, visits and the claim saga with
-//!   compensation), [`insurance`], [`billing`], [`compliance`], [`bi`],
-//!   [`doctor`].
+//! - The services: [`api`] (routes, aggregated health, reads passed
+//!   through; [`patients`]: intake, sync, update; [`saga`]: visits and the
+//!   claim saga with compensation), [`insurance`], [`billing`],
+//!   [`compliance`], [`bi`], [`doctor`].
 //! - Cross-cutting: [`client`] (every service-to-service call: per-target
 //!   [`breaker`], [`retry`] with seeded full jitter, per-attempt and
 //!   overall timeouts, `X-Request-ID`, signed [`token`]s that every service
@@ -41,8 +42,10 @@ pub mod mesh;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod patients;
 mod registry;
 pub mod retry;
+pub mod saga;
 pub mod service;
 pub mod store;
 pub mod target;

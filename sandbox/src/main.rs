@@ -28,10 +28,12 @@ const USAGE: &str = "usage:
       beside the target file, `<stem>.ca.pem`, and named in it as tls.ca_file);
       --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
       in front of each service the API calls, declared in the target file)
-  sandbox bench [--clients 100] [--requests 100] [--tls] [--json PATH]
+  sandbox bench [--clients 100] [--requests 100] [--tls] [--pool 8] [--json PATH]
       seed 004's criteria: CLIENTS clients x REQUESTS requests on POST /patients, then
       as many claim sagas on POST /visits; p50/p95/p99, errors and throughput per
-      endpoint beside the seed's thresholds (run it in release: cargo xtask bench mesh)
+      endpoint beside the seed's thresholds (run it in release: cargo xtask bench mesh);
+      --pool sets each service's PostgreSQL connections (six pools share the server's
+      max_connections)
   sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
       print a person's token (role clinician, billing_clerk, compliance_officer
       or admin, the default) signed with SANDBOX_SECRET
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn bench(args: &[String]) -> anyhow::Result<()> {
     let (mut clients, mut requests, mut tls, mut json_path) = (100usize, 100usize, false, None);
+    let mut pool_size = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -76,6 +79,15 @@ async fn bench(args: &[String]) -> anyhow::Result<()> {
                     .context("--requests takes a number")?
             }
             "--tls" => tls = true,
+            "--pool" => {
+                pool_size = Some(
+                    value(args, &mut i, "--pool")?
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=32).contains(n))
+                        .context("--pool takes a number of connections per service, 1 to 32")?,
+                )
+            }
             "--json" => json_path = Some(std::path::PathBuf::from(value(args, &mut i, "--json")?)),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
@@ -90,6 +102,9 @@ async fn bench(args: &[String]) -> anyhow::Result<()> {
     config.redis_prefix = format!("bench:{}:", std::process::id());
     if tls {
         config.tls = Some(std::sync::Arc::new(sandbox::TlsMaterial::generate()?));
+    }
+    if let Some(n) = pool_size {
+        config.pool.max_size = n;
     }
     let pool = config.pool;
     let mesh = Mesh::start(config).await.context("starting the mesh")?;

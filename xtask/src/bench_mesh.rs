@@ -3,7 +3,7 @@
 //! claim sagas on `POST /visits`; p50/p95/p99, errors and throughput per
 //! endpoint with the seed's thresholds beside them, written to
 //! `target/bench/mesh.json`. Arguments (`--clients N`, `--requests N`,
-//! `--tls`) pass to `sandbox bench`.
+//! `--pool N`, `--tls`) pass to `sandbox bench`.
 
 use std::process::Command;
 
@@ -16,7 +16,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let mut i = 0;
     while i < args.len() {
         match args[i] {
-            "--clients" | "--requests" => {
+            "--clients" | "--requests" | "--pool" => {
                 let v = args
                     .get(i + 1)
                     .with_context(|| format!("{} needs a number", args[i]))?;
@@ -25,7 +25,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             }
             "--tls" => pass.push("--tls".into()),
             other => bail!(
-                "`cargo xtask bench mesh` takes --clients N, --requests N and --tls (got `{other}`)"
+                "`cargo xtask bench mesh` takes --clients N, --requests N, --pool N and --tls (got `{other}`)"
             ),
         }
         i += 1;

@@ -1,0 +1,510 @@
+//! healthcare-api's visits: the **claim saga** (`POST /visits`) — verify
+//! insurance, create the claim, record the analytics — with the completed
+//! steps compensated in reverse when one fails, every event sent to the
+//! compliance monitor under the visit's request id; and `GET /visits/{id}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::client::{Call, CallError, Method};
+use crate::ctx::{Ctx, json_text};
+use crate::error::{ApiError, ApiResult};
+use crate::patients::Coverage;
+use crate::service::Service;
+
+/// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
+/// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
+/// `lines[].procedure_code`, `lines[].charge_cents`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VisitRequest {
+    patient_id: String,
+    visit: VisitIn,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VisitIn {
+    rendering_npi: String,
+    date_of_service: String,
+    diagnoses: Vec<DiagnosisIn>,
+    lines: Vec<LineIn>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DiagnosisIn {
+    code: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LineIn {
+    procedure_code: String,
+    charge_cents: i64,
+}
+
+/// One saga's bookkeeping.
+struct Saga<'a> {
+    ctx: &'a Arc<Ctx>,
+    caller: &'a Caller,
+    id: String,
+    patient_id: String,
+}
+
+impl Saga<'_> {
+    /// Sends a saga event to the compliance monitor (awaited: the trail is
+    /// complete when the visit answers; a failure to audit is logged, not
+    /// fatal).
+    async fn event(&self, event_type: &str, step: &str, details: Value) {
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/audit/saga-events",
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+        .json(json!({
+            "saga_id": self.id,
+            "saga_name": "claim",
+            "event_type": event_type,
+            "step": step,
+            "patient_id": self.patient_id,
+            "details": details,
+        }))
+        .key(format!("{}:{event_type}:{step}", self.id));
+        if let Err(e) = self.ctx.client.call(call).await {
+            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "auditing saga event {event_type} failed: {e}");
+        }
+    }
+
+    /// Tells the compliance monitor how many audited calls this request
+    /// made, so that its trail can be checked complete
+    /// (`GET /audit/completeness`).
+    async fn close(&self) {
+        let made = self.ctx.client.calls_made(&self.caller.request_id);
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/audit/request-closed",
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+        .json(json!({"saga_id": self.id, "patient_id": self.patient_id, "service_calls": made}))
+        .key(format!("{}:closed", self.id));
+        if let Err(e) = self.ctx.client.call(call).await {
+            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "closing the audit of the request failed: {e}");
+        }
+    }
+
+    fn call(&self, target: Service, method: Method, path: String) -> Call<'_> {
+        Call::new(
+            target,
+            method,
+            path,
+            &self.caller.tenant,
+            &self.caller.request_id,
+        )
+    }
+}
+
+/// A failed step: which, why, and what it means for the answer.
+pub(crate) struct StepFailure {
+    pub(crate) step: &'static str,
+    pub(crate) status: StatusCode,
+    pub(crate) cause: Value,
+}
+
+impl StepFailure {
+    pub(crate) fn from_call(step: &'static str, e: &CallError) -> Self {
+        let status = match e {
+            CallError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            CallError::NotPermitted { .. } | CallError::BulkheadFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        StepFailure {
+            step,
+            status,
+            cause: e.to_json(),
+        }
+    }
+}
+
+/// `POST /visits` answered: the saga completed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VisitCompleted {
+    /// The visit.
+    pub visit_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// `completed`.
+    pub status: String,
+    /// The insurance verification.
+    pub verification_id: String,
+    /// The claim.
+    pub claim_id: String,
+    /// The claim's total.
+    pub total_cents: i64,
+    /// The request's id (the `X-Request-ID` answered).
+    pub request_id: String,
+}
+
+/// `POST /visits` answered: a step failed and the completed ones were
+/// compensated (`502`, `503`, `504`, or the step's own `4xx`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaFailed {
+    /// `saga_failed`.
+    pub error: String,
+    /// Which step failed, in words.
+    pub message: String,
+    /// The visit (stored as `failed`).
+    pub visit_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// The step that failed.
+    pub failed_step: String,
+    /// The failure as the client saw it (service, status, body).
+    #[schema(value_type = Object)]
+    pub cause: Value,
+    /// The compensations run, in order.
+    pub compensations: Vec<Compensation>,
+    /// The request's id.
+    pub request_id: String,
+}
+
+/// One compensation of a failed saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Compensation {
+    /// The step compensated.
+    pub step: String,
+    /// `completed` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cause: Option<Value>,
+}
+
+/// `GET /visits/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Visit {
+    /// The visit.
+    pub visit_id: String,
+    /// Its patient.
+    pub patient_id: String,
+    /// Its claim saga.
+    pub saga_id: String,
+    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
+    pub status: String,
+    /// The verification, once made.
+    pub verification_id: Option<String>,
+    /// The claim, once made.
+    pub claim_id: Option<String>,
+    /// A failed saga's answer (redacted).
+    #[schema(value_type = Option<Object>)]
+    pub failure: Option<Value>,
+}
+
+/// `POST /visits`: runs the claim saga.
+#[utoipa::path(
+    post,
+    path = "/visits",
+    request_body = VisitRequest,
+    responses(
+        (status = 201, description = "the saga completed", body = VisitCompleted),
+        (status = 502, description = "a step failed; compensated", body = SagaFailed),
+        (status = 503, description = "a dependency is unavailable; compensated", body = SagaFailed),
+        (status = 504, description = "a step timed out; compensated", body = SagaFailed),
+        (status = 422, description = "a step refused the visit; compensated", body = SagaFailed),
+    )
+)]
+pub(crate) async fn visit(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(r): Json<VisitRequest>,
+) -> ApiResult<Response> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT coverage FROM api.patients WHERE id = $1 AND tenant = $2",
+            &[&r.patient_id, &caller.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("patient {}", r.patient_id)))?;
+    let coverage: Coverage = serde_json::from_str(&row.get::<_, String>(0))
+        .map_err(|e| ApiError::internal("reading coverage", e))?;
+    let saga = Saga {
+        ctx: &ctx,
+        caller: &caller,
+        id: ctx.ids.next("saga"),
+        patient_id: r.patient_id.clone(),
+    };
+    let visit_id = ctx.ids.next("vis");
+    crate::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
+    saga.event("saga_started", "claim", json!({"visit_id": visit_id}))
+        .await;
+    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "verifying").await;
+
+    // Step 1: verify insurance.
+    let procedures: Vec<&str> = r
+        .visit
+        .lines
+        .iter()
+        .map(|l| l.procedure_code.as_str())
+        .collect();
+    let verify = saga
+        .call(
+            Service::InsuranceVerification,
+            Method::Post,
+            "/verify".into(),
+        )
+        .json(json!({
+            "patient_id": r.patient_id,
+            "payer_id": coverage.payer.id,
+            "member_id": coverage.member_id,
+            "effective": coverage.effective,
+            "termination": coverage.termination,
+            "coinsurance_pct": coverage.coinsurance_pct,
+            "date_of_service": r.visit.date_of_service,
+            "procedures": procedures,
+        }))
+        .key(format!("{}:verify", saga.id));
+    let verification = match ctx.client.call(verify).await {
+        Ok(reply) => reply.body,
+        Err(e) => {
+            let failure = StepFailure::from_call("verify_insurance", &e);
+            return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+        }
+    };
+    // A reply without its id is a broken peer, not an empty id.
+    let Some(verification_id) = verification
+        .get("verification_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        let failure = StepFailure {
+            step: "verify_insurance",
+            status: StatusCode::BAD_GATEWAY,
+            cause: json!({"message": "insurance-verification answered without a verification_id"}),
+        };
+        return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+    };
+    saga.event(
+        "step_completed",
+        "verify_insurance",
+        json!({"verification_id": verification_id, "cached": verification.get("cached")}),
+    )
+    .await;
+    let mut done = vec!["verify_insurance"];
+    if verification.get("eligible") != Some(&Value::Bool(true)) {
+        let failure = StepFailure {
+            step: "verify_insurance",
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            cause: json!({"message": "not eligible", "reason": verification.get("reason")}),
+        };
+        return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+    }
+
+    // Step 2: create the claim.
+    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "billing").await;
+    let claim = saga
+        .call(Service::BillingEngine, Method::Post, "/claims".into())
+        .json(json!({
+            "patient_id": r.patient_id,
+            "verification_id": verification_id,
+            "npi": r.visit.rendering_npi,
+            "diagnoses": r.visit.diagnoses.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(),
+            "procedures": r.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
+        }))
+        .key(format!("{}:claim", saga.id));
+    let claim = match ctx.client.call(claim).await {
+        Ok(reply) => reply.body,
+        Err(e) => {
+            let failure = StepFailure::from_call("create_claim", &e);
+            return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+        }
+    };
+    let Some(claim_id) = claim
+        .get("claim_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        let failure = StepFailure {
+            step: "create_claim",
+            status: StatusCode::BAD_GATEWAY,
+            cause: json!({"message": "billing-engine answered without a claim_id"}),
+        };
+        return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+    };
+    done.push("create_claim");
+    saga.event(
+        "step_completed",
+        "create_claim",
+        json!({"claim_id": claim_id}),
+    )
+    .await;
+
+    // Step 3: analytics, best effort (a failure is logged, not compensated).
+    let total = claim
+        .get("total_cents")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let analytics = saga
+        .call(
+            Service::BusinessIntelligence,
+            Method::Post,
+            "/events".into(),
+        )
+        .json(json!({"events": [
+            {"metric": "claims_created", "value": 1},
+            {"metric": "claim_charge_cents", "value": total},
+        ]}))
+        .key(format!("{}:analytics", saga.id));
+    if let Err(e) = ctx.client.call(analytics).await {
+        tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
+    }
+
+    ctx.db
+        .execute(
+            "UPDATE api.visits SET status = 'completed', verification_id = $3, claim_id = $4
+             WHERE id = $1 AND tenant = $2",
+            &[&visit_id, &caller.tenant, &verification_id, &claim_id],
+        )
+        .await?;
+    crate::visits::announce(&ctx, &caller.tenant, &visit_id, "completed");
+    saga.event("saga_completed", "claim", json!({"steps": done}))
+        .await;
+    saga.close().await;
+    ctx.metrics.incr("saga_total", "outcome=\"completed\"");
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
+    let done = VisitCompleted {
+        visit_id,
+        saga_id: saga.id.clone(),
+        status: "completed".into(),
+        verification_id,
+        claim_id,
+        total_cents: total,
+        request_id: caller.request_id.clone(),
+    };
+    Ok((StatusCode::CREATED, Json(done)).into_response())
+}
+
+/// Records the failure, compensates the completed steps in reverse order,
+/// stores the visit as failed, and answers.
+async fn finish_failed(
+    saga: &Saga<'_>,
+    visit_id: &str,
+    verification_id: Option<&str>,
+    failure: StepFailure,
+    done: Vec<&'static str>,
+) -> ApiResult<Response> {
+    let ctx = saga.ctx;
+    saga.event("saga_failed", failure.step, json!({"cause": failure.cause}))
+        .await;
+    let mut compensations = Vec::new();
+    for step in done.iter().rev() {
+        let outcome = match (*step, verification_id) {
+            ("verify_insurance", Some(vid)) => {
+                let cancel = saga
+                    .call(
+                        Service::InsuranceVerification,
+                        Method::Post,
+                        format!("/verifications/{vid}/cancel"),
+                    )
+                    .key(format!("{}:cancel-verification", saga.id));
+                ctx.client.call(cancel).await.map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                saga.event(
+                    "compensation_completed",
+                    step,
+                    json!({"verification_id": verification_id}),
+                )
+                .await;
+                compensations.push(Compensation {
+                    step: step.to_string(),
+                    outcome: "completed".into(),
+                    cause: None,
+                });
+            }
+            Err(e) => {
+                saga.event("compensation_failed", step, json!({"cause": e.to_json()}))
+                    .await;
+                compensations.push(Compensation {
+                    step: step.to_string(),
+                    outcome: "failed".into(),
+                    cause: Some(e.to_json()),
+                });
+            }
+        }
+    }
+    let body = SagaFailed {
+        error: "saga_failed".into(),
+        message: format!("the claim saga failed at step {}", failure.step),
+        visit_id: visit_id.to_string(),
+        saga_id: saga.id.clone(),
+        failed_step: failure.step.to_string(),
+        cause: failure.cause,
+        compensations,
+        request_id: saga.caller.request_id.clone(),
+    };
+    let stored = serde_json::to_string(&body).unwrap_or_default();
+    ctx.db
+        .execute(
+            "UPDATE api.visits SET status = 'failed', verification_id = $3, failure = $4
+             WHERE id = $1 AND tenant = $2",
+            &[
+                &visit_id,
+                &saga.caller.tenant,
+                &verification_id,
+                &phi::redact(&stored),
+            ],
+        )
+        .await?;
+    crate::visits::announce(ctx, &saga.caller.tenant, visit_id, "failed");
+    saga.close().await;
+    ctx.metrics.incr("saga_total", "outcome=\"failed\"");
+    tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");
+    Ok((failure.status, Json(body)).into_response())
+}
+
+/// `GET /visits/{id}`.
+#[utoipa::path(
+    get,
+    path = "/visits/{id}",
+    responses((status = 200, description = "the visit", body = Visit))
+)]
+pub(crate) async fn read_visit(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Visit>> {
+    let row = ctx
+        .db
+        .query_opt(
+            "SELECT patient_id, saga_id, status, verification_id, claim_id, failure
+             FROM api.visits WHERE id = $1 AND tenant = $2",
+            &[&id, &caller.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
+    Ok(Json(Visit {
+        visit_id: id,
+        patient_id: row.get(0),
+        saga_id: row.get(1),
+        status: row.get(2),
+        verification_id: row.get(3),
+        claim_id: row.get(4),
+        failure: row.get::<_, Option<String>>(5).map(|f| json_text(&f)),
+    }))
+}
