@@ -110,21 +110,37 @@ pub fn unauthorized(reason: impl std::fmt::Display) -> Response {
 /// kept until its token expires: a second use is refused.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<Seen>,
 }
+
+#[derive(Debug, Default)]
+struct Seen {
+    until: HashMap<String, u64>,
+    /// The size at which expired entries are next swept out.
+    sweep_at: usize,
+}
+
+/// Below this many entries, expired ones are left in place.
+const SWEEP_MIN: usize = 4096;
 
 impl ReplayGuard {
     /// Records `jti` (valid until `exp`) at `now`; `false` when it was
     /// already used.
+    ///
+    /// Expired entries are swept when the map has doubled since the last
+    /// sweep: each sweep is paid for by the insertions before it. (It was
+    /// swept on every insertion past 4096 entries; under load, with a
+    /// minute of tokens live, that was a full pass per mutating request.)
     pub fn first_use(&self, jti: &str, exp: u64, now: u64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.len() >= 4096 {
-            seen.retain(|_, until| *until + token::LEEWAY >= now);
+        if seen.until.len() >= seen.sweep_at.max(SWEEP_MIN) {
+            seen.until.retain(|_, until| *until + token::LEEWAY >= now);
+            seen.sweep_at = seen.until.len() * 2;
         }
-        if seen.contains_key(jti) {
+        if seen.until.contains_key(jti) {
             return false;
         }
-        seen.insert(jti.to_string(), exp);
+        seen.until.insert(jti.to_string(), exp);
         true
     }
 }

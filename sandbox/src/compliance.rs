@@ -111,26 +111,21 @@ async fn record(
     detail: &Value,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
-    let redacted = phi::redact(&detail.to_string());
-    let row = ctx
-        .db
-        .query_one(
-            "INSERT INTO compliance.audit_events
-                (tenant, request_id, kind, source, patient_id, saga_id, event_type, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            &[
-                &caller.tenant,
-                &caller.request_id,
-                &kind,
-                &caller.source,
-                &text("patient_id"),
-                &text("saga_id"),
-                &text("event_type"),
-                &redacted,
-            ],
-        )
-        .await?;
-    let audit_id = Some(row.get(0));
+    let row = crate::audit_writer::AuditRow {
+        tenant: caller.tenant.clone(),
+        request_id: caller.request_id.clone(),
+        kind: kind.to_string(),
+        source: caller.source.clone(),
+        patient_id: text("patient_id"),
+        saga_id: text("saga_id"),
+        event_type: text("event_type"),
+        detail: phi::redact(&detail.to_string()),
+    };
+    let writer = ctx
+        .audit
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("audit", "no audit writer on this service"))?;
+    let audit_id = Some(writer.write(row).await?);
     Ok((StatusCode::CREATED, Json(Recorded { audit_id })))
 }
 

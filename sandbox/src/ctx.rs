@@ -38,7 +38,9 @@ pub struct Ctx {
     /// Which service.
     pub service: Service,
     /// Its database pool (its own schema).
-    pub db: crate::store::Db,
+    pub db: Arc<crate::store::Db>,
+    /// The compliance monitor's batching audit writer (`None` elsewhere).
+    pub audit: Option<crate::audit_writer::AuditWriter>,
     /// Its Redis.
     pub cache: Cache,
     /// Its outgoing calls.

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit_writer;
 pub mod auth;
 pub mod bench;
 pub mod bi;

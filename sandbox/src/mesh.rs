@@ -492,7 +492,9 @@ impl Mesh {
                 }
             })?,
         );
-        let db = Db::new(url, self.config.pool).map_err(store_err)?;
+        let db = Arc::new(Db::new(url, self.config.pool).map_err(store_err)?);
+        let audit = (service == Service::ComplianceMonitor)
+            .then(|| crate::audit_writer::AuditWriter::start(Arc::clone(&db)));
         let cache = Cache::connect(self.config.redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
@@ -514,6 +516,7 @@ impl Mesh {
         let ctx = Arc::new(Ctx {
             service,
             db,
+            audit,
             cache,
             client,
             settings: Settings {

@@ -33,6 +33,10 @@ pub enum StoreError {
     /// A statement did not finish within the service's query timeout.
     #[error("PostgreSQL: no answer within {0:?}")]
     DbTimeout(Duration),
+    /// A statement failed (what PostgreSQL said, as text: the one error
+    /// shared by the rows of a batch).
+    #[error("{0}")]
+    Failed(String),
     /// Redis refused or failed.
     #[error("Redis at {addr}: {message}")]
     Redis {
@@ -263,7 +267,7 @@ impl StoreError {
             }
             // No SQLSTATE: the connection broke, not the statement.
             StoreError::Postgres(e) => e.code().is_none(),
-            StoreError::Migration { .. } => false,
+            StoreError::Migration { .. } | StoreError::Failed(_) => false,
         }
     }
 }

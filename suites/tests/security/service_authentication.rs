@@ -181,3 +181,30 @@ async fn every_service_refuses_bad_tokens(target: &Target, tokens: SignTokens, t
         }
     }
 }
+
+/// The replay guard under load: with far more live tokens than its sweep
+/// threshold, every used `jti` is still refused a second time, and an
+/// expired one is swept out (so the guard does not grow without bound).
+#[service_test(security, unit, timeout = "20s")]
+async fn the_replay_guard_refuses_every_reuse_while_it_sweeps() {
+    let guard = sandbox::auth::ReplayGuard::default();
+    let now = 1_000_000;
+    // Expired long ago: swept at the first sweep.
+    assert!(guard.first_use("old", now - 3600, now - 3660));
+    for i in 0..20_000 {
+        assert!(
+            guard.first_use(&format!("j{i}"), now + 60, now),
+            "j{i} refused on first use"
+        );
+    }
+    for i in (0..20_000).step_by(997) {
+        assert!(
+            !guard.first_use(&format!("j{i}"), now + 60, now),
+            "j{i} replayed"
+        );
+    }
+    assert!(
+        guard.first_use("old", now + 60, now),
+        "an expired token's jti was never swept"
+    );
+}
