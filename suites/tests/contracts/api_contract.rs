@@ -41,9 +41,10 @@ async fn a_completed_visit_answers_its_documented_fields(
     );
 }
 
-/// Errors are JSON with a machine-readable `error`: 401 from every
-/// service without a token (with a `reason`), 404 for a missing resource
-/// (with a `message`).
+/// Errors are JSON with a machine-readable `error` and a `message`: 401
+/// from every service without a token (with the `reason` of the first
+/// version too), held to the service's `ErrorBody`; 404 for a missing
+/// resource.
 #[service_test(
     api_contract,
     real_services,
@@ -63,6 +64,12 @@ async fn errors_are_json_with_a_code(target: &Target, tenant: Tenant) {
         let body: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(body["error"], "unauthorized", "{service}: {body}");
         assert!(body["reason"].is_string(), "{service}: {body}");
+        // The gate answers before routing: the body is what any route's
+        // `default` (ErrorBody) promises.
+        let contract = target.contract(service).await.expect("contract");
+        contract
+            .check("GET", "/config", 401, &body)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     for (service, path) in [
         (Service::HealthcareApi, "/patients/pat-none"),

@@ -10,7 +10,7 @@ use harness::service_test;
 use sandbox::{Credentials, MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::Target;
-use suites::contract::{Contract, Contracts, breaking_changes};
+use suites::contract::{Contracts, breaking_changes};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -277,9 +277,11 @@ async fn a_response_that_breaks_its_schema_fails_the_check(
     );
 }
 
-/// One error shape on all six services, each answer held to the service's
-/// own `ErrorBody`: no token (401), malformed JSON (400), an unknown route
-/// (404), a wrong method (405), an oversized body (413).
+/// One error shape on all six services for the framework's own
+/// rejections, each answer held to the service's `ErrorBody` by the
+/// client: malformed JSON (400), an unknown route (404), a wrong method
+/// (405), an oversized body (413). (`errors_are_json_with_a_code` covers
+/// 401 and 404.)
 #[service_test(
     api_contract,
     real_services,
@@ -307,21 +309,6 @@ async fn one_error_shape_on_every_service(target: &Target, tenant: Tenant) {
         b
     };
     for (service, create, route) in creates {
-        let contract: Arc<Contract> = target.contract(service).await.expect("contract");
-        let r = target
-            .http()
-            .get(format!("{}/config", target.url(service)))
-            .send()
-            .await
-            .expect("send");
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 401, "{service} without a token: {body}");
-        contract
-            .check("GET", "/config", status, &body)
-            .unwrap_or_else(|e| panic!("{e}"));
-
-        // The client holds each of these answers to the contract.
         let client = target.client(service, &tenant);
         let cases = [
             (
@@ -348,10 +335,24 @@ async fn one_error_shape_on_every_service(target: &Target, tenant: Tenant) {
             ),
         ];
         for (what, m, p, bytes, expected) in cases {
-            let a = client
-                .send_bytes(m.clone(), p, bytes, "application/json")
-                .await
-                .unwrap_or_else(|e| panic!("{service} {what}: {e}"));
+            // A service may answer 413 and close before the client has
+            // sent the whole body; the client then sees its upload fail
+            // rather than the answer. Three tries: a service that never
+            // answers still fails.
+            let mut tries = 0;
+            let a = loop {
+                tries += 1;
+                match client
+                    .send_bytes(m.clone(), p, bytes.clone(), "application/json")
+                    .await
+                {
+                    Ok(a) => break a,
+                    Err(e) if expected == 413 && tries < 3 => {
+                        eprintln!("{service} {what}: {e}; again");
+                    }
+                    Err(e) => panic!("{service} {what}: {e}"),
+                }
+            };
             assert_eq!(a.status, expected, "{service} {what} ({m} {p}): {}", a.body);
             assert!(
                 a.body["error"].is_string() && a.body["message"].is_string(),
