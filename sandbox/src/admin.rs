@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::auth::{Access, Role, allow};
 use crate::ctx::Ctx;
@@ -38,24 +37,34 @@ pub fn routes() -> axum::Router<Arc<Ctx>> {
 /// with). Bounds are checked: an attempt no longer than the call, 1 to 5
 /// attempts, timeouts from 1 ms to 60 s. Answers the effective client
 /// settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reload {
+    /// One attempt's timeout.
     attempt_timeout_ms: Option<u64>,
+    /// The whole call's, retries included.
     call_timeout_ms: Option<u64>,
+    /// Attempts per call.
     retry_max_attempts: Option<u32>,
+}
+
+/// `GET /admin/logs` answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LogLines {
+    /// The mesh's log lines so far, redacted.
+    pub lines: Vec<String>,
 }
 
 #[utoipa::path(
     put,
     path = "/admin/config",
-    request_body = Object,
-    responses((status = 200, description = "the effective client settings", body = serde_json::Value))
+    request_body = Reload,
+    responses((status = 200, description = "the effective client settings", body = Reload))
 )]
 pub async fn reload_config(
     State(ctx): State<Arc<Ctx>>,
     axum::Json(r): axum::Json<Reload>,
-) -> Result<axum::Json<Value>, crate::error::ApiError> {
+) -> Result<axum::Json<Reload>, crate::error::ApiError> {
     use std::time::Duration;
     let now = ctx.client.config();
     let attempt = r
@@ -93,11 +102,11 @@ pub async fn reload_config(
         c.call_timeout,
         c.retry.max_attempts
     );
-    Ok(axum::Json(json!({
-        "attempt_timeout_ms": c.attempt_timeout.as_millis() as u64,
-        "call_timeout_ms": c.call_timeout.as_millis() as u64,
-        "retry_max_attempts": c.retry.max_attempts,
-    })))
+    Ok(axum::Json(Reload {
+        attempt_timeout_ms: Some(c.attempt_timeout.as_millis() as u64),
+        call_timeout_ms: Some(c.call_timeout.as_millis() as u64),
+        retry_max_attempts: Some(c.retry.max_attempts),
+    }))
 }
 
 /// `GET /admin/logs` (test mode): the mesh's log lines so far, redacted,
@@ -105,10 +114,12 @@ pub async fn reload_config(
 #[utoipa::path(
     get,
     path = "/admin/logs",
-    responses((status = 200, description = "the redacted log lines so far, as `lines`", body = serde_json::Value))
+    responses((status = 200, description = "the redacted log lines so far", body = LogLines))
 )]
-pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
-    axum::Json(json!({"lines": ctx.book.lines()}))
+pub async fn logs(State(ctx): State<Arc<Ctx>>) -> axum::Json<LogLines> {
+    axum::Json(LogLines {
+        lines: ctx.book.lines(),
+    })
 }
 
 /// `POST /admin/faults`: replaces the plan of the plan's tenant (or the

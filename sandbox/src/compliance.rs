@@ -1,6 +1,7 @@
 //! compliance-monitor: the audit trail (service calls, saga events, sync
-//! failures), queried by request id, tenant or patient; a PHI scanner (the
-//! `phi` library); the violations it and the log redaction found.
+//! failures, closed requests), queried by request id, tenant or patient,
+//! and checked for completeness. Its PHI scanner and the violations are
+//! in [`crate::violations`], incidents in [`crate::incidents`].
 //!
 //! Nothing stored here holds PHI: details are redacted before they are
 //! written, violations keep the kinds and a redacted excerpt.
@@ -12,12 +13,13 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
+use crate::violations;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -90,8 +92,11 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
         .merge(allow(
             Router::new()
-                .route("/phi/scan", post(scan))
-                .route("/violations", get(violations).post(report_violation)),
+                .route("/phi/scan", post(violations::scan))
+                .route(
+                    "/violations",
+                    get(violations::list).post(violations::report),
+                ),
             &REVIEW,
         ))
         .merge(crate::ctx::sync_routes())
@@ -195,8 +200,10 @@ async fn request_closed(
     record(&ctx, &caller, "request_closed", &detail).await
 }
 
-#[derive(Debug, Deserialize)]
-struct CompletenessQuery {
+/// Which request's trail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CompletenessQuery {
+    /// The request id.
     request_id: String,
 }
 
@@ -208,13 +215,14 @@ struct CompletenessQuery {
 #[utoipa::path(
     get,
     path = "/audit/completeness",
-    responses((status = 200, description = "per calling service: declared, kept, missing, order", body = serde_json::Value))
+    params(("request_id" = String, Query, description = "the request whose trail to check")),
+    responses((status = 200, description = "per calling service: declared, kept, missing, order", body = Completeness))
 )]
 async fn completeness(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<CompletenessQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Completeness>> {
     Ok(Json(
         check_completeness(&ctx, &caller, &q.request_id).await?,
     ))
@@ -226,19 +234,17 @@ async fn completeness(
 #[utoipa::path(
     post,
     path = "/audit/verify",
-    request_body = Object,
-    responses((status = 200, description = "the completeness report; an incident opened on a gap", body = serde_json::Value))
+    request_body = CompletenessQuery,
+    responses((status = 200, description = "the completeness report; an incident opened on a gap", body = Completeness))
 )]
 async fn verify(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(q): Json<CompletenessQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Completeness>> {
     let mut report = check_completeness(&ctx, &caller, &q.request_id).await?;
-    let declared = report["sources"]
-        .as_object()
-        .is_some_and(|s| s.values().any(|v| v["declared"].is_u64()));
-    if report["complete"] == false && declared {
+    let declared = report.sources.values().any(|s| s.declared.is_some());
+    if !report.complete && declared {
         let incident = match crate::incidents::existing(
             &ctx,
             &caller.tenant,
@@ -249,15 +255,12 @@ async fn verify(
         {
             Some(id) => id,
             None => {
-                let gaps: Vec<String> = report["sources"]
-                    .as_object()
-                    .map(|s| {
-                        s.iter()
-                            .filter(|(_, v)| v["missing"].as_array().is_some_and(|m| !m.is_empty()))
-                            .map(|(k, v)| format!("{k} calls {}", v["missing"]))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let gaps: Vec<String> = report
+                    .sources
+                    .iter()
+                    .filter(|(_, s)| !s.missing.is_empty())
+                    .map(|(k, s)| format!("{k} calls {:?}", s.missing))
+                    .collect();
                 let summary = format!(
                     "request {}: audit events missing ({})",
                     q.request_id,
@@ -284,12 +287,46 @@ async fn verify(
                 .await?
             }
         };
-        report["incident_id"] = json!(incident);
+        report.incident_id = Some(incident);
     }
     Ok(Json(report))
 }
 
-async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> ApiResult<Value> {
+/// A request's audit trail checked for completeness.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Completeness {
+    /// The request.
+    pub request_id: String,
+    /// Every caller declared its calls, none is missing, duplicated or
+    /// out of order.
+    pub complete: bool,
+    /// Per calling service.
+    pub sources: std::collections::BTreeMap<String, SourceTrail>,
+    /// `POST /audit/verify` on an incomplete trail: the incident opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<i64>,
+}
+
+/// One calling service's share of a request's trail.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SourceTrail {
+    /// The calls it declared when it closed the request.
+    pub declared: Option<u64>,
+    /// The calls audited.
+    pub audited: usize,
+    /// The call numbers missing (a gap, or a tail short of the declared count).
+    pub missing: Vec<u64>,
+    /// Calls audited more than once.
+    pub duplicates: usize,
+    /// The calls were made in the order numbered.
+    pub in_order: bool,
+}
+
+async fn check_completeness(
+    ctx: &Ctx,
+    caller: &Caller,
+    request_id: &str,
+) -> ApiResult<Completeness> {
     let rows = ctx
         .db
         .query(
@@ -320,7 +357,7 @@ async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> Api
         }
     }
     let mut complete = !sources.is_empty();
-    let mut out = serde_json::Map::new();
+    let mut out = std::collections::BTreeMap::new();
     for (source, mut s) in sources {
         s.calls.sort_unstable();
         let seqs: std::collections::BTreeSet<u64> = s.calls.iter().map(|(n, _)| *n).collect();
@@ -332,22 +369,21 @@ async fn check_completeness(ctx: &Ctx, caller: &Caller, request_id: &str) -> Api
         let in_order = s.calls.windows(2).all(|w| w[0].1 <= w[1].1);
         let duplicates = s.calls.len() - seqs.len();
         complete &= s.declared.is_some() && missing.is_empty() && in_order && duplicates == 0;
-        out.insert(
-            source,
-            json!({
-                "declared": s.declared,
-                "audited": seqs.len(),
-                "missing": missing,
-                "duplicates": duplicates,
-                "in_order": in_order,
-            }),
-        );
+        let trail = SourceTrail {
+            declared: s.declared,
+            audited: seqs.len(),
+            missing,
+            duplicates,
+            in_order,
+        };
+        out.insert(source, trail);
     }
-    Ok(json!({
-        "request_id": request_id,
-        "complete": complete,
-        "sources": out,
-    }))
+    Ok(Completeness {
+        request_id: request_id.to_string(),
+        complete,
+        sources: out,
+        incident_id: None,
+    })
 }
 
 #[utoipa::path(
@@ -486,178 +522,6 @@ async fn query(
     }))
 }
 
-/// `POST /phi/scan`.
-#[derive(Debug, Deserialize)]
-struct ScanRequest {
-    text: String,
-    /// Where the text came from (recorded with a violation).
-    #[serde(default)]
-    source: Option<String>,
-    /// What the text is: `response` (a response body), `log`, or a scan.
-    #[serde(default)]
-    channel: Option<String>,
-}
-
-#[utoipa::path(
-    post,
-    path = "/phi/scan",
-    request_body = Object,
-    responses((status = 200, description = "the findings", body = serde_json::Value))
-)]
-async fn scan(
-    State(ctx): State<Arc<Ctx>>,
-    caller: Caller,
-    Json(r): Json<ScanRequest>,
-) -> ApiResult<Json<Value>> {
-    let findings = phi::scan(&r.text);
-    let redacted = phi::redact(&r.text);
-    let list: Vec<Value> = findings
-        .iter()
-        .map(|f| {
-            json!({
-                "kind": f.kind.label(),
-                "start": f.span.start,
-                "end": f.span.end,
-                "via": match f.via { phi::Via::Canary => "canary", phi::Via::Pattern => "pattern" },
-            })
-        })
-        .collect();
-    let mut violation = Value::Null;
-    let mut incident = Value::Null;
-    if !findings.is_empty() {
-        let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind.label()).collect();
-        kinds.sort_unstable();
-        kinds.dedup();
-        let source = r.source.clone().unwrap_or_else(|| caller.source.clone());
-        let channel = r.channel.as_deref().unwrap_or("scan");
-        let id = crate::incidents::insert_violation(
-            &ctx,
-            &caller,
-            &source,
-            channel,
-            &kinds.join(","),
-            &redacted,
-        )
-        .await?;
-        let code = crate::incidents::violation_code(channel);
-        let summary = format!("{source}: {code} ({})", kinds.join(", "));
-        incident = json!(
-            crate::incidents::open(
-                &ctx,
-                &caller,
-                &caller.request_id,
-                code,
-                &kinds,
-                Some(id),
-                &summary,
-            )
-            .await?
-        );
-        violation = json!(id);
-    }
-    Ok(Json(json!({
-        "phi_found": !findings.is_empty(),
-        "findings": list,
-        "redacted": redacted,
-        "violation_id": violation,
-        "incident_id": incident,
-    })))
-}
-
-/// `POST /violations` (from a service's log redaction).
-#[derive(Debug, Deserialize)]
-struct ViolationReport {
-    source: String,
-    #[serde(default = "log_channel")]
-    channel: String,
-    kinds: Vec<String>,
-    excerpt: String,
-}
-
-fn log_channel() -> String {
-    "log".into()
-}
-
-#[utoipa::path(
-    post,
-    path = "/violations",
-    request_body = Object,
-    responses((status = 201, description = "recorded; an incident opened", body = serde_json::Value))
-)]
-async fn report_violation(
-    State(ctx): State<Arc<Ctx>>,
-    caller: Caller,
-    Json(r): Json<ViolationReport>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let id = crate::incidents::insert_violation(
-        &ctx,
-        &caller,
-        &r.source,
-        &r.channel,
-        &r.kinds.join(","),
-        &r.excerpt,
-    )
-    .await?;
-    let kinds: Vec<&str> = r.kinds.iter().map(String::as_str).collect();
-    let violation = crate::incidents::violation_code(&r.channel);
-    let summary = format!("{} reported {violation}: {}", r.source, r.excerpt);
-    let incident = crate::incidents::open(
-        &ctx,
-        &caller,
-        &caller.request_id,
-        violation,
-        &kinds,
-        Some(id),
-        &summary,
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"violation_id": id, "incident_id": incident})),
-    ))
-}
-
-/// `GET /violations?source=…`.
-#[derive(Debug, Deserialize)]
-struct ViolationQuery {
-    source: Option<String>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/violations",
-    responses((status = 200, description = "the tenant's violations", body = serde_json::Value))
-)]
-async fn violations(
-    State(ctx): State<Arc<Ctx>>,
-    caller: Caller,
-    Query(q): Query<ViolationQuery>,
-) -> ApiResult<Json<Value>> {
-    let rows = ctx
-        .db
-        .query(
-            "SELECT id, source, channel, kinds, excerpt, request_id FROM compliance.violations
-             WHERE tenant = $1 AND ($2::text IS NULL OR source = $2) ORDER BY id LIMIT 10000",
-            &[&caller.tenant, &q.source],
-        )
-        .await?;
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let kinds: String = r.get(3);
-            json!({
-                "id": r.get::<_, i64>(0),
-                "source": r.get::<_, String>(1),
-                "channel": r.get::<_, String>(2),
-                "kinds": kinds.split(',').collect::<Vec<_>>(),
-                "excerpt": r.get::<_, String>(4),
-                "request_id": r.get::<_, Option<String>>(5),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"tenant": caller.tenant, "violations": list})))
-}
-
 /// The service's routes, documented.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
@@ -668,9 +532,9 @@ async fn violations(
     verify,
     query,
     completeness,
-    scan,
-    report_violation,
-    violations,
+    crate::violations::scan,
+    crate::violations::report,
+    crate::violations::list,
     crate::incidents::list,
     crate::incidents::disclosure,
     crate::incidents::acknowledge,

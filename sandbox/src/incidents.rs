@@ -234,17 +234,80 @@ pub(crate) struct ListQuery {
     violation: Option<String>,
 }
 
+/// `GET /incidents`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Incidents {
+    /// The caller's tenant.
+    pub tenant: String,
+    /// In the order opened (at most 10 000).
+    pub incidents: Vec<Incident>,
+}
+
+/// One incident.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    /// Its id.
+    pub id: i64,
+    /// The violation (`phi_in_log`, `minimum_necessary`, …).
+    pub violation: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// `open`, `acknowledged` or `resolved`.
+    pub status: String,
+    /// The violation recorded with it.
+    pub violation_id: Option<i64>,
+    /// The request it is about.
+    pub request_id: Option<String>,
+    /// What happened, redacted.
+    pub summary: String,
+    /// Business intelligence was told.
+    pub notified: bool,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// How, redacted.
+    pub resolution: Option<String>,
+}
+
+/// An incident's step taken.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Stepped {
+    /// The incident.
+    pub incident_id: i64,
+    /// Its status now.
+    pub status: String,
+    /// Who took the step.
+    pub by: String,
+}
+
+/// `POST /disclosures` answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DisclosureChecked {
+    /// The payload's fields beyond the recipient's purpose (empty: none).
+    pub excess_fields: Vec<String>,
+    /// The violation recorded, when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violation_id: Option<i64>,
+    /// The incident opened, when there were any.
+    pub incident_id: Option<i64>,
+}
+
 /// `GET /incidents?status=…&violation=…` (the caller's tenant).
 #[utoipa::path(
     get,
     path = "/incidents",
-    responses((status = 200, description = "the tenant's incidents", body = serde_json::Value))
+    params(
+        ("status" = Option<String>, Query, description = "open, acknowledged or resolved"),
+        ("violation" = Option<String>, Query, description = "one kind of violation"),
+    ),
+    responses((status = 200, description = "the tenant's incidents", body = Incidents))
 )]
 pub(crate) async fn list(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Incidents>> {
     let rows = ctx
         .db
         .query(
@@ -257,25 +320,26 @@ pub(crate) async fn list(
             &[&caller.tenant, &q.status, &q.violation],
         )
         .await?;
-    let list: Vec<Value> = rows
+    let incidents = rows
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.get::<_, i64>(0),
-                "violation": r.get::<_, String>(1),
-                "severity": r.get::<_, String>(2),
-                "status": r.get::<_, String>(3),
-                "violation_id": r.get::<_, Option<i64>>(4),
-                "request_id": r.get::<_, Option<String>>(5),
-                "summary": r.get::<_, String>(6),
-                "notified": r.get::<_, bool>(7),
-                "acknowledged_by": r.get::<_, Option<String>>(8),
-                "resolved_by": r.get::<_, Option<String>>(9),
-                "resolution": r.get::<_, Option<String>>(10),
-            })
+        .map(|r| Incident {
+            id: r.get(0),
+            violation: r.get(1),
+            severity: r.get(2),
+            status: r.get(3),
+            violation_id: r.get(4),
+            request_id: r.get(5),
+            summary: r.get(6),
+            notified: r.get(7),
+            acknowledged_by: r.get(8),
+            resolved_by: r.get(9),
+            resolution: r.get(10),
         })
         .collect();
-    Ok(Json(json!({"tenant": caller.tenant, "incidents": list})))
+    Ok(Json(Incidents {
+        tenant: caller.tenant,
+        incidents,
+    }))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -288,14 +352,14 @@ pub(crate) struct StepBody {
 #[utoipa::path(
     post,
     path = "/incidents/{id}/acknowledge",
-    responses((status = 200, description = "acknowledged", body = serde_json::Value))
+    responses((status = 200, description = "acknowledged", body = Stepped))
 )]
 pub(crate) async fn acknowledge(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
     body: Option<Json<StepBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Stepped>> {
     let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
     step(&ctx, &caller, id, &["open"], "acknowledged", note).await
 }
@@ -304,14 +368,14 @@ pub(crate) async fn acknowledge(
 #[utoipa::path(
     post,
     path = "/incidents/{id}/resolve",
-    responses((status = 200, description = "resolved", body = serde_json::Value))
+    responses((status = 200, description = "resolved", body = Stepped))
 )]
 pub(crate) async fn resolve(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
     body: Option<Json<StepBody>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Stepped>> {
     let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
     step(
         &ctx,
@@ -331,7 +395,7 @@ async fn step(
     from: &[&str],
     to: &str,
     note: Option<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Stepped>> {
     let from: Vec<String> = from.iter().map(|s| (*s).to_string()).collect();
     let by = actor(caller);
     let sql = if to == "acknowledged" {
@@ -374,17 +438,25 @@ async fn step(
         json!({"note": note}),
     )
     .await?;
-    Ok(Json(json!({"incident_id": id, "status": to, "by": by})))
+    Ok(Json(Stepped {
+        incident_id: id,
+        status: to.to_string(),
+        by,
+    }))
 }
 
 /// `POST /disclosures`: `{"recipient", "purpose", "payload"}`, a payload
 /// about to be (or that was) sent. Fields beyond what the recipient's
 /// purpose needs are a `minimum_necessary` violation and open an incident.
-#[derive(Debug, Deserialize)]
-pub(crate) struct Disclosure {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Disclosure {
+    /// The receiving service (`business-intelligence`, a holder).
     recipient: String,
+    /// Why it receives it.
     #[serde(default)]
     purpose: String,
+    /// What it receives (a JSON object).
+    #[schema(value_type = Object)]
     payload: Value,
 }
 
@@ -413,14 +485,17 @@ fn allowed_fields(recipient: &str) -> Option<Vec<&'static str>> {
 #[utoipa::path(
     post,
     path = "/disclosures",
-    request_body = Object,
-    responses((status = 201, description = "checked against the recipient's allowed fields", body = serde_json::Value))
+    request_body = Disclosure,
+    responses(
+        (status = 200, description = "within the recipient's purpose", body = DisclosureChecked),
+        (status = 201, description = "fields beyond it: a violation recorded, an incident opened", body = DisclosureChecked),
+    )
 )]
 pub(crate) async fn disclosure(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(d): Json<Disclosure>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DisclosureChecked>)> {
     let Some(allowed) = allowed_fields(&d.recipient) else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -444,7 +519,11 @@ pub(crate) async fn disclosure(
     if excess.is_empty() {
         return Ok((
             StatusCode::OK,
-            Json(json!({"excess_fields": [], "incident_id": null})),
+            Json(DisclosureChecked {
+                excess_fields: Vec::new(),
+                violation_id: None,
+                incident_id: None,
+            }),
         ));
     }
     let kinds: Vec<&'static str> = {
@@ -483,9 +562,11 @@ pub(crate) async fn disclosure(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"excess_fields": excess, "violation_id": violation_id, "incident_id": incident}),
-        ),
+        Json(DisclosureChecked {
+            excess_fields: excess.into_iter().map(str::to_string).collect(),
+            violation_id: Some(violation_id),
+            incident_id: Some(incident),
+        }),
     ))
 }
 

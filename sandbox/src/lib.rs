@@ -53,6 +53,7 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod vault;
+pub mod violations;
 pub mod visits;
 
 pub use auth::Role;

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::ctx::Ctx;
@@ -139,50 +138,151 @@ pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
 #[utoipa::path(
     get,
     path = "/config",
-    responses((status = 200, description = "the effective configuration, secret redacted, hashed", body = serde_json::Value))
+    responses((status = 200, description = "the effective configuration, secret redacted, hashed", body = EffectiveConfig))
 )]
-pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<Value> {
+pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<EffectiveConfig> {
     use sha2::{Digest, Sha256};
     let c = ctx.client.config();
     let ms = |d: Duration| d.as_millis() as u64;
     let pool = ctx.db.config();
-    let mut body = json!({
-        "service": ctx.service.name(),
-        "schema": ctx.service.schema(),
-        "tls": ctx.client.scheme() == "https",
-        "client": {
-            "breaker": {
-                "window_size": c.breaker.window_size,
-                "failure_rate_threshold": c.breaker.failure_rate_threshold,
-                "minimum_calls": c.breaker.minimum_calls,
-                "open_wait_ms": ms(c.breaker.open_wait),
-                "half_open_calls": c.breaker.half_open_calls,
+    let settings = Settings {
+        service: ctx.service.name().to_string(),
+        schema: ctx.service.schema().to_string(),
+        tls: ctx.client.scheme() == "https",
+        client: ClientSettings {
+            breaker: BreakerSettings {
+                window_size: c.breaker.window_size,
+                failure_rate_threshold: c.breaker.failure_rate_threshold,
+                minimum_calls: c.breaker.minimum_calls,
+                open_wait_ms: ms(c.breaker.open_wait),
+                half_open_calls: c.breaker.half_open_calls,
             },
-            "retry": {
-                "max_attempts": c.retry.max_attempts,
-                "base_ms": ms(c.retry.base),
-                "max_delay_ms": ms(c.retry.max_delay),
+            retry: RetrySettings {
+                max_attempts: c.retry.max_attempts,
+                base_ms: ms(c.retry.base),
+                max_delay_ms: ms(c.retry.max_delay),
             },
-            "attempt_timeout_ms": ms(c.attempt_timeout),
-            "call_timeout_ms": ms(c.call_timeout),
-            "token_ttl_ms": ms(c.token_ttl),
-            "bulkhead": {
-                "max_concurrent": c.bulkhead.max_concurrent,
-                "max_wait_ms": ms(c.bulkhead.max_wait),
+            attempt_timeout_ms: ms(c.attempt_timeout),
+            call_timeout_ms: ms(c.call_timeout),
+            token_ttl_ms: ms(c.token_ttl),
+            bulkhead: BulkheadSettings {
+                max_concurrent: c.bulkhead.max_concurrent,
+                max_wait_ms: ms(c.bulkhead.max_wait),
             },
         },
-        "database_pool": {
-            "max_size": pool.max_size,
-            "wait_ms": ms(pool.wait),
-            "connect_ms": ms(pool.connect),
-            "query_ms": ms(pool.query),
+        database_pool: PoolSettings {
+            max_size: pool.max_size,
+            wait_ms: ms(pool.wait),
+            connect_ms: ms(pool.connect),
+            query_ms: ms(pool.query),
         },
-        "eligibility_ttl_ms": ms(ctx.settings.eligibility_ttl),
-        "idempotency_ttl_ms": ms(ctx.settings.idempotency_ttl),
-        "log_redaction": true,
-    });
-    let hash = Sha256::digest(body.to_string().as_bytes());
-    body["secret"] = json!(format!("[redacted: {} bytes]", ctx.settings.secret.len()));
-    body["hash"] = json!(hash.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    axum::Json(body)
+        eligibility_ttl_ms: ms(ctx.settings.eligibility_ttl),
+        idempotency_ttl_ms: ms(ctx.settings.idempotency_ttl),
+        log_redaction: true,
+    };
+    let text = serde_json::to_string(&settings).unwrap_or_default();
+    let hash = Sha256::digest(text.as_bytes());
+    axum::Json(EffectiveConfig {
+        settings,
+        secret: format!("[redacted: {} bytes]", ctx.settings.secret.len()),
+        hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+/// `GET /config` answered: the settings, the secret's length, the hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EffectiveConfig {
+    /// The settings.
+    #[serde(flatten)]
+    pub settings: Settings,
+    /// `[redacted: N bytes]`.
+    pub secret: String,
+    /// SHA-256 of the settings' JSON, hex.
+    pub hash: String,
+}
+
+/// A service's effective settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Settings {
+    /// The service.
+    pub service: String,
+    /// Its PostgreSQL schema.
+    pub schema: String,
+    /// It serves and calls over HTTPS.
+    pub tls: bool,
+    /// Its outgoing calls.
+    pub client: ClientSettings,
+    /// Its connection pool.
+    pub database_pool: PoolSettings,
+    /// How long an eligibility answer is cached.
+    pub eligibility_ttl_ms: u64,
+    /// How long an idempotency key is held.
+    pub idempotency_ttl_ms: u64,
+    /// Log lines are PHI-redacted (always).
+    pub log_redaction: bool,
+}
+
+/// The client's settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientSettings {
+    /// Each target's breaker.
+    pub breaker: BreakerSettings,
+    /// Retries.
+    pub retry: RetrySettings,
+    /// One attempt's timeout.
+    pub attempt_timeout_ms: u64,
+    /// The whole call's.
+    pub call_timeout_ms: u64,
+    /// The tokens' validity.
+    pub token_ttl_ms: u64,
+    /// Each target's bulkhead.
+    pub bulkhead: BulkheadSettings,
+}
+
+/// A circuit breaker's settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakerSettings {
+    /// Calls in the window.
+    pub window_size: usize,
+    /// Failure rate (percent) that opens it.
+    pub failure_rate_threshold: f64,
+    /// Calls before the rate counts.
+    pub minimum_calls: usize,
+    /// How long it stays open.
+    pub open_wait_ms: u64,
+    /// Probes while half-open.
+    pub half_open_calls: usize,
+}
+
+/// Retry settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetrySettings {
+    /// Attempts per call.
+    pub max_attempts: u32,
+    /// The first backoff.
+    pub base_ms: u64,
+    /// The longest backoff.
+    pub max_delay_ms: u64,
+}
+
+/// A bulkhead's settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkheadSettings {
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// How long a call waits for a slot.
+    pub max_wait_ms: u64,
+}
+
+/// A connection pool's settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolSettings {
+    /// Connections at most.
+    pub max_size: usize,
+    /// How long a request waits for one.
+    pub wait_ms: u64,
+    /// How long connecting may take.
+    pub connect_ms: u64,
+    /// How long a statement may take.
+    pub query_ms: u64,
 }
