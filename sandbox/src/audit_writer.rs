@@ -6,9 +6,11 @@
 //! largest share of the mesh's PostgreSQL work. Here the rows that arrive
 //! while a batch is being written wait, then go in together: one
 //! multi-row `INSERT` and one commit per batch. A request is still answered
-//! only once its row is committed, with its id; rows keep their arrival
-//! order (a request's events are sent one after another, so the trail's
-//! order by id is the order they happened).
+//! only once its row is committed, with its id. Within a batch rows keep
+//! their arrival order; two batches may commit in either order, which
+//! keeps a request's trail in order all the same: its saga events are each
+//! sent after the previous one was recorded, and its audited calls carry
+//! their own sequence numbers.
 
 use std::sync::Arc;
 
