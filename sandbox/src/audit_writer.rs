@@ -87,22 +87,25 @@ impl AuditWriter {
 
 /// Writes `batch` in one statement and answers each row (emptying it).
 async fn write(db: &Db, batch: &mut Vec<Pending>) {
-    let col = |f: fn(&AuditRow) -> Option<&str>| -> Vec<Option<String>> {
-        batch
-            .iter()
-            .map(|(r, _)| f(r).map(str::to_string))
-            .collect()
-    };
-    let columns = [
-        col(|r| Some(&r.tenant)),
-        col(|r| Some(&r.request_id)),
-        col(|r| Some(&r.kind)),
-        col(|r| Some(&r.source)),
-        col(|r| r.patient_id.as_deref()),
-        col(|r| r.saga_id.as_deref()),
-        col(|r| r.event_type.as_deref()),
-        col(|r| Some(&r.detail)),
-    ];
+    // One array per column, the rows' strings moved in.
+    let mut columns: [Vec<Option<String>>; 8] = Default::default();
+    let mut replies = Vec::with_capacity(batch.len());
+    for (r, reply) in batch.drain(..) {
+        let values = [
+            Some(r.tenant),
+            Some(r.request_id),
+            Some(r.kind),
+            Some(r.source),
+            r.patient_id,
+            r.saga_id,
+            r.event_type,
+            Some(r.detail),
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+        replies.push(reply);
+    }
     // Rows go in in arrival order (`ORDER BY n`), each taking the next id
     // as it goes in: sorted, the ids returned match the rows in order.
     let inserted = db
@@ -131,14 +134,14 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
         Ok(rows) => {
             let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
             ids.sort_unstable();
-            for ((_, reply), id) in batch.drain(..).zip(ids) {
+            for (reply, id) in replies.into_iter().zip(ids) {
                 let _ = reply.send(Ok(id));
             }
         }
         Err(e) => {
             let unavailable = e.is_unavailable();
             let message = e.to_string();
-            for (_, reply) in batch.drain(..) {
+            for reply in replies {
                 let e = if unavailable {
                     StoreError::DbUnavailable(message.clone())
                 } else {

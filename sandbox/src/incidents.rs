@@ -360,8 +360,7 @@ pub(crate) async fn acknowledge(
     Path(id): Path<i64>,
     body: Option<Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
-    let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
-    step(&ctx, &caller, id, &["open"], "acknowledged", note).await
+    step(&ctx, &caller, id, &["open"], "acknowledged", body).await
 }
 
 /// `POST /incidents/{id}/resolve`: open or acknowledged → resolved.
@@ -376,14 +375,13 @@ pub(crate) async fn resolve(
     Path(id): Path<i64>,
     body: Option<Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
-    let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
     step(
         &ctx,
         &caller,
         id,
         &["open", "acknowledged"],
         "resolved",
-        note,
+        body,
     )
     .await
 }
@@ -394,8 +392,9 @@ async fn step(
     id: i64,
     from: &[&str],
     to: &str,
-    note: Option<String>,
+    body: Option<Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
+    let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
     let from: Vec<String> = from.iter().map(|s| (*s).to_string()).collect();
     let by = actor(caller);
     let sql = if to == "acknowledged" {

@@ -11,6 +11,7 @@
 //! 127.0.0.1:6379, else private instances started from the local binaries.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -501,6 +502,10 @@ fn print_openapi(args: &[String]) -> anyhow::Result<()> {
         }
         _ => bail!("openapi: unexpected arguments {args:?}\n{USAGE}"),
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    let text = serde_json::to_string_pretty(&out)?;
+    // `sandbox openapi | head` closes the pipe early: not an error.
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

@@ -27,6 +27,12 @@ pub struct ErrorBody {
 }
 
 /// `GET /openapi.json`: the service's own document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi_json",
+    responses((status = 200, description = "this document", body = serde_json::Value))
+)]
 pub async fn serve(
     axum::extract::State(ctx): axum::extract::State<std::sync::Arc<crate::ctx::Ctx>>,
 ) -> axum::Json<OpenApi> {
@@ -36,12 +42,7 @@ pub async fn serve(
 /// The routes every service shares.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(
-        crate::ops::health,
-        crate::ops::metrics,
-        crate::ops::config,
-        openapi_json
-    ),
+    paths(crate::ops::health, crate::ops::metrics, crate::ops::config, serve),
     components(schemas(ErrorBody))
 )]
 struct Shared;
@@ -56,15 +57,6 @@ struct Shared;
     crate::admin::reload_config
 ))]
 struct Admin;
-
-/// `GET /openapi.json`, documented.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    responses((status = 200, description = "this document", body = serde_json::Value))
-)]
-#[allow(dead_code)]
-fn openapi_json() {}
 
 /// The OpenAPI document of `service` (its own routes and the shared ones;
 /// the admin routes are there whether or not the mesh runs in test mode,
