@@ -169,28 +169,18 @@ impl Cli {
         })
     }
 
-    /// The target file from `--target` or the environment, if any. A
-    /// relative path that is not found here is looked for in the parent
-    /// directories: `cargo test -p suites -- --target t.toml` runs the
-    /// binary in `suites/`, while the user named a file in the workspace
-    /// root. A path found nowhere is returned as given (the error names it).
+    /// The target file from `--target` or the environment, if any, found
+    /// as [`resolve_target`] says (`PWD` is the directory the user ran
+    /// cargo from, which cargo passes on unchanged).
     pub fn target(&self) -> Option<std::path::PathBuf> {
         let given = self.target.clone().or_else(|| {
             std::env::var_os(TARGET_ENV)
                 .filter(|v| !v.is_empty())
                 .map(std::path::PathBuf::from)
         })?;
-        if given.is_absolute() || given.exists() {
-            return Some(given);
-        }
         let cwd = std::env::current_dir().ok()?;
-        Some(
-            cwd.ancestors()
-                .skip(1)
-                .map(|d| d.join(&given))
-                .find(|p| p.is_file())
-                .unwrap_or(given),
-        )
+        let invoked = std::env::var_os("PWD").map(std::path::PathBuf::from);
+        Some(resolve_target(given, &cwd, invoked.as_deref()))
     }
 
     /// The partition from `--partition` or the environment.
@@ -218,4 +208,30 @@ impl Cli {
             .or(profile.filter(|n| *n > 0))
             .unwrap_or_else(crate::schedule::default_concurrency)
     }
+}
+
+/// Where a target file named `given` is: as given when absolute or found
+/// from `cwd`; else in `invoked` (the directory the user ran cargo from:
+/// `cargo test -p suites -- --target t.toml` runs the binary in `suites/`,
+/// while the user named a file where they stand); else in a parent
+/// directory of `cwd`; else as given (the error names it).
+pub fn resolve_target(
+    given: std::path::PathBuf,
+    cwd: &std::path::Path,
+    invoked: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    if given.is_absolute() || cwd.join(&given).exists() {
+        return given;
+    }
+    invoked
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(&given))
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            cwd.ancestors()
+                .skip(1)
+                .map(|d| d.join(&given))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or(given)
 }
