@@ -93,6 +93,8 @@ impl CanaryRegistry {
             }
         }
         inner.recent = None;
+        drop(inner);
+        crate::registered(self, kind, value);
         true
     }
 

@@ -168,6 +168,27 @@ pub fn canaries() -> &'static CanaryRegistry {
     &CANARIES
 }
 
+/// Called with each value newly registered in the run-wide registry.
+static ON_REGISTER: std::sync::OnceLock<fn(Kind, &str)> = std::sync::OnceLock::new();
+
+/// Asks to be told of every value registered in the run-wide registry from
+/// now on (once per process; a second hook is refused and `false`
+/// returned). A test harness hands its worker's values to the process that
+/// prints the worker's output, as they are generated, so that a line
+/// printed just before a crash is still redacted.
+pub fn on_register(hook: fn(Kind, &str)) -> bool {
+    ON_REGISTER.set(hook).is_ok()
+}
+
+/// A registry tells of a new value (only the run-wide one calls the hook).
+fn registered(registry: &CanaryRegistry, kind: Kind, value: &str) {
+    if std::ptr::eq(registry, canaries()) {
+        if let Some(hook) = ON_REGISTER.get() {
+            hook(kind, value);
+        }
+    }
+}
+
 /// Scans with a given canary registry plus the pattern detectors. Findings
 /// are sorted by position and do not overlap (a canary wins over a pattern,
 /// then the longer match).
