@@ -43,10 +43,15 @@ fn re(pattern: &str) -> Regex {
 /// lower-cased, with camelCase split into words (`dateOfBirth` reads as
 /// `date_of_birth`) so keywords are found inside identifiers.
 fn context_before(text: &str, start: usize) -> String {
-    let line_start = text[..start].rfind(['\n', '\r']).map_or(0, |i| i + 1);
-    let mut from = start.saturating_sub(LOOKBACK).max(line_start);
+    // Only the window is searched for the line's start: looking back to
+    // it made each candidate cost the line's length, a long line's scan
+    // quadratic (an isolated test printing one 2 MB line never finished).
+    let mut from = start.saturating_sub(LOOKBACK);
     while !text.is_char_boundary(from) {
         from += 1;
+    }
+    if let Some(i) = text[from..start].rfind(['\n', '\r']) {
+        from += i + 1;
     }
     let mut out = String::with_capacity(start - from + 8);
     let mut prev_lower = false;

@@ -153,6 +153,92 @@ fn redaction_replaces_each_finding_with_its_kind() {
     );
 }
 
+// ---- long lines -----------------------------------------------------------
+
+/// A scanned line's length: what an isolated test printing one huge line
+/// hands the `phi_safe` guard.
+const LONG_LINE: usize = 2_000_000;
+/// The long line's bytes are compared with the same bytes as this many lines.
+const SHORT_LINES: usize = 20;
+/// How much slower the long line may scan than the same bytes in short
+/// lines. A linear scan stays near 1; one whose look-backs reach back to
+/// the line's start is about `SHORT_LINES` times slower (or never ends).
+/// Generous, as the machine is shared.
+const MAX_LONG_LINE_RATIO: f64 = 3.0;
+
+/// `piece` repeated into a line of at least `len` bytes.
+fn line_of(piece: &str, len: usize) -> String {
+    piece.repeat(len.div_ceil(piece.len()))
+}
+
+/// The best of three scans of `text`, in seconds.
+fn best_scan_secs(reg: &CanaryRegistry, text: &str) -> f64 {
+    (0..3)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::hint::black_box(scan_with(reg, text));
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// One line of `LONG_LINE` bytes against as many bytes in `SHORT_LINES`
+/// lines (each line's last byte a newline): their time ratio.
+fn long_line_ratio(piece: &str) -> f64 {
+    let reg = CanaryRegistry::new();
+    reg.register(Kind::Name, "Maria Garcia");
+    let short = line_of(piece, LONG_LINE / SHORT_LINES);
+    let long = short.repeat(SHORT_LINES);
+    let lines = (short[..short.len() - 1].to_string() + "\n").repeat(SHORT_LINES);
+    let (long_secs, lines_secs) = (best_scan_secs(&reg, &long), best_scan_secs(&reg, &lines));
+    println!(
+        "{} bytes: one line {long_secs:.3} s, {SHORT_LINES} lines {lines_secs:.3} s",
+        long.len()
+    );
+    long_secs / lines_secs
+}
+
+#[service_test(unit, compliance)]
+fn a_long_line_of_digits_scans_in_time_linear_in_its_length() {
+    let ratio = long_line_ratio("0123456789");
+    assert!(
+        ratio <= MAX_LONG_LINE_RATIO,
+        "one line took {ratio:.1}x the time of the same bytes in {SHORT_LINES} lines"
+    );
+}
+
+#[service_test(unit, compliance)]
+fn a_long_line_of_log_text_scans_in_time_linear_in_its_length() {
+    // Every piece holds candidates the detectors judge by the words before
+    // them: a date, a phone, nine digits, a ZIP-shaped number, an address.
+    let piece = "visit on 2024-03-05 call 217-555-0142 ref 123456789 cpt 99213 from 203.0.113.9 total 12 34 5678 ";
+    let ratio = long_line_ratio(piece);
+    assert!(
+        ratio <= MAX_LONG_LINE_RATIO,
+        "one line took {ratio:.1}x the time of the same bytes in {SHORT_LINES} lines"
+    );
+}
+
+#[service_test(unit, compliance, phi_safe)]
+fn phi_inside_a_long_line_is_still_found_and_redacted() {
+    let reg = CanaryRegistry::new();
+    reg.register(Kind::Name, "Maria Garcia");
+    let leak = " patient Maria Garcia dob 1957-03-04 ssn 123-45-6789 call 217-555-0142 ";
+    for filler in ["0123456789", "GET /v1/claims 200 cpt=99213 "] {
+        let half = line_of(filler, LONG_LINE / 2);
+        let text = format!("{half}{leak}{half}");
+        let found: BTreeSet<Kind> = kinds(&reg, &text).into_iter().collect();
+        for kind in [Kind::Name, Kind::Date, Kind::Ssn, Kind::Phone] {
+            assert!(found.contains(&kind), "{kind} not found after {filler:?}");
+        }
+        let redacted = redact_with(&reg, &text);
+        assert!(
+            redacted.contains(" patient [PHI:NAME] dob [PHI:DATE] ssn [PHI:SSN] call [PHI:PHONE] "),
+            "not redacted after {filler:?}"
+        );
+    }
+}
+
 // ---- the labelled corpus ---------------------------------------------------
 
 #[derive(Default)]

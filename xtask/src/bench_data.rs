@@ -9,6 +9,14 @@
 //! - S1, scanning: MB/s over a generated service log with 10 000
 //!   registered canaries plus the pattern detectors, against
 //!   `grep -F -f canaries` over the same file.
+//! - S2, one long line: MB/s over 2 MB of that log written as one line
+//!   (newlines turned into spaces), against the same bytes as the short
+//!   lines they were. A scan linear in its input keeps the two close
+//!   (goal: the long line takes at most 1.5x the time); one whose
+//!   look-backs reach to the line's start does not finish.
+//!
+//! `--only scan` runs S1 and S2 alone (G1 needs Python Faker and takes
+//! minutes); without it every figure runs.
 //!
 //! The Rust side is a crate generated under `target/bench/data-suite/`
 //! (so `fake` stays out of the workspace), built in release.
@@ -26,29 +34,29 @@ const RUST_RECORDS: u64 = 200_000;
 const FAKER_RECORDS: u64 = 10_000;
 const LOG_MB: u64 = 64;
 const CANARIES: u64 = 10_000;
+const LONG_LINE_MB: u64 = 2;
 /// Rounds of the fast measurements (the best is kept: this VM's speed drifts).
 const ROUNDS: usize = 5;
 
 pub fn run(args: &[&str]) -> Result<()> {
-    if let Some(a) = args.first() {
-        bail!("`cargo xtask bench data` takes no arguments (got `{a}`)");
-    }
+    let only_scan = match args {
+        [] => false,
+        ["--only", "scan"] => true,
+        other => bail!(
+            "`cargo xtask bench data` takes no arguments or `--only scan` (got `{}`)",
+            other.join(" ")
+        ),
+    };
     let out_dir = target_dir().join("bench");
     let dir = out_dir.join("data-suite");
     generate(&dir)?;
     eprintln!("[bench data] building the benchmark crate (release)…");
     let bin = build_binary(&dir, &["build"], "data-bench", "the data benchmark")?;
 
-    eprintln!(
-        "[bench data] G1: generating {RUST_RECORDS} records, ours and the fake crate alternately, best of {ROUNDS}"
-    );
-    let (mut ours_rate, mut fake_rate) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        ours_rate = ours_rate.max(rate_of(&bin, &["gen-ours", &RUST_RECORDS.to_string()])?);
-        fake_rate = fake_rate.max(rate_of(&bin, &["gen-fake", &RUST_RECORDS.to_string()])?);
+    let mut figures = Vec::new();
+    if !only_scan {
+        figures.push(generation(&bin, &out_dir)?);
     }
-    eprintln!("[bench data] G1: {FAKER_RECORDS} records with Python Faker, best of 2");
-    let faker_rate = python_faker(&out_dir)?.max(python_faker(&out_dir)?);
 
     eprintln!("[bench data] S1: writing a {LOG_MB} MB log with {CANARIES} canaries");
     let log = out_dir.join("scan.log");
@@ -73,30 +81,61 @@ pub fn run(args: &[&str]) -> Result<()> {
         ours_scan = ours_scan.max(rate_of(&bin, &scan_args)?);
     }
     let grep_scan = grep_rate(&log, &canaries)?;
-
-    let mut g1 = serde_json::Map::new();
-    g1.insert("python_faker".into(), faker_rate.into());
-    g1.insert("fake_crate".into(), fake_rate.into());
     let mut s1 = serde_json::Map::new();
     s1.insert("grep_F".into(), grep_scan.into());
-    let figures = vec![
-        Figure {
-            id: "G1",
-            what: "patient+coverage+claim records generated per second".into(),
-            unit: "records/s",
-            ours: ours_rate,
-            peers: g1,
-        },
-        Figure {
-            id: "S1",
-            what: format!("PHI scan of a {LOG_MB} MB log, {CANARIES} canaries + pattern detectors"),
-            unit: "MB/s",
-            ours: ours_scan,
-            peers: s1,
-        },
-    ];
+    figures.push(Figure {
+        id: "S1",
+        what: format!("PHI scan of a {LOG_MB} MB log, {CANARIES} canaries + pattern detectors"),
+        unit: "MB/s",
+        ours: ours_scan,
+        peers: s1,
+    });
+
+    eprintln!(
+        "[bench data] S2: {LONG_LINE_MB} MB of the log as one line and as its short lines, alternately, best of 3"
+    );
+    let line_args = |shape: &'static str| {
+        [
+            "scan-lines".to_string(),
+            log.to_string_lossy().into_owned(),
+            canaries.to_string_lossy().into_owned(),
+            LONG_LINE_MB.to_string(),
+            shape.to_string(),
+        ]
+    };
+    let (long_args, short_args) = (line_args("long"), line_args("short"));
+    let (mut long_rate, mut short_rate) = (0f64, 0f64);
+    for _ in 0..3 {
+        long_rate = long_rate.max(rate_of(&bin, &long_args.each_ref().map(String::as_str))?);
+        short_rate = short_rate.max(rate_of(&bin, &short_args.each_ref().map(String::as_str))?);
+    }
+    let mut s2 = serde_json::Map::new();
+    s2.insert("short_lines".into(), short_rate.into());
+    figures.push(Figure {
+        id: "S2",
+        what: format!(
+            "PHI scan of {LONG_LINE_MB} MB as one line, against the same bytes as short lines (goal: ratio >= 0.67, i.e. at most 1.5x the time)"
+        ),
+        unit: "MB/s",
+        ours: long_rate,
+        peers: s2,
+    });
     let path = out_dir.join("data.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&figures)?)
+    let mut written: Vec<serde_json::Value> = figures
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    // `--only scan` keeps the figures of an earlier full run it did not remeasure.
+    if only_scan {
+        let earlier: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let remeasured = |v: &serde_json::Value| figures.iter().any(|f| v["id"] == f.id);
+        let kept: Vec<serde_json::Value> = earlier.into_iter().filter(|v| !remeasured(v)).collect();
+        written.splice(0..0, kept);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&written)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!(
         "\n{:<4} {:<12} {:>14}  {:<14} {:>14} {:>12}",
@@ -118,6 +157,30 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     println!("\nwritten: {}", path.display());
     Ok(())
+}
+
+/// G1: records per second, ours against the `fake` crate and Python Faker.
+fn generation(bin: &Path, out_dir: &Path) -> Result<Figure> {
+    eprintln!(
+        "[bench data] G1: generating {RUST_RECORDS} records, ours and the fake crate alternately, best of {ROUNDS}"
+    );
+    let (mut ours_rate, mut fake_rate) = (0f64, 0f64);
+    for _ in 0..ROUNDS {
+        ours_rate = ours_rate.max(rate_of(bin, &["gen-ours", &RUST_RECORDS.to_string()])?);
+        fake_rate = fake_rate.max(rate_of(bin, &["gen-fake", &RUST_RECORDS.to_string()])?);
+    }
+    eprintln!("[bench data] G1: {FAKER_RECORDS} records with Python Faker, best of 2");
+    let faker_rate = python_faker(out_dir)?.max(python_faker(out_dir)?);
+    let mut peers = serde_json::Map::new();
+    peers.insert("python_faker".into(), faker_rate.into());
+    peers.insert("fake_crate".into(), fake_rate.into());
+    Ok(Figure {
+        id: "G1",
+        what: "patient+coverage+claim records generated per second".into(),
+        unit: "records/s",
+        ours: ours_rate,
+        peers,
+    })
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
