@@ -1,5 +1,7 @@
 //! What a test emitted: `tracing` events raised inside the test (its task,
-//! and the thread of a sync test), captured per test. A `phi_safe` test's
+//! and the thread of a sync test), captured per test, from the profile's
+//! `log-level` up (`info` by default) and bounded (the newest
+//! [`MAX_LINES`], each line cut at [`crate::output::LINE_LIMIT`]). A `phi_safe` test's
 //! capture is scanned for PHI afterwards; a failing test's capture is shown
 //! with its failure, redacted.
 //!
@@ -37,6 +39,75 @@ thread_local! {
 static TRACING: AtomicBool = AtomicBool::new(false);
 static LOG: AtomicBool = AtomicBool::new(false);
 
+/// The least severe record kept, as `log`'s filter (Info by default).
+static LEVEL: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(log::LevelFilter::Info as usize);
+
+/// The most lines one attempt's capture keeps; past it the oldest half is
+/// dropped (lines that held PHI are kept, for `phi_safe`).
+const MAX_LINES: usize = 4096;
+
+/// Sets the least severe record captured (the profile's `log-level`).
+pub(crate) fn set_level(level: crate::config::LogLevel) {
+    use crate::config::LogLevel;
+    let filter = match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    LEVEL.store(filter as usize, Ordering::Relaxed);
+    if LOG.load(Ordering::Relaxed) {
+        log::set_max_level(filter);
+    }
+}
+
+fn level_filter() -> log::LevelFilter {
+    match LEVEL.load(Ordering::Relaxed) {
+        0 => log::LevelFilter::Off,
+        1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        4 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Is a `tracing` event at `level` kept?
+fn keeps(level: &tracing::Level) -> bool {
+    let as_log = match *level {
+        tracing::Level::ERROR => log::Level::Error,
+        tracing::Level::WARN => log::Level::Warn,
+        tracing::Level::INFO => log::Level::Info,
+        tracing::Level::DEBUG => log::Level::Debug,
+        tracing::Level::TRACE => log::Level::Trace,
+    };
+    as_log <= level_filter()
+}
+
+/// Adds a line to a capture, each cut at [`crate::output::LINE_LIMIT`],
+/// the capture bounded at [`MAX_LINES`].
+fn push(lines: &Lines, line: String) {
+    let line = if line.len() > crate::output::LINE_LIMIT {
+        crate::output::sanitize_line(line.as_bytes(), 0)
+    } else {
+        line
+    };
+    let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
+    if lines.len() >= MAX_LINES {
+        let dropped: Vec<String> = lines.drain(..MAX_LINES / 2).collect();
+        let kept: Vec<String> = dropped
+            .iter()
+            .filter(|l| !phi::scan(l).is_empty())
+            .cloned()
+            .collect();
+        let note = format!("[… {} earlier lines not kept]", dropped.len() - kept.len());
+        lines.splice(0..0, std::iter::once(note).chain(kept));
+    }
+    lines.push(line);
+}
+
 /// Installs the capturing `tracing` subscriber and `log` logger once per
 /// process.
 pub(crate) fn install() {
@@ -48,7 +119,7 @@ pub(crate) fn install() {
             eprintln!("warning: a tracing subscriber was already installed; phi_safe tests cannot see tracing events and will fail");
         }
         if log::set_logger(&CaptureLogger).is_ok() {
-            log::set_max_level(log::LevelFilter::Trace);
+            log::set_max_level(level_filter());
             LOG.store(true, Ordering::Relaxed);
         } else {
             eprintln!("warning: a `log` logger was already installed; phi_safe tests cannot see log records and will fail");
@@ -74,21 +145,19 @@ pub(crate) fn not_installed() -> Option<&'static str> {
 struct CaptureLogger;
 
 impl log::Log for CaptureLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= level_filter()
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if record.level() > level_filter() {
+            return;
+        }
         let Some(lines) = current() else { return };
-        lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(format!(
-                "{} {}: {}",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
+        push(
+            &lines,
+            format!("{} {}: {}", record.level(), record.target(), record.args()),
+        );
     }
 
     fn flush(&self) {}
@@ -137,14 +206,14 @@ struct CaptureLayer;
 
 impl<S: Subscriber> Layer<S> for CaptureLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let Some(lines) = current() else { return };
         let meta = event.metadata();
+        if !keeps(meta.level()) {
+            return;
+        }
+        let Some(lines) = current() else { return };
         let mut line = format!("{} {}:", meta.level(), meta.target());
         event.record(&mut LineVisitor(&mut line));
-        lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(line);
+        push(&lines, line);
     }
 }
 

@@ -214,7 +214,9 @@ impl Cli {
 /// from `cwd`; else in `invoked` (the directory the user ran cargo from:
 /// `cargo test -p suites -- --target t.toml` runs the binary in `suites/`,
 /// while the user named a file where they stand); else in a parent
-/// directory of `cwd`; else as given (the error names it).
+/// directory of `cwd` up to the workspace root (the nearest holding a
+/// `Cargo.lock`, or a `Cargo.toml` with `[workspace]`), never above it;
+/// else as given (the error names it).
 pub fn resolve_target(
     given: std::path::PathBuf,
     cwd: &std::path::Path,
@@ -223,15 +225,27 @@ pub fn resolve_target(
     if given.is_absolute() || cwd.join(&given).exists() {
         return given;
     }
-    invoked
+    if let Some(found) = invoked
         .filter(|d| d.is_absolute())
         .map(|d| d.join(&given))
         .filter(|p| p.is_file())
-        .or_else(|| {
-            cwd.ancestors()
-                .skip(1)
-                .map(|d| d.join(&given))
-                .find(|p| p.is_file())
-        })
+    {
+        return found;
+    }
+    let Some(root) = cwd.ancestors().find(|d| is_workspace_root(d)) else {
+        return given;
+    };
+    cwd.ancestors()
+        .skip(1)
+        .take_while(|d| d.starts_with(root))
+        .map(|d| d.join(&given))
+        .find(|p| p.is_file())
         .unwrap_or(given)
+}
+
+/// Does `dir` hold a cargo workspace's root?
+fn is_workspace_root(dir: &std::path::Path) -> bool {
+    dir.join("Cargo.lock").is_file()
+        || std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
 }

@@ -172,6 +172,23 @@ pub enum Leaks {
     Fail,
 }
 
+/// The least severe log record a test's capture keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Information, warnings and errors.
+    #[default]
+    Info,
+    /// Debugging records too.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
 /// How tests run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -217,6 +234,15 @@ pub struct Profile {
     pub report_dir: Option<PathBuf>,
     /// How tests run.
     pub isolation: Option<Isolation>,
+    /// How much of each output stream of an isolated test is kept (its
+    /// end), in bytes; 4 MiB by default.
+    pub capture_limit: Option<usize>,
+    /// How long processes a test leaves behind get to end before they are
+    /// reported as a leak and killed; 500 ms by default.
+    pub leak_timeout: Option<Dur>,
+    /// The least severe `log` record and `tracing` event captured with a
+    /// test (`error`, `warn`, `info`, `debug`, `trace`); `info` by default.
+    pub log_level: Option<LogLevel>,
     /// Per-test timeout.
     pub timeout: Option<Dur>,
     /// When a running test is shown `SLOW`.
@@ -420,6 +446,9 @@ impl Config {
             max_fail: chosen.max_fail.or(default.max_fail),
             report_dir: chosen.report_dir.clone().or(default.report_dir.clone()),
             isolation: chosen.isolation.or(default.isolation),
+            capture_limit: chosen.capture_limit.or(default.capture_limit),
+            leak_timeout: chosen.leak_timeout.or(default.leak_timeout),
+            log_level: chosen.log_level.or(default.log_level),
             ..Profile::default()
         };
         Ok(Config {

@@ -57,6 +57,19 @@ impl Outcome {
         }
     }
 
+    /// The same outcome with its message passed through `f` (to redact it).
+    pub fn map_message(&self, f: impl Fn(&str) -> String) -> Outcome {
+        match self {
+            Outcome::Passed => Outcome::Passed,
+            Outcome::Failed(m) => Outcome::Failed(f(m)),
+            Outcome::Error(m) => Outcome::Error(f(m)),
+            Outcome::TimedOut(d) => Outcome::TimedOut(*d),
+            Outcome::Skipped(m) => Outcome::Skipped(f(m)),
+            Outcome::NotRun(m) => Outcome::NotRun(f(m)),
+            Outcome::Crashed(m) => Outcome::Crashed(f(m)),
+        }
+    }
+
     /// The human message, for failures, errors, skips.
     pub fn message(&self) -> Option<String> {
         match self {
@@ -334,6 +347,7 @@ async fn run_attempt(
     timeout: Duration,
 ) -> (Outcome, Vec<crate::metrics::Metric>) {
     let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
+    let printed_from = crate::output::mark();
     let captured = crate::capture::Lines::default();
     if crate::worker::is_isolated() {
         crate::capture::adopt_for_process(&captured);
@@ -397,6 +411,7 @@ async fn run_attempt(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     let outcome = crate::guards::judge_events(def, outcome, &lines);
+    let outcome = crate::guards::judge_printed(def, outcome, printed_from);
     let outcome = match outcome {
         Outcome::Failed(m) if !lines.is_empty() => {
             Outcome::Failed(format!("{m}\n{}", captured_tail(&lines)))
@@ -411,6 +426,7 @@ async fn run_attempt(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
+    let (metrics, outcome) = refuse_non_finite(metrics, outcome);
     if teardown_failures.is_empty() {
         return (outcome, metrics);
     }
@@ -425,6 +441,34 @@ async fn run_attempt(
         }
     };
     (outcome, metrics)
+}
+
+/// A figure that is not a number (NaN, infinite) cannot be reported: the
+/// test errors, naming it, and the figure is dropped.
+fn refuse_non_finite(
+    metrics: Vec<crate::metrics::Metric>,
+    outcome: Outcome,
+) -> (Vec<crate::metrics::Metric>, Outcome) {
+    let (kept, refused): (Vec<_>, Vec<_>) = metrics.into_iter().partition(|m| m.value.is_finite());
+    if refused.is_empty() {
+        return (kept, outcome);
+    }
+    let named: Vec<String> = refused
+        .iter()
+        .map(|m| match &m.endpoint {
+            Some(e) => format!("`{}` of `{e}` = {}", m.name, m.value),
+            None => format!("`{}` = {}", m.name, m.value),
+        })
+        .collect();
+    let why = format!(
+        "the test recorded a metric that is not a finite number ({}); reports cannot carry it",
+        named.join(", ")
+    );
+    let outcome = match outcome {
+        Outcome::Passed => Outcome::Error(why),
+        other => other.map_message(|m| format!("{m}\nalso: {why}")),
+    };
+    (kept, outcome)
 }
 
 /// The last lines a failed test emitted, redacted, for its failure message.

@@ -26,6 +26,9 @@ pub(crate) struct Guard {
     pub(crate) on_events: fn(&[String]) -> Option<String>,
     /// Judges what an isolated test's process printed.
     pub(crate) on_output: fn(&str) -> Option<String>,
+    /// Judges the lines that held PHI among those this process printed
+    /// while the test ran (each described, redacted).
+    pub(crate) on_printed: fn(&[String]) -> Option<String>,
 }
 
 /// Every guard.
@@ -34,7 +37,18 @@ pub(crate) const GUARDS: &[Guard] = &[Guard {
     isolate: true,
     on_events: phi_safe_events,
     on_output: phi_safe_output,
+    on_printed: phi_safe_printed,
 }];
+
+/// `phi_safe` on the lines of this process's output that held PHI.
+fn phi_safe_printed(lines: &[String]) -> Option<String> {
+    (!lines.is_empty()).then(|| {
+        format!(
+            "phi_safe: the test printed PHI:\n  {}\n(in what the test printed)",
+            lines.join("\n  ")
+        )
+    })
+}
 
 /// `phi_safe` on events: any PHI (patterns and registered canaries) fails;
 /// so does a capture that could not be installed (it fails closed).
@@ -89,6 +103,25 @@ pub(crate) fn judge_events(def: &TestDef, outcome: Outcome, lines: &[String]) ->
         seen.push(format!("(the test's failure) {text}"));
     }
     guards_of(def).fold(outcome, |o, g| match (g.on_events)(&seen) {
+        Some(finding) => fail_with(o, &finding),
+        None => o,
+    })
+}
+
+/// The test's guards on what was printed while it ran, when this process
+/// judges its own output (see [`crate::output`]: a single test under
+/// nextest or `--exact`, the supervisor off, `--nocapture`). With several
+/// tests at once, a line is charged to every guarded test running then.
+pub(crate) fn judge_printed(def: &TestDef, outcome: Outcome, from: u64) -> Outcome {
+    if !crate::output::installed() || !guards_of(def).any(|g| g.isolate) {
+        return outcome;
+    }
+    crate::output::sync();
+    let printed = crate::output::findings_since(from);
+    if printed.is_empty() {
+        return outcome;
+    }
+    guards_of(def).fold(outcome, |o, g| match (g.on_printed)(&printed) {
         Some(finding) => fail_with(o, &finding),
         None => o,
     })

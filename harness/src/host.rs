@@ -172,6 +172,12 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
         }
     };
     crate::panic::install_hook();
+    // What the hosted fixtures print is redacted with the values they
+    // generate, like a worker's.
+    if let Err(e) = crate::output::install() {
+        eprintln!("error: host: cannot redirect its output through redaction: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let run = crate::fixture::RunShared::new(seed, target);
     runtime.block_on(async {
         let cx = TestCx::new(run.clone(), "(host)".into(), "(host)", 1);
@@ -181,7 +187,11 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
                 Ok(handle) => {
                     handles.insert(def.name.to_string(), handle);
                 }
-                Err(e) => eprintln!("service-test: not hosting `{}`: {e}", def.name),
+                Err(e) => eprintln!(
+                    "service-test: not hosting `{}`: {}",
+                    def.name,
+                    phi::redact(&e.to_string())
+                ),
             }
         }
         if let Err(e) = write_private(std::path::Path::new(&path), &Value::Object(handles)) {
@@ -189,8 +199,9 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
         }
         println!("ready");
         let _ = std::io::stdout().flush();
-        // Until the supervisor closes our standard input.
-        let _ = tokio::task::spawn_blocking(|| {
+        // Until the supervisor closes our standard input, or passes on a
+        // signal: either way the fixtures are torn down.
+        let input_closed = tokio::task::spawn_blocking(|| {
             let mut line = String::new();
             while std::io::stdin()
                 .lock()
@@ -199,12 +210,28 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
             {
                 line.clear();
             }
-        })
-        .await;
+        });
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = input_closed => {}
+                    _ = int.recv() => eprintln!("service-test: host: SIGINT: tearing down"),
+                    _ = term.recv() => eprintln!("service-test: host: SIGTERM: tearing down"),
+                }
+            }
+            _ => {
+                let _ = input_closed.await;
+            }
+        }
         for failure in run.session.tear_down().await {
-            eprintln!("service-test: host: {failure}");
+            eprintln!("service-test: host: {}", phi::redact(&failure));
         }
     });
+    crate::output::sync();
     std::process::exit(0)
 }
 
@@ -257,8 +284,10 @@ impl Host {
             .create_new(true)
             .mode(0o600)
             .open(&file)?;
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(std::env::current_exe()?)
             .args(args)
+            .process_group(0)
             .env(HOST_ENV, "1")
             .env(HOSTED_FILE_ENV, &file)
             .env(crate::cli::SEED_ENV, seed.to_string())
@@ -267,6 +296,7 @@ impl Host {
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take();
+        crate::supervisor::track(i32::try_from(child.id()).unwrap_or(0));
         let host = Host { child, file };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -296,6 +326,7 @@ impl Drop for Host {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let _ = self.child.kill();
+        crate::supervisor::untrack(i32::try_from(self.child.id()).unwrap_or(0));
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.file);
     }

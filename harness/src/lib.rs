@@ -47,6 +47,7 @@ pub mod host;
 pub mod leak;
 pub mod marker;
 pub mod metrics;
+pub(crate) mod output;
 pub(crate) mod panic;
 pub mod partition;
 pub mod preflight;

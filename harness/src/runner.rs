@@ -38,6 +38,14 @@ pub fn run() -> ExitCode {
 
 /// Runs the registered tests with already-parsed arguments.
 pub fn run_with(cli: Cli) -> ExitCode {
+    let code = run_cli(cli);
+    // What the tests and the console printed, through the pumps, before
+    // the process ends.
+    crate::output::sync();
+    code
+}
+
+fn run_cli(cli: Cli) -> ExitCode {
     if inventory::iter::<TestDef>.into_iter().next().is_none() {
         eprintln!(
             "error: this test binary has no registered tests.\n  \
@@ -76,6 +84,7 @@ pub fn run_with(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    crate::capture::set_level(config.run.log_level.unwrap_or_default());
     if crate::worker::is_worker() {
         return run_as_worker(&cli, &config, seed);
     }
@@ -207,6 +216,8 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         run_leaks,
         stream,
     ));
+    let teardown_failures: Vec<String> = teardown_failures.iter().map(|f| phi::redact(f)).collect();
+    crate::output::sync();
     if crate::worker::recycling() {
         crate::worker::emit(&crate::worker::Event::Recycle { teardown_failures });
     } else {
@@ -460,6 +471,10 @@ fn run_selected(
     }
 
     let target = cli.target();
+    if let Some(t) = &target {
+        let shown = std::fs::canonicalize(t).unwrap_or_else(|_| t.clone());
+        eprintln!("service-test: target file {}", shown.display());
+    }
     if !jobs.is_empty() {
         let cx = crate::preflight::PreflightCx {
             target: target.clone(),
@@ -526,6 +541,14 @@ fn run_selected(
                 .map(|j| (j.name.clone(), j.policy.timeout))
                 .collect(),
             live_output: args.nocapture,
+            capture_limit: config
+                .run
+                .capture_limit
+                .unwrap_or(crate::supervisor::CAPTURE_LIMIT),
+            leak_timeout: config
+                .run
+                .leak_timeout
+                .map_or(crate::supervisor::LEAK_TIMEOUT, |d| d.0),
         };
         let workers = std::thread::spawn(move || in_workers(plan, jobs, stream));
         let conclusion = libtest_mimic::run(&one_thread, trials);
@@ -537,6 +560,12 @@ fn run_selected(
             }
         }
     } else {
+        // This process runs the tests and prints to the console itself:
+        // its output is redacted here (see `crate::output`).
+        if let Err(e) = crate::output::install() {
+            eprintln!("error: cannot redirect the tests' output through redaction: {e}");
+            return ExitCode::FAILURE;
+        }
         let run = RunShared::new(seed, target);
         let runtime = match start_in_process() {
             Ok(rt) => rt,
@@ -627,7 +656,7 @@ fn run_selected(
     }
     if !teardown_failures.is_empty() {
         for f in &teardown_failures {
-            eprintln!("error: {f}");
+            eprintln!("error: {}", phi::redact(f));
         }
         return ExitCode::FAILURE;
     }
@@ -734,11 +763,11 @@ impl Stream {
     }
 
     fn finished(&mut self, def: &TestDef, record: &TestRecord) {
-        if crate::worker::is_isolated() {
-            crate::worker::emit_canaries();
-        }
+        // Redacted here, with this process's canaries, before it leaves:
+        // the supervisor never saw the values the test generated.
         crate::worker::emit(&crate::worker::Event::Finished {
-            record: record.clone(),
+            record: crate::report::redacted(record),
+            ran_ms: crate::worker::ran_ms(&record.name, record.duration),
         });
         self.progress.finished(record.outcome.is_failure());
         if let Some(sink) = &mut self.sink {

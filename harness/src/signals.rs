@@ -58,6 +58,7 @@ pub(crate) fn watch(run: Arc<RunShared>) {
         for f in run.session.tear_down().await {
             eprintln!("error: session: {f}");
         }
+        crate::output::sync();
         std::process::exit(128 + sig);
     });
 }

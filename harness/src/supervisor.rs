@@ -10,9 +10,15 @@
 //! tests not yet started go on in another fresh worker. Every selected test
 //! thus ends with exactly one result, whatever happens to a process.
 //!
-//! SIGINT and SIGTERM are forwarded to the worker; the supervisor then
-//! reports the unfinished tests `not-run` and the run exits 130 or 143. A
-//! second SIGINT ends the supervisor at once.
+//! SIGINT and SIGTERM are forwarded to every worker and to the host of
+//! session fixtures; the supervisor then reports the unfinished tests
+//! `not-run` and the run exits 130 or 143. A second SIGINT ends the
+//! supervisor at once.
+//!
+//! Each worker runs in a process group of its own, and its event channel
+//! is not inherited by what its tests start: the supervisor stops reading
+//! at the worker's final event, and processes a test left behind are
+//! reported as a leak and killed with the group (see [`LEAK_TIMEOUT`]).
 //!
 //! Not supervised: one test under `--exact` (nextest's way, one process per
 //! test already), `--list`, and runs with `SERVICE_TEST_SUPERVISOR=0`.
@@ -24,6 +30,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use std::time::Instant;
 
 use crate::execute::{Outcome, TestRecord};
 use crate::worker::{Event, WORKER_ENV};
@@ -36,8 +43,25 @@ const CRASH_TAIL: usize = 30;
 
 /// The signal that interrupted the run (0: none).
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-/// The running worker's pid (0: none), for forwarding signals.
-static WORKER_PID: AtomicI32 = AtomicI32::new(0);
+/// Every live child (workers, isolated or shared, and the host), for
+/// forwarding signals.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Signals forwarded to `pid` from now until [`untrack`].
+pub(crate) fn track(pid: i32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pid);
+}
+
+/// `pid` has been reaped: no more signals to it.
+pub(crate) fn untrack(pid: i32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|p| *p != pid);
+}
 
 /// Should this run be supervised?
 pub(crate) fn wanted() -> bool {
@@ -65,6 +89,56 @@ pub(crate) struct Plan {
     pub(crate) timeouts: std::collections::HashMap<String, Duration>,
     /// `--nocapture`: isolated tests print live instead of being captured.
     pub(crate) live_output: bool,
+    /// How much of each stream of an isolated test is kept (its end).
+    pub(crate) capture_limit: usize,
+    /// How long processes left in a worker's group get to end before they
+    /// are reported as a leak and killed.
+    pub(crate) leak_timeout: Duration,
+}
+
+/// The default of [`Plan::leak_timeout`] (the profile's `leak-timeout`).
+pub const LEAK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many workers a test is handed to, at most, when they end without
+/// its result (a worker that dies has its tests re-run alone instead).
+const MAX_OFFERS: u32 = 3;
+
+/// The run's error for processes a shared worker's tests left running:
+/// each named with the tests that were running when it started (`windows`:
+/// each test's run in milliseconds since the worker started).
+fn leak_in_shared_worker(leaked: &[Leaked], windows: &[(String, u64, u64)]) -> String {
+    // The worker counts from its set-up, a little after it was spawned,
+    // and `/proc` dates processes to its clock ticks.
+    const SLACK_MS: u64 = 50;
+    let mut lines = vec![format!(
+        "LEAK: {} process(es) were still running after their worker's tests ended; killed:",
+        leaked.len()
+    )];
+    for l in leaked {
+        let during: Vec<&str> = windows
+            .iter()
+            .filter(|(_, began, ended)| {
+                l.started_ms
+                    .is_some_and(|t| t + SLACK_MS >= *began && t <= *ended + SLACK_MS)
+            })
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        let by = match during.as_slice() {
+            [] => "started while none of its tests ran (a fixture's?)".to_string(),
+            [one] => format!("left by `{one}`"),
+            many if many.len() <= 5 => format!("left by one of `{}`", many.join("`, `")),
+            many => format!(
+                "left by one of `{}` and {} more tests running then (--test-threads 1 or --isolation process names it)",
+                many[..5].join("`, `"),
+                many.len() - 5
+            ),
+        };
+        lines.push(format!(
+            "  {} — {by}",
+            describe_leaked(std::slice::from_ref(l))
+        ));
+    }
+    lines.join("\n")
 }
 
 /// How long past its timeout an isolated test's process may run (its own
@@ -96,13 +170,38 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
         failures: 0,
         sink: deliver,
     };
+    // How many workers each test was handed to: one that keeps ending
+    // without a result for it is not handed to another forever.
+    let mut offered: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     while !pending.is_empty() && interrupted().is_none() {
         if plan.max_fail.is_some_and(|n| tally.failures >= n) {
             break;
         }
-        let batch: Vec<String> = pending.drain(..).collect();
+        let mut batch: Vec<String> = Vec::with_capacity(pending.len());
+        for name in pending.drain(..) {
+            let n = offered.entry(name.clone()).or_insert(0);
+            *n += 1;
+            if *n > MAX_OFFERS {
+                tally.deliver(TestRecord {
+                    attempts: 1,
+                    ..TestRecord::without_run(
+                        &name,
+                        Outcome::Error(format!(
+                            "harness: {MAX_OFFERS} worker processes ended without a result for this test; not run again"
+                        )),
+                    )
+                });
+            } else {
+                batch.push(name);
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
         let before = tally.delivered.len();
         let map = StartedMap::create(batch.len());
+        // When each test ran, to name the ones a leaked process started under.
+        let mut windows: Vec<(String, u64, u64)> = Vec::new();
         let result = run_worker(
             &plan,
             &batch,
@@ -111,12 +210,26 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
             map.as_ref().map(|m| m.path.as_path()),
             None,
             &mut |event| match event {
-                Event::Finished { record } => tally.deliver(record),
-                // Only an isolated worker sends its canaries; the end is
-                // read by `run_worker`.
-                Event::Canaries { .. } | Event::Recycle { .. } | Event::Done { .. } => {}
+                Event::Finished { record, ran_ms } => {
+                    if let Some((began, ended)) = ran_ms {
+                        windows.push((record.name.clone(), began, ended));
+                    }
+                    tally.deliver(record);
+                }
+                Event::Canaries { entries } => register_canaries(entries),
+                // The end is read by `run_worker`.
+                Event::Recycle { .. } | Event::Done { .. } => {}
             },
         );
+        let result = match result {
+            Ok((end, leaked)) => {
+                if !leaked.is_empty() {
+                    teardown_failures.push(leak_in_shared_worker(&leaked, &windows));
+                }
+                Ok(end)
+            }
+            Err(e) => Err(e),
+        };
         // Started (marked in the map) but without a result.
         let in_flight: Vec<String> = match &map {
             Some(m) => m
@@ -287,51 +400,85 @@ impl Tally<'_> {
     }
 }
 
-/// The most of each stream an isolated test's capture keeps (the end of it,
-/// past this).
-const CAPTURE_LIMIT: usize = 4 << 20;
+/// The most of each stream an isolated test's capture keeps (the end of
+/// it, past this), unless the profile's `capture-limit` says otherwise.
+pub const CAPTURE_LIMIT: usize = 4 << 20;
 
-/// Where an isolated test's output goes while it runs: its stdout to a
-/// private file (mode 0600) the worker points file descriptor 1 at, its
-/// stderr through a pipe into memory.
+/// Where an isolated test's output goes while it runs: its stdout and its
+/// stderr each to a private file (mode 0600), read when it ended. Files,
+/// not pipes: a process the test leaves running cannot hold the run open.
 struct Capture {
     stdout_file: std::path::PathBuf,
-    stderr: Arc<Mutex<String>>,
+    stderr_file: std::path::PathBuf,
 }
 
 static CAPTURES: AtomicU64 = AtomicU64::new(0);
 
 impl Capture {
     fn new() -> std::io::Result<Capture> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = std::env::temp_dir().join(format!(
-            "service-test-stdout-{}-{}-{:016x}",
-            std::process::id(),
-            CAPTURES.fetch_add(1, Ordering::Relaxed),
-            crate::host::random_u64()
-        ));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        Ok(Capture {
-            stdout_file: path,
-            stderr: Arc::default(),
-        })
+        let stdout_file = private_file("stdout")?;
+        match private_file("stderr") {
+            Ok(stderr_file) => Ok(Capture {
+                stdout_file,
+                stderr_file,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&stdout_file);
+                Err(e)
+            }
+        }
     }
 
-    /// The two streams, each at most [`CAPTURE_LIMIT`] (its end); the file
-    /// is removed.
-    fn finish(self) -> (String, String) {
-        let stdout = std::fs::read(&self.stdout_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.stdout_file);
-        let from = stdout.len().saturating_sub(CAPTURE_LIMIT);
-        let stdout = String::from_utf8_lossy(&stdout[from..]).into_owned();
-        let stderr =
-            std::mem::take(&mut *self.stderr.lock().unwrap_or_else(PoisonError::into_inner));
-        (stdout, stderr)
+    /// The two streams, each the last `limit` bytes at most, as safe text
+    /// ([`crate::output::sanitize`]); the files are removed.
+    fn finish(self, limit: usize) -> (String, String) {
+        let read = |path: &std::path::Path| {
+            let bytes = read_tail(path, limit).unwrap_or_default();
+            let _ = std::fs::remove_file(path);
+            crate::output::sanitize(&bytes)
+        };
+        (read(&self.stdout_file), read(&self.stderr_file))
     }
+}
+
+/// A new, empty file only this user can read, made here (a file planted at
+/// the name fails this).
+fn private_file(what: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::env::temp_dir().join(format!(
+        "service-test-{what}-{}-{}-{:016x}",
+        std::process::id(),
+        CAPTURES.fetch_add(1, Ordering::Relaxed),
+        crate::host::random_u64()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    Ok(path)
+}
+
+/// The last `limit` bytes of a file, starting at a line when the cut
+/// fell inside one.
+fn read_tail(path: &std::path::Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(limit as u64);
+    f.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len - from).unwrap_or(0));
+    f.read_to_end(&mut bytes)?;
+    if from > 0 {
+        let start = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        let mut kept = format!("[… {} earlier bytes not kept]\n", from + start as u64).into_bytes();
+        kept.extend_from_slice(&bytes[start..]);
+        return Ok(kept);
+    }
+    Ok(bytes)
 }
 
 /// The last [`CRASH_TAIL`] lines of a stream, indented, under `title`.
@@ -349,7 +496,8 @@ fn tail_of(title: &str, text: &str) -> String {
 /// Runs one test in a worker of its own, its stdout and stderr captured
 /// apart (unless `plan.live_output`): its own record with the output
 /// attached if the process survives, [`Outcome::Crashed`] if it dies,
-/// killed past its timeout if it hangs.
+/// killed past its timeout if it hangs; failed with a leak if it left
+/// processes running.
 fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestRecord {
     let capture = if plan.live_output {
         None
@@ -373,26 +521,26 @@ fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestR
         None,
         hosted,
         &mut |event| match event {
-            Event::Finished { record: r } => record = Some(r),
-            // The test's generated values: found in its printed output too
-            // (registered here, in the supervisor, which runs no test).
-            Event::Canaries { entries } => {
-                for (kind, value) in entries {
-                    if let Some(kind) = phi::Kind::from_label(&kind) {
-                        phi::canaries().register(kind, &value);
-                    }
-                }
-            }
+            Event::Finished { record: r, .. } => record = Some(r),
+            Event::Canaries { entries } => register_canaries(entries),
             Event::Recycle { .. } | Event::Done { .. } => {}
         },
     );
-    let captured = capture.map(Capture::finish);
+    let captured = capture.map(|c| c.finish(plan.capture_limit));
     let tail = || match &captured {
         Some((out, err)) => format!("{}\n{}", tail_of("stderr", err), tail_of("stdout", out)),
         None => "its output went to the console (--nocapture)".to_string(),
     };
+    let (result, leaked) = match result {
+        Ok((end, leaked)) => (Ok(end), leaked),
+        Err(e) => (Err(e), Vec::new()),
+    };
     let mut record = match (result, record) {
         (_, Some(r)) => r,
+        (Ok(WorkerEnd::Died(_)), None) if interrupted().is_some() => TestRecord::without_run(
+            name,
+            Outcome::NotRun("not run: the run was interrupted".to_string()),
+        ),
         (Ok(WorkerEnd::Died(status)), None) => crashed(
             name,
             format!(
@@ -414,7 +562,27 @@ fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestR
         record.stdout = Some(out).filter(|t| !t.is_empty());
         record.stderr = Some(err).filter(|t| !t.is_empty());
     }
+    if !leaked.is_empty() {
+        let leak = format!(
+            "LEAK: this test left {} process(es) running after it ended ({}); killed",
+            leaked.len(),
+            describe_leaked(&leaked)
+        );
+        record.outcome = match record.outcome {
+            Outcome::Passed => Outcome::Failed(leak),
+            other => other.map_message(|m| format!("{m}\n{leak}")),
+        };
+    }
     record
+}
+
+/// Values a worker registered: the supervisor redacts its output with them.
+fn register_canaries(entries: Vec<(String, String)>) {
+    for (kind, value) in entries {
+        if let Some(kind) = phi::Kind::from_label(&kind) {
+            phi::canaries().register(kind, &value);
+        }
+    }
 }
 
 /// The file a worker marks its started tests in (see [`crate::worker`]):
@@ -479,9 +647,13 @@ enum WorkerEnd {
     Killed(Duration),
 }
 
-/// Starts a worker for `names`, feeds its events to `on_event` until it
-/// ends. With `capture`, its standard error is kept (the last lines) rather
-/// than shown.
+/// How long a worker may take to exit after its final event before its
+/// group is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// Starts a worker for `names` in a process group of its own, feeds its
+/// events to `on_event` until its final one (or its end), waits for it, and
+/// returns how it ended with the processes left in its group (killed).
 fn run_worker(
     plan: &Plan,
     names: &[String],
@@ -490,15 +662,24 @@ fn run_worker(
     started_map: Option<&std::path::Path>,
     hosted: Option<&std::path::Path>,
     on_event: &mut dyn FnMut(Event),
-) -> std::io::Result<WorkerEnd> {
+) -> std::io::Result<(WorkerEnd, Vec<Leaked>)> {
+    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     if let Some(map) = started_map {
         command.env(crate::worker::STARTED_MAP_ENV, map);
     }
-    if let Some(c) = capture {
-        command.env(crate::worker::STDOUT_FILE_ENV, &c.stdout_file);
-    }
+    let stderr = match capture {
+        Some(c) => {
+            command.env(crate::worker::STDOUT_FILE_ENV, &c.stdout_file);
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&c.stderr_file)?,
+            )
+        }
+        None => Stdio::inherit(),
+    };
     if let Some(file) = hosted {
         command.env(crate::host::HOSTED_FILE_ENV, file);
     }
@@ -506,19 +687,16 @@ fn run_worker(
         .args(&plan.args)
         .env(WORKER_ENV, "1")
         .env(crate::cli::SEED_ENV, plan.seed.to_string())
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(if capture.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::inherit()
-        })
+        .stderr(stderr)
         .spawn()?;
     let pid = i32::try_from(child.id()).unwrap_or(0);
-    if deadline.is_none() {
-        // The shared worker: signals are forwarded to it.
-        WORKER_PID.store(pid, Ordering::SeqCst);
-    }
+    track(pid);
+    // `/proc` dates processes in clock ticks: a leaked one is dated from
+    // the worker's start.
+    let worker_ticks = start_ticks(pid);
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(after) = deadline {
@@ -530,58 +708,193 @@ fn run_worker(
         // A worker that died at once is found below by its exit status.
         let _ = stdin.write_all(list.as_bytes());
     }
-    let stderr_reader = match (capture, child.stderr.take()) {
-        (Some(c), Some(stderr)) => {
-            let keep = Arc::clone(&c.stderr);
-            Some(std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut k = keep.lock().unwrap_or_else(PoisonError::into_inner);
-                    k.push_str(&line);
-                    k.push('\n');
-                    if k.len() > 2 * CAPTURE_LIMIT {
-                        // Keep the end: a cut at a character boundary.
-                        let mut cut = k.len() - CAPTURE_LIMIT;
-                        while !k.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        k.drain(..cut);
-                    }
-                }
-            }))
-        }
-        _ => None,
-    };
     let mut done = None;
     if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            match serde_json::from_str::<Event>(&line) {
-                Ok(Event::Done { teardown_failures }) => done = Some((teardown_failures, false)),
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            match serde_json::from_slice::<Event>(&line) {
+                Ok(Event::Done { teardown_failures }) => {
+                    done = Some((teardown_failures, false));
+                    break;
+                }
                 Ok(Event::Recycle { teardown_failures }) => {
                     done = Some((teardown_failures, true));
+                    break;
                 }
                 Ok(event) => on_event(event),
-                Err(_) => eprintln!("{line}"),
+                Err(e) => match undecodable_result(&line, &e) {
+                    Some(record) => on_event(Event::Finished {
+                        record,
+                        ran_ms: None,
+                    }),
+                    None => eprintln!(
+                        "service-test: a worker sent a line that is not an event ({e}): {}",
+                        phi::redact(&crate::output::sanitize_line(&line, 0))
+                    ),
+                },
             }
         }
     }
-    let status = child.wait()?;
+    // After its final event a worker only exits; it gets a bounded time.
+    let status = if done.is_some() {
+        let until = Instant::now() + EXIT_GRACE;
+        loop {
+            match child.try_wait()? {
+                Some(status) => break status,
+                None if Instant::now() >= until => {
+                    // SAFETY: signals our own child's group (its leader not
+                    // yet reaped, so the id is not reused).
+                    unsafe {
+                        libc::kill(-pid, libc::SIGKILL);
+                    }
+                    break child.wait()?;
+                }
+                None => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    } else {
+        child.wait()?
+    };
+    untrack(pid);
     finished.store(true, Ordering::SeqCst);
-    if deadline.is_none() {
-        WORKER_PID.store(0, Ordering::SeqCst);
-    }
-    if let Some(t) = stderr_reader {
-        let _ = t.join();
-    }
-    Ok(match (done, deadline) {
+    let leaked = reap_group(pid, plan.leak_timeout, worker_ticks);
+    let end = match (done, deadline) {
         (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
         (Some((failures, false)), _) => WorkerEnd::Done(failures),
         (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
         (None, _) => WorkerEnd::Died(status),
+    };
+    Ok((end, leaked))
+}
+
+/// A result line that does not decode is an error for its test, once (it
+/// is never re-run: the same test would send the same line). `None` when
+/// the line does not even name a test.
+fn undecodable_result(line: &[u8], error: &serde_json::Error) -> Option<TestRecord> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let name = value.get("record")?.get("name")?.as_str()?;
+    Some(TestRecord {
+        attempts: 1,
+        ..TestRecord::without_run(
+            name,
+            Outcome::Error(format!(
+                "harness: this test's result could not be decoded ({error}); it is not re-run"
+            )),
+        )
     })
 }
 
-/// Kills worker `pid` if it still runs `after` from now: SIGTERM, then
-/// SIGKILL two seconds later.
+/// A process left in a worker's group after the worker ended.
+pub(crate) struct Leaked {
+    pid: i32,
+    command: String,
+    /// When it started, in milliseconds since its worker did (as far as
+    /// `/proc`'s clock ticks tell).
+    started_ms: Option<u64>,
+}
+
+/// `pid 4242 (sleep), pid 4243 (sh)`.
+fn describe_leaked(leaked: &[Leaked]) -> String {
+    leaked
+        .iter()
+        .map(|l| format!("pid {} ({})", l.pid, phi::redact(&l.command)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits up to `grace` for the processes left in group `pgid` to end, then
+/// kills the group; returns the ones that had to be killed, dated from
+/// `worker_ticks` (the worker's start, in `/proc`'s clock ticks).
+fn reap_group(pgid: i32, grace: Duration, worker_ticks: Option<u64>) -> Vec<Leaked> {
+    let until = Instant::now() + grace;
+    loop {
+        // SAFETY: signal 0 only asks whether the group has any process.
+        let any = pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0;
+        let left = if any {
+            group_members(pgid, worker_ticks)
+        } else {
+            Vec::new()
+        };
+        if left.is_empty() {
+            return left;
+        }
+        if Instant::now() >= until {
+            // SAFETY: the group was ours; its leader is reaped and every
+            // member left is a process one of our tests started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `pid 4242 (sleep) state ...` after the command's closing parenthesis
+/// (the command may hold anything), split into fields: state, ppid, pgrp,
+/// ..., start time (the 20th).
+fn stat_fields(pid: i32) -> Option<(String, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields = stat[close + 1..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    Some((stat[open + 1..close].to_string(), fields))
+}
+
+/// When `pid` started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.1.get(19)?.parse().ok()
+}
+
+/// The live processes (not zombies) of group `pgid`, from `/proc`.
+fn group_members(pgid: i32, worker_ticks: Option<u64>) -> Vec<Leaked> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // SAFETY: a plain sysconf query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Some((command, fields)) = stat_fields(pid) else {
+            continue;
+        };
+        let (Some(state), Some(group)) = (fields.first(), fields.get(2)) else {
+            continue;
+        };
+        if state == "Z" || group.parse::<i32>().ok() != Some(pgid) {
+            continue;
+        }
+        let started_ms = fields
+            .get(19)
+            .and_then(|t| t.parse::<u64>().ok())
+            .zip(worker_ticks)
+            .map(|(ticks, base)| (ticks.saturating_sub(base) as f64 * 1000.0 / hz) as u64);
+        out.push(Leaked {
+            pid,
+            command,
+            started_ms,
+        });
+    }
+    out
+}
+
+/// Kills worker `pid`'s group if it still runs `after` from now: SIGTERM
+/// to the worker, then SIGKILL to its group two seconds later.
 fn watchdog(
     pid: i32,
     after: Duration,
@@ -595,18 +908,18 @@ fn watchdog(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    for (sig, wait) in [
-        (libc::SIGTERM, Duration::from_secs(2)),
-        (libc::SIGKILL, Duration::ZERO),
+    for (target, sig, wait) in [
+        (pid, libc::SIGTERM, Duration::from_secs(2)),
+        (-pid, libc::SIGKILL, Duration::ZERO),
     ] {
         if finished.load(Ordering::SeqCst) {
             return;
         }
         killed.store(true, Ordering::SeqCst);
-        // SAFETY: signals our own child, which has not been reaped yet
-        // (`finished` is set only after `wait` returns).
+        // SAFETY: signals our own child (or its group), which has not been
+        // reaped yet (`finished` is set only after `wait` returns).
         unsafe {
-            libc::kill(pid, sig);
+            libc::kill(target, sig);
         }
         std::thread::sleep(wait);
     }
@@ -672,9 +985,13 @@ fn watch_signals() {
                     eprintln!("service-test: second SIGINT: stopping now");
                     std::process::exit(130);
                 }
-                let pid = WORKER_PID.load(Ordering::SeqCst);
-                if pid > 0 {
-                    // SAFETY: sends a signal to our own child.
+                let children = CHILDREN
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                for pid in children.into_iter().filter(|p| *p > 0) {
+                    // SAFETY: signals our own child, not reaped yet (it
+                    // leaves the list before it is waited for).
                     unsafe {
                         libc::kill(pid, sig);
                     }

@@ -42,11 +42,16 @@ pub(crate) enum Event {
     Finished {
         /// What happened.
         record: TestRecord,
+        /// When it began and ended, in milliseconds since the worker
+        /// started (to name the test that started a leaked process).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ran_ms: Option<(u64, u64)>,
     },
-    /// The PHI values the worker's generators registered as canaries
-    /// (kind label, value), sent by an isolated test's worker before its
-    /// result, so that the supervisor finds them in what the test printed.
-    /// Synthetic, and only ever on this private pipe.
+    /// PHI values the worker's generators registered as canaries (kind
+    /// label, value), sent as each is registered, so that the supervisor
+    /// redacts what the worker's tests printed and finds them in it (also
+    /// when the worker then crashes). Synthetic, and only ever on this
+    /// private pipe.
     Canaries {
         /// `(kind, value)` pairs.
         entries: Vec<(String, String)>,
@@ -82,6 +87,27 @@ unsafe impl Sync for StartedMap {}
 static STARTED: OnceLock<StartedMap> = OnceLock::new();
 static STARTED_PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
 
+/// When this worker set itself up.
+static STARTED_AT: OnceLock<std::time::Instant> = OnceLock::new();
+
+/// When each test began (set by [`started`]).
+static BEGAN: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> =
+    Mutex::new(None);
+
+/// When test `name`, which ran for `duration`, began and ended, in
+/// milliseconds since this worker set itself up (`None` outside a worker).
+pub(crate) fn ran_ms(name: &str, duration: std::time::Duration) -> Option<(u64, u64)> {
+    let start = STARTED_AT.get()?;
+    let began = BEGAN
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()?
+        .remove(name)?;
+    let began = began.saturating_duration_since(*start);
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Some((ms(began), ms(began + duration)))
+}
+
 /// Names the file an isolated test's standard output goes to.
 pub(crate) const STDOUT_FILE_ENV: &str = "SERVICE_TEST_STDOUT_FILE";
 
@@ -92,19 +118,6 @@ pub(crate) fn is_isolated() -> bool {
 }
 
 static ISOLATED: OnceLock<bool> = OnceLock::new();
-
-/// Sends the canaries registered so far (an isolated worker, before its
-/// test's result).
-pub(crate) fn emit_canaries() {
-    let entries: Vec<(String, String)> = phi::canaries()
-        .entries()
-        .into_iter()
-        .map(|(k, v)| (k.label().to_string(), v))
-        .collect();
-    if !entries.is_empty() {
-        emit(&Event::Canaries { entries });
-    }
-}
 
 static RECYCLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -137,6 +150,7 @@ pub(crate) fn is_worker() -> bool {
 /// The variables the supervisor set for this worker ([`WORKER_ENV`], the
 /// seed) are removed, so processes the tests start do not inherit them.
 pub(crate) fn install() -> std::io::Result<()> {
+    let _ = STARTED_AT.set(std::time::Instant::now());
     // SAFETY: called first thing in a worker, before its runtime or any
     // other thread exists, so nothing reads the environment concurrently.
     unsafe {
@@ -169,10 +183,13 @@ pub(crate) fn install() -> std::io::Result<()> {
         ),
         None => None,
     };
+    let captured = test_stdout.is_some();
     let channel = unsafe {
         use std::os::fd::AsRawFd;
         let target = test_stdout.as_ref().map_or(2, |f| f.as_raw_fd());
-        let fd = libc::dup(1);
+        // Close-on-exec: a process a test starts (and leaves running) must
+        // not hold the channel open, or the supervisor would wait for it.
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
         if fd < 0 || libc::dup2(target, 1) < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -181,6 +198,20 @@ pub(crate) fn install() -> std::io::Result<()> {
         File::from_raw_fd(fd)
     };
     let _ = CHANNEL.set(Mutex::new(std::io::BufWriter::new(channel)));
+    // Each value the tests generate goes to the supervisor at once, before
+    // the test can print it: it redacts what this process prints with them.
+    phi::on_register(|kind, value| {
+        emit(&Event::Canaries {
+            entries: vec![(kind.label().to_string(), value.to_string())],
+        });
+        flush();
+    });
+    // Output the supervisor does not capture (a shared worker's, or an
+    // isolated test's under --nocapture) is redacted here, where the
+    // values were generated.
+    if !captured {
+        crate::output::install()?;
+    }
     std::thread::spawn(|| {
         loop {
             std::thread::sleep(FLUSH_EVERY);
@@ -235,6 +266,13 @@ pub(crate) fn map_started(names: &[String]) -> std::io::Result<()> {
 
 /// Marks `name` started in the supervisor's map (nothing outside a worker).
 pub(crate) fn started(name: &str) {
+    if STARTED_AT.get().is_some() {
+        BEGAN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Default::default)
+            .insert(name.to_string(), std::time::Instant::now());
+    }
     let Some(map) = STARTED.get() else {
         return;
     };

@@ -1,5 +1,6 @@
 //! Where `--target t.toml` is looked for: where the binary runs, then
-//! where the user ran cargo (`PWD`), then the parent directories.
+//! where the user ran cargo (`PWD`), then the parent directories up to
+//! the workspace root.
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +15,24 @@ fn tree(name: &str, place: &[&str]) -> PathBuf {
     for d in ["suites", "ext"] {
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
+    // `root` is a workspace's root: the lookup goes no higher.
+    std::fs::write(root.join("Cargo.lock"), "").expect("write");
     for p in place {
         std::fs::write(root.join(p).join("t.toml"), "").expect("write");
     }
     root
+}
+
+#[service_test(unit)]
+fn a_file_above_the_workspace_root_is_not_found() {
+    let outer = tree("above", &[]);
+    let root = outer.join("ws");
+    std::fs::create_dir_all(root.join("suites")).expect("mkdir");
+    std::fs::write(root.join("Cargo.lock"), "").expect("write");
+    // Planted above the workspace: never chosen.
+    std::fs::write(outer.join("t.toml"), "").expect("write");
+    let found = resolve_target("t.toml".into(), &root.join("suites"), None);
+    assert_eq!(found, PathBuf::from("t.toml"));
 }
 
 #[service_test(unit)]

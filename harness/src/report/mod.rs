@@ -167,6 +167,32 @@ impl ResultLine {
     }
 }
 
+/// `record` with every text a test could have put a value in redacted
+/// (its message, earlier attempts, metric names and endpoints, captured
+/// output), with this process's canaries.
+pub(crate) fn redacted(record: &TestRecord) -> TestRecord {
+    TestRecord {
+        outcome: record.outcome.map_message(phi::redact),
+        earlier_failures: record
+            .earlier_failures
+            .iter()
+            .map(|m| phi::redact(m))
+            .collect(),
+        metrics: record
+            .metrics
+            .iter()
+            .map(|m| Metric {
+                name: phi::redact(&m.name),
+                endpoint: m.endpoint.as_deref().map(phi::redact),
+                ..m.clone()
+            })
+            .collect(),
+        stdout: record.stdout.as_deref().map(phi::redact),
+        stderr: record.stderr.as_deref().map(phi::redact),
+        ..record.clone()
+    }
+}
+
 /// One run of one test binary, as `runs.jsonl` holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
