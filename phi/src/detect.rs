@@ -23,6 +23,7 @@
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 
 use crate::Kind;
@@ -65,7 +66,68 @@ fn context_before(text: &str, start: usize) -> String {
     out
 }
 
-fn has_context(text: &str, start: usize, keywords: &[&str]) -> bool {
+/// Context keywords with an automaton that finds them all in one pass
+/// over a look-back window: a candidate is judged by one short scan, not
+/// by a substring search per keyword (most of a log scan's time went there).
+struct Keywords {
+    words: &'static [&'static str],
+    automaton: AhoCorasick,
+}
+
+impl Keywords {
+    fn new(words: &'static [&'static str]) -> Self {
+        // Overlapping matches, so every occurrence of every keyword is seen
+        // (the built-in lists cannot fail to build).
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(words)
+            .unwrap_or_else(|e| panic!("bad built-in context keywords {words:?}: {e}"));
+        Keywords { words, automaton }
+    }
+}
+
+fn has_context(text: &str, start: usize, keywords: &Keywords) -> bool {
+    let mut from = start.saturating_sub(LOOKBACK);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let window = &text.as_bytes()[from..start];
+    let window = match window.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
+        Some(i) => &window[i + 1..],
+        None => window,
+    };
+    if window.is_empty() {
+        return false;
+    }
+    if !window.is_ascii() {
+        return has_context_unicode(text, start, keywords.words);
+    }
+    // The window as context_before writes it, for ASCII: lower case, a `_`
+    // where camelCase starts a word (so at most twice the window).
+    let mut buf = [0u8; 2 * LOOKBACK];
+    let mut len = 0;
+    let mut prev_lower = false;
+    for &b in window {
+        if prev_lower && b.is_ascii_uppercase() {
+            buf[len] = b'_';
+            len += 1;
+        }
+        prev_lower = b.is_ascii_lowercase();
+        buf[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    let before = &buf[..len];
+    // A keyword starts a word: "dob" but not inside "adobe". (Overlapping
+    // occurrences add none that start a word: the keywords that overlap
+    // themselves, `dod`, `died`, `deceased`, do so after a letter.)
+    keywords
+        .automaton
+        .find_overlapping_iter(before)
+        .any(|m| m.start() == 0 || !before[m.start() - 1].is_ascii_alphabetic())
+}
+
+/// [`has_context`] for a window with other characters than ASCII.
+fn has_context_unicode(text: &str, start: usize, keywords: &[&str]) -> bool {
     let before = context_before(text, start);
     keywords.iter().any(|k| {
         before.match_indices(k).any(|(i, _)| {
@@ -86,44 +148,51 @@ fn standalone(text: &str, r: &Range<usize>) -> bool {
     !before.is_some_and(|c| c.is_alphanumeric()) && !after.is_some_and(|c| c.is_alphanumeric())
 }
 
-const SSN_CONTEXT: &[&str] = &[
-    "ssn",
-    "social security",
-    "social_security",
-    "socialsecurity",
-    "ref*sy*",
-    "taxpayer",
-    "itin",
-];
-const PERSON_DATE_CONTEXT: &[&str] = &[
-    "dob",
-    "birth",
-    "born",
-    "admit",
-    "admission",
-    "discharg",
-    "death",
-    "died",
-    "deceased",
-    "dod",
-    "date of service",
-    "service_date",
-    "servicedate",
-    "service date",
-    "dos",
-    "visit",
-    "seen on",
-    "encounter",
-    "dmg*d8*",
-    "dtp*472*",
-    "dtp*435*",
-    "dtp*096*",
-];
-const PHONE_CONTEXT: &[&str] = &[
-    "phone", "tel", "mobile", "cell", "contact", "call", "te*", "fax",
-];
-const FAX_CONTEXT: &[&str] = &["fax", "fx*"];
-const ZIP_CONTEXT: &[&str] = &["zip", "postal", "post code", "postcode"];
+static SSN_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "ssn",
+        "social security",
+        "social_security",
+        "socialsecurity",
+        "ref*sy*",
+        "taxpayer",
+        "itin",
+    ])
+});
+static PERSON_DATE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "dob",
+        "birth",
+        "born",
+        "admit",
+        "admission",
+        "discharg",
+        "death",
+        "died",
+        "deceased",
+        "dod",
+        "date of service",
+        "service_date",
+        "servicedate",
+        "service date",
+        "dos",
+        "visit",
+        "seen on",
+        "encounter",
+        "dmg*d8*",
+        "dtp*472*",
+        "dtp*435*",
+        "dtp*096*",
+    ])
+});
+static PHONE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "phone", "tel", "mobile", "cell", "contact", "call", "te*", "fax",
+    ])
+});
+static FAX_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| Keywords::new(&["fax", "fx*"]));
+static ZIP_CONTEXT: LazyLock<Keywords> =
+    LazyLock::new(|| Keywords::new(&["zip", "postal", "post code", "postcode"]));
 
 /// Runs every pattern detector over `text`.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
@@ -173,7 +242,7 @@ fn ssn(text: &str, out: &mut Vec<Hit>) {
         );
         // A space-separated triple is too common (counts, amounts) without a keyword.
         if ids::ssn_parts_plausible(area, group, serial)
-            && (s1.as_str() != " " || has_context(text, m.start(), SSN_CONTEXT))
+            && (s1.as_str() != " " || has_context(text, m.start(), &SSN_CONTEXT))
         {
             out.push((Kind::Ssn, m.range()));
         }
@@ -188,7 +257,7 @@ fn ssn(text: &str, out: &mut Vec<Hit>) {
             s.as_str().parse().unwrap_or(0),
         );
         if ids::ssn_parts_plausible(area, group, serial)
-            && has_context(text, m.start(), SSN_CONTEXT)
+            && has_context(text, m.start(), &SSN_CONTEXT)
         {
             out.push((Kind::Ssn, m.range()));
         }
@@ -205,17 +274,17 @@ fn phone(text: &str, out: &mut Vec<Hit>) {
     for c in PHONE.captures_iter(text) {
         let Some(m) = c.get(0) else { continue };
         let bare = c.get(6).is_some();
-        if bare && !has_context(text, m.start(), PHONE_CONTEXT) {
+        if bare && !has_context(text, m.start(), &PHONE_CONTEXT) {
             continue;
         }
         if !bare
             && c.get(3).is_some_and(|sep| sep.as_str() == " ")
-            && !has_context(text, m.start(), PHONE_CONTEXT)
+            && !has_context(text, m.start(), &PHONE_CONTEXT)
         {
             // "217 555 0142" without a keyword is as likely three numbers.
             continue;
         }
-        let kind = if has_context(text, m.start(), FAX_CONTEXT) {
+        let kind = if has_context(text, m.start(), &FAX_CONTEXT) {
             Kind::Fax
         } else {
             Kind::Phone
@@ -267,7 +336,7 @@ fn dates(text: &str, out: &mut Vec<Hit>) {
         ))
     });
     let mut push = |m: regex::Match<'_>, valid: bool| {
-        if valid && has_context(text, m.start(), PERSON_DATE_CONTEXT) {
+        if valid && has_context(text, m.start(), &PERSON_DATE_CONTEXT) {
             out.push((Kind::Date, m.range()));
         }
     };
@@ -340,7 +409,7 @@ fn zip_and_address(text: &str, out: &mut Vec<Hit>) {
         }
     }
     for m in ZIP.find_iter(text) {
-        if has_context(text, m.start(), ZIP_CONTEXT) {
+        if has_context(text, m.start(), &ZIP_CONTEXT) {
             out.push((Kind::Address, m.range()));
         }
     }

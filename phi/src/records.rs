@@ -12,11 +12,23 @@ use crate::detect::Hit;
 /// Runs the record parsers over `text`. Spans a record shows are not a
 /// person's PHI (a provider's address) go to `cleared`.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
-    hl7(text, out);
-    x12(text, out, cleared);
-    csv(text, out);
+    // A parser finds nothing in a text without its segment tags (a CSV
+    // header, without a separator): most text is log lines, which need not
+    // be split into segments three times over to learn that.
+    if text.contains("PID|") || text.contains("NK1|") {
+        hl7(text, out);
+    }
+    if X12_TAGS.iter().any(|tag| text.contains(tag)) {
+        x12(text, out, cleared);
+    }
+    if text.contains(',') || text.contains(';') {
+        csv(text, out);
+    }
     fhir(text, cleared);
 }
+
+/// The X12 segments the parser reads.
+const X12_TAGS: [&str; 4] = ["NM1*", "N3*", "N4*", "DMG*"];
 
 /// FHIR resources that describe the care side, not a patient: the names
 /// and addresses in them are a practitioner's or an organisation's.
@@ -28,15 +40,51 @@ const FHIR_NOT_PATIENT: &[&str] = &[
 ];
 
 fn fhir(text: &str, cleared: &mut Vec<Hit>) {
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let resource_types: Vec<&str> = compact
-        .match_indices("\"resourceType\":\"")
-        .filter_map(|(i, m)| compact[i + m.len()..].split('"').next())
-        .collect();
-    if !resource_types.is_empty() && resource_types.iter().all(|t| FHIR_NOT_PATIENT.contains(t)) {
+    // `"resourceType":"X"` with whitespace anywhere in it ignored, as in
+    // the text compacted of whitespace; found from each quote, so text
+    // without quotes (most logs) costs one search for a byte and no copy.
+    const KEY: &str = "\"resourceType\":\"";
+    let mut resource_types: Vec<String> = Vec::new();
+    let mut at = 0;
+    while let Some(i) = text[at..].find('"') {
+        let quote = at + i;
+        let Some(end) = prefix_ignoring_whitespace(&text[quote..], KEY) else {
+            at = quote + 1;
+            continue;
+        };
+        let end = quote + end;
+        resource_types.push(
+            text[end..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .filter(|c| !c.is_whitespace())
+                .collect(),
+        );
+        // Occurrences do not overlap (as `match_indices` found them).
+        at = end;
+    }
+    if !resource_types.is_empty()
+        && resource_types
+            .iter()
+            .all(|t| FHIR_NOT_PATIENT.contains(&t.as_str()))
+    {
         cleared.push((Kind::Name, 0..text.len()));
         cleared.push((Kind::Address, 0..text.len()));
     }
+}
+
+/// Where `word` ends in `s` if `s` starts with it once whitespace is ignored.
+fn prefix_ignoring_whitespace(s: &str, word: &str) -> Option<usize> {
+    let mut chars = s.char_indices().filter(|(_, c)| !c.is_whitespace());
+    let mut end = 0;
+    for w in word.chars() {
+        let (i, c) = chars.next()?;
+        if c != w {
+            return None;
+        }
+        end = i + c.len_utf8();
+    }
+    Some(end)
 }
 
 /// The pieces of `s` (at byte `base` of the text) split on `sep`, with their ranges.
@@ -146,7 +194,7 @@ fn x12(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
     let mut person = true;
     for (segment, base) in segments(text, &['~']) {
         // Tolerate a log prefix before the segment: `edi: NM1*IL*1*…`.
-        let Some(at) = ["NM1*", "N3*", "N4*", "DMG*"]
+        let Some(at) = X12_TAGS
             .iter()
             .filter_map(|tag| {
                 segment.find(tag).filter(|&i| {
