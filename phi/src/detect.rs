@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use crate::Kind;
 use crate::ids;
@@ -194,23 +194,289 @@ static FAX_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| Keywords::new(&["fax",
 static ZIP_CONTEXT: LazyLock<Keywords> =
     LazyLock::new(|| Keywords::new(&["zip", "postal", "post code", "postcode"]));
 
+/// The detectors' regular expressions, in the order their hits are
+/// reported (the order of [`detect`]).
+///
+/// A scan first runs every pass's **gate** over each line, all at once (a
+/// [`RegexSet`]), and then each pass only where it can match:
+///
+/// - a pass whose matches never cross a line break searches only the
+///   lines its gate (its own pattern) flagged, or the whole text when
+///   those are most of it: the same matches, as none spans two lines;
+/// - a pass that may cross a line break (`\s` between its parts) has as
+///   its gate a part every match holds within one line; it searches the
+///   whole text when any line holds that part, and is skipped otherwise.
+///
+/// Most passes have no literal to look for first and stepped through
+/// every byte; one pass of the gates replaces about twenty.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    SsnDashed,
+    SsnPlain,
+    Phone,
+    Email,
+    DateIso,
+    DateNumeric,
+    DateCompact,
+    DateWords,
+    StateZip,
+    Zip,
+    Street,
+    Url,
+    Ipv4,
+    Ipv6,
+    KeyedId,
+    X12Id,
+    Mbi,
+    Dea,
+    Mac,
+    KeyedName,
+    ProseName,
+    Age,
+    SchemelessUrl,
+}
+
+const STREET_SUFFIXES: &str = "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Way|Court|Ct|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Trail|Trl";
+
+/// The keywords an MRN, member, account, licence or device number follows.
+const ID_KEYS: &str = r"mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|udi|imei";
+
+const PERSON_WORDS: &str = "patient|pt|named|resident|daughter|son|wife|husband|mother|father";
+
+impl Pass {
+    const ALL: [Pass; 23] = [
+        Pass::SsnDashed,
+        Pass::SsnPlain,
+        Pass::Phone,
+        Pass::Email,
+        Pass::DateIso,
+        Pass::DateNumeric,
+        Pass::DateCompact,
+        Pass::DateWords,
+        Pass::StateZip,
+        Pass::Zip,
+        Pass::Street,
+        Pass::Url,
+        Pass::Ipv4,
+        Pass::Ipv6,
+        Pass::KeyedId,
+        Pass::X12Id,
+        Pass::Mbi,
+        Pass::Dea,
+        Pass::Mac,
+        Pass::KeyedName,
+        Pass::ProseName,
+        Pass::Age,
+        Pass::SchemelessUrl,
+    ];
+
+    fn pattern(self) -> String {
+        match self {
+            Pass::SsnDashed => r"\b(\d{3})([-. ])(\d{2})([-. ])(\d{4})\b".into(),
+            Pass::SsnPlain => r"\b(\d{3})(\d{2})(\d{4})\b".into(),
+            // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
+            Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|\b([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
+            Pass::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b".into(),
+            // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
+            Pass::DateIso => r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b".into(),
+            // 03/04/1957, 04.03.1957, 03-04-1957: month or day first (a keyword decides it is a date).
+            Pass::DateNumeric => r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4})\b".into(),
+            Pass::DateCompact => r"\b(\d{4})(\d{2})(\d{2})\b".into(),
+            Pass::DateWords => format!(
+                r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
+            ),
+            Pass::StateZip => format!(r"\b(?:{STATES}),?\s+(\d{{5}}(?:-\d{{4}})?)\b"),
+            Pass::Zip => r"\b\d{5}(?:-\d{4})?\b".into(),
+            Pass::Street => format!(
+                r"(?i)\b\d{{1,6}}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\.?\s+){{1,3}}(?:{STREET_SUFFIXES})\b\.?(?:,?\s+(?:Apt|Unit|Suite|Ste|#)\.?\s*[A-Za-z0-9-]+)?"
+            ),
+            Pass::Url => r#"\bhttps?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(?::\d+)?(?:[/?#][^\s"'<>)]*)?"#.into(),
+            Pass::Ipv4 => r"\b(?:\d{1,3}\.){3}\d{1,3}\b".into(),
+            // A loose IPv6 candidate (compressed `::` forms included); parsing decides.
+            Pass::Ipv6 => r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b".into(),
+            // A keyword, then separators (: = # " spaces, "number"/"no"/"id"), then the value.
+            Pass::KeyedId => format!(
+                r#"(?i)\b({ID_KEYS})["']?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{{2}}\))?[A-Za-z0-9][A-Za-z0-9-]{{3,24}})"#
+            ),
+            Pass::X12Id => r"(REF\*EA|NM1\*IL\*1\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*MI)\*([A-Za-z0-9-]{4,30})".into(),
+            Pass::Mbi => r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y]{2}[0-9]{2}\b".into(),
+            Pass::Dea => r"\b[A-Z][A-Z9]\d{7}\b".into(),
+            Pass::Mac => r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b".into(),
+            Pass::KeyedName => format!(
+                r#"(?i)([a-z_.-]*(?:name|family|given))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
+            ),
+            Pass::ProseName => format!(
+                r"(?:\b(?i:patient|pt\.?|named|resident|daughter|son|wife|husband|mother|father)\s+|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
+            ),
+            Pass::Age => r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ]old\b|(\d{2,3})\s?(?:y/o|yo|yrs? old)\b)"#.into(),
+            Pass::SchemelessUrl => format!(
+                r#"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:[a-z0-9-]+\.)+(?:{TLDS}))(?::\d+)?(/[^\s"'<>)]*)?"#
+            ),
+        }
+    }
+
+    /// For a pass whose matches may cross a line break, a pattern that
+    /// every match holds a match of within one of its lines (the part
+    /// before or after its `\s`); `None` when no match crosses a line
+    /// break, and the pass's own pattern is its gate.
+    fn gate(self) -> Option<String> {
+        match self {
+            // `\(217\)\s?555-0142`: the parenthesised area code, or the
+            // forms without `\s`, whole.
+            Pass::Phone => Some(
+                r"\([2-9]\d{2}\)|\b[2-9]\d{2}[ .-][2-9]\d{2}[ .-]\d{4}\b|\b[2-9]\d{2}[2-9]\d{2}\d{4}\b"
+                    .into(),
+            ),
+            // The state, then the ZIP on its line or the line's end.
+            Pass::StateZip => Some(format!(
+                r"\b(?:{STATES}),?(?:[^\S\n]*$|[^\S\n]+\d{{5}})"
+            )),
+            // The street's suffix after a space or at a line's start.
+            Pass::Street => Some(format!(r"(?i)(?:^|\s)(?:{STREET_SUFFIXES})\b")),
+            Pass::KeyedId => Some(format!(r"(?i)\b(?:{ID_KEYS})")),
+            Pass::X12Id => Some(r"REF\*EA\*|NM1\*IL\*1\*".into()),
+            Pass::KeyedName => Some("(?i)name|family|given".into()),
+            Pass::ProseName => Some(format!(
+                r"\b(?i:{PERSON_WORDS})|\b(?:Mr|Mrs|Ms|Miss|Mx)"
+            )),
+            Pass::Age => Some(r"(?i)\bage|(?:years?|yrs?)[- ]old|y/o|yo|yrs? old".into()),
+            _ => None,
+        }
+    }
+
+    fn regex(self) -> &'static Regex {
+        static REGEXES: LazyLock<Vec<Regex>> =
+            LazyLock::new(|| Pass::ALL.iter().map(|p| re(&p.pattern())).collect());
+        &REGEXES[self as usize]
+    }
+}
+
+/// Every pass's gate, in [`Pass::ALL`]'s order.
+static GATES: LazyLock<RegexSet> = LazyLock::new(|| {
+    let gates = Pass::ALL.map(|p| p.gate().unwrap_or_else(|| p.pattern()));
+    // The patterns are constants of this module, exercised by its tests.
+    RegexSet::new(&gates).unwrap_or_else(|e| panic!("bad built-in PHI gate: {e}"))
+});
+
+/// Where each pass searches one text (byte ranges of it).
+struct Plan {
+    regions: Vec<Vec<Range<usize>>>,
+}
+
+impl Plan {
+    fn new(text: &str) -> Plan {
+        let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); Pass::ALL.len()];
+        let mut start = 0;
+        for line in text.split('\n') {
+            for i in GATES.matches(line).iter() {
+                lines[i].push(start..start + line.len());
+            }
+            start += line.len() + 1;
+        }
+        let regions = Pass::ALL
+            .iter()
+            .zip(lines)
+            .map(|(pass, lines)| {
+                let flagged: usize = lines.iter().map(ExactSizeIterator::len).sum();
+                // One search over most of the text costs less than one per line.
+                if !lines.is_empty() && (pass.gate().is_some() || flagged > text.len() / 4) {
+                    std::iter::once(0..text.len()).collect()
+                } else {
+                    lines
+                }
+            })
+            .collect();
+        Plan { regions }
+    }
+
+    fn regions(&self, pass: Pass) -> &[Range<usize>] {
+        &self.regions[pass as usize]
+    }
+}
+
+/// A match at its place in the whole text (a pass may search one line).
+#[derive(Clone, Copy)]
+struct Found<'t> {
+    start: usize,
+    text: &'t str,
+}
+
+impl<'t> Found<'t> {
+    fn start(&self) -> usize {
+        self.start
+    }
+    fn end(&self) -> usize {
+        self.start + self.text.len()
+    }
+    fn range(&self) -> Range<usize> {
+        self.start()..self.end()
+    }
+    fn as_str(&self) -> &'t str {
+        self.text
+    }
+    fn len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+/// A match's groups, at their places in the whole text.
+struct Groups<'t> {
+    captures: regex::Captures<'t>,
+    base: usize,
+}
+
+impl<'t> Groups<'t> {
+    fn get(&self, i: usize) -> Option<Found<'t>> {
+        self.captures.get(i).map(|m| Found {
+            start: self.base + m.start(),
+            text: m.as_str(),
+        })
+    }
+}
+
+/// Calls `f` with each match of `pass` where `plan` says it searches.
+fn each_match<'t>(pass: Pass, text: &'t str, plan: &Plan, mut f: impl FnMut(Found<'t>)) {
+    for region in plan.regions(pass) {
+        for m in pass.regex().find_iter(&text[region.clone()]) {
+            f(Found {
+                start: region.start + m.start(),
+                text: m.as_str(),
+            });
+        }
+    }
+}
+
+/// Calls `f` with each match of `pass`, with its groups, where `plan` says it searches.
+fn each_capture<'t>(pass: Pass, text: &'t str, plan: &Plan, mut f: impl FnMut(&Groups<'t>)) {
+    for region in plan.regions(pass) {
+        for captures in pass.regex().captures_iter(&text[region.clone()]) {
+            f(&Groups {
+                captures,
+                base: region.start,
+            });
+        }
+    }
+}
+
 /// Runs every pattern detector over `text`.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
-    ssn(text, out);
-    phone(text, out);
-    email(text, out);
-    dates(text, out);
-    zip_and_address(text, out);
-    urls(text, out);
-    ips(text, out);
-    keyed_ids(text, out);
-    mbi(text, out);
-    dea(text, out);
-    mac(text, out);
-    keyed_names(text, out);
-    prose_names(text, out);
-    ages(text, out);
-    schemeless_urls(text, out);
+    let plan = Plan::new(text);
+    let plan = &plan;
+    ssn(text, plan, out);
+    phone(text, plan, out);
+    email(text, plan, out);
+    dates(text, plan, out);
+    zip_and_address(text, plan, out);
+    urls(text, plan, out);
+    ips(text, plan, out);
+    keyed_ids(text, plan, out);
+    mbi(text, plan, out);
+    dea(text, plan, out);
+    mac(text, plan, out);
+    keyed_names(text, plan, out);
+    prose_names(text, plan, out);
+    ages(text, plan, out);
+    schemeless_urls(text, plan, out);
     let mut cleared = Vec::new();
     crate::records::detect(text, out, &mut cleared);
     // A record's layout can say a span is not a person's (a provider's
@@ -222,18 +488,15 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
     });
 }
 
-fn ssn(text: &str, out: &mut Vec<Hit>) {
-    static DASHED: LazyLock<Regex> =
-        LazyLock::new(|| re(r"\b(\d{3})([-. ])(\d{2})([-. ])(\d{4})\b"));
-    static PLAIN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})(\d{2})(\d{4})\b"));
-    for c in DASHED.captures_iter(text) {
+fn ssn(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::SsnDashed, text, plan, |c| {
         let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(s)) =
             (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4), c.get(5))
         else {
-            continue;
+            return;
         };
         if s1.as_str() != s2.as_str() || !standalone(text, &m.range()) {
-            continue;
+            return;
         }
         let (area, group, serial) = (
             a.as_str().parse().unwrap_or(0),
@@ -246,10 +509,10 @@ fn ssn(text: &str, out: &mut Vec<Hit>) {
         {
             out.push((Kind::Ssn, m.range()));
         }
-    }
-    for c in PLAIN.captures_iter(text) {
+    });
+    each_capture(Pass::SsnPlain, text, plan, |c| {
         let (Some(m), Some(a), Some(g), Some(s)) = (c.get(0), c.get(1), c.get(2), c.get(3)) else {
-            continue;
+            return;
         };
         let (area, group, serial) = (
             a.as_str().parse().unwrap_or(0),
@@ -261,28 +524,22 @@ fn ssn(text: &str, out: &mut Vec<Hit>) {
         {
             out.push((Kind::Ssn, m.range()));
         }
-    }
+    });
 }
 
-fn phone(text: &str, out: &mut Vec<Hit>) {
-    // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
-    static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|\b([2-9]\d{2})([2-9]\d{2})(\d{4})\b",
-        )
-    });
-    for c in PHONE.captures_iter(text) {
-        let Some(m) = c.get(0) else { continue };
+fn phone(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::Phone, text, plan, |c| {
+        let Some(m) = c.get(0) else { return };
         let bare = c.get(6).is_some();
         if bare && !has_context(text, m.start(), &PHONE_CONTEXT) {
-            continue;
+            return;
         }
         if !bare
             && c.get(3).is_some_and(|sep| sep.as_str() == " ")
             && !has_context(text, m.start(), &PHONE_CONTEXT)
         {
             // "217 555 0142" without a keyword is as likely three numbers.
-            continue;
+            return;
         }
         let kind = if has_context(text, m.start(), &FAX_CONTEXT) {
             Kind::Fax
@@ -290,20 +547,17 @@ fn phone(text: &str, out: &mut Vec<Hit>) {
             Kind::Phone
         };
         out.push((kind, m.range()));
-    }
+    });
 }
 
-fn email(text: &str, out: &mut Vec<Hit>) {
-    static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-        re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-    });
-    for m in EMAIL.find_iter(text) {
+fn email(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_match(Pass::Email, text, plan, |m| {
         // `postgres@db.internal` is a connection string's user, not a person.
         let host = m.as_str().rsplit('@').next().unwrap_or_default();
         if !internal_host(host) {
             out.push((Kind::Email, m.range()));
         }
-    }
+    });
 }
 
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
@@ -319,68 +573,46 @@ fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
     (1850..=2100).contains(&y) && d >= 1 && d <= days
 }
 
-fn dates(text: &str, out: &mut Vec<Hit>) {
-    // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
-    static ISO: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
-        )
-    });
-    // 03/04/1957, 04.03.1957, 03-04-1957: month or day first (a keyword decides it is a date).
-    static NUMERIC: LazyLock<Regex> =
-        LazyLock::new(|| re(r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4})\b"));
-    static COMPACT: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{4})(\d{2})(\d{2})\b"));
-    static WORDS: LazyLock<Regex> = LazyLock::new(|| {
-        re(&format!(
-            r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
-        ))
-    });
-    let mut push = |m: regex::Match<'_>, valid: bool| {
+fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    let mut push = |m: Found<'_>, valid: bool| {
         if valid && has_context(text, m.start(), &PERSON_DATE_CONTEXT) {
             out.push((Kind::Date, m.range()));
         }
     };
-    let num = |c: &regex::Captures<'_>, i: usize| {
+    let num = |c: &Groups<'_>, i: usize| {
         c.get(i)
             .and_then(|g| g.as_str().parse::<u32>().ok())
             .unwrap_or(0)
     };
-    for c in ISO.captures_iter(text) {
+    each_capture(Pass::DateIso, text, plan, |c| {
         if let Some(m) = c.get(0) {
-            push(m, valid_ymd(num(&c, 1), num(&c, 2), num(&c, 3)));
+            push(m, valid_ymd(num(c, 1), num(c, 2), num(c, 3)));
         }
-    }
-    for c in NUMERIC.captures_iter(text) {
+    });
+    each_capture(Pass::DateNumeric, text, plan, |c| {
         let same_separator = c.get(2).map(|g| g.as_str()) == c.get(4).map(|g| g.as_str());
         if let Some(m) = c.get(0) {
-            let (a, b, y) = (num(&c, 1), num(&c, 3), num(&c, 5));
+            let (a, b, y) = (num(c, 1), num(c, 3), num(c, 5));
             push(
                 m,
                 same_separator && (valid_ymd(y, a, b) || valid_ymd(y, b, a)),
             );
         }
-    }
-    for c in COMPACT.captures_iter(text) {
+    });
+    each_capture(Pass::DateCompact, text, plan, |c| {
         if let Some(m) = c.get(0) {
-            push(m, valid_ymd(num(&c, 1), num(&c, 2), num(&c, 3)));
+            push(m, valid_ymd(num(c, 1), num(c, 2), num(c, 3)));
         }
-    }
-    for m in WORDS.find_iter(text) {
-        push(m, true);
-    }
+    });
+    each_match(Pass::DateWords, text, plan, |m| push(m, true));
 }
 
 /// Ages over 89 are PHI under Safe Harbor (counted with dates, element C):
 /// `age 92`, `"age": 93`, `94-year-old`, `95 y/o`, `aged 91`.
-fn ages(text: &str, out: &mut Vec<Hit>) {
-    static AGE: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ]old\b|(\d{2,3})\s?(?:y/o|yo|yrs? old)\b)"#,
-        )
-    });
-    for c in AGE.captures_iter(text) {
+fn ages(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::Age, text, plan, |c| {
         let Some(age) = c.get(1).or(c.get(2)).or(c.get(3)) else {
-            continue;
+            return;
         };
         if age
             .as_str()
@@ -389,31 +621,23 @@ fn ages(text: &str, out: &mut Vec<Hit>) {
         {
             out.push((Kind::Date, age.range()));
         }
-    }
+    });
 }
 
 const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR";
 
-fn zip_and_address(text: &str, out: &mut Vec<Hit>) {
-    static STATE_ZIP: LazyLock<Regex> =
-        LazyLock::new(|| re(&format!(r"\b(?:{STATES}),?\s+(\d{{5}}(?:-\d{{4}})?)\b")));
-    static ZIP: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d{5}(?:-\d{4})?\b"));
-    static STREET: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"(?i)\b\d{1,6}\s+(?:[NSEW]\.?\s+)?(?:[A-Z][a-z]+\.?\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Way|Court|Ct|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Trail|Trl)\b\.?(?:,?\s+(?:Apt|Unit|Suite|Ste|#)\.?\s*[A-Za-z0-9-]+)?",
-        )
-    });
-    for c in STATE_ZIP.captures_iter(text) {
+fn zip_and_address(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::StateZip, text, plan, |c| {
         if let Some(z) = c.get(1) {
             out.push((Kind::Address, z.range()));
         }
-    }
-    for m in ZIP.find_iter(text) {
+    });
+    each_match(Pass::Zip, text, plan, |m| {
         if has_context(text, m.start(), &ZIP_CONTEXT) {
             out.push((Kind::Address, m.range()));
         }
-    }
-    for m in STREET.find_iter(text) {
+    });
+    each_match(Pass::Street, text, plan, |m| {
         // "10 tests ... Way" style accidents need a capitalised street name.
         let words: Vec<&str> = m.as_str().split_whitespace().collect();
         if words.get(1).is_some_and(|w| {
@@ -423,7 +647,7 @@ fn zip_and_address(text: &str, out: &mut Vec<Hit>) {
         }) {
             out.push((Kind::Address, m.range()));
         }
-    }
+    });
 }
 
 /// Hosts that are infrastructure, not a person's.
@@ -460,13 +684,10 @@ fn terminology_host(host: &str) -> bool {
     HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h))
 }
 
-fn urls(text: &str, out: &mut Vec<Hit>) {
-    static URL: LazyLock<Regex> = LazyLock::new(|| {
-        re(r#"\bhttps?://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(?::\d+)?(?:[/?#][^\s"'<>)]*)?"#)
-    });
-    for c in URL.captures_iter(text) {
+fn urls(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::Url, text, plan, |c| {
         let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
-            continue;
+            return;
         };
         if !internal_host(host.as_str()) && !terminology_host(host.as_str()) {
             let end = m.end()
@@ -475,7 +696,7 @@ fn urls(text: &str, out: &mut Vec<Hit>) {
                     .saturating_sub(m.as_str().trim_end_matches(['.', ',', ';']).len());
             out.push((Kind::Url, m.start()..end));
         }
-    }
+    });
 }
 
 /// Top-level domains a person's web address ends in; a name with another
@@ -484,20 +705,15 @@ const TLDS: &str = "com|org|net|edu|gov|io|health|us|info|biz|co|me|care|clinic|
 
 /// A web address written without a scheme: `www.` anything, or a domain
 /// with a path (`portal.example.org/patients/4411`).
-fn schemeless_urls(text: &str, out: &mut Vec<Hit>) {
-    static BARE: LazyLock<Regex> = LazyLock::new(|| {
-        re(&format!(
-            r#"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:[a-z0-9-]+\.)+(?:{TLDS}))(?::\d+)?(/[^\s"'<>)]*)?"#
-        ))
-    });
-    for c in BARE.captures_iter(text) {
+fn schemeless_urls(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::SchemelessUrl, text, plan, |c| {
         let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
-            continue;
+            return;
         };
         let before = &text[..m.start()];
         // Inside a URL with a scheme or an e-mail address, others decide.
         if before.ends_with("://") || before.ends_with('@') || before.ends_with('.') {
-            continue;
+            return;
         }
         let has_path = c.get(2).is_some_and(|p| p.len() > 1);
         let www = host.as_str().to_ascii_lowercase().starts_with("www.");
@@ -505,26 +721,24 @@ fn schemeless_urls(text: &str, out: &mut Vec<Hit>) {
             let trimmed = m.as_str().trim_end_matches(['.', ',', ';']).len();
             out.push((Kind::Url, m.start()..m.start() + trimmed));
         }
-    }
+    });
 }
 
-fn ips(text: &str, out: &mut Vec<Hit>) {
-    static V4: LazyLock<Regex> = LazyLock::new(|| re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"));
-    // A loose IPv6 candidate (compressed `::` forms included); parsing decides.
-    static V6: LazyLock<Regex> =
-        LazyLock::new(|| re(r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b"));
-    for m in V4.find_iter(text).chain(V6.find_iter(text)) {
+fn ips(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    let mut judge = |m: Found<'_>| {
         // Inside a URL the URL detector decides.
         let before = &text[..m.start()];
         if before.ends_with("://") || before.ends_with("://[") {
-            continue;
+            return;
         }
         if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
             if !internal_host(&ip.to_string()) && !version_like(text, &m.range()) {
                 out.push((Kind::Ip, m.range()));
             }
         }
-    }
+    };
+    each_match(Pass::Ipv4, text, plan, &mut judge);
+    each_match(Pass::Ipv6, text, plan, &mut judge);
 }
 
 /// `v1.2.3.4` or `version 1.2.3.4` is a version, not an address.
@@ -533,26 +747,15 @@ fn version_like(text: &str, r: &Range<usize>) -> bool {
     before.ends_with('v') || before.trim_end().ends_with("version")
 }
 
-fn keyed_ids(text: &str, out: &mut Vec<Hit>) {
-    // A keyword, then separators (: = # " spaces, "number"/"no"/"id"), then the value.
-    static KEYED: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r#"(?i)\b(mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|udi|imei)["']?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{2}\))?[A-Za-z0-9][A-Za-z0-9-]{3,24})"#,
-        )
-    });
-    static X12: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"(REF\*EA|NM1\*IL\*1\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*MI)\*([A-Za-z0-9-]{4,30})",
-        )
-    });
-    for c in KEYED.captures_iter(text) {
+fn keyed_ids(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::KeyedId, text, plan, |c| {
         let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
-            continue;
+            return;
         };
         let key = key.as_str().to_ascii_lowercase();
         let v = value.as_str();
         if !v.bytes().any(|b| b.is_ascii_digit()) {
-            continue; // "account locked", "member services"
+            return; // "account locked", "member services"
         }
         let kind =
             if key.starts_with("mrn") || key.starts_with("medical") || key.starts_with("chart") {
@@ -574,10 +777,10 @@ fn keyed_ids(text: &str, out: &mut Vec<Hit>) {
                 Kind::DeviceId
             };
         out.push((kind, value.range()));
-    }
-    for c in X12.captures_iter(text) {
+    });
+    each_capture(Pass::X12Id, text, plan, |c| {
         let (Some(seg), Some(value)) = (c.get(1), c.get(2)) else {
-            continue;
+            return;
         };
         let kind = if seg.as_str().starts_with("REF") {
             Kind::Mrn
@@ -585,34 +788,29 @@ fn keyed_ids(text: &str, out: &mut Vec<Hit>) {
             Kind::MemberId
         };
         out.push((kind, value.range()));
-    }
+    });
 }
 
-fn mbi(text: &str, out: &mut Vec<Hit>) {
-    static MBI: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y]{2}[0-9]{2}\b",
-        )
-    });
-    for m in MBI.find_iter(text) {
+fn mbi(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_match(Pass::Mbi, text, plan, |m| {
         if ids::is_valid_mbi(m.as_str()) {
             out.push((Kind::MemberId, m.range()));
         }
-    }
+    });
 }
 
-fn dea(text: &str, out: &mut Vec<Hit>) {
-    static DEA: LazyLock<Regex> = LazyLock::new(|| re(r"\b[A-Z][A-Z9]\d{7}\b"));
-    out.extend(
-        DEA.find_iter(text)
-            .filter(|m| ids::is_valid_dea(m.as_str()))
-            .map(|m| (Kind::License, m.range())),
-    );
+fn dea(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_match(Pass::Dea, text, plan, |m| {
+        if ids::is_valid_dea(m.as_str()) {
+            out.push((Kind::License, m.range()));
+        }
+    });
 }
 
-fn mac(text: &str, out: &mut Vec<Hit>) {
-    static MAC: LazyLock<Regex> = LazyLock::new(|| re(r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b"));
-    out.extend(MAC.find_iter(text).map(|m| (Kind::DeviceId, m.range())));
+fn mac(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_match(Pass::Mac, text, plan, |m| {
+        out.push((Kind::DeviceId, m.range()))
+    });
 }
 
 /// One name word: letters (any script, composed or decomposed), with
@@ -646,22 +844,17 @@ pub(crate) fn is_name_key(key: &str) -> bool {
     SUFFIXES.iter().any(|s| k.ends_with(s)) || k == "family" || k == "given"
 }
 
-fn keyed_names(text: &str, out: &mut Vec<Hit>) {
+fn keyed_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     // "patient_name": "Maria Garcia", first_name=Maria, lastName: 'O''Brien',
     // name.family=Chen, "given": ["Wei"]
-    static KEYED: LazyLock<Regex> = LazyLock::new(|| {
-        re(&format!(
-            r#"(?i)([a-z_.-]*(?:name|family|given))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
-        ))
-    });
-    for c in KEYED.captures_iter(text) {
+    each_capture(Pass::KeyedName, text, plan, |c| {
         let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
-            continue;
+            return;
         };
         if is_name_key(key.as_str()) {
             out.push((Kind::Name, value.range()));
         }
-    }
+    });
 }
 
 /// Words that follow "patient" or a title without being a name.
@@ -738,15 +931,10 @@ const NOT_NAMES: &[&str] = &[
 
 /// Names in prose: a capitalised name after "patient", a courtesy title or
 /// "named" (`seen patient Maria Garcia`, `Mrs. Núñez called`).
-fn prose_names(text: &str, out: &mut Vec<Hit>) {
-    static PROSE: LazyLock<Regex> = LazyLock::new(|| {
-        re(&format!(
-            r"(?:\b(?i:patient|pt\.?|named|resident|daughter|son|wife|husband|mother|father)\s+|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
-        ))
-    });
-    for c in PROSE.captures_iter(text) {
+fn prose_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::ProseName, text, plan, |c| {
         let (Some(m), Some(name)) = (c.get(0), c.get(1)) else {
-            continue;
+            return;
         };
         let titled = !m.as_str().starts_with(|ch: char| ch.is_lowercase())
             && ["Mr", "Mrs", "Ms", "Miss", "Mx"]
@@ -770,5 +958,5 @@ fn prose_names(text: &str, out: &mut Vec<Hit>) {
         if words >= 2 || (words == 1 && titled) {
             out.push((Kind::Name, name.start()..end));
         }
-    }
+    });
 }
