@@ -1,6 +1,9 @@
-//! Why a store could not be had.
+//! Why a store could not be had. No message carries a password: every
+//! value and reason is masked when the error is built.
 
 use harness::FixtureError;
+
+use crate::secret::mask;
 
 /// Why PostgreSQL or Redis could not be provided.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +26,7 @@ pub enum ProvisionError {
         store: &'static str,
         /// The variable.
         var: &'static str,
-        /// Its value.
+        /// Its value, its password masked ([`crate::mask`]).
         value: String,
         /// What is wrong.
         reason: String,
@@ -54,6 +57,37 @@ pub enum ProvisionError {
 }
 
 impl ProvisionError {
+    /// A [`ProvisionError::BadUrl`]; the value and the reason are masked
+    /// here, so neither this error's `Display` nor its `Debug` can show a
+    /// password (the parsers' own messages may quote their input).
+    pub(crate) fn bad_url(
+        store: &'static str,
+        var: &'static str,
+        value: &str,
+        reason: impl ToString,
+    ) -> Self {
+        ProvisionError::BadUrl {
+            store,
+            var,
+            value: mask(value),
+            reason: mask(&reason.to_string()),
+        }
+    }
+
+    /// A [`ProvisionError::Connect`], its reason masked like
+    /// [`ProvisionError::bad_url`]'s.
+    pub(crate) fn connect(
+        store: &'static str,
+        address: impl ToString,
+        reason: impl ToString,
+    ) -> Self {
+        ProvisionError::Connect {
+            store,
+            address: mask(&address.to_string()),
+            reason: mask(&reason.to_string()),
+        }
+    }
+
     pub(crate) fn start(
         store: &'static str,
         step: impl Into<String>,
@@ -62,7 +96,7 @@ impl ProvisionError {
         ProvisionError::Start {
             store,
             step: step.into(),
-            reason: reason.to_string(),
+            reason: mask(&reason.to_string()),
         }
     }
 }

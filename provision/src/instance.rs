@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,16 +37,54 @@ fn random_u64() -> io::Result<u64> {
         .map_err(|e| io::Error::other(format!("the OS random source: {e}")))
 }
 
+/// The two kinds of private instance: where their directories are named,
+/// which binary serves them, and whom they run as when we are root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Postgres,
+    Redis,
+}
+
+impl Kind {
+    /// The directory name's tag: `service-test-<tag>-<pid>-<random>`.
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Postgres => "pg",
+            Kind::Redis => "redis",
+        }
+    }
+
+    /// The executable a leftover server of this kind runs (`/proc/PID/exe`).
+    fn server_binary(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis-server",
+        }
+    }
+
+    /// The unprivileged user the server runs as when we are root:
+    /// PostgreSQL refuses root, and a Redis we start must not hold root's
+    /// powers either (its `CONFIG SET dir` + `SAVE` can write files).
+    fn service_user(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Redis => "nobody",
+        }
+    }
+}
+
 /// A fresh directory for a private instance of this process: created here
 /// (never reused: creating an existing one fails), mode 0700, named with
 /// the process id (so a later run can tell a leftover) and a random part
-/// (so another user cannot prepare it in advance).
-pub(crate) fn instance_dir(kind: &str) -> io::Result<PathBuf> {
+/// (so another user cannot prepare it in advance), owned by the user the
+/// server runs as (`run_as`), who must write in it.
+pub(crate) fn instance_dir(kind: Kind, owner: Option<(u32, u32)>) -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     remove_leftovers(kind);
     let root = instances_root();
     let dir = root.join(format!(
-        "service-test-{kind}-{}-{:016x}",
+        "service-test-{}-{}-{:016x}",
+        kind.tag(),
         std::process::id(),
         random_u64()?
     ));
@@ -54,13 +92,31 @@ pub(crate) fn instance_dir(kind: &str) -> io::Result<PathBuf> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
+            let _ = std::fs::remove_dir(&dir);
+            io::Error::new(
+                e.kind(),
+                format!("handing {} to uid {uid}: {e}", dir.display()),
+            )
+        })?;
+    }
     Ok(dir)
 }
 
-/// Removes instance directories of processes that no longer exist, killing
-/// a server they left running.
-fn remove_leftovers(kind: &str) {
-    let prefix = format!("service-test-{kind}-");
+/// Removes instance directories of runs that no longer exist, killing a
+/// server they left running. The instances root may be world-writable
+/// (`/dev/shm`, `/tmp`), so a directory there proves nothing by its name:
+/// only a directory (not a symlink) of mode 0700 owned by the user our
+/// instances of `kind` are owned by is touched, and the pid its file names
+/// is killed only when that process runs the server's binary as that same
+/// user: a planted pid file cannot make us kill anything else.
+fn remove_leftovers(kind: Kind) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = owner_uid(kind) else {
+        return;
+    };
+    let prefix = format!("service-test-{}-", kind.tag());
     let Ok(entries) = std::fs::read_dir(instances_root()) else {
         return;
     };
@@ -72,18 +128,27 @@ fn remove_leftovers(kind: &str) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != owner || meta.mode() & 0o7777 != 0o700 {
+            continue;
+        }
         if process_alive(pid) {
             continue;
         }
         let server_pid = std::fs::read_to_string(e.path().join("data/postmaster.pid"))
             .or_else(|_| std::fs::read_to_string(e.path().join("server.pid")))
             .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
-        if let Some(p) = server_pid {
-            let _ = Command::new("kill")
-                .args(["-9", &p.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+            .filter(|&p| p > 0);
+        if let Some(p) = server_pid
+            && runs_our_server(p, kind, owner)
+        {
+            // SAFETY: kill(2) with a positive pid signals that one process.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
         }
         let _ = std::fs::remove_dir_all(e.path());
     }
@@ -99,6 +164,41 @@ fn process_alive(pid: u32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     !matches!(state, Some('Z' | 'X') | None)
+}
+
+/// Does process `pid` run `kind`'s server binary as user `owner`?
+fn runs_our_server(pid: i32, kind: Kind, owner: u32) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    // A binary replaced by an upgrade reads `postgres (deleted)`.
+    let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+    // The kernel names the resolved file: Debian's `redis-server` is a
+    // symlink to `redis-check-rdb`, so the binary we would start counts
+    // by its real path too.
+    let ours = find_binary(kind.server_binary()).and_then(|b| std::fs::canonicalize(b).ok());
+    let named = exe.file_name().is_some_and(|n| n == kind.server_binary());
+    if !named && ours.as_deref() != Some(exe.as_path()) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    // `Uid:\treal\teffective\tsaved\tfs`: every one must be the owner.
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| ids.split_whitespace().all(|id| id.parse() == Ok(owner)))
+}
+
+/// The uid our instances of `kind` are owned by: ours, or as root the
+/// server's user (an error when there is none: we start no such instances).
+fn owner_uid(kind: Kind) -> io::Result<u32> {
+    Ok(match run_as(kind)? {
+        Some((uid, _)) => uid,
+        // SAFETY: geteuid cannot fail and touches no memory.
+        None => unsafe { libc::geteuid() },
+    })
 }
 
 /// Finds a server binary: `PATH`, then well-known install directories
@@ -130,22 +230,41 @@ pub(crate) fn free_port() -> io::Result<u16> {
         .port())
 }
 
-/// The uid/gid of the `postgres` user, when we are root (PostgreSQL will not run as root).
-pub(crate) fn run_as() -> io::Result<Option<(u32, u32)>> {
-    let uid = Command::new("id").arg("-u").output()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+/// Whom a server of `kind` runs as: `None` (ourselves) unless we are root,
+/// then `kind`'s unprivileged user (uid, gid).
+pub(crate) fn run_as(kind: Kind) -> io::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"postgres") && f.len() > 3)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| {
-            io::Error::other("running as root and there is no `postgres` user to run PostgreSQL as")
-        })
+    let name = kind.service_user();
+    user_ids(name).map(Some).ok_or_else(|| {
+        io::Error::other(format!(
+            "running as root and there is no `{name}` user to run {} as",
+            kind.server_binary()
+        ))
+    })
+}
+
+/// The uid and gid of user `name` (the system's user database, NSS included).
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain data; all-zero is a valid (empty) value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives our use of
+    // pwd's strings (we read only the numeric ids).
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    (rc == 0 && !found.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
 /// Runs `cmd` as `user` (uid, gid) when given.
@@ -199,10 +318,12 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown; Redis exits on it too.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(20));

@@ -12,8 +12,11 @@
 //!    name in `/dev/shm` (or the temp dir, or `SERVICE_TEST_INSTANCE_DIR`),
 //!    `fsync=off`; it dies with the run (Linux's parent-death signal, and a
 //!    stop when dropped), and leftovers of crashed runs are removed at the
-//!    next start. PostgreSQL refuses to run as root, so as root it runs as
-//!    the `postgres` user;
+//!    next start (only directories that are ours, mode 0700; only
+//!    processes running our server binaries as their owner). Each refuses
+//!    a client without its random password (PostgreSQL: SCRAM; Redis:
+//!    `requirepass`), which the URLs handed out carry. As root, neither
+//!    server keeps root: PostgreSQL runs as `postgres`, Redis as `nobody`;
 //! 3. otherwise [`ProvisionError::Unavailable`]: the fixtures skip the
 //!    test with the reason (and fail under `--require-services`).
 //!
@@ -21,11 +24,16 @@
 //! database per test, cloned from a template with every registered
 //! [`Migration`] applied, `migration!`) and [`TestRedis`] (a key prefix
 //! per test, its keys deleted after it).
+//!
+//! URLs may carry a user, a password and (Redis) a database number, and
+//! are parsed by the clients' own parsers; no message shows a password
+//! ([`mask`]).
 
 mod error;
 mod instance;
 pub mod postgres;
 pub mod redis;
+mod secret;
 
 #[doc(hidden)]
 pub use inventory as __inventory;
@@ -35,4 +43,7 @@ pub use instance::{Instance, find_binary};
 pub use postgres::{
     Migration, Postgres, PostgresSource, TestDb, postgres_for_run, private_postgres,
 };
-pub use redis::{Redis, RedisSource, TestRedis, parse_redis_url, private_redis, redis_for_run};
+pub use redis::{
+    Redis, RedisEndpoint, RedisSource, TestRedis, parse_redis_url, private_redis, redis_for_run,
+};
+pub use secret::mask;

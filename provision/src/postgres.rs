@@ -9,8 +9,9 @@ use std::process::{Command, Stdio};
 
 use crate::error::ProvisionError;
 use crate::instance::{
-    Instance, as_user, dies_with_us, find_binary, free_port, instance_dir, run_as, unique,
+    Instance, Kind, as_user, dies_with_us, find_binary, free_port, instance_dir, run_as, unique,
 };
+use crate::secret::{random_password, write_private_file};
 
 const STORE: &str = "PostgreSQL";
 
@@ -46,10 +47,11 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// A connection string for a database on this server.
+    /// A connection string for a database on this server, with the
+    /// credentials (a private instance's password too): hand it only to
+    /// what connects, print it only through [`crate::mask`].
     pub fn url(&self, database: &str) -> String {
-        let user = self.config.get_user().unwrap_or("postgres");
-        format!("postgres://{user}@{}/{database}", self.address)
+        url_of(&self.config, &self.address, database)
     }
 
     /// A fresh database for a consumer of any scope (a session-wide mesh,
@@ -98,21 +100,32 @@ pub struct PostgresSource {
 }
 
 impl PostgresSource {
-    /// A connection string for `database` on this server.
+    /// A connection string for `database` on this server, with the
+    /// credentials (see [`Postgres::url`]).
     pub fn url(&self, database: &str) -> String {
-        let user = self.config.get_user().unwrap_or("postgres");
-        format!("postgres://{user}@{}/{database}", self.address)
+        url_of(&self.config, &self.address, database)
     }
+}
+
+/// `postgres://user:password@address/database` from `config`'s user and
+/// password, percent-encoded (tokio-postgres decodes them): a password of
+/// `DATABASE_URL` survives the round trip whatever its characters.
+fn url_of(config: &tokio_postgres::Config, address: &str, database: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
+    let user = config.get_user().unwrap_or("postgres");
+    let mut userinfo = percent_encode(user.as_bytes(), NON_ALPHANUMERIC).to_string();
+    if let Some(password) = config.get_password() {
+        userinfo.push(':');
+        userinfo.extend(percent_encode(password, NON_ALPHANUMERIC));
+    }
+    let database = percent_encode(database.as_bytes(), NON_ALPHANUMERIC);
+    format!("postgres://{userinfo}@{address}/{database}")
 }
 
 /// The server at `url` named by `var`, checked by connecting.
 async fn from_url(var: &'static str, url: &str) -> Result<PostgresSource, ProvisionError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| ProvisionError::BadUrl {
-        store: STORE,
-        var,
-        value: url.to_string(),
-        reason: e.to_string(),
-    })?;
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| ProvisionError::bad_url(STORE, var, url, e))?;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "localhost".to_string(),
@@ -121,11 +134,7 @@ async fn from_url(var: &'static str, url: &str) -> Result<PostgresSource, Provis
     let address = format!("{host}:{port}");
     connect(&config)
         .await
-        .map_err(|reason| ProvisionError::Connect {
-            store: STORE,
-            address: address.clone(),
-            reason: format!("{var}: {reason}"),
-        })?;
+        .map_err(|reason| ProvisionError::connect(STORE, &address, format!("{var}: {reason}")))?;
     Ok(PostgresSource {
         config,
         address,
@@ -161,13 +170,20 @@ pub async fn postgres_for_run(try_local: bool) -> Result<PostgresSource, Provisi
 }
 
 /// Starts a private PostgreSQL from the local binaries (see the crate
-/// docs) and returns a URL of its `postgres` database with the instance,
-/// which stops it when dropped.
+/// docs) and returns a URL of its `postgres` database, with its password,
+/// and the instance, which stops it when dropped.
 pub async fn private_postgres() -> Result<(String, Instance), ProvisionError> {
     let (cfg, address, instance) = start_postgres().await?;
-    let user = cfg.get_user().unwrap_or("postgres").to_string();
-    Ok((format!("postgres://{user}@{address}/postgres"), instance))
+    Ok((url_of(&cfg, &address, "postgres"), instance))
 }
+
+/// A private instance refuses whoever lacks its password: TCP on loopback
+/// is open to every local user, so `trust` would hand any of them every
+/// test database. The password is random per instance, reaches `initdb`
+/// through a file of mode 0600 in the instance's 0700 directory (never a
+/// command line, which every user can read in `/proc`), and is removed
+/// once `initdb` has hashed it (SCRAM: the server keeps no plain text).
+const AUTH: &str = "--auth=scram-sha-256";
 
 async fn start_postgres() -> Result<(tokio_postgres::Config, String, Instance), ProvisionError> {
     let (Some(initdb), Some(server)) = (find_binary("initdb"), find_binary("postgres")) else {
@@ -178,27 +194,39 @@ async fn start_postgres() -> Result<(tokio_postgres::Config, String, Instance), 
         });
     };
     let start = |step: &str, e: &dyn std::fmt::Display| ProvisionError::start(STORE, step, e);
-    let user = run_as().map_err(|e| start("choosing the user to run as", &e))?;
-    let dir = instance_dir("pg").map_err(|e| start("creating the instance directory", &e))?;
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-            .map_err(|e| start("handing the instance directory to `postgres`", &e))?;
+    let user = run_as(Kind::Postgres).map_err(|e| start("choosing the user to run as", &e))?;
+    let dir = instance_dir(Kind::Postgres, user)
+        .map_err(|e| start("creating the instance directory", &e))?;
+    let password = random_password().map_err(|e| start("choosing a password", &e))?;
+    let pwfile = dir.join("pwfile");
+    if let Err(e) = write_private_file(&pwfile, &password, user) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(start("writing the password file", &e));
     }
     let data = dir.join("data");
     let out = as_user(&mut Command::new(&initdb), user)
         .args(["-D"])
         .arg(&data)
+        .arg("--pwfile")
+        .arg(&pwfile)
         .args([
             "-U",
             "postgres",
-            "--auth=trust",
+            AUTH,
             "--no-sync",
             "-E",
             "UTF8",
             "--no-locale",
         ])
-        .output()
-        .map_err(|e| start(&format!("running {}", initdb.display()), &e))?;
+        .output();
+    let _ = std::fs::remove_file(&pwfile);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(start(&format!("running {}", initdb.display()), &e));
+        }
+    };
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(start(
@@ -235,6 +263,7 @@ async fn start_postgres() -> Result<(tokio_postgres::Config, String, Instance), 
     cfg.host("127.0.0.1")
         .port(port)
         .user("postgres")
+        .password(password)
         .dbname("postgres");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
