@@ -12,9 +12,10 @@
 //! large one only when it has grown).
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::Kind;
@@ -54,6 +55,8 @@ struct Inner {
 /// An automaton over `patterns[start..end]` with their kinds and flags.
 #[derive(Clone)]
 struct Built {
+    /// The bytes some pattern holds.
+    bytes: Arc<[bool; 256]>,
     automaton: Arc<AhoCorasick>,
     kinds: Arc<[Kind]>,
     capital: Arc<[bool]>,
@@ -164,9 +167,27 @@ impl CanaryRegistry {
             .collect()
     }
 
-    pub(crate) fn find(&self, text: &str, out: &mut Vec<Hit>) {
-        for built in self.automata() {
-            built.find(text, out);
+    /// The automata as they are now, to search a text (or its parts) with.
+    pub(crate) fn searcher(&self) -> Searcher {
+        Searcher(self.automata())
+    }
+}
+
+/// The registry's automata at one moment.
+pub(crate) struct Searcher(Vec<Built>);
+
+impl Searcher {
+    /// True when some pattern holds `byte`, so a match may run across it.
+    pub(crate) fn holds(&self, byte: u8) -> bool {
+        self.0.iter().any(|b| b.bytes[usize::from(byte)])
+    }
+
+    /// The hits in `range` of `text`. A part of a text has the hits the
+    /// whole has there when no match can run across its ends: it starts
+    /// and ends next to bytes no pattern holds (see [`Searcher::holds`]).
+    pub(crate) fn find(&self, text: &str, range: Range<usize>, out: &mut Vec<Hit>) {
+        for built in &self.0 {
+            built.find(text, range.clone(), out);
         }
     }
 }
@@ -178,7 +199,15 @@ fn build(inner: &Inner, start: usize) -> Option<Built> {
         .match_kind(MatchKind::LeftmostLongest)
         .build(&inner.patterns[start..])
         .ok()?;
+    let mut bytes = [false; 256];
+    for b in inner.patterns[start..].iter().flat_map(|p| p.bytes()) {
+        // Case is folded (ASCII): a letter stands for both its cases.
+        for b in [b, b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+            bytes[usize::from(b)] = true;
+        }
+    }
     Some(Built {
+        bytes: Arc::new(bytes),
         automaton: Arc::new(automaton),
         kinds: inner.kinds[start..].into(),
         capital: inner.capital[start..].into(),
@@ -187,9 +216,9 @@ fn build(inner: &Inner, start: usize) -> Option<Built> {
 }
 
 impl Built {
-    fn find(&self, text: &str, out: &mut Vec<Hit>) {
+    fn find(&self, text: &str, range: Range<usize>, out: &mut Vec<Hit>) {
         let (kinds, capital) = (&self.kinds, &self.capital);
-        for m in self.automaton.find_iter(text) {
+        for m in self.automaton.find_iter(Input::new(text).span(range)) {
             let i = m.pattern().as_usize();
             let kind = kinds[i];
             let before = text[..m.start()].chars().next_back();

@@ -352,26 +352,82 @@ impl Pass {
 }
 
 /// Every pass's gate, in [`Pass::ALL`]'s order.
-static GATES: LazyLock<RegexSet> = LazyLock::new(|| {
-    let gates = Pass::ALL.map(|p| p.gate().unwrap_or_else(|| p.pattern()));
+static GATES: LazyLock<RegexSet> = LazyLock::new(|| gate_set(|gate| gate));
+
+/// The gates without their word boundaries (`\b`), for lines that are not
+/// ASCII: a Unicode word boundary stops the regex crate's fast automaton
+/// at the first such byte (it falls back to one many times slower), and a
+/// gate that matches more lines only has its pass search more of them.
+static LOOSE_GATES: LazyLock<RegexSet> = LazyLock::new(|| gate_set(without_word_boundaries));
+
+fn gate_set(adapt: impl Fn(String) -> String) -> RegexSet {
+    let gates = Pass::ALL.map(|p| adapt(p.gate().unwrap_or_else(|| p.pattern())));
     // The patterns are constants of this module, exercised by its tests.
     RegexSet::new(&gates).unwrap_or_else(|e| panic!("bad built-in PHI gate: {e}"))
-});
+}
+
+/// `pattern` with every `\b` left out (an escaped backslash before a `b` kept).
+fn without_word_boundaries(pattern: String) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => {}
+            Some(next) => {
+                out.push(c);
+                out.push(next);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// The lines of a text whose gates matched, by pass.
+pub(crate) struct GateLines(Vec<Vec<Range<usize>>>);
+
+/// Runs the gates over the lines of `text` in `range` (which starts at a
+/// line's start and ends at a line's end).
+pub(crate) fn gate_lines(text: &str, range: Range<usize>) -> GateLines {
+    let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); Pass::ALL.len()];
+    let mut start = range.start;
+    for line in text[range].split('\n') {
+        let gates = if line.is_ascii() {
+            &GATES
+        } else {
+            &LOOSE_GATES
+        };
+        for i in gates.matches(line).iter() {
+            lines[i].push(start..start + line.len());
+        }
+        start += line.len() + 1;
+    }
+    GateLines(lines)
+}
 
 /// Where each pass searches one text (byte ranges of it).
-struct Plan {
+pub(crate) struct Plan {
     regions: Vec<Vec<Range<usize>>>,
 }
 
 impl Plan {
-    fn new(text: &str) -> Plan {
+    /// The plan for all of `text`.
+    pub(crate) fn new(text: &str) -> Plan {
+        Plan::from_gates(text, std::iter::once(gate_lines(text, 0..text.len())))
+    }
+
+    /// The plan from the gates of every line (as [`gate_lines`] found
+    /// them, in order: the text's lines in two parts are two of its calls).
+    pub(crate) fn from_gates(text: &str, gates: impl IntoIterator<Item = GateLines>) -> Plan {
         let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); Pass::ALL.len()];
-        let mut start = 0;
-        for line in text.split('\n') {
-            for i in GATES.matches(line).iter() {
-                lines[i].push(start..start + line.len());
+        for part in gates {
+            for (all, more) in lines.iter_mut().zip(part.0) {
+                all.extend(more);
             }
-            start += line.len() + 1;
         }
         let regions = Pass::ALL
             .iter()
@@ -461,11 +517,23 @@ fn each_capture<'t>(pass: Pass, text: &'t str, plan: &Plan, mut f: impl FnMut(&G
 /// Runs every pattern detector over `text`.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
     let plan = Plan::new(text);
-    let plan = &plan;
+    detect_first(text, &plan, out);
+    let cleared = detect_second(text, &plan, out);
+    clear(out, &cleared);
+}
+
+/// The first half of the detectors, by their work on a service log: the
+/// two halves can run at once, their hits one after the other.
+pub(crate) fn detect_first(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     ssn(text, plan, out);
     phone(text, plan, out);
     email(text, plan, out);
     dates(text, plan, out);
+}
+
+/// The second half of the detectors, then the record parsers. Returns
+/// the spans a record says are not a person's, for [`clear`].
+pub(crate) fn detect_second(text: &str, plan: &Plan, out: &mut Vec<Hit>) -> Vec<Hit> {
     zip_and_address(text, plan, out);
     urls(text, plan, out);
     ips(text, plan, out);
@@ -479,12 +547,16 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
     schemeless_urls(text, plan, out);
     let mut cleared = Vec::new();
     crate::records::detect(text, out, &mut cleared);
-    // A record's layout can say a span is not a person's (a provider's
-    // address, a practitioner's name): pattern hits of that kind inside go.
+    cleared
+}
+
+/// A record's layout can say a span is not a person's (a provider's
+/// address, a practitioner's name): pattern hits of that kind inside go.
+pub(crate) fn clear(out: &mut Vec<Hit>, cleared: &[Hit]) {
     out.retain(|(kind, r)| {
         !cleared
             .iter()
-            .any(|(k, c): &Hit| k == kind && c.start <= r.start && r.end <= c.end)
+            .any(|(k, c)| k == kind && c.start <= r.start && r.end <= c.end)
     });
 }
 
