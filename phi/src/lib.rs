@@ -264,11 +264,13 @@ fn hits_on_two_threads(
     // The lines split at a line break; the canaries there too, or, in one
     // long line, after a byte no canary holds (no match runs across it)
     // that is not a letter or digit (a hit after it is not glued to it).
-    let lines_at = split_after(text, |b| b == b'\n').unwrap_or(text.len());
-    let canaries_at = split_after(text, |b| {
-        !searcher.holds(b) && b.is_ascii() && !b.is_ascii_alphanumeric()
-    })
-    .unwrap_or(text.len());
+    let mut cuts = [false; 256];
+    cuts[usize::from(b'\n')] = true;
+    let lines_at = split_after(text, &cuts).unwrap_or(text.len());
+    for b in 0..=255u8 {
+        cuts[usize::from(b)] = !searcher.holds(b) && b.is_ascii() && !b.is_ascii_alphanumeric();
+    }
+    let canaries_at = split_after(text, &cuts).unwrap_or(text.len());
     let ((mut canary_hits, gates_first), (canary_rest, gates_rest)) = both(
         || {
             let mut hits = Vec::new();
@@ -302,20 +304,26 @@ fn hits_on_two_threads(
     (canary_hits, pattern_hits)
 }
 
-/// Where to cut `text` in two: after the byte nearest its middle that
-/// `cut_after` accepts (`None` when it accepts none).
-fn split_after(text: &str, cut_after: impl Fn(u8) -> bool) -> Option<usize> {
+/// How far either side of a text's middle a place to cut it is looked for
+/// (without one, a single thread takes that part of the work).
+const CUT_WITHIN: usize = 64 * 1024;
+
+/// Where to cut `text` in two: after the byte nearest its middle (within
+/// [`CUT_WITHIN`]) that `cuts` marks.
+fn split_after(text: &str, cuts: &[bool; 256]) -> Option<usize> {
     let bytes = text.as_bytes();
     let middle = bytes.len() / 2;
-    let after = bytes[middle..]
+    let cut = |b: &u8| cuts[usize::from(*b)];
+    let after = bytes[middle..(middle + CUT_WITHIN).min(bytes.len())]
         .iter()
-        .position(|&b| cut_after(b))
+        .position(cut)
         .map(|i| middle + i + 1);
     after.or_else(|| {
-        bytes[..middle]
+        let from = middle.saturating_sub(CUT_WITHIN);
+        bytes[from..middle]
             .iter()
-            .rposition(|&b| cut_after(b))
-            .map(|i| i + 1)
+            .rposition(cut)
+            .map(|i| from + i + 1)
     })
 }
 
