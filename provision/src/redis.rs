@@ -72,6 +72,18 @@ impl RedisEndpoint {
         self.addr
     }
 
+    /// The same server (credentials, database) reached at `addr` instead:
+    /// a proxy put in front of it. The connection there is plain TCP.
+    pub fn via(&self, addr: SocketAddr) -> RedisEndpoint {
+        RedisEndpoint {
+            info: ConnectionInfo {
+                addr: ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+                redis: self.info.redis.clone(),
+            },
+            addr,
+        }
+    }
+
     /// The database number every connection selects.
     pub fn db(&self) -> i64 {
         self.info.redis.db

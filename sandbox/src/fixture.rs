@@ -18,7 +18,7 @@ impl Fixture for Mesh {
         let pg = cx.get_shared::<Postgres>().await?;
         let redis = cx.get_shared::<Redis>().await?;
         let url = pg.fresh_database(cx).await?;
-        let mut config = MeshConfig::for_tests(url, redis.addr, cx.run_seed());
+        let mut config = MeshConfig::for_tests(url, redis.endpoint.clone(), cx.run_seed());
         // The run's shared mesh carries the load tests.
         config.pool.max_size = 6;
         Mesh::start(config)

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -98,8 +97,8 @@ async fn bench(args: &[String]) -> anyhow::Result<()> {
         bail!("--clients and --requests must be at least 1");
     }
     let (database_url, _pg) = postgres().await?;
-    let (redis_addr, _redis) = redis().await?;
-    let mut config = MeshConfig::new(&database_url, redis_addr);
+    let (redis, _redis) = redis().await?;
+    let mut config = MeshConfig::new(&database_url, redis);
     config.redis_prefix = format!("bench:{}:", std::process::id());
     if tls {
         config.tls = Some(std::sync::Arc::new(sandbox::TlsMaterial::generate()?));
@@ -261,12 +260,12 @@ async fn postgres() -> anyhow::Result<(String, Option<provision::Instance>)> {
 
 /// Where Redis is (the `provision` chain: `REDIS_URL`, the local server, a
 /// private instance), and the private instance to keep alive.
-async fn redis() -> anyhow::Result<(SocketAddr, Option<provision::Instance>)> {
+async fn redis() -> anyhow::Result<(provision::RedisEndpoint, Option<provision::Instance>)> {
     let found = provision::redis_for_run(true).await?;
     if found.source == "private" {
         eprintln!("Redis: none configured or running locally; started a private instance");
     }
-    Ok((found.addr, found.instance))
+    Ok((found.endpoint, found.instance))
 }
 
 async fn up(args: &[String]) -> anyhow::Result<()> {
@@ -303,8 +302,8 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
         i += 1;
     }
     let (database_url, _pg) = postgres().await?;
-    let (redis_addr, _redis) = redis().await?;
-    let mut config = MeshConfig::new(&database_url, redis_addr);
+    let (redis, _redis) = redis().await?;
+    let mut config = MeshConfig::new(&database_url, redis);
     config.test_mode = test_mode;
     if test_mode {
         MeshConfig::test_mode_breakers(&mut config.client);
@@ -343,8 +342,14 @@ async fn up(args: &[String]) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Shown masked (its Display).
+    let config_redis = config.redis.to_string();
     let mesh = Mesh::start(config).await.context("starting the mesh")?;
-    println!("sandbox up: PostgreSQL {database_url}, Redis {redis_addr}");
+    println!(
+        "sandbox up: PostgreSQL {}, Redis {}",
+        provision::mask(&database_url),
+        config_redis
+    );
     for s in mesh.addrs().keys() {
         println!("  {:<24} {}", s.name(), mesh.url(*s));
     }

@@ -79,8 +79,8 @@ pub enum MeshError {
 pub struct MeshConfig {
     /// The PostgreSQL database (every service has its schema in it).
     pub database_url: String,
-    /// The Redis server.
-    pub redis: SocketAddr,
+    /// The Redis server, with its credentials and database.
+    pub redis: provision::RedisEndpoint,
     /// Prefix of every Redis key of this mesh (meshes sharing a server
     /// stay apart).
     pub redis_prefix: String,
@@ -142,7 +142,7 @@ impl Default for ServerLimits {
 impl std::fmt::Debug for MeshConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshConfig")
-            .field("database_url", &self.database_url)
+            .field("database_url", &provision::mask(&self.database_url))
             .field("redis", &self.redis)
             .field("redis_prefix", &self.redis_prefix)
             .field("test_mode", &self.test_mode)
@@ -170,7 +170,7 @@ impl MeshConfig {
 
     /// Defaults on a database and a Redis: a fresh secret and key prefix,
     /// the real clock, test mode off.
-    pub fn new(database_url: impl Into<String>, redis: SocketAddr) -> Self {
+    pub fn new(database_url: impl Into<String>, redis: provision::RedisEndpoint) -> Self {
         let n = MESHES.fetch_add(1, Ordering::Relaxed);
         let stamp = nanos();
         // 32 bytes from the OS random source.
@@ -201,7 +201,11 @@ impl MeshConfig {
     /// PostgreSQL and its connection limit), breakers that wait 2 s
     /// open (see [`MeshConfig::test_mode_breakers`]), and TLS between
     /// everyone (a fresh CA per mesh), as a hospital's network would have it.
-    pub fn for_tests(database_url: impl Into<String>, redis: SocketAddr, seed: u64) -> Self {
+    pub fn for_tests(
+        database_url: impl Into<String>,
+        redis: provision::RedisEndpoint,
+        seed: u64,
+    ) -> Self {
         let mut client = ClientConfig::default();
         Self::test_mode_breakers(&mut client);
         MeshConfig {
@@ -495,7 +499,7 @@ impl Mesh {
         let db = Arc::new(Db::new(url, self.config.pool).map_err(store_err)?);
         let audit = (service == Service::ComplianceMonitor)
             .then(|| crate::audit_writer::AuditWriter::start(Arc::clone(&db)));
-        let cache = Cache::connect(self.config.redis, &self.config.redis_prefix)
+        let cache = Cache::connect(&self.config.redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
         let metrics = Arc::new(ServiceMetrics::default());

@@ -316,6 +316,7 @@ pub fn patient_copies(service: Service) -> String {
 /// A service's Redis: one multiplexed connection (shared by its requests,
 /// replaced when it breaks) and the key prefix of its mesh.
 pub struct Cache {
+    endpoint: provision::RedisEndpoint,
     addr: SocketAddr,
     prefix: String,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -323,9 +324,13 @@ pub struct Cache {
 
 impl Cache {
     /// Connects (one `PING` to prove the server is there).
-    pub async fn connect(addr: SocketAddr, prefix: &str) -> Result<Cache, StoreError> {
+    pub async fn connect(
+        endpoint: &provision::RedisEndpoint,
+        prefix: &str,
+    ) -> Result<Cache, StoreError> {
         let cache = Cache {
-            addr,
+            endpoint: endpoint.clone(),
+            addr: endpoint.addr(),
             prefix: prefix.to_string(),
             conn: tokio::sync::Mutex::new(None),
         };
@@ -350,9 +355,7 @@ impl Cache {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = provision::redis::connect(self.addr)
-            .await
-            .map_err(|e| self.error(e))?;
+        let c = self.endpoint.connect().await.map_err(|e| self.error(e))?;
         *slot = Some(c.clone());
         Ok(c)
     }

@@ -78,7 +78,8 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         storage: Storage {
             database_url: Some(d.database_url.clone()),
             database_url_env: None,
-            redis_url: Some(format!("redis://{}", mesh.config().redis)),
+            // With its password: the file is the deployment's description.
+            redis_url: Some(mesh.config().redis.url()),
             redis_prefix: Some(mesh.config().redis_prefix.clone()),
         },
         capabilities: Capabilities {

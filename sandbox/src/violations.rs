@@ -70,8 +70,16 @@ pub(crate) async fn scan(
     caller: Caller,
     Json(r): Json<ScanRequest>,
 ) -> ApiResult<Json<Scanned>> {
-    let findings = phi::scan(&r.text);
-    let redacted = phi::redact(&r.text);
+    // Scanning is linear but a body may be megabytes: off the runtime's
+    // threads, so one large scan does not stall other requests.
+    let text = r.text.clone();
+    let (findings, redacted) = tokio::task::spawn_blocking(move || {
+        let findings = phi::scan(&text);
+        let redacted = phi::redact(&text);
+        (findings, redacted)
+    })
+    .await
+    .map_err(|e| crate::error::ApiError::internal("the PHI scan", e))?;
     let list = findings
         .iter()
         .map(|f| Finding {

@@ -34,7 +34,7 @@ async fn up(pg: &Postgres, redis: &Redis, database: &str, args: &[&str]) -> (Chi
         .arg("up")
         .args(args)
         .env("DATABASE_URL", pg.url(database))
-        .env("REDIS_URL", format!("redis://{}", redis.addr))
+        .env("REDIS_URL", redis.url())
         .env_remove("SANDBOX_SECRET")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -523,14 +523,16 @@ impl PrivateMesh {
         &self.db.url
     }
 
-    /// The Redis server the mesh will use (to put a proxy in front of it).
+    /// The Redis server the mesh will use (to put a proxy in front of it:
+    /// `config.redis = config.redis.via(proxy)` keeps its credentials).
     pub fn redis_addr(&self) -> std::net::SocketAddr {
         self.redis.addr
     }
 
     /// Starts the mesh, with `tune` applied to its configuration.
     pub async fn start(&self, tune: impl FnOnce(&mut MeshConfig)) -> Result<Mesh, String> {
-        let mut config = MeshConfig::for_tests(&self.db.url, self.redis.addr, self.seed);
+        let mut config =
+            MeshConfig::for_tests(&self.db.url, self.redis.endpoint.clone(), self.seed);
         tune(&mut config);
         Mesh::start(config)
             .await

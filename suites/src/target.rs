@@ -187,7 +187,7 @@ impl Target {
             slo: sandbox::target::slos(),
             capabilities: local_capabilities(true),
             database_url: Some(config.database_url.clone()),
-            redis: Some((config.redis, config.redis_prefix.clone())),
+            redis: Some((config.redis.addr(), config.redis_prefix.clone())),
             http,
             tls,
             front: tokio::sync::OnceCell::new(),

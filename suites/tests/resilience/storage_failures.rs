@@ -148,7 +148,7 @@ async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
     let proxy = ChaosProxy::start(redis).await.expect("proxy");
     let mesh = own
         .start(|c| {
-            c.redis = proxy.addr();
+            c.redis = c.redis.via(proxy.addr());
             c.client.retry.base = Duration::from_millis(5);
         })
         .await
