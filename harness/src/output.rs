@@ -205,6 +205,10 @@ fn pump(
     let mut line = Bounded::default();
     let mut buf = vec![0u8; 64 * 1024];
     let marker = pumps.marker.as_bytes();
+    // The detectors are built on first use: before any line waits on them.
+    BUSY.fetch_add(1, Ordering::SeqCst);
+    let _ = phi::scan("warming up the detectors: 2024-01-01 555-0100");
+    BUSY.fetch_sub(1, Ordering::SeqCst);
     loop {
         let n = match read.read(&mut buf) {
             Ok(0) => break,
@@ -212,6 +216,7 @@ fn pump(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        BUSY.fetch_add(1, Ordering::SeqCst);
         let mut chunk = &buf[..n];
         while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
             let part = &chunk[..end];
@@ -240,6 +245,7 @@ fn pump(
         }
         line.push(chunk);
         let _ = out.flush();
+        BUSY.fetch_sub(1, Ordering::SeqCst);
     }
     if !line.bytes.is_empty() {
         text_out(pumps, stream, &line, &mut out);
@@ -340,13 +346,36 @@ pub(crate) fn sync() {
             libc::write(fd, line.as_ptr().cast(), line.len());
         }
     }
-    let guard = pumps.synced.lock().unwrap_or_else(PoisonError::into_inner);
     // A test that pointed the descriptors elsewhere never acknowledges:
-    // the wait is bounded.
-    let _ = pumps
-        .changed
-        .wait_timeout_while(guard, Duration::from_secs(1), |s| s[0] < n || s[1] < n);
+    // the wait ends once the pumps have made no progress for a while (a
+    // busy machine may keep them from the marker for longer; the first
+    // line also builds the PHI detectors).
+    let mut guard = pumps.synced.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut seen, mut idle) = (LINES.load(Ordering::SeqCst), Duration::ZERO);
+    while guard[0] < n || guard[1] < n {
+        let step = Duration::from_millis(100);
+        guard = pumps
+            .changed
+            .wait_timeout(guard, step)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        let now = LINES.load(Ordering::SeqCst);
+        if now != seen || BUSY.load(Ordering::SeqCst) > 0 {
+            (seen, idle) = (now, Duration::ZERO);
+        } else {
+            idle += step;
+            if idle >= STALLED {
+                return;
+            }
+        }
+    }
 }
+
+/// How long [`sync`] waits on pumps that make no progress.
+const STALLED: Duration = Duration::from_secs(2);
+
+/// Pumps handling a chunk of output right now.
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The lines that held PHI since `mark`, in order (after [`sync`]).
 pub(crate) fn findings_since(mark: u64) -> Vec<String> {
