@@ -20,6 +20,7 @@
 //!   shape: they are found after their keyword; MBIs and DEA numbers by
 //!   their own format rules anywhere.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -553,10 +554,31 @@ pub(crate) fn detect_second(text: &str, plan: &Plan, out: &mut Vec<Hit>) -> Vec<
 /// A record's layout can say a span is not a person's (a provider's
 /// address, a practitioner's name): pattern hits of that kind inside go.
 pub(crate) fn clear(out: &mut Vec<Hit>, cleared: &[Hit]) {
+    if cleared.is_empty() {
+        return;
+    }
+    // By kind, the spans in order of their starts, each with the furthest
+    // end of those up to it: a hit lies inside one when the furthest end
+    // of those starting at or before it reaches its end. (Trying every
+    // span for every hit was quadratic in a long run of provider records.)
+    let mut reach: BTreeMap<Kind, Vec<(usize, usize)>> = BTreeMap::new();
+    for (kind, c) in cleared {
+        reach.entry(*kind).or_default().push((c.start, c.end));
+    }
+    for spans in reach.values_mut() {
+        spans.sort_unstable();
+        let mut furthest = 0;
+        for (_, end) in spans.iter_mut() {
+            furthest = furthest.max(*end);
+            *end = furthest;
+        }
+    }
     out.retain(|(kind, r)| {
-        !cleared
-            .iter()
-            .any(|(k, c)| k == kind && c.start <= r.start && r.end <= c.end)
+        let Some(spans) = reach.get(kind) else {
+            return true;
+        };
+        let before = spans.partition_point(|(start, _)| *start <= r.start);
+        before.checked_sub(1).is_none_or(|i| spans[i].1 < r.end)
     });
 }
 

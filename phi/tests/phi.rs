@@ -229,6 +229,18 @@ fn a_long_line_of_log_text_scans_in_time_linear_in_its_length() {
     );
 }
 
+#[service_test(unit, compliance, group = "phi-timing")]
+fn a_long_run_of_provider_records_scans_in_time_linear_in_its_length() {
+    // Each provider's street is cleared by its record: every address the
+    // patterns find is checked against the spans records cleared.
+    let piece = "NM1*85*2*CLINIC*****XX*1234567893~N3*1 MAIN STREET~N4*SPRINGFIELD*IL*62704~";
+    let ratio = long_line_ratio(piece);
+    assert!(
+        ratio <= MAX_LONG_LINE_RATIO,
+        "one line took {ratio:.1}x the time of as many bytes in {SHORT_LINES} lines"
+    );
+}
+
 #[service_test(unit, compliance, phi_safe)]
 fn phi_inside_a_long_line_is_still_found_and_redacted() {
     let reg = CanaryRegistry::new();
