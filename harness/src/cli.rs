@@ -24,6 +24,40 @@ pub const PARTITION_ENV: &str = "SERVICE_TEST_PARTITION";
 /// given (so `cargo nextest run` can point the suites at a deployment).
 pub const TARGET_ENV: &str = "SERVICE_TEST_TARGET";
 
+/// Set by nextest for every test process of one run (a UUID).
+pub const NEXTEST_RUN_ID_ENV: &str = "NEXTEST_RUN_ID";
+
+/// Set by nextest: how many attempts it gives a test (retries + 1).
+pub const NEXTEST_TOTAL_ATTEMPTS_ENV: &str = "NEXTEST_TOTAL_ATTEMPTS";
+
+/// Removes `--format junit` (or `--format=junit`) from a command line, and
+/// says whether it was there: libtest-mimic's `--format` knows only
+/// pretty, terse and json.
+pub fn take_junit_format(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> (Vec<std::ffi::OsString>, bool) {
+    let mut out = Vec::new();
+    let mut junit = false;
+    let mut args = args.into_iter().peekable();
+    while let Some(a) = args.next() {
+        if a == "--format=junit" {
+            junit = true;
+        } else if a == "--format" && args.peek().is_some_and(|v| v == "junit") {
+            args.next();
+            junit = true;
+        } else {
+            out.push(a);
+        }
+    }
+    (out, junit)
+}
+
+/// A run seed from a nextest run id: short enough to type, as
+/// [`crate::seed::fresh_seed`]'s are.
+pub fn seed_of_run_id(id: &str) -> u64 {
+    crate::seed::derive_seed(0, &["nextest-run", id.trim()]) % 1_000_000_000
+}
+
 /// The default per-test timeout (a test's own `timeout =` wins, `--timeout` sets it).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -38,6 +72,11 @@ pub struct Cli {
     /// libtest's own flags and the positional name filter.
     #[command(flatten)]
     pub libtest: libtest_mimic::Arguments,
+
+    /// More name filters (libtest takes one; Bazel's sharding wrapper and
+    /// others pass several): a test runs if any filter matches it.
+    #[arg(value_name = "FILTERS")]
+    pub more_filters: Vec<String>,
 
     /// Select tests by marker expression: names, `and`, `or`, `not`,
     /// parentheses (e.g. "integration and not slow"). Repeated flags are
@@ -107,6 +146,12 @@ pub struct Cli {
     #[arg(long = "require-services")]
     pub require_services: bool,
 
+    /// `--format junit` (libtest's, which libtest-mimic lacks): JUnit XML
+    /// on stdout, or in `--logfile`, instead of the console. Taken from the
+    /// command line by [`take_junit_format`] before it is parsed.
+    #[arg(skip)]
+    pub junit: bool,
+
     /// The system under test, described by a target file (TOML). Fixtures
     /// read it through `FixtureCx::target_file`; registered preflight checks
     /// run against it before any test. Also read from SERVICE_TEST_TARGET.
@@ -141,7 +186,9 @@ impl Cli {
     }
 
     /// The seed from `--seed` or the environment; an unparsable environment
-    /// value is an error naming the variable.
+    /// value is an error naming the variable. Under nextest, which starts a
+    /// process per test, a run given no seed takes one from `NEXTEST_RUN_ID`,
+    /// so every process of one nextest run draws the same data.
     pub fn seed(&self) -> Result<Option<u64>, String> {
         if let Some(s) = self.seed {
             return Ok(Some(s));
@@ -150,8 +197,30 @@ impl Cli {
             Ok(v) => v.trim().parse().map(Some).map_err(|_| {
                 format!("{SEED_ENV}={v:?} is not a seed: expected a whole number like 42")
             }),
-            Err(_) => Ok(None),
+            Err(_) => Ok(std::env::var(NEXTEST_RUN_ID_ENV)
+                .ok()
+                .filter(|id| !id.trim().is_empty())
+                .map(|id| seed_of_run_id(&id))),
         }
+    }
+
+    /// Does nextest retry this test itself (`--retries`, or a profile's)?
+    /// Then the harness does not retry it too.
+    pub fn nextest_retries(&self) -> bool {
+        std::env::var(NEXTEST_TOTAL_ATTEMPTS_ENV)
+            .ok()
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 1)
+    }
+
+    /// Every positional name filter: libtest's one and the ones after it.
+    pub fn filters(&self) -> Vec<&str> {
+        self.libtest
+            .filter
+            .iter()
+            .chain(&self.more_filters)
+            .map(String::as_str)
+            .collect()
     }
 
     /// `--require-services` or `SERVICE_TEST_REQUIRE_SERVICES=1`.

@@ -33,7 +33,10 @@ const EXIT_USAGE: u8 = 2;
 /// Parses the command line and runs the registered tests. The body of
 /// [`main!`](crate::main!).
 pub fn run() -> ExitCode {
-    run_with(Cli::parse())
+    let (args, junit) = crate::cli::take_junit_format(std::env::args_os());
+    let mut cli = Cli::parse_from(args);
+    cli.junit = junit;
+    run_with(cli)
 }
 
 /// Runs the registered tests with already-parsed arguments.
@@ -45,7 +48,7 @@ pub fn run_with(cli: Cli) -> ExitCode {
     code
 }
 
-fn run_cli(cli: Cli) -> ExitCode {
+fn run_cli(mut cli: Cli) -> ExitCode {
     if inventory::iter::<TestDef>.into_iter().next().is_none() {
         eprintln!(
             "error: this test binary has no registered tests.\n  \
@@ -99,6 +102,15 @@ fn run_cli(cli: Cli) -> ExitCode {
         }
     };
 
+    // Several name filters (libtest-mimic applies one): a test runs if any
+    // matches; they are applied here and libtest-mimic is given none.
+    let several: Option<(Vec<String>, bool)> = (!cli.more_filters.is_empty()).then(|| {
+        let filters = cli.filters().into_iter().map(str::to_string).collect();
+        (filters, cli.libtest.exact)
+    });
+    if several.is_some() {
+        cli.libtest.filter = None;
+    }
     let args = &cli.libtest;
     let exact = match (&args.filter, args.exact, args.skip.is_empty()) {
         (Some(name), true, true) => Some(name.as_str()),
@@ -111,7 +123,7 @@ fn run_cli(cli: Cli) -> ExitCode {
     } else {
         History::load_for_current_exe()
     };
-    let selection = crate::select::select(
+    let mut selection = crate::select::select(
         crate::select::Criteria {
             exact,
             marker: expr.as_ref(),
@@ -121,6 +133,17 @@ fn run_cli(cli: Cli) -> ExitCode {
         },
         &history,
     );
+    if let Some((filters, exact)) = &several {
+        selection.tests.retain(|(name, _)| {
+            filters.iter().any(|f| {
+                if *exact {
+                    name == f
+                } else {
+                    name.contains(f.as_str())
+                }
+            })
+        });
+    }
 
     if args.list {
         if matches!(args.format, Some(libtest_mimic::FormatSetting::Json)) {
@@ -257,6 +280,10 @@ fn policy_for(cli: &Cli, config: &crate::config::Config, def: &TestDef) -> TestP
         crate::retry::RetryPolicy::from_settings(s.retries.as_ref(), s.retry_on.as_ref());
     if let Some(n) = def.retries.or(cli.retries) {
         retry.count = n;
+    }
+    if cli.nextest_retries() {
+        // nextest retries this test itself: one layer of retries, not two.
+        retry.count = 0;
     }
     TestPolicy {
         timeout: def
@@ -510,6 +537,12 @@ fn run_selected(
 
     let mut one_thread = args.clone();
     one_thread.test_threads = Some(1);
+    let defs: HashMap<String, &'static TestDef> =
+        jobs.iter().map(|j| (j.name.clone(), j.def)).collect();
+    if cli.junit {
+        // The XML is the output, written at the end; the console is not.
+        one_thread.logfile = Some("/dev/null".to_string());
+    }
     let supervised = crate::supervisor::wanted() && !single && !jobs.is_empty();
     let (conclusion, ran) = if supervised {
         let isolation = cli.isolation.or(config.run.isolation).unwrap_or_default();
@@ -607,6 +640,19 @@ fn run_selected(
         interrupted,
     } = ran;
     let interrupted = interrupted.or(crate::signals::signal());
+    if cli.junit || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        let lines: Vec<ResultLine> = records
+            .iter()
+            .filter_map(|r| {
+                let def = defs.get(&r.name)?;
+                Some(ResultLine::new(&binary, def, r, seed, Vec::new()))
+            })
+            .collect();
+        if let Err(e) = ci_outputs(cli, &lines, seed, &binary) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
 
     let flaky: Vec<&TestRecord> = records.iter().filter(|r| r.flaky).collect();
     if !flaky.is_empty() {
@@ -667,6 +713,40 @@ fn run_selected(
         return ExitCode::from(128 + sig.clamp(0, 127) as u8);
     }
     conclusion.exit_code()
+}
+
+/// `--format junit` (to stdout or `--logfile`) and, under GitHub Actions,
+/// an annotation per failure (on stderr when stdout carries the XML).
+fn ci_outputs(cli: &Cli, lines: &[ResultLine], seed: u64, binary: &str) -> Result<(), String> {
+    let annotations = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let xml_on_stdout = cli.junit && cli.libtest.logfile.is_none();
+    if annotations {
+        let text = report::github_annotations(lines);
+        if xml_on_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    if !cli.junit {
+        return Ok(());
+    }
+    let run = report::RunInfo {
+        binary: binary.to_string(),
+        seed,
+        wall_s: 0.0,
+        started_unix: 0,
+        partition: None,
+    };
+    let xml = report::junit_xml(lines, &[run]).map_err(|e| format!("--format junit: {e}"))?;
+    match &cli.libtest.logfile {
+        Some(path) => std::fs::write(path, xml)
+            .map_err(|e| format!("--format junit: writing --logfile {path}: {e}")),
+        None => {
+            println!("{xml}");
+            Ok(())
+        }
+    }
 }
 
 /// What a run produced, in process or in workers.

@@ -80,6 +80,13 @@ pub(super) fn junit(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Er
                 l.name.rsplit_once("::").map_or("", |(m, _)| m)
             ));
             case.set_time(Duration::from_secs_f64(l.duration_s.max(0.0)));
+            // Where the test is, as CI annotators read it (pytest, nextest).
+            if let Some(file) = &l.file {
+                case.extra.insert("file".into(), file.as_str().into());
+            }
+            if let Some(line) = l.line {
+                case.extra.insert("line".into(), line.to_string().into());
+            }
             for m in &l.markers {
                 case.add_property(Property::new("marker", m.as_str()));
             }

@@ -114,6 +114,12 @@ pub struct ResultLine {
     /// What it printed to stderr, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// The source file of the test function (as `file!()` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its line there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
 }
 
 impl ResultLine {
@@ -153,6 +159,8 @@ impl ResultLine {
             slow: record.slow,
             stdout: record.stdout.as_deref().map(phi::redact),
             stderr: record.stderr.as_deref().map(phi::redact),
+            file: Some(def.file.to_string()),
+            line: Some(def.line),
         }
     }
 
@@ -281,6 +289,44 @@ pub fn latest(lines: &[ResultLine]) -> Vec<ResultLine> {
                 out.push(l.clone());
             }
         }
+    }
+    out
+}
+
+/// JUnit XML of one run's lines (what `--format junit` prints).
+pub fn junit_xml(lines: &[ResultLine], runs: &[RunInfo]) -> Result<String, Error> {
+    junit::junit(lines, runs)
+}
+
+/// GitHub Actions workflow commands for the failures among `lines`: one
+/// `::error file=…,line=…,title=…::message` each, so the failing test's
+/// line is annotated in the pull request.
+pub fn github_annotations(lines: &[ResultLine]) -> String {
+    // Workflow command escaping: data escapes %, CR, LF; properties also
+    // `:` and `,`.
+    fn data(s: &str) -> String {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    }
+    fn property(s: &str) -> String {
+        data(s).replace(':', "%3A").replace(',', "%2C")
+    }
+    let mut out = String::new();
+    for l in lines.iter().filter(|l| l.is_failure()) {
+        let mut props = Vec::new();
+        if let Some(file) = &l.file {
+            props.push(format!("file={}", property(file)));
+        }
+        if let Some(line) = l.line {
+            props.push(format!("line={line}"));
+        }
+        props.push(format!(
+            "title={}",
+            property(&format!("{} {}", l.outcome, l.name))
+        ));
+        let message = l.message.as_deref().unwrap_or("");
+        out.push_str(&format!("::error {}::{}\n", props.join(","), data(message)));
     }
     out
 }
