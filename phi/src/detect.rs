@@ -683,10 +683,30 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             .and_then(|g| g.as_str().parse::<u32>().ok())
             .unwrap_or(0)
     };
-    each_capture(Pass::DateIso, text, plan, |c| {
-        if let Some(m) = c.get(0) {
-            push(m, valid_ymd(num(c, 1), num(c, 2), num(c, 3)));
-        }
+    // Every log line starts with an ISO timestamp: its year, month and day
+    // are read at their places when those bytes are ASCII (digits and
+    // dashes, then), as resolving the groups of each match cost more than
+    // finding them.
+    each_match(Pass::DateIso, text, plan, |m| {
+        let date = m.as_str().get(..10).filter(|d| d.is_ascii());
+        let (y, mo, d) = match date {
+            Some(d) => {
+                let part = |r: Range<usize>| d[r].parse::<u32>().unwrap_or(0);
+                (part(0..4), part(5..7), part(8..10))
+            }
+            None => {
+                // Searching from the match's start finds it again, groups and all.
+                let Some(c) = Pass::DateIso.regex().captures_at(text, m.start()) else {
+                    return;
+                };
+                let c = Groups {
+                    captures: c,
+                    base: 0,
+                };
+                (num(&c, 1), num(&c, 2), num(&c, 3))
+            }
+        };
+        push(m, valid_ymd(y, mo, d));
     });
     each_capture(Pass::DateNumeric, text, plan, |c| {
         let same_separator = c.get(2).map(|g| g.as_str()) == c.get(4).map(|g| g.as_str());
