@@ -277,6 +277,10 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
     .with_state(ctx)
 }
 
+/// How long the tests' clients keep an idle connection: under the servers'
+/// header-read timeout (5 s), and under the keep-alive of common servers.
+pub const CLIENT_IDLE: Duration = Duration::from_secs(2);
+
 /// The answer to a connection over the cap: written as is, then closed.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 82\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"connection limit reached; retry later\"}";
 
@@ -453,9 +457,12 @@ impl Mesh {
                 let _ = forward_client.send(&call).await;
             }
         });
+        // Idle connections are let go well before the servers'
+        // header-read timeout closes them, so none is reused as it closes.
+        let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE);
         let http = match &config.tls {
-            Some(tls) => tls.trust(reqwest::Client::builder()).build(),
-            None => reqwest::Client::builder().build(),
+            Some(tls) => tls.trust(builder).build(),
+            None => builder.build(),
         }
         .unwrap_or_else(|_| reqwest::Client::new());
         let mesh = Mesh {
@@ -796,6 +803,53 @@ pub enum Credentials {
     Bearer(Arc<str>),
 }
 
+/// Requests [`MeshClient`]s sent again because their connection closed
+/// before any answer (see [`connection_retries`]).
+static CONNECTION_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests this process's [`MeshClient`]s sent a second time
+/// because the pooled connection they went out on was closed before any
+/// answer (a keep-alive race, not a failure of the service).
+pub fn connection_retries() -> u64 {
+    CONNECTION_RETRIES.load(Ordering::Relaxed)
+}
+
+/// Was `e` a connection closed (or reset) before the answer began?
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    if !e.is_request() && !e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// May this request be sent twice: an idempotent method, or one carrying
+/// an idempotency key (HTTP's rule, and the services' own).
+fn repeatable(method: &reqwest::Method, headers: &[(&str, &str)]) -> bool {
+    method.is_idempotent()
+        || headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+}
+
 /// A test's client of one service for one tenant.
 #[derive(Clone)]
 pub struct MeshClient {
@@ -910,19 +964,34 @@ impl MeshClient {
             ),
             Credentials::Bearer(t) => t.to_string(),
         };
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {token}"))
-            .header("x-tenant-id", &self.tenant)
-            .timeout(Duration::from_secs(20));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        if let Some((bytes, content_type)) = body {
-            req = req.header("content-type", content_type).body(bytes);
-        }
-        let resp = req.send().await?;
+        let build = || {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-tenant-id", &self.tenant)
+                .timeout(Duration::from_secs(20));
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            if let Some((bytes, content_type)) = &body {
+                req = req
+                    .header("content-type", *content_type)
+                    .body(bytes.clone());
+            }
+            req
+        };
+        let resp = match build().send().await {
+            Ok(resp) => resp,
+            // A pooled connection the server closed as the request left:
+            // nothing was answered, so a request that may be repeated is,
+            // once, on a fresh connection.
+            Err(e) if closed_before_answer(&e) && repeatable(&method, headers) => {
+                CONNECTION_RETRIES.fetch_add(1, Ordering::Relaxed);
+                build().send().await?
+            }
+            Err(e) => return Err(e),
+        };
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()

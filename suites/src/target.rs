@@ -153,7 +153,11 @@ pub struct Target {
 }
 
 fn http_client(tls: Option<&Arc<rustls::ClientConfig>>) -> Result<reqwest::Client, TargetError> {
-    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+    // Idle connections are dropped before a server's keep-alive would close
+    // them under a request (see `sandbox::mesh::CLIENT_IDLE`).
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(sandbox::mesh::CLIENT_IDLE);
     let builder = match tls {
         Some(config) => builder.use_preconfigured_tls((**config).clone()),
         None => builder,

@@ -2,6 +2,7 @@
 //! against stubs of its five peers.
 
 mod api_against_stubs;
+mod connection_reuse;
 
 use std::time::Duration;
 
