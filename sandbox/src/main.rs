@@ -1,9 +1,11 @@
 //! `sandbox`: runs the reference mesh.
 //!
 //! ```text
-//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
+//! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tls] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
+//! cargo run -p sandbox -- bench [--clients N] [--requests N] [--tls] [--pool N] [--json PATH]
 //! cargo run -p sandbox -- token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
 //! cargo run -p sandbox -- openapi [--service NAME]
+//! cargo run -p sandbox -- completions bash
 //! ```
 //!
 //! `up` uses `DATABASE_URL` / `REDIS_URL` when set, else PostgreSQL on
@@ -12,90 +14,203 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{CommandFactory, Parser, Subcommand};
 use sandbox::{Mesh, MeshConfig, Role, Service, token};
 
-const USAGE: &str = "usage:
-  sandbox up [--port-base N] [--test-mode] [--tls] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
-      start the six services on loopback and print their addresses; Ctrl-C stops
-      (SANDBOX_SECRET fixes the token secret; SANDBOX_DATA_KEY, 64 hex digits, the key
-      sealing SSNs and birth dates at rest (else a fresh one: records of an earlier run
-      do not open); DATABASE_URL, REDIS_URL choose storage;
-      --write-target writes a target file describing the mesh, for `--target PATH`;
-      --tls serves HTTPS only (a CA and certificate made at start; the CA is written
-      beside the target file, `<stem>.ca.pem`, and named in it as tls.ca_file);
-      --chaos-api serves a Toxiproxy-compatible API on ADDR (loopback) with a proxy
-      in front of each service the API calls, declared in the target file)
-  sandbox bench [--clients 100] [--requests 100] [--tls] [--pool 8] [--json PATH]
-      seed 004's criteria: CLIENTS clients x REQUESTS requests on POST /patients, then
-      as many claim sagas on POST /visits; p50/p95/p99, errors and throughput per
-      endpoint beside the seed's thresholds (run it in release: cargo xtask bench mesh);
-      --pool sets each service's PostgreSQL connections (six pools share the server's
-      max_connections)
-  sandbox token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
-      print a person's token (role clinician, billing_clerk, compliance_officer
-      or admin, the default) signed with SANDBOX_SECRET
-  sandbox openapi [--service NAME]
-      print the OpenAPI 3.1 documents the services serve at /openapi.json: one service's,
-      or all six, keyed by service name (the shape of the suites' snapshot
-      suites/contracts/v1.json)";
+/// Runs the reference mesh: a healthcare API and five business services.
+#[derive(Parser)]
+#[command(name = "sandbox", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    match args.first().map(String::as_str) {
-        Some("up") => rt.block_on(up(&args[1..])),
-        Some("token") => print_token(&args[1..]),
-        Some("bench") => rt.block_on(bench(&args[1..])),
-        Some("openapi") => print_openapi(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
+#[derive(Subcommand)]
+enum Command {
+    Up(Up),
+    Bench(Bench),
+    Token(Token),
+    Openapi(Openapi),
+    Completions(Completions),
+}
+
+/// Start the six services on loopback and print their addresses; Ctrl-C stops.
+#[derive(clap::Args)]
+#[command(after_long_help = "\
+Environment:
+  SANDBOX_SECRET    the token secret (at least 32 bytes; else one is drawn from the OS)
+  SANDBOX_DATA_KEY  64 hex digits, the key sealing SSNs and birth dates at rest (else a
+                    fresh one: records of an earlier run do not open)
+  DATABASE_URL      PostgreSQL (else 127.0.0.1:5432, database `sandbox`, else a private instance)
+  REDIS_URL         Redis (else 127.0.0.1:6379, else a private instance)")]
+struct Up {
+    /// Serve the six services on consecutive ports from N (else free ports)
+    #[arg(long, value_name = "N")]
+    port_base: Option<u16>,
+    /// Serve POST /admin/faults and GET /admin/logs on every service; breakers wait 2 s open
+    #[arg(long)]
+    test_mode: bool,
+    /// Serve HTTPS only: a CA and certificate made at start; the CA is written beside the
+    /// target file (`<stem>.ca.pem`) and named in it as tls.ca_file
+    #[arg(long)]
+    tls: bool,
+    /// The tenant of the token printed at start
+    #[arg(long, value_name = "NAME", default_value = "demo")]
+    tenant: String,
+    /// Write a target file describing the mesh, for the suites' `--target PATH`
+    #[arg(long, value_name = "PATH")]
+    write_target: Option<PathBuf>,
+    /// Serve a Toxiproxy-compatible API on ADDR (loopback) with a proxy in front of each
+    /// service the API calls, declared in the target file
+    #[arg(long, value_name = "ADDR", value_parser = chaos_api_addr)]
+    chaos_api: Option<SocketAddr>,
+}
+
+/// Measure seed 004's criteria on a fresh mesh: p50/p95/p99, errors, throughput.
+///
+/// CLIENTS clients x REQUESTS requests on POST /patients, then as many claim sagas on
+/// POST /visits; p50/p95/p99, errors and throughput per endpoint beside the seed's
+/// thresholds. Run it in release: `cargo xtask bench mesh`.
+#[derive(clap::Args)]
+struct Bench {
+    /// Concurrent clients
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
+    clients: usize,
+    /// Requests per client on each endpoint
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
+    requests: usize,
+    /// Serve and call over HTTPS
+    #[arg(long)]
+    tls: bool,
+    /// PostgreSQL connections per service, 1 to 32 (six pools share the server's
+    /// max_connections) [default: 8]
+    #[arg(long = "pool", value_name = "N", value_parser = pool_size)]
+    pool: Option<usize>,
+    /// Also write the figures as JSON to PATH
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+/// Print a person's token signed with SANDBOX_SECRET.
+///
+/// Start `up` with SANDBOX_SECRET set and use the same secret here.
+#[derive(clap::Args)]
+struct Token {
+    /// The service the token is for (its audience)
+    #[arg(long, value_name = "NAME", value_parser = service_name())]
+    service: Service,
+    /// The tenant the token acts in
+    #[arg(long, value_name = "NAME")]
+    tenant: String,
+    /// The person's role
+    #[arg(long, value_name = "ROLE", value_parser = role_name(), default_value = "admin")]
+    role: Role,
+    /// How long the token is valid, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    ttl: u64,
+}
+
+/// Print the OpenAPI 3.1 documents the services serve at /openapi.json.
+///
+/// One service's, or all six keyed by service name (the shape of the suites' snapshot
+/// suites/contracts/v1.json).
+#[derive(clap::Args)]
+struct Openapi {
+    /// Only this service's document
+    #[arg(long, value_name = "NAME", value_parser = service_name())]
+    service: Option<Service>,
+}
+
+/// Print a shell completion script.
+///
+/// For example: `sandbox completions bash > ~/.local/share/bash-completion/completions/sandbox`.
+#[derive(clap::Args)]
+struct Completions {
+    shell: clap_complete::Shell,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-        Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
-        None => bail!("no command\n{USAGE}"),
     }
 }
 
-async fn bench(args: &[String]) -> anyhow::Result<()> {
-    let (mut clients, mut requests, mut tls, mut json_path) = (100usize, 100usize, false, None);
-    let mut pool_size = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--clients" => {
-                clients = value(args, &mut i, "--clients")?
-                    .parse()
-                    .context("--clients takes a number")?
-            }
-            "--requests" => {
-                requests = value(args, &mut i, "--requests")?
-                    .parse()
-                    .context("--requests takes a number")?
-            }
-            "--tls" => tls = true,
-            "--pool" => {
-                pool_size = Some(
-                    value(args, &mut i, "--pool")?
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=32).contains(n))
-                        .context("--pool takes a number of connections per service, 1 to 32")?,
-                )
-            }
-            "--json" => json_path = Some(std::path::PathBuf::from(value(args, &mut i, "--json")?)),
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Token(args) => print_token(args),
+        Command::Openapi(args) => print_openapi(args),
+        Command::Completions(Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sandbox",
+                &mut std::io::stdout(),
+            );
+            Ok(())
         }
-        i += 1;
+        Command::Up(args) => runtime()?.block_on(up(args)),
+        Command::Bench(args) => runtime()?.block_on(bench(args)),
     }
-    if clients == 0 || requests == 0 {
-        bail!("--clients and --requests must be at least 1");
-    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// `--service`: one of the six names (listed in help and completions).
+fn service_name() -> impl TypedValueParser<Value = Service> {
+    PossibleValuesParser::new(Service::ALL.map(Service::name))
+        .try_map(|name| Service::from_name(&name).ok_or("no such service"))
+}
+
+/// `--role`: one of the four names.
+fn role_name() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(Role::ALL.map(Role::name))
+        .try_map(|name| Role::from_name(&name).ok_or("no such role"))
+}
+
+fn chaos_api_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| "expected a loopback address, e.g. 127.0.0.1:8474".to_string())
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "expected a whole number, at least 1".to_string())
+}
+
+fn pool_size(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=32).contains(n))
+        .ok_or_else(|| "expected a number of connections per service, 1 to 32".to_string())
+}
+
+async fn bench(args: Bench) -> anyhow::Result<()> {
+    let Bench {
+        clients,
+        requests,
+        tls,
+        pool: pool_size,
+        json: json_path,
+    } = args;
     let (database_url, _pg) = postgres().await?;
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis);
@@ -165,46 +280,13 @@ async fn bench(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> anyhow::Result<&'a str> {
-    *i += 1;
-    args.get(*i)
-        .map(String::as_str)
-        .with_context(|| format!("{flag} needs a value"))
-}
-
-fn print_token(args: &[String]) -> anyhow::Result<()> {
-    let (mut service, mut tenant, mut ttl, mut role) = (None, None, 3600u64, Role::Admin);
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--service" => service = Some(value(args, &mut i, "--service")?.to_string()),
-            "--tenant" => tenant = Some(value(args, &mut i, "--tenant")?.to_string()),
-            "--role" => {
-                let name = value(args, &mut i, "--role")?;
-                role = Role::from_name(name).with_context(|| {
-                    format!(
-                        "unknown role `{name}`; the roles are {}",
-                        Role::ALL.map(Role::name).join(", ")
-                    )
-                })?;
-            }
-            "--ttl" => {
-                ttl = value(args, &mut i, "--ttl")?
-                    .parse()
-                    .context("--ttl takes seconds")?
-            }
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-        i += 1;
-    }
-    let service = service.context("--service is required")?;
-    let service = Service::from_name(&service).with_context(|| {
-        format!(
-            "unknown service `{service}`; the services are {}",
-            Service::ALL.map(Service::name).join(", ")
-        )
-    })?;
-    let tenant = tenant.context("--tenant is required")?;
+fn print_token(args: Token) -> anyhow::Result<()> {
+    let Token {
+        service,
+        tenant,
+        role,
+        ttl,
+    } = args;
     let secret = std::env::var("SANDBOX_SECRET")
         .context("SANDBOX_SECRET is unset: start `up` with SANDBOX_SECRET and use the same here")?;
     if secret.len() < 32 {
@@ -268,39 +350,15 @@ async fn redis() -> anyhow::Result<(provision::RedisEndpoint, Option<provision::
     Ok((found.endpoint, found.instance))
 }
 
-async fn up(args: &[String]) -> anyhow::Result<()> {
-    let (mut port_base, mut test_mode, mut tenant) = (None, false, "demo".to_string());
-    let mut chaos_api: Option<std::net::SocketAddr> = None;
-    let mut write_target = None::<std::path::PathBuf>;
-    let mut tls = false;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--port-base" => {
-                port_base = Some(
-                    value(args, &mut i, "--port-base")?
-                        .parse::<u16>()
-                        .context("--port-base takes a port number")?,
-                )
-            }
-            "--test-mode" => test_mode = true,
-            "--tls" => tls = true,
-            "--chaos-api" => {
-                let text = value(args, &mut i, "--chaos-api")?;
-                chaos_api = Some(text.parse().with_context(|| {
-                    format!(
-                        "--chaos-api `{text}`: expected a loopback address, e.g. 127.0.0.1:8474"
-                    )
-                })?);
-            }
-            "--tenant" => tenant = value(args, &mut i, "--tenant")?.to_string(),
-            "--write-target" => {
-                write_target = Some(value(args, &mut i, "--write-target")?.into());
-            }
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-        i += 1;
-    }
+async fn up(args: Up) -> anyhow::Result<()> {
+    let Up {
+        port_base,
+        test_mode,
+        tls,
+        tenant,
+        write_target,
+        chaos_api,
+    } = args;
     let (database_url, _pg) = postgres().await?;
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis);
@@ -486,26 +544,17 @@ fn write_target_file(
 }
 
 /// `sandbox openapi [--service NAME]`.
-fn print_openapi(args: &[String]) -> anyhow::Result<()> {
+fn print_openapi(args: Openapi) -> anyhow::Result<()> {
     let doc = |s: Service| serde_json::to_value(sandbox::openapi::document(s));
-    let out = match args {
-        [] => {
+    let out = match args.service {
+        None => {
             let mut all = serde_json::Map::new();
             for s in Service::ALL {
                 all.insert(s.name().to_string(), doc(s)?);
             }
             serde_json::Value::Object(all)
         }
-        [flag, name] if flag == "--service" => {
-            let service = Service::from_name(name).with_context(|| {
-                format!(
-                    "--service {name}: no such service (one of {})",
-                    Service::ALL.map(|s| s.name()).join(", ")
-                )
-            })?;
-            doc(service)?
-        }
-        _ => bail!("openapi: unexpected arguments {args:?}\n{USAGE}"),
+        Some(service) => doc(service)?,
     };
     let text = serde_json::to_string_pretty(&out)?;
     // `sandbox openapi | head` closes the pipe early: not an error.
