@@ -4,31 +4,26 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: chaos-proxy [--api HOST:PORT]   (default 127.0.0.1:8474, loopback only)";
+use clap::{CommandFactory, Parser};
+
+/// Toxiproxy's HTTP API over the chaos proxy, until Ctrl-C. Proxies listen on
+/// and forward to loopback only.
+#[derive(Parser)]
+#[command(name = "chaos-proxy", version)]
+struct Cli {
+    /// Where the API listens (loopback only)
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8474")]
+    api: String,
+}
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut api = "127.0.0.1:8474".to_string();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--api" | "-api" => match args.next() {
-                Some(v) => api = v,
-                None => {
-                    eprintln!("error: --api needs HOST:PORT\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => {
-                eprintln!("error: unknown argument `{other}`\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    // Toxiproxy's own server spells its flags with one dash: `-api` too.
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-api") => "--api".into(),
+        Some(s) if s.starts_with("-api=") => format!("-{s}").into(),
+        _ => a,
+    });
+    let Cli { api } = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,8 +44,13 @@ fn main() -> ExitCode {
         };
         let addr = listener.local_addr().map_or(api.clone(), |a| a.to_string());
         if !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
-            eprintln!("error: --api {api}: the API listens on loopback only");
-            return ExitCode::from(2);
+            // Bad usage, reported as clap reports it (exit 2).
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--api {api}: the API listens on loopback only"),
+                )
+                .exit();
         }
         eprintln!(
             "chaos-proxy: Toxiproxy API {} on http://{addr} (Ctrl-C stops)",
