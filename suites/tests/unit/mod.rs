@@ -50,6 +50,10 @@ fn metric_samples_sum_by_labels() {
         sum(text, "client_retries_total", &[("target", "nobody")]),
         0.0
     );
+    // A label value holding a space, and a sample with a timestamp: split
+    // at the last space by hand, these were misread.
+    let text = "client_retries_total{target=\"a b\",service=\"x\"} 3 1700000000000\n";
+    assert_eq!(sum(text, "client_retries_total", &[("target", "a b")]), 3.0);
 }
 
 /// Nearest-rank percentiles, error rate and throughput of samples.
