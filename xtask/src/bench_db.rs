@@ -11,10 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::generated::build_binary;
 use crate::{target_dir, workspace_root};
 
-pub fn run(args: &[&str]) -> Result<()> {
-    if let Some(a) = args.first() {
-        bail!("`cargo xtask bench db` takes no arguments (got `{a}`)");
-    }
+pub fn run() -> Result<()> {
     eprintln!("[bench db] building the service probe (release)…");
     let probe = build_binary(
         &workspace_root(),

@@ -11,25 +11,49 @@ use anyhow::{Context, Result, bail};
 
 use crate::{target_dir, workspace_root};
 
-pub fn run(args: &[&str]) -> Result<()> {
-    let mut pass = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        match args[i] {
-            "--clients" | "--requests" | "--pool" => {
-                let v = args
-                    .get(i + 1)
-                    .with_context(|| format!("{} needs a number", args[i]))?;
-                pass.extend([args[i].to_string(), (*v).to_string()]);
-                i += 1;
+/// Seed 004's criteria on the sandbox, in release (target/bench/mesh.json)
+///
+/// CLIENTS clients x REQUESTS requests on POST /patients, then as many claim sagas on
+/// POST /visits: p50/p95/p99, errors and throughput per endpoint beside the seed's thresholds. The
+/// options pass to `sandbox bench`, which checks them.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Concurrent clients [default: 100]
+    #[arg(long, value_name = "N")]
+    clients: Option<usize>,
+    /// Requests per client on each endpoint [default: 100]
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
+    /// PostgreSQL connections per service, 1 to 32 [default: 8]
+    #[arg(long, value_name = "N")]
+    pool: Option<usize>,
+    /// Serve and call over HTTPS
+    #[arg(long)]
+    tls: bool,
+}
+
+impl Options {
+    /// The arguments of `sandbox bench`.
+    fn sandbox_args(&self) -> Vec<String> {
+        let mut pass = Vec::new();
+        for (flag, value) in [
+            ("--clients", self.clients),
+            ("--requests", self.requests),
+            ("--pool", self.pool),
+        ] {
+            if let Some(n) = value {
+                pass.extend([flag.to_string(), n.to_string()]);
             }
-            "--tls" => pass.push("--tls".into()),
-            other => bail!(
-                "`cargo xtask bench mesh` takes --clients N, --requests N, --pool N and --tls (got `{other}`)"
-            ),
         }
-        i += 1;
+        if self.tls {
+            pass.push("--tls".into());
+        }
+        pass
     }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let pass = options.sandbox_args();
     eprintln!("[bench mesh] building the sandbox (release)…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())

@@ -73,10 +73,7 @@ struct Figure {
     concurrency: usize,
 }
 
-pub fn run(args: &[&str]) -> Result<()> {
-    if let Some(a) = args.first() {
-        bail!("`cargo xtask bench runner` takes no arguments (got `{a}`)");
-    }
+pub fn run() -> Result<()> {
     let out_dir = target_dir().join("bench");
     let suite_dir = out_dir.join("runner-suite");
     generate(&suite_dir).context("generating the benchmark suites")?;

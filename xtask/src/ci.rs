@@ -1,13 +1,7 @@
 //! `cargo xtask ci`: the pipeline. Lint, the workspace's own tests, then the
 //! suites tier by tier, every report merged into `target/reports/`.
 //!
-//! Options: `--partition hash:K/N` (a CI matrix shard: lint and workspace
-//! tests run on shard 1 only; the suites are sharded), `--tiers a,b` (which
-//! tiers), `--seed N` (one seed for every tier; printed), `--out DIR`
-//! (instead of `target/reports`; it must be new, empty or one this command
-//! made: a directory it did not create is never cleared), `--no-lint`,
-//! `--target FILE` (the suites tiers against a deployment's target file),
-//! `--profile NAME` (a profile of `.config/service-test.toml`).
+//! Its options are [`Options`] (`cargo xtask ci --help`).
 //!
 //! A test carrying several tier markers runs once, in the first of its
 //! tiers; tests with none run in the last tier, `other`.
@@ -31,8 +25,6 @@ const TIERS: &[&str] = &[
     "performance",
 ];
 
-const USAGE: &str = "usage: cargo xtask ci [--partition hash:K/N|slice:K/N|duration:K/N] [--tiers unit,integration,...] [--seed N] [--out DIR] [--no-lint] [--target FILE] [--profile NAME]";
-
 /// The file that marks a reports directory as made by `cargo xtask ci`,
 /// so a later run may clear it.
 const OURS: &str = ".made-by-xtask-ci";
@@ -43,52 +35,68 @@ struct Stage {
     secs: f64,
 }
 
-pub fn run(args: &[&str]) -> Result<()> {
-    let (mut partition, mut tiers, mut lint, mut seed) =
-        (None::<String>, None::<Vec<String>>, true, None::<u64>);
-    let mut out = None::<std::path::PathBuf>;
-    let (mut target, mut profile) = (None::<std::path::PathBuf>, None::<String>);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match *a {
-            "--partition" => partition = Some(it.next().context(USAGE)?.to_string()),
-            "--tiers" => {
-                tiers = Some(
-                    it.next()
-                        .context(USAGE)?
-                        .split(',')
-                        .map(|t| t.trim().to_string())
-                        .collect(),
-                )
+/// The pipeline: fmt, clippy, workspace tests, suites by tier; reports in target/reports/
+///
+/// A test carrying several tier markers runs once, in the first of its tiers; tests with
+/// none run in the last tier, `other`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// A CI matrix shard (hash:K/N, slice:K/N or duration:K/N): lint and workspace tests
+    /// run on shard 1 only; the suites are sharded
+    #[arg(long, value_name = "hash:K/N", value_parser = partition)]
+    partition: Option<String>,
+    /// Which tiers, comma-separated [default: all, in order: unit,integration,e2e,
+    /// resilience,compliance,security,performance,other]
+    #[arg(long, value_name = "unit,integration,...", value_delimiter = ',')]
+    tiers: Option<Vec<String>>,
+    /// One seed for every tier (printed) [default: a fresh one]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// The reports directory instead of target/reports: new, empty or one this command
+    /// made (a directory it did not create is never cleared)
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+    /// Skip cargo fmt --check and clippy
+    #[arg(long)]
+    no_lint: bool,
+    /// Run the suites tiers against a deployment's target file
+    #[arg(long, value_name = "FILE")]
+    target: Option<std::path::PathBuf>,
+    /// A profile of .config/service-test.toml, for every suites tier
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+}
+
+/// `--partition`: checked as the harness parses it, passed on as written.
+fn partition(text: &str) -> Result<String, String> {
+    text.parse::<harness::partition::Partition>()?;
+    Ok(text.to_string())
+}
+
+pub fn run(options: Options) -> Result<()> {
+    let Options {
+        partition,
+        tiers,
+        seed,
+        out,
+        no_lint,
+        target,
+        profile,
+    } = options;
+    let lint = !no_lint;
+    let tiers = tiers.map(|t| t.iter().map(|t| t.trim().to_string()).collect::<Vec<_>>());
+    let target = match target {
+        // The suites run from suites/: make the path absolute here.
+        Some(file) => {
+            let file = std::path::absolute(&file)
+                .with_context(|| format!("--target {}", file.display()))?;
+            if !file.is_file() {
+                bail!("--target {}: no such file", file.display());
             }
-            "--no-lint" => lint = false,
-            "--out" => out = Some(std::path::PathBuf::from(it.next().context(USAGE)?)),
-            "--target" => {
-                let file = std::path::PathBuf::from(it.next().context(USAGE)?);
-                // The suites run from suites/: make the path absolute here.
-                let file = std::path::absolute(&file)
-                    .with_context(|| format!("--target {}", file.display()))?;
-                if !file.is_file() {
-                    bail!("--target {}: no such file", file.display());
-                }
-                target = Some(file);
-            }
-            "--profile" => profile = Some(it.next().context(USAGE)?.to_string()),
-            "--seed" => {
-                seed = Some(
-                    it.next()
-                        .context(USAGE)?
-                        .parse()
-                        .context("--seed takes a whole number")?,
-                )
-            }
-            other => bail!("unknown option `{other}`\n{USAGE}"),
+            Some(file)
         }
-    }
-    if let Some(p) = &partition {
-        p.parse::<harness::partition::Partition>()
-            .map_err(anyhow::Error::msg)?;
-    }
+        None => None,
+    };
     let mut all_tiers: Vec<String> = TIERS.iter().map(|t| t.to_string()).collect();
     all_tiers.push("other".to_string());
     let tiers = tiers.unwrap_or_else(|| all_tiers.clone());

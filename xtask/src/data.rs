@@ -7,46 +7,91 @@ use std::io::{BufRead, BufWriter, Write};
 use anyhow::{Context, Result, bail};
 use fixtures::{ComplianceKind, Generator};
 
-const USAGE: &str = "usage: cargo xtask data <kind> [--count N] [--seed S] [--out FILE]
-       cargo xtask data validate FILE
+/// What `cargo xtask data` does: export one kind of record, or validate claims.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Full scenarios: patient, coverage, provider, visit, claim, remittance
+    #[command(alias = "scenarios")]
+    Claims(Export),
+    /// Patients
+    Patients(Export),
+    /// Providers
+    Providers(Export),
+    /// Compliance scenarios, the five kinds in turn
+    Compliance(Export),
+    /// Analytics events, over 20 tenants
+    Analytics(Export),
+    /// Check exported claims: ICD-10-CM codes, NPI check digits, MBI format, totals, dates
+    Validate {
+        /// A JSON-lines file of claims (`cargo xtask data claims`)
+        file: String,
+    },
+}
 
-kinds: claims (full scenarios: patient, coverage, provider, visit, claim, remittance),
-       patients, providers, compliance, analytics
-Same seed, byte-identical output. Writes to standard output unless --out is given.";
+/// How many records, from which seed, to where.
+#[derive(clap::Args)]
+pub struct Export {
+    /// How many records
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    count: u64,
+    /// The generator's seed: the same seed gives byte-identical output
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+    /// Write to FILE instead of standard output
+    #[arg(long, value_name = "FILE")]
+    out: Option<String>,
+}
 
-pub fn run(args: &[&str]) -> Result<()> {
-    match args {
-        ["validate", file] => validate(file),
-        ["validate", ..] => bail!("`data validate` takes one file\n\n{USAGE}"),
-        [kind, rest @ ..] => export(kind, rest),
-        [] => bail!("{USAGE}"),
+/// The kinds of record `data` exports.
+#[derive(Clone, Copy)]
+enum Kind {
+    Claims,
+    Patients,
+    Providers,
+    Compliance,
+    Analytics,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Claims => "claims",
+            Kind::Patients => "patients",
+            Kind::Providers => "providers",
+            Kind::Compliance => "compliance",
+            Kind::Analytics => "analytics",
+        }
+    }
+
+    /// Record `i` of this kind as one JSON line.
+    fn line(self, g: &mut Generator, i: u64) -> serde_json::Result<String> {
+        match self {
+            Kind::Claims => serde_json::to_string(&g.scenario()),
+            Kind::Patients => serde_json::to_string(&g.patient()),
+            Kind::Providers => serde_json::to_string(&g.provider()),
+            Kind::Compliance => {
+                serde_json::to_string(&g.compliance_scenario(ComplianceKind::ALL[(i % 5) as usize]))
+            }
+            Kind::Analytics => {
+                let tenant = format!("tenant-{:03}", i % 20);
+                serde_json::to_string(&g.analytics_events(&tenant, 1)[0])
+            }
+        }
     }
 }
 
-fn export(kind: &str, rest: &[&str]) -> Result<()> {
-    let (mut count, mut seed, mut out) = (1000u64, 1u64, None::<String>);
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .copied()
-                .with_context(|| format!("{name} needs a value\n\n{USAGE}"))
-        };
-        match *flag {
-            "--count" => {
-                count = value("--count")?
-                    .parse()
-                    .context("--count takes a whole number")?
-            }
-            "--seed" => {
-                seed = value("--seed")?
-                    .parse()
-                    .context("--seed takes a whole number")?
-            }
-            "--out" => out = Some(value("--out")?.to_string()),
-            other => bail!("unknown option `{other}`\n\n{USAGE}"),
-        }
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Validate { file } => validate(&file),
+        Command::Claims(e) => export(Kind::Claims, e),
+        Command::Patients(e) => export(Kind::Patients, e),
+        Command::Providers(e) => export(Kind::Providers, e),
+        Command::Compliance(e) => export(Kind::Compliance, e),
+        Command::Analytics(e) => export(Kind::Analytics, e),
     }
+}
+
+fn export(kind: Kind, Export { count, seed, out }: Export) -> Result<()> {
     let sink: Box<dyn Write> = match &out {
         Some(path) => {
             Box::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?)
@@ -61,28 +106,19 @@ fn export(kind: &str, rest: &[&str]) -> Result<()> {
         u64::MAX
     };
     for i in 0..count {
-        let line = match kind {
-            "claims" | "scenarios" => serde_json::to_string(&g.scenario()),
-            "patients" => serde_json::to_string(&g.patient()),
-            "providers" => serde_json::to_string(&g.provider()),
-            "compliance" => {
-                serde_json::to_string(&g.compliance_scenario(ComplianceKind::ALL[(i % 5) as usize]))
-            }
-            "analytics" => {
-                let tenant = format!("tenant-{:03}", i % 20);
-                serde_json::to_string(&g.analytics_events(&tenant, 1)[0])
-            }
-            other => bail!("unknown kind `{other}`\n\n{USAGE}"),
-        }?;
+        let line = kind.line(&mut g, i)?;
         w.write_all(line.as_bytes())?;
         w.write_all(b"\n")?;
         if (i + 1) % progress_every == 0 {
-            eprintln!("[data] {}/{count} {kind}", i + 1);
+            eprintln!("[data] {}/{count} {}", i + 1, kind.name());
         }
     }
     w.flush()?;
     if let Some(path) = out {
-        eprintln!("[data] wrote {count} {kind} (seed {seed}) to {path}");
+        eprintln!(
+            "[data] wrote {count} {} (seed {seed}) to {path}",
+            kind.name()
+        );
     }
     Ok(())
 }

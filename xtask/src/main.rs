@@ -9,6 +9,8 @@
 //!   the `fake` crate and `grep -F`; writes `target/bench/data.json`.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
+//!
+//! `cargo xtask --help` (and `--help` after any task) lists the options.
 
 mod bench_data;
 mod bench_db;
@@ -21,57 +23,117 @@ mod generated;
 mod report;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-const USAGE: &str = "usage: cargo xtask <task>
+/// Project automation: the CI pipeline, report sets, benchmarks, synthetic data.
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Option<Task>,
+}
 
-tasks:
-  ci              the pipeline: fmt, clippy, workspace tests, suites by tier; reports in target/reports/
-                  [--partition hash:K/N] [--tiers unit,integration,...] [--no-lint]
-  report merge    merge report directories (shards, tiers) into one set: cargo xtask report merge DIR... [--out DIR]
-  bench runner    runner benchmarks P1-P3 against libtest and nextest (target/bench/runner.json)
-  bench data      generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F (target/bench/data.json)
-  bench load      load generator throughput against wrk (target/bench/load.json)
-  bench db        p50 time to get a per-test database: template clone vs create+migrate (target/bench/db.json)
-  bench mesh      seed 004's criteria on the sandbox (release): 100 clients x 100 requests on POST /patients
-                  and POST /visits, p50/p95/p99, errors, throughput beside the thresholds (target/bench/mesh.json)
-                  [--clients N] [--requests N] [--tls]
-  data <kind>     synthetic data as JSON lines (--count N --seed S [--out FILE]); `data validate FILE` checks claims";
+#[derive(Subcommand)]
+enum Task {
+    Ci(ci::Options),
+    /// Report sets: merge the reports of shards or tiers into one
+    Report {
+        #[command(subcommand)]
+        command: report::Command,
+    },
+    /// Benchmarks, each a ratio against peers measured in the same run (target/bench/)
+    ///
+    /// Without a benchmark, runs runner, data, load and db in turn (as `bench all`).
+    Bench {
+        #[command(subcommand)]
+        bench: Option<Bench>,
+    },
+    /// Synthetic data as JSON lines; `data validate FILE` checks exported claims
+    ///
+    /// Same seed, byte-identical output.
+    Data {
+        #[command(subcommand)]
+        command: data::Command,
+    },
+}
 
-fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+#[derive(Subcommand)]
+enum Bench {
+    /// Runner benchmarks P1-P9 against libtest and nextest (target/bench/runner.json)
+    Runner,
+    /// Generation and PHI-scan benchmarks against Python Faker, the fake crate, grep -F
+    /// (target/bench/data.json)
+    Data(BenchData),
+    /// Load generator throughput against wrk (target/bench/load.json)
+    Load,
+    /// p50 time to get a per-test database: template clone vs create+migrate
+    /// (target/bench/db.json)
+    Db,
+    Mesh(bench_mesh::Options),
+    /// runner, data, load and db in turn (what `bench` alone runs)
+    All,
+}
+
+/// `cargo xtask bench data`'s options, passed on to `bench_data::run`.
+#[derive(clap::Args)]
+struct BenchData {
+    /// Only these figures: `scan` is S1 and S2 (G1 needs Python Faker and takes minutes)
+    #[arg(long, value_name = "FIGURES")]
+    only: Option<DataFigures>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DataFigures {
+    /// S1 and S2, the PHI scans
+    Scan,
+}
+
+impl BenchData {
+    /// The arguments `bench_data::run` reads.
+    fn args(&self) -> Vec<&'static str> {
+        match self.only {
+            None => Vec::new(),
+            Some(DataFigures::Scan) => vec!["--only", "scan"],
         }
     }
 }
 
-fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["bench", "runner", rest @ ..] => bench_runner::run(rest),
-        ["bench", "data", rest @ ..] => bench_data::run(rest),
-        ["bench", "load", rest @ ..] => bench_load::run(rest),
-        ["bench", "db", rest @ ..] => bench_db::run(rest),
-        ["bench", "mesh", rest @ ..] => bench_mesh::run(rest),
-        ["bench"] | ["bench", "all"] => {
-            bench_runner::run(&[])?;
-            bench_data::run(&[])?;
-            bench_load::run(&[])?;
-            bench_db::run(&[])
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-        ["data", rest @ ..] => data::run(rest),
-        ["ci", rest @ ..] => ci::run(rest),
-        ["report", rest @ ..] => report::run(rest),
-        ["-h" | "--help" | "help"] | [] => {
-            println!("{USAGE}");
+    }
+}
+
+fn run(task: Option<Task>) -> Result<()> {
+    match task {
+        Some(Task::Ci(options)) => ci::run(options),
+        Some(Task::Report { command }) => report::run(command),
+        Some(Task::Data { command }) => data::run(command),
+        Some(Task::Bench { bench }) => match bench {
+            Some(Bench::Runner) => bench_runner::run(),
+            Some(Bench::Data(options)) => bench_data::run(&options.args()),
+            Some(Bench::Load) => bench_load::run(),
+            Some(Bench::Db) => bench_db::run(),
+            Some(Bench::Mesh(options)) => bench_mesh::run(&options),
+            Some(Bench::All) | None => {
+                bench_runner::run()?;
+                bench_data::run(&[])?;
+                bench_load::run()?;
+                bench_db::run()
+            }
+        },
+        None => {
+            Cli::command().print_help()?;
             Ok(())
         }
-        other => bail!("unknown task `{}`\n\n{USAGE}", other.join(" ")),
     }
 }
 

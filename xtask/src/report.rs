@@ -9,24 +9,24 @@ use harness::report::{self, JsonlSink};
 
 use crate::target_dir;
 
-const USAGE: &str =
-    "usage: cargo xtask report merge DIR... [--out DIR]   (default out: target/reports)";
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Merge report directories (shards, tiers) into one set: results.jsonl, runs.jsonl,
+    /// junit.xml, report.md
+    Merge {
+        /// The report directories
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where the merged set goes, replacing what was there [default: target/reports]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
 
-pub fn run(args: &[&str]) -> Result<()> {
-    match args {
-        ["merge", rest @ ..] => {
-            let mut dirs = Vec::new();
-            let mut out = target_dir().join("reports");
-            let mut it = rest.iter();
-            while let Some(a) = it.next() {
-                match *a {
-                    "--out" => out = PathBuf::from(it.next().context("--out needs a directory")?),
-                    d => dirs.push(PathBuf::from(d)),
-                }
-            }
-            if dirs.is_empty() {
-                bail!("no report directories given\n{USAGE}");
-            }
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Merge { dirs, out } => {
+            let out = out.unwrap_or_else(|| target_dir().join("reports"));
             let (lines, runs) = merge(&dirs, &out)?;
             println!(
                 "merged {} results of {} runs from {} directories into {}",
@@ -37,7 +37,6 @@ pub fn run(args: &[&str]) -> Result<()> {
             );
             Ok(())
         }
-        _ => bail!("{USAGE}"),
     }
 }
 
