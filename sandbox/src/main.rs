@@ -152,13 +152,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(args) => print_token(args),
         Command::Openapi(args) => print_openapi(args),
         Command::Completions(Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sandbox",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            // Into a buffer: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sandbox", &mut script);
+            print_stdout(&script)
         }
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Bench(args) => runtime()?.block_on(bench(args)),
@@ -556,9 +553,15 @@ fn print_openapi(args: Openapi) -> anyhow::Result<()> {
         }
         Some(service) => doc(service)?,
     };
-    let text = serde_json::to_string_pretty(&out)?;
-    // `sandbox openapi | head` closes the pipe early: not an error.
-    match writeln!(std::io::stdout().lock(), "{text}") {
+    let mut text = serde_json::to_string_pretty(&out)?;
+    text.push('\n');
+    print_stdout(text.as_bytes())
+}
+
+/// Writes `bytes` to standard output. `sandbox openapi | head` closes the
+/// pipe early: not an error.
+fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(bytes) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }

@@ -2,7 +2,7 @@
 //! command, a version, bad usage as one line (exit 2, never a backtrace),
 //! and shell completions. None of these start the mesh.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use harness::service_test;
 
@@ -118,6 +118,24 @@ fn completions_bash_prints_a_script() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains("complete -F"), "{stdout}");
     assert!(stdout.contains("--write-target"), "{stdout}");
+}
+
+#[service_test(unit)]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `sandbox completions bash | head`: the reader is gone before the
+    // script is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["completions", "bash"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sandbox binary");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 harness::main!();
