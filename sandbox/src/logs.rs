@@ -132,12 +132,15 @@ impl<S: Subscriber> Layer<S> for RedactingLayer {
             fields.message,
             fields.rest
         );
-        let findings = phi::scan(&line);
-        if findings.is_empty() {
+        let (findings, excerpt) = off_the_runtime(line.len(), || {
+            let findings = phi::scan(&line);
+            let excerpt = (!findings.is_empty()).then(|| phi::redact(&line));
+            (findings, excerpt)
+        });
+        let Some(excerpt) = excerpt else {
             self.book.push(line);
             return;
-        }
-        let excerpt = phi::redact(&line);
+        };
         self.metrics.incr("phi_log_redactions_total", "");
         let mut kinds: Vec<String> = findings
             .iter()
@@ -153,6 +156,23 @@ impl<S: Subscriber> Layer<S> for RedactingLayer {
             excerpt: excerpt.clone(),
         });
         self.book.push(excerpt);
+    }
+}
+
+/// Lines longer than this are scanned with the runtime told that the
+/// thread blocks (its other tasks move to other threads meanwhile).
+const LONG_LINE: usize = 64 << 10;
+
+/// Runs `scan` (of a line of `len` bytes) in place, on a runtime thread
+/// marked as blocking when the line is long and the runtime allows it: the
+/// log stays in order, and one long line does not stall other requests.
+fn off_the_runtime<T>(len: usize, scan: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len > LONG_LINE && multi_thread {
+        tokio::task::block_in_place(scan)
+    } else {
+        scan()
     }
 }
 
