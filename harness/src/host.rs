@@ -271,19 +271,9 @@ pub(crate) struct Host {
 impl Host {
     /// Starts the host and waits (at most two minutes) until it is ready.
     pub(crate) fn start(args: &[std::ffi::OsString], seed: u64) -> std::io::Result<Host> {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::process::{Command, Stdio};
-        let file = std::env::temp_dir().join(format!(
-            "service-test-hosted-{}-{:016x}",
-            std::process::id(),
-            crate::host::random_u64()
-        ));
         // Made here, never reused: a file planted at the name fails this.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&file)?;
+        let file = crate::supervisor::private_file("hosted")?;
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(std::env::current_exe()?)
             .args(args)

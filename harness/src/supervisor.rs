@@ -443,7 +443,7 @@ impl Capture {
 
 /// A new, empty file only this user can read, made here (a file planted at
 /// the name fails this).
-fn private_file(what: &str) -> std::io::Result<std::path::PathBuf> {
+pub(crate) fn private_file(what: &str) -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = std::env::temp_dir().join(format!(
         "service-test-{what}-{}-{}-{:016x}",

@@ -131,6 +131,7 @@ impl ResultLine {
         seed: u64,
         recent_outcomes: Vec<OutcomeLabel>,
     ) -> Self {
+        let record = redacted(record);
         ResultLine {
             binary: binary.to_string(),
             name: record.name.clone(),
@@ -140,25 +141,13 @@ impl ResultLine {
             duration_s: record.duration.as_secs_f64(),
             attempts: record.attempts,
             seed,
-            message: record.outcome.message().map(|m| phi::redact(&m)),
-            earlier_failures: record
-                .earlier_failures
-                .iter()
-                .map(|m| phi::redact(m))
-                .collect(),
-            metrics: record
-                .metrics
-                .iter()
-                .map(|m| Metric {
-                    name: phi::redact(&m.name),
-                    endpoint: m.endpoint.as_deref().map(phi::redact),
-                    ..m.clone()
-                })
-                .collect(),
+            message: record.outcome.message(),
+            earlier_failures: record.earlier_failures,
+            metrics: record.metrics,
             recent_outcomes,
             slow: record.slow,
-            stdout: record.stdout.as_deref().map(phi::redact),
-            stderr: record.stderr.as_deref().map(phi::redact),
+            stdout: record.stdout,
+            stderr: record.stderr,
             file: Some(def.file.to_string()),
             line: Some(def.line),
         }
