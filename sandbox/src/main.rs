@@ -71,6 +71,10 @@ struct Up {
     /// service the API calls, declared in the target file
     #[arg(long, value_name = "ADDR", value_parser = chaos_api_addr)]
     chaos_api: Option<SocketAddr>,
+    /// Stop when process PID ends (a test runner's setup script starts the
+    /// mesh for the run and passes the runner's pid; see the README's nextest recipe)
+    #[arg(long, value_name = "PID")]
+    exit_with: Option<u32>,
 }
 
 /// Measure seed 004's criteria on a fresh mesh: p50/p95/p99, errors, throughput.
@@ -355,6 +359,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
         tenant,
         write_target,
         chaos_api,
+        exit_with,
     } = args;
     let (database_url, _pg) = postgres().await?;
     let (redis, _redis) = redis().await?;
@@ -459,13 +464,28 @@ async fn up(args: Up) -> anyhow::Result<()> {
         );
     }
     println!("Ctrl-C stops");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("waiting for SIGTERM")?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+        () = process_ends(exit_with) => println!("process {} ended", exit_with.unwrap_or(0)),
+    }
     println!("stopping");
     drop(chaos);
     drop(mesh);
     Ok(())
+}
+
+/// Returns when process `pid` no longer runs (never, for `None`).
+async fn process_ends(pid: Option<u32>) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let alive = std::path::PathBuf::from(format!("/proc/{pid}"));
+    while alive.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// `SANDBOX_DATA_KEY`: 64 hex digits, the AES-256 key sealing SSNs and
