@@ -266,11 +266,18 @@ fn hits_on_two_threads(
     // that is not a letter or digit (a hit after it is not glued to it).
     let mut cuts = [false; 256];
     cuts[usize::from(b'\n')] = true;
-    let lines_at = split_after(text, &cuts).unwrap_or(text.len());
+    let lines_at = split_after(text, &cuts, text.len() / 2).unwrap_or(text.len());
     for b in 0..=255u8 {
         cuts[usize::from(b)] = !searcher.holds(b) && b.is_ascii() && !b.is_ascii_alphanumeric();
     }
-    let canaries_at = split_after(text, &cuts).unwrap_or(text.len());
+    // When the lines cannot be cut (one long line), the first thread gates
+    // them all and takes only a quarter of the canaries.
+    let canaries_near = if lines_at == text.len() {
+        text.len() / 4
+    } else {
+        text.len() / 2
+    };
+    let canaries_at = split_after(text, &cuts, canaries_near).unwrap_or(text.len());
     let ((mut canary_hits, gates_first), (canary_rest, gates_rest)) = both(
         || {
             let mut hits = Vec::new();
@@ -304,15 +311,14 @@ fn hits_on_two_threads(
     (canary_hits, pattern_hits)
 }
 
-/// How far either side of a text's middle a place to cut it is looked for
-/// (without one, a single thread takes that part of the work).
+/// How far either side of the best place to cut a text a place to cut it
+/// is looked for (without one, a single thread takes that part of the work).
 const CUT_WITHIN: usize = 64 * 1024;
 
-/// Where to cut `text` in two: after the byte nearest its middle (within
+/// Where to cut `text` in two: after the byte nearest `middle` (within
 /// [`CUT_WITHIN`]) that `cuts` marks.
-fn split_after(text: &str, cuts: &[bool; 256]) -> Option<usize> {
+fn split_after(text: &str, cuts: &[bool; 256], middle: usize) -> Option<usize> {
     let bytes = text.as_bytes();
-    let middle = bytes.len() / 2;
     let cut = |b: &u8| cuts[usize::from(*b)];
     let after = bytes[middle..(middle + CUT_WITHIN).min(bytes.len())]
         .iter()
