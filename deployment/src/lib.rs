@@ -311,6 +311,21 @@ pub struct LoadCeiling {
     /// Requests per second, if limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rps: Option<f64>,
+    /// The hosts load may be sent to, besides loopback's own names
+    /// (`localhost`, `127.0.0.1`, `::1`): every service's host must be one
+    /// or the other, or the file is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// The hosts load may always be sent to: this machine, by its usual names.
+pub const LOAD_HOSTS_BY_DEFAULT: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+impl LoadCeiling {
+    /// May load be sent to `host` (a URL's host, as written)?
+    pub fn allows(&self, host: &str) -> bool {
+        LOAD_HOSTS_BY_DEFAULT.contains(&host) || self.hosts.iter().any(|h| h == host)
+    }
 }
 
 /// A Toxiproxy-compatible endpoint and the proxy in front of each service.
@@ -520,6 +535,23 @@ impl TargetFile {
                     "capabilities.load",
                     "max_connections and max_requests must be at least 1 (leave [capabilities.load] out to forbid load)".into(),
                 ));
+            }
+            // Load goes where it is declared to go, and nowhere else.
+            for (name, entry) in &self.services {
+                let Ok(base) = parse_base_url(&entry.url) else {
+                    continue;
+                };
+                if !load.allows(&base.host) {
+                    return Err(err(
+                        "capabilities.load.hosts",
+                        format!(
+                            "service `{name}` is at {}, a host load may not be sent to: load goes to {} unless `hosts` declares another (hosts = [\"{}\"])",
+                            base.host,
+                            LOAD_HOSTS_BY_DEFAULT.join(", "),
+                            base.host
+                        ),
+                    ));
+                }
             }
         }
         if let Some(chaos) = &self.capabilities.chaos {

@@ -105,6 +105,32 @@ fn a_misspelt_key_names_the_key_and_its_line() {
     assert!(text.contains("unknown field `logz`"), "{text}");
 }
 
+/// Load goes to this machine by its usual names, or to hosts the file
+/// declares: a service elsewhere with load allowed and its host undeclared
+/// is refused, naming the service, the host and the key.
+#[service_test(unit, config)]
+fn load_goes_only_to_declared_hosts() {
+    let load = "[capabilities.load]\nmax_connections = 4\nmax_requests = 10\n";
+    let elsewhere = minimal(load).replace("http://127.0.0.1:18002", "http://127.0.0.2:18002");
+    let e = parse(&elsewhere).expect_err("127.0.0.2 is not declared");
+    assert_eq!(e.key.as_deref(), Some("capabilities.load.hosts"), "{e}");
+    assert!(
+        e.message.contains("127.0.0.2") && e.message.contains("billing-engine"),
+        "{e}"
+    );
+    let declared = elsewhere.replace(
+        "max_requests = 10\n",
+        "max_requests = 10\nhosts = [\"127.0.0.2\"]\n",
+    );
+    let file = parse(&declared).unwrap_or_else(|e| panic!("{e}"));
+    let ceiling = file.capabilities.load.expect("declared");
+    assert!(ceiling.allows("127.0.0.2") && ceiling.allows("localhost"));
+    assert!(!ceiling.allows("127.0.0.3"));
+    // Without load, a service anywhere is fine: nothing is sent in bulk.
+    let no_load = minimal("").replace("http://127.0.0.1:18002", "http://127.0.0.2:18002");
+    assert!(parse(&no_load).is_ok());
+}
+
 #[service_test(unit, config)]
 fn mistakes_after_parsing_name_their_key_and_line() {
     let cases = [

@@ -71,6 +71,10 @@ struct Up {
     /// service the API calls, declared in the target file
     #[arg(long, value_name = "ADDR", value_parser = chaos_api_addr)]
     chaos_api: Option<SocketAddr>,
+    /// Listen on this loopback address (127.0.0.0/8 or ::1), e.g. 127.0.0.2 for a host
+    /// other than localhost; the target file then declares it in [capabilities.load] hosts
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1", value_parser = loopback_ip)]
+    bind: std::net::IpAddr,
     /// Stop when process PID ends (a test runner's setup script starts the
     /// mesh for the run and passes the runner's pid; see the README's nextest recipe)
     #[arg(long, value_name = "PID")]
@@ -360,11 +364,18 @@ async fn up(args: Up) -> anyhow::Result<()> {
         write_target,
         chaos_api,
         exit_with,
+        bind,
     } = args;
+    if tls && !matches!(bind.to_string().as_str(), "127.0.0.1" | "::1") {
+        anyhow::bail!(
+            "--tls serves a certificate for localhost, 127.0.0.1 and ::1: it cannot go with --bind {bind}"
+        );
+    }
     let (database_url, _pg) = postgres().await?;
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis);
     config.test_mode = test_mode;
+    config.bind = bind;
     if test_mode {
         MeshConfig::test_mode_breakers(&mut config.client);
     }
@@ -475,6 +486,20 @@ async fn up(args: Up) -> anyhow::Result<()> {
     drop(chaos);
     drop(mesh);
     Ok(())
+}
+
+/// `--bind`: an address of this machine's loopback only.
+fn loopback_ip(s: &str) -> Result<std::net::IpAddr, String> {
+    let ip: std::net::IpAddr = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address"))?;
+    if ip.is_loopback() {
+        Ok(ip)
+    } else {
+        Err(format!(
+            "{ip} is not a loopback address (127.0.0.0/8 or ::1): the sandbox serves this machine only"
+        ))
+    }
 }
 
 /// Returns when process `pid` no longer runs (never, for `None`).

@@ -41,6 +41,10 @@ pub enum MeshError {
         /// Why.
         source: StoreError,
     },
+    /// The mesh listens on loopback only (it is the reference system for
+    /// tests that send traffic to this machine alone).
+    #[error("the mesh listens on loopback only (127.0.0.0/8 or ::1), not on {0}")]
+    BindNotLoopback(std::net::IpAddr),
     /// A port could not be bound.
     #[error("{service}: cannot listen on {addr}: {source}")]
     Bind {
@@ -81,6 +85,9 @@ pub struct MeshConfig {
     pub database_url: String,
     /// The Redis server, with its credentials and database.
     pub redis: provision::RedisEndpoint,
+    /// The loopback address the services listen on (`127.0.0.1`; another
+    /// of 127.0.0.0/8 to be reached by a name other than localhost's).
+    pub bind: std::net::IpAddr,
     /// Prefix of every Redis key of this mesh (meshes sharing a server
     /// stay apart).
     pub redis_prefix: String,
@@ -178,6 +185,7 @@ impl MeshConfig {
         MeshConfig {
             database_url: database_url.into(),
             redis,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
             redis_prefix: format!("mesh:{}:{n}:", std::process::id()),
             secret,
             test_mode: false,
@@ -391,13 +399,15 @@ impl Mesh {
     /// Migrates every schema, binds the six services on loopback and starts
     /// them.
     pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
+        if !config.bind.is_loopback() {
+            return Err(MeshError::BindNotLoopback(config.bind));
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LogViolation>();
         let book = Arc::new(LogBook::new(config.echo_logs, tx));
         let mut listeners = Vec::new();
         let mut addrs = BTreeMap::new();
         for s in Service::ALL {
-            let addr: SocketAddr =
-                ([127, 0, 0, 1], config.ports.get(&s).copied().unwrap_or(0)).into();
+            let addr = SocketAddr::new(config.bind, config.ports.get(&s).copied().unwrap_or(0));
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| MeshError::Bind {

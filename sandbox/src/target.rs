@@ -54,8 +54,16 @@ pub struct Description {
     pub tls: Option<deployment::Tls>,
 }
 
-/// The running `mesh` as a target file.
+/// The running `mesh` as a target file. Load may go where the services
+/// listen: a bind address other than `127.0.0.1` is declared in
+/// `[capabilities.load] hosts`.
 pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
+    let bind = mesh.config().bind.to_string();
+    let hosts = if deployment::LOAD_HOSTS_BY_DEFAULT.contains(&bind.as_str()) {
+        Vec::new()
+    } else {
+        vec![bind]
+    };
     let services = mesh
         .addrs()
         .iter()
@@ -90,6 +98,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
                 max_connections: 64,
                 max_requests: 20_000,
                 max_rps: None,
+                hosts,
             }),
             chaos: d.chaos.clone(),
         },

@@ -399,6 +399,21 @@ impl Target {
         self.tls.clone()
     }
 
+    /// The addresses of the hosts the target declares for load beyond
+    /// loopback (`[capabilities.load] hosts`, resolved), for the load
+    /// generator's allow-list.
+    pub fn load_hosts(&self) -> Vec<std::net::IpAddr> {
+        let Some(load) = &self.capabilities.load else {
+            return Vec::new();
+        };
+        load.hosts
+            .iter()
+            .filter_map(|h| (h.as_str(), 0).to_socket_addrs().ok())
+            .flatten()
+            .map(|a| a.ip())
+            .collect()
+    }
+
     /// Base URL of `service` (`http://host:port`).
     pub fn url(&self, service: Service) -> &str {
         self.urls.get(&service).map_or("", String::as_str)
@@ -588,8 +603,7 @@ impl Target {
 pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     // The Prometheus text format, read by a kept parser (escapes, spaces in
     // label values, timestamps, NaN), not split by hand.
-    let Ok(scrape) =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
     else {
         return 0.0;
     };
@@ -647,6 +661,7 @@ fn local_capabilities(stop_restart: bool) -> Capabilities {
             max_connections: 64,
             max_requests: 20_000,
             max_rps: None,
+            hosts: Vec::new(),
         }),
         chaos: None,
     }

@@ -49,6 +49,7 @@ async fn load_leaves_connections_closed_and_resources_bounded(
     let plan = LoadPlan::closed(target.addr(api)?, "/health", connections as usize)
         .max_requests(requests)
         .tls(target.tls())
+        .allow(target.load_hosts())
         .duration(Duration::from_secs(20));
     let report = load::run(&plan).await.map_err(|e| e.to_string())?;
     let counted = answered().await? - answered_before;

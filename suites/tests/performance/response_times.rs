@@ -33,6 +33,7 @@ async fn the_health_endpoint_meets_its_slo_under_load(
     )
     .max_requests(requests)
     .tls(target.tls())
+    .allow(target.load_hosts())
     .duration(Duration::from_secs(20));
     let report = load::run(&plan).await.map_err(|e| e.to_string())?;
     report.record(&metrics, "GET /health (api)");
