@@ -27,6 +27,7 @@
 //! [capabilities.load]
 //! max_connections = 32
 //! max_requests = 5000
+//! hosts = ["172.20.0.21", "172.20.0.24"]   # where load may go besides loopback
 //! ```
 //!
 //! [`TargetFile::load`] reads and checks one; every mistake is a
