@@ -41,7 +41,8 @@ mod records;
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 pub use canary::CanaryRegistry;
 
@@ -253,62 +254,132 @@ fn two_cores() -> bool {
 }
 
 /// The canary and pattern hits of `text`, as [`scan_with`] finds them on
-/// one thread (the same hits, in the same order), in two rounds of two
-/// halves of the work: the canaries in each half of the text with the
-/// detectors' line gates in each half of its lines; then each half of
-/// the detectors.
+/// one thread (the same hits, in the same order), found by two threads in
+/// two rounds of small tasks: the canaries in parts of the text and the
+/// detectors' line gates in parts of its lines; then each detector.
 fn hits_on_two_threads(
     searcher: &canary::Searcher,
     text: &str,
 ) -> (Vec<detect::Hit>, Vec<detect::Hit>) {
-    // The lines split at a line break; the canaries there too, or, in one
-    // long line, after a byte no canary holds (no match runs across it)
-    // that is not a letter or digit (a hit after it is not glued to it).
-    let mut cuts = [false; 256];
-    cuts[usize::from(b'\n')] = true;
-    let lines_at = split_after(text, &cuts, text.len() / 2).unwrap_or(text.len());
+    // The lines are cut at line breaks; the canaries after a byte no canary
+    // holds (no match runs across it) that is not a letter or digit (a hit
+    // after it is not glued to it), which a line break usually is.
+    let mut at = [false; 256];
+    at[usize::from(b'\n')] = true;
+    let line_parts = parts(text, &at);
     for b in 0..=255u8 {
-        cuts[usize::from(b)] = !searcher.holds(b) && b.is_ascii() && !b.is_ascii_alphanumeric();
+        at[usize::from(b)] = !searcher.holds(b) && b.is_ascii() && !b.is_ascii_alphanumeric();
     }
-    // When the lines cannot be cut (one long line), the first thread gates
-    // them all and takes only a quarter of the canaries.
-    let canaries_near = if lines_at == text.len() {
-        text.len() / 4
-    } else {
-        text.len() / 2
-    };
-    let canaries_at = split_after(text, &cuts, canaries_near).unwrap_or(text.len());
-    let ((mut canary_hits, gates_first), (canary_rest, gates_rest)) = both(
-        || {
+    let canary_parts = parts(text, &at);
+    enum Found {
+        Canaries(Vec<detect::Hit>),
+        Gates(detect::GateLines),
+    }
+    // The gates first: a long line is one task, best started at once.
+    let mut first: Vec<Task<'_, Found>> = Vec::new();
+    for range in line_parts {
+        first.push(Box::new(move || {
+            Found::Gates(detect::gate_lines(text, range))
+        }));
+    }
+    for range in canary_parts {
+        first.push(Box::new(move || {
             let mut hits = Vec::new();
-            searcher.find(text, 0..canaries_at, &mut hits);
-            (hits, detect::gate_lines(text, 0..lines_at))
-        },
-        || {
-            let mut hits = Vec::new();
-            searcher.find(text, canaries_at..text.len(), &mut hits);
-            let gates =
-                (lines_at < text.len()).then(|| detect::gate_lines(text, lines_at..text.len()));
-            (hits, gates)
-        },
-    );
-    canary_hits.extend(canary_rest);
-    let plan = detect::Plan::from_gates(text, std::iter::once(gates_first).chain(gates_rest));
-    let (mut pattern_hits, (rest, cleared)) = both(
-        || {
-            let mut hits = Vec::new();
-            detect::detect_first(text, &plan, &mut hits);
-            hits
-        },
-        || {
-            let mut hits = Vec::new();
-            let cleared = detect::detect_second(text, &plan, &mut hits);
-            (hits, cleared)
-        },
-    );
-    pattern_hits.extend(rest);
+            searcher.find(text, range, &mut hits);
+            Found::Canaries(hits)
+        }));
+    }
+    let mut canary_hits = Vec::new();
+    let mut gates = Vec::new();
+    for found in shared(first) {
+        match found {
+            Found::Canaries(hits) => canary_hits.extend(hits),
+            Found::Gates(lines) => gates.push(lines),
+        }
+    }
+    let plan = detect::Plan::from_gates(text, gates);
+    let plan = &plan;
+    let mut second: Vec<Task<'_, (Vec<detect::Hit>, Vec<detect::Hit>)>> = detect::DETECTORS
+        .into_iter()
+        .map(|detector| -> Task<'_, _> {
+            Box::new(move || {
+                let mut hits = Vec::new();
+                detector(text, plan, &mut hits);
+                (hits, Vec::new())
+            })
+        })
+        .collect();
+    second.push(Box::new(move || {
+        let mut hits = Vec::new();
+        let cleared = detect::records(text, &mut hits);
+        (hits, cleared)
+    }));
+    let mut pattern_hits = Vec::new();
+    let mut cleared = Vec::new();
+    for (hits, more) in shared(second) {
+        pattern_hits.extend(hits);
+        cleared.extend(more);
+    }
     detect::clear(&mut pattern_hits, &cleared);
     (canary_hits, pattern_hits)
+}
+
+/// Into how many parts a text is cut for the threads to share: small
+/// enough that one thread held back by a busy machine leaves little for
+/// the other to wait on.
+const PARTS: usize = 8;
+
+/// `text` cut into up to [`PARTS`] ranges, each after a byte `at` marks
+/// near an even share (fewer where there is none).
+fn parts(text: &str, at: &[bool; 256]) -> Vec<Range<usize>> {
+    let mut bounds = vec![0];
+    for i in 1..PARTS {
+        if let Some(cut) = split_after(text, at, text.len() * i / PARTS) {
+            if bounds.last().is_some_and(|&last| cut > last) && cut < text.len() {
+                bounds.push(cut);
+            }
+        }
+    }
+    bounds.push(text.len());
+    bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// One piece of work for [`shared`].
+type Task<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
+
+/// Runs `tasks` on this thread and one more, each thread taking the next
+/// task nobody has taken: a thread the machine holds back leaves its
+/// share to the other instead of keeping it waiting. The results are in
+/// the tasks' order.
+fn shared<T: Send>(tasks: Vec<Task<'_, T>>) -> Vec<T> {
+    let results: Vec<Mutex<Option<T>>> = tasks.iter().map(|_| Mutex::new(None)).collect();
+    let tasks: Vec<Mutex<Option<Task<'_, T>>>> =
+        tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(task) = tasks.get(i) else { break };
+            let task = task.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let (Some(task), Some(result)) = (task, results.get(i)) {
+                let done = task();
+                *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(done);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let helper = s.spawn(work);
+        work();
+        // A panic on the other thread is this one's.
+        helper
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
+    // Every task ran: the two threads took every index between them.
+    results
+        .into_iter()
+        .filter_map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect()
 }
 
 /// How far either side of the best place to cut a text a place to cut it
@@ -330,16 +401,6 @@ fn split_after(text: &str, cuts: &[bool; 256], middle: usize) -> Option<usize> {
             .iter()
             .rposition(cut)
             .map(|i| from + i + 1)
-    })
-}
-
-/// Runs `a` here and `b` on another thread, at once.
-fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
-    std::thread::scope(|s| {
-        let b = s.spawn(b);
-        let a = a();
-        // A panic on the other thread is this one's.
-        (a, b.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
     })
 }
 
