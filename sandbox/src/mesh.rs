@@ -963,18 +963,19 @@ impl MeshClient {
         body: Option<(Vec<u8>, &str)>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, reqwest::Error> {
-        let token = match &self.credentials {
-            Credentials::Secret(secret) => token::sign_user(
-                secret,
-                "test-client",
-                self.role,
-                self.service.name(),
-                &self.tenant,
-                Duration::from_secs(60),
-            ),
-            Credentials::Bearer(t) => t.to_string(),
-        };
+        // A token per attempt: the services refuse a token used twice.
         let build = || {
+            let token = match &self.credentials {
+                Credentials::Secret(secret) => token::sign_user(
+                    secret,
+                    "test-client",
+                    self.role,
+                    self.service.name(),
+                    &self.tenant,
+                    Duration::from_secs(60),
+                ),
+                Credentials::Bearer(t) => t.to_string(),
+            };
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
