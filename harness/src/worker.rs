@@ -47,9 +47,9 @@ pub(crate) enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ran_ms: Option<(u64, u64)>,
     },
-    /// PHI values the worker's generators registered as canaries (kind
-    /// label, value), sent as each is registered, so that the supervisor
-    /// redacts what the worker's tests printed and finds them in it (also
+    /// PHI values an isolated test's generators registered as canaries
+    /// (kind label, value), sent as each is registered, so that the
+    /// supervisor redacts what the test printed and finds them in it (also
     /// when the worker then crashes). Synthetic, and only ever on this
     /// private pipe.
     Canaries {
@@ -198,14 +198,17 @@ pub(crate) fn install() -> std::io::Result<()> {
         File::from_raw_fd(fd)
     };
     let _ = CHANNEL.set(Mutex::new(std::io::BufWriter::new(channel)));
-    // Each value the tests generate goes to the supervisor at once, before
-    // the test can print it: it redacts what this process prints with them.
-    phi::on_register(|kind, value| {
-        emit(&Event::Canaries {
-            entries: vec![(kind.label().to_string(), value.to_string())],
+    // An isolated test's output is captured raw by the supervisor: each
+    // value the test generates goes there at once, before the test can print
+    // it, to redact that output with. (Other workers redact their own.)
+    if captured {
+        phi::on_register(|kind, value| {
+            emit(&Event::Canaries {
+                entries: vec![(kind.label().to_string(), value.to_string())],
+            });
+            flush();
         });
-        flush();
-    });
+    }
     // Output the supervisor does not capture (a shared worker's, or an
     // isolated test's under --nocapture) is redacted here, where the
     // values were generated.

@@ -16,21 +16,24 @@ fn hostile(args: &[&str], env: &[(&str, &str)]) -> Run {
     run_bin(HOSTILE, args, &env)
 }
 
+/// The tests a run reported, sorted.
 fn ran(r: &Run) -> Vec<String> {
-    r.stdout
+    let mut names: Vec<String> = r
+        .stdout
         .lines()
         .filter_map(|l| l.strip_prefix("test "))
         .filter(|l| l.contains(" ... "))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
-        .collect()
+        .collect();
+    names.sort();
+    names
 }
 
 #[service_test(unit)]
 fn a_test_runs_if_any_of_several_filters_matches_it() {
     let r = hostile(&["prints_terminal", "an_honest"], &[]);
-    let mut names = ran(&r);
-    names.sort();
+    let names = ran(&r);
     assert_eq!(
         names,
         ["an_honest_slow_test", "prints_terminal_escapes"],
@@ -47,8 +50,7 @@ fn a_test_runs_if_any_of_several_filters_matches_it() {
         ],
         &[],
     );
-    let mut names = ran(&r);
-    names.sort();
+    let names = ran(&r);
     assert_eq!(
         names,
         ["an_honest_slow_test", "prints_terminal_escapes"],
