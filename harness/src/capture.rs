@@ -264,7 +264,7 @@ pub(crate) fn phi_findings(lines: &[String]) -> Option<String> {
             "  line {}: {} — {}",
             i + 1,
             kinds.join(", "),
-            phi::redact(line)
+            crate::redaction::redact(line)
         ));
     }
     (!report.is_empty()).then(|| format!("phi_safe: the test emitted PHI:\n{}", report.join("\n")))

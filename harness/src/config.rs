@@ -12,6 +12,9 @@
 //! max-fail = 5
 //! report-dir = "target/reports/ci"
 //!
+//! [profile.logistics]               # not health data: messages shown as written
+//! redact = false
+//!
 //! [[profile.ci.overrides]]
 //! marker = "resilience"             # a marker expression
 //! timeout = "90s"
@@ -243,6 +246,10 @@ pub struct Profile {
     /// The least severe `log` record and `tracing` event captured with a
     /// test (`error`, `warn`, `info`, `debug`, `trace`); `info` by default.
     pub log_level: Option<LogLevel>,
+    /// Whether failure messages, captured output and reports are redacted
+    /// of PHI; on by default, `false` for data that is not health data
+    /// (see [`crate::redaction`]).
+    pub redact: Option<bool>,
     /// Per-test timeout.
     pub timeout: Option<Dur>,
     /// When a running test is shown `SLOW`.
@@ -332,6 +339,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Are failure messages, output and reports redacted (`redact`, on
+    /// unless a profile says `false`)?
+    pub fn redacts(&self) -> bool {
+        self.run.redact.unwrap_or(true)
+    }
+
     /// Finds the config file (the `SERVICE_TEST_CONFIG` variable, else
     /// `.config/service-test.toml` in the current directory or the nearest
     /// ancestor that has one) and selects `profile` (else `default`). No
@@ -449,6 +462,7 @@ impl Config {
             capture_limit: chosen.capture_limit.or(default.capture_limit),
             leak_timeout: chosen.leak_timeout.or(default.leak_timeout),
             log_level: chosen.log_level.or(default.log_level),
+            redact: chosen.redact.or(default.redact),
             ..Profile::default()
         };
         Ok(Config {

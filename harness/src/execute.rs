@@ -476,13 +476,18 @@ fn captured_tail(lines: &[String]) -> String {
     const SHOWN: usize = 20;
     let skipped = lines.len().saturating_sub(SHOWN);
     let mut out = format!(
-        "captured log ({} lines{}, PHI redacted):",
+        "captured log ({} lines{}{}):",
         lines.len(),
-        if skipped > 0 { ", last 20 shown" } else { "" }
+        if skipped > 0 { ", last 20 shown" } else { "" },
+        if crate::redaction::is_on() {
+            ", PHI redacted"
+        } else {
+            ""
+        }
     );
     for l in &lines[skipped..] {
         out.push_str("\n  ");
-        out.push_str(&phi::redact(l));
+        out.push_str(&crate::redaction::redact(l));
     }
     out
 }

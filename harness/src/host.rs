@@ -190,7 +190,7 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
                 Err(e) => eprintln!(
                     "service-test: not hosting `{}`: {}",
                     def.name,
-                    phi::redact(&e.to_string())
+                    crate::redaction::redact(&e.to_string())
                 ),
             }
         }
@@ -228,7 +228,7 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
             }
         }
         for failure in run.session.tear_down().await {
-            eprintln!("service-test: host: {}", phi::redact(&failure));
+            eprintln!("service-test: host: {}", crate::redaction::redact(&failure));
         }
     });
     crate::output::sync();

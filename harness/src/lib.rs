@@ -51,6 +51,7 @@ pub(crate) mod output;
 pub(crate) mod panic;
 pub mod partition;
 pub mod preflight;
+pub mod redaction;
 pub mod registry;
 pub mod report;
 pub mod retry;

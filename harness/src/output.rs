@@ -297,7 +297,7 @@ fn text_out(pumps: &Pumps, stream: &str, line: &Bounded, out: &mut impl std::io:
     let shown = if findings.is_empty() {
         text
     } else {
-        let redacted = phi::redact(&text);
+        let redacted = crate::redaction::redact(&text);
         let kinds: Vec<String> = findings
             .iter()
             .map(|f| {

@@ -88,6 +88,7 @@ fn run_cli(mut cli: Cli) -> ExitCode {
         }
     };
     crate::capture::set_level(config.run.log_level.unwrap_or_default());
+    crate::redaction::set(config.redacts());
     if crate::worker::is_worker() {
         return run_as_worker(&cli, &config, seed);
     }
@@ -239,7 +240,10 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         run_leaks,
         stream,
     ));
-    let teardown_failures: Vec<String> = teardown_failures.iter().map(|f| phi::redact(f)).collect();
+    let teardown_failures: Vec<String> = teardown_failures
+        .iter()
+        .map(|f| crate::redaction::redact(f))
+        .collect();
     crate::output::sync();
     if crate::worker::recycling() {
         crate::worker::emit(&crate::worker::Event::Recycle { teardown_failures });
@@ -493,6 +497,9 @@ fn run_selected(
         "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {} to run, up to {concurrency} at once{profile}",
         jobs.len()
     );
+    if !config.redacts() {
+        eprintln!("{}", crate::redaction::notice(&config.name));
+    }
     for note in &selection_notes {
         eprintln!("service-test: {note}");
     }
@@ -665,7 +672,7 @@ fn run_selected(
                 "    {} (passed on attempt {}; {})",
                 r.name,
                 r.attempts,
-                phi::redact(&r.earlier_failures.join("; "))
+                crate::redaction::redact(&r.earlier_failures.join("; "))
             );
         }
     }
@@ -702,7 +709,7 @@ fn run_selected(
     }
     if !teardown_failures.is_empty() {
         for f in &teardown_failures {
-            eprintln!("error: {}", phi::redact(f));
+            eprintln!("error: {}", crate::redaction::redact(f));
         }
         return ExitCode::FAILURE;
     }

@@ -735,7 +735,7 @@ fn run_worker(
                     }),
                     None => eprintln!(
                         "service-test: a worker sent a line that is not an event ({e}): {}",
-                        phi::redact(&crate::output::sanitize_line(&line, 0))
+                        crate::redaction::redact(&crate::output::sanitize_line(&line, 0))
                     ),
                 },
             }
@@ -803,7 +803,7 @@ pub(crate) struct Leaked {
 fn describe_leaked(leaked: &[Leaked]) -> String {
     leaked
         .iter()
-        .map(|l| format!("pid {} ({})", l.pid, phi::redact(&l.command)))
+        .map(|l| format!("pid {} ({})", l.pid, crate::redaction::redact(&l.command)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -366,4 +366,99 @@ fn supervisor_off_and_nocapture_still_redact_and_judge() {
     let outcomes = check_reports(&dir);
     assert_eq!(outcomes["a_phi_safe_test_prints_a_generated_ssn"], "failed");
 }
+/// The tests the redaction runs take: a failure naming the patient, a
+/// passing test printing one, and a `phi_safe` test printing an SSN.
+const REDACTION_TESTS: &[&str] = &[
+    "an_error_names_the_patient",
+    "prints_the_patient_and_passes",
+    "a_phi_safe_test_prints_a_generated_ssn",
+];
+
+/// The values standing in `text`.
+fn values_in(dir: &Path, text: &str) -> Vec<String> {
+    values(dir)
+        .into_iter()
+        .filter(|v| find_standing(text, v).is_some())
+        .collect()
+}
+
+#[service_test(unit)]
+fn a_profile_with_redact_false_shows_generated_values_and_says_so_once() {
+    let line_of = |dir: &Path, name: &str| -> serde_json::Value {
+        std::fs::read_to_string(dir.join("reports/results.jsonl"))
+            .expect("results")
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no line for {name}"))
+    };
+    let mut args: Vec<&str> = REDACTION_TESTS.to_vec();
+    args.extend(["--isolation", "process", "--report-dir"]);
+
+    // The default profile redacts: no value anywhere, no notice.
+    let dir = fresh_dir("redact-default");
+    let reports = reports_arg(&dir);
+    let r = run(&dir, &[args.as_slice(), &[reports.as_str()]].concat(), &[]);
+    assert_eq!(r.code, 101, "{}", end(&r.console));
+    assert_no_value(&dir, "the console", &r.console);
+    for file in ["results.jsonl", "junit.xml", "report.md"] {
+        let text = std::fs::read_to_string(dir.join("reports").join(file)).expect(file);
+        assert_no_value(&dir, file, &text);
+    }
+    assert!(
+        !r.console.contains("redaction is off"),
+        "{}",
+        end(&r.console)
+    );
+
+    // A profile with `redact = false`: the values as written, said once.
+    let config = config_file(
+        "redact-off",
+        "[profile.default]\nslow-timeout = \"30s\"\n\n[profile.logistics]\nredact = false\n",
+    );
+    let dir = fresh_dir("redact-off");
+    let reports = reports_arg(&dir);
+    let mut off = args.clone();
+    off.push(reports.as_str());
+    off.extend(["--profile", "logistics"]);
+    let r = run(&dir, &off, &[("SERVICE_TEST_CONFIG", config.as_str())]);
+    assert_eq!(r.code, 101, "{}", end(&r.console));
+    let notice = "service-test: redaction is off (profile `logistics`): failure messages and output are shown as written";
+    assert_eq!(
+        r.console.matches(notice).count(),
+        1,
+        "the notice, once:\n{}",
+        end(&r.console)
+    );
+    assert!(!r.console.contains("[PHI:"), "{}", end(&r.console));
+    // The failure message names first and last name, MRN and phone.
+    let error = line_of(&dir, "an_error_names_the_patient");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(values_in(&dir, message).len() >= 4, "{error}");
+    assert!(
+        values_in(&dir, &r.console).len() >= 4,
+        "{}",
+        end(&r.console)
+    );
+    // The captured output of a passing test keeps its name and SSN.
+    let printed = line_of(&dir, "prints_the_patient_and_passes");
+    let output = format!(
+        "{}{}",
+        printed["stdout"].as_str().unwrap_or_default(),
+        printed["stderr"].as_str().unwrap_or_default()
+    );
+    assert!(values_in(&dir, &output).len() >= 3, "{printed}");
+    // phi_safe still judges (the test's own assertion), showing the line
+    // as written.
+    let guarded = line_of(&dir, "a_phi_safe_test_prints_a_generated_ssn");
+    assert_eq!(guarded["outcome"], "failed", "{guarded}");
+    let finding = guarded["message"].as_str().unwrap_or_default();
+    assert!(finding.contains("phi_safe:"), "{guarded}");
+    assert!(!values_in(&dir, finding).is_empty(), "{guarded}");
+    for file in ["junit.xml", "report.md"] {
+        let text = std::fs::read_to_string(dir.join("reports").join(file)).expect(file);
+        assert!(!values_in(&dir, &text).is_empty(), "no value in {file}");
+    }
+}
+
 harness::main!();

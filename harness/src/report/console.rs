@@ -46,13 +46,13 @@ pub(crate) fn trial_waiting_for(
             eprintln!(
                 "FLAKY {test_name}: passed on attempt {} after: {}",
                 record.attempts,
-                phi::redact(&record.earlier_failures.join("; "))
+                crate::redaction::redact(&record.earlier_failures.join("; "))
             );
         }
         let prefix = match &record.outcome {
             Outcome::Passed => return Ok(Completion::Completed),
             Outcome::Skipped(reason) | Outcome::NotRun(reason) => {
-                return Ok(Completion::ignored_with(phi::redact(reason)));
+                return Ok(Completion::ignored_with(crate::redaction::redact(reason)));
             }
             Outcome::Failed(_) => "failed",
             Outcome::Error(_) => "error",
@@ -62,21 +62,22 @@ pub(crate) fn trial_waiting_for(
         // No PHI reaches the console unredacted, not even synthetic PHI.
         let mut msg = format!(
             "[{prefix}] {}",
-            phi::redact(&record.outcome.message().unwrap_or_default())
+            crate::redaction::redact(&record.outcome.message().unwrap_or_default())
         );
         if !record.earlier_failures.is_empty() {
             msg.push_str(&format!(
                 "\nall {} attempts failed; earlier: {}",
                 record.attempts,
-                phi::redact(&record.earlier_failures.join("; "))
+                crate::redaction::redact(&record.earlier_failures.join("; "))
             ));
         }
         if !matches!(record.outcome, Outcome::Crashed(_)) {
             for (stream, text) in [("stdout", &record.stdout), ("stderr", &record.stderr)] {
                 if let Some(text) = text {
                     msg.push_str(&format!(
-                        "\ncaptured {stream} (PHI redacted):\n{}",
-                        phi::redact(text.trim_end())
+                        "\ncaptured {stream}{}:\n{}",
+                        crate::redaction::label(),
+                        crate::redaction::redact(text.trim_end())
                     ));
                 }
             }

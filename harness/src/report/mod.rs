@@ -11,7 +11,8 @@
 //!   Test Report"), rebuilt at the end of each binary's run from everything
 //!   in `results.jsonl`, keeping the latest result of each test.
 //!
-//! Messages pass through [`phi::redact`] before they are written anywhere.
+//! Messages pass through [`phi::redact`] before they are written anywhere
+//! (unless the profile turns redaction off: [`crate::redaction`]).
 //! [`write_reports`] and [`read_dir`] are what `cargo xtask report merge` uses.
 
 pub(crate) mod console;
@@ -169,23 +170,23 @@ impl ResultLine {
 /// output), with this process's canaries.
 pub(crate) fn redacted(record: &TestRecord) -> TestRecord {
     TestRecord {
-        outcome: record.outcome.map_message(phi::redact),
+        outcome: record.outcome.map_message(crate::redaction::redact),
         earlier_failures: record
             .earlier_failures
             .iter()
-            .map(|m| phi::redact(m))
+            .map(|m| crate::redaction::redact(m))
             .collect(),
         metrics: record
             .metrics
             .iter()
             .map(|m| Metric {
-                name: phi::redact(&m.name),
-                endpoint: m.endpoint.as_deref().map(phi::redact),
+                name: crate::redaction::redact(&m.name),
+                endpoint: m.endpoint.as_deref().map(crate::redaction::redact),
                 ..m.clone()
             })
             .collect(),
-        stdout: record.stdout.as_deref().map(phi::redact),
-        stderr: record.stderr.as_deref().map(phi::redact),
+        stdout: record.stdout.as_deref().map(crate::redaction::redact),
+        stderr: record.stderr.as_deref().map(crate::redaction::redact),
         ..record.clone()
     }
 }
