@@ -169,3 +169,47 @@ fn without_quoted(text: &str) -> String {
     }
     out.chars().take(300).collect()
 }
+
+/// How much of a refused body is read and dropped so that the client, still
+/// sending it, reads the `413` rather than a broken pipe.
+const DRAIN_AT_MOST: u64 = 32 << 20;
+/// How long a refused body is read before the connection is closed anyway.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+
+/// Refuses a request whose declared `content-length` is over `max_body`
+/// with `413 body_too_large`, after reading (and dropping) the body it is
+/// sending, bounded by [`DRAIN_AT_MOST`] and [`DRAIN_FOR`]: a server that
+/// answers and closes while the client is still writing leaves the client
+/// a broken pipe instead of the answer (nginx's "lingering close"). A body
+/// without a declared length is cut by the framework's limit as before.
+pub async fn refuse_oversized(State(max_body): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > max_body as u64) else {
+        return next.run(req).await;
+    };
+    if length <= DRAIN_AT_MOST {
+        let mut body = req.into_body().into_data_stream();
+        let drained = tokio::time::timeout(DRAIN_FOR, async {
+            use futures_util::StreamExt;
+            while let Some(Ok(_)) = body.next().await {}
+        });
+        let _ = drained.await;
+    }
+    let mut resp = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(json!({
+            "error": "body_too_large",
+            "message": format!("the body ({length} bytes) is over this service's limit of {max_body} bytes"),
+        })),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    resp
+}

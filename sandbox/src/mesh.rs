@@ -112,6 +112,9 @@ pub struct MeshConfig {
     /// Per-service replacements of `database_url` (a chaos proxy in front
     /// of one service's PostgreSQL, say).
     pub database_urls: BTreeMap<Service, String>,
+    /// Per-service replacements of Redis's address (a chaos proxy in front
+    /// of one service's Redis; same credentials and database).
+    pub redis_addrs: BTreeMap<Service, SocketAddr>,
     /// Each service's connection pool.
     pub pool: PoolConfig,
     /// Each service's HTTP server limits.
@@ -197,6 +200,7 @@ impl MeshConfig {
             echo_logs: false,
             ports: BTreeMap::new(),
             database_urls: BTreeMap::new(),
+            redis_addrs: BTreeMap::new(),
             pool: PoolConfig::default(),
             server: ServerLimits::default(),
             data_key: crate::vault::random_key(),
@@ -276,7 +280,13 @@ fn router(service: Service, ctx: Arc<Ctx>, test_mode: bool, max_body: usize) -> 
     if test_mode {
         r = r.merge(admin::routes());
     }
+    // Inside the gate, so a refused upload is counted and carries its
+    // request id.
     r.layer(axum::middleware::from_fn_with_state(
+        max_body,
+        gate::refuse_oversized,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         Arc::clone(&ctx),
         gate::gate,
     ))
@@ -516,7 +526,11 @@ impl Mesh {
         let db = Arc::new(Db::new(url, self.config.pool).map_err(store_err)?);
         let audit = (service == Service::ComplianceMonitor)
             .then(|| crate::audit_writer::AuditWriter::start(Arc::clone(&db)));
-        let cache = Cache::connect(&self.config.redis, &self.config.redis_prefix)
+        let redis = match self.config.redis_addrs.get(&service) {
+            Some(addr) => self.config.redis.via(*addr),
+            None => self.config.redis.clone(),
+        };
+        let cache = Cache::connect(&redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
         let metrics = Arc::new(ServiceMetrics::default());
