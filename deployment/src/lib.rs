@@ -299,6 +299,35 @@ pub struct Capabilities {
     /// A Toxiproxy-compatible control API sits in front of services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
+    /// A command restarts a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+}
+
+/// How a service is restarted: a command template, run by the harness
+/// (`sh -c`) with `{service}` replaced by the service's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// `docker compose restart {service}`,
+    /// `kubectl rollout restart deployment/{service}`.
+    pub command: String,
+    /// How long the command may take, and then the service to answer
+    /// `/health` again, in seconds [default: 60].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+impl Restart {
+    /// The command for `service`.
+    pub fn command_for(&self, service: &str) -> String {
+        self.command.replace("{service}", service)
+    }
+
+    /// The bound on the command and the service's return.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s.unwrap_or(60))
+    }
 }
 
 /// How much load the suites may put on the target.
@@ -329,15 +358,32 @@ impl LoadCeiling {
     }
 }
 
-/// A Toxiproxy-compatible endpoint and the proxy in front of each service.
+/// A Toxiproxy-compatible endpoint and the proxies it controls: in front
+/// of each service (the healthcare API's calls to it), and between each
+/// service and its stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Chaos {
     /// The control API, `http://host:8474`.
     pub toxiproxy: String,
-    /// Proxy name by service name.
+    /// Proxy name by service name: the API → that service edge.
     #[serde(default)]
     pub proxies: BTreeMap<String, String>,
+    /// By service name: the proxies between it and its stores.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stores: BTreeMap<String, StoreProxies>,
+}
+
+/// The proxies between one service and its stores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreProxies {
+    /// Between the service and PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// Between the service and Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// A mistake in a target file: which file, where, which key, what is wrong.
@@ -565,6 +611,30 @@ impl TargetFile {
                 return Err(err(
                     &format!("capabilities.chaos.proxies.{bad}"),
                     format!("unknown service `{bad}`"),
+                ));
+            }
+            if let Some(bad) = chaos
+                .stores
+                .keys()
+                .find(|s| !known_services.contains(&s.as_str()))
+            {
+                return Err(err(
+                    &format!("capabilities.chaos.stores.{bad}"),
+                    format!("unknown service `{bad}`"),
+                ));
+            }
+        }
+        if let Some(restart) = &self.capabilities.restart {
+            if restart.command.trim().is_empty() {
+                return Err(err(
+                    "capabilities.restart.command",
+                    "is empty: give the command that restarts a service, with {service} where its name goes".into(),
+                ));
+            }
+            if restart.timeout_s == Some(0) {
+                return Err(err(
+                    "capabilities.restart.timeout_s",
+                    "must be at least 1".into(),
                 ));
             }
         }

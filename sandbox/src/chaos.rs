@@ -1,5 +1,6 @@
 //! A Toxiproxy-compatible control API with one proxy in front of each
-//! service the API calls ([`ChaosFront`]): `sandbox up --chaos-api ADDR`
+//! service the API calls, and one between each service and each of its
+//! stores ([`ChaosFront`]): `sandbox up --chaos-api ADDR`
 //! starts it and declares it in the target file (`capabilities.chaos`), so
 //! the suites' chaos tests drive a running sandbox exactly as they would a
 //! staging deployment behind a real Toxiproxy.
@@ -10,7 +11,7 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::mesh::{Mesh, MeshError};
+use crate::mesh::{Mesh, MeshConfig, MeshError};
 use crate::service::Service;
 
 /// Why the chaos front could not start.
@@ -37,11 +38,14 @@ pub enum ChaosFrontError {
     Route(#[from] MeshError),
 }
 
-/// The control API and the proxies, by service. Dropping it stops the API
-/// (the proxies stop with it; routes are left pointing at them).
+/// The control API and the proxies: by service, the one in front of it
+/// (the API's calls to it) and those between it and its stores. Dropping
+/// it stops the API (the proxies stop with it; routes are left pointing at
+/// them).
 pub struct ChaosFront {
     url: String,
     proxies: BTreeMap<Service, String>,
+    stores: BTreeMap<Service, deployment::StoreProxies>,
     task: JoinHandle<()>,
 }
 
@@ -51,11 +55,23 @@ impl Drop for ChaosFront {
     }
 }
 
+/// The proxy name of `service`'s edge to `store` (`billing-engine-postgres`).
+pub fn store_proxy_name(service: Service, store: &str) -> String {
+    format!("{}-{store}", service.name())
+}
+
 impl ChaosFront {
     /// Serves the control API on `listen` (loopback), creates a proxy named
     /// after each service the healthcare API calls, and routes the mesh's
     /// calls to that service through it.
     pub async fn start(mesh: &Mesh, listen: SocketAddr) -> Result<ChaosFront, ChaosFrontError> {
+        let mut front = ChaosFront::listen(listen).await?;
+        front.front_services(mesh).await?;
+        Ok(front)
+    }
+
+    /// Serves the control API on `listen` (loopback), with no proxy yet.
+    pub async fn listen(listen: SocketAddr) -> Result<ChaosFront, ChaosFrontError> {
         if !listen.ip().is_loopback() {
             return Err(MeshError::NotLoopback(listen).into());
         }
@@ -75,54 +91,126 @@ impl ChaosFront {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let url = format!("http://{bound}");
-        let dependencies: Vec<Service> = Service::ALL
-            .into_iter()
-            .filter(|s| *s != Service::HealthcareApi)
-            .collect();
-        let wanted: Vec<Value> = dependencies
+        Ok(ChaosFront {
+            url: format!("http://{bound}"),
+            proxies: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            task,
+        })
+    }
+
+    fn failed(&self, message: String) -> ChaosFrontError {
+        ChaosFrontError::Populate {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// Creates the proxies `wanted` (`{name, listen, upstream}`); returns
+    /// each one's listen address by name.
+    async fn populate(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<BTreeMap<String, SocketAddr>, ChaosFrontError> {
+        let body: Vec<Value> = wanted
             .iter()
-            .map(|s| {
-                json!({
-                    "name": s.name(),
-                    "listen": "127.0.0.1:0",
-                    "upstream": mesh.addr(*s).to_string(),
-                    "enabled": true,
-                })
+            .map(|(name, upstream)| {
+                json!({"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": true})
             })
             .collect();
-        let failed = |message: String| ChaosFrontError::Populate {
-            url: url.clone(),
-            message,
-        };
         let reply = reqwest::Client::new()
-            .post(format!("{url}/populate"))
-            .json(&wanted)
+            .post(format!("{}/populate", self.url))
+            .json(&body)
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| self.failed(e.to_string()))?;
         let status = reply.status();
-        let body: Value = reply.json().await.map_err(|e| failed(e.to_string()))?;
+        let answer: Value = reply.json().await.map_err(|e| self.failed(e.to_string()))?;
         if !status.is_success() {
-            return Err(failed(format!("{status}: {body}")));
+            return Err(self.failed(format!("{status}: {answer}")));
         }
-        let mut proxies = BTreeMap::new();
-        for view in body["proxies"].as_array().into_iter().flatten() {
+        let mut made = BTreeMap::new();
+        for view in answer["proxies"].as_array().into_iter().flatten() {
             let name = view["name"].as_str().unwrap_or_default();
-            let Some(service) = Service::from_name(name) else {
-                continue;
-            };
             let listen: SocketAddr = view["listen"]
                 .as_str()
                 .and_then(|l| l.parse().ok())
-                .ok_or_else(|| failed(format!("proxy {name}: no listen address in {view}")))?;
+                .ok_or_else(|| self.failed(format!("proxy {name}: no listen address in {view}")))?;
+            made.insert(name.to_string(), listen);
+        }
+        if let Some((missing, _)) = wanted.iter().find(|(n, _)| !made.contains_key(n)) {
+            return Err(self.failed(format!("no proxy `{missing}` was made")));
+        }
+        Ok(made)
+    }
+
+    /// Puts a proxy between each service and PostgreSQL, and each service
+    /// and Redis (`<service>-postgres`, `<service>-redis`), and points
+    /// `config`'s services at them: call before [`Mesh::start`].
+    pub async fn front_stores(&mut self, config: &mut MeshConfig) -> Result<(), ChaosFrontError> {
+        let pg = reqwest::Url::parse(&config.database_url)
+            .map_err(|e| self.failed(format!("the database URL: {e}")))?;
+        let pg_host = pg
+            .host_str()
+            .ok_or_else(|| self.failed("the database URL names no TCP host".into()))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let pg_port = pg.port().unwrap_or(5432);
+        let pg_upstream = if pg_host.contains(':') {
+            format!("[{pg_host}]:{pg_port}")
+        } else {
+            format!("{pg_host}:{pg_port}")
+        };
+        let redis_upstream = config.redis.addr().to_string();
+        let mut wanted = Vec::new();
+        for s in Service::ALL {
+            wanted.push((store_proxy_name(s, "postgres"), pg_upstream.clone()));
+            wanted.push((store_proxy_name(s, "redis"), redis_upstream.clone()));
+        }
+        let made = self.populate(&wanted).await?;
+        for s in Service::ALL {
+            let pg_name = store_proxy_name(s, "postgres");
+            let redis_name = store_proxy_name(s, "redis");
+            let mut url = pg.clone();
+            let via = made[&pg_name];
+            let moved = url
+                .set_host(Some(&via.ip().to_string()))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    url.set_port(Some(via.port()))
+                        .map_err(|()| "cannot take a port".to_string())
+                });
+            moved.map_err(|e| self.failed(format!("the database URL via {via}: {e}")))?;
+            config.database_urls.insert(s, url.to_string());
+            config.redis_addrs.insert(s, made[&redis_name]);
+            self.stores.insert(
+                s,
+                deployment::StoreProxies {
+                    postgres: Some(pg_name),
+                    redis: Some(redis_name),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a proxy named after each service the healthcare API calls,
+    /// and routes the mesh's calls to that service through it.
+    pub async fn front_services(&mut self, mesh: &Mesh) -> Result<(), ChaosFrontError> {
+        let wanted: Vec<(String, String)> = Service::ALL
+            .into_iter()
+            .filter(|s| *s != Service::HealthcareApi)
+            .map(|s| (s.name().to_string(), mesh.addr(s).to_string()))
+            .collect();
+        let made = self.populate(&wanted).await?;
+        for (name, listen) in made {
+            let Some(service) = Service::from_name(&name) else {
+                continue;
+            };
             mesh.route(service, listen)?;
-            proxies.insert(service, name.to_string());
+            self.proxies.insert(service, name);
         }
-        if let Some(missing) = dependencies.iter().find(|s| !proxies.contains_key(s)) {
-            return Err(failed(format!("no proxy was made for {missing}")));
-        }
-        Ok(ChaosFront { url, proxies, task })
+        Ok(())
     }
 
     /// The control API, `http://127.0.0.1:PORT`.
@@ -135,12 +223,22 @@ impl ChaosFront {
         &self.proxies
     }
 
+    /// The proxies between each service and its stores, by service.
+    pub fn stores(&self) -> &BTreeMap<Service, deployment::StoreProxies> {
+        &self.stores
+    }
+
     /// As the target file declares it.
     pub fn describe(&self) -> deployment::Chaos {
         deployment::Chaos {
             toxiproxy: self.url.clone(),
             proxies: self
                 .proxies
+                .iter()
+                .map(|(s, p)| (s.name().to_string(), p.clone()))
+                .collect(),
+            stores: self
+                .stores
                 .iter()
                 .map(|(s, p)| (s.name().to_string(), p.clone()))
                 .collect(),

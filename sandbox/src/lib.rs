@@ -30,6 +30,7 @@ pub mod chaos;
 pub mod client;
 pub mod clock;
 pub mod compliance;
+pub mod control;
 pub mod ctx;
 pub mod doctor;
 pub mod error;

@@ -37,6 +37,7 @@ enum Command {
     Up(Up),
     Bench(Bench),
     Token(Token),
+    Restart(Restart),
     Openapi(Openapi),
     Completions(Completions),
 }
@@ -106,6 +107,20 @@ struct Bench {
     json: Option<PathBuf>,
 }
 
+/// Restart one service of a running `up` on its port, through its control API.
+///
+/// `up --write-target` names this command (with the control address) as the
+/// target file's capabilities.restart.
+#[derive(clap::Args)]
+struct Restart {
+    /// The control API of the running `up` (printed at start)
+    #[arg(long, value_name = "ADDR")]
+    control: SocketAddr,
+    /// The service to restart
+    #[arg(value_name = "SERVICE", value_parser = service_name())]
+    service: Service,
+}
+
 /// Print a person's token signed with SANDBOX_SECRET.
 ///
 /// Start `up` with SANDBOX_SECRET set and use the same secret here.
@@ -167,6 +182,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Bench(args) => runtime()?.block_on(bench(args)),
+        Command::Restart(args) => runtime()?.block_on(async {
+            let answer = sandbox::control::request_restart(args.control, args.service.name())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{answer}");
+            Ok(())
+        }),
     }
 }
 
@@ -415,7 +437,24 @@ async fn up(args: Up) -> anyhow::Result<()> {
     };
     // Shown masked (its Display).
     let config_redis = config.redis.to_string();
-    let mesh = Mesh::start(config).await.context("starting the mesh")?;
+    let mut front = match chaos_api {
+        Some(addr) => {
+            let mut front = sandbox::chaos::ChaosFront::listen(addr)
+                .await
+                .context("starting the chaos API")?;
+            front
+                .front_stores(&mut config)
+                .await
+                .context("putting proxies between the services and their stores")?;
+            Some(front)
+        }
+        None => None,
+    };
+    let mesh = std::sync::Arc::new(Mesh::start(config).await.context("starting the mesh")?);
+    let control =
+        sandbox::control::Control::start(std::sync::Arc::clone(&mesh), SocketAddr::new(bind, 0))
+            .await
+            .context("starting the control API")?;
     println!(
         "sandbox up: PostgreSQL {}, Redis {}",
         provision::mask(&database_url),
@@ -445,19 +484,37 @@ async fn up(args: Up) -> anyhow::Result<()> {
             "test mode: POST /admin/faults and GET /admin/logs on every service; breakers wait 2 s open"
         );
     }
-    let chaos = match chaos_api {
-        Some(addr) => {
-            let front = sandbox::chaos::ChaosFront::start(&mesh, addr)
-                .await
-                .context("starting the chaos API")?;
-            println!("chaos: Toxiproxy-compatible API at {}", front.url());
-            for (s, p) in front.proxies() {
-                println!("  proxy `{p}` in front of {s}");
-            }
-            Some(front)
+    if let Some(front) = &mut front {
+        front
+            .front_services(&mesh)
+            .await
+            .context("putting proxies in front of the services")?;
+        println!("chaos: Toxiproxy-compatible API at {}", front.url());
+        for (s, p) in front.proxies() {
+            println!("  proxy `{p}` in front of {s}");
         }
-        None => None,
+        for (s, p) in front.stores() {
+            println!(
+                "  proxies `{}` and `{}` between {s} and its stores",
+                p.postgres.as_deref().unwrap_or("-"),
+                p.redis.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let chaos = front;
+    let restart = deployment::Restart {
+        command: format!(
+            "{} restart --control {} {{service}}",
+            shell_quote(
+                &std::env::current_exe()
+                    .context("finding this program's path")?
+                    .to_string_lossy()
+            ),
+            control.addr()
+        ),
+        timeout_s: Some(30),
     };
+    println!("restart a service: {}", restart.command);
     if let Some(path) = &write_target {
         write_target_file(
             &mesh,
@@ -467,6 +524,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
             test_mode,
             chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
             ca_path.as_deref(),
+            restart,
         )?;
         println!(
             "target file: {} (run the suites with --target {})",
@@ -483,6 +541,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
         () = process_ends(exit_with) => println!("process {} ended", exit_with.unwrap_or(0)),
     }
     println!("stopping");
+    drop(control);
     drop(chaos);
     drop(mesh);
     Ok(())
@@ -532,6 +591,19 @@ fn parse_data_key(hex: &str) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// `text` as one word for `sh`: single-quoted unless plainly safe.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// `t` for `dir/t.toml`.
 fn file_stem(path: &std::path::Path) -> String {
     path.file_stem()
@@ -549,6 +621,7 @@ fn write_target_file(
     test_mode: bool,
     chaos: Option<deployment::Chaos>,
     ca: Option<&std::path::Path>,
+    restart: deployment::Restart,
 ) -> anyhow::Result<()> {
     let auth = if secret_from_env {
         deployment::Auth {
@@ -574,6 +647,7 @@ fn write_target_file(
         tls: ca.and_then(|p| p.file_name()).map(|name| deployment::Tls {
             ca_file: name.into(),
         }),
+        restart: Some(restart),
     };
     let file = sandbox::target::describe(mesh, &description);
     let text = file

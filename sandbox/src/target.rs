@@ -52,6 +52,8 @@ pub struct Description {
     pub chaos: Option<deployment::Chaos>,
     /// With `up --tls`: the CA file (beside the target file).
     pub tls: Option<deployment::Tls>,
+    /// The command that restarts one of its services.
+    pub restart: Option<deployment::Restart>,
 }
 
 /// The running `mesh` as a target file. Load may go where the services
@@ -101,6 +103,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
                 hosts,
             }),
             chaos: d.chaos.clone(),
+            restart: d.restart.clone(),
         },
     }
 }
