@@ -117,36 +117,87 @@ impl Fixture for Faults {
 }
 
 /// Toxics on the proxies in front of the target's services, through a
+/// A link a Toxiproxy proxy controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// The healthcare API's (and the mesh's) calls to this service.
+    To(Service),
+    /// This service's connections to PostgreSQL.
+    Postgres(Service),
+    /// This service's connections to Redis.
+    Redis(Service),
+}
+
+impl std::fmt::Display for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Edge::To(s) => write!(f, "calls to {s}"),
+            Edge::Postgres(s) => write!(f, "{s} → PostgreSQL"),
+            Edge::Redis(s) => write!(f, "{s} → Redis"),
+        }
+    }
+}
+
 /// Toxiproxy-compatible API (Toxiproxy's own JSON): the target file's
-/// `capabilities.chaos`, or in process a chaos front started on first use.
-/// A toxic slows or breaks every call to a service, not one tenant's:
-/// tests that use it are `exclusive`. Toxics still present when the test
-/// ends are removed.
+/// `capabilities.chaos` (in process, the mesh's chaos front). A toxic
+/// slows or breaks every call over its link, not one tenant's: tests that
+/// use it are `exclusive`. Toxics still present and proxies still disabled
+/// when the test ends (passed, failed or timed out) are removed and
+/// enabled again.
 pub struct Toxics {
     target: Arc<Target>,
-    api: String,
-    proxies: std::collections::BTreeMap<Service, String>,
+    chaos: deployment::Chaos,
     added: std::sync::Mutex<Vec<(String, String)>>,
+    disabled: std::sync::Mutex<Vec<String>>,
 }
 
 impl Toxics {
-    fn proxy(&self, service: Service) -> Result<&str, String> {
-        self.proxies
-            .get(&service)
-            .map(String::as_str)
-            .ok_or_else(|| {
-                format!(
-                    "target `{}`: capabilities.chaos.proxies names no proxy for {service}",
-                    self.target.name()
-                )
-            })
+    fn api(&self) -> &str {
+        self.chaos.toxiproxy.trim_end_matches('/')
+    }
+
+    /// The proxy on `edge`, or why there is none.
+    pub fn proxy(&self, edge: Edge) -> Result<&str, String> {
+        let (found, key) = match edge {
+            Edge::To(s) => (self.chaos.proxies.get(s.name()), format!("proxies.{s}")),
+            Edge::Postgres(s) => (
+                self.chaos
+                    .stores
+                    .get(s.name())
+                    .and_then(|p| p.postgres.as_ref()),
+                format!("stores.{s}.postgres"),
+            ),
+            Edge::Redis(s) => (
+                self.chaos
+                    .stores
+                    .get(s.name())
+                    .and_then(|p| p.redis.as_ref()),
+                format!("stores.{s}.redis"),
+            ),
+        };
+        found.map(String::as_str).ok_or_else(|| {
+            format!(
+                "target `{}`: capabilities.chaos.{key} names no proxy for {edge}",
+                self.target.name()
+            )
+        })
+    }
+
+    /// Whether the target has a proxy on `edge`.
+    pub fn controls(&self, edge: Edge) -> bool {
+        self.proxy(edge).is_ok()
     }
 
     /// Adds `toxic` (`{"name", "type", "stream", "toxicity", "attributes"}`)
     /// to the proxy in front of `service`; returns its name.
     pub async fn add(&self, service: Service, toxic: Value) -> Result<String, String> {
-        let proxy = self.proxy(service)?;
-        let url = format!("{}/proxies/{proxy}/toxics", self.api);
+        self.add_on(Edge::To(service), toxic).await
+    }
+
+    /// Adds `toxic` to the proxy on `edge`; returns its name.
+    pub async fn add_on(&self, edge: Edge, toxic: Value) -> Result<String, String> {
+        let proxy = self.proxy(edge)?;
+        let url = format!("{}/proxies/{proxy}/toxics", self.api());
         let r = self
             .target
             .http()
@@ -170,15 +221,24 @@ impl Toxics {
 
     /// The toxics on the proxy in front of `service`.
     pub async fn list(&self, service: Service) -> Result<Vec<Value>, String> {
-        let url = format!("{}/proxies/{}/toxics", self.api, self.proxy(service)?);
+        let url = format!(
+            "{}/proxies/{}/toxics",
+            self.api(),
+            self.proxy(Edge::To(service))?
+        );
         let body = self.target.get_json(&url).await?;
         Ok(body.as_array().cloned().unwrap_or_default())
     }
 
     /// Removes toxic `name` from the proxy in front of `service`.
     pub async fn remove(&self, service: Service, name: &str) -> Result<(), String> {
-        let proxy = self.proxy(service)?.to_string();
-        let url = format!("{}/proxies/{proxy}/toxics/{name}", self.api);
+        self.remove_from(Edge::To(service), name).await
+    }
+
+    /// Removes toxic `name` from the proxy on `edge`.
+    pub async fn remove_from(&self, edge: Edge, name: &str) -> Result<(), String> {
+        let proxy = self.proxy(edge)?.to_string();
+        let url = format!("{}/proxies/{proxy}/toxics/{name}", self.api());
         let r = self
             .target
             .http()
@@ -197,58 +257,231 @@ impl Toxics {
             s => Err(format!("DELETE {url} answered {s}")),
         }
     }
+
+    /// Takes the link down: the proxy on `edge` stops listening and drops
+    /// its connections (the peer is refused, as if it were down).
+    pub async fn disable(&self, edge: Edge) -> Result<(), String> {
+        let proxy = self.proxy(edge)?.to_string();
+        self.set_enabled(&proxy, false).await?;
+        self.disabled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(proxy);
+        Ok(())
+    }
+
+    /// Brings the link on `edge` back.
+    pub async fn enable(&self, edge: Edge) -> Result<(), String> {
+        let proxy = self.proxy(edge)?.to_string();
+        self.set_enabled(&proxy, true).await?;
+        self.disabled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|p| *p != proxy);
+        Ok(())
+    }
+
+    async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<(), String> {
+        let url = format!("{}/proxies/{proxy}", self.api());
+        let r = self
+            .target
+            .http()
+            .post(&url)
+            .json(&serde_json::json!({ "enabled": enabled }))
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        let status = r.status().as_u16();
+        if status != 200 {
+            let body = r.text().await.unwrap_or_default();
+            return Err(format!("POST {url} answered {status}: {body}"));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Toxics {
-    /// Removes what the test left, synchronously (a plain HTTP/1.1
-    /// `DELETE` per toxic, 2 s each at most): the next test must not meet
-    /// this one's toxics.
+    /// Undoes what the test left, synchronously (a plain HTTP/1.1 request
+    /// per toxic or proxy, 2 s each at most): the next test must not meet
+    /// this one's toxics or links down.
     fn drop(&mut self) {
-        use std::io::{Read, Write};
         let left = std::mem::take(
             &mut *self
                 .added
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let Ok(base) = deployment::parse_base_url(&self.api) else {
+        let down = std::mem::take(
+            &mut *self
+                .disabled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let Ok(base) = deployment::parse_base_url(self.api()) else {
             return;
         };
         for (proxy, toxic) in left {
-            let Ok(mut addrs) =
-                std::net::ToSocketAddrs::to_socket_addrs(&(base.host.as_str(), base.port))
-            else {
-                continue;
-            };
-            let Some(addr) = addrs.next() else { continue };
-            let timeout = Duration::from_secs(2);
-            let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-                continue;
-            };
-            let _ = stream.set_read_timeout(Some(timeout));
-            let _ = stream.set_write_timeout(Some(timeout));
-            let request = format!(
-                "DELETE /proxies/{proxy}/toxics/{toxic} HTTP/1.1\r\nhost: {}:{}\r\nconnection: close\r\n\r\n",
-                base.host, base.port
+            plain_request(
+                &base,
+                "DELETE",
+                &format!("/proxies/{proxy}/toxics/{toxic}"),
+                "",
             );
-            if stream.write_all(request.as_bytes()).is_ok() {
-                let mut sink = Vec::new();
-                let _ = stream.read_to_end(&mut sink);
-            }
         }
+        for proxy in down {
+            plain_request(
+                &base,
+                "POST",
+                &format!("/proxies/{proxy}"),
+                r#"{"enabled":true}"#,
+            );
+        }
+    }
+}
+
+/// One HTTP/1.1 request to `base`, its answer read and dropped; 2 s per
+/// step at most, errors ignored (cleanup in `Drop`, outside any runtime).
+fn plain_request(base: &deployment::BaseUrl, method: &str, path: &str, body: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(base.host.as_str(), base.port))
+    else {
+        return;
+    };
+    let Some(addr) = addrs.next() else { return };
+    let timeout = Duration::from_secs(2);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}:{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        base.host,
+        base.port,
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
     }
 }
 
 impl Fixture for Toxics {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = target_with(cx, Capability::Chaos).await?;
-        let (api, proxies) = target.chaos().await.map_err(FixtureError::new)?;
+        let chaos = target.chaos().map_err(FixtureError::new)?.clone();
         Ok(Toxics {
             target,
-            api,
-            proxies,
+            chaos,
             added: std::sync::Mutex::new(Vec::new()),
+            disabled: std::sync::Mutex::new(Vec::new()),
         })
+    }
+}
+
+/// [`Toxics`] on a target whose chaos API also sits between the services
+/// and their stores (`capabilities.chaos.stores`); skips the test
+/// otherwise.
+pub struct StoreToxics(pub Toxics);
+
+impl std::ops::Deref for StoreToxics {
+    type Target = Toxics;
+    fn deref(&self) -> &Toxics {
+        &self.0
+    }
+}
+
+impl Fixture for StoreToxics {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        target_with(cx, Capability::StoreChaos).await?;
+        Ok(StoreToxics(Toxics::setup(cx).await?))
+    }
+}
+
+/// Restarts a service of the target: the target file's
+/// `capabilities.restart` command (run with `sh -c`, bounded by its
+/// timeout, its output kept in the test's output), or the sandbox's
+/// control API; then waits for the service's `/health` to answer.
+pub struct Restarts {
+    target: Arc<Target>,
+    how: crate::target::Restarter,
+}
+
+impl Restarts {
+    /// Restarts `service` and waits until it answers `/health` again
+    /// (whatever its status: a dependency may still be down). Returns what
+    /// the command printed.
+    pub async fn restart(&self, service: Service) -> Result<String, String> {
+        let (output, bound) = match &self.how {
+            crate::target::Restarter::Control(addr) => (
+                sandbox::control::request_restart(*addr, service.name()).await?,
+                Duration::from_secs(30),
+            ),
+            crate::target::Restarter::Command(restart) => {
+                let command = restart.command_for(service.name());
+                let run = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&command)
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output();
+                let out = tokio::time::timeout(restart.timeout(), run)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "restart command `{command}` did not end within {:?} (capabilities.restart.timeout_s)",
+                            restart.timeout()
+                        )
+                    })?
+                    .map_err(|e| format!("restart command `{command}`: {e}"))?;
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if !out.status.success() {
+                    return Err(format!(
+                        "restart command `{command}` failed ({}): {}",
+                        out.status,
+                        text.trim()
+                    ));
+                }
+                (text, restart.timeout())
+            }
+        };
+        println!("restarted {service}: {}", output.trim());
+        let deadline = tokio::time::Instant::now() + bound;
+        let url = format!("{}/health", self.target.url(service));
+        loop {
+            let answered = self
+                .target
+                .http()
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok();
+            if answered {
+                return Ok(output);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{service} did not answer {url} within {bound:?} of its restart"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Fixture for Restarts {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::Restart).await?;
+        let how = target
+            .restarter()
+            .cloned()
+            .ok_or_else(|| FixtureError::new("a target with restart but no way to restart"))?;
+        Ok(Restarts { target, how })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod contract;
 pub mod target;
 
 pub use capabilities::{
-    Breakers, CacheKeys, Faults, LoadBudget, Logs, PrivateMesh, Rows, SignTokens, TlsTarget, Toxics,
+    Breakers, CacheKeys, Edge, Faults, LoadBudget, Logs, PrivateMesh, Restarts, Rows, SignTokens,
+    StoreToxics, TlsTarget, Toxics,
 };
-pub use target::{Capability, Target, TargetError};
+pub use target::{Capability, Restarter, Target, TargetError};

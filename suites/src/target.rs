@@ -77,6 +77,15 @@ enum Auth {
     },
 }
 
+/// How a service of the target is restarted.
+#[derive(Debug, Clone)]
+pub enum Restarter {
+    /// The control API of a sandbox (in process, or the run's host).
+    Control(SocketAddr),
+    /// The target file's command (`capabilities.restart`).
+    Command(deployment::Restart),
+}
+
 /// A capability a test may need; a target without it skips the test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
@@ -96,6 +105,11 @@ pub enum Capability {
     Chaos,
     /// A mesh of the test's own: the in-process sandbox only.
     PrivateMesh,
+    /// Restarting a service: `capabilities.restart`.
+    Restart,
+    /// Chaos on the links between the services and their stores:
+    /// `capabilities.chaos.stores`.
+    StoreChaos,
     /// Every service over HTTPS with a CA to trust (`sandbox up --tls`).
     Tls,
 }
@@ -117,6 +131,14 @@ impl Capability {
             Capability::Tls => (
                 "TLS checks (it serves plain HTTP)",
                 "https:// service URLs and tls.ca_file (sandbox up --tls)",
+            ),
+            Capability::Restart => (
+                "restarting a service",
+                "capabilities.restart (command = \"docker compose restart {service}\")",
+            ),
+            Capability::StoreChaos => (
+                "chaos between the services and their stores",
+                "capabilities.chaos.stores (sandbox up --chaos-api 127.0.0.1:8474)",
             ),
             Capability::PrivateMesh => (
                 "a private mesh",
@@ -141,8 +163,14 @@ pub struct Target {
     http: reqwest::Client,
     /// With TLS: the client configuration trusting the target's CA.
     tls: Option<Arc<rustls::ClientConfig>>,
-    /// In-process: the chaos front, started on first use.
-    front: tokio::sync::OnceCell<sandbox::chaos::ChaosFront>,
+    /// In-process: the chaos front (proxies in front of the services and
+    /// between them and their stores), declared in `capabilities.chaos`.
+    _front: Option<sandbox::chaos::ChaosFront>,
+    /// In-process: the control API restarting the mesh's services (for the
+    /// run's isolated processes too).
+    control: Option<sandbox::control::Control>,
+    /// How a service is restarted, if it can be.
+    restart: Option<Restarter>,
     /// Every service's OpenAPI contract, which every answer of
     /// [`Target::client`]'s clients is held to.
     contracts: Arc<crate::contract::Contracts>,
@@ -168,8 +196,21 @@ fn http_client(tls: Option<&Arc<rustls::ClientConfig>>) -> Result<reqwest::Clien
 }
 
 impl Target {
-    /// The in-process sandbox `mesh`, with every capability.
-    pub fn in_process(mesh: Arc<Mesh>) -> Result<Target, TargetError> {
+    /// The in-process sandbox `mesh`, with every capability: `front` is
+    /// the chaos front it was started behind (see
+    /// [`sandbox::fixture::start_fronted`]).
+    pub async fn in_process(
+        mesh: Arc<Mesh>,
+        front: Option<sandbox::chaos::ChaosFront>,
+    ) -> Result<Target, TargetError> {
+        let control = sandbox::control::Control::start(
+            Arc::clone(&mesh),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .map_err(|e| TargetError::Client(e.to_string()))?;
+        let mut capabilities = local_capabilities(true);
+        capabilities.chaos = front.as_ref().map(sandbox::chaos::ChaosFront::describe);
         let config = mesh.config();
         let tls = match &config.tls {
             Some(material) => Some(
@@ -189,12 +230,14 @@ impl Target {
             urls,
             auth: Auth::Secret(config.secret.clone().into()),
             slo: sandbox::target::slos(),
-            capabilities: local_capabilities(true),
+            capabilities,
             database_url: Some(config.database_url.clone()),
             redis: Some((config.redis.addr(), config.redis_prefix.clone())),
             http,
             tls,
-            front: tokio::sync::OnceCell::new(),
+            restart: Some(Restarter::Control(control.addr())),
+            _front: front,
+            control: Some(control),
             hosted: false,
             mesh: Some(mesh),
         })
@@ -296,7 +339,9 @@ impl Target {
             redis,
             http,
             tls,
-            front: tokio::sync::OnceCell::new(),
+            restart: file.capabilities.restart.clone().map(Restarter::Command),
+            _front: None,
+            control: None,
             hosted: false,
         })
     }
@@ -498,7 +543,13 @@ impl Target {
             Capability::Rows => self.database_url.is_some(),
             Capability::CacheKeys => self.redis.is_some(),
             Capability::Load => self.capabilities.load.is_some(),
-            Capability::Chaos => self.mesh.is_some() || self.capabilities.chaos.is_some(),
+            Capability::Chaos => self.capabilities.chaos.is_some(),
+            Capability::StoreChaos => self
+                .capabilities
+                .chaos
+                .as_ref()
+                .is_some_and(|c| !c.stores.is_empty()),
+            Capability::Restart => self.restart.is_some(),
             Capability::PrivateMesh => self.mesh.is_some() || self.hosted,
             Capability::Tls => {
                 self.tls.is_some() && self.urls.values().all(|u| u.starts_with("https://"))
@@ -519,45 +570,18 @@ impl Target {
         )))
     }
 
-    /// The Toxiproxy-compatible API and the proxy in front of each service
-    /// (by service): the target file's `capabilities.chaos`, or, in
-    /// process, a chaos front put in the mesh's routes on first use.
-    pub async fn chaos(&self) -> Result<(String, BTreeMap<Service, String>), String> {
-        if let Some(mesh) = &self.mesh {
-            let front = self
-                .front
-                .get_or_try_init(|| async {
-                    sandbox::chaos::ChaosFront::start(mesh, SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .await?;
-            return Ok((front.url().to_string(), front.proxies().clone()));
-        }
-        let chaos = self
-            .capabilities
+    /// The Toxiproxy-compatible API and the proxies it controls (the target
+    /// file's `capabilities.chaos`; in process, the mesh's chaos front).
+    pub fn chaos(&self) -> Result<&deployment::Chaos, String> {
+        self.capabilities
             .chaos
             .as_ref()
-            .ok_or_else(|| format!("target `{}` declares no capabilities.chaos", self.name))?;
-        let proxies = chaos
-            .proxies
-            .iter()
-            .filter_map(|(s, p)| Service::from_name(s).map(|s| (s, p.clone())))
-            .collect();
-        Ok((chaos.toxiproxy.trim_end_matches('/').to_string(), proxies))
+            .ok_or_else(|| format!("target `{}` declares no capabilities.chaos", self.name))
     }
 
-    /// The chaos API and proxies when they are already there (declared by
-    /// the target file, or in process once started): unlike
-    /// [`Target::chaos`], this never puts proxies in the mesh's routes.
-    pub async fn chaos_if_running(&self) -> Option<(String, BTreeMap<Service, String>)> {
-        if self.mesh.is_some() && !self.front.initialized() {
-            return None;
-        }
-        if self.mesh.is_none() && self.capabilities.chaos.is_none() {
-            return None;
-        }
-        self.chaos().await.ok()
+    /// How a service is restarted, if it can be.
+    pub fn restarter(&self) -> Option<&Restarter> {
+        self.restart.as_ref()
     }
 
     /// `GET url` with the target's client, its body as JSON; errors name
@@ -642,8 +666,10 @@ impl Fixture for Target {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         match cx.target_file().map(Path::to_path_buf) {
             None => {
-                let mesh = cx.get_shared::<Mesh>().await?;
-                Target::in_process(mesh).map_err(FixtureError::new)
+                let (mesh, front) = sandbox::fixture::start_fronted(cx).await?;
+                Target::in_process(Arc::new(mesh), Some(front))
+                    .await
+                    .map_err(FixtureError::new)
             }
             Some(path) => Target::load(&path).map_err(FixtureError::new),
         }
@@ -664,13 +690,15 @@ fn local_capabilities(stop_restart: bool) -> Capabilities {
             hosts: Vec::new(),
         }),
         chaos: None,
+        restart: None,
     }
 }
 
 /// Isolated test processes share the run's target (see `harness::host`): a
 /// target file is loaded again; the in-process mesh of the host is reached
-/// over its URLs with its secret, with the in-process capabilities but
-/// stop/restart and chaos (they need the `Mesh` object).
+/// over its URLs with its secret, with the in-process capabilities (chaos
+/// through the host's chaos API, restarts through its control API) but
+/// stop/restart of the `Mesh` object itself.
 impl harness::host::Hostable for Target {
     fn handle(&self) -> Result<Value, FixtureError> {
         if let Some(path) = &self.source {
@@ -686,6 +714,8 @@ impl harness::host::Hostable for Target {
             "database_url": self.database_url,
             "redis": self.redis.as_ref().map(|(a, p)| serde_json::json!({"addr": a.to_string(), "prefix": p})),
             "ca_pem": self.mesh.as_ref().and_then(|m| m.config().tls.as_ref()).map(|t| t.ca_pem().to_string()),
+            "chaos": self.capabilities.chaos,
+            "control": self.control.as_ref().map(|c| c.addr().to_string()),
         }))
     }
 
@@ -739,12 +769,20 @@ impl harness::host::Hostable for Target {
             urls,
             auth: Auth::Secret(secret.into()),
             slo: sandbox::target::slos(),
-            capabilities: local_capabilities(false),
+            capabilities: Capabilities {
+                chaos: serde_json::from_value(handle["chaos"].clone()).ok(),
+                ..local_capabilities(false)
+            },
             database_url: handle["database_url"].as_str().map(str::to_string),
             redis,
             http,
             tls,
-            front: tokio::sync::OnceCell::new(),
+            restart: handle["control"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .map(Restarter::Control),
+            _front: None,
+            control: None,
             hosted: true,
         })
     }
@@ -769,6 +807,8 @@ pub async fn preflight(cx: PreflightCx) -> Result<String, String> {
         (Capability::CacheKeys, "cache"),
         (Capability::Load, "load"),
         (Capability::Chaos, "chaos"),
+        (Capability::StoreChaos, "store chaos"),
+        (Capability::Restart, "restart"),
         (Capability::Tls, "tls"),
     ]
     .into_iter()

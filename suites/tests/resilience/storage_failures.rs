@@ -1,30 +1,28 @@
-//! PostgreSQL and Redis failures, through a chaos proxy in front of the
-//! store in a private mesh: the services say so, refuse safely, and come
-//! back without a restart.
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//! PostgreSQL and Redis failures, through the chaos proxies between the
+//! services and their stores (`capabilities.chaos.stores`: in process the
+//! mesh's chaos front, on a deployment its Toxiproxy): the services say
+//! so, refuse safely, and come back without a restart. Links are brought
+//! back in the fixture's teardown also when a test fails.
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::{MeshClient, Service};
+use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};
-use suites::PrivateMesh;
-use traffic::chaos::ChaosProxy;
+use suites::{Edge, Rows, StoreToxics, Target};
 
-use crate::common::{eventually, failed_visit, intake, one, visit};
+use crate::common::{eventually, failed_visit, intake, visit};
 
-/// `host:port` of a `postgres://user@host:port/db` URL.
-fn pg_address(url: &str) -> SocketAddr {
-    let rest = url.split_once('@').map_or(url, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or_default();
-    hostport
-        .parse()
-        .unwrap_or_else(|e| panic!("database URL {url}: `{hostport}` is not host:port: {e}"))
+async fn claims_of(rows: &Rows, tenant: &str) -> i64 {
+    rows.one::<i64>(
+        "SELECT count(*) FROM billing.claims WHERE tenant = $1",
+        &[&tenant],
+    )
+    .await
+    .expect("count the tenant's claims")
 }
 
-/// Billing's PostgreSQL goes away (a proxy between billing and the
-/// database is taken down): billing's `/health` answers `503` with the
+/// Billing's PostgreSQL goes away (the proxy between billing and the
+/// database is disabled): billing's `/health` answers `503` with the
 /// database `down`, the API's `/health` shows billing unhealthy, a visit
 /// fails at the claim with billing's `database_unavailable` and is
 /// compensated; the other services are untouched. The database back,
@@ -33,34 +31,27 @@ fn pg_address(url: &str) -> SocketAddr {
     resilience,
     chaos,
     health,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
     timeout = "30s"
 )]
 async fn billing_loses_its_database_and_reconnects_without_a_restart(
-    own: PrivateMesh,
+    target: &Target,
+    toxics: StoreToxics,
+    rows: Rows,
+    tenant: Tenant,
     s: Scenario,
 ) {
-    let pg = pg_address(own.database_url());
-    let proxy = ChaosProxy::start(pg).await.expect("proxy");
-    let url = own
-        .database_url()
-        .replace(&format!("@{pg}/"), &format!("@{}/", proxy.addr()));
-    let mesh = own
-        .start(|c| {
-            c.database_urls.insert(Service::BillingEngine, url);
-            c.client.retry.base = Duration::from_millis(5);
-            c.pool.wait = Duration::from_millis(500);
-            c.pool.connect = Duration::from_millis(500);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let billing = mesh.client(Service::BillingEngine, "t1");
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let billing = target.client(Service::BillingEngine, &tenant);
     let patient_id = intake(&api, &s).await;
     visit(&api, &patient_id, &s).await;
 
-    proxy.down().await;
+    toxics
+        .disable(Edge::Postgres(Service::BillingEngine))
+        .await
+        .expect("take billing's database link down");
     let h = billing.get("/health").await.expect("health");
     assert_eq!(h.status, 503, "{}", h.body);
     assert_eq!(h.body["database"], "down");
@@ -81,18 +72,17 @@ async fn billing_loses_its_database_and_reconnects_without_a_restart(
     );
     assert_eq!(r.body["compensations"][0]["outcome"], "completed");
 
-    proxy.up().await.expect("proxy up");
+    toxics
+        .enable(Edge::Postgres(Service::BillingEngine))
+        .await
+        .expect("bring billing's database link back");
     eventually("billing reconnects to its database", || async {
         billing.get("/health").await.is_ok_and(|h| h.status == 200)
     })
     .await;
     visit(&api, &patient_id, &s).await;
     assert_eq!(
-        one::<i64>(
-            &mesh,
-            "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
-        )
-        .await,
+        claims_of(&rows, &tenant).await,
         2,
         "the two successful visits' claims, nothing for the failed one"
     );
@@ -136,31 +126,31 @@ async fn post_with_key(client: &MeshClient, path: &str, body: &Value, key: &str)
 #[service_test(
     resilience,
     chaos,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing),
     timeout = "30s"
 )]
 async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
-    own: PrivateMesh,
+    target: &Target,
+    toxics: StoreToxics,
+    rows: Rows,
+    tenant: Tenant,
     s: Scenario,
 ) {
-    let redis = own.redis_addr();
-    let proxy = ChaosProxy::start(redis).await.expect("proxy");
-    let mesh = own
-        .start(|c| {
-            c.redis = c.redis.via(proxy.addr());
-            c.client.retry.base = Duration::from_millis(5);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let insurance = mesh.client(Service::InsuranceVerification, "t1");
-    let billing = mesh.client(Service::BillingEngine, "t1");
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let insurance = target.client(Service::InsuranceVerification, &tenant);
+    let billing = target.client(Service::BillingEngine, &tenant);
     let patient_id = intake(&api, &s).await;
     let v = visit(&api, &patient_id, &s).await;
     let verification_id = v.body["verification_id"].as_str().expect("verification");
 
-    proxy.down().await;
+    for service in Service::ALL {
+        toxics
+            .disable(Edge::Redis(service))
+            .await
+            .expect("take the Redis links down");
+    }
     let h = api.get("/health").await.expect("health");
     assert_eq!(h.status, 503, "{}", h.body);
     assert_eq!(h.body["redis"], "down");
@@ -177,27 +167,24 @@ async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(
         "diagnoses": s.visit.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
         "procedures": s.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
     });
-    let before = one::<i64>(
-        &mesh,
-        "SELECT count(*) FROM billing.claims WHERE tenant = 't1'",
-    )
-    .await;
+    let before = claims_of(&rows, &tenant).await;
     let (status, body) = post_with_key(&billing, "/claims", &claim, "redis-down-1").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "cache_unavailable", "{body}");
     assert_eq!(
-        one::<i64>(
-            &mesh,
-            "SELECT count(*) FROM billing.claims WHERE tenant = 't1'"
-        )
-        .await,
+        claims_of(&rows, &tenant).await,
         before,
         "a refused create writes nothing"
     );
     let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
 
-    proxy.up().await.expect("proxy up");
+    for service in Service::ALL {
+        toxics
+            .enable(Edge::Redis(service))
+            .await
+            .expect("bring the Redis links back");
+    }
     eventually("the API sees Redis again", || async {
         api.get("/health").await.is_ok_and(|h| h.status == 200)
     })
