@@ -1,6 +1,6 @@
 //! The control API of a running `sandbox up`: restarting one of its
-//! services on its port (`POST /restart/{service}`), as `docker compose
-//! restart` would a container. `sandbox restart --control ADDR SERVICE`
+//! services on its port (`POST /restart/{service}`: drained gracefully,
+//! then started again), as `docker compose restart` would a container. `sandbox restart --control ADDR SERVICE`
 //! calls it; the target file names that command as its
 //! `capabilities.restart`, so the suites' restart tests drive the sandbox
 //! exactly as they would a deployment's own restart command.
@@ -83,6 +83,9 @@ async fn restart(State(mesh): State<Arc<Mesh>>, Path(name): Path<String>) -> Res
         )
             .into_response();
     };
+    // As a deploy's restart does: the requests in flight are answered,
+    // then the service starts again on its port.
+    mesh.shutdown(service).await;
     match mesh.restart(service).await {
         Ok(()) => axum::Json(json!({"restarted": service.name(), "url": mesh.url(service)}))
             .into_response(),

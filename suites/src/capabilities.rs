@@ -449,7 +449,6 @@ impl Restarts {
                 (text, restart.timeout())
             }
         };
-        println!("restarted {service}: {}", output.trim());
         let deadline = tokio::time::Instant::now() + bound;
         let url = format!("{}/health", self.target.url(service));
         loop {

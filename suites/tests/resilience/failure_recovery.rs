@@ -1,133 +1,137 @@
-//! Recovery: a service stopped and restarted, a link that resets every
-//! connection and heals.
+//! Recovery: a service cut off and restarted by the target's own restart
+//! command (`capabilities.restart`), a link that resets every connection
+//! and heals, a breaker's whole story, a restart under traffic. Each runs
+//! on any target declaring chaos and restart (in process: the mesh's chaos
+//! front and control API).
 
 use std::time::Duration;
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::Service;
-use serde_json::json;
-use suites::PrivateMesh;
-use traffic::chaos::{Fault, FaultKind};
+use sandbox::{MeshClient, Service, Tenant};
+use serde_json::{Value, json};
+use suites::{Breakers, Edge, Restarts, Rows, Target, Toxics};
 
-use crate::common::{behind_proxy, failed_visit, intake, one, visit, visit_body};
+use crate::common::{eventually, failed_visit, intake, visit, visit_body};
 
-/// Stop billing: the API's `/health` reports it unreachable and degraded, a
-/// visit fails and is compensated; restart it on the same port: healthy
+/// The API's `/health` body.
+async fn health(api: &MeshClient) -> Value {
+    api.get("/health").await.expect("health").body
+}
+
+/// Billing cut off from the API (its link down): the API's `/health`
+/// reports it unreachable and degraded, a visit fails and is compensated.
+/// Billing restarted by the target's restart command and its link back:
+/// it answers on the URL the target declares, the API reports healthy
 /// again and visits succeed.
 #[service_test(
     resilience,
+    chaos,
     health,
     integration,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
-    timeout = "30s"
+    timeout = "60s"
 )]
-async fn stop_and_restart_a_service_on_its_port(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| c.client.retry.base = Duration::from_millis(5))
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn stop_and_restart_a_service_on_its_port(
+    target: &Target,
+    toxics: Toxics,
+    restarts: Restarts,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let addr = mesh.addr(Service::BillingEngine);
-    mesh.stop(Service::BillingEngine).await;
-    let h = api.get("/health").await.expect("health");
-    assert_eq!(h.status, 200);
-    assert_eq!(h.body["status"], "degraded");
+    toxics
+        .disable(Edge::To(Service::BillingEngine))
+        .await
+        .expect("cut billing off");
+    let r = api.get("/health").await.expect("health");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "degraded", "{}", r.body);
     assert_eq!(
-        h.body["dependencies"]["billing-engine"]["status"],
-        "unreachable"
+        r.body["dependencies"]["billing-engine"]["status"], "unreachable",
+        "{}",
+        r.body
     );
     let r = failed_visit(&api, &patient_id, &s, 502).await;
     assert_eq!(r.body["compensations"][0]["outcome"], "completed");
-    mesh.restart(Service::BillingEngine).await.expect("restart");
-    assert_eq!(mesh.addr(Service::BillingEngine), addr);
-    let h = api.get("/health").await.expect("health");
-    assert_eq!(h.body["status"], "healthy", "{}", h.body);
-    visit(&api, &patient_id, &s).await;
-}
-
-/// Insurance verification behind a chaos proxy that resets every
-/// connection: the visit fails at the first step, nothing is compensated
-/// (nothing was done) and no claim is made; healed, the same visit succeeds.
-#[service_test(
-    resilience,
-    chaos,
-    real_services,
-    services(healthcare_api, insurance),
-    timeout = "30s"
-)]
-async fn a_resetting_link_to_insurance_fails_the_first_step_cleanly(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| c.client.retry.base = Duration::from_millis(5))
+    restarts
+        .restart(Service::BillingEngine)
         .await
-        .expect("mesh");
-    let proxy = behind_proxy(&mesh, Service::InsuranceVerification, 0x5eed).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let patient_id = intake(&api, &s).await;
-    let reset = proxy.add(Fault::new(FaultKind::Reset {
-        after: Duration::ZERO,
-    }));
-    let r = failed_visit(&api, &patient_id, &s, 502).await;
-    assert_eq!(r.body["failed_step"], "verify_insurance", "{}", r.body);
-    assert_eq!(r.body["compensations"], json!([]));
-    proxy.remove(reset);
+        .expect("restart billing");
+    toxics
+        .enable(Edge::To(Service::BillingEngine))
+        .await
+        .expect("bring billing's link back");
+    eventually("the API reports healthy again", || async {
+        health(&api).await["status"] == "healthy"
+    })
+    .await;
     visit(&api, &patient_id, &s).await;
 }
 
-/// Seed 000 scenario 2 as one story, in real time (the breaker's wait
-/// kept short): baseline (visits succeed, `/health` healthy) → fault
-/// (every connection to billing reset) → the visits fail and the breaker
-/// opens → degraded operation (visits refused at once with `503`, reads
-/// that do not need billing still served, `/health` degraded) → heal →
-/// after the wait a probe closes the breaker → full function (visits
-/// succeed, `/health` healthy).
+/// Seed 000 scenario 2 as one story, in real time, with the breaker's
+/// settings read from the API's `/config`: baseline (visits succeed,
+/// `/health` healthy) → fault (every connection to billing reset) → the
+/// visits fail and the breaker opens within its window → degraded
+/// operation (visits refused with `503`, reads that do not need billing
+/// still served, `/health` degraded with the breaker open) → heal → after
+/// the open wait, the half-open probes close the breaker → full function.
 #[service_test(
     resilience,
     chaos,
     circuit_breaker,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
-    timeout = "30s"
+    timeout = "60s"
 )]
-async fn baseline_fault_breaker_degraded_heal_recovered(own: PrivateMesh, s: Scenario) {
-    let open_wait = Duration::from_millis(400);
-    let mesh = own
-        .start(|c| {
-            c.client.retry.max_attempts = 1;
-            c.client.breaker = sandbox::breaker::BreakerConfig {
-                window_size: 4,
-                failure_rate_threshold: 50.0,
-                minimum_calls: 4,
-                open_wait,
-                half_open_calls: 1,
-            };
-        })
-        .await
-        .expect("mesh");
-    let proxy = behind_proxy(&mesh, Service::BillingEngine, 0x5eed).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let health = || async { api.get("/health").await.expect("health").body };
+async fn baseline_fault_breaker_degraded_heal_recovered(
+    target: &Target,
+    toxics: Toxics,
+    breakers: Breakers,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let breaker = || async {
+        health(&api).await["dependencies"]["billing-engine"]["circuit_breaker"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
 
     // Baseline.
     let patient_id = intake(&api, &s).await;
     visit(&api, &patient_id, &s).await;
-    assert_eq!(health().await["status"], "healthy");
+    assert_eq!(health(&api).await["status"], "healthy");
 
     // Fault: the link to billing resets every connection.
-    let reset = proxy.add(Fault::new(FaultKind::Reset {
-        after: Duration::ZERO,
-    }));
+    let reset = toxics
+        .add(
+            Service::BillingEngine,
+            json!({"name": "reset_billing", "type": "reset_peer", "stream": "upstream",
+                   "toxicity": 1.0, "attributes": {"timeout": 0}}),
+        )
+        .await
+        .expect("add the toxic");
     let body = visit_body(&patient_id, &s);
+    // Every failed visit is at least one failed call: the breaker must
+    // open before a whole window of them.
+    let bound = breakers.window_size.max(breakers.minimum_calls);
     let mut failed = 0;
-    while mesh.breaker_state(Service::BillingEngine) != Some(sandbox::breaker::BreakerState::Open) {
+    while breaker().await != "open" {
         assert!(
-            failed < 8,
-            "the breaker did not open after {failed} failures"
+            failed < bound,
+            "the breaker did not open after {failed} failed visits (window {}, minimum {}, threshold {} %)",
+            breakers.window_size,
+            breakers.minimum_calls,
+            breakers.failure_rate_threshold
         );
         let r = api.post("/visits", &body).await.expect("visit");
-        assert_eq!(r.status, 502, "{}", r.body);
+        assert!(matches!(r.status, 502 | 503), "{}", r.body);
         assert_eq!(r.body["compensations"][0]["outcome"], "completed");
         failed += 1;
     }
@@ -140,50 +144,53 @@ async fn baseline_fault_breaker_degraded_heal_recovered(own: PrivateMesh, s: Sce
         .await
         .expect("read");
     assert_eq!(read.status, 200, "reads do not need billing");
-    let h = health().await;
+    let h = health(&api).await;
     assert_eq!(h["status"], "degraded");
     assert_eq!(
         h["dependencies"]["billing-engine"]["circuit_breaker"],
         "open"
     );
 
-    // Heal; after the wait a probe closes the breaker.
-    proxy.remove(reset);
-    tokio::time::sleep(open_wait + Duration::from_millis(50)).await;
-    visit(&api, &patient_id, &s).await;
-    assert_eq!(
-        mesh.breaker_state(Service::BillingEngine),
-        Some(sandbox::breaker::BreakerState::Closed)
-    );
+    // Heal; after the wait the probes close the breaker.
+    toxics
+        .remove(Service::BillingEngine, &reset)
+        .await
+        .expect("remove the toxic");
+    tokio::time::sleep(breakers.open_wait + Duration::from_millis(100)).await;
+    for _ in 0..breakers.half_open_calls.max(1) {
+        visit(&api, &patient_id, &s).await;
+    }
+    assert_eq!(breaker().await, "closed");
     // Full function.
     visit(&api, &patient_id, &s).await;
-    assert_eq!(health().await["status"], "healthy");
+    assert_eq!(health(&api).await["status"], "healthy");
 }
 
-/// Billing shut down (gracefully, as a deploy does) and started again
-/// while four clients send visits: every visit is answered — `201`, or a
-/// `5xx` whose completed steps were all compensated — and nothing is left
-/// half-done: one claim row per successful visit (none for a failed one),
-/// and every verification not behind a successful visit is cancelled.
-/// Some visits failed while billing was away and some succeeded after it
-/// came back, or the test proved nothing.
+/// Billing away for 400 ms (its link down) and restarted by the target's
+/// restart command while four clients send visits: every visit is answered
+/// — `201`, or a `5xx` whose completed steps were all compensated — and
+/// nothing is left half-done: one claim row per successful visit (none for
+/// a failed one), and every verification not behind a successful visit is
+/// cancelled. Some visits failed while billing was away and some succeeded
+/// after it came back, or the test proved nothing.
 #[service_test(
     resilience,
+    chaos,
     integration,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing),
     timeout = "60s"
 )]
-async fn a_service_restarted_under_traffic_leaves_nothing_half_done(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            c.client.retry.base = Duration::from_millis(5);
-            c.client.retry.max_delay = Duration::from_millis(20);
-            c.client.breaker.open_wait = Duration::from_millis(100);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_service_restarted_under_traffic_leaves_nothing_half_done(
+    target: &Target,
+    toxics: Toxics,
+    restarts: Restarts,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
     let body = visit_body(&patient_id, &s);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -205,10 +212,22 @@ async fn a_service_restarted_under_traffic_leaves_nothing_half_done(own: Private
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    mesh.shutdown(Service::BillingEngine).await;
+    toxics
+        .disable(Edge::To(Service::BillingEngine))
+        .await
+        .expect("cut billing off");
+    restarts
+        .restart(Service::BillingEngine)
+        .await
+        .expect("restart billing");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    mesh.restart(Service::BillingEngine).await.expect("restart");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    toxics
+        .enable(Edge::To(Service::BillingEngine))
+        .await
+        .expect("bring billing's link back");
+    // Long enough for an open breaker (`sandbox up --test-mode`: 2 s) to
+    // let visits through again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0i64, 0i64);
     for c in clients {
@@ -227,24 +246,32 @@ async fn a_service_restarted_under_traffic_leaves_nothing_half_done(own: Private
     }
     assert!(failed > 0, "no visit failed while billing was away");
     // The last visits, after the restart, go through.
-    visit(&api, &patient_id, &s).await;
+    eventually("a visit succeeds after the restart", || async {
+        api.post("/visits", &body).await.expect("visit").status == 201
+    })
+    .await;
     ok += 1;
-    assert_eq!(
-        one::<i64>(
-            &mesh,
-            "SELECT count(*) FROM billing.claims WHERE tenant = 't1' AND status <> 'cancelled'"
+    let t: &str = &tenant;
+    let claims: i64 = rows
+        .one(
+            "SELECT count(*) FROM billing.claims WHERE tenant = $1 AND status <> 'cancelled'",
+            &[&t],
         )
-        .await,
-        ok,
+        .await
+        .expect("claims");
+    assert_eq!(
+        claims, ok,
         "one claim per successful visit ({ok}), none for the {failed} failed"
     );
-    assert_eq!(
-        one::<i64>(
-            &mesh,
-            "SELECT count(*) FROM insurance.verifications WHERE tenant = 't1' AND status = 'active'"
+    let verifications: i64 = rows
+        .one(
+            "SELECT count(*) FROM insurance.verifications WHERE tenant = $1 AND status = 'active'",
+            &[&t],
         )
-        .await,
-        ok,
+        .await
+        .expect("verifications");
+    assert_eq!(
+        verifications, ok,
         "every verification not behind a successful visit is cancelled"
     );
 }
