@@ -6,33 +6,40 @@ use fixtures::Scenario;
 use harness::service_test;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::{Faults, PrivateMesh, Target};
+use suites::{Edge, Faults, Logs, Target, Toxics};
 
 use crate::common::{eventually, failed_visit, intake, saga_trail, visit};
 
-/// Business intelligence down: the visit still completes (analytics are
-/// best effort), and the gap is in the audit trail: the call to analytics
-/// is audited with its failure, under the visit's request id.
+/// Business intelligence unreachable (its link down): the visit still
+/// completes (analytics are best effort), and the gap is in the audit
+/// trail: the call to analytics is audited with its failure, under the
+/// visit's request id.
 #[service_test(
     integration,
     e2e,
     interservice,
+    chaos,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing, bi, compliance),
     timeout = "40s"
 )]
 async fn with_analytics_down_the_saga_completes_and_the_gap_is_audited(
-    own: PrivateMesh,
+    target: &Target,
+    toxics: Toxics,
+    tenant: Tenant,
     s: Scenario,
 ) {
-    let mesh = own.start(|_| {}).await.expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    mesh.stop(Service::BusinessIntelligence).await;
+    toxics
+        .disable(Edge::To(Service::BusinessIntelligence))
+        .await
+        .expect("cut analytics off");
     let v = visit(&api, &patient_id, &s).await;
     assert_eq!(v.status, 201, "{}", v.body);
     let rid = v.request_id.expect("X-Request-ID answered");
-    let monitor = mesh.client(Service::ComplianceMonitor, "t1");
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
     eventually("the failed analytics call audited", || {
         let monitor = monitor.clone();
         let rid = rid.clone();
@@ -58,40 +65,50 @@ async fn with_analytics_down_the_saga_completes_and_the_gap_is_audited(
     );
 }
 
-/// The compliance monitor down: the visit still completes (an audit that
-/// cannot be written is logged, never fatal); once the monitor is back,
-/// the next visit's trail is whole again.
+/// The compliance monitor unreachable from the API (its link down): the
+/// visit still completes (an audit that cannot be written is logged, never
+/// fatal); once the link is back, the next visit's trail is whole again.
 #[service_test(
     integration,
     e2e,
     interservice,
+    chaos,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing, compliance),
     timeout = "40s"
 )]
 async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
-    own: PrivateMesh,
+    target: &Target,
+    toxics: Toxics,
+    logs: Logs,
+    tenant: Tenant,
     s: Scenario,
 ) {
-    let mesh = own.start(|_| {}).await.expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    mesh.stop(Service::ComplianceMonitor).await;
+    toxics
+        .disable(Edge::To(Service::ComplianceMonitor))
+        .await
+        .expect("cut the monitor off");
     let v = visit(&api, &patient_id, &s).await;
     assert_eq!(v.status, 201, "with the monitor down: {}", v.body);
+    let rid = v.request_id.clone().expect("X-Request-ID answered");
+    let lines = logs.lines().await.expect("logs");
     assert!(
-        mesh.logs()
+        lines
             .iter()
-            .any(|l| l.contains("auditing saga event") && l.contains("failed")),
+            .any(|l| l.contains("auditing saga event") && l.contains("failed") && l.contains(&rid)),
         "the lost audit is not logged"
     );
-    mesh.restart(Service::ComplianceMonitor)
+    toxics
+        .enable(Edge::To(Service::ComplianceMonitor))
         .await
-        .expect("restart");
+        .expect("bring the monitor's link back");
     // The API's breaker to the monitor opened during the outage; auditing
     // resumes once it lets calls through again (2 s open in test mode, then
     // a few probes): within 15 s a visit's trail is whole again.
-    let monitor = mesh.client(Service::ComplianceMonitor, "t1");
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let v = visit(&api, &patient_id, &s).await;
