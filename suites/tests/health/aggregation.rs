@@ -5,40 +5,48 @@
 use std::time::{Duration, Instant};
 
 use harness::service_test;
-use sandbox::Service;
-use suites::PrivateMesh;
+use sandbox::{Service, Tenant};
+use serde_json::json;
+use suites::{Edge, Target, Toxics};
 
-/// A dependency that accepts connections and never answers (billing's
-/// route points at a listener that holds every connection): the API's
-/// `/health` still answers within its 1 s probe timeout (plus slack),
-/// marks billing `unreachable` and itself `degraded`; the other four stay
-/// healthy. With billing stopped instead, the same.
+/// A dependency that accepts connections and never answers (a `timeout`
+/// toxic on billing's link holds every connection): the API's `/health`
+/// still answers within its 1 s probe timeout (plus slack), marks billing
+/// `unreachable` and itself `degraded`; the other four stay healthy. With
+/// billing's link down instead (connections refused), the same.
 #[service_test(
     health,
     resilience,
+    chaos,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
     timeout = "30s"
 )]
-async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(own: PrivateMesh) {
-    let mesh = own.start(|_| {}).await.expect("mesh");
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(
+    target: &Target,
+    toxics: Toxics,
+    tenant: Tenant,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let hang = toxics
+        .add(
+            Service::BillingEngine,
+            json!({"name": "hang_billing", "type": "timeout", "stream": "upstream",
+                   "toxicity": 1.0, "attributes": {"timeout": 0}}),
+        )
         .await
-        .expect("bind");
-    let hole_addr = hole.local_addr().expect("addr");
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((c, _)) = hole.accept().await {
-            held.push(c);
-        }
-    });
-    mesh.route(Service::BillingEngine, hole_addr)
-        .expect("route");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+        .expect("add the toxic");
     for case in ["hanging", "stopped"] {
         if case == "stopped" {
-            mesh.unroute(Service::BillingEngine);
-            mesh.stop(Service::BillingEngine).await;
+            toxics
+                .remove(Service::BillingEngine, &hang)
+                .await
+                .expect("remove the toxic");
+            toxics
+                .disable(Edge::To(Service::BillingEngine))
+                .await
+                .expect("cut billing off");
         }
         let started = Instant::now();
         let r = api.get("/health").await.expect("health");
@@ -67,5 +75,4 @@ async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(own: Pri
             );
         }
     }
-    holder.abort();
 }

@@ -1,13 +1,11 @@
 //! Calls between services: a refusal downstream is compensated upstream,
 //! a failed patient sync is audited for manual resync.
 
-use std::time::Duration;
-
 use fixtures::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;
-use suites::{PrivateMesh, Rows, Target};
+use suites::{Edge, Rows, Target, Toxics};
 
 use crate::common::{broken_npi, saga_trail, visit_body};
 
@@ -74,23 +72,29 @@ async fn a_refused_claim_cancels_the_verification(
 }
 
 /// Intake syncs the patient to the services that hold patient data; one of
-/// them down: the intake still succeeds, names the failed sync, and the
-/// failure is in the audit trail for manual resync.
+/// them unreachable (its link down): the intake still succeeds, names the
+/// failed sync, and the failure is in the audit trail for manual resync.
 #[service_test(
     integration,
     interservice,
     audit,
+    chaos,
+    exclusive,
     real_services,
     services(healthcare_api, doctor, compliance),
     timeout = "30s"
 )]
-async fn a_failed_patient_sync_is_audited(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| c.client.retry.base = Duration::from_millis(5))
+async fn a_failed_patient_sync_is_audited(
+    target: &Target,
+    toxics: Toxics,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    toxics
+        .disable(Edge::To(Service::DoctorPersonalization))
         .await
-        .expect("mesh");
-    mesh.stop(Service::DoctorPersonalization).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
+        .expect("cut the doctor service off");
+    let api = target.client(Service::HealthcareApi, &tenant);
     let r = api
         .post(
             "/patients",
@@ -102,8 +106,8 @@ async fn a_failed_patient_sync_is_audited(own: PrivateMesh, s: Scenario) {
     assert_eq!(r.body["sync_failed"], json!(["doctor-personalization"]));
     assert_eq!(r.body["synced"].as_array().map(Vec::len), Some(3));
     let patient_id = r.body["patient_id"].as_str().expect("patient_id");
-    let trail = mesh
-        .client(Service::ComplianceMonitor, "t1")
+    let trail = target
+        .client(Service::ComplianceMonitor, &tenant)
         .get(&format!("/audit?patient_id={patient_id}&kind=sync_failure"))
         .await
         .expect("audit");
