@@ -33,7 +33,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{Regex, RegexSet};
 
 use crate::Kind;
-use crate::ids;
+use crate::{ids, names};
 
 /// A pattern finding: what kind, where.
 pub(crate) type Hit = (Kind, Range<usize>);
@@ -46,38 +46,19 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("bad built-in PHI pattern {pattern:?}: {e}"))
 }
 
-/// The text of the same line before `start`, at most [`LOOKBACK`] bytes,
-/// lower-cased, with camelCase split into words (`dateOfBirth` reads as
-/// `date_of_birth`) so keywords are found inside identifiers.
-fn context_before(text: &str, start: usize) -> String {
-    // Only the window is searched for the line's start: looking back to
-    // it made each candidate cost the line's length, a long line's scan
-    // quadratic (an isolated test printing one 2 MB line never finished).
-    let mut from = start.saturating_sub(LOOKBACK);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    if let Some(i) = text[from..start].rfind(['\n', '\r']) {
-        from += i + 1;
-    }
-    let mut out = String::with_capacity(start - from + 8);
-    let mut prev_lower = false;
-    for c in text[from..start].chars() {
-        if prev_lower && c.is_uppercase() {
-            out.push('_');
-        }
-        prev_lower = c.is_lowercase();
-        out.extend(c.to_lowercase());
-    }
-    out
-}
+/// How far back (bytes, same line) a context that clears a candidate (a
+/// build line, a provider's role) may stand: further than a keyword that
+/// makes one PHI, as a line often names its subject first.
+const CLEAR_LOOKBACK: usize = 100;
 
 /// Context keywords with an automaton that finds them all in one pass
 /// over a look-back window: a candidate is judged by one short scan, not
 /// by a substring search per keyword (most of a log scan's time went there).
 struct Keywords {
-    words: &'static [&'static str],
     automaton: AhoCorasick,
+    /// Keywords that are whole words (three letters or fewer: `dob`,
+    /// `dos`, `tel`): not the start of a longer one (`dose`, `dos2unix`).
+    whole: Vec<bool>,
 }
 
 impl Keywords {
@@ -88,63 +69,127 @@ impl Keywords {
             .match_kind(MatchKind::Standard)
             .build(words)
             .unwrap_or_else(|e| panic!("bad built-in context keywords {words:?}: {e}"));
-        Keywords { words, automaton }
+        let whole = words
+            .iter()
+            .map(|w| {
+                w.len() <= 3 && w.bytes().all(|b| b.is_ascii_alphabetic())
+                    || matches!(*w, "visit" | "seen")
+            })
+            .collect();
+        Keywords { automaton, whole }
     }
 }
 
-fn has_context(text: &str, start: usize, keywords: &Keywords) -> bool {
-    let mut from = start.saturating_sub(LOOKBACK);
+/// The byte range of `text` a candidate at `start` reads its context
+/// from: up to `len` bytes back on its line; for a value alone on its
+/// line (or after a label ending in `:`), the end of the line above, where
+/// its label stands.
+fn window(text: &str, start: usize, len: usize) -> Range<usize> {
+    let bytes = text.as_bytes();
+    let mut from = start.saturating_sub(len);
     while !text.is_char_boundary(from) {
         from += 1;
     }
-    let window = &text.as_bytes()[from..start];
-    let window = match window.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
-        Some(i) => &window[i + 1..],
-        None => window,
+    let Some(i) = bytes[from..start]
+        .iter()
+        .rposition(|b| matches!(b, b'\n' | b'\r'))
+    else {
+        return from..start;
     };
+    let line_start = from + i + 1;
+    if !bytes[line_start..start].iter().all(u8::is_ascii_whitespace) {
+        return line_start..start;
+    }
+    // The value opens its line: is it the value of the line above?
+    let mut end = from + i;
+    if end > 0 && bytes[end] == b'\n' && bytes[end - 1] == b'\r' {
+        end -= 1;
+    }
+    let above = end.saturating_sub(len);
+    let mut above_from = above;
+    while !text.is_char_boundary(above_from) {
+        above_from += 1;
+    }
+    let above_from = bytes[above_from..end]
+        .iter()
+        .rposition(|b| matches!(b, b'\n' | b'\r'))
+        .map_or(above_from, |j| above_from + j + 1);
+    let label = text[above_from..end].trim_end();
+    let rest = &bytes[start..(start + LOOKBACK).min(bytes.len())];
+    let rest = &rest[..rest
+        .iter()
+        .position(|b| matches!(b, b'\n' | b'\r'))
+        .unwrap_or(rest.len())];
+    let lone_value = !rest.iter().any(u8::is_ascii_whitespace);
+    if label.ends_with([':', '=']) || lone_value {
+        above_from..end
+    } else {
+        line_start..start
+    }
+}
+
+/// Where the nearest keyword of `keywords` in the context window of a
+/// candidate at `start` begins, counted back from the window's end
+/// (smaller is nearer); `None` when there is none.
+fn nearest_context(text: &str, start: usize, keywords: &Keywords, len: usize) -> Option<usize> {
+    let range = window(text, start, len);
+    let window = &text.as_bytes()[range];
     if window.is_empty() {
-        return false;
+        return None;
     }
-    if !window.is_ascii() {
-        return has_context_unicode(text, start, keywords.words);
-    }
-    // The window as context_before writes it, for ASCII: lower case, a `_`
-    // where camelCase starts a word (so at most twice the window).
-    let mut buf = [0u8; 2 * LOOKBACK];
-    let mut len = 0;
+    // The window in lower case, a `_` where camelCase starts a word
+    // (`dateOfBirth` reads as `date_of_birth`), so keywords are found
+    // inside identifiers; letters outside ASCII are lower-cased too.
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * window.len());
     let mut prev_lower = false;
-    for &b in window {
-        if prev_lower && b.is_ascii_uppercase() {
-            buf[len] = b'_';
-            len += 1;
+    if window.is_ascii() {
+        for &b in window {
+            if prev_lower && b.is_ascii_uppercase() {
+                buf.push(b'_');
+            }
+            prev_lower = b.is_ascii_lowercase();
+            buf.push(b.to_ascii_lowercase());
         }
-        prev_lower = b.is_ascii_lowercase();
-        buf[len] = b.to_ascii_lowercase();
-        len += 1;
+    } else {
+        let mut s = String::with_capacity(window.len() + 8);
+        for c in String::from_utf8_lossy(window).chars() {
+            if prev_lower && c.is_uppercase() {
+                s.push('_');
+            }
+            prev_lower = c.is_lowercase();
+            s.extend(c.to_lowercase());
+        }
+        buf = s.into_bytes();
     }
-    let before = &buf[..len];
+    let before = &buf[..];
     // A keyword starts a word: "dob" but not inside "adobe". (Overlapping
     // occurrences add none that start a word: the keywords that overlap
     // themselves, `dod`, `died`, `deceased`, do so after a letter.)
     keywords
         .automaton
         .find_overlapping_iter(before)
-        .any(|m| m.start() == 0 || !before[m.start() - 1].is_ascii_alphabetic())
+        .filter(|m| m.start() == 0 || !before[m.start() - 1].is_ascii_alphabetic())
+        .filter(|m| {
+            !keywords.whole[m.pattern().as_usize()]
+                || before
+                    .get(m.end())
+                    .is_none_or(|b| !b.is_ascii_alphanumeric())
+        })
+        .map(|m| before.len() - m.start())
+        .min()
 }
 
-/// [`has_context`] for a window with other characters than ASCII.
-fn has_context_unicode(text: &str, start: usize, keywords: &[&str]) -> bool {
-    let before = context_before(text, start);
-    keywords.iter().any(|k| {
-        before.match_indices(k).any(|(i, _)| {
-            // A keyword starts a word: "dob" but not inside "adobe".
-            i == 0
-                || !before[..i]
-                    .chars()
-                    .next_back()
-                    .is_some_and(char::is_alphabetic)
-        })
-    })
+fn has_context(text: &str, start: usize, keywords: &Keywords) -> bool {
+    nearest_context(text, start, keywords, LOOKBACK).is_some()
+}
+
+/// A candidate with context that makes it PHI, unless context that clears
+/// it stands nearer (`admitted … build 2025-05-14` is a build's date).
+fn context_wins(text: &str, start: usize, keywords: &Keywords, clears: &Keywords) -> bool {
+    let Some(person) = nearest_context(text, start, keywords, LOOKBACK) else {
+        return false;
+    };
+    nearest_context(text, start, clears, CLEAR_LOOKBACK).is_none_or(|clear| clear > person)
 }
 
 /// A match must not be glued to letters or digits on either side.
@@ -163,6 +208,7 @@ static SSN_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "ref*sy*",
         "taxpayer",
         "itin",
+        "social",
     ])
 });
 static PERSON_DATE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
@@ -183,8 +229,16 @@ static PERSON_DATE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "service date",
         "dos",
         "visit",
-        "seen on",
+        "seen",
         "encounter",
+        "appointment",
+        "appt",
+        "surgery",
+        "procedure",
+        "follow-up",
+        "follow up",
+        "d.o.b",
+        "bday",
         "dmg*d8*",
         "dtp*472*",
         "dtp*435*",
@@ -193,9 +247,157 @@ static PERSON_DATE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
 });
 static PHONE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
     Keywords::new(&[
-        "phone", "tel", "mobile", "cell", "contact", "call", "te*", "fax",
+        "phone",
+        "tel",
+        "telephone",
+        "mobile",
+        "cell",
+        "contact",
+        "call",
+        "te*",
+        "fax",
+        "sms",
+        "text",
+        "reach",
     ])
 });
+
+/// Context that makes a date a system's, not a person's: builds,
+/// releases, certificates, jobs and counters.
+static DATE_CLEAR_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "build",
+        "built",
+        "deploy",
+        "release",
+        "version",
+        "commit",
+        "cert",
+        "expire",
+        "expiry",
+        "expiration",
+        "not_after",
+        "not_before",
+        "valid until",
+        "backup",
+        "snapshot",
+        "cron",
+        "batch",
+        "job",
+        "counter",
+        "cache",
+        "metric",
+        "rotated",
+        "maintenance",
+        "sprint",
+        "firmware",
+        "migration",
+        "changelog",
+        "report generated",
+        "crawl",
+        "reset",
+    ])
+});
+
+/// Context that makes a phone number, an address or an e-mail address an
+/// organisation's: a provider's, a payer's, a pharmacy's.
+static ORGANISATION_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "clinic",
+        "hospital",
+        "medical center",
+        "medical group",
+        "pharmacy",
+        "health plan",
+        "payer",
+        "remit",
+        "pay-to",
+        "pay to",
+        "billing provider",
+        "rendering provider",
+        "provider",
+        "facility",
+        "organization",
+        "organisation",
+        "practice",
+        "headquarters",
+        "office",
+        "member services",
+        "customer service",
+        "helpdesk",
+        "help desk",
+        "hotline",
+        "inc.",
+        "llc",
+        "©",
+        "copyright",
+        "laboratory",
+        "department",
+    ])
+});
+
+/// Context that makes a candidate the patient's (nearer than an
+/// organisation, it keeps an address or a phone).
+static PERSON_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "patient",
+        "home",
+        "mobile",
+        "cell",
+        "my ",
+        "member:",
+        "subscriber",
+        "guarantor",
+        "ship to",
+        "mailing",
+        "lives",
+        "resides",
+        "moved",
+        "new address",
+        "emergency contact",
+    ])
+});
+
+/// Context that makes a MAC address a person's device.
+static DEVICE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "glucometer",
+        "meter",
+        "pump",
+        "monitor",
+        "pacemaker",
+        "implant",
+        "wearable",
+        "sensor",
+        "cgm",
+        "inhaler",
+        "patient",
+        "medical device",
+        "hearing aid",
+        "oximeter",
+        "watch",
+        "tracker",
+    ])
+});
+
+/// A serial number of a certificate, not of a device.
+static CERTIFICATE_CONTEXT: LazyLock<Keywords> =
+    LazyLock::new(|| Keywords::new(&["certificate", "cert", "tls", "ssl", "x509", "x.509"]));
+
+/// E-mail headers whose values are message ids, not mailboxes.
+static MESSAGE_ID_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "message-id",
+        "message_id",
+        "messageid",
+        "msgid",
+        "msg-id",
+        "in-reply-to",
+        "references",
+        "content-id",
+    ])
+});
+
 static FAX_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| Keywords::new(&["fax", "fx*"]));
 static ZIP_CONTEXT: LazyLock<Keywords> =
     LazyLock::new(|| Keywords::new(&["zip", "postal", "post code", "postcode"]));
@@ -240,17 +442,61 @@ enum Pass {
     ProseName,
     Age,
     SchemelessUrl,
+    ListName,
 }
 
 const STREET_SUFFIXES: &str = "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Way|Court|Ct|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Trail|Trl";
 
 /// The keywords an MRN, member, account, licence or device number follows.
-const ID_KEYS: &str = r"mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|udi|imei";
+const ID_KEYS: &str = r"mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|(?:license[ _]?)?plate(?:[ _]?(?:number|no|#))?|state[ _]?id(?:[ _]?card)?(?:[ _]?(?:number|no|#))?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|s/n|udi|imei";
 
-const PERSON_WORDS: &str = "patient|pt|named|resident|daughter|son|wife|husband|mother|father";
+const PERSON_WORDS: &str = "patient|pt|named|resident|caller|this is|it's|i am|i'm|spoke with|called|my name is|name is|hello|hi|dear|welcome back|welcome|thanks|thank you|daughter|son|wife|husband|mother|father|brother|sister|niece|nephew|aunt|uncle|grandson|granddaughter|grandmother|grandfather|grandchild|spouse|partner|caregiver|guardian|cousin|fianc[eé]e?";
+
+/// Words after which one name alone is a person's: a relative, "my name is".
+const KINSHIP_WORDS: &[&str] = &[
+    "daughter",
+    "son",
+    "wife",
+    "husband",
+    "mother",
+    "father",
+    "brother",
+    "sister",
+    "niece",
+    "nephew",
+    "aunt",
+    "uncle",
+    "grandson",
+    "granddaughter",
+    "grandmother",
+    "grandfather",
+    "grandchild",
+    "spouse",
+    "partner",
+    "caregiver",
+    "guardian",
+    "cousin",
+    "fiance",
+    "fiancé",
+    "fiancee",
+    "fiancée",
+    "my name is",
+    "name is",
+];
+
+/// Greetings, after which one common given name is a person's.
+const GREETINGS: &[&str] = &[
+    "hello",
+    "hi",
+    "dear",
+    "welcome back",
+    "welcome",
+    "thanks",
+    "thank you",
+];
 
 impl Pass {
-    const ALL: [Pass; 23] = [
+    const ALL: [Pass; 24] = [
         Pass::SsnDashed,
         Pass::SsnPlain,
         Pass::Phone,
@@ -274,6 +520,7 @@ impl Pass {
         Pass::ProseName,
         Pass::Age,
         Pass::SchemelessUrl,
+        Pass::ListName,
     ];
 
     fn pattern(self) -> String {
@@ -281,12 +528,12 @@ impl Pass {
             Pass::SsnDashed => r"\b(\d{3})([-. ])(\d{2})([-. ])(\d{4})\b".into(),
             Pass::SsnPlain => r"\b(\d{3})(\d{2})(\d{4})\b".into(),
             // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
-            Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|\b([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
+            Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|(?:\+1|\b)([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
             Pass::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b".into(),
             // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
             Pass::DateIso => r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b".into(),
             // 03/04/1957, 04.03.1957, 03-04-1957: month or day first (a keyword decides it is a date).
-            Pass::DateNumeric => r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4})\b".into(),
+            Pass::DateNumeric => r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4}|\d{2})\b".into(),
             Pass::DateCompact => r"\b(\d{4})(\d{2})(\d{2})\b".into(),
             Pass::DateWords => format!(
                 r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
@@ -302,19 +549,22 @@ impl Pass {
             Pass::Ipv6 => r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b".into(),
             // A keyword, then separators (: = # " spaces, "number"/"no"/"id"), then the value.
             Pass::KeyedId => format!(
-                r#"(?i)\b({ID_KEYS})["']?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{{2}}\))?[A-Za-z0-9][A-Za-z0-9-]{{3,24}})"#
+                r#"(?i)\b({ID_KEYS})["']?(?:[.?]\s+[a-z]+:)?\.?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{{2}}\))?[A-Za-z0-9][A-Za-z0-9-]{{3,24}})"#
             ),
             Pass::X12Id => r"(REF\*EA|NM1\*IL\*1\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*MI)\*([A-Za-z0-9-]{4,30})".into(),
             Pass::Mbi => r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y]{2}[0-9]{2}\b".into(),
             Pass::Dea => r"\b[A-Z][A-Z9]\d{7}\b".into(),
             Pass::Mac => r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b".into(),
             Pass::KeyedName => format!(
-                r#"(?i)([a-z_.-]*(?:name|family|given))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
+                r#"(?i)((?:[a-z_.-]*|[a-z]+ )(?:name|family|given|first|last|fname|lname))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
             ),
             Pass::ProseName => format!(
-                r"(?:\b(?i:patient|pt\.?|named|resident|daughter|son|wife|husband|mother|father)\s+|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
+                r"(?:\b((?i:{PERSON_WORDS}|pt\.))(?:'s)?(?:[,:=]\s*|\s+)|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
             ),
-            Pass::Age => r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ]old\b|(\d{2,3})\s?(?:y/o|yo|yrs? old)\b)"#.into(),
+            Pass::Age => r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ](?:old\b|of age\b)|(\d{2,3})\s?(?:y/o\b|yo\b|y\.o\.?|yrs? old\b)|((?:ninety|one hundred)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)[- ](?:years?|yrs?)[- ]old\b)"#.into(),
+            Pass::ListName => format!(
+                r"\b({LIST_WORD})(,? )({LIST_WORD}|\p{{Lu}}\.)(?: ({LIST_WORD}))?"
+            ),
             Pass::SchemelessUrl => format!(
                 r#"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:[a-z0-9-]+\.)+(?:{TLDS}))(?::\d+)?(/[^\s"'<>)]*)?"#
             ),
@@ -330,7 +580,7 @@ impl Pass {
             // `\(217\)\s?555-0142`: the parenthesised area code, or the
             // forms without `\s`, whole.
             Pass::Phone => Some(
-                r"\([2-9]\d{2}\)|\b[2-9]\d{2}[ .-][2-9]\d{2}[ .-]\d{4}\b|\b[2-9]\d{2}[2-9]\d{2}\d{4}\b"
+                r"\([2-9]\d{2}\)|\b[2-9]\d{2}[ .-][2-9]\d{2}[ .-]\d{4}\b|(?:\+1|\b)[2-9]\d{2}[2-9]\d{2}\d{4}\b"
                     .into(),
             ),
             // The state, then the ZIP on its line or the line's end.
@@ -341,11 +591,12 @@ impl Pass {
             Pass::Street => Some(format!(r"(?i)(?:^|\s)(?:{STREET_SUFFIXES})\b")),
             Pass::KeyedId => Some(format!(r"(?i)\b(?:{ID_KEYS})")),
             Pass::X12Id => Some(r"REF\*EA\*|NM1\*IL\*1\*".into()),
-            Pass::KeyedName => Some("(?i)name|family|given".into()),
+            Pass::KeyedName => Some("(?i)name|family|given|first|last".into()),
             Pass::ProseName => Some(format!(
                 r"\b(?i:{PERSON_WORDS})|\b(?:Mr|Mrs|Ms|Miss|Mx)"
             )),
-            Pass::Age => Some(r"(?i)\bage|(?:years?|yrs?)[- ]old|y/o|yo|yrs? old".into()),
+            Pass::ListName => Some(r"\p{Lu}\p{Ll}+,? \p{Lu}".into()),
+            Pass::Age => Some(r"(?i)\bage|(?:years?|yrs?)[- ](?:old|of)|y/o|yo|y\.o|yrs? old".into()),
             _ => None,
         }
     }
@@ -536,7 +787,7 @@ pub(crate) type Detector = fn(&str, &Plan, &mut Vec<Hit>);
 /// The detectors in the order their hits are reported (each may run on its
 /// own thread; their hits joined in this order are the same as one
 /// thread's).
-pub(crate) const DETECTORS: [Detector; 15] = [
+pub(crate) const DETECTORS: [Detector; 16] = [
     ssn,
     phone,
     email,
@@ -552,6 +803,7 @@ pub(crate) const DETECTORS: [Detector; 15] = [
     prose_names,
     ages,
     schemeless_urls,
+    list_names,
 ];
 
 /// The record parsers' hits (after the detectors'). Returns the spans a
@@ -646,6 +898,20 @@ fn phone(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             // "217 555 0142" without a keyword is as likely three numbers.
             return;
         }
+        let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).collect();
+        let local = &digits[digits.len().saturating_sub(10)..];
+        // Toll-free numbers are a business's (a payer's member line);
+        // `(555) 555-5555` is a placeholder.
+        let toll_free = matches!(
+            local.get(..3),
+            Some(b"800" | b"888" | b"877" | b"866" | b"855" | b"844" | b"833")
+        );
+        let mut distinct = local.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if toll_free || distinct.len() <= 2 || organisations(text, m.start()) {
+            return;
+        }
         let kind = if has_context(text, m.start(), &FAX_CONTEXT) {
             Kind::Fax
         } else {
@@ -655,14 +921,50 @@ fn phone(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     });
 }
 
+/// Mailboxes of a role, not a person.
+const ROLE_MAILBOXES: &[&str] = &[
+    "noreply",
+    "no-reply",
+    "donotreply",
+    "do-not-reply",
+    "postmaster",
+    "mailer-daemon",
+    "support",
+    "help",
+    "info",
+    "billing",
+    "claims",
+    "admin",
+    "abuse",
+    "security",
+    "privacy",
+    "compliance",
+    "alerts",
+    "notifications",
+    "ops",
+    "root",
+];
+
 fn email(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_match(Pass::Email, text, plan, |m| {
         // `postgres@db.internal` is a connection string's user, not a person.
-        let host = m.as_str().rsplit('@').next().unwrap_or_default();
-        if !internal_host(host) {
+        let (local, host) = m.as_str().rsplit_once('@').unwrap_or_default();
+        let local = local.to_ascii_lowercase();
+        let bracketed = text[..m.start()].ends_with('<') && text[m.end()..].starts_with('>');
+        let message_id = bracketed && has_context(text, m.start(), &MESSAGE_ID_CONTEXT);
+        if !internal_host(host) && !message_id && !ROLE_MAILBOXES.contains(&local.as_str()) {
             out.push((Kind::Email, m.range()));
         }
     });
+}
+
+/// An organisation's context stands nearer than a person's (a clinic's
+/// address, a pharmacy's phone).
+fn organisations(text: &str, start: usize) -> bool {
+    let Some(org) = nearest_context(text, start, &ORGANISATION_CONTEXT, CLEAR_LOOKBACK) else {
+        return false;
+    };
+    nearest_context(text, start, &PERSON_CONTEXT, CLEAR_LOOKBACK).is_none_or(|person| person > org)
 }
 
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
@@ -680,7 +982,7 @@ fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
 
 fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     let mut push = |m: Found<'_>, valid: bool| {
-        if valid && has_context(text, m.start(), &PERSON_DATE_CONTEXT) {
+        if valid && context_wins(text, m.start(), &PERSON_DATE_CONTEXT, &DATE_CLEAR_CONTEXT) {
             out.push((Kind::Date, m.range()));
         }
     };
@@ -718,6 +1020,12 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         let same_separator = c.get(2).map(|g| g.as_str()) == c.get(4).map(|g| g.as_str());
         if let Some(m) = c.get(0) {
             let (a, b, y) = (num(c, 1), num(c, 3), num(c, 5));
+            // A two-digit year: this century's up to now, else the last.
+            let y = match c.get(5).map(|g| g.len()) {
+                Some(2) if y <= 30 => 2000 + y,
+                Some(2) => 1900 + y,
+                _ => y,
+            };
             push(
                 m,
                 same_separator && (valid_ymd(y, a, b) || valid_ymd(y, b, a)),
@@ -736,6 +1044,10 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
 /// `age 92`, `"age": 93`, `94-year-old`, `95 y/o`, `aged 91`.
 fn ages(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_capture(Pass::Age, text, plan, |c| {
+        if let Some(words) = c.get(4) {
+            out.push((Kind::Date, words.range()));
+            return;
+        }
         let Some(age) = c.get(1).or(c.get(2)).or(c.get(3)) else {
             return;
         };
@@ -754,22 +1066,28 @@ const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|M
 fn zip_and_address(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_capture(Pass::StateZip, text, plan, |c| {
         if let Some(z) = c.get(1) {
-            out.push((Kind::Address, z.range()));
+            if !organisations(text, z.start()) {
+                out.push((Kind::Address, z.range()));
+            }
         }
     });
     each_match(Pass::Zip, text, plan, |m| {
-        if has_context(text, m.start(), &ZIP_CONTEXT) {
+        if has_context(text, m.start(), &ZIP_CONTEXT) && !organisations(text, m.start()) {
             out.push((Kind::Address, m.range()));
         }
     });
     each_match(Pass::Street, text, plan, |m| {
         // "10 tests ... Way" style accidents need a capitalised street name.
         let words: Vec<&str> = m.as_str().split_whitespace().collect();
-        if words.get(1).is_some_and(|w| {
+        let capitalised = |w: &&str| {
             w.chars()
                 .next()
                 .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit())
-        }) {
+        };
+        // Every word of the street's name is capitalised: not `10:30 AM with Dr. Patel`.
+        let named = words.len() >= 3 && words[1..words.len() - 1].iter().all(capitalised)
+            || words.get(1).is_some_and(capitalised) && words.len() < 3;
+        if named && !organisations(text, m.start()) {
             out.push((Kind::Address, m.range()));
         }
     });
@@ -814,7 +1132,10 @@ fn urls(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         let (Some(m), Some(host)) = (c.get(0), c.get(1)) else {
             return;
         };
-        if !internal_host(host.as_str()) && !terminology_host(host.as_str()) {
+        if !internal_host(host.as_str())
+            && !terminology_host(host.as_str())
+            && !identifier_system(text, m.start(), m.as_str())
+        {
             let end = m.end()
                 - m.as_str()
                     .len()
@@ -822,6 +1143,27 @@ fn urls(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             out.push((Kind::Url, m.start()..end));
         }
     });
+}
+
+/// A URL that names a code or identifier system (`"system":
+/// "https://ids.example.org/mrn"`, FHIR's `/sid/`, `/CodeSystem/`
+/// canonical URLs), not a place on the web a person has.
+fn identifier_system(text: &str, start: usize, url: &str) -> bool {
+    const PATHS: &[&str] = &[
+        "/sid/",
+        "/codesystem/",
+        "/valueset/",
+        "/structuredefinition/",
+        "/namingsystem/",
+        "/conceptmap/",
+    ];
+    let lower = url.to_ascii_lowercase();
+    if PATHS.iter().any(|p| lower.contains(p)) {
+        return true;
+    }
+    let before = text[window(text, start, 24)].to_ascii_lowercase();
+    let before = before.trim_end_matches([' ', '"', '\'', ':', '=']);
+    before.ends_with("system") || before.ends_with("url") && before.contains("canonical")
 }
 
 /// Top-level domains a person's web address ends in; a name with another
@@ -856,6 +1198,15 @@ fn ips(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         if before.ends_with("://") || before.ends_with("://[") {
             return;
         }
+        // Part of a longer dotted or coloned run: an OID
+        // (`urn:oid:1.2.36.146.595`), a certificate serial (`4A:3F:91:…`).
+        let after = &text.as_bytes()[m.end()..];
+        let longer = matches!(after, [b'.' | b':', d, ..] if d.is_ascii_hexdigit())
+            || before.ends_with("oid:")
+            || m.as_str().split(':').all(|g| g.len() == 2) && m.as_str().contains(':');
+        if longer {
+            return;
+        }
         if let Ok(ip) = m.as_str().parse::<std::net::IpAddr>() {
             if !internal_host(&ip.to_string()) && !version_like(text, &m.range()) {
                 out.push((Kind::Ip, m.range()));
@@ -868,7 +1219,7 @@ fn ips(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
 
 /// `v1.2.3.4` or `version 1.2.3.4` is a version, not an address.
 fn version_like(text: &str, r: &Range<usize>) -> bool {
-    let before = context_before(text, r.start);
+    let before = text[window(text, r.start, LOOKBACK)].to_ascii_lowercase();
     before.ends_with('v') || before.trim_end().ends_with("version")
 }
 
@@ -895,12 +1246,19 @@ fn keyed_ids(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
                 Kind::MemberId
             } else if key.starts_with("acc") || key.starts_with("acct") {
                 Kind::Account
-            } else if key.starts_with("driver") || key.starts_with("licen") || key.starts_with("dl")
+            } else if key.starts_with("driver")
+                || key.starts_with("licen")
+                || key.starts_with("dl")
+                || key.starts_with("plate")
+                || key.starts_with("state")
             {
                 Kind::License
             } else {
                 Kind::DeviceId
             };
+        if kind == Kind::DeviceId && has_context(text, value.start(), &CERTIFICATE_CONTEXT) {
+            return; // a certificate's serial number
+        }
         out.push((kind, value.range()));
     });
     each_capture(Pass::X12Id, text, plan, |c| {
@@ -924,23 +1282,39 @@ fn mbi(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     });
 }
 
+/// A DEA registration is a prescriber's or a pharmacy's, never a
+/// patient's: found by its shape, it is PHI only where a patient's
+/// licence is asked for (`patient license no. AB1234563`, which the
+/// keyed detector finds).
 fn dea(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_match(Pass::Dea, text, plan, |m| {
-        if ids::is_valid_dea(m.as_str()) {
+        if ids::is_valid_dea(m.as_str()) && has_context(text, m.start(), &PATIENT_LICENCE_CONTEXT) {
             out.push((Kind::License, m.range()));
         }
     });
 }
 
+static PATIENT_LICENCE_CONTEXT: LazyLock<Keywords> =
+    LazyLock::new(|| Keywords::new(&["patient's licen", "patient licen"]));
+
+/// A MAC address is a person's device only beside a word for one (a
+/// glucometer, a pump, a patient's): a network card's, a printer's and
+/// the first six bytes of a certificate serial are not.
 fn mac(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_match(Pass::Mac, text, plan, |m| {
-        out.push((Kind::DeviceId, m.range()))
+        let longer = text[m.end()..].starts_with(':') || text[..m.start()].ends_with(':');
+        if !longer && has_context(text, m.start(), &DEVICE_CONTEXT) {
+            out.push((Kind::DeviceId, m.range()))
+        }
     });
 }
 
+/// One capitalised word of a name in prose (`Jennings`, `O'Brien`).
+const LIST_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}'’-]*\p{Ll}";
+
 /// One name word: letters (any script, composed or decomposed), with
 /// apostrophes, hyphens and HTML entities (`O&#39;Brien`).
-const NAME_WORD: &str = r"\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+";
+const NAME_WORD: &str = r"(?:\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+|\p{Lo}{2,4})";
 
 /// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
 pub(crate) fn is_name_key(key: &str) -> bool {
@@ -965,6 +1339,10 @@ pub(crate) fn is_name_key(key: &str) -> bool {
         "insuredname",
         "namefamily",
         "namegiven",
+        "first",
+        "last",
+        "fname",
+        "lname",
     ];
     SUFFIXES.iter().any(|s| k.ends_with(s)) || k == "family" || k == "given"
 }
@@ -1052,36 +1430,134 @@ const NOT_NAMES: &[&str] = &[
     "lookup",
     "matching",
     "merge",
+    "dr",
+    "doctor",
 ];
 
 /// Names in prose: a capitalised name after "patient", a courtesy title or
 /// "named" (`seen patient Maria Garcia`, `Mrs. Núñez called`).
 fn prose_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_capture(Pass::ProseName, text, plan, |c| {
-        let (Some(m), Some(name)) = (c.get(0), c.get(1)) else {
+        let (Some(m), Some(name)) = (c.get(0), c.get(2)) else {
             return;
         };
-        let titled = !m.as_str().starts_with(|ch: char| ch.is_lowercase())
-            && ["Mr", "Mrs", "Ms", "Miss", "Mx"]
-                .iter()
-                .any(|t| m.as_str().starts_with(t));
+        let trigger = c.get(1).map(|t| t.as_str().to_lowercase());
+        let titled = trigger.is_none();
+        let kin = trigger
+            .as_deref()
+            .is_some_and(|t| KINSHIP_WORDS.contains(&t));
+        let greeting = trigger.as_deref().is_some_and(|t| GREETINGS.contains(&t));
         // Keep the words up to the first that is not a name.
         let mut end = name.start();
-        let mut words = 0;
+        let mut words = Vec::new();
         for w in name.as_str().split_whitespace() {
             let lower = w.trim_end_matches(['.', ',']).to_lowercase();
             if NOT_NAMES.contains(&lower.as_str())
+                || names::is_organisation_word(w)
                 || w.len() > 1 && w.chars().all(|ch| ch.is_uppercase() || ch.is_ascii_digit())
             {
                 break;
             }
             let at = text[end..].find(w).map_or(end, |i| end + i);
             end = at + w.trim_end_matches(['.', ',']).len();
-            words += 1;
+            words.push(w);
         }
-        // One word after "patient" is too often a noun; a title makes it a name.
-        if words >= 2 || (words == 1 && titled) {
+        // `Thanks, Mr. Castellano`: the title, not the greeting, decides.
+        let titled = titled
+            || words.first().is_some_and(|w| {
+                ["Mr", "Mrs", "Ms", "Miss", "Mx"].contains(&w.trim_end_matches('.'))
+            });
+        if titled && words.len() > 1 && trigger.is_some() {
+            words.remove(0);
+        }
+        let Some(first) = words.first() else { return };
+        // One word after "patient" is too often a noun; a title, a
+        // relative or "my name is" makes it a name, a greeting a common one.
+        let one_is_enough =
+            titled || kin || greeting && names::is_given(first) && !names::is_common_word(first);
+        if (words.len() >= 2 || one_is_enough) && !a_providers_name(text, m.start(), end) {
             out.push((Kind::Name, name.start()..end));
+        }
+    });
+}
+
+/// Words before a name that make it a provider's (not PHI).
+static PROVIDER_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
+    Keywords::new(&[
+        "dr.",
+        "dr ",
+        "doctor",
+        "provider",
+        "physician",
+        "prescriber",
+        "attending",
+        "signed by",
+        "nurse",
+        "resident:",
+        "surgeon",
+        "pharmacist",
+        "therapist",
+        "referring",
+        "ordering",
+        "rendering",
+        "supervising",
+    ])
+});
+
+/// Credentials written after a provider's name.
+const CREDENTIALS: &[&str] = &[
+    "md", "do", "rn", "np", "pa", "pa-c", "pharmd", "dds", "dmd", "phd", "lpn", "cnm", "crna",
+    "facp", "facc",
+];
+
+/// A name that a provider's role or credential stands next to.
+fn a_providers_name(text: &str, start: usize, end: usize) -> bool {
+    let after = text[end..]
+        .trim_start_matches([',', ' '])
+        .split(|c: char| !c.is_alphanumeric() && c != '-')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    CREDENTIALS.contains(&after.as_str())
+        || nearest_context(text, start, &PROVIDER_CONTEXT, 24).is_some()
+}
+
+/// Names in prose without a keyword: a common given name and a common
+/// surname side by side (`Harold Jennings`, `Gutierrez, Elena`), unless
+/// both are also ordinary words (`Grant Park`), an organisation's word
+/// follows (`Grace Medical Center`) or they are a provider's.
+fn list_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_capture(Pass::ListName, text, plan, |c| {
+        let (Some(m), Some(w1), Some(sep), Some(w2)) = (c.get(0), c.get(1), c.get(2), c.get(3))
+        else {
+            return;
+        };
+        let w3 = c.get(4);
+        let (a, b) = (w1.as_str(), w2.as_str());
+        let is_name = if sep.as_str().contains(',') {
+            w3.is_none() && names::is_surname(a) && names::is_given(b)
+        } else {
+            let last = w3.map_or(b, |w| w.as_str());
+            let middle_ok =
+                w3.is_none() || b.ends_with('.') || names::is_given(b) || names::is_surname(b);
+            names::is_given(a)
+                && middle_ok
+                && (names::is_surname(last) || names::is_given(last))
+                && !names::is_organisation_word(last)
+        };
+        let (first, last) = (a, w3.map_or(b, |w| w.as_str()));
+        let common = names::is_common_word(first) && names::is_common_word(last);
+        let next = text[m.end()..]
+            .trim_start_matches(' ')
+            .split(|ch: char| !ch.is_alphanumeric())
+            .next()
+            .unwrap_or_default();
+        if is_name
+            && !common
+            && !names::is_organisation_word(next)
+            && !a_providers_name(text, m.start(), m.end())
+        {
+            out.push((Kind::Name, m.range()));
         }
     });
 }

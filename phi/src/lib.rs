@@ -35,8 +35,10 @@
 //! ```
 
 pub mod canary;
+mod decode;
 mod detect;
 pub mod ids;
+mod names;
 mod records;
 
 use std::fmt;
@@ -209,6 +211,16 @@ pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
         detect::detect(text, &mut pattern_hits);
         (canary_hits, pattern_hits)
     };
+    let (mut canary_hits, mut pattern_hits) = (canary_hits, pattern_hits);
+    // The lines with something encoded, decoded, scanned again: their
+    // findings cover the encoded bytes of the original.
+    if let Some(decoded) = decode::Decoded::of(text) {
+        let mut hits = Vec::new();
+        searcher.find(&decoded.text, 0..decoded.text.len(), &mut hits);
+        canary_hits.extend(hits.drain(..).map(|(k, s)| (k, decoded.original(&s))));
+        detect::detect(&decoded.text, &mut hits);
+        pattern_hits.extend(hits.into_iter().map(|(k, s)| (k, decoded.original(&s))));
+    }
     let mut all: Vec<Finding> = canary_hits
         .into_iter()
         .map(|(kind, span)| Finding {
@@ -233,6 +245,28 @@ pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::with_capacity(all.len());
     for f in all {
         match out.last_mut() {
+            // Another kind of PHI inside a URL's path or query (a name, a
+            // birth date): the URL is cut around it, so each is reported.
+            Some(last)
+                if last.kind == Kind::Url
+                    && f.kind != Kind::Url
+                    && f.span.start < last.span.end
+                    && f.span.end <= last.span.end =>
+            {
+                let rest = Finding {
+                    kind: last.kind,
+                    span: f.span.end..last.span.end,
+                    via: last.via,
+                };
+                last.span.end = f.span.start;
+                if last.span.is_empty() {
+                    out.pop();
+                }
+                out.push(f);
+                if !rest.span.is_empty() {
+                    out.push(rest);
+                }
+            }
             Some(last) if f.span.start < last.span.end => {
                 // Overlap: a canary keeps its kind; extend to cover both.
                 last.span.end = last.span.end.max(f.span.end);

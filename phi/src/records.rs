@@ -15,7 +15,7 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
     // A parser finds nothing in a text without its segment tags (a CSV
     // header, without a separator): most text is log lines, which need not
     // be split into segments three times over to learn that.
-    if text.contains("PID|") || text.contains("NK1|") {
+    if text.contains("PID|") || text.contains("NK1|") || text.contains("PV1|") {
         hl7(text, out);
     }
     if X12_TAGS.iter().any(|tag| text.contains(tag)) {
@@ -25,10 +25,70 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
         csv(text, out);
     }
     fhir(text, cleared);
+    if text.contains("\"code\"") {
+        fhir_identifiers(text, out);
+    }
+}
+
+/// The kind of identifier an HL7 v2 identifier type (table 0203) names,
+/// as HL7 `CX.5` and FHIR `identifier.type` write it.
+fn identifier_kind(code: &str) -> Option<Kind> {
+    Some(match code.trim() {
+        "SS" | "SB" => Kind::Ssn,
+        "MR" | "MRT" | "PI" | "PT" | "PN" => Kind::Mrn,
+        "AN" | "AM" | "ANON" => Kind::Account,
+        "DL" | "PPN" => Kind::License,
+        "MA" | "MC" | "MB" | "MI" | "SN" | "HC" | "NH" | "NI" => Kind::MemberId,
+        _ => return None,
+    })
+}
+
+/// FHIR identifiers typed by code (`{"type":{"coding":[{"code":"MR"}]},
+/// "value":"12345"}`): the value after the code is that kind.
+fn fhir_identifiers(text: &str, out: &mut Vec<Hit>) {
+    static TYPED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""code"\s*:\s*"([A-Z]{2,4})"[^{\]]{0,120}?\]?\s*\}?\s*,?\s*(?:"[a-z]+"\s*:\s*"[^"]*"\s*,\s*)*"value"\s*:\s*"([^"]{3,40})""#)
+            .unwrap_or_else(|e| panic!("bad built-in FHIR identifier pattern: {e}"))
+    });
+    for c in TYPED.captures_iter(text) {
+        if let (Some(code), Some(value)) = (c.get(1), c.get(2)) {
+            if let Some(kind) = identifier_kind(code.as_str()) {
+                out.push((kind, value.range()));
+            }
+        }
+    }
 }
 
 /// The X12 segments the parser reads.
-const X12_TAGS: [&str; 4] = ["NM1*", "N3*", "N4*", "DMG*"];
+const X12_TAGS: [&str; 6] = ["NM1*", "N3*", "N4*", "DMG*", "REF*", "CLM*"];
+
+/// X12 segments: pieces between `~` and line breaks, a piece that ended
+/// at a line break without its `~` joined to the next when that does not
+/// open a segment (`XX*`): a file wrapped at a fixed width.
+fn x12_segments(text: &str) -> Vec<(&str, usize)> {
+    let opens_segment = |s: &str| {
+        let b = s.trim_start().as_bytes();
+        let tag = b
+            .iter()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            .count();
+        (2..=3).contains(&tag) && b.get(tag) == Some(&b'*')
+    };
+    let mut out: Vec<(&str, usize)> = Vec::new();
+    let mut open = false;
+    for (piece, base) in segments(text, &['~']) {
+        let ended_by_tilde = text.as_bytes().get(base + piece.len()) == Some(&b'~');
+        match out.last_mut() {
+            Some((last, start)) if open && !piece.trim().is_empty() && !opens_segment(piece) => {
+                *last = &text[*start..base + piece.len()];
+            }
+            _ if piece.trim().is_empty() => continue,
+            _ => out.push((piece, base)),
+        }
+        open = !ended_by_tilde && text.contains('~');
+    }
+    out
+}
 
 /// FHIR resources that describe the care side, not a patient: the names
 /// and addresses in them are a practitioner's or an organisation's.
@@ -121,10 +181,42 @@ fn segments<'a>(text: &'a str, terminators: &[char]) -> Vec<(&'a str, usize)> {
     out
 }
 
+/// HL7 segments: the text's lines, a line that does not open a segment
+/// (`XXX|`) joined to the segment before it (a record wrapped or split
+/// across lines).
+fn hl7_segments(text: &str) -> Vec<(&str, usize)> {
+    let opens_segment = |s: &str| {
+        let b = s.as_bytes();
+        b.len() >= 4
+            && b[0].is_ascii_uppercase()
+            && b[1..3]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && b[3] == b'|'
+    };
+    let mut out: Vec<(&str, usize)> = Vec::new();
+    let mut in_segment = false;
+    for (piece, base) in segments(text, &[]) {
+        let tagged = ["PID|", "NK1|", "PV1|"].iter().any(|t| piece.contains(t));
+        match out.last_mut() {
+            Some((last, start))
+                if in_segment && !piece.is_empty() && !opens_segment(piece) && !tagged =>
+            {
+                *last = &text[*start..base + piece.len()];
+            }
+            _ => {
+                in_segment = tagged;
+                out.push((piece, base));
+            }
+        }
+    }
+    out
+}
+
 fn hl7(text: &str, out: &mut Vec<Hit>) {
-    for (segment, base) in segments(text, &[]) {
+    for (segment, base) in hl7_segments(text) {
         // A segment may follow a log prefix: `msg=PID|1||…`.
-        for tag in ["PID|", "NK1|"] {
+        for tag in ["PID|", "NK1|", "PV1|"] {
             let Some(at) = segment.find(tag) else {
                 continue;
             };
@@ -136,8 +228,8 @@ fn hl7(text: &str, out: &mut Vec<Hit>) {
                 continue;
             }
             let fields = split_ranges(&segment[at..], base + at, '|');
-            let layout: &[(usize, Kind)] = if tag == "PID|" {
-                &[
+            let layout: &[(usize, Kind)] = match tag {
+                "PID|" => &[
                     (2, Kind::Mrn),
                     (3, Kind::Mrn),
                     (4, Kind::Mrn),
@@ -152,14 +244,16 @@ fn hl7(text: &str, out: &mut Vec<Hit>) {
                     (19, Kind::Ssn),
                     (20, Kind::License),
                     (29, Kind::Date),
-                ]
-            } else {
-                &[
+                ],
+                "NK1|" => &[
                     (2, Kind::Name),
                     (4, Kind::Address),
                     (5, Kind::Phone),
                     (6, Kind::Phone),
-                ]
+                    (16, Kind::Date),
+                ],
+                // The admission and discharge times.
+                _ => &[(44, Kind::Date), (45, Kind::Date)],
             };
             for &(n, kind) in layout {
                 let Some((value, range)) = fields.get(n) else {
@@ -168,15 +262,23 @@ fn hl7(text: &str, out: &mut Vec<Hit>) {
                 if !value.chars().any(char::is_alphanumeric) {
                     continue;
                 }
-                let range = match kind {
-                    // An identifier list: the first component is the number.
-                    Kind::Mrn | Kind::Account => {
-                        let first = value.split(['^', '~']).next().unwrap_or_default();
-                        range.start..range.start + first.len()
+                if matches!(kind, Kind::Mrn | Kind::Account | Kind::License) {
+                    // An identifier list: each repetition's first component
+                    // is the number, its fifth the type (`SS`, `MR`, `AN`).
+                    let mut at = range.start;
+                    for repetition in value.split('~') {
+                        let mut components = repetition.split('^');
+                        let id = components.next().unwrap_or_default();
+                        let kind = components.nth(3).and_then(identifier_kind).unwrap_or(kind);
+                        let r = trimmed(text, at..at + id.len(), &['^', '~', '&']);
+                        if !r.is_empty() && text[r.clone()].chars().any(char::is_alphanumeric) {
+                            out.push((kind, r));
+                        }
+                        at += repetition.len() + 1;
                     }
-                    _ => range.clone(),
-                };
-                let range = trimmed(text, range, &['^', '~', '&']);
+                    continue;
+                }
+                let range = trimmed(text, range.clone(), &['^', '~', '&']);
                 if !range.is_empty() {
                     out.push((kind, range));
                 }
@@ -192,7 +294,7 @@ const X12_PEOPLE: &[&str] = &["IL", "QC", "03"];
 fn x12(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
     // Whether the last NM1 named a person (an address after it is theirs).
     let mut person = true;
-    for (segment, base) in segments(text, &['~']) {
+    for (segment, base) in x12_segments(text) {
         // Tolerate a log prefix before the segment: `edi: NM1*IL*1*…`.
         let Some(at) = X12_TAGS
             .iter()
@@ -245,6 +347,25 @@ fn x12(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
                 if let Some((_, r)) = element(1) {
                     let end = element(3).or(element(2)).map_or(r.end, |(_, r3)| r3.end);
                     out.push((Kind::Address, r.start..end));
+                }
+            }
+            Some("REF") if person => {
+                let qualifier = element(1).map_or("", |(v, _)| v.trim());
+                let kind = match qualifier {
+                    "SY" => Kind::Ssn,
+                    "EA" => Kind::Mrn,
+                    "1W" | "F6" | "0F" | "HJ" | "IG" | "NQ" => Kind::MemberId,
+                    "EJ" => Kind::Account,
+                    _ => continue,
+                };
+                if let Some((_, r)) = element(2) {
+                    out.push((kind, r.clone()));
+                }
+            }
+            Some("CLM") => {
+                // The patient control number: the provider's account for the patient.
+                if let Some((_, r)) = element(1) {
+                    out.push((Kind::Account, r.clone()));
                 }
             }
             Some("DMG") => {
@@ -366,6 +487,8 @@ fn csv_fields(line: &str, base: usize, sep: char) -> Vec<Range<usize>> {
 fn csv(text: &str, out: &mut Vec<Hit>) {
     let lines = segments(text, &[]);
     let mut columns: Option<(char, Vec<Option<Kind>>)> = None;
+    // A record cut by a line break goes on at this column on the next line.
+    let mut carry: Option<usize> = None;
     for (line, base) in lines {
         if line.trim().is_empty() {
             columns = None;
@@ -373,8 +496,23 @@ fn csv(text: &str, out: &mut Vec<Hit>) {
         }
         if let Some((sep, kinds)) = &columns {
             let fields = csv_fields(line, base, *sep);
-            if fields.len() == kinds.len() {
-                for (range, kind) in fields.into_iter().zip(kinds) {
+            let from = carry.take().filter(|c| fields.len() <= kinds.len() - c);
+            let from = match from {
+                Some(c) => Some(c),
+                // A short row (two fields or more) goes on on the next line.
+                None if fields.len() == kinds.len() || (2..kinds.len()).contains(&fields.len()) => {
+                    Some(0)
+                }
+                None => None,
+            };
+            if let Some(from) = from {
+                let last_empty = fields
+                    .last()
+                    .is_some_and(|r| text[r.clone()].trim().is_empty());
+                if from + fields.len() < kinds.len() || last_empty {
+                    carry = Some(from + fields.len() - 1);
+                }
+                for (range, kind) in fields.into_iter().zip(&kinds[from..]) {
                     let Some(kind) = kind else { continue };
                     let raw = &text[range.clone()];
                     let lead = raw.len() - raw.trim_start_matches([' ', '"']).len();

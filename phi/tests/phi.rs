@@ -304,7 +304,9 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 /// The goal for every family and every kind.
-const GOAL: f64 = 0.95;
+const GOAL: f64 = 0.97;
+/// At most this share of the PHI-free lines may raise any finding.
+const MAX_FALSE_ALARM_LINES: f64 = 0.01;
 /// The corpus must be at least this long.
 const MIN_LINES: usize = 800;
 
@@ -318,6 +320,7 @@ fn the_labelled_corpus_meets_the_recall_and_precision_goals() -> Result<(), Stri
     let mut current = 0;
     let mut misses = Vec::new();
     let mut lines = 0;
+    let (mut clean_lines, mut clean_flagged) = (0usize, 0usize);
     for (n, line) in corpus.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
@@ -357,6 +360,10 @@ fn the_labelled_corpus_meets_the_recall_and_precision_goals() -> Result<(), Stri
                 .collect::<Result<_, _>>()?
         };
         let found: BTreeSet<Kind> = scan_with(&reg, &text).into_iter().map(|f| f.kind).collect();
+        if expected.is_empty() {
+            clean_lines += 1;
+            clean_flagged += usize::from(!found.is_empty());
+        }
         let family = &mut by_family.get_mut(current).ok_or("no family")?.1;
         family.lines += 1;
         for k in Kind::ALL {
@@ -388,6 +395,11 @@ fn the_labelled_corpus_meets_the_recall_and_precision_goals() -> Result<(), Stri
     for (k, s) in &by_kind {
         println!("{}", s.row(k.label()).replacen("    0 ", "    - ", 1));
     }
+    let false_alarms = ratio(clean_flagged, clean_lines);
+    println!(
+        "PHI-free lines flagged: {clean_flagged} of {clean_lines} ({:.1} %)",
+        100.0 * false_alarms
+    );
     for m in &misses {
         println!("  {m}");
     }
@@ -411,6 +423,12 @@ fn the_labelled_corpus_meets_the_recall_and_precision_goals() -> Result<(), Stri
         .collect();
     if !short.is_empty() {
         return Err(format!("below the {GOAL} goal: {}", short.join(", ")));
+    }
+    if false_alarms > MAX_FALSE_ALARM_LINES {
+        return Err(format!(
+            "{clean_flagged} of {clean_lines} PHI-free lines raise a finding (at most {:.0} % may)",
+            100.0 * MAX_FALSE_ALARM_LINES
+        ));
     }
     Ok(())
 }

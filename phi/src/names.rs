@@ -1,0 +1,307 @@
+//! Common given names and surnames, to tell a person's name in prose from
+//! other capitalised words.
+//!
+//! The lists are the most frequent names of the US Census Bureau's 1990
+//! name frequency tables (public domain): 2,200 given names (1,500
+//! female, 800 male, merged) and 3,000 surnames, one a line in
+//! `phi/data/` (37 kB, kept as plain text: smaller than a decompressor).
+//! A name alone is never enough: the detectors ask for a given name
+//! beside a surname, or a word of context (a kinship word, a greeting,
+//! "my name is"), and leave out names that are also common words
+//! ("Will", "May", "Grant") unless the context is strong.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+static GIVEN: LazyLock<HashSet<String>> =
+    LazyLock::new(|| list(include_str!("../data/given_names.txt")));
+static SURNAMES: LazyLock<HashSet<String>> =
+    LazyLock::new(|| list(include_str!("../data/surnames.txt")));
+
+fn list(text: &str) -> HashSet<String> {
+    text.lines()
+        .map(|l| l.trim().to_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Names that are as often ordinary words, months, places or
+/// organisations: they count only beside another name or with strong
+/// context, never as the evidence themselves.
+const COMMON_WORDS: &[&str] = &[
+    "will",
+    "may",
+    "june",
+    "april",
+    "august",
+    "grant",
+    "mark",
+    "bill",
+    "art",
+    "frank",
+    "hope",
+    "faith",
+    "joy",
+    "grace",
+    "rose",
+    "ray",
+    "guy",
+    "pat",
+    "sandy",
+    "holly",
+    "dawn",
+    "summer",
+    "autumn",
+    "crystal",
+    "amber",
+    "ruby",
+    "pearl",
+    "iris",
+    "lily",
+    "violet",
+    "ivy",
+    "daisy",
+    "page",
+    "price",
+    "long",
+    "young",
+    "white",
+    "brown",
+    "green",
+    "black",
+    "gray",
+    "grey",
+    "hill",
+    "king",
+    "wood",
+    "stone",
+    "ward",
+    "hall",
+    "bell",
+    "lane",
+    "cook",
+    "park",
+    "rice",
+    "bush",
+    "case",
+    "chase",
+    "hunt",
+    "love",
+    "little",
+    "small",
+    "best",
+    "dean",
+    "major",
+    "sterling",
+    "bay",
+    "cross",
+    "fields",
+    "banks",
+    "rivers",
+    "woods",
+    "mason",
+    "cole",
+    "church",
+    "lake",
+    "bond",
+    "marsh",
+    "moss",
+    "pope",
+    "power",
+    "sharp",
+    "strong",
+    "west",
+    "north",
+    "south",
+    "east",
+    "day",
+    "knight",
+    "wise",
+    "rich",
+    "gold",
+    "silver",
+    "fox",
+    "wolf",
+    "bird",
+    "crane",
+    "swan",
+    "lamb",
+    "bass",
+    "pike",
+    "fish",
+    "honey",
+    "jack",
+    "job",
+    "chance",
+    "chip",
+    "christian",
+    "justice",
+    "liberty",
+    "star",
+    "angel",
+    "baby",
+    "rusty",
+    "temple",
+    "clay",
+    "cliff",
+    "dale",
+    "glen",
+    "forest",
+    "field",
+    "ford",
+    "gates",
+    "wells",
+    "mercy",
+    "madison",
+    "jordan",
+    "austin",
+    "dallas",
+    "houston",
+    "lincoln",
+    "washington",
+    "jackson",
+    "georgia",
+    "virginia",
+    "carolina",
+    "florence",
+    "paris",
+    "sunday",
+    "monday",
+    "tuesday",
+    "friday",
+    "don",
+    "sue",
+    "lee",
+    "more",
+    "long",
+    "see",
+    "say",
+    "care",
+    "health",
+    "center",
+    "early",
+    "good",
+    "new",
+    "first",
+    "case",
+    "story",
+    "said",
+    "head",
+    "hand",
+    "lord",
+    "parks",
+    "street",
+    "walker",
+    "baker",
+    "carter",
+    "miller",
+    "turner",
+    "hunter",
+    "porter",
+    "fisher",
+    "taylor",
+    "smith",
+    "cash",
+    "tower",
+    "meadows",
+    "brooks",
+    "hardy",
+    "bright",
+    "sweet",
+    "noble",
+    "short",
+    "read",
+    "reading",
+    "major",
+    "normal",
+    "general",
+    "lab",
+    "trial",
+    "else",
+    "even",
+    "kind",
+    "harm",
+    "cure",
+    "lucky",
+];
+
+/// Words after a run of names that make it an organisation or a place.
+const ORGANISATION_WORDS: &[&str] = &[
+    "hospital",
+    "clinic",
+    "center",
+    "centre",
+    "medical",
+    "health",
+    "healthcare",
+    "street",
+    "st",
+    "avenue",
+    "ave",
+    "road",
+    "rd",
+    "drive",
+    "dr",
+    "boulevard",
+    "blvd",
+    "lane",
+    "way",
+    "county",
+    "university",
+    "college",
+    "pharmacy",
+    "group",
+    "inc",
+    "llc",
+    "foundation",
+    "park",
+    "school",
+    "labs",
+    "laboratory",
+    "institute",
+    "memorial",
+    "plan",
+    "insurance",
+    "services",
+    "associates",
+    "partners",
+    "church",
+    "library",
+    "hall",
+    "building",
+    "wing",
+    "unit",
+    "campus",
+    "syndrome",
+    "disease",
+    "test",
+    "scale",
+    "award",
+];
+
+fn key_exact(word: &str) -> String {
+    word.trim_end_matches(['.', ','])
+        .trim_end_matches("'s")
+        .trim_end_matches("’s")
+        .to_lowercase()
+}
+
+/// A common given name.
+pub(crate) fn is_given(word: &str) -> bool {
+    GIVEN.contains(&key_exact(word))
+}
+
+/// A common surname.
+pub(crate) fn is_surname(word: &str) -> bool {
+    SURNAMES.contains(&key_exact(word))
+}
+
+/// A name that is also a common word, a month or a place.
+pub(crate) fn is_common_word(word: &str) -> bool {
+    COMMON_WORDS.contains(&key_exact(word).as_str())
+}
+
+/// A word that makes the names before it an organisation or a place.
+pub(crate) fn is_organisation_word(word: &str) -> bool {
+    ORGANISATION_WORDS.contains(&key_exact(word).as_str())
+}
