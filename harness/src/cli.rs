@@ -141,6 +141,14 @@ pub struct Cli {
     #[arg(long = "last-failed")]
     pub last_failed: bool,
 
+    /// Read durations and last outcomes (for duration:K/N, --last-failed,
+    /// --failed-first, the longest-first order) from FILE instead of
+    /// target/service-test/history/<binary>.json: a history that `cargo
+    /// xtask report merge --history DIR` wrote, or a results.jsonl.
+    /// The run still saves its own history to the usual place.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<std::path::PathBuf>,
+
     /// A test whose service (PostgreSQL, Redis, …) cannot be had fails
     /// instead of being skipped. Also set by SERVICE_TEST_REQUIRE_SERVICES=1.
     #[arg(long = "require-services")]

@@ -165,6 +165,7 @@ impl TestRecord {
             flaky: false,
             earlier_failures: Vec::new(),
             duration: Duration::ZERO,
+            shared_setup: Duration::ZERO,
             metrics: Vec::new(),
             slow: false,
             stdout: None,
@@ -196,6 +197,11 @@ pub struct TestRecord {
     pub earlier_failures: Vec<String>,
     /// Wall time of all attempts, teardown included.
     pub duration: Duration,
+    /// Of `duration`, the time spent waiting on suite and session fixtures
+    /// being set up: its process pays that once, whichever test asks first,
+    /// so [`crate::history`] leaves it out of what the test costs a shard.
+    #[serde(default, skip_serializing_if = "Duration::is_zero")]
+    pub shared_setup: Duration,
     /// Figures the last attempt recorded through [`crate::Metrics`].
     pub metrics: Vec<crate::metrics::Metric>,
     /// Ran past its slow-timeout (shown `SLOW` while it ran).
@@ -257,9 +263,12 @@ pub(crate) async fn run_test(
     });
     let mut earlier_failures = Vec::new();
     let mut attempt = 0;
+    let mut shared_setup = Duration::ZERO;
     let (outcome, metrics) = loop {
         attempt += 1;
-        let (outcome, metrics) = run_attempt(&run, &name, def, attempt, policy.timeout).await;
+        let (outcome, metrics, waited) =
+            run_attempt(&run, &name, def, attempt, policy.timeout).await;
+        shared_setup += waited;
         if attempt > policy.retry.count || !policy.retry.retries(&outcome) {
             break (outcome, metrics);
         }
@@ -301,6 +310,7 @@ pub(crate) async fn run_test(
         attempts: attempt,
         earlier_failures,
         duration: started.elapsed(),
+        shared_setup,
         metrics,
         slow: was_slow,
         stdout: None,
@@ -345,7 +355,7 @@ async fn run_attempt(
     def: &'static TestDef,
     attempt: u32,
     timeout: Duration,
-) -> (Outcome, Vec<crate::metrics::Metric>) {
+) -> (Outcome, Vec<crate::metrics::Metric>, Duration) {
     let cx = TestCx::new(run.clone(), name.to_string(), def.module, attempt);
     let printed_from = crate::output::mark();
     let captured = crate::capture::Lines::default();
@@ -427,8 +437,9 @@ async fn run_attempt(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     let (metrics, outcome) = refuse_non_finite(metrics, outcome);
+    let shared_setup = cx.shared_setup();
     if teardown_failures.is_empty() {
-        return (outcome, metrics);
+        return (outcome, metrics, shared_setup);
     }
     let teardown = teardown_failures.join("; ");
     let outcome = match outcome {
@@ -440,7 +451,7 @@ async fn run_attempt(
             other
         }
     };
-    (outcome, metrics)
+    (outcome, metrics, shared_setup)
 }
 
 /// A figure that is not a number (NaN, infinite) cannot be reported: the

@@ -4,6 +4,14 @@
 //! last does not start last and stretch the run. Durations come from the
 //! previous run; tests never seen before are started first (they may be long).
 //! The file is written atomically (temporary file, then rename).
+//!
+//! On a CI matrix, where `target/` does not survive from one run to the
+//! next, the history travels as an artifact: `cargo xtask report merge
+//! --history DIR` updates `DIR/<binary>.json` with the shards' merged
+//! `results.jsonl`, and the next run's shards read it with `--history FILE`
+//! ([`History::load_file`], which also takes a `results.jsonl` itself).
+//! A run given `--history` still saves what it learns to the usual place,
+//! never into the file it was given.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +19,31 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::execute::{OutcomeLabel, TestRecord};
+use crate::report::ResultLine;
+
+/// Why a history file given with `--history` cannot be used; names the file
+/// and, for a bad line, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The file cannot be read (it does not exist, say).
+    #[error("--history {path}: cannot read it: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not a history (nor a `results.jsonl`).
+    #[error("--history {path}, line {line}: not a test history ({reason})")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What the parser said.
+        reason: String,
+    },
+}
 
 /// The environment variable that overrides where history is kept.
 pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
@@ -18,7 +51,11 @@ pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
 /// What was last seen of one test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
-    /// Wall time of the last run, seconds.
+    /// What the test took the last time it ran, in seconds: its wall time
+    /// less its wait on suite and session fixtures being set up (every
+    /// process pays that once, whichever test asks first: counted in the
+    /// test that asked, it made `duration:K/N` deal that test's shard
+    /// too little).
     pub duration_s: f64,
     /// The last outcome.
     pub outcome: OutcomeLabel,
@@ -56,6 +93,73 @@ impl History {
         h
     }
 
+    /// Loads the history in `path` for the test binary `binary`: a history
+    /// file (`<binary>.json`, as the harness and `cargo xtask report merge`
+    /// write them) or, for a name ending in `.jsonl`, a `results.jsonl`
+    /// (its lines of `binary`, the latest of each test winning). What the
+    /// run learns is saved to the usual place, not to `path`.
+    pub fn load_file(path: &Path, binary: &str) -> Result<History, HistoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HistoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut h = if path.extension().is_some_and(|e| e == "jsonl") {
+            let mut lines = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let parsed: ResultLine =
+                    serde_json::from_str(line).map_err(|e| HistoryError::Parse {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        reason: format!("not a result line: {e}"),
+                    })?;
+                lines.push(parsed);
+            }
+            let mut h = History::default();
+            h.record_results(lines.iter().filter(|l| l.binary == binary));
+            h
+        } else {
+            serde_json::from_str::<History>(&text).map_err(|e| HistoryError::Parse {
+                path: path.to_path_buf(),
+                line: e.line().max(1),
+                reason: e.to_string(),
+            })?
+        };
+        h.path = default_path();
+        Ok(h)
+    }
+
+    /// Records finished tests as `results.jsonl` holds them, in order (a
+    /// later line of a test wins); skipped and not-run ones tell nothing.
+    pub fn record_results<'a>(&mut self, lines: impl IntoIterator<Item = &'a ResultLine>) {
+        for l in lines {
+            if l.outcome.is_skip() {
+                continue;
+            }
+            let mut recent = l.recent_outcomes.clone();
+            recent.push(l.outcome);
+            let excess = recent.len().saturating_sub(RECENT);
+            recent.drain(..excess);
+            self.tests.insert(
+                l.name.clone(),
+                Entry {
+                    duration_s: l.own_duration_s(),
+                    outcome: l.outcome,
+                    recent,
+                },
+            );
+        }
+    }
+
+    /// Writes the history to `path` (atomically), as [`History::save`]
+    /// writes the binary's own.
+    pub fn write_to(&mut self, path: &Path) -> std::io::Result<()> {
+        self.version = 1;
+        write_atomically(path, self)
+    }
+
     /// The outcomes recorded for a test in earlier runs, oldest first.
     pub fn recent(&self, name: &str) -> Vec<OutcomeLabel> {
         self.tests
@@ -86,7 +190,7 @@ impl History {
                 outcome: label,
                 recent: Vec::new(),
             });
-            entry.duration_s = r.duration.as_secs_f64();
+            entry.duration_s = r.duration.saturating_sub(r.shared_setup).as_secs_f64();
             entry.outcome = label;
             entry.recent.push(label);
             let excess = entry.recent.len().saturating_sub(RECENT);
@@ -99,8 +203,7 @@ impl History {
         let Some(path) = self.path.clone() else {
             return;
         };
-        self.version = 1;
-        if let Err(e) = write_atomically(&path, self) {
+        if let Err(e) = self.write_to(&path) {
             eprintln!(
                 "warning: could not save test history to {}: {e}",
                 path.display()

@@ -121,6 +121,14 @@ fn run_cli(mut cli: Cli) -> ExitCode {
     let lone = exact.is_some() && partition.is_none() && !cli.last_failed && !cli.failed_first;
     let mut history = if lone {
         History::default()
+    } else if let Some(path) = &cli.history {
+        match History::load_file(path, &crate::history::binary_name()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
     } else {
         History::load_for_current_exe()
     };
@@ -134,6 +142,16 @@ fn run_cli(mut cli: Cli) -> ExitCode {
         },
         &history,
     );
+    if let (Some(path), false) = (&cli.history, lone) {
+        selection.notes.insert(
+            0,
+            format!(
+                "history from {} ({} tests)",
+                path.display(),
+                history.tests.len()
+            ),
+        );
+    }
     if let Some((filters, exact)) = &several {
         selection.tests.retain(|(name, _)| {
             filters.iter().any(|f| {

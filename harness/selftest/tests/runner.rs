@@ -839,6 +839,159 @@ fn last_failed_reruns_only_what_failed_last_time() {
     assert!(ran[0].starts_with("test seeding::fails_with_seed"));
 }
 
+/// A history directory of this test's own, empty.
+fn fresh_history(what: &str) -> String {
+    let dir = history_dir().join(format!("{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a history directory");
+    dir.to_string_lossy().into_owned()
+}
+
+#[service_test(unit)]
+fn history_file_that_is_missing_or_not_a_history_exits_2_naming_it() {
+    let dir = fresh_history("history-file-errors");
+    let missing = format!("{dir}/nowhere.json");
+    let r = selftest(&[
+        "--list",
+        "--partition",
+        "duration:1/3",
+        "--history",
+        &missing,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("--history {missing}: cannot read it")),
+        "{}",
+        r.stderr
+    );
+    let bad = format!("{dir}/bad.json");
+    std::fs::write(&bad, "{\"version\": 1,\n \"tests\": {\"a\": 3}}\n").expect("write");
+    let r = selftest(&["--list", "--history", &bad]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("--history {bad}, line 2: not a test history")),
+        "{}",
+        r.stderr
+    );
+    let bad_lines = format!("{dir}/results.jsonl");
+    std::fs::write(&bad_lines, "\n{\"name\": \"x\"}\n").expect("write");
+    let r = selftest(&["--list", "--history", &bad_lines]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "--history {bad_lines}, line 2: not a test history"
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[service_test(unit)]
+fn a_history_file_given_deals_the_duration_shards() {
+    let dir = fresh_history("history-file-deal");
+    let heavy = "scopes::second";
+    // Every test timed (one never timed would weigh the mean): one heavy,
+    // the rest a second each.
+    let tests: serde_json::Map<String, serde_json::Value> =
+        selftest(&["--list", "--format", "terse"])
+            .listed()
+            .into_iter()
+            .map(|name| {
+                let d = if name == heavy { 1000.0 } else { 1.0 };
+                let entry = serde_json::json!({"duration_s": d, "outcome": "passed"});
+                (name, entry)
+            })
+            .collect();
+    let file = format!("{dir}/carried.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"version": 1, "tests": tests}).to_string(),
+    )
+    .expect("write");
+    let env = [("SERVICE_TEST_HISTORY_DIR", dir.as_str())];
+    let list = |k: u32, history: bool| {
+        let p = format!("duration:{k}/3");
+        let mut args = vec!["--list", "--format", "terse", "--partition", &p];
+        if history {
+            args.extend(["--history", &file]);
+        }
+        run_bin(SELFTEST, &args, &env).listed()
+    };
+    // Longest first, to the lightest shard: the heavy test has shard 1 to
+    // itself; the rest share shards 2 and 3.
+    let first = list(1, true);
+    assert_eq!(
+        first,
+        std::iter::once(heavy.to_string()).collect(),
+        "{first:?}"
+    );
+    // Without the file, the history directory (empty) deals otherwise.
+    assert_ne!(list(1, false), first);
+}
+
+#[service_test(unit)]
+fn last_failed_reads_a_results_file_given_as_history() {
+    let dir = fresh_history("last-failed-from-results");
+    let reports = format!("{dir}/reports");
+    let env = [("SERVICE_TEST_HISTORY_DIR", dir.as_str())];
+    let first = run_bin(SELFTEST, &["seeding::", "--report-dir", &reports], &env);
+    assert_eq!(first.code, 101, "{}", first.stderr);
+    // Another machine: no history of its own, the results as an artifact.
+    let elsewhere = fresh_history("last-failed-elsewhere");
+    let results = format!("{reports}/results.jsonl");
+    let again = run_bin(
+        SELFTEST,
+        &["seeding::", "--last-failed", "--history", &results],
+        &[("SERVICE_TEST_HISTORY_DIR", elsewhere.as_str())],
+    );
+    let ran: Vec<&str> = again
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.contains(" ... "))
+        .collect();
+    assert_eq!(ran.len(), 1, "{ran:?}\n{}", again.stderr);
+    assert!(ran[0].starts_with("test seeding::fails_with_seed"));
+    assert!(
+        again.stderr.contains(&format!("history from {results}")),
+        "{}",
+        again.stderr
+    );
+}
+
+#[service_test(unit)]
+fn a_wait_on_a_session_fixture_is_not_in_the_tests_history() {
+    let dir = fresh_history("shared-setup");
+    let reports = format!("{dir}/reports");
+    // The only test asks for the session fixture, whose setup takes 300 ms;
+    // the test itself 50 ms.
+    let r = run_bin(
+        SHARDABLE,
+        &[
+            "orders::lists_orders",
+            "--test-threads",
+            "1",
+            "--report-dir",
+            &reports,
+        ],
+        &[("SERVICE_TEST_HISTORY_DIR", dir.as_str())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = &jsonl(&PathBuf::from(&reports).join("results.jsonl"))[0];
+    let wall = line["duration_s"].as_f64().expect("duration_s");
+    let shared = line["shared_setup_s"].as_f64().expect("shared_setup_s");
+    assert!(wall >= 0.35 && shared >= 0.3, "{line}");
+    let history: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(&dir).join("shardable.json")).expect("history"),
+    )
+    .expect("JSON");
+    let own = history["tests"]["orders::lists_orders"]["duration_s"]
+        .as_f64()
+        .expect("a duration");
+    assert!(own < 0.2, "history keeps {own} s for a 50 ms test");
+}
+
 #[service_test(unit)]
 fn fifty_thousand_parentheses_in_the_environment_exit_2() {
     let deep = format!("{}unit{}", "(".repeat(50_000), ")".repeat(50_000));

@@ -89,6 +89,10 @@ pub struct ResultLine {
     pub outcome: OutcomeLabel,
     /// Wall time, seconds.
     pub duration_s: f64,
+    /// Of `duration_s`, the seconds it waited on suite and session fixtures
+    /// being set up (see [`TestRecord::shared_setup`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_setup_s: f64,
     /// Attempts run.
     pub attempts: u32,
     /// The run seed.
@@ -140,6 +144,7 @@ impl ResultLine {
             services: def.services.iter().map(|s| s.to_string()).collect(),
             outcome: record.label(),
             duration_s: record.duration.as_secs_f64(),
+            shared_setup_s: record.shared_setup.as_secs_f64(),
             attempts: record.attempts,
             seed,
             message: record.outcome.message(),
@@ -154,6 +159,12 @@ impl ResultLine {
         }
     }
 
+    /// What the test costs a shard, in seconds: its wall time less its
+    /// wait on shared fixtures' setup (what history keeps).
+    pub fn own_duration_s(&self) -> f64 {
+        (self.duration_s - self.shared_setup_s).max(0.0)
+    }
+
     /// Failed, error, timed out or crashed.
     pub fn is_failure(&self) -> bool {
         self.outcome.is_failure()
@@ -163,6 +174,10 @@ impl ResultLine {
     pub fn is_skipped(&self) -> bool {
         self.outcome.is_skip()
     }
+}
+
+fn is_zero(s: &f64) -> bool {
+    *s == 0.0
 }
 
 /// `record` with every text a test could have put a value in redacted

@@ -11,6 +11,7 @@ pub const SELFTEST: &str = env!("CARGO_BIN_EXE_selftest");
 pub const EMPTY: &str = env!("CARGO_BIN_EXE_empty");
 pub const CRASHING: &str = env!("CARGO_BIN_EXE_crashing");
 pub const OWN_SUBSCRIBER: &str = env!("CARGO_BIN_EXE_own-subscriber");
+pub const SHARDABLE: &str = env!("CARGO_BIN_EXE_shardable");
 
 pub struct Run {
     pub code: i32,
