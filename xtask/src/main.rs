@@ -7,6 +7,9 @@
 //!   ratio against peers measured in the same run; writes `target/bench/runner.json`.
 //! - `cargo xtask bench data`: generation and scanning against Python Faker,
 //!   the `fake` crate and `grep -F`; writes `target/bench/data.json`.
+//! - `cargo xtask bench shards`: three CI shards of a suite, `hash` and then
+//!   `duration` from a carried history, their wall times and spread;
+//!   writes `target/bench/shards.json`.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
 //!
@@ -17,6 +20,7 @@ mod bench_db;
 mod bench_load;
 mod bench_mesh;
 mod bench_runner;
+mod bench_shards;
 mod ci;
 mod data;
 mod generated;
@@ -73,6 +77,7 @@ enum Bench {
     /// (target/bench/db.json)
     Db,
     Mesh(bench_mesh::Options),
+    Shards(bench_shards::Options),
     /// runner, data, load and db in turn (what `bench` alone runs)
     All,
 }
@@ -123,6 +128,7 @@ fn run(task: Option<Task>) -> Result<()> {
             Some(Bench::Load) => bench_load::run(),
             Some(Bench::Db) => bench_db::run(),
             Some(Bench::Mesh(options)) => bench_mesh::run(&options),
+            Some(Bench::Shards(options)) => bench_shards::run(&options),
             Some(Bench::All) | None => {
                 bench_runner::run()?;
                 bench_data::run(&[])?;
