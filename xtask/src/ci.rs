@@ -1,6 +1,11 @@
 //! `cargo xtask ci`: the pipeline. Lint, the workspace's own tests, then the
 //! suites tier by tier, every report merged into `target/reports/`.
 //!
+//! On a CI matrix that builds once (`.github/workflows/ci.yml`), each shard
+//! runs `ci --suites-bin FILE --partition duration:K/N --history FILE`: the
+//! prebuilt suites binary, tier by tier, its shard dealt by the durations
+//! the last run's merge wrote.
+//!
 //! Its options are [`Options`] (`cargo xtask ci --help`).
 //!
 //! A test carrying several tier markers runs once, in the first of its
@@ -65,6 +70,20 @@ pub struct Options {
     /// A profile of .config/service-test.toml, for every suites tier
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
+    /// Run the suites tiers with this prebuilt suites test binary (a build job's, from
+    /// `cargo test -p suites --test suites --no-run`) instead of building them: only the
+    /// tiers run (lint and the workspace's own tests need the sources built)
+    #[arg(long, value_name = "FILE")]
+    suites_bin: Option<std::path::PathBuf>,
+    /// Durations and last outcomes for every suites tier (duration:K/N, --last-failed)
+    /// from FILE: a history `cargo xtask report merge --history DIR` wrote, or a
+    /// results.jsonl
+    #[arg(long, value_name = "FILE")]
+    history: Option<std::path::PathBuf>,
+    /// Run only the suites' tests that failed the last time they ran (with --history,
+    /// as that file says)
+    #[arg(long)]
+    last_failed: bool,
 }
 
 /// `--partition`: checked as the harness parses it, passed on as written.
@@ -82,21 +101,29 @@ pub fn run(options: Options) -> Result<()> {
         no_lint,
         target,
         profile,
+        suites_bin,
+        history,
+        last_failed,
     } = options;
-    let lint = !no_lint;
-    let tiers = tiers.map(|t| t.iter().map(|t| t.trim().to_string()).collect::<Vec<_>>());
-    let target = match target {
-        // The suites run from suites/: make the path absolute here.
-        Some(file) => {
-            let file = std::path::absolute(&file)
-                .with_context(|| format!("--target {}", file.display()))?;
-            if !file.is_file() {
-                bail!("--target {}: no such file", file.display());
-            }
-            Some(file)
+    // The suites run from suites/: every path they are given is made
+    // absolute here.
+    let existing = |flag: &str, file: Option<std::path::PathBuf>| -> Result<_> {
+        let Some(file) = file else { return Ok(None) };
+        let file =
+            std::path::absolute(&file).with_context(|| format!("--{flag} {}", file.display()))?;
+        if !file.is_file() {
+            bail!("--{flag} {}: no such file", file.display());
         }
-        None => None,
+        Ok(Some(file))
     };
+    let suites_bin = existing("suites-bin", suites_bin)?;
+    let history = existing("history", history)?;
+    // A prebuilt binary: the sources are not built here, so no lint and no
+    // workspace tests.
+    let prebuilt = suites_bin.is_some();
+    let lint = !no_lint && !prebuilt;
+    let tiers = tiers.map(|t| t.iter().map(|t| t.trim().to_string()).collect::<Vec<_>>());
+    let target = existing("target", target)?;
     let mut all_tiers: Vec<String> = TIERS.iter().map(|t| t.to_string()).collect();
     all_tiers.push("other".to_string());
     let tiers = tiers.unwrap_or_else(|| all_tiers.clone());
@@ -106,14 +133,20 @@ pub fn run(options: Options) -> Result<()> {
             all_tiers.join(", ")
         );
     }
-    let first_shard = partition
-        .as_deref()
-        .is_none_or(|p| p.split(':').nth(1).is_some_and(|s| s.starts_with("1/")));
+    let first_shard = !prebuilt
+        && partition
+            .as_deref()
+            .is_none_or(|p| p.split(':').nth(1).is_some_and(|s| s.starts_with("1/")));
     // One seed for every tier, so the whole run repeats with `--seed`.
     let seed = seed.unwrap_or_else(harness::seed::fresh_seed);
     eprintln!("cargo xtask ci: seed {seed} (repeat with --seed {seed})");
     let chosen = out.is_some();
-    let reports = out.unwrap_or_else(|| target_dir().join("reports"));
+    let reports = match out {
+        Some(dir) => {
+            std::path::absolute(&dir).with_context(|| format!("--out {}", dir.display()))?
+        }
+        None => target_dir().join("reports"),
+    };
     clear_reports(&reports, chosen)?;
 
     let mut stages: Vec<Stage> = Vec::new();
@@ -181,20 +214,20 @@ pub fn run(options: Options) -> Result<()> {
     for tier in &tiers {
         let expr = tier_expression(tier);
         let dir = reports.join("tiers").join(tier);
-        let mut cmd = Command::new("cargo");
-        cmd.args([
-            "test",
-            "-q",
-            "-p",
-            "suites",
-            "--test",
-            "suites",
-            "--",
-            "--marker",
-            &expr,
-            "--report-dir",
-        ])
-        .arg(&dir);
+        let mut cmd = match &suites_bin {
+            Some(bin) => {
+                // Where cargo runs it.
+                let mut cmd = Command::new(bin);
+                cmd.current_dir(crate::workspace_root().join("suites"));
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("cargo");
+                cmd.args(["test", "-q", "-p", "suites", "--test", "suites", "--"]);
+                cmd
+            }
+        };
+        cmd.args(["--marker", &expr, "--report-dir"]).arg(&dir);
         cmd.args(["--seed", &seed.to_string()]);
         if let Some(p) = &partition {
             cmd.args(["--partition", p]);
@@ -204,6 +237,12 @@ pub fn run(options: Options) -> Result<()> {
         }
         if let Some(p) = &profile {
             cmd.args(["--profile", p]);
+        }
+        if let Some(h) = &history {
+            cmd.arg("--history").arg(h);
+        }
+        if last_failed {
+            cmd.arg("--last-failed");
         }
         step(
             &format!("suites tier `{tier}` ({expr})"),
