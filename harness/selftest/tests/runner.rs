@@ -850,42 +850,22 @@ fn fresh_history(what: &str) -> String {
 #[service_test(unit)]
 fn history_file_that_is_missing_or_not_a_history_exits_2_naming_it() {
     let dir = fresh_history("history-file-errors");
-    let missing = format!("{dir}/nowhere.json");
-    let r = selftest(&[
-        "--list",
-        "--partition",
-        "duration:1/3",
-        "--history",
-        &missing,
-    ]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("--history {missing}: cannot read it")),
-        "{}",
-        r.stderr
-    );
+    let refused = |file: &str, says: &str| {
+        let r = selftest(&["--list", "--partition", "duration:1/3", "--history", file]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("--history {file}{says}")),
+            "{}",
+            r.stderr
+        );
+    };
+    refused(&format!("{dir}/nowhere.json"), ": cannot read it");
     let bad = format!("{dir}/bad.json");
     std::fs::write(&bad, "{\"version\": 1,\n \"tests\": {\"a\": 3}}\n").expect("write");
-    let r = selftest(&["--list", "--history", &bad]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("--history {bad}, line 2: not a test history")),
-        "{}",
-        r.stderr
-    );
+    refused(&bad, ", line 2: not a test history");
     let bad_lines = format!("{dir}/results.jsonl");
     std::fs::write(&bad_lines, "\n{\"name\": \"x\"}\n").expect("write");
-    let r = selftest(&["--list", "--history", &bad_lines]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
-            "--history {bad_lines}, line 2: not a test history"
-        )),
-        "{}",
-        r.stderr
-    );
+    refused(&bad_lines, ", line 2: not a test history");
 }
 
 #[service_test(unit)]
