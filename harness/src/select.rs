@@ -59,7 +59,25 @@ pub fn select(criteria: Criteria<'_>, history: &History) -> Selection {
         None => candidates,
     };
     if let Some(p) = criteria.partition {
+        let recorded = |ts: &[(String, &'static TestDef)]| -> (f64, usize) {
+            let known: Vec<f64> = ts
+                .iter()
+                .filter_map(|(n, _)| history.duration_s(n))
+                .collect();
+            (known.iter().sum(), ts.len() - known.len())
+        };
+        let (all_s, _) = recorded(&tests);
+        let of = tests.len();
         tests = p.select(tests, |(name, _)| name.as_str(), |n| history.duration_s(n));
+        if let Partition::Duration { .. } = p {
+            // What this shard was dealt, for comparing shards' logs: shards
+            // that read different histories deal differently.
+            let (mine_s, untimed) = recorded(&tests);
+            notes.push(format!(
+                "{p}: {} of {of} tests, {mine_s:.1} s of the {all_s:.1} s recorded ({untimed} never timed)",
+                tests.len()
+            ));
+        }
     }
     let single = criteria.exact.is_some() && tests.len() == 1;
     if criteria.last_failed {
