@@ -55,6 +55,16 @@ pub(crate) fn migrations() -> Vec<String> {
             failure TEXT,
             created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             .to_string(),
+        // Compensations that could not be made when the saga failed (the
+        // peer unreachable), retried until they are.
+        "CREATE TABLE IF NOT EXISTS api.pending_compensations (
+            saga_id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            claim_key TEXT NOT NULL,
+            attempts INT NOT NULL DEFAULT 0,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            .to_string(),
     ]
     .into_iter()
     .chain(crate::visits::migrations())

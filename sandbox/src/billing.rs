@@ -35,6 +35,8 @@ pub(crate) fn migrations() -> Vec<String> {
             .to_string(),
         "CREATE INDEX IF NOT EXISTS claims_tenant ON billing.claims (tenant, patient_id)"
             .to_string(),
+        "CREATE INDEX IF NOT EXISTS claims_key ON billing.claims (tenant, idempotency_key)"
+            .to_string(),
         crate::store::patient_copies(Service::BillingEngine),
     ]
 }
@@ -49,6 +51,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(allow(
             Router::new()
                 .route("/claims", post(create))
+                .route("/claims/void", post(void))
                 .route("/claims/{id}", get(read))
                 .route("/claims/{id}/cancel", post(cancel)),
             &CLAIMS,
@@ -325,7 +328,87 @@ async fn cancel(
     read(State(ctx), caller, Path(id)).await
 }
 
+/// `POST /claims/void`: which claim to void.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct VoidClaim {
+    /// The idempotency key the claim was (or may have been) created with.
+    idempotency_key: String,
+}
+
+/// `POST /claims/void` answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Voided {
+    /// The claim cancelled, or none: no claim was made with that key.
+    pub voided: Option<String>,
+}
+
+/// `POST /claims/void`: cancels the claim created with an idempotency key,
+/// if one was, and refuses any later create with that key (`410`); twice
+/// is fine. The claim saga's compensation when its create failed without
+/// a clear answer: the request may have reached billing and made the
+/// claim while its reply was lost, or may still be on its way.
+#[utoipa::path(
+    post,
+    path = "/claims/void",
+    request_body = VoidClaim,
+    responses((status = 200, description = "voided, or nothing to void", body = Voided))
+)]
+async fn void(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(v): Json<VoidClaim>,
+) -> ApiResult<Json<Voided>> {
+    // Take the key first: a create that has not happened yet (still on
+    // its way) will find it voided and be refused.
+    let ttl = ctx.settings.idempotency_ttl;
+    let first = ctx
+        .cache
+        .idempotent(
+            "claim",
+            &caller.tenant,
+            &v.idempotency_key,
+            crate::ctx::VOIDED,
+            ttl,
+        )
+        .await?;
+    let Some(id) = first.filter(|f| f != crate::ctx::VOIDED) else {
+        return Ok(Json(Voided { voided: None }));
+    };
+    // A create holds the key: its row may still be on its way.
+    for _ in 0..40 {
+        let n = ctx
+            .db
+            .execute(
+                "UPDATE billing.claims SET status = 'cancelled', cancelled_at = COALESCE(cancelled_at, now())
+                 WHERE id = $1 AND tenant = $2",
+                &[&id, &caller.tenant],
+            )
+            .await?;
+        if n > 0 {
+            tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, claim = %id, "claim voided (its create's answer was lost)");
+            return Ok(Json(Voided { voided: Some(id) }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // The create that took the key failed (it releases the key): void it
+    // again so that a late retry is refused too.
+    let _ = ctx
+        .cache
+        .release("claim", &caller.tenant, &v.idempotency_key)
+        .await;
+    ctx.cache
+        .idempotent(
+            "claim",
+            &caller.tenant,
+            &v.idempotency_key,
+            crate::ctx::VOIDED,
+            ttl,
+        )
+        .await?;
+    Ok(Json(Voided { voided: None }))
+}
+
 /// The service's routes, documented.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(create, read, cancel, crate::ctx::sync_patient))]
+#[openapi(paths(create, read, cancel, void, crate::ctx::sync_patient))]
 pub(crate) struct Doc;

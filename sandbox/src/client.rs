@@ -216,6 +216,11 @@ pub enum CallError {
         message: String,
         /// Attempts made.
         attempts: u32,
+        /// Whether an attempt may have reached the target (a connection
+        /// made, then broken or timed out before the answer), so that its
+        /// effect may have happened; `false` when every attempt failed to
+        /// connect.
+        maybe_delivered: bool,
     },
     /// The target answered with an error status.
     #[error("{target} answered {status} after {attempts} attempt(s)")]
@@ -520,6 +525,7 @@ impl ServiceClient {
         );
         let breaker = self.breaker(target);
         let mut attempt = 0u32;
+        let mut maybe_delivered = false;
         loop {
             attempt += 1;
             if let Err(refused) = breaker.try_acquire() {
@@ -569,6 +575,7 @@ impl ServiceClient {
             let (failure, error) = match outcome {
                 Err(_) => {
                     breaker.record(false);
+                    maybe_delivered = true;
                     (
                         AttemptFailure::Timeout,
                         CallError::Timeout {
@@ -580,6 +587,7 @@ impl ServiceClient {
                 }
                 Ok(Err(e)) => {
                     breaker.record(false);
+                    maybe_delivered |= !e.is_connect();
                     let mut message = e.to_string();
                     let mut source = std::error::Error::source(&e);
                     while let Some(s) = source {
@@ -592,6 +600,7 @@ impl ServiceClient {
                             target,
                             message,
                             attempts: attempt,
+                            maybe_delivered,
                         },
                     )
                 }

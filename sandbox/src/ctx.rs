@@ -208,6 +208,11 @@ pub trait Replayable {
 /// and answers `None` (go ahead), or answers the resource the key's first
 /// create made, as `load` reads it (waiting up to half a second while that
 /// create is still writing it; `409` after that).
+/// What an idempotency key's slot holds once the create it names was
+/// voided before it happened: a later create with the key is refused
+/// (`410 idempotency_key_voided`).
+pub const VOIDED: &str = "(voided)";
+
 pub async fn replay<T, F, Fut>(
     ctx: &Ctx,
     scope: &str,
@@ -232,6 +237,13 @@ where
     else {
         return Ok(None);
     };
+    if first == VOIDED {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "idempotency_key_voided",
+            "a create with this idempotency key was voided by its caller",
+        ));
+    }
     for _ in 0..20 {
         if let Some(found) = load(first.clone()).await? {
             return Ok(Some(found.replayed()));

@@ -239,8 +239,18 @@ impl MeshConfig {
 struct Running {
     ctx: Arc<Ctx>,
     task: JoinHandle<()>,
+    /// The service's own background work (the API's compensator).
+    background: Option<JoinHandle<()>>,
     /// Set to start a graceful shutdown.
     drain: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    fn stop_background(&self) {
+        if let Some(b) = &self.background {
+            b.abort();
+        }
+    }
 }
 
 /// The six services, running.
@@ -260,6 +270,7 @@ impl Drop for Mesh {
         for (_, r) in
             std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner))
         {
+            r.stop_background();
             r.task.abort();
         }
     }
@@ -595,7 +606,16 @@ impl Mesh {
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(service, Running { ctx, task, drain });
+            .insert(
+                service,
+                Running {
+                    background: (service == Service::HealthcareApi)
+                        .then(|| tokio::spawn(crate::saga::compensator(Arc::clone(&ctx)))),
+                    ctx,
+                    task,
+                    drain,
+                },
+            );
         Ok(())
     }
 
@@ -645,6 +665,7 @@ impl Mesh {
     /// are answered (up to 5 s), then its connections close.
     pub async fn shutdown(&self, service: Service) {
         if let Some(r) = self.take_running(service) {
+            r.stop_background();
             let _ = r.drain.send(true);
             let _ = r.task.await;
         }
@@ -654,6 +675,7 @@ impl Mesh {
     /// connections drop, requests in flight unanswered.
     pub async fn stop(&self, service: Service) {
         if let Some(r) = self.take_running(service) {
+            r.stop_background();
             r.task.abort();
             let _ = r.task.await;
         }

@@ -184,7 +184,9 @@ pub struct SagaFailed {
 pub struct Compensation {
     /// The step compensated.
     pub step: String,
-    /// `completed` or `failed`.
+    /// `completed`, `failed`, or `pending`: the peer could not be reached;
+    /// the API keeps the compensation and makes it once the peer answers
+    /// (a claim whose create went unanswered is voided by its key).
     pub outcome: String,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,11 +326,25 @@ pub(crate) async fn visit(
             "procedures": r.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
         }))
         .key(format!("{}:claim", saga.id));
+    let claim_key = format!("{}:claim", saga.id);
     let claim = match ctx.client.call(claim).await {
         Ok(reply) => reply.body,
         Err(e) => {
             let failure = StepFailure::from_call("create_claim", &e);
-            return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+            // Without a clear answer the claim may have been made (its
+            // reply lost): void it by its key, as a completed step.
+            if outcome_unknown(&e) {
+                done.push("create_claim");
+            }
+            return finish_failed_keyed(
+                &saga,
+                &visit_id,
+                Some(&verification_id),
+                Some(&claim_key),
+                failure,
+                done,
+            )
+            .await;
         }
     };
     let Some(claim_id) = claim
@@ -396,6 +412,21 @@ pub(crate) async fn visit(
     Ok((StatusCode::CREATED, Json(done)).into_response())
 }
 
+/// Did the call fail without a clear answer, so that its effect may have
+/// happened (a timeout, a connection broken after the request was sent)?
+/// A refusal by the peer (an error status) or by our own breaker or
+/// bulkhead means it did not.
+fn outcome_unknown(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::Timeout { .. }
+            | CallError::Connection {
+                maybe_delivered: true,
+                ..
+            }
+    )
+}
+
 /// Records the failure, compensates the completed steps in reverse order,
 /// stores the visit as failed, and answers.
 async fn finish_failed(
@@ -405,11 +436,138 @@ async fn finish_failed(
     failure: StepFailure,
     done: Vec<&'static str>,
 ) -> ApiResult<Response> {
+    finish_failed_keyed(saga, visit_id, verification_id, None, failure, done).await
+}
+
+/// Keeps the voiding of the claim created (or not) with `key` for the
+/// API's compensator, which makes it at once and again until billing
+/// answers: the create went unanswered, so billing may be unreachable now,
+/// and the answer to the visit does not wait for it.
+async fn queue_void(saga: &Saga<'_>, key: &str) -> Result<(), CallError> {
+    saga.ctx
+        .db
+        .execute(
+            "INSERT INTO api.pending_compensations (saga_id, tenant, request_id, claim_key)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (saga_id) DO NOTHING",
+            &[&saga.id, &saga.caller.tenant, &saga.caller.request_id, &key],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| CallError::Connection {
+            target: Service::BillingEngine,
+            message: format!("keeping the compensation: {e}"),
+            attempts: 0,
+            maybe_delivered: false,
+        })
+}
+
+/// How often the compensator looks for compensations to retry.
+const COMPENSATOR_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The API's compensator: retries the compensations a failed saga could
+/// not make (billing unreachable), until billing answers; each one done is
+/// audited under its saga's request id. Runs until aborted.
+pub(crate) async fn compensator(ctx: Arc<Ctx>) {
+    loop {
+        tokio::time::sleep(COMPENSATOR_PERIOD).await;
+        let Ok(rows) = ctx
+            .db
+            .query(
+                "SELECT saga_id, tenant, request_id, claim_key FROM api.pending_compensations
+                 ORDER BY created_at LIMIT 32",
+                &[],
+            )
+            .await
+        else {
+            continue;
+        };
+        for row in rows {
+            let (saga_id, tenant, visit_request, key): (String, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            // Its own request (the visit's was closed with its count of
+            // calls), named after the visit's.
+            let request_id = format!("{visit_request}-compensation");
+            let call = Call::new(
+                Service::BillingEngine,
+                Method::Post,
+                "/claims/void",
+                &tenant,
+                &request_id,
+            )
+            .json(json!({"idempotency_key": key}))
+            .key(format!("{saga_id}:void-claim"));
+            if ctx.client.call(call).await.is_err() {
+                let _ = ctx
+                    .db
+                    .execute(
+                        "UPDATE api.pending_compensations SET attempts = attempts + 1 WHERE saga_id = $1",
+                        &[&saga_id],
+                    )
+                    .await;
+                continue;
+            }
+            let _ = ctx
+                .db
+                .execute(
+                    "DELETE FROM api.pending_compensations WHERE saga_id = $1",
+                    &[&saga_id],
+                )
+                .await;
+            tracing::info!(tenant = %tenant, request_id = %request_id, saga = %saga_id, "pending compensation of create_claim completed");
+            let caller = Caller {
+                tenant: tenant.clone(),
+                source: Service::HealthcareApi.name().to_string(),
+                service: Some(Service::HealthcareApi),
+                role: None,
+                request_id: request_id.clone(),
+            };
+            let saga = Saga {
+                ctx: &ctx,
+                caller: &caller,
+                id: saga_id.clone(),
+                patient_id: String::new(),
+            };
+            saga.event(
+                "compensation_completed",
+                "create_claim",
+                json!({"claim_key": key}),
+            )
+            .await;
+        }
+    }
+}
+
+/// [`finish_failed`], with the key of a claim that may have been made.
+async fn finish_failed_keyed(
+    saga: &Saga<'_>,
+    visit_id: &str,
+    verification_id: Option<&str>,
+    claim_key: Option<&str>,
+    failure: StepFailure,
+    done: Vec<&'static str>,
+) -> ApiResult<Response> {
     let ctx = saga.ctx;
     saga.event("saga_failed", failure.step, json!({"cause": failure.cause}))
         .await;
     let mut compensations = Vec::new();
     for step in done.iter().rev() {
+        if let ("create_claim", Some(key)) = (*step, claim_key) {
+            let (outcome, cause) = match queue_void(saga, key).await {
+                Ok(()) => ("pending", None),
+                Err(e) => ("failed", Some(e.to_json())),
+            };
+            let event = match outcome {
+                "pending" => "compensation_pending",
+                _ => "compensation_failed",
+            };
+            saga.event(event, step, json!({"claim_key": key})).await;
+            compensations.push(Compensation {
+                step: step.to_string(),
+                outcome: outcome.into(),
+                cause,
+            });
+            continue;
+        }
         let outcome = match (*step, verification_id) {
             ("verify_insurance", Some(vid)) => {
                 let cancel = saga
