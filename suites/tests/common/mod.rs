@@ -286,3 +286,26 @@ async fn relay(
         }
     }
 }
+
+/// A failed visit's compensations were all made: each `completed`, except
+/// that voiding a claim whose create went unanswered may be `pending`
+/// (billing unreachable: the API keeps it and voids the claim once billing
+/// answers). The verification, when there was one, is cancelled at once.
+pub fn assert_compensated(body: &Value) {
+    let all = body["compensations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for c in &all {
+        let ok = c["outcome"] == "completed"
+            || (c["step"] == "create_claim" && c["outcome"] == "pending");
+        assert!(ok, "a compensation was not made: {c} in {body}");
+    }
+    if body["failed_step"] != "verify_insurance" {
+        assert!(
+            all.iter()
+                .any(|c| c["step"] == "verify_insurance" && c["outcome"] == "completed"),
+            "the verification was not cancelled: {body}"
+        );
+    }
+}
