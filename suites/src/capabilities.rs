@@ -61,9 +61,11 @@ impl Fixture for SignTokens {
     }
 }
 
-/// `/admin/faults` on every service.
+/// `/admin/faults` on every service. The plans a test injected are
+/// cleared in its teardown, also when it fails or times out.
 pub struct Faults {
     target: Arc<Target>,
+    injected: Arc<std::sync::Mutex<Vec<(Service, String)>>>,
 }
 
 impl Faults {
@@ -72,6 +74,10 @@ impl Faults {
     /// tests are not disturbed.
     pub async fn inject(&self, service: Service, plan: &FaultPlan) -> Result<(), String> {
         let tenant = plan.tenant.as_deref().unwrap_or("admin");
+        self.injected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((service, tenant.to_string()));
         let body = serde_json::to_value(plan).map_err(|e| e.to_string())?;
         let r = self
             .target
@@ -87,8 +93,13 @@ impl Faults {
 
     /// Clears `service`'s faults for `tenant` (other tenants' plans stay).
     pub async fn clear(&self, service: Service, tenant: &str) -> Result<(), String> {
-        let r = self
-            .target
+        clear_faults(&self.target, service, tenant).await
+    }
+}
+
+async fn clear_faults(target: &Target, service: Service, tenant: &str) -> Result<(), String> {
+    {
+        let r = target
             .client(service, tenant)
             .request(
                 reqwest::Method::DELETE,
@@ -110,13 +121,25 @@ impl Faults {
 
 impl Fixture for Faults {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
-        Ok(Faults {
-            target: target_with(cx, Capability::Faults).await?,
-        })
+        let target = target_with(cx, Capability::Faults).await?;
+        let injected: Arc<std::sync::Mutex<Vec<(Service, String)>>> = Arc::default();
+        let (left, on) = (Arc::clone(&injected), Arc::clone(&target));
+        cx.on_teardown(async move {
+            let mut left = std::mem::take(
+                &mut *left
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            left.sort();
+            left.dedup();
+            for (service, tenant) in left {
+                let _ = clear_faults(&on, service, &tenant).await;
+            }
+        });
+        Ok(Faults { target, injected })
     }
 }
 
-/// Toxics on the proxies in front of the target's services, through a
 /// A link a Toxiproxy proxy controls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Edge {

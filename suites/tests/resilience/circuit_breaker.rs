@@ -1,16 +1,17 @@
-//! The API's circuit breakers: open on failures, refuse without calling,
-//! probe after the wait, close on success.
+//! The API's circuit breakers: open on failures (at their threshold, not
+//! before), refuse without calling, probe after the wait (no more probes
+//! than the breaker allows), re-open on failed probes, close on success.
+//! In real time, on any target with fault injection and a breaker wait
+//! short enough to watch (`sandbox up --test-mode`: 2 s), with every
+//! setting read from the API's `/config`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::breaker::{BreakerConfig, BreakerState};
-use sandbox::clock::ManualClock;
 use sandbox::{Answer, FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::{Breakers, Faults, PrivateMesh, Target};
+use suites::{Breakers, Faults, Target};
 
 use crate::common::{intake, observed, visit, visit_body};
 
@@ -65,39 +66,42 @@ struct BreakerCase {
     unrelated: Route,
 }
 
-/// One dependency's breaker through its whole cycle, in a private mesh on
-/// an injected clock: the dependency fails (`500`s, only on the path the
-/// route needs) until the API's breaker for it opens; the next call is a
-/// fast `503` that never reaches the dependency (its fault counter does
-/// not move); `/health` shows the open breaker and `degraded`; a route
-/// that does not need the dependency keeps its SLO (no cascade); healed,
-/// the breaker stays open until its wait has passed on the clock, then a
-/// probe succeeds and closes it.
-async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
+/// The API's breaker for `dependency` as `/health` states it.
+async fn breaker_state(api: &sandbox::MeshClient, dependency: Service) -> String {
+    let h = api.get("/health").await.expect("health");
+    h.body["dependencies"][dependency.name()]["circuit_breaker"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// One dependency's breaker through its whole cycle, in real time on the
+/// target, with its settings read from the API's `/config`: the
+/// dependency fails (`500`s for the test's tenant, only on the path the
+/// route needs) until the API's breaker for it opens, within its window;
+/// the next call is a fast `503` that never reaches the dependency (its
+/// fault counter does not move); `/health` shows the open breaker and
+/// `degraded`; a route that does not need the dependency keeps its SLO (no
+/// cascade); healed, the breaker still refuses until its wait has passed,
+/// then its half-open probes succeed and close it. The breaker is shared
+/// by every tenant: the test runs alone.
+async fn breaker_cycle(
+    target: &Target,
+    faults: &Faults,
+    breakers: &Breakers,
+    tenant: &Tenant,
+    s: &Scenario,
+    case: BreakerCase,
+) {
     let BreakerCase {
         dependency,
         needs,
         fault_path,
         unrelated,
     } = case;
-    let clock = ManualClock::new();
-    let mesh = own
-        .start(|c| {
-            c.clock = Arc::new(clock.clone());
-            c.client.retry.max_attempts = 1;
-            c.client.breaker = BreakerConfig {
-                window_size: 4,
-                failure_rate_threshold: 50.0,
-                minimum_calls: 4,
-                open_wait: Duration::from_secs(30),
-                half_open_calls: 1,
-            };
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
-    let patient_id = intake(&api, &s).await;
-    let doctor = mesh.client(Service::DoctorPersonalization, "t1");
+    let api = target.client(Service::HealthcareApi, tenant);
+    let patient_id = intake(&api, s).await;
+    let doctor = target.client(Service::DoctorPersonalization, tenant);
     let prefs = doctor
         .put(
             &format!("/doctors/{}/preferences", s.visit.rendering_npi),
@@ -106,36 +110,44 @@ async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
         .await
         .expect("preferences");
     assert_eq!(prefs.status, 200, "{}", prefs.body);
-    let baseline = needs.send(&api, &patient_id, &s).await;
+    let baseline = needs.send(&api, &patient_id, s).await;
     assert_eq!(baseline.status, needs.ok(), "baseline: {}", baseline.body);
 
     let fail = FaultPlan {
-        fail_next: 100,
+        fail_next: 100_000,
         status: Some(500),
+        tenant: Some(tenant.0.clone()),
         path_prefix: Some(fault_path.into()),
         ..FaultPlan::default()
     };
-    mesh.inject(dependency, &fail).await.expect("inject");
+    faults.inject(dependency, &fail).await.expect("inject");
+    // Every failed request is at least one failed call: the breaker opens
+    // before a whole window of them.
+    let bound = breakers.window_size.max(breakers.minimum_calls);
     let mut failures = 0;
-    while mesh.breaker_state(dependency) != Some(BreakerState::Open) {
+    while breaker_state(&api, dependency).await != "open" {
         assert!(
-            failures < 8,
-            "{dependency}: the breaker did not open after {failures} failed calls"
+            failures < bound,
+            "{dependency}: the breaker did not open after {failures} failed requests (window {}, minimum {}, threshold {} %)",
+            breakers.window_size,
+            breakers.minimum_calls,
+            breakers.failure_rate_threshold
         );
-        let r = needs.send(&api, &patient_id, &s).await;
-        assert_eq!(
-            r.status,
-            502,
-            "{} while {dependency} fails: {}",
+        let r = needs.send(&api, &patient_id, s).await;
+        assert!(
+            matches!(r.status, 502 | 503),
+            "{} while {dependency} fails: {} {}",
             needs.endpoint(),
+            r.status,
             r.body
         );
         failures += 1;
     }
 
-    let reached = mesh.counter(dependency, "faults_injected_total", "");
+    let reached = || target.metric(dependency, "faults_injected_total", &[]);
+    let before = reached().await.expect("metrics");
     let started = Instant::now();
-    let refused = needs.send(&api, &patient_id, &s).await;
+    let refused = needs.send(&api, &patient_id, s).await;
     let took = started.elapsed();
     assert_eq!(refused.status, 503, "{}", refused.body);
     let cause = refused.body["cause"]["message"]
@@ -147,8 +159,8 @@ async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
         "the refusal took {took:?}: not a fast fail"
     );
     assert_eq!(
-        mesh.counter(dependency, "faults_injected_total", ""),
-        reached,
+        reached().await.expect("metrics"),
+        before,
         "the refused call reached {dependency}"
     );
     let health = api.get("/health").await.expect("health");
@@ -161,24 +173,25 @@ async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
     assert_eq!(health.body["status"], "degraded");
 
     // No cascade: the route that does not need the dependency keeps its SLO.
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let r = unrelated.send(&api, &patient_id, &s).await;
-        assert_eq!(
-            r.status,
-            unrelated.ok(),
-            "{} with {dependency}'s breaker open: {}",
-            unrelated.endpoint(),
-            r.body
-        );
-        samples.push(t.elapsed());
-    }
-    let seen = observed(&samples, 0, started.elapsed());
-    let breaches = sandbox::target::slos()
-        .of(unrelated.endpoint())
-        .breaches(&seen);
+    let sample = || async {
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let r = unrelated.send(&api, &patient_id, s).await;
+            assert_eq!(
+                r.status,
+                unrelated.ok(),
+                "{} with {dependency}'s breaker open: {}",
+                unrelated.endpoint(),
+                r.body
+            );
+            samples.push(t.elapsed());
+        }
+        observed(&samples, 0, started.elapsed())
+    };
+    let seen = sample().await;
+    let breaches = target.slo(unrelated.endpoint()).breaches(&seen);
     assert!(
         breaches.is_empty(),
         "{} with {dependency}'s breaker open: {}",
@@ -186,15 +199,22 @@ async fn breaker_cycle(own: PrivateMesh, s: Scenario, case: BreakerCase) {
         breaches.join("; ")
     );
 
-    // Healed; the breaker waits its 30 s on the clock, then probes.
-    mesh.clear_faults(dependency).await.expect("clear");
-    clock.advance(Duration::from_secs(29));
-    let r = needs.send(&api, &patient_id, &s).await;
-    assert_eq!(r.status, 503, "still open at 29 s: {}", r.body);
-    clock.advance(Duration::from_secs(1));
-    let probe = needs.send(&api, &patient_id, &s).await;
-    assert_eq!(probe.status, needs.ok(), "the probe: {}", probe.body);
-    assert_eq!(mesh.breaker_state(dependency), Some(BreakerState::Closed));
+    // Healed: still open until the wait has passed, then probes close it.
+    faults.clear(dependency, tenant).await.expect("clear");
+    let r = needs.send(&api, &patient_id, s).await;
+    assert_eq!(r.status, 503, "still open before its wait: {}", r.body);
+    tokio::time::sleep(breakers.open_wait + Duration::from_millis(100)).await;
+    for n in 0..breakers.half_open_calls.max(1) {
+        let probe = needs.send(&api, &patient_id, s).await;
+        assert_eq!(
+            probe.status,
+            needs.ok(),
+            "probe {} after the wait: {}",
+            n + 1,
+            probe.body
+        );
+    }
+    assert_eq!(breaker_state(&api, dependency).await, "closed");
 }
 
 /// One `circuit_breaker_for_<dependency>` test per dependency, each naming
@@ -205,18 +225,19 @@ macro_rules! breaker_tests {
         #[service_test(
             resilience,
             circuit_breaker,
+            exclusive,
             real_services,
             services(healthcare_api, $svc),
-            timeout = "30s"
+            timeout = "60s"
         )]
-        async fn $name(own: PrivateMesh, s: Scenario) {
+        async fn $name(target: &Target, faults: Faults, breakers: Breakers, tenant: Tenant, s: Scenario) {
             let case = BreakerCase {
                 dependency: Service::$dependency,
                 needs: Route::$needs,
                 fault_path: $path,
                 unrelated: Route::$unrelated,
             };
-            breaker_cycle(own, s, case).await;
+            breaker_cycle(target, &faults, &breakers, &tenant, &s, case).await;
         }
     )*};
 }
@@ -352,4 +373,218 @@ async fn the_billing_breaker_trips_and_recovers_in_real_time(
             breakers.half_open_calls
         )),
     }
+}
+
+/// Fills the API's breaker for doctor personalisation with successful
+/// calls (a whole window of preference reads), waiting first for it to be
+/// closed; returns the route's client and the path read.
+async fn a_window_of_successes(
+    target: &Target,
+    breakers: &Breakers,
+    tenant: &Tenant,
+    s: &Scenario,
+) -> (sandbox::MeshClient, String) {
+    let api = target.client(Service::HealthcareApi, tenant);
+    let doctor = target.client(Service::DoctorPersonalization, tenant);
+    let path = format!("/doctors/{}/preferences", s.visit.rendering_npi);
+    let put = doctor
+        .put(&path, &json!({"note_template": "soap"}))
+        .await
+        .expect("preferences");
+    assert_eq!(put.status, 200, "{}", put.body);
+    let deadline = Instant::now() + breakers.open_wait + Duration::from_secs(5);
+    while breaker_state(&api, Service::DoctorPersonalization).await != "closed" {
+        assert!(Instant::now() < deadline, "the doctor breaker never closed");
+        let _ = api.get(&path).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..breakers.window_size {
+        let r = api.get(&path).await.expect("preferences");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    (api, path)
+}
+
+/// Sends reads until doctor personalisation has failed `n` more calls
+/// (its `faults_injected_total`), the fault plan failing exactly `n`.
+async fn fail_exactly(
+    target: &Target,
+    faults: &Faults,
+    api: &sandbox::MeshClient,
+    path: &str,
+    tenant: &Tenant,
+    n: u64,
+) {
+    let reached = || target.metric(Service::DoctorPersonalization, "faults_injected_total", &[]);
+    let before = reached().await.expect("metrics");
+    faults
+        .inject(
+            Service::DoctorPersonalization,
+            &FaultPlan {
+                fail_next: n as u32,
+                status: Some(500),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/doctors".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let mut sent = 0;
+    while reached().await.expect("metrics") < before + n as f64 {
+        assert!(
+            sent < 3 * n + 10,
+            "{n} failures were not reached in {sent} reads"
+        );
+        let _ = api.get(path).await.expect("preferences");
+        sent += 1;
+    }
+    faults
+        .clear(Service::DoctorPersonalization, tenant)
+        .await
+        .expect("clear");
+}
+
+/// The breaker's threshold, both ways, from `/config`: with a window of
+/// successes, failing the most calls that keep the window's failure rate
+/// under the threshold leaves it closed; one failure more (the rate at the
+/// threshold) opens it.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    exclusive,
+    real_services,
+    services(healthcare_api, doctor),
+    timeout = "90s"
+)]
+async fn the_breaker_opens_at_its_threshold_and_not_before(
+    target: &Target,
+    faults: Faults,
+    breakers: Breakers,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let window = breakers.window_size.max(breakers.minimum_calls);
+    // The most failures in a full window whose rate stays under it.
+    let under = (0..=window)
+        .rev()
+        .find(|f| (*f as f64) * 100.0 / (window as f64) < breakers.failure_rate_threshold)
+        .unwrap_or(0);
+    let (api, path) = a_window_of_successes(&target, &breakers, &tenant, &s).await;
+    fail_exactly(&target, &faults, &api, &path, &tenant, under).await;
+    assert_eq!(
+        breaker_state(&api, Service::DoctorPersonalization).await,
+        "closed",
+        "{under} failures in a window of {window} ({} % < {} %) opened the breaker",
+        under as f64 * 100.0 / window as f64,
+        breakers.failure_rate_threshold
+    );
+    fail_exactly(&target, &faults, &api, &path, &tenant, 1).await;
+    assert_eq!(
+        breaker_state(&api, Service::DoctorPersonalization).await,
+        "open",
+        "{} failures in a window of {window} ({} % >= {} %) did not open the breaker",
+        under + 1,
+        (under + 1) as f64 * 100.0 / window as f64,
+        breakers.failure_rate_threshold
+    );
+}
+
+/// Half-open, from `/config`: after the open wait, with the dependency
+/// still failing (and slow, so that probes overlap), a burst of reads lets
+/// exactly `half_open_calls` probes reach it, the rest refused at once;
+/// the failed probes open the breaker again. Healed, after another wait
+/// the probes succeed and close it.
+#[service_test(
+    resilience,
+    circuit_breaker,
+    exclusive,
+    real_services,
+    services(healthcare_api, doctor),
+    timeout = "90s"
+)]
+async fn half_open_lets_its_probes_through_and_failed_probes_reopen(
+    target: &Target,
+    faults: Faults,
+    breakers: Breakers,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let (api, path) = a_window_of_successes(&target, &breakers, &tenant, &s).await;
+    let failing = FaultPlan {
+        fail_next: 100_000,
+        status: Some(500),
+        tenant: Some(tenant.0.clone()),
+        path_prefix: Some("/doctors".into()),
+        ..FaultPlan::default()
+    };
+    faults
+        .inject(Service::DoctorPersonalization, &failing)
+        .await
+        .expect("inject");
+    let bound = breakers.window_size.max(breakers.minimum_calls);
+    let mut sent = 0;
+    while breaker_state(&api, Service::DoctorPersonalization).await != "open" {
+        assert!(
+            sent < bound,
+            "the breaker did not open after {sent} failed reads"
+        );
+        let _ = api.get(&path).await.expect("preferences");
+        sent += 1;
+    }
+    // Slow failures: the probes are all in flight at once.
+    faults
+        .inject(
+            Service::DoctorPersonalization,
+            &FaultPlan {
+                latency_ms: 300,
+                ..failing.clone()
+            },
+        )
+        .await
+        .expect("inject");
+    tokio::time::sleep(breakers.open_wait + Duration::from_millis(100)).await;
+    let reached = || target.metric(Service::DoctorPersonalization, "faults_injected_total", &[]);
+    let before = reached().await.expect("metrics");
+    let probes = breakers.half_open_calls.max(1);
+    let burst = probes + 3;
+    let tasks: Vec<_> = (0..burst)
+        .map(|_| {
+            let (api, path) = (api.clone(), path.clone());
+            tokio::spawn(async move { api.get(&path).await.map(|r| r.status) })
+        })
+        .collect();
+    let mut refused = 0u64;
+    for t in tasks {
+        if t.await.expect("read").is_ok_and(|status| status == 503) {
+            refused += 1;
+        }
+    }
+    let through = reached().await.expect("metrics") - before;
+    assert_eq!(
+        through, probes as f64,
+        "half-open let {through} calls reach the dependency; it allows {probes}"
+    );
+    assert!(
+        refused >= burst - probes,
+        "{refused} of {burst} reads refused; {probes} probes allowed"
+    );
+    assert_eq!(
+        breaker_state(&api, Service::DoctorPersonalization).await,
+        "open",
+        "the failed probes did not open the breaker again"
+    );
+    faults
+        .clear(Service::DoctorPersonalization, &tenant)
+        .await
+        .expect("clear");
+    tokio::time::sleep(breakers.open_wait + Duration::from_millis(100)).await;
+    for n in 0..probes {
+        let r = api.get(&path).await.expect("preferences");
+        assert_eq!(r.status, 200, "probe {} after healing: {}", n + 1, r.body);
+    }
+    assert_eq!(
+        breaker_state(&api, Service::DoctorPersonalization).await,
+        "closed"
+    );
 }
