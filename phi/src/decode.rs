@@ -6,10 +6,10 @@
 //! Every byte of that text knows the bytes of the original it came from,
 //! so a finding in it redacts the encoded text where it stands.
 //!
-//! Only lines with a `%`, `&`, `\`, `+` or a byte outside ASCII, or a
-//! base64-looking run (12 or more characters of its alphabet, both cases),
-//! are decoded at all; a line that decodes to itself is left out. A
-//! service log pays one pass over its bytes.
+//! Only lines the detectors' gates flag (one pass over each line, shared
+//! with every detector: a `%XX`, a character reference, a JSON escape, a
+//! base64-looking run, a byte outside ASCII) are decoded at all; a line
+//! that decodes to itself is left out.
 //!
 //! Crates: `base64` decodes runs, `percent-encoding` decodes `%XX`
 //! sequences, `quick-xml` resolves named HTML5 entities,
@@ -47,45 +47,17 @@ fn is_b64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
 }
 
-/// Does this line hold something the decoding layers would change?
-fn worth_decoding(line: &[u8]) -> bool {
-    let mut run = 0usize;
-    let (mut upper, mut lower) = (false, false);
-    for &b in line {
-        if matches!(b, b'%' | b'&' | b'\\' | b'+') || !b.is_ascii() {
-            return true;
-        }
-        if is_b64(b) {
-            run += 1;
-            upper |= b.is_ascii_uppercase();
-            lower |= b.is_ascii_lowercase();
-            if run >= MIN_BASE64 && upper && lower {
-                return true;
-            }
-        } else {
-            run = 0;
-            upper = false;
-            lower = false;
-        }
-    }
-    false
-}
-
 impl Decoded {
-    /// The lines of `text` that decode to something else, decoded; `None`
-    /// when there are none.
-    pub(crate) fn of(text: &str) -> Option<Decoded> {
+    /// The given lines of `text` (those the detectors' gates flagged as
+    /// holding something encoded, in order) that decode to something
+    /// else, decoded; `None` when there are none.
+    pub(crate) fn of(text: &str, lines: &[Range<usize>]) -> Option<Decoded> {
         let mut out = Decoded {
             text: String::new(),
             pieces: Vec::new(),
         };
-        let mut start = 0;
-        for line in text.split('\n') {
-            let range = start..start + line.len();
-            start = range.end + 1;
-            if !worth_decoding(line.as_bytes()) {
-                continue;
-            }
+        for range in lines {
+            let range = range.clone();
             let (text_len, pieces_len) = (out.text.len(), out.pieces.len());
             if out.line(text, range.clone()) {
                 out.push(range.end..(range.end + 1).min(text.len()), "\n", true);

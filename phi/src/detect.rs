@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{Regex, RegexSet};
@@ -56,6 +56,11 @@ const CLEAR_LOOKBACK: usize = 100;
 /// by a substring search per keyword (most of a log scan's time went there).
 struct Keywords {
     automaton: AhoCorasick,
+    /// The longest piece of each keyword without `_` or a space, any
+    /// case: a window without one holds no keyword (its `_`s are only
+    /// ever inserted between letters), so most windows are ruled out by
+    /// one search of their raw bytes.
+    pieces: AhoCorasick,
     /// Keywords that are whole words (three letters or fewer: `dob`,
     /// `dos`, `tel`): not the start of a longer one (`dose`, `dos2unix`).
     whole: Vec<bool>,
@@ -76,7 +81,19 @@ impl Keywords {
                     || matches!(*w, "visit" | "seen")
             })
             .collect();
-        Keywords { automaton, whole }
+        let pieces: Vec<&str> = words
+            .iter()
+            .map(|w| w.split(['_', ' ']).max_by_key(|p| p.len()).unwrap_or(w))
+            .collect();
+        let pieces = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&pieces)
+            .unwrap_or_else(|e| panic!("bad built-in context keywords {words:?}: {e}"));
+        Keywords {
+            automaton,
+            pieces,
+            whole,
+        }
     }
 }
 
@@ -100,13 +117,30 @@ fn window(text: &str, start: usize, len: usize) -> Range<usize> {
     if !bytes[line_start..start].iter().all(u8::is_ascii_whitespace) {
         return line_start..start;
     }
-    // The value opens its line: is it the value of the line above?
+    // The value opens its line: is it the value of the line above? Only
+    // when that line ends in `:` or `=` or the value stands alone on its
+    // own (the two cheap tests first: every log line opens with a
+    // timestamp, and the line above is no label of it).
     let mut end = from + i;
     if end > 0 && bytes[end] == b'\n' && bytes[end - 1] == b'\r' {
         end -= 1;
     }
-    let above = end.saturating_sub(len);
-    let mut above_from = above;
+    let labelled = bytes[..end]
+        .iter()
+        .rev()
+        .take(8)
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b':' | b'='));
+    let lone_value = || {
+        bytes[start..(start + LOOKBACK).min(bytes.len())]
+            .iter()
+            .find(|b| b.is_ascii_whitespace())
+            .is_none_or(|b| matches!(b, b'\n' | b'\r'))
+    };
+    if !labelled && !lone_value() {
+        return line_start..start;
+    }
+    let mut above_from = end.saturating_sub(len);
     while !text.is_char_boundary(above_from) {
         above_from += 1;
     }
@@ -114,18 +148,7 @@ fn window(text: &str, start: usize, len: usize) -> Range<usize> {
         .iter()
         .rposition(|b| matches!(b, b'\n' | b'\r'))
         .map_or(above_from, |j| above_from + j + 1);
-    let label = text[above_from..end].trim_end();
-    let rest = &bytes[start..(start + LOOKBACK).min(bytes.len())];
-    let rest = &rest[..rest
-        .iter()
-        .position(|b| matches!(b, b'\n' | b'\r'))
-        .unwrap_or(rest.len())];
-    let lone_value = !rest.iter().any(u8::is_ascii_whitespace);
-    if label.ends_with([':', '=']) || lone_value {
-        above_from..end
-    } else {
-        line_start..start
-    }
+    above_from..end
 }
 
 /// Where the nearest keyword of `keywords` in the context window of a
@@ -134,34 +157,38 @@ fn window(text: &str, start: usize, len: usize) -> Range<usize> {
 fn nearest_context(text: &str, start: usize, keywords: &Keywords, len: usize) -> Option<usize> {
     let range = window(text, start, len);
     let window = &text.as_bytes()[range];
-    if window.is_empty() {
+    if window.is_empty() || window.is_ascii() && !keywords.pieces.is_match(window) {
         return None;
     }
     // The window in lower case, a `_` where camelCase starts a word
     // (`dateOfBirth` reads as `date_of_birth`), so keywords are found
-    // inside identifiers; letters outside ASCII are lower-cased too.
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * window.len());
+    // inside identifiers; letters outside ASCII are lower-cased too. An
+    // ASCII window (nearly all) is written on the stack.
+    let mut stack = [0u8; 2 * CLEAR_LOOKBACK];
+    let mut heap = String::new();
     let mut prev_lower = false;
-    if window.is_ascii() {
+    let before: &[u8] = if window.is_ascii() && window.len() <= CLEAR_LOOKBACK {
+        let mut len = 0;
         for &b in window {
             if prev_lower && b.is_ascii_uppercase() {
-                buf.push(b'_');
+                stack[len] = b'_';
+                len += 1;
             }
             prev_lower = b.is_ascii_lowercase();
-            buf.push(b.to_ascii_lowercase());
+            stack[len] = b.to_ascii_lowercase();
+            len += 1;
         }
+        &stack[..len]
     } else {
-        let mut s = String::with_capacity(window.len() + 8);
         for c in String::from_utf8_lossy(window).chars() {
             if prev_lower && c.is_uppercase() {
-                s.push('_');
+                heap.push('_');
             }
             prev_lower = c.is_lowercase();
-            s.extend(c.to_lowercase());
+            heap.extend(c.to_lowercase());
         }
-        buf = s.into_bytes();
-    }
-    let before = &buf[..];
+        heap.as_bytes()
+    };
     // A keyword starts a word: "dob" but not inside "adobe". (Overlapping
     // occurrences add none that start a word: the keywords that overlap
     // themselves, `dod`, `died`, `deceased`, do so after a letter.)
@@ -255,6 +282,9 @@ static PHONE_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "contact",
         "call",
         "te*",
+        "hp*",
+        "cp*",
+        "wp*",
         "fax",
         "sms",
         "text",
@@ -426,6 +456,7 @@ enum Pass {
     DateIso,
     DateNumeric,
     DateCompact,
+    DateSlashed,
     DateWords,
     StateZip,
     Zip,
@@ -448,7 +479,7 @@ enum Pass {
 const STREET_SUFFIXES: &str = "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Drive|Dr|Lane|Ln|Way|Court|Ct|Place|Pl|Terrace|Ter|Parkway|Pkwy|Circle|Cir|Highway|Hwy|Trail|Trl";
 
 /// The keywords an MRN, member, account, licence or device number follows.
-const ID_KEYS: &str = r"mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl[ _]?#?|(?:license[ _]?)?plate(?:[ _]?(?:number|no|#))?|state[ _]?id(?:[ _]?card)?(?:[ _]?(?:number|no|#))?|device(?:[ _]?(?:id|serial|number|no|#))|serial(?:[ _]?(?:number|no|#))?|s/n|udi|imei";
+const ID_KEYS: &str = r"mrn|medical[ _]?record(?:[ _]?(?:number|no|num|#))?|chart(?:[ _]?(?:number|no|#))|member(?:[ _]?(?:id|number|no|#))|subscriber(?:[ _]?(?:id|number|no|#))|beneficiary(?:[ _]?(?:id|number|no|#))|policy(?:[ _]?(?:id|number|no|#))|medicaid(?:[ _]?(?:id|number|no|#))|insurance[ _]?id|account(?:[ _]?(?:id|number|no|num|#))?|acct(?:[ _]?(?:number|no|num|#))?|driver'?s?[ _]?licen[cs]e(?:[ _]?(?:number|no|#))?|licen[cs]e(?:[ _]?(?:number|no|#))|dl(?:[ _]?(?:number|no|num|#))?|passport(?:[ _]?(?:number|no|#))?|(?:license[ _]?)?plate(?:[ _]?(?:number|no|#))?|state[ _]?id(?:[ _]?card)?(?:[ _]?(?:number|no|#))?|device(?:[ _]?(?:id|serial|sn|number|no|#))|serial(?:[ _]?(?:number|no|#))?|s/n|udi|imei";
 
 const PERSON_WORDS: &str = "patient|pt|named|resident|caller|this is|it's|i am|i'm|spoke with|called|my name is|name is|hello|hi|dear|welcome back|welcome|thanks|thank you|daughter|son|wife|husband|mother|father|brother|sister|niece|nephew|aunt|uncle|grandson|granddaughter|grandmother|grandfather|grandchild|spouse|partner|caregiver|guardian|cousin|fianc[eé]e?";
 
@@ -496,7 +527,7 @@ const GREETINGS: &[&str] = &[
 ];
 
 impl Pass {
-    const ALL: [Pass; 24] = [
+    const ALL: [Pass; 25] = [
         Pass::SsnDashed,
         Pass::SsnPlain,
         Pass::Phone,
@@ -504,6 +535,7 @@ impl Pass {
         Pass::DateIso,
         Pass::DateNumeric,
         Pass::DateCompact,
+        Pass::DateSlashed,
         Pass::DateWords,
         Pass::StateZip,
         Pass::Zip,
@@ -528,13 +560,16 @@ impl Pass {
             Pass::SsnDashed => r"\b(\d{3})([-. ])(\d{2})([-. ])(\d{4})\b".into(),
             Pass::SsnPlain => r"\b(\d{3})(\d{2})(\d{4})\b".into(),
             // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
-            Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-](\d{4})\b|(?:\+1|\b)([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
+            Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-]?(\d{4})\b|(?:\+1|\b)([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
             Pass::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b".into(),
             // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
             Pass::DateIso => r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b".into(),
             // 03/04/1957, 04.03.1957, 03-04-1957: month or day first (a keyword decides it is a date).
             Pass::DateNumeric => r"\b(\d{1,2})([/.-])(\d{1,2})([/.-])(\d{4}|\d{2})\b".into(),
             Pass::DateCompact => r"\b(\d{4})(\d{2})(\d{2})\b".into(),
+            // 1957/03/04 (a pass of its own: a second separator in the ISO
+            // pattern slowed the search every log line's timestamp makes).
+            Pass::DateSlashed => r"\b(\d{4})/(\d{2})/(\d{2})\b".into(),
             Pass::DateWords => format!(
                 r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
             ),
@@ -549,7 +584,7 @@ impl Pass {
             Pass::Ipv6 => r"\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b".into(),
             // A keyword, then separators (: = # " spaces, "number"/"no"/"id"), then the value.
             Pass::KeyedId => format!(
-                r#"(?i)\b({ID_KEYS})["']?(?:[.?]\s+[a-z]+:)?\.?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{{2}}\))?[A-Za-z0-9][A-Za-z0-9-]{{3,24}})"#
+                r#"(?i)(?:\b|_)({ID_KEYS})["']?(?:[.?]\s+[a-z]+:)?\.?\s*[:=#]?\s*["']?\s*(?:is\s+)?((?:\(\d{{2}}\))?[A-Za-z0-9][A-Za-z0-9-]{{3,24}})"#
             ),
             Pass::X12Id => r"(REF\*EA|NM1\*IL\*1\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*[^*~]*\*MI)\*([A-Za-z0-9-]{4,30})".into(),
             Pass::Mbi => r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9][0-9]-?[AC-HJKMNP-RT-Y]{2}[0-9]{2}\b".into(),
@@ -561,7 +596,7 @@ impl Pass {
             Pass::ProseName => format!(
                 r"(?:\b((?i:{PERSON_WORDS}|pt\.))(?:'s)?(?:[,:=]\s*|\s+)|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
             ),
-            Pass::Age => r#"(?i)\b(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ](?:old\b|of age\b)|(\d{2,3})\s?(?:y/o\b|yo\b|y\.o\.?|yrs? old\b)|((?:ninety|one hundred)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)[- ](?:years?|yrs?)[- ]old\b)"#.into(),
+            Pass::Age => r#"(?i)(?:\b|_)(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ](?:old\b|of age\b)|(\d{2,3})\s?(?:y/o\b|yo\b|y\.o\.?|yrs? old\b)|((?:ninety|one hundred)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)[- ](?:years?|yrs?)[- ]old\b)"#.into(),
             Pass::ListName => format!(
                 r"\b({LIST_WORD})(,? )({LIST_WORD}|\p{{Lu}}\.)(?: ({LIST_WORD}))?"
             ),
@@ -580,7 +615,7 @@ impl Pass {
             // `\(217\)\s?555-0142`: the parenthesised area code, or the
             // forms without `\s`, whole.
             Pass::Phone => Some(
-                r"\([2-9]\d{2}\)|\b[2-9]\d{2}[ .-][2-9]\d{2}[ .-]\d{4}\b|(?:\+1|\b)[2-9]\d{2}[2-9]\d{2}\d{4}\b"
+                r"\([2-9]\d{2}\)|\b[2-9]\d{2}[ .-][2-9]\d{2}[ .-]?\d{4}\b|(?:\+1|\b)[2-9]\d{2}[2-9]\d{2}\d{4}\b"
                     .into(),
             ),
             // The state, then the ZIP on its line or the line's end.
@@ -589,22 +624,33 @@ impl Pass {
             )),
             // The street's suffix after a space or at a line's start.
             Pass::Street => Some(format!(r"(?i)(?:^|\s)(?:{STREET_SUFFIXES})\b")),
-            Pass::KeyedId => Some(format!(r"(?i)\b(?:{ID_KEYS})")),
+            Pass::KeyedId => Some(format!(r"(?i)(?:\b|_)(?:{ID_KEYS})")),
             Pass::X12Id => Some(r"REF\*EA\*|NM1\*IL\*1\*".into()),
             Pass::KeyedName => Some("(?i)name|family|given|first|last".into()),
             Pass::ProseName => Some(format!(
                 r"\b(?i:{PERSON_WORDS})|\b(?:Mr|Mrs|Ms|Miss|Mx)"
             )),
             Pass::ListName => Some(r"\p{Lu}\p{Ll}+,? \p{Lu}".into()),
-            Pass::Age => Some(r"(?i)\bage|(?:years?|yrs?)[- ](?:old|of)|y/o|yo|y\.o|yrs? old".into()),
+            Pass::Age => Some(r"(?i)(?:\b|_)age|(?:years?|yrs?)[- ](?:old|of)|y/o|yo|y\.o|yrs? old".into()),
             _ => None,
         }
     }
 
+    /// Whether a match may run across a line break: then the pass has a
+    /// gate of its own (a part of every match within one line) and
+    /// searches the whole text when any line passes it; otherwise only
+    /// the lines that pass.
+    fn crosses_lines(self) -> bool {
+        self.gate().is_some() && self != Pass::ListName
+    }
+
+    /// The pass's expression, compiled the first time a text needs it (a
+    /// service log never needs some, and the Unicode classes of the name
+    /// passes take a while to compile).
     fn regex(self) -> &'static Regex {
-        static REGEXES: LazyLock<Vec<Regex>> =
-            LazyLock::new(|| Pass::ALL.iter().map(|p| re(&p.pattern())).collect());
-        &REGEXES[self as usize]
+        static REGEXES: [OnceLock<Regex>; Pass::ALL.len()] =
+            [const { OnceLock::new() }; Pass::ALL.len()];
+        REGEXES[self as usize].get_or_init(|| re(&self.pattern()))
     }
 }
 
@@ -617,8 +663,25 @@ static GATES: LazyLock<RegexSet> = LazyLock::new(|| gate_set(|gate| gate));
 /// gate that matches more lines only has its pass search more of them.
 static LOOSE_GATES: LazyLock<RegexSet> = LazyLock::new(|| gate_set(without_word_boundaries));
 
+/// A line with something the decoding layers read ([`crate::decode`]): a
+/// `%XX`, a character reference, a JSON escape, a `+` between words, or a
+/// lower-case letter, an upper-case one and within two more another
+/// upper-case letter or a digit (`aWEg`, `zLTQ`: base64, in 98 % of the
+/// runs that encode a dozen bytes of text or more; a word, a path's
+/// segments, camelCase names, have none).
+/// Lines outside ASCII are decoded whatever their gates.
+const ENCODED_GATE: &str =
+    r#"%[0-9A-Fa-f]{2}|&[#A-Za-z]|\\[u/"]|[A-Za-z]\+[A-Z]|[a-z][A-Z][A-Za-z0-9]?[A-Z0-9]"#;
+
+/// Where [`ENCODED_GATE`] stands among the gates: after the passes'.
+const ENCODED: usize = Pass::ALL.len();
+
 fn gate_set(adapt: impl Fn(String) -> String) -> RegexSet {
-    let gates = Pass::ALL.map(|p| adapt(p.gate().unwrap_or_else(|| p.pattern())));
+    let gates: Vec<String> = Pass::ALL
+        .map(|p| adapt(p.gate().unwrap_or_else(|| p.pattern())))
+        .into_iter()
+        .chain(std::iter::once(ENCODED_GATE.to_string()))
+        .collect();
     // The patterns are constants of this module, exercised by its tests.
     RegexSet::new(&gates).unwrap_or_else(|e| panic!("bad built-in PHI gate: {e}"))
 }
@@ -644,22 +707,24 @@ fn without_word_boundaries(pattern: String) -> String {
     out
 }
 
-/// The lines of a text whose gates matched, by pass.
+/// The lines of a text whose gates matched, by pass (and last, the lines
+/// to decode).
 pub(crate) struct GateLines(Vec<Vec<Range<usize>>>);
 
 /// Runs the gates over the lines of `text` in `range` (which starts at a
 /// line's start and ends at a line's end).
 pub(crate) fn gate_lines(text: &str, range: Range<usize>) -> GateLines {
-    let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); Pass::ALL.len()];
+    let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); ENCODED + 1];
     let mut start = range.start;
     for line in text[range].split('\n') {
-        let gates = if line.is_ascii() {
-            &GATES
-        } else {
-            &LOOSE_GATES
-        };
-        for i in gates.matches(line).iter() {
+        let ascii = line.is_ascii();
+        let gates = if ascii { &GATES } else { &LOOSE_GATES };
+        let matches = gates.matches(line);
+        for i in matches.iter() {
             lines[i].push(start..start + line.len());
+        }
+        if !ascii && !matches.matched(ENCODED) {
+            lines[ENCODED].push(start..start + line.len());
         }
         start += line.len() + 1;
     }
@@ -669,6 +734,7 @@ pub(crate) fn gate_lines(text: &str, range: Range<usize>) -> GateLines {
 /// Where each pass searches one text (byte ranges of it).
 pub(crate) struct Plan {
     regions: Vec<Vec<Range<usize>>>,
+    encoded: Vec<Range<usize>>,
 }
 
 impl Plan {
@@ -680,30 +746,37 @@ impl Plan {
     /// The plan from the gates of every line (as [`gate_lines`] found
     /// them, in order: the text's lines in two parts are two of its calls).
     pub(crate) fn from_gates(text: &str, gates: impl IntoIterator<Item = GateLines>) -> Plan {
-        let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); Pass::ALL.len()];
+        let mut lines: Vec<Vec<Range<usize>>> = vec![Vec::new(); ENCODED + 1];
         for part in gates {
             for (all, more) in lines.iter_mut().zip(part.0) {
                 all.extend(more);
             }
         }
+        let mut encoded = lines.pop().unwrap_or_default();
+        encoded.sort_unstable_by_key(|r| r.start);
         let regions = Pass::ALL
             .iter()
             .zip(lines)
             .map(|(pass, lines)| {
                 let flagged: usize = lines.iter().map(ExactSizeIterator::len).sum();
                 // One search over most of the text costs less than one per line.
-                if !lines.is_empty() && (pass.gate().is_some() || flagged > text.len() / 4) {
+                if !lines.is_empty() && (pass.crosses_lines() || flagged > text.len() / 4) {
                     std::iter::once(0..text.len()).collect()
                 } else {
                     lines
                 }
             })
             .collect();
-        Plan { regions }
+        Plan { regions, encoded }
     }
 
     fn regions(&self, pass: Pass) -> &[Range<usize>] {
         &self.regions[pass as usize]
+    }
+
+    /// The lines with something encoded, for [`crate::decode`], in order.
+    pub(crate) fn encoded(&self) -> &[Range<usize>] {
+        &self.encoded
     }
 }
 
@@ -771,14 +844,16 @@ fn each_capture<'t>(pass: Pass, text: &'t str, plan: &Plan, mut f: impl FnMut(&G
     }
 }
 
-/// Runs every pattern detector over `text`.
-pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) {
+/// Runs every pattern detector over `text`; returns the lines that hold
+/// something encoded.
+pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) -> Vec<Range<usize>> {
     let plan = Plan::new(text);
     for detector in DETECTORS {
         detector(text, &plan, out);
     }
     let cleared = records(text, out);
     clear(out, &cleared);
+    plan.encoded
 }
 
 /// A pattern detector: its hits in `text`, searching where `plan` says.
@@ -967,6 +1042,23 @@ fn organisations(text: &str, start: usize) -> bool {
     nearest_context(text, start, &PERSON_CONTEXT, CLEAR_LOOKBACK).is_none_or(|person| person > org)
 }
 
+/// An address whose organisation is named just after it (`PO Box 9100,
+/// Austin, TX 78701 (payer address)`), with no word of a person before.
+fn organisation_follows(text: &str, start: usize, end: usize) -> bool {
+    let mut to = (end + LOOKBACK).min(text.len());
+    while !text.is_char_boundary(to) {
+        to -= 1;
+    }
+    let after = &text[end..to];
+    let after = after
+        .split(['\n', '\r'])
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    ORGANISATION_CONTEXT.automaton.is_match(after.as_bytes())
+        && nearest_context(text, start, &PERSON_CONTEXT, CLEAR_LOOKBACK).is_none()
+}
+
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
 
 fn valid_ymd(y: u32, m: u32, d: u32) -> bool {
@@ -1032,11 +1124,13 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             );
         }
     });
-    each_capture(Pass::DateCompact, text, plan, |c| {
-        if let Some(m) = c.get(0) {
-            push(m, valid_ymd(num(c, 1), num(c, 2), num(c, 3)));
-        }
-    });
+    for pass in [Pass::DateCompact, Pass::DateSlashed] {
+        each_capture(pass, text, plan, |c| {
+            if let Some(m) = c.get(0) {
+                push(m, valid_ymd(num(c, 1), num(c, 2), num(c, 3)));
+            }
+        });
+    }
     each_match(Pass::DateWords, text, plan, |m| push(m, true));
 }
 
@@ -1065,14 +1159,17 @@ const STATES: &str = "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|M
 
 fn zip_and_address(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_capture(Pass::StateZip, text, plan, |c| {
-        if let Some(z) = c.get(1) {
-            if !organisations(text, z.start()) {
+        if let (Some(m), Some(z)) = (c.get(0), c.get(1)) {
+            if !organisations(text, z.start()) && !organisation_follows(text, m.start(), z.end()) {
                 out.push((Kind::Address, z.range()));
             }
         }
     });
     each_match(Pass::Zip, text, plan, |m| {
-        if has_context(text, m.start(), &ZIP_CONTEXT) && !organisations(text, m.start()) {
+        if has_context(text, m.start(), &ZIP_CONTEXT)
+            && !organisations(text, m.start())
+            && !organisation_follows(text, m.start(), m.end())
+        {
             out.push((Kind::Address, m.range()));
         }
     });
@@ -1250,6 +1347,7 @@ fn keyed_ids(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
                 || key.starts_with("licen")
                 || key.starts_with("dl")
                 || key.starts_with("plate")
+                || key.starts_with("passport")
                 || key.starts_with("state")
             {
                 Kind::License
@@ -1314,7 +1412,7 @@ const LIST_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}'’-]*\p{Ll}";
 
 /// One name word: letters (any script, composed or decomposed), with
 /// apostrophes, hyphens and HTML entities (`O&#39;Brien`).
-const NAME_WORD: &str = r"(?:\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+|\p{Lo}{2,4})";
+const NAME_WORD: &str = r"(?:\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+|\p{Lo}+)";
 
 /// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
 pub(crate) fn is_name_key(key: &str) -> bool {
@@ -1333,6 +1431,7 @@ pub(crate) fn is_name_key(key: &str) -> bool {
         "maidenname",
         "surname",
         "patientname",
+        "ptname",
         "guarantorname",
         "subscribername",
         "membername",
@@ -1501,6 +1600,16 @@ static PROVIDER_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "ordering",
         "rendering",
         "supervising",
+        "supervisor",
+        "manager",
+        "coordinator",
+        "lead:",
+        "approved by",
+        "reviewed by",
+        "assigned to",
+        "technician",
+        "scribe",
+        "representative",
     ])
 });
 

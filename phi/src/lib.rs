@@ -202,19 +202,19 @@ fn registered(registry: &CanaryRegistry, kind: Kind, value: &str) {
 /// then the longer match).
 pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
     let searcher = registry.searcher();
-    let (canary_hits, pattern_hits) = if text.len() >= TWO_THREADS_FROM && two_cores() {
-        hits_on_two_threads(&searcher, text)
-    } else {
-        let mut canary_hits = Vec::new();
-        searcher.find(text, 0..text.len(), &mut canary_hits);
-        let mut pattern_hits = Vec::new();
-        detect::detect(text, &mut pattern_hits);
-        (canary_hits, pattern_hits)
-    };
-    let (mut canary_hits, mut pattern_hits) = (canary_hits, pattern_hits);
+    let (mut canary_hits, mut pattern_hits, encoded) =
+        if text.len() >= TWO_THREADS_FROM && two_cores() {
+            hits_on_two_threads(&searcher, text)
+        } else {
+            let mut canary_hits = Vec::new();
+            searcher.find(text, 0..text.len(), &mut canary_hits);
+            let mut pattern_hits = Vec::new();
+            let encoded = detect::detect(text, &mut pattern_hits);
+            (canary_hits, pattern_hits, encoded)
+        };
     // The lines with something encoded, decoded, scanned again: their
     // findings cover the encoded bytes of the original.
-    if let Some(decoded) = decode::Decoded::of(text) {
+    if let Some(decoded) = decode::Decoded::of(text, &encoded) {
         let mut hits = Vec::new();
         searcher.find(&decoded.text, 0..decoded.text.len(), &mut hits);
         canary_hits.extend(hits.drain(..).map(|(k, s)| (k, decoded.original(&s))));
@@ -294,7 +294,7 @@ fn two_cores() -> bool {
 fn hits_on_two_threads(
     searcher: &canary::Searcher,
     text: &str,
-) -> (Vec<detect::Hit>, Vec<detect::Hit>) {
+) -> (Vec<detect::Hit>, Vec<detect::Hit>, Vec<Range<usize>>) {
     // The lines are cut at line breaks; the canaries after a byte no canary
     // holds (no match runs across it) that is not a letter or digit (a hit
     // after it is not glued to it), which a line break usually is.
@@ -355,7 +355,8 @@ fn hits_on_two_threads(
         cleared.extend(more);
     }
     detect::clear(&mut pattern_hits, &cleared);
-    (canary_hits, pattern_hits)
+    let encoded = plan.encoded().to_vec();
+    (canary_hits, pattern_hits, encoded)
 }
 
 /// Into how many parts a text is cut for the threads to share: small

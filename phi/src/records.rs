@@ -15,10 +15,15 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
     // A parser finds nothing in a text without its segment tags (a CSV
     // header, without a separator): most text is log lines, which need not
     // be split into segments three times over to learn that.
-    if text.contains("PID|") || text.contains("NK1|") || text.contains("PV1|") {
+    // One search for a byte rules most texts out before any for a tag.
+    if text.contains('|')
+        && ["PID|", "NK1|", "PV1|"]
+            .iter()
+            .any(|tag| text.contains(tag))
+    {
         hl7(text, out);
     }
-    if X12_TAGS.iter().any(|tag| text.contains(tag)) {
+    if text.contains('*') && X12_TAGS.iter().any(|tag| text.contains(tag)) {
         x12(text, out, cleared);
     }
     if text.contains(',') || text.contains(';') {

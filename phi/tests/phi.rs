@@ -153,6 +153,100 @@ fn redaction_replaces_each_finding_with_its_kind() {
     );
 }
 
+// ---- decoding layers -------------------------------------------------------
+
+#[service_test(unit, compliance, phi_safe)]
+fn redaction_covers_an_encoded_value_where_it_stands() {
+    let reg = CanaryRegistry::new();
+    let cases = [
+        // base64 of {"ssn":"512-43-7781"}
+        (
+            "payload=eyJzc24iOiI1MTItNDMtNzc4MSJ9 end",
+            "payload=[PHI:SSN] end",
+        ),
+        ("q=ssn%3D219-09-9999&x=1", "q=ssn%3D[PHI:SSN]&x=1"),
+        (
+            "<b>SSN&#58; &#x30;78-05-1120</b>",
+            "<b>SSN&#58; [PHI:SSN]</b>",
+        ),
+        (
+            r#"{"n":"ssn\u0020432-11-8765"}"#,
+            r#"{"n":"ssn\u0020[PHI:SSN]"}"#,
+        ),
+        ("ssn: ２１９-０９-９９９９.", "ssn: [PHI:SSN]."),
+    ];
+    for (text, want) in cases {
+        assert_eq!(redact_with(&reg, text), want, "{text}");
+    }
+}
+
+#[service_test(unit, compliance)]
+fn a_name_in_prose_needs_context_or_a_surname() {
+    let reg = CanaryRegistry::new();
+    for clean in [
+        "Will follow up on pending cultures.",
+        "May consider physical therapy.",
+        "Grant Park shuttle leaves at 9.",
+        "Attending: Dr. Anil Patel, MD",
+        "Electronically signed by Sarah Kim, RN",
+        "Mercy West Wing, 2nd floor",
+    ] {
+        assert!(kinds(&reg, clean).is_empty(), "{clean}");
+    }
+    for leak in [
+        "Patient lives with her daughter Maria.",
+        "Harold Jennings was admitted overnight.",
+        "Showing results for: Gutierrez, Elena",
+        "user: my name is Terrence",
+        "Hello Marcus, your appointment is confirmed.",
+    ] {
+        assert_eq!(kinds(&reg, leak), [Kind::Name], "{leak}");
+    }
+}
+
+#[service_test(unit, compliance)]
+fn context_clears_what_is_not_a_persons() {
+    let reg = CanaryRegistry::new();
+    for clean in [
+        "deployed billing-engine 2.4.1 on 2025-05-14, admission-service built 2025-05-14",
+        "eth0 link up, hwaddr 00:1a:2b:3c:4d:5e",
+        "TLS cert serial 4A:3F:91:0C:22:7B:E1:05:9D:21",
+        "Message-ID: <20250514080001.4412.abc@mail.example.com>",
+        "prescriber DEA AB1234563 verified",
+        r#"{"system":"https://ids.example.org/mrn"}"#,
+        "Questions? Call 1-800-555-0199",
+        "billing provider: Springfield Clinic, 100 Main St, Springfield, IL 62701",
+    ] {
+        assert!(kinds(&reg, clean).is_empty(), "{clean}");
+    }
+}
+
+// ---- records across lines --------------------------------------------------
+
+#[service_test(unit, compliance)]
+fn a_record_cut_by_a_line_break_keeps_its_layout() {
+    let reg = CanaryRegistry::new();
+    let cases = [
+        (
+            "PID|1||44012877^^^SJH^MR||Castellanos^Ines\n^R||19910420|F",
+            Kind::Date,
+        ),
+        ("PID|1||1^^^H^MR~512-43-7781^^^SSA\n^SS||X^Y", Kind::Ssn),
+        (
+            "NM1*IL*1*HOLLOWAY*\nBRENDA*K***MI*W448812301~",
+            Kind::MemberId,
+        ),
+        (
+            "first_name,last_name,dob\nTerrence,Boyd,\n1966-01-30",
+            Kind::Date,
+        ),
+        ("ssn:\n219-09-9999", Kind::Ssn),
+    ];
+    for (text, kind) in cases {
+        assert!(kinds(&reg, text).contains(&kind), "{kind} in {text:?}");
+    }
+}
+
 // ---- long lines -----------------------------------------------------------
 
 /// A scanned line's length: what an isolated test printing one huge line
