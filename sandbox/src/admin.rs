@@ -27,6 +27,7 @@ pub fn routes() -> axum::Router<Arc<Ctx>> {
         )
         .route("/admin/logs", get(logs))
         .route("/admin/config", axum::routing::put(reload_config))
+        .route("/admin/breakers/reset", axum::routing::post(reset_breakers))
         .route_layer(axum::middleware::from_fn(crate::auth::loopback_host_only));
     allow(r, &ADMIN)
 }
@@ -46,6 +47,20 @@ pub struct Reload {
     call_timeout_ms: Option<u64>,
     /// Attempts per call.
     retry_max_attempts: Option<u32>,
+}
+
+/// `POST /admin/breakers/reset` (test mode): closes every breaker of the
+/// service's outgoing client, with an empty window: a suite's teardown
+/// after a test that tripped one on purpose, so that the next test meets
+/// the service as it was.
+#[utoipa::path(
+    post,
+    path = "/admin/breakers/reset",
+    responses((status = 204, description = "every breaker closed"))
+)]
+pub async fn reset_breakers(State(ctx): State<Arc<Ctx>>) -> StatusCode {
+    ctx.client.reset_breakers();
+    StatusCode::NO_CONTENT
 }
 
 /// `GET /admin/logs` answered.

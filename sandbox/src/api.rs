@@ -63,7 +63,11 @@ pub(crate) fn migrations() -> Vec<String> {
             request_id TEXT NOT NULL,
             claim_key TEXT NOT NULL,
             attempts INT NOT NULL DEFAULT 0,
+            next_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            .to_string(),
+        "ALTER TABLE api.pending_compensations
+            ADD COLUMN IF NOT EXISTS next_at TIMESTAMPTZ NOT NULL DEFAULT now()"
             .to_string(),
     ]
     .into_iter()

@@ -130,6 +130,18 @@ impl CircuitBreaker {
         self.lock().state
     }
 
+    /// Back to closed with an empty window (a test's teardown, after it
+    /// tripped the breaker on purpose).
+    pub fn reset(&self) {
+        let mut i = self.lock();
+        i.state = BreakerState::Closed;
+        i.window.clear();
+        i.failures = 0;
+        i.opened_at = None;
+        i.probes_started = 0;
+        i.probe_results.clear();
+    }
+
     /// How many calls were refused.
     pub fn not_permitted(&self) -> u64 {
         self.lock().not_permitted

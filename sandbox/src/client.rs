@@ -367,6 +367,19 @@ impl ServiceClient {
         self
     }
 
+    /// Calls over HTTPS with `config` (a deployment's CA, say): for a
+    /// client built outside the mesh, against a target's services.
+    pub fn with_client_tls(mut self, config: &Arc<rustls::ClientConfig>) -> Self {
+        let built = Self::http_builder()
+            .use_preconfigured_tls((**config).clone())
+            .build();
+        if let Ok(http) = built {
+            self.http = http;
+            self.scheme = "https";
+        }
+        self
+    }
+
     /// `https` when it calls over TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
         self.scheme
@@ -638,6 +651,13 @@ impl ServiceClient {
                 }
                 _ => return Err(error),
             }
+        }
+    }
+
+    /// Closes every target's breaker (test mode's `/admin/breakers/reset`).
+    pub fn reset_breakers(&self) {
+        for b in self.breakers.values() {
+            b.reset();
         }
     }
 

@@ -54,7 +54,8 @@ struct Shared;
     crate::admin::set_faults,
     crate::admin::clear_faults,
     crate::admin::logs,
-    crate::admin::reload_config
+    crate::admin::reload_config,
+    crate::admin::reset_breakers
 ))]
 struct Admin;
 

@@ -464,9 +464,10 @@ async fn queue_void(saga: &Saga<'_>, key: &str) -> Result<(), CallError> {
 /// How often the compensator looks for compensations to retry.
 const COMPENSATOR_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The API's compensator: retries the compensations a failed saga could
-/// not make (billing unreachable), until billing answers; each one done is
-/// audited under its saga's request id. Runs until aborted.
+/// The API's compensator: makes the compensations a failed saga kept
+/// (voiding a claim whose create went unanswered), again and again with a
+/// growing wait (0.5 s doubling to 30 s) until billing answers; each one
+/// done is audited under its saga. Runs until aborted.
 pub(crate) async fn compensator(ctx: Arc<Ctx>) {
     loop {
         tokio::time::sleep(COMPENSATOR_PERIOD).await;
@@ -474,7 +475,7 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
             .db
             .query(
                 "SELECT saga_id, tenant, request_id, claim_key FROM api.pending_compensations
-                 ORDER BY created_at LIMIT 32",
+                 WHERE next_at <= now() ORDER BY next_at LIMIT 32",
                 &[],
             )
             .await
@@ -500,7 +501,12 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                 let _ = ctx
                     .db
                     .execute(
-                        "UPDATE api.pending_compensations SET attempts = attempts + 1 WHERE saga_id = $1",
+                        // Backing off (0.5 s doubling to 30 s): billing
+                        // unreachable is not hammered, nor its breaker
+                        // tripped by the compensator alone.
+                        "UPDATE api.pending_compensations SET attempts = attempts + 1,
+                            next_at = now() + LEAST(30000, 500 * power(2, LEAST(attempts, 6)))::int * interval '1 millisecond'
+                         WHERE saga_id = $1",
                         &[&saga_id],
                     )
                     .await;
