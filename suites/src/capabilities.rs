@@ -132,8 +132,12 @@ impl Fixture for Faults {
             );
             left.sort();
             left.dedup();
+            let tripped = !left.is_empty();
             for (service, tenant) in left {
                 let _ = clear_faults(&on, service, &tenant).await;
+            }
+            if tripped {
+                reset_breakers(&on).await;
             }
         });
         Ok(Faults { target, injected })
@@ -170,8 +174,8 @@ impl std::fmt::Display for Edge {
 pub struct Toxics {
     target: Arc<Target>,
     chaos: deployment::Chaos,
-    added: std::sync::Mutex<Vec<(String, String)>>,
-    disabled: std::sync::Mutex<Vec<String>>,
+    added: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    disabled: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Toxics {
@@ -393,13 +397,61 @@ impl Fixture for Toxics {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = target_with(cx, Capability::Chaos).await?;
         let chaos = target.chaos().map_err(FixtureError::new)?.clone();
-        Ok(Toxics {
+        let toxics = Toxics {
             target,
             chaos,
-            added: std::sync::Mutex::new(Vec::new()),
-            disabled: std::sync::Mutex::new(Vec::new()),
-        })
+            added: Arc::default(),
+            disabled: Arc::default(),
+        };
+        // Undone after the test, whatever happened (the synchronous `Drop`
+        // is the fallback when no teardown runs).
+        let (target, added, disabled) = (
+            Arc::clone(&toxics.target),
+            Arc::clone(&toxics.added),
+            Arc::clone(&toxics.disabled),
+        );
+        let api = toxics.api().to_string();
+        cx.on_teardown(async move {
+            for (proxy, toxic) in take(&added) {
+                let _ = target
+                    .http()
+                    .delete(format!("{api}/proxies/{proxy}/toxics/{toxic}"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+            }
+            for proxy in take(&disabled) {
+                let _ = target
+                    .http()
+                    .post(format!("{api}/proxies/{proxy}"))
+                    .json(&serde_json::json!({"enabled": true}))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+            }
+            reset_breakers(&target).await;
+        });
+        Ok(toxics)
     }
+}
+
+/// What `m` holds, leaving it empty.
+fn take<T>(m: &std::sync::Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Closes the API's breakers after a test that may have tripped them, where
+/// the target lets us (test mode's `/admin/breakers/reset`): the next test
+/// meets the services as they were. Elsewhere the breakers recover on
+/// their own after their wait.
+async fn reset_breakers(target: &Target) {
+    if !target.has(Capability::Faults) {
+        return;
+    }
+    let _ = target
+        .client(Service::HealthcareApi, "admin")
+        .post("/admin/breakers/reset", &serde_json::json!({}))
+        .await;
 }
 
 /// [`Toxics`] on a target whose chaos API also sits between the services
@@ -565,6 +617,67 @@ impl Fixture for Breakers {
             failure_rate_threshold: num("failure_rate_threshold")?,
             open_wait,
             half_open_calls: num("half_open_calls")? as u64,
+        })
+    }
+}
+
+/// The API's client policy as its `GET /config` states it: retries,
+/// timeouts, bulkhead. Tests derive their expectations from it rather than
+/// assume the sandbox's defaults.
+#[derive(Debug, Clone)]
+pub struct ClientPolicy {
+    /// Attempts per call (the first included).
+    pub max_attempts: u32,
+    /// The first backoff.
+    pub retry_base: Duration,
+    /// The longest backoff.
+    pub retry_max_delay: Duration,
+    /// One attempt's timeout.
+    pub attempt_timeout: Duration,
+    /// The whole call's deadline, retries included.
+    pub call_timeout: Duration,
+    /// Calls to one dependency in flight at once.
+    pub bulkhead_max_concurrent: u64,
+    /// How long a call waits for a bulkhead slot.
+    pub bulkhead_max_wait: Duration,
+}
+
+impl Fixture for ClientPolicy {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = cx.get_shared::<Target>().await?;
+        let api = target.client(Service::HealthcareApi, "config-reader");
+        let r = api
+            .get("/config")
+            .await
+            .map_err(|e| FixtureError::new(format!("healthcare-api GET /config: {e}")))?;
+        if r.status != 200 {
+            return Err(FixtureError::new(format!(
+                "healthcare-api GET /config answered {}: {}",
+                r.status, r.body
+            )));
+        }
+        let c = &r.body["client"];
+        let num = |path: &[&str]| {
+            let mut v = c;
+            for k in path {
+                v = &v[*k];
+            }
+            v.as_u64().ok_or_else(|| {
+                FixtureError::new(format!(
+                    "healthcare-api /config: no client.{} in {c}",
+                    path.join(".")
+                ))
+            })
+        };
+        let ms = |path: &[&str]| num(path).map(Duration::from_millis);
+        Ok(ClientPolicy {
+            max_attempts: num(&["retry", "max_attempts"])? as u32,
+            retry_base: ms(&["retry", "base_ms"])?,
+            retry_max_delay: ms(&["retry", "max_delay_ms"])?,
+            attempt_timeout: ms(&["attempt_timeout_ms"])?,
+            call_timeout: ms(&["call_timeout_ms"])?,
+            bulkhead_max_concurrent: num(&["bulkhead", "max_concurrent"])?,
+            bulkhead_max_wait: ms(&["bulkhead", "max_wait_ms"])?,
         })
     }
 }

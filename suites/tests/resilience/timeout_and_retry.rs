@@ -12,12 +12,11 @@ use sandbox::client::{Call, CallError, ClientConfig, Method, ServiceClient};
 use sandbox::clock::SystemClock;
 use sandbox::metrics::ServiceMetrics;
 use sandbox::retry::RetryPolicy;
-use sandbox::{FaultPlan, Mesh, Service, Tenant};
+use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::{Faults, PrivateMesh, Target};
-use traffic::chaos::{Fault, FaultKind};
+use suites::{ClientPolicy, Faults, Rows, SignTokens, Target, Toxics};
 
-use crate::common::{assert_compensated, behind_proxy, failed_visit, intake, saga_trail, visit};
+use crate::common::{assert_compensated, failed_visit, intake, saga_trail, visit};
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
 /// claim call carries an idempotency key, so it is retried and the visit
@@ -75,67 +74,125 @@ async fn a_transient_billing_failure_is_retried_to_success(
     );
 }
 
-/// Billing down hard (every request 503): the claim step is retried (it
-/// carries an idempotency key), three attempts in all, then fails; the
-/// verification is cancelled and the compensation audited.
+/// The API's retry counter for billing, and billing's injected faults.
+async fn retries_and_faults(target: &Target) -> (f64, f64) {
+    let retries = target
+        .metric(
+            Service::HealthcareApi,
+            "client_retries_total",
+            &[("target", "billing-engine")],
+        )
+        .await
+        .expect("metrics");
+    let faults = target
+        .metric(Service::BillingEngine, "faults_injected_total", &[])
+        .await
+        .expect("metrics");
+    (retries, faults)
+}
+
+/// The sum of the backoff ceilings of a call's retries: the longest the
+/// policy lets a call wait between its attempts.
+fn longest_backoff(policy: &ClientPolicy) -> Duration {
+    (1..policy.max_attempts)
+        .map(|n| {
+            let exp = policy
+                .retry_base
+                .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX));
+            exp.min(policy.retry_max_delay)
+        })
+        .sum()
+}
+
+/// Billing down hard for the test's tenant (every claim `503`): the claim
+/// call (it carries an idempotency key) is made exactly `max_attempts`
+/// times as `/config` states — billing counts that many faults and the API
+/// that many retries less one, no more — with waits within the policy's
+/// bounds; then the step fails, the verification is cancelled and the
+/// compensation audited. The counters are shared: the test runs alone.
 #[service_test(
     resilience,
     retry,
     integration,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing, compliance),
     timeout = "30s"
 )]
-async fn a_failing_billing_engine_is_retried_then_compensated(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            c.client.retry = RetryPolicy {
-                max_attempts: 3,
-                base: Duration::from_millis(5),
-                max_delay: Duration::from_millis(20),
-            };
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_failing_billing_engine_is_retried_then_compensated(
+    target: &Target,
+    faults: Faults,
+    policy: ClientPolicy,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    mesh.inject(
-        Service::BillingEngine,
-        &FaultPlan {
-            fail_next: 100,
-            status: Some(503),
-            path_prefix: Some("/claims".into()),
-            ..FaultPlan::default()
-        },
-    )
-    .await
-    .expect("inject");
+    faults
+        .inject(
+            Service::BillingEngine,
+            &FaultPlan {
+                fail_next: 100,
+                status: Some(503),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/claims".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let (retries_before, faults_before) = retries_and_faults(target).await;
+    let started = std::time::Instant::now();
     let r = failed_visit(&api, &patient_id, &s, 502).await;
+    let took = started.elapsed();
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_eq!(r.body["cause"]["status"], 503);
-    assert_eq!(r.body["compensations"][0]["outcome"], "completed");
+    assert_compensated(&r.body);
+    let (retries, faulted) = retries_and_faults(target).await;
     assert_eq!(
-        mesh.counter(
-            Service::HealthcareApi,
-            "client_retries_total",
-            "target=\"billing-engine\""
-        ),
-        2,
-        "three attempts in all"
+        faulted - faults_before,
+        f64::from(policy.max_attempts),
+        "billing saw {} claim attempts; the policy makes {}",
+        faulted - faults_before,
+        policy.max_attempts
+    );
+    assert_eq!(
+        retries - retries_before,
+        f64::from(policy.max_attempts - 1),
+        "the API counted {} retries; the policy makes {}",
+        retries - retries_before,
+        policy.max_attempts - 1
+    );
+    let bound = longest_backoff(&policy) + Duration::from_secs(3);
+    assert!(
+        took < bound,
+        "the failing visit took {took:?}: its retries waited longer than the policy allows ({:?} of backoff at most)",
+        longest_backoff(&policy)
     );
     let request_id = r.request_id.expect("request id");
-    let trail = saga_trail(&mesh.client(Service::ComplianceMonitor, "t1"), &request_id).await;
+    let trail = saga_trail(
+        &target.client(Service::ComplianceMonitor, &tenant),
+        &request_id,
+    )
+    .await;
     assert_eq!(
         trail.last().map(String::as_str),
         Some("compensation_completed:verify_insurance")
     );
 }
 
-fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc<ServiceClient> {
+/// A client of the target's business intelligence with `policy`: signed
+/// as the healthcare API, over the target's TLS when it has one.
+fn client_for(
+    target: &Target,
+    tokens: &SignTokens,
+    retry: RetryPolicy,
+    attempt_timeout: Duration,
+) -> Arc<ServiceClient> {
     let routes = Arc::new(RwLock::new(
-        mesh.addrs()
+        Service::ALL
             .iter()
-            .map(|(s, a)| (*s, *a))
+            .filter_map(|s| Some((*s, target.addr(*s).ok()?)))
             .collect::<HashMap<_, _>>(),
     ));
     let client = ServiceClient::new(
@@ -149,20 +206,22 @@ fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc
             breaker: BreakerConfig::default(),
             ..ClientConfig::default()
         },
-        mesh.config().secret.clone().into(),
+        tokens.secret().into(),
         Arc::new(SystemClock),
         1,
         Arc::new(ServiceMetrics::default()),
     );
-    Arc::new(match &mesh.config().tls {
-        Some(tls) => client.with_tls(tls),
+    Arc::new(match target.tls() {
+        Some(tls) => client.with_client_tls(&tls),
         None => client,
     })
 }
 
-/// The retry policy over the wire: a `POST` without an idempotency key is
-/// not repeated; with one, transient failures are retried; a `422` is never
-/// retried; a `GET` is.
+/// The retry policy over the wire, against the target's analytics service:
+/// a `POST` without an idempotency key is not repeated; with one,
+/// transient failures are retried; a `422` is never retried; a `GET` is.
+/// The attempts are counted by the client and by the faults the service
+/// counts.
 #[service_test(
     resilience,
     retry,
@@ -171,17 +230,22 @@ fn client_for(mesh: &Mesh, retry: RetryPolicy, attempt_timeout: Duration) -> Arc
     services(bi),
     timeout = "30s"
 )]
-async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
-    let mesh = own.start(|_| {}).await.expect("mesh");
+async fn only_repeatable_requests_are_retried(
+    target: &Target,
+    faults: Faults,
+    tokens: SignTokens,
+    tenant: Tenant,
+) {
     let policy = RetryPolicy {
         max_attempts: 3,
         base: Duration::from_millis(2),
         max_delay: Duration::from_millis(10),
     };
-    let client = client_for(&mesh, policy, Duration::from_secs(2));
+    let client = client_for(target, &tokens, policy, Duration::from_secs(2));
     let fail = |n| FaultPlan {
         fail_next: n,
         status: Some(503),
+        tenant: Some(tenant.0.clone()),
         ..FaultPlan::default()
     };
     let event = json!({"events": [{"metric": "m", "value": 1}]});
@@ -190,7 +254,7 @@ async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
             Service::BusinessIntelligence,
             Method::Post,
             "/events",
-            "t1",
+            &tenant,
             "req-retry",
         )
         .json(event.clone());
@@ -199,9 +263,8 @@ async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
         }
         c
     };
-    mesh.inject(Service::BusinessIntelligence, &fail(1))
-        .await
-        .expect("inject");
+    let bi = Service::BusinessIntelligence;
+    faults.inject(bi, &fail(1)).await.expect("inject");
     match client.send(&post(None)).await {
         Err(CallError::Status {
             status: 503,
@@ -210,28 +273,16 @@ async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
         }) => {}
         other => panic!("a POST without a key must not be retried: {other:?}"),
     }
-    mesh.inject(Service::BusinessIntelligence, &fail(2))
-        .await
-        .expect("inject");
+    faults.inject(bi, &fail(2)).await.expect("inject");
     let ok = client
         .send(&post(Some("k1")))
         .await
         .expect("retried to success");
     assert_eq!(ok.attempts, 3);
-    mesh.inject(Service::BusinessIntelligence, &fail(2))
-        .await
-        .expect("inject");
-    let get = Call::new(
-        Service::BusinessIntelligence,
-        Method::Get,
-        "/aggregates",
-        "t1",
-        "req-retry",
-    );
+    faults.inject(bi, &fail(2)).await.expect("inject");
+    let get = Call::new(bi, Method::Get, "/aggregates", &tenant, "req-retry");
     assert_eq!(client.send(&get).await.expect("GET retried").attempts, 3);
-    mesh.inject(Service::BusinessIntelligence, &fail(5))
-        .await
-        .expect("inject");
+    faults.inject(bi, &fail(5)).await.expect("inject");
     match client.send(&post(Some("k2"))).await {
         Err(CallError::Status {
             status: 503,
@@ -240,18 +291,10 @@ async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
         }) => {}
         other => panic!("three attempts, then the failure: {other:?}"),
     }
-    mesh.clear_faults(Service::BusinessIntelligence)
-        .await
-        .expect("clear");
-    let bad = Call::new(
-        Service::BusinessIntelligence,
-        Method::Post,
-        "/events",
-        "t1",
-        "req-retry",
-    )
-    .json(json!({"events": [{"metric": "", "value": 1}]}))
-    .key("k3");
+    faults.clear(bi, &tenant).await.expect("clear");
+    let bad = Call::new(bi, Method::Post, "/events", &tenant, "req-retry")
+        .json(json!({"events": [{"metric": "", "value": 1}]}))
+        .key("k3");
     match client.send(&bad).await {
         Err(CallError::Status {
             status: 422,
@@ -262,36 +305,88 @@ async fn only_repeatable_requests_are_retried(own: PrivateMesh) {
     }
 }
 
-/// A chaos proxy in front of billing: latency beyond the per-attempt
-/// timeout fails the claim step with a timeout (compensated); without the
-/// fault the same visit goes through the proxy.
+/// A `latency` toxic on billing's replies, longer than the API's attempt
+/// timeout (from `/config`): each claim attempt times out on its own
+/// timeout, the call is retried while its overall deadline allows (more
+/// than one attempt when the deadline leaves room for a second), and the
+/// deadline ends it: the visit answers `504` at the claim, within the
+/// deadline, compensated. A claim billing made behind a lost answer is
+/// voided once the link is healthy again; then the same visit succeeds.
 #[service_test(
     resilience,
     retry,
     chaos,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
-    timeout = "30s"
+    timeout = "60s"
 )]
-async fn a_slow_link_to_billing_times_out_and_is_compensated(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            c.client.attempt_timeout = Duration::from_millis(300);
-            c.client.call_timeout = Duration::from_millis(1500);
-            c.client.retry.max_attempts = 2;
-        })
-        .await
-        .expect("mesh");
-    let proxy = behind_proxy(&mesh, Service::BillingEngine, 0x5eed).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_slow_link_to_billing_times_out_and_is_compensated(
+    target: &Target,
+    toxics: Toxics,
+    policy: ClientPolicy,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let slow = proxy.add(Fault::new(FaultKind::Latency {
-        latency: Duration::from_millis(800),
-        jitter: Duration::ZERO,
-    }));
+    let latency = policy.attempt_timeout + Duration::from_millis(500);
+    let slow = toxics
+        .add(
+            Service::BillingEngine,
+            json!({"name": "slow_billing_replies", "type": "latency", "stream": "downstream",
+                   "toxicity": 1.0, "attributes": {"latency": latency.as_millis() as u64, "jitter": 0}}),
+        )
+        .await
+        .expect("add the toxic");
+    let (retries_before, _) = retries_and_faults(target).await;
+    let started = std::time::Instant::now();
     let r = failed_visit(&api, &patient_id, &s, 504).await;
+    let took = started.elapsed();
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_compensated(&r.body);
-    proxy.remove(slow);
+    assert!(
+        took >= policy.attempt_timeout,
+        "the visit failed after {took:?}, before one attempt's timeout ({:?})",
+        policy.attempt_timeout
+    );
+    assert!(
+        took < policy.call_timeout + Duration::from_secs(2),
+        "the visit took {took:?}: the call's deadline is {:?}",
+        policy.call_timeout
+    );
+    let (retries, _) = retries_and_faults(target).await;
+    let second_fits = policy.max_attempts > 1 && policy.call_timeout > policy.attempt_timeout * 2;
+    if second_fits {
+        assert!(
+            retries > retries_before,
+            "a timed-out attempt was not retried although the deadline ({:?}) leaves room ({:?} per attempt)",
+            policy.call_timeout,
+            policy.attempt_timeout
+        );
+    }
+    toxics
+        .remove(Service::BillingEngine, &slow)
+        .await
+        .expect("remove");
+    let t: &str = &tenant;
+    let left = || async {
+        rows.one::<i64>(
+            "SELECT count(*) FROM billing.claims WHERE tenant = $1 AND status <> 'cancelled'",
+            &[&t],
+        )
+        .await
+        .expect("claims")
+    };
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
+    while left().await != 0 && std::time::Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        left().await,
+        0,
+        "a claim made behind a timed-out answer was never voided"
+    );
     visit(&api, &patient_id, &s).await;
 }
