@@ -457,6 +457,7 @@ enum Pass {
     DateNumeric,
     DateCompact,
     DateSlashed,
+    DateMonthDay,
     DateWords,
     StateZip,
     Zip,
@@ -527,7 +528,7 @@ const GREETINGS: &[&str] = &[
 ];
 
 impl Pass {
-    const ALL: [Pass; 25] = [
+    const ALL: [Pass; 26] = [
         Pass::SsnDashed,
         Pass::SsnPlain,
         Pass::Phone,
@@ -536,6 +537,7 @@ impl Pass {
         Pass::DateNumeric,
         Pass::DateCompact,
         Pass::DateSlashed,
+        Pass::DateMonthDay,
         Pass::DateWords,
         Pass::StateZip,
         Pass::Zip,
@@ -570,6 +572,9 @@ impl Pass {
             // 1957/03/04 (a pass of its own: a second separator in the ISO
             // pattern slowed the search every log line's timestamp makes).
             Pass::DateSlashed => r"\b(\d{4})/(\d{2})/(\d{2})\b".into(),
+            // 3/15, 05/14: a month and day without the year, still PHI
+            // beside a person's event (`discharged home on 3/15`).
+            Pass::DateMonthDay => r"\b(1[0-2]|0?[1-9])/(3[01]|[12][0-9]|0?[1-9])\b".into(),
             Pass::DateWords => format!(
                 r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
             ),
@@ -591,7 +596,7 @@ impl Pass {
             Pass::Dea => r"\b[A-Z][A-Z9]\d{7}\b".into(),
             Pass::Mac => r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b".into(),
             Pass::KeyedName => format!(
-                r#"(?i)((?:[a-z_.-]*|[a-z]+ )(?:name|family|given|first|last|fname|lname))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
+                r#"(?i)((?:[a-z_.-]*|[a-z]+ )(?:name|family|given|first|last|fname|lname|holder|guarantor|insured|beneficiary|subscriber))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
             ),
             Pass::ProseName => format!(
                 r"(?:\b((?i:{PERSON_WORDS}|pt\.))(?:'s)?(?:[,:=]\s*|\s+)|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
@@ -626,7 +631,10 @@ impl Pass {
             Pass::Street => Some(format!(r"(?i)(?:^|\s)(?:{STREET_SUFFIXES})\b")),
             Pass::KeyedId => Some(format!(r"(?i)(?:\b|_)(?:{ID_KEYS})")),
             Pass::X12Id => Some(r"REF\*EA\*|NM1\*IL\*1\*".into()),
-            Pass::KeyedName => Some("(?i)name|family|given|first|last".into()),
+            Pass::KeyedName => Some(
+                "(?i)name|family|given|first|last|holder|guarantor|insured|beneficiary|subscriber"
+                    .into(),
+            ),
             Pass::ProseName => Some(format!(
                 r"\b(?i:{PERSON_WORDS})|\b(?:Mr|Mrs|Ms|Miss|Mx)"
             )),
@@ -1131,6 +1139,16 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             }
         });
     }
+    each_match(Pass::DateMonthDay, text, plan, |m| {
+        // Not part of a longer date or fraction (`3/15/2025`, `1/2/3`).
+        let after = &text.as_bytes()[m.end()..];
+        let before = &text.as_bytes()[..m.start()];
+        let longer = matches!(after, [b'/' | b'-' | b'.', d, ..] if d.is_ascii_digit())
+            || matches!(before, [.., d, b'/' | b'-' | b'.'] if d.is_ascii_digit());
+        // `on 3/15` (a fraction, `3/4 batches`, is never "on").
+        let on = before.len() >= 4 && before[before.len() - 4..].eq_ignore_ascii_case(b" on ");
+        push(m, !longer && on);
+    });
     each_match(Pass::DateWords, text, plan, |m| push(m, true));
 }
 
@@ -1408,11 +1426,51 @@ fn mac(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
 }
 
 /// One capitalised word of a name in prose (`Jennings`, `O'Brien`).
-const LIST_WORD: &str = r"\p{Lu}[\p{Ll}\p{M}'’-]*\p{Ll}";
+const LIST_WORD: &str = r"\p{Lu}(?:[\p{Ll}\p{M}]|['’-]?\p{Lu}\p{Ll})*\p{Ll}";
 
 /// One name word: letters (any script, composed or decomposed), with
 /// apostrophes, hyphens and HTML entities (`O&#39;Brien`).
 const NAME_WORD: &str = r"(?:\p{Lu}(?:[\p{L}\p{M}'’.-]|&#?[0-9a-zA-Z]+;)+|\p{Lo}+)";
+
+/// Values of a person's key that are no name (`guarantor: Same as patient`).
+const ROLE_VALUES: &[&str] = &[
+    "self",
+    "same",
+    "as",
+    "patient",
+    "member",
+    "primary",
+    "secondary",
+    "spouse",
+    "child",
+    "other",
+    "unknown",
+    "yes",
+    "no",
+    "active",
+    "inactive",
+    "none",
+    "n/a",
+];
+
+/// Is this key one that names a person by their role (`policy holder`,
+/// `guarantor`, `subscriber`), whose value is a name when it reads as one?
+fn is_person_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    [
+        "holder",
+        "guarantor",
+        "insured",
+        "beneficiary",
+        "subscriber",
+    ]
+    .iter()
+    .any(|s| k.ends_with(s))
+}
 
 /// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
 pub(crate) fn is_name_key(key: &str) -> bool {
@@ -1455,6 +1513,25 @@ fn keyed_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         };
         if is_name_key(key.as_str()) {
             out.push((Kind::Name, value.range()));
+        } else if is_person_key(key.as_str()) {
+            // `subscriber: Active` is a status: a person's key holds two
+            // words, or one common name.
+            let words: Vec<&str> = value
+                .as_str()
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .collect();
+            let listed = |w: &&str| {
+                (names::is_given(w) || names::is_surname(w)) && !names::is_common_word(w)
+            };
+            let named = words.iter().any(listed)
+                && !words.iter().any(|w| {
+                    let w = w.to_lowercase();
+                    NOT_NAMES.contains(&w.as_str()) || ROLE_VALUES.contains(&w.as_str())
+                });
+            if named {
+                out.push((Kind::Name, value.range()));
+            }
         }
     });
 }
@@ -1546,6 +1623,20 @@ fn prose_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             .as_deref()
             .is_some_and(|t| KINSHIP_WORDS.contains(&t));
         let greeting = trigger.as_deref().is_some_and(|t| GREETINGS.contains(&t));
+        // After a greeting, a name starts with a common given name
+        // (`Dear Valued Member` is no one).
+        let is_title =
+            |w: &str| ["Mr", "Mrs", "Ms", "Miss", "Mx"].contains(&w.trim_end_matches('.'));
+        let mut name_words = name.as_str().split_whitespace();
+        let first_word = name_words.next().unwrap_or_default();
+        let given_first = if is_title(first_word) {
+            name_words.next().is_some()
+        } else {
+            names::is_given(first_word) && !names::is_common_word(first_word)
+        };
+        if greeting && !given_first {
+            return;
+        }
         // Keep the words up to the first that is not a name.
         let mut end = name.start();
         let mut words = Vec::new();
@@ -1569,11 +1660,12 @@ fn prose_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         if titled && words.len() > 1 && trigger.is_some() {
             words.remove(0);
         }
-        let Some(first) = words.first() else { return };
+        if words.is_empty() {
+            return;
+        }
         // One word after "patient" is too often a noun; a title, a
         // relative or "my name is" makes it a name, a greeting a common one.
-        let one_is_enough =
-            titled || kin || greeting && names::is_given(first) && !names::is_common_word(first);
+        let one_is_enough = titled || kin || greeting;
         if (words.len() >= 2 || one_is_enough) && !a_providers_name(text, m.start(), end) {
             out.push((Kind::Name, name.start()..end));
         }
@@ -1610,6 +1702,7 @@ static PROVIDER_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "technician",
         "scribe",
         "representative",
+        "worker",
     ])
 });
 

@@ -13,6 +13,9 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
 static GIVEN: LazyLock<HashSet<String>> =
     LazyLock::new(|| list(include_str!("../data/given_names.txt")));
 static SURNAMES: LazyLock<HashSet<String>> =
@@ -223,6 +226,10 @@ const COMMON_WORDS: &[&str] = &[
     "harm",
     "cure",
     "lucky",
+    "self",
+    "kitty",
+    "team",
+    "valued",
 ];
 
 /// Words after a run of names that make it an organisation or a place.
@@ -279,11 +286,17 @@ const ORGANISATION_WORDS: &[&str] = &[
     "award",
 ];
 
+/// A word as the lists spell it: lower case, without a possessive, its
+/// accents, apostrophes or a trailing dot (`O'Neill's` → `oneill`,
+/// `Renée` → `renee`).
 fn key_exact(word: &str) -> String {
     word.trim_end_matches(['.', ','])
         .trim_end_matches("'s")
         .trim_end_matches("’s")
-        .to_lowercase()
+        .nfd()
+        .filter(|c| !is_combining_mark(*c) && !matches!(c, '\'' | '’'))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// A common given name.
@@ -291,9 +304,10 @@ pub(crate) fn is_given(word: &str) -> bool {
     GIVEN.contains(&key_exact(word))
 }
 
-/// A common surname.
+/// A common surname (one part of a double-barrelled one is enough).
 pub(crate) fn is_surname(word: &str) -> bool {
-    SURNAMES.contains(&key_exact(word))
+    let key = key_exact(word);
+    SURNAMES.contains(&key) || key.contains('-') && key.split('-').any(|p| SURNAMES.contains(p))
 }
 
 /// A name that is also a common word, a month or a place.
