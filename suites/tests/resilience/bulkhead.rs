@@ -1,58 +1,104 @@
 //! Bulkheads: a dependency that hangs holds a bounded share of the API's
-//! calls, and the routes that do not need it go on.
+//! calls, and the routes that do not need it go on. On any target with
+//! fault injection and load, the limits read from the API's `/config`.
 
 use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
-use harness::service_test;
-use sandbox::client::BulkheadConfig;
-use sandbox::{FaultPlan, Service};
-use suites::PrivateMesh;
-use suites::target::sum_samples;
+use harness::{Fixture, FixtureCx, FixtureError, service_test};
+use sandbox::{FaultPlan, Service, Tenant};
+use suites::{ClientPolicy, Faults, LoadBudget, Target};
 
 use crate::common::{intake, observed, visit_body};
 
-/// Doctor personalisation hangs (3 s per request) while twelve clients
-/// read preferences through the API and another runs visits. The API's
-/// bulkhead for doctor (four calls at once, 50 ms wait) lets four through
-/// and refuses the other eight at once with `503` naming the bulkhead;
-/// never more than four calls are in flight to doctor; the visits, on the
-/// same API at the same time, all succeed within their SLO.
+/// What the test needs of the API's policy: a bulkhead it can fill within
+/// the load budget, and a hang (`latency`) longer than the bulkhead's wait
+/// and shorter than one attempt's timeout (so that no retry re-enters it).
+struct Hang {
+    limit: u64,
+    wait: Duration,
+    latency: Duration,
+}
+
+impl Fixture for Hang {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let policy = ClientPolicy::setup(cx).await?;
+        let budget = LoadBudget::setup(cx).await?;
+        let limit = policy.bulkhead_max_concurrent;
+        let wait = policy.bulkhead_max_wait;
+        let latency = (wait + policy.attempt_timeout) / 2;
+        if limit + 9 > u64::from(budget.max_connections) {
+            return Err(FixtureError::skip(format!(
+                "the API's bulkhead holds {limit} calls: filling it takes {} connections, over the target's load budget of {}",
+                limit + 9,
+                budget.max_connections
+            )));
+        }
+        if latency < wait + Duration::from_millis(200)
+            || latency + Duration::from_millis(300) > policy.attempt_timeout
+        {
+            return Err(FixtureError::skip(format!(
+                "the API's bulkhead waits {wait:?} and an attempt times out after {:?}: no hang fills the bulkhead without timing out",
+                policy.attempt_timeout
+            )));
+        }
+        Ok(Hang {
+            limit,
+            wait,
+            latency,
+        })
+    }
+}
+
+/// Doctor personalisation hangs (for the test's tenant, longer than the
+/// bulkhead's wait) while the bulkhead's limit plus eight clients read
+/// preferences through the API, and another client runs visits. Exactly
+/// the limit goes through; the other eight are refused with `503` naming
+/// the bulkhead, once the bulkhead's wait is over and not much later;
+/// never more than the limit are in flight to doctor, and the API counts
+/// exactly eight rejections; the visits, on the same API at the same time,
+/// all succeed within their SLO. The bulkhead is shared: the test runs
+/// alone.
 #[service_test(
     resilience,
     bulkhead,
     load,
+    exclusive,
     real_services,
     services(healthcare_api, doctor, insurance, billing),
-    timeout = "30s"
+    timeout = "60s"
 )]
-async fn a_hanging_dependency_cannot_use_up_the_api(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            c.client.bulkhead = BulkheadConfig {
-                max_concurrent: 4,
-                max_wait: Duration::from_millis(50),
-            };
-            c.client.retry.max_attempts = 1;
-            c.client.attempt_timeout = Duration::from_secs(10);
-            c.client.call_timeout = Duration::from_secs(10);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_hanging_dependency_cannot_use_up_the_api(
+    target: &Target,
+    faults: Faults,
+    hang: Hang,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    mesh.inject(
-        Service::DoctorPersonalization,
-        &FaultPlan {
-            latency_ms: 3000,
-            path_prefix: Some("/doctors".into()),
-            ..FaultPlan::default()
-        },
-    )
-    .await
-    .expect("inject");
+    let rejected = || {
+        target.metric(
+            Service::HealthcareApi,
+            "client_bulkhead_rejected_total",
+            &[("target", "doctor-personalization")],
+        )
+    };
+    let rejected_before = rejected().await.expect("metrics");
+    faults
+        .inject(
+            Service::DoctorPersonalization,
+            &FaultPlan {
+                latency_ms: hang.latency.as_millis() as u64,
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/doctors".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
     let path = format!("/doctors/{}/preferences", s.visit.rendering_npi);
-    let readers: Vec<_> = (0..12)
+    let readers: Vec<_> = (0..hang.limit + 8)
         .map(|_| {
             let (api, path) = (api.clone(), path.clone());
             tokio::spawn(async move {
@@ -74,7 +120,7 @@ async fn a_hanging_dependency_cannot_use_up_the_api(own: PrivateMesh, s: Scenari
         samples.push(t.elapsed());
     }
     let seen = observed(&samples, 0, started.elapsed());
-    let breaches = sandbox::target::slos().of("POST /visits").breaches(&seen);
+    let breaches = target.slo("POST /visits").breaches(&seen);
     assert!(
         breaches.is_empty(),
         "visits while doctor hangs: {}",
@@ -92,33 +138,36 @@ async fn a_hanging_dependency_cannot_use_up_the_api(own: PrivateMesh, s: Scenari
                 let cause = answer.body["cause"]["message"].as_str().unwrap_or_default();
                 assert!(cause.contains("bulkhead full"), "{}", answer.body);
                 assert!(
-                    took < Duration::from_secs(1),
-                    "refused after {took:?}: not at once"
+                    took < hang.wait + Duration::from_secs(1),
+                    "refused after {took:?}: the bulkhead waits {:?}",
+                    hang.wait
                 );
             }
             other => panic!("preferences answered {other}: {}", answer.body),
         }
     }
-    assert_eq!((through, refused), (4, 8), "four through, eight refused");
-    let text = mesh
-        .http()
-        .get(format!("{}/metrics", mesh.url(Service::HealthcareApi)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let peak = sum_samples(
-        &text,
-        "client_in_flight_peak",
-        &[("target", "doctor-personalization")],
+    assert_eq!(
+        (through, refused),
+        (hang.limit, 8),
+        "the bulkhead of {} let {through} through and refused {refused}",
+        hang.limit
     );
-    assert!(peak <= 4.0, "{peak} calls to doctor in flight at once");
-    let rejected = sum_samples(
-        &text,
-        "client_bulkhead_rejected_total",
-        &[("target", "doctor-personalization")],
+    let peak = target
+        .metric(
+            Service::HealthcareApi,
+            "client_in_flight_peak",
+            &[("target", "doctor-personalization")],
+        )
+        .await
+        .expect("metrics");
+    assert!(
+        peak <= hang.limit as f64,
+        "{peak} calls to doctor in flight at once; the bulkhead holds {}",
+        hang.limit
     );
-    assert_eq!(rejected, 8.0);
+    assert_eq!(
+        rejected().await.expect("metrics") - rejected_before,
+        8.0,
+        "the API's count of bulkhead rejections"
+    );
 }
