@@ -1642,10 +1642,12 @@ fn prose_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         let mut words = Vec::new();
         for w in name.as_str().split_whitespace() {
             let lower = w.trim_end_matches(['.', ',']).to_lowercase();
-            if NOT_NAMES.contains(&lower.as_str())
-                || names::is_organisation_word(w)
-                || w.len() > 1 && w.chars().all(|ch| ch.is_uppercase() || ch.is_ascii_digit())
-            {
+            // An acronym ends the name, unless it is a name in capitals
+            // (`patient: DOE, JANE`).
+            let acronym = w.len() > 1
+                && w.chars().all(|ch| ch.is_uppercase() || ch.is_ascii_digit())
+                && !((names::is_given(w) || names::is_surname(w)) && !names::is_common_word(w));
+            if NOT_NAMES.contains(&lower.as_str()) || names::is_organisation_word(w) || acronym {
                 break;
             }
             let at = text[end..].find(w).map_or(end, |i| end + i);

@@ -16,11 +16,7 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
     // header, without a separator): most text is log lines, which need not
     // be split into segments three times over to learn that.
     // One search for a byte rules most texts out before any for a tag.
-    if text.contains('|')
-        && ["PID|", "NK1|", "PV1|"]
-            .iter()
-            .any(|tag| text.contains(tag))
-    {
+    if text.contains('|') && HL7_TAGS.iter().any(|tag| text.contains(tag)) {
         hl7(text, out);
     }
     if text.contains('*') && X12_TAGS.iter().any(|tag| text.contains(tag)) {
@@ -30,7 +26,7 @@ pub(crate) fn detect(text: &str, out: &mut Vec<Hit>, cleared: &mut Vec<Hit>) {
         csv(text, out);
     }
     fhir(text, cleared);
-    if text.contains("\"code\"") {
+    if text.contains("\"code\"") || text.contains("\"system\"") {
         fhir_identifiers(text, out);
     }
 }
@@ -62,7 +58,65 @@ fn fhir_identifiers(text: &str, out: &mut Vec<Hit>) {
             }
         }
     }
+    // `{"system":"http://hospital.example.org/mrn","value":"MRN-448812"}`:
+    // the system names what the value is.
+    static BY_SYSTEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#""system"\s*:\s*"([^"]{1,200})"\s*,\s*"value"\s*:\s*"([^"]{3,40})""#)
+            .unwrap_or_else(|e| panic!("bad built-in FHIR identifier pattern: {e}"))
+    });
+    for c in BY_SYSTEM.captures_iter(text) {
+        if let (Some(system), Some(value)) = (c.get(1), c.get(2)) {
+            if let Some(kind) = system_kind(system.as_str()) {
+                out.push((kind, value.range()));
+            }
+        }
+    }
 }
+
+/// The kind of identifier an identifier system's URI names by its last
+/// part (`…/sid/us-ssn`, `…/mrn`, `urn:oid:2.16.840.1.113883.4.1`).
+fn system_kind(system: &str) -> Option<Kind> {
+    let lower = system.to_ascii_lowercase();
+    if lower.ends_with("2.16.840.1.113883.4.1") {
+        return Some(Kind::Ssn);
+    }
+    let last = lower
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let has = |words: &[&str]| words.iter().any(|w| last.contains(w));
+    Some(if has(&["ssn", "social"]) {
+        Kind::Ssn
+    } else if has(&[
+        "mbi",
+        "medicare",
+        "medicaid",
+        "member",
+        "subscriber",
+        "beneficiary",
+    ]) {
+        Kind::MemberId
+    } else if has(&[
+        "mrn",
+        "medical-record",
+        "medicalrecord",
+        "patient-id",
+        "chart",
+    ]) {
+        Kind::Mrn
+    } else if has(&["driver", "license", "licence"]) {
+        Kind::License
+    } else if has(&["account", "acct"]) {
+        Kind::Account
+    } else {
+        return None;
+    })
+}
+
+/// The HL7 segments the parser reads: the patient, next of kin, the
+/// visit, the insured and the guarantor.
+const HL7_TAGS: [&str; 5] = ["PID|", "NK1|", "PV1|", "IN1|", "GT1|"];
 
 /// The X12 segments the parser reads.
 const X12_TAGS: [&str; 6] = ["NM1*", "N3*", "N4*", "DMG*", "REF*", "CLM*"];
@@ -135,6 +189,7 @@ fn fhir(text: &str, cleared: &mut Vec<Hit>) {
     {
         cleared.push((Kind::Name, 0..text.len()));
         cleared.push((Kind::Address, 0..text.len()));
+        cleared.push((Kind::License, 0..text.len()));
     }
 }
 
@@ -202,7 +257,7 @@ fn hl7_segments(text: &str) -> Vec<(&str, usize)> {
     let mut out: Vec<(&str, usize)> = Vec::new();
     let mut in_segment = false;
     for (piece, base) in segments(text, &[]) {
-        let tagged = ["PID|", "NK1|", "PV1|"].iter().any(|t| piece.contains(t));
+        let tagged = HL7_TAGS.iter().any(|t| piece.contains(t));
         match out.last_mut() {
             Some((last, start))
                 if in_segment && !piece.is_empty() && !opens_segment(piece) && !tagged =>
@@ -221,7 +276,7 @@ fn hl7_segments(text: &str) -> Vec<(&str, usize)> {
 fn hl7(text: &str, out: &mut Vec<Hit>) {
     for (segment, base) in hl7_segments(text) {
         // A segment may follow a log prefix: `msg=PID|1||…`.
-        for tag in ["PID|", "NK1|", "PV1|"] {
+        for tag in HL7_TAGS {
             let Some(at) = segment.find(tag) else {
                 continue;
             };
@@ -256,6 +311,22 @@ fn hl7(text: &str, out: &mut Vec<Hit>) {
                     (5, Kind::Phone),
                     (6, Kind::Phone),
                     (16, Kind::Date),
+                ],
+                // The insured's name, birth date, address and policy number.
+                "IN1|" => &[
+                    (16, Kind::Name),
+                    (18, Kind::Date),
+                    (19, Kind::Address),
+                    (36, Kind::MemberId),
+                ],
+                // The guarantor's name, address, phones, birth date, SSN.
+                "GT1|" => &[
+                    (3, Kind::Name),
+                    (5, Kind::Address),
+                    (6, Kind::Phone),
+                    (7, Kind::Phone),
+                    (8, Kind::Date),
+                    (12, Kind::Ssn),
                 ],
                 // The admission and discharge times.
                 _ => &[(44, Kind::Date), (45, Kind::Date)],
