@@ -286,6 +286,11 @@ fn variants(kind: Kind, value: &str) -> Vec<(String, bool)> {
                     format!("{m:02}-{d:02}-{y:04}"),
                     format!("{d:02}/{m:02}/{y:04}"),
                     format!("{d:02}.{m:02}.{y:04}"),
+                    format!("{y:04}/{m:02}/{d:02}"),
+                    format!("{m}-{d}-{y:04}"),
+                    // Two-digit years, as notes write them (3/4/57).
+                    format!("{m}/{d}/{:02}", y % 100),
+                    format!("{m:02}/{d:02}/{:02}", y % 100),
                 ]);
                 if let Some(i) = usize::try_from(m).ok().and_then(|m| m.checked_sub(1)) {
                     if let (Some(short), Some(long)) = (MONTH_ABBR.get(i), MONTH_NAMES.get(i)) {
@@ -295,6 +300,8 @@ fn variants(kind: Kind, value: &str) -> Vec<(String, bool)> {
                             format!("{d} {long} {y:04}"),
                             format!("{short} {d}, {y:04}"),
                             format!("{long} {d}, {y:04}"),
+                            format!("{short} {d} {y:04}"),
+                            format!("{long} {d} {y:04}"),
                             format!("{d}-{short}-{y:04}"),
                             format!("{d:02}{short}{y:04}"),
                         ]);
@@ -315,6 +322,7 @@ fn variants(kind: Kind, value: &str) -> Vec<(String, bool)> {
                         format!("{last}^{first_only}"),
                         format!("{last}, {first_only}"),
                         format!("{first_only} {last}"),
+                        format!("{last} {first_only}"),
                         parts.join("+"),
                         parts.join("%20"),
                         parts.join("_"),

@@ -87,6 +87,8 @@ fn a_canary_is_found_in_every_variant_a_leak_takes() {
         ("phone dotted", "217.555.0142", Kind::Phone),
         ("date compact", "DMG*D8*19840709*F~", Kind::Date),
         ("date US", "07/09/1984", Kind::Date),
+        ("date, two-digit year", "seen 7/9/84 in clinic", Kind::Date),
+        ("date, base64", "ctx=ZG9iPTE5ODQtMDctMDk=", Kind::Date),
         (
             "bare MRN, no keyword",
             "merged 40718265 into another chart",
