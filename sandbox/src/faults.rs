@@ -14,6 +14,11 @@ pub struct FaultPlan {
     pub status: Option<u16>,
     /// Delay every matching request by this much.
     pub latency_ms: u64,
+    /// The `fail_next` matching requests are handled, and their answers
+    /// lost: the connection breaks after the status line, before the body
+    /// (a reply lost on the way back, the request's effect made).
+    #[serde(default)]
+    pub lose_reply: bool,
     /// Write this text into a log line of the next matching request (a PHI
     /// leak the log redaction and the compliance monitor must catch).
     pub leak_phi: Option<String>,

@@ -34,9 +34,18 @@ fn authenticate(ctx: &Ctx, req: &Request, request_id: &str) -> Result<Caller, St
     )
 }
 
-/// Applies the fault plan to a request; `Some` is the failure to answer.
-async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response> {
-    let (latency, leak, fail) = {
+/// What the fault plan does to a request.
+enum Injected {
+    /// Answer this instead.
+    Answer(Response),
+    /// Handle it, then break the connection before the answer's body.
+    LoseReply,
+}
+
+/// Applies the fault plan to a request; `Some` is what to do instead of
+/// answering it plainly.
+async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Injected> {
+    let (latency, leak, fail, lose) = {
         let mut plans = ctx.faults.lock().unwrap_or_else(PoisonError::into_inner);
         // A tenant's own plan first, then the one for every tenant.
         let plan = plans
@@ -49,7 +58,7 @@ async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response
         } else {
             None
         };
-        (plan.latency_ms, plan.leak_phi.take(), fail)
+        (plan.latency_ms, plan.leak_phi.take(), fail, plan.lose_reply)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -63,14 +72,32 @@ async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Response
     }
     let status = fail?;
     ctx.metrics.incr("faults_injected_total", "");
+    if lose {
+        return Some(Injected::LoseReply);
+    }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    Some(
+    Some(Injected::Answer(
         (
             status,
             axum::Json(json!({"error": "injected_fault", "message": "fault injected by the test"})),
         )
             .into_response(),
-    )
+    ))
+}
+
+/// `resp` with its body replaced by one that fails at once: the server
+/// breaks the connection after the head, and the client never reads the
+/// answer.
+fn lost(resp: Response) -> Response {
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let broken = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "reply lost (injected fault)",
+        ))
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(broken))
 }
 
 /// The gate every request passes: request id, token check (except
@@ -95,7 +122,11 @@ pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> 
                     apply_faults(&ctx, &caller, &path).await
                 };
                 match fault {
-                    Some(resp) => resp,
+                    Some(Injected::Answer(resp)) => resp,
+                    Some(Injected::LoseReply) => {
+                        req.extensions_mut().insert(caller);
+                        lost(next.run(req).await)
+                    }
                     None => {
                         req.extensions_mut().insert(caller);
                         next.run(req).await
