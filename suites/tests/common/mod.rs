@@ -6,20 +6,6 @@ use fixtures::Scenario;
 use sandbox::{Answer, MeshClient};
 use serde_json::{Value, json};
 
-/// A chaos proxy in front of `service` of a private mesh, in the mesh's
-/// route to it; its fault draws seeded with `seed`.
-pub async fn behind_proxy(
-    mesh: &sandbox::Mesh,
-    service: sandbox::Service,
-    seed: u64,
-) -> traffic::chaos::ChaosProxy {
-    let proxy = traffic::chaos::ChaosProxy::start_seeded(mesh.addr(service), seed)
-        .await
-        .expect("proxy");
-    mesh.route(service, proxy.addr()).expect("route");
-    proxy
-}
-
 /// Registers the scenario's patient at the API; returns the patient id.
 pub async fn intake(api: &MeshClient, s: &Scenario) -> String {
     let r = api
@@ -50,14 +36,6 @@ pub async fn failed_visit(api: &MeshClient, patient_id: &str, s: &Scenario, stat
         .expect("visit");
     assert_eq!(r.status, status, "visit: {}", r.body);
     r
-}
-
-/// The one value `sql` selects from a private mesh's database.
-pub async fn one<T: tokio_postgres::types::FromSqlOwned>(mesh: &sandbox::Mesh, sql: &str) -> T {
-    let db = sandbox::store::connect(&mesh.config().database_url)
-        .await
-        .expect("the mesh's database");
-    db.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
 /// Runs the claim saga for the patient; the answer must be 201.

@@ -1,47 +1,64 @@
 //! Partitions and partial degradation between the API and its
-//! dependencies, through a chaos proxy in a private mesh's route: a black
-//! hole, a reply lost after the request went through, a share of
-//! connections reset under load.
+//! dependencies: a black hole on the link to billing, a reply lost after
+//! the request went through, a share of connections to insurance reset
+//! under load. On any target with chaos (Toxiproxy) and faults, the
+//! policy read from the API's `/config`.
 
 use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
 use harness::service_test;
-use sandbox::Service;
-use suites::PrivateMesh;
-use traffic::chaos::{Direction, Fault, FaultKind};
+use sandbox::{FaultPlan, Service, Tenant};
+use serde_json::json;
+use suites::{ClientPolicy, Edge, Faults, Rows, Target, Toxics};
 
-use crate::common::{assert_compensated, behind_proxy, intake, observed, one, visit, visit_body};
+use crate::common::{assert_compensated, intake, observed, visit, visit_body};
 
-/// Claim rows of the tests' tenant in billing's table.
-const CLAIMS: &str = "SELECT count(*) FROM billing.claims WHERE tenant = 't1'";
+/// The tenant's claim rows in billing's table, cancelled ones too.
+async fn claims(rows: &Rows, tenant: &str) -> i64 {
+    rows.one::<i64>(
+        "SELECT count(*) FROM billing.claims WHERE tenant = $1",
+        &[&tenant],
+    )
+    .await
+    .expect("claims")
+}
 
-/// A black hole between the API and billing (a partition: nothing passes
-/// either way): the claim step times out within the call's deadline (1.6 s), the
-/// visit answers `504` and the verification is compensated; billing never
-/// saw the claim (no row). Healed, the same visit succeeds.
+/// A black hole between the API and billing (a partition: `timeout`
+/// toxics hold every byte either way): the claim step times out within
+/// the call's deadline (from `/config`), the visit answers `504` and the
+/// verification is compensated; billing never saw the claim (no row).
+/// Healed, the same visit succeeds.
 #[service_test(
     resilience,
     chaos,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
-    timeout = "30s"
+    timeout = "60s"
 )]
-async fn a_partition_from_billing_times_out_and_is_compensated(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            // Room for a loaded machine: a healthy claim answers well
-            // within 800 ms; a partitioned one never does.
-            c.client.attempt_timeout = Duration::from_millis(800);
-            c.client.call_timeout = Duration::from_millis(1600);
-            c.client.retry.base = Duration::from_millis(10);
-        })
-        .await
-        .expect("mesh");
-    let proxy = behind_proxy(&mesh, Service::BillingEngine, 1).await;
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_partition_from_billing_times_out_and_is_compensated(
+    target: &Target,
+    toxics: Toxics,
+    policy: ClientPolicy,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let cut = proxy.partition();
+    let mut cut = Vec::new();
+    for stream in ["upstream", "downstream"] {
+        let name = toxics
+            .add(
+                Service::BillingEngine,
+                json!({"name": format!("hole_{stream}"), "type": "timeout", "stream": stream,
+                       "toxicity": 1.0, "attributes": {"timeout": 0}}),
+            )
+            .await
+            .expect("add the toxic");
+        cut.push(name);
+    }
     let started = Instant::now();
     let r = api
         .post("/visits", &visit_body(&patient_id, &s))
@@ -52,114 +69,128 @@ async fn a_partition_from_billing_times_out_and_is_compensated(own: PrivateMesh,
     assert_eq!(r.body["failed_step"], "create_claim", "{}", r.body);
     assert_compensated(&r.body);
     assert!(
-        took < Duration::from_secs(4),
-        "the call's 1.6 s deadline bounds the wait; took {took:?}"
+        took < policy.call_timeout + Duration::from_secs(2),
+        "the call's deadline ({:?}) bounds the wait; took {took:?}",
+        policy.call_timeout
     );
-    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 0, "billing saw no claim");
-    proxy.remove(cut);
+    assert_eq!(claims(&rows, &tenant).await, 0, "billing saw no claim");
+    for name in cut {
+        toxics
+            .remove(Service::BillingEngine, &name)
+            .await
+            .expect("heal");
+    }
     visit(&api, &patient_id, &s).await;
-    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 1);
+    assert_eq!(claims(&rows, &tenant).await, 1);
 }
 
-/// The reply is lost after the request went through: billing creates the
-/// claim, the proxy resets the connection as the answer comes back, the
-/// API retries with the same idempotency key and billing replays the claim
-/// it made. Exactly one claim row; the visit's claim id is that row's.
+/// The reply is lost after the request went through (billing makes the
+/// claim, then its connection breaks before the answer: an injected
+/// fault, once): the API retries with the same idempotency key and billing
+/// replays the claim it made. Exactly one claim row; the visit's claim id
+/// is that row's; the API counted the retry.
 #[service_test(
     resilience,
-    chaos,
     retry,
+    exclusive,
     real_services,
     services(healthcare_api, billing),
     timeout = "30s"
 )]
-async fn a_lost_reply_is_retried_without_a_duplicate_claim(own: PrivateMesh, s: Scenario) {
-    let mesh = own
-        .start(|c| {
-            // The reply is lost at the TCP level: over TLS the first bytes
-            // back would be the handshake, not the reply.
-            c.tls = None;
-            c.client.retry.max_attempts = 3;
-            c.client.retry.base = Duration::from_millis(300);
-            c.client.retry.max_delay = Duration::from_millis(300);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_lost_reply_is_retried_without_a_duplicate_claim(
+    target: &Target,
+    faults: Faults,
+    rows: Rows,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let proxy = behind_proxy(&mesh, Service::BillingEngine, 2).await;
-    let lose_reply = proxy.add(
-        Fault::new(FaultKind::Reset {
-            after: Duration::ZERO,
-        })
-        .direction(Direction::Downstream),
-    );
-    // Heal once the lost reply has been seen (the API counts a retry
-    // before it waits its backoff): by then billing holds the claim.
-    let retried = || {
-        mesh.counter(
+    let retries = || {
+        target.metric(
             Service::HealthcareApi,
             "client_retries_total",
-            "target=\"billing-engine\"",
+            &[("target", "billing-engine")],
         )
     };
-    let heal = async {
-        while retried() == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let written = one::<i64>(&mesh, CLAIMS).await;
-        proxy.remove(lose_reply);
-        written
-    };
-    let (v, written_before_retry) = tokio::join!(visit(&api, &patient_id, &s), heal);
-    assert_eq!(
-        written_before_retry, 1,
-        "the first attempt went through before its reply was lost"
+    let before = retries().await.expect("metrics");
+    faults
+        .inject(
+            Service::BillingEngine,
+            &FaultPlan {
+                fail_next: 1,
+                lose_reply: true,
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/claims".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
+    let v = visit(&api, &patient_id, &s).await;
+    assert!(
+        retries().await.expect("metrics") > before,
+        "the lost reply was not retried"
     );
-    assert_eq!(one::<i64>(&mesh, CLAIMS).await, 1, "one claim, not two");
-    let id: String = one(&mesh, "SELECT id FROM billing.claims WHERE tenant = 't1'").await;
+    assert_eq!(claims(&rows, &tenant).await, 1, "one claim, not two");
+    let t: &str = &tenant;
+    let id: String = rows
+        .one("SELECT id FROM billing.claims WHERE tenant = $1", &[&t])
+        .await
+        .expect("the claim");
     assert_eq!(v.body["claim_id"], id.as_str(), "{}", v.body);
 }
 
-/// 30 % of the connections to insurance verification are reset when the
-/// request arrives, under load (visits from six clients at once, and the
-/// proxy taken down between waves so that connections are made afresh):
-/// retries keep the end-to-end error rate within the SLO of
-/// `POST /visits`. The proxy's draws are seeded: the same connections
-/// reset on every run.
+/// A share of the connections to insurance verification is reset as the
+/// request arrives (`reset_peer`, toxicity chosen from `/config`'s retry
+/// policy and the SLO's error budget: a visit fails only when every one of
+/// its attempts draws a reset), under load: six clients at a time, the
+/// link cycled between waves so that each visit opens a fresh connection.
+/// Retries keep the end-to-end error rate within the SLO of
+/// `POST /visits`, and resets did happen.
 #[service_test(
     resilience,
     chaos,
     retry,
     load,
+    exclusive,
     real_services,
     services(healthcare_api, insurance),
-    timeout = "60s"
+    timeout = "120s"
 )]
-async fn resets_on_30_percent_of_insurance_connections_stay_within_the_slo(
-    own: PrivateMesh,
+async fn resets_on_a_share_of_insurance_connections_stay_within_the_slo(
+    target: &Target,
+    toxics: Toxics,
+    policy: ClientPolicy,
+    tenant: Tenant,
     s: Scenario,
 ) {
-    let mesh = own
-        .start(|c| {
-            c.client.retry.max_attempts = 5;
-            c.client.retry.base = Duration::from_millis(5);
-            c.client.retry.max_delay = Duration::from_millis(50);
-        })
-        .await
-        .expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let proxy = behind_proxy(&mesh, Service::InsuranceVerification, 30).await;
-    proxy.add(
-        Fault::new(FaultKind::Reset {
-            after: Duration::ZERO,
-        })
-        .direction(Direction::Upstream)
-        .toxicity(0.3),
-    );
+    let slo = target.slo("POST /visits");
+    let budget = slo.max_error_rate.unwrap_or(0.01);
+    // A visit fails with probability toxicity^attempts: a tenth of the
+    // error budget at most.
+    let attempts = f64::from(policy.max_attempts.max(1));
+    let toxicity = (budget / 10.0).powf(1.0 / attempts).min(0.3);
+    let retries = || {
+        target.metric(
+            Service::HealthcareApi,
+            "client_retries_total",
+            &[("target", "insurance-verification")],
+        )
+    };
+    let retries_before = retries().await.expect("metrics");
+    toxics
+        .add(
+            Service::InsuranceVerification,
+            json!({"name": "reset_some", "type": "reset_peer", "stream": "upstream",
+                   "toxicity": toxicity, "attributes": {"timeout": 0}}),
+        )
+        .await
+        .expect("add the toxic");
     let body = visit_body(&patient_id, &s);
-    let (waves, clients, per_client) = (3, 6, 4);
+    let (waves, clients) = (34, 6);
     let mut samples = Vec::new();
     let mut errors = Vec::new();
     let started = Instant::now();
@@ -168,46 +199,36 @@ async fn resets_on_30_percent_of_insurance_connections_stay_within_the_slo(
             .map(|_| {
                 let (api, body) = (api.clone(), body.clone());
                 tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    for _ in 0..per_client {
-                        let t = Instant::now();
-                        out.push(match api.post("/visits", &body).await {
-                            Ok(r) if r.status == 201 => Ok(t.elapsed()),
-                            Ok(r) => Err(format!("{}: {}", r.status, r.body)),
-                            Err(e) => Err(e.to_string()),
-                        });
+                    let t = Instant::now();
+                    match api.post("/visits", &body).await {
+                        Ok(r) if r.status == 201 => Ok(t.elapsed()),
+                        Ok(r) => Err(format!("{}: {}", r.status, r.body)),
+                        Err(e) => Err(e.to_string()),
                     }
-                    out
                 })
             })
             .collect();
         for t in tasks {
-            for r in t.await.expect("client") {
-                match r {
-                    Ok(d) => samples.push(d),
-                    Err(e) => errors.push(e),
-                }
+            match t.await.expect("client") {
+                Ok(d) => samples.push(d),
+                Err(e) => errors.push(e),
             }
         }
         // Drop every connection: the next wave makes new ones.
-        proxy.down().await;
-        proxy.up().await.expect("proxy up");
+        let link = Edge::To(Service::InsuranceVerification);
+        toxics.disable(link).await.expect("link down");
+        toxics.enable(link).await.expect("link up");
     }
     let seen = observed(&samples, errors.len(), started.elapsed());
-    let retries = mesh.counter(
-        Service::HealthcareApi,
-        "client_retries_total",
-        "target=\"insurance-verification\"",
-    );
+    let retried = retries().await.expect("metrics") - retries_before;
     assert!(
-        retries >= 1,
-        "no connection was reset: the test proved nothing"
+        retried >= 1.0,
+        "no connection was reset at toxicity {toxicity:.3}: the test proved nothing"
     );
-    let slo = sandbox::target::slos().of("POST /visits");
     let breaches = slo.breaches(&seen);
     assert!(
         breaches.is_empty(),
-        "{} of {} visits failed with {retries} retries (first: {:?}): {}",
+        "{} of {} visits failed with {retried} retries at toxicity {toxicity:.3} (first: {:?}): {}",
         errors.len(),
         samples.len() + errors.len(),
         errors.first(),
