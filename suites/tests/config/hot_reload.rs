@@ -1,49 +1,85 @@
 //! Hot reload in test mode (seed 001): a changed timeout applies live to
 //! the calls that start after it, never to the ones in flight, and its
-//! impact shows at once.
+//! impact shows at once. On any target with fault injection (its
+//! `/admin/config`).
 
 use std::time::{Duration, Instant};
 
 use fixtures::Scenario;
-use harness::service_test;
-use sandbox::{FaultPlan, Service};
+use harness::{Fixture, FixtureCx, FixtureError, service_test};
+use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::PrivateMesh;
+use suites::{ClientPolicy, Faults, Target};
 
 use crate::common::{intake, visit_body};
+
+/// The API's client settings as they were, put back (`PUT /admin/config`)
+/// in the test's teardown whatever happened: the next test meets the API
+/// as it was.
+struct Restored;
+
+impl Fixture for Restored {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = cx.get_shared::<Target>().await?;
+        let policy = ClientPolicy::setup(cx).await?;
+        cx.on_teardown(async move {
+            let _ = target
+                .client(Service::HealthcareApi, "admin")
+                .put(
+                    "/admin/config",
+                    &json!({
+                        "attempt_timeout_ms": policy.attempt_timeout.as_millis() as u64,
+                        "call_timeout_ms": policy.call_timeout.as_millis() as u64,
+                        "retry_max_attempts": policy.max_attempts,
+                    }),
+                )
+                .await;
+        });
+        Ok(Restored)
+    }
+}
 
 /// Billing answers in 800 ms. A visit is in flight when the API's attempt
 /// timeout is tightened from 2 s to 300 ms (`PUT /admin/config`): it still
 /// completes (it keeps the settings it began with); `/config` shows the new
 /// timeout under a new hash; the next visit answers 504 at the claim step,
 /// well before the old timeout; a reload out of bounds is refused.
+/// The reload changes the API for everyone: the test runs alone, and its
+/// teardown puts the settings back.
 #[service_test(
     config,
     resilience,
+    exclusive,
     real_services,
     services(healthcare_api, insurance, billing),
     timeout = "40s"
 )]
-async fn a_tightened_timeout_applies_live_without_dropping_a_call(own: PrivateMesh, s: Scenario) {
-    let mesh = own.start(|_| {}).await.expect("mesh");
-    let api = mesh.client(Service::HealthcareApi, "t1");
+async fn a_tightened_timeout_applies_live_without_dropping_a_call(
+    target: &Target,
+    faults: Faults,
+    _restored: Restored,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
     let before = api.get("/config").await.expect("config");
     let old_attempt = before.body["client"]["attempt_timeout_ms"]
         .as_u64()
         .unwrap_or(0);
     assert!(old_attempt >= 1000, "{}", before.body["client"]);
-    mesh.inject(
-        Service::BillingEngine,
-        &FaultPlan {
-            latency_ms: 800,
-            tenant: Some("t1".into()),
-            path_prefix: Some("/claims".into()),
-            ..FaultPlan::default()
-        },
-    )
-    .await
-    .expect("inject");
+    faults
+        .inject(
+            Service::BillingEngine,
+            &FaultPlan {
+                latency_ms: 800,
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/claims".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject");
     let body = visit_body(&patient_id, &s);
     let in_flight = tokio::spawn({
         let (api, body) = (api.clone(), body.clone());
