@@ -574,7 +574,7 @@ impl Pass {
             Pass::DateSlashed => r"\b(\d{4})/(\d{2})/(\d{2})\b".into(),
             // 3/15, 05/14: a month and day without the year, still PHI
             // beside a person's event (`discharged home on 3/15`).
-            Pass::DateMonthDay => r"\b(1[0-2]|0?[1-9])/(3[01]|[12][0-9]|0?[1-9])\b".into(),
+            Pass::DateMonthDay => r"(?i: on )((?:1[0-2]|0?[1-9])/(?:3[01]|[12][0-9]|0?[1-9]))\b".into(),
             Pass::DateWords => format!(
                 r"(?i)\b(?:(?:{MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}|\d{{1,2}}[ -]?(?:{MONTHS})\.?[ -]?\d{{4}})\b"
             ),
@@ -603,7 +603,7 @@ impl Pass {
             ),
             Pass::Age => r#"(?i)(?:\b|_)(?:age[d]?["']?\s*[:=]?\s*["']?(\d{2,3})\b|(\d{2,3})[- ](?:years?|yrs?)[- ](?:old\b|of age\b)|(\d{2,3})\s?(?:y/o\b|yo\b|y\.o\.?|yrs? old\b)|((?:ninety|one hundred)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)[- ](?:years?|yrs?)[- ]old\b)"#.into(),
             Pass::ListName => format!(
-                r"\b({LIST_WORD})(,? )({LIST_WORD}|\p{{Lu}}\.)(?: ({LIST_WORD}))?"
+                r"(?-u:\b)({LIST_WORD})(,? )({LIST_WORD}|[A-ZÀ-ÖØ-Þ]\.)(?: ({LIST_WORD}))?"
             ),
             Pass::SchemelessUrl => format!(
                 r#"(?i)\b(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+|(?:[a-z0-9-]+\.)+(?:{TLDS}))(?::\d+)?(/[^\s"'<>)]*)?"#
@@ -638,7 +638,7 @@ impl Pass {
             Pass::ProseName => Some(format!(
                 r"\b(?i:{PERSON_WORDS})|\b(?:Mr|Mrs|Ms|Miss|Mx)"
             )),
-            Pass::ListName => Some(r"\p{Lu}\p{Ll}+,? \p{Lu}".into()),
+            Pass::ListName => Some(r"[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+,? [A-ZÀ-ÖØ-Þ]".into()),
             Pass::Age => Some(r"(?i)(?:\b|_)age|(?:years?|yrs?)[- ](?:old|of)|y/o|yo|y\.o|yrs? old".into()),
             _ => None,
         }
@@ -1139,15 +1139,14 @@ fn dates(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             }
         });
     }
-    each_match(Pass::DateMonthDay, text, plan, |m| {
-        // Not part of a longer date or fraction (`3/15/2025`, `1/2/3`).
-        let after = &text.as_bytes()[m.end()..];
-        let before = &text.as_bytes()[..m.start()];
-        let longer = matches!(after, [b'/' | b'-' | b'.', d, ..] if d.is_ascii_digit())
-            || matches!(before, [.., d, b'/' | b'-' | b'.'] if d.is_ascii_digit());
-        // `on 3/15` (a fraction, `3/4 batches`, is never "on").
-        let on = before.len() >= 4 && before[before.len() - 4..].eq_ignore_ascii_case(b" on ");
-        push(m, !longer && on);
+    // `on 3/15` (a fraction, `3/4 batches`, is never "on"), not part of a
+    // longer date (`3/15/2025`).
+    each_capture(Pass::DateMonthDay, text, plan, |c| {
+        if let Some(m) = c.get(1) {
+            let after = &text.as_bytes()[m.end()..];
+            let longer = matches!(after, [b'/' | b'-' | b'.', d, ..] if d.is_ascii_digit());
+            push(m, !longer);
+        }
     });
     each_match(Pass::DateWords, text, plan, |m| push(m, true));
 }
@@ -1426,7 +1425,11 @@ fn mac(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
 }
 
 /// One capitalised word of a name in prose (`Jennings`, `O'Brien`).
-const LIST_WORD: &str = r"\p{Lu}(?:[\p{Ll}\p{M}]|['’-]?\p{Lu}\p{Ll})*\p{Ll}";
+///
+/// Latin letters only: the lists hold Latin names (looked up without
+/// accents), and Unicode-wide classes cost more to compile and run.
+const LIST_WORD: &str =
+    r"[A-ZÀ-ÖØ-Þ](?:[a-zß-öø-ÿ\u{300}-\u{36f}]|['’-]?[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ])*[a-zß-öø-ÿ]";
 
 /// One name word: letters (any script, composed or decomposed), with
 /// apostrophes, hyphens and HTML entities (`O&#39;Brien`).
