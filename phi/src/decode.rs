@@ -56,11 +56,19 @@ impl Decoded {
             text: String::new(),
             pieces: Vec::new(),
         };
+        // Where the last line decoded ended in the original.
+        let mut last_end = None;
         for range in lines {
             let range = range.clone();
             let (text_len, pieces_len) = (out.text.len(), out.pieces.len());
+            // Lines that were not neighbours are kept apart by an empty
+            // line, so no record (a CSV header and a row) joins them.
+            if last_end.is_some_and(|end| end + 1 != range.start) {
+                out.push(range.start..range.start, "\n", false);
+            }
             if out.line(text, range.clone()) {
                 out.push(range.end..(range.end + 1).min(text.len()), "\n", true);
+                last_end = Some(range.end);
             } else {
                 out.text.truncate(text_len);
                 out.pieces.truncate(pieces_len);

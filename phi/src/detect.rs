@@ -7,18 +7,30 @@
 //! ordinary service logs do not trip them:
 //!
 //! - **Dates** are PHI only next to a person's event (birth, admission,
-//!   discharge, death, service/visit); bare timestamps are not.
+//!   discharge, death, service/visit, appointment), unless context that
+//!   clears stands nearer (a build, a release, a certificate's expiry, a
+//!   job); bare timestamps are not. Two-digit years and `on 3/15` count.
 //! - **Phone numbers** need separators, parentheses or `+1`, or a phone
 //!   keyword; ten bare digits (an NPI, an order number) are not a phone.
-//!   A phone preceded by `fax` is a fax number.
+//!   A phone preceded by `fax` is a fax number. Toll-free numbers, an
+//!   organisation's (a pharmacy's, a payer's) and placeholders are not.
 //! - **ZIP codes** need a state abbreviation before them or a ZIP keyword;
-//!   five bare digits (a CPT code) are not a ZIP.
+//!   five bare digits (a CPT code) are not a ZIP. An organisation's
+//!   address (a clinic's, a payer's remit-to) is not PHI.
 //! - **URLs and IP addresses** are PHI when they point outside the system:
 //!   loopback, private (RFC 1918) and `localhost`/single-label service
 //!   hosts are infrastructure, not a person's.
 //! - **MRN, member, account, licence and device numbers** have no national
-//!   shape: they are found after their keyword; MBIs and DEA numbers by
-//!   their own format rules anywhere.
+//!   shape: they are found after their keyword (not a certificate's
+//!   serial); MBIs by their own format rules anywhere. A DEA number is a
+//!   prescriber's, a MAC address a network card's, unless a patient's
+//!   licence or a medical device is named.
+//! - **Names** after a key, a title, "patient", a relative or a greeting,
+//!   or a common given name beside a common surname (see [`crate::names`]);
+//!   not a provider's (`Dr.`, `, MD`, `signed by`) or staff's.
+//!
+//! A value alone on its line (or after a label ending in `:`) reads the
+//! context of the line above it: a record printed one field a line.
 //!
 //! The cost stays linear in the text: a candidate's context is read from
 //! a fixed window back, never from its line's start, and the expressions

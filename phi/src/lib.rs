@@ -1,6 +1,6 @@
 //! PHI detection for test output, logs and reports.
 //!
-//! Two complementary ways of finding protected health information:
+//! Complementary ways of finding protected health information:
 //!
 //! - the **canary registry** ([`canaries`]): every PHI value the synthetic
 //!   data generators hand out is registered, and found again verbatim or in
@@ -13,11 +13,22 @@
 //!   device numbers), validated by check rules and context to keep ordinary
 //!   log lines (timestamps, CPT codes, provider NPIs, order numbers) clean;
 //!   keys in any spelling (`dateOfBirth`, `name.family`), names in prose
-//!   after a title or "patient", ages over 89, web addresses without a
-//!   scheme;
-//! - **record parsers** for HL7 v2 `PID`/`NK1`, X12 `NM1`/`N3`/`N4`/`DMG`,
-//!   CSV with a header row and FHIR resources: the layout says which field
-//!   is a name or a birth date, and that a provider's address is not PHI.
+//!   after a title, "patient", a relative or a greeting, or a common given
+//!   name beside a common surname (census lists shipped in `data/`), ages
+//!   over 89, web addresses without a scheme. Context also clears: a build's
+//!   or a certificate's date, a network card's MAC, a Message-ID, a
+//!   prescriber's DEA number, a payer's toll-free number, an organisation's
+//!   address, an identifier system's URI;
+//! - **record parsers** for HL7 v2 `PID`/`NK1`/`PV1`/`IN1`/`GT1` (identifier
+//!   types such as `SS` and `MR` in `PID-3`'s repetitions), X12
+//!   `NM1`/`N3`/`N4`/`DMG`/`REF`/`CLM`, CSV with a header row and FHIR
+//!   resources: the layout says which field is a name or a birth date, and
+//!   that a provider's address is not PHI; a record cut by a line break is
+//!   read as one;
+//! - **decoding layers**: lines holding base64, `%XX`, character references,
+//!   JSON `\u` escapes, full-width or decomposed characters or typographic
+//!   quotes are decoded and scanned again, and what is found there is
+//!   reported at (and redacted over) the encoded bytes.
 //!
 //! Canaries are also found as a first or last name alone (written
 //! capitalised), in both Unicode normalisation forms, HTML-escaped and
