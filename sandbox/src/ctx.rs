@@ -31,6 +31,8 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// Seals the SSN and date of birth of stored records.
     pub vault: Arc<crate::vault::FieldCipher>,
+    /// What its HTTP server accepts (stated by `/config`).
+    pub server: crate::mesh::ServerLimits,
 }
 
 /// One running service's state, shared by its handlers.

@@ -55,7 +55,8 @@ struct Up {
     /// Serve the six services on consecutive ports from N (else free ports)
     #[arg(long, value_name = "N")]
     port_base: Option<u16>,
-    /// Serve POST /admin/faults and GET /admin/logs on every service; breakers wait 2 s open
+    /// Serve POST /admin/faults and GET /admin/logs on every service; breakers wait 2 s open;
+    /// 256 connections per service
     #[arg(long)]
     test_mode: bool,
     /// Serve HTTPS only: a CA and certificate made at start; the CA is written beside the
@@ -400,6 +401,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
     config.bind = bind;
     if test_mode {
         MeshConfig::test_mode_breakers(&mut config.client);
+        config.server = MeshConfig::test_mode_server();
     }
     config.echo_logs = true;
     config.redis_prefix = "sandbox:".into();

@@ -178,6 +178,16 @@ impl MeshConfig {
         client.breaker.open_wait = Duration::from_secs(2);
     }
 
+    /// Test mode's server limits: 256 connections at once instead of 1024,
+    /// so that a suite can fill the cap within a load budget and watch the
+    /// surplus refused.
+    pub fn test_mode_server() -> ServerLimits {
+        ServerLimits {
+            max_connections: 256,
+            ..ServerLimits::default()
+        }
+    }
+
     /// Defaults on a database and a Redis: a fresh secret and key prefix,
     /// the real clock, test mode off.
     pub fn new(database_url: impl Into<String>, redis: provision::RedisEndpoint) -> Self {
@@ -222,6 +232,7 @@ impl MeshConfig {
         Self::test_mode_breakers(&mut client);
         MeshConfig {
             test_mode: true,
+            server: Self::test_mode_server(),
             seed,
             client,
             pool: PoolConfig {
@@ -570,6 +581,7 @@ impl Mesh {
                 eligibility_ttl: self.config.eligibility_ttl,
                 idempotency_ttl: self.config.idempotency_ttl,
                 vault: Arc::clone(&vault),
+                server: self.config.server,
             },
             metrics: Arc::clone(&metrics),
             faults: Mutex::new(Vec::new()),

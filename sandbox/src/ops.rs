@@ -176,6 +176,11 @@ pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<EffectiveConfig> 
             connect_ms: ms(pool.connect),
             query_ms: ms(pool.query),
         },
+        server: ServerSettings {
+            max_connections: ctx.settings.server.max_connections,
+            header_read_timeout_ms: ms(ctx.settings.server.header_read_timeout),
+            max_body_bytes: ctx.settings.server.max_body_bytes,
+        },
         eligibility_ttl_ms: ms(ctx.settings.eligibility_ttl),
         idempotency_ttl_ms: ms(ctx.settings.idempotency_ttl),
         log_redaction: true,
@@ -214,6 +219,8 @@ pub struct Settings {
     pub client: ClientSettings,
     /// Its connection pool.
     pub database_pool: PoolSettings,
+    /// Its HTTP server's limits.
+    pub server: ServerSettings,
     /// How long an eligibility answer is cached.
     pub eligibility_ttl_ms: u64,
     /// How long an idempotency key is held.
@@ -272,6 +279,17 @@ pub struct BulkheadSettings {
     pub max_concurrent: usize,
     /// How long a call waits for a slot.
     pub max_wait_ms: u64,
+}
+
+/// An HTTP server's limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerSettings {
+    /// Connections held at once; more are answered `503` and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send its request head.
+    pub header_read_timeout_ms: u64,
+    /// The largest request body (`413` beyond).
+    pub max_body_bytes: usize,
 }
 
 /// A connection pool's settings.

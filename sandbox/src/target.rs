@@ -97,7 +97,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
             logs: d.test_mode,
             stop_restart: false,
             load: Some(LoadCeiling {
-                max_connections: 128,
+                max_connections: 512,
                 max_requests: 20_000,
                 max_rps: None,
                 hosts,

@@ -912,6 +912,12 @@ impl Fixture for PrivateMesh {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = cx.get_shared::<Target>().await?;
         target.require(Capability::PrivateMesh)?;
+        PrivateMesh::acquire(cx).await
+    }
+}
+
+impl PrivateMesh {
+    async fn acquire(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let turn = Arc::clone(&TURNS)
             .acquire_owned()
             .await
@@ -922,5 +928,24 @@ impl Fixture for PrivateMesh {
             redis: cx.get_shared::<Redis>().await?,
             seed: cx.run_seed(),
         })
+    }
+}
+
+/// A mesh of the test's own whatever the target: for the unit tier, whose
+/// tests check the reference services' own code against stubs and never
+/// touch the target (a [`PrivateMesh`] on this machine's PostgreSQL and
+/// Redis, found or started as the `real_services` tests' are).
+pub struct OwnMesh(pub PrivateMesh);
+
+impl std::ops::Deref for OwnMesh {
+    type Target = PrivateMesh;
+    fn deref(&self) -> &PrivateMesh {
+        &self.0
+    }
+}
+
+impl Fixture for OwnMesh {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        Ok(OwnMesh(PrivateMesh::acquire(cx).await?))
     }
 }

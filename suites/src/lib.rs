@@ -12,7 +12,7 @@ pub mod contract;
 pub mod target;
 
 pub use capabilities::{
-    Breakers, CacheKeys, ClientPolicy, Edge, Faults, LoadBudget, Logs, PrivateMesh, Restarts, Rows,
-    SignTokens, StoreToxics, TlsTarget, Toxics,
+    Breakers, CacheKeys, ClientPolicy, Edge, Faults, LoadBudget, Logs, OwnMesh, PrivateMesh,
+    Restarts, Rows, SignTokens, StoreToxics, TlsTarget, Toxics,
 };
 pub use target::{Capability, Restarter, Target, TargetError};

@@ -684,7 +684,7 @@ fn local_capabilities(stop_restart: bool) -> Capabilities {
         logs: true,
         stop_restart,
         load: Some(deployment::LoadCeiling {
-            max_connections: 128,
+            max_connections: 512,
             max_requests: 20_000,
             max_rps: None,
             hosts: Vec::new(),

@@ -6,7 +6,7 @@ use fixtures::Scenario;
 use harness::service_test;
 use sandbox::{Mesh, Service};
 use serde_json::{Value, json};
-use suites::PrivateMesh;
+use suites::OwnMesh;
 use traffic::stub::Stub;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
@@ -78,7 +78,7 @@ async fn peers(claim: ResponseTemplate) -> Peers {
 }
 
 /// A private mesh (plain HTTP: the stubs speak no TLS) whose API calls the stubs.
-async fn api_with(own: &PrivateMesh, p: &Peers) -> Mesh {
+async fn api_with(own: &OwnMesh, p: &Peers) -> Mesh {
     let mesh = own.start(|c| c.tls = None).await.expect("mesh");
     for (service, stub) in [
         (Service::InsuranceVerification, &p.insurance),
@@ -94,7 +94,7 @@ async fn api_with(own: &PrivateMesh, p: &Peers) -> Mesh {
 
 /// Registers the scenario's patient and runs its visit through the API
 /// routed to the stubs (the mesh is handed back to keep it running).
-async fn run_visit(own: &PrivateMesh, p: &Peers, s: &Scenario) -> (Mesh, sandbox::Answer) {
+async fn run_visit(own: &OwnMesh, p: &Peers, s: &Scenario) -> (Mesh, sandbox::Answer) {
     let mesh = api_with(own, p).await;
     let api = mesh.client(Service::HealthcareApi, "t1");
     let patient_id = intake(&api, s).await;
@@ -128,7 +128,7 @@ async fn received(stub: &Stub, route: &str) -> Vec<Value> {
     services(healthcare_api),
     timeout = "30s"
 )]
-async fn the_saga_sends_each_stubbed_peer_what_it_needs(own: PrivateMesh, s: Scenario) {
+async fn the_saga_sends_each_stubbed_peer_what_it_needs(own: OwnMesh, s: Scenario) {
     let p = peers(
         ResponseTemplate::new(201)
             .set_body_json(json!({"claim_id": "clm-stub", "total_cents": 100})),
@@ -196,7 +196,7 @@ async fn the_saga_sends_each_stubbed_peer_what_it_needs(own: PrivateMesh, s: Sce
     services(healthcare_api),
     timeout = "30s"
 )]
-async fn a_stubbed_refusal_is_passed_on_and_compensated(own: PrivateMesh, s: Scenario) {
+async fn a_stubbed_refusal_is_passed_on_and_compensated(own: OwnMesh, s: Scenario) {
     let refusal =
         json!({"error": "invalid_claim", "fields": [{"field": "npi", "code": "npi_check_digit"}]});
     let p = peers(ResponseTemplate::new(422).set_body_json(refusal)).await;
@@ -223,7 +223,7 @@ async fn a_stubbed_refusal_is_passed_on_and_compensated(own: PrivateMesh, s: Sce
     services(healthcare_api),
     timeout = "30s"
 )]
-async fn a_reply_without_its_id_fails_the_step(own: PrivateMesh, s: Scenario) {
+async fn a_reply_without_its_id_fails_the_step(own: OwnMesh, s: Scenario) {
     let p = peers(ResponseTemplate::new(201).set_body_json(json!({"total_cents": 100}))).await;
     let (_mesh, v) = run_visit(&own, &p, &s).await;
     assert_eq!(v.status, 502, "{}", v.body);
