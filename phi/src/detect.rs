@@ -214,8 +214,23 @@ fn nearest_context(text: &str, start: usize, keywords: &Keywords, len: usize) ->
                     .get(m.end())
                     .is_none_or(|b| !b.is_ascii_alphanumeric())
         })
+        // A keyword that opens a hyphenated name (`discharge-reminders`,
+        // a job; `visit-summary`) is no context; `birth-date` is.
+        .filter(|m| !opens_compound(&before[m.end()..]))
         .map(|m| before.len() - m.start())
         .min()
+}
+
+/// `rest` (after a keyword) goes on with `-` and a word that is not a
+/// date's (`-reminders`, not `-date`).
+fn opens_compound(rest: &[u8]) -> bool {
+    // The rest of the keyword's word first (`discharg|e-reminders`).
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_lowercase()).count()..];
+    let Some(word) = rest.strip_prefix(b"-") else {
+        return false;
+    };
+    let len = word.iter().take_while(|b| b.is_ascii_lowercase()).count();
+    len >= 3 && !matches!(&word[..len], b"date" | b"time" | b"day" | b"dt")
 }
 
 fn has_context(text: &str, start: usize, keywords: &Keywords) -> bool {
@@ -1045,7 +1060,14 @@ fn email(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         // `postgres@db.internal` is a connection string's user, not a person.
         let (local, host) = m.as_str().rsplit_once('@').unwrap_or_default();
         let local = local.to_ascii_lowercase();
-        let bracketed = text[..m.start()].ends_with('<') && text[m.end()..].starts_with('>');
+        // Inside `<…>`: the `<` may stand before characters the address
+        // pattern leaves out (`<CAB7x2=abc@mail.example.net>`).
+        let opened = text[..m.start()]
+            .bytes()
+            .rev()
+            .take(64)
+            .find(|b| matches!(b, b'<' | b'>') || b.is_ascii_whitespace());
+        let bracketed = opened == Some(b'<') && text[m.end()..].starts_with('>');
         let message_id = bracketed && has_context(text, m.start(), &MESSAGE_ID_CONTEXT);
         if !internal_host(host) && !message_id && !ROLE_MAILBOXES.contains(&local.as_str()) {
             out.push((Kind::Email, m.range()));
