@@ -352,6 +352,12 @@ static DATE_CLEAR_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "changelog",
         "report generated",
         "crawl",
+        "schema",
+        "column",
+        "merged",
+        "ticket",
+        "rollout",
+        "feature flag",
         "reset",
     ])
 });
@@ -390,6 +396,16 @@ static ORGANISATION_CONTEXT: LazyLock<Keywords> = LazyLock::new(|| {
         "copyright",
         "laboratory",
         "department",
+        "lab:",
+        "labs",
+        "diagnostics",
+        "imaging center",
+        "urgent care",
+        "health system",
+        "health center",
+        "hospice",
+        "nursing home",
+        "university",
     ])
 });
 
@@ -1068,7 +1084,8 @@ fn email(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             .take(64)
             .find(|b| matches!(b, b'<' | b'>') || b.is_ascii_whitespace());
         let bracketed = opened == Some(b'<') && text[m.end()..].starts_with('>');
-        let message_id = bracketed && has_context(text, m.start(), &MESSAGE_ID_CONTEXT);
+        let message_id = (bracketed || text[..m.start()].ends_with(['=', ':', ' ']))
+            && has_context(text, m.start(), &MESSAGE_ID_CONTEXT);
         if !internal_host(host) && !message_id && !ROLE_MAILBOXES.contains(&local.as_str()) {
             out.push((Kind::Email, m.range()));
         }
@@ -1407,6 +1424,11 @@ fn keyed_ids(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
             };
         if kind == Kind::DeviceId && has_context(text, value.start(), &CERTIFICATE_CONTEXT) {
             return; // a certificate's serial number
+        }
+        if kind == Kind::License
+            && nearest_context(text, value.start(), &PROVIDER_CONTEXT, CLEAR_LOOKBACK).is_some()
+        {
+            return; // a prescriber's or a physician's licence
         }
         out.push((kind, value.range()));
     });
