@@ -2,9 +2,9 @@
 //! other capitalised words.
 //!
 //! The lists are the most frequent names of the US Census Bureau's 1990
-//! name frequency tables (public domain): 2,200 given names (1,500
-//! female, 800 male, merged) and 3,000 surnames, one a line in
-//! `phi/data/` (37 kB, kept as plain text: smaller than a decompressor).
+//! name frequency tables (public domain): 2,854 given names and 7,937
+//! surnames, one a line in `phi/data/` (78 kB as plain text; see its
+//! README for how they were cut).
 //! A name alone is never enough: the detectors ask for a given name
 //! beside a surname, or a word of context (a kinship word, a greeting,
 //! "my name is"), and leave out names that are also common words
