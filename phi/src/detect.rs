@@ -495,6 +495,7 @@ enum Pass {
     SsnDashed,
     SsnPlain,
     Phone,
+    PhoneLocal,
     Email,
     DateIso,
     DateNumeric,
@@ -571,10 +572,11 @@ const GREETINGS: &[&str] = &[
 ];
 
 impl Pass {
-    const ALL: [Pass; 26] = [
+    const ALL: [Pass; 27] = [
         Pass::SsnDashed,
         Pass::SsnPlain,
         Pass::Phone,
+        Pass::PhoneLocal,
         Pass::Email,
         Pass::DateIso,
         Pass::DateNumeric,
@@ -606,6 +608,9 @@ impl Pass {
             Pass::SsnPlain => r"\b(\d{3})(\d{2})(\d{4})\b".into(),
             // (217) 555-0142, 217-555-0142, 217.555.0142, +1 217 555 0142, 2175550142 (with a keyword).
             Pass::Phone => r"(?:\+1[ .-]?)?(?:\(([2-9]\d{2})\)\s?|\b([2-9]\d{2})([ .-]))([2-9]\d{2})[ .-]?(\d{4})\b|(?:\+1|\b)([2-9]\d{2})([2-9]\d{2})(\d{4})\b".into(),
+            // 555-0142: a number without its area code (kept in a field of
+            // its own), with a phone keyword.
+            Pass::PhoneLocal => r"\b[2-9]\d{2}-\d{4}\b".into(),
             Pass::Email => r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b".into(),
             // An ISO date, with a time of day when one follows (1957-03-04T00:00:00Z).
             Pass::DateIso => r"\b(\d{4})-(\d{2})-(\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b".into(),
@@ -913,9 +918,10 @@ pub(crate) type Detector = fn(&str, &Plan, &mut Vec<Hit>);
 /// The detectors in the order their hits are reported (each may run on its
 /// own thread; their hits joined in this order are the same as one
 /// thread's).
-pub(crate) const DETECTORS: [Detector; 16] = [
+pub(crate) const DETECTORS: [Detector; 17] = [
     ssn,
     phone,
+    local_phone,
     email,
     dates,
     zip_and_address,
@@ -1070,6 +1076,34 @@ const ROLE_MAILBOXES: &[&str] = &[
     "ops",
     "root",
 ];
+
+fn local_phone(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
+    each_match(Pass::PhoneLocal, text, plan, |m| {
+        let before = &text.as_bytes()[..m.start()];
+        // Not the end of a longer number (`217-555-0142`, `1-800-…`).
+        let separators = before
+            .iter()
+            .rev()
+            .take(3)
+            .take_while(|b| matches!(b, b'-' | b'.' | b' ' | b')' | b'/'))
+            .count();
+        let longer = separators > 0
+            && before[..before.len() - separators]
+                .last()
+                .is_some_and(u8::is_ascii_digit);
+        if !longer
+            && has_context(text, m.start(), &PHONE_CONTEXT)
+            && !organisations(text, m.start())
+        {
+            let kind = if has_context(text, m.start(), &FAX_CONTEXT) {
+                Kind::Fax
+            } else {
+                Kind::Phone
+            };
+            out.push((kind, m.range()));
+        }
+    });
+}
 
 fn email(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     each_match(Pass::Email, text, plan, |m| {

@@ -5,6 +5,7 @@
 //! name frequency tables (public domain): 2,854 given names and 7,937
 //! surnames, one a line in `phi/data/` (78 kB as plain text; see its
 //! README for how they were cut).
+//!
 //! A name alone is never enough: the detectors ask for a given name
 //! beside a surname, or a word of context (a kinship word, a greeting,
 //! "my name is"), and leave out names that are also common words
