@@ -327,72 +327,6 @@ impl Toxics {
     }
 }
 
-impl Drop for Toxics {
-    /// Undoes what the test left, synchronously (a plain HTTP/1.1 request
-    /// per toxic or proxy, 2 s each at most): the next test must not meet
-    /// this one's toxics or links down.
-    fn drop(&mut self) {
-        let left = std::mem::take(
-            &mut *self
-                .added
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let down = std::mem::take(
-            &mut *self
-                .disabled
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let Ok(base) = deployment::parse_base_url(self.api()) else {
-            return;
-        };
-        for (proxy, toxic) in left {
-            plain_request(
-                &base,
-                "DELETE",
-                &format!("/proxies/{proxy}/toxics/{toxic}"),
-                "",
-            );
-        }
-        for proxy in down {
-            plain_request(
-                &base,
-                "POST",
-                &format!("/proxies/{proxy}"),
-                r#"{"enabled":true}"#,
-            );
-        }
-    }
-}
-
-/// One HTTP/1.1 request to `base`, its answer read and dropped; 2 s per
-/// step at most, errors ignored (cleanup in `Drop`, outside any runtime).
-fn plain_request(base: &deployment::BaseUrl, method: &str, path: &str, body: &str) {
-    use std::io::{Read, Write};
-    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(base.host.as_str(), base.port))
-    else {
-        return;
-    };
-    let Some(addr) = addrs.next() else { return };
-    let timeout = Duration::from_secs(2);
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return;
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}:{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        base.host,
-        base.port,
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_ok() {
-        let mut sink = Vec::new();
-        let _ = stream.read_to_end(&mut sink);
-    }
-}
-
 impl Fixture for Toxics {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = target_with(cx, Capability::Chaos).await?;
@@ -403,8 +337,9 @@ impl Fixture for Toxics {
             added: Arc::default(),
             disabled: Arc::default(),
         };
-        // Undone after the test, whatever happened (the synchronous `Drop`
-        // is the fallback when no teardown runs).
+        // Undone after the test, whatever happened (asynchronously: a
+        // blocking request from `Drop` would stall the runtime that serves
+        // an in-process chaos API, and be lost).
         let (target, added, disabled) = (
             Arc::clone(&toxics.target),
             Arc::clone(&toxics.added),
