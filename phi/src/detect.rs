@@ -644,7 +644,7 @@ impl Pass {
             Pass::Dea => r"\b[A-Z][A-Z9]\d{7}\b".into(),
             Pass::Mac => r"\b[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}\b".into(),
             Pass::KeyedName => format!(
-                r#"(?i)((?:[a-z_.-]*|[a-z]+ )(?:name|family|given|first|last|fname|lname|holder|guarantor|insured|beneficiary|subscriber))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
+                r#"(?i)((?:[a-z_.-]*|[a-z]+ )(?:name|family|given|first|last|fname|lname|holder|guarantor|insured|beneficiary|subscriber|display))(?-i)(?:\\?["']|&quot;)?\s*[:=]\s*\[?\s*(?:\\?["']|&quot;)?({NAME_WORD}(?:[ ,]+{NAME_WORD}){{0,3}})"#
             ),
             Pass::ProseName => format!(
                 r"(?:\b((?i:{PERSON_WORDS}|pt\.))(?:'s)?(?:[,:=]\s*|\s+)|\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+)({NAME_WORD}(?:,?\s+{NAME_WORD}){{0,2}})"
@@ -680,7 +680,7 @@ impl Pass {
             Pass::KeyedId => Some(format!(r"(?i)(?:\b|_)(?:{ID_KEYS})")),
             Pass::X12Id => Some(r"REF\*EA\*|NM1\*IL\*1\*".into()),
             Pass::KeyedName => Some(
-                "(?i)name|family|given|first|last|holder|guarantor|insured|beneficiary|subscriber"
+                "(?i)name|family|given|first|last|holder|guarantor|insured|beneficiary|subscriber|display"
                     .into(),
             ),
             Pass::ProseName => Some(format!(
@@ -1563,6 +1563,10 @@ fn is_person_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| k.ends_with(s))
+        // A bare `name` (of anything: a service, a plan) or a FHIR
+        // reference's `display`: a person's when the value reads as one.
+        || k == "name"
+        || k == "display"
 }
 
 /// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
