@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A nextest setup script: one `sandbox up` for every test process of the
+# A nextest setup script: one `sandbox up` (test mode, with its chaos API:
+# Toxiproxy-compatible proxies on every link) for every test process of the
 # run. Nextest runs each test in a process of its own; without this, each
 # suites process would start an in-process mesh of its own. The suites find
 # the running sandbox through SERVICE_TEST_TARGET, which nextest hands to
@@ -16,7 +17,7 @@ runner="$PPID"
 cargo build --quiet --manifest-path "$root/Cargo.toml" -p sandbox --bin sandbox
 dir="$target_dir/nextest-sandbox/${NEXTEST_RUN_ID:-$$}"
 mkdir -p "$dir"
-"$target_dir/debug/sandbox" up --test-mode --write-target "$dir/t.toml" --exit-with "$runner" \
+"$target_dir/debug/sandbox" up --test-mode --chaos-api 127.0.0.1:0 --write-target "$dir/t.toml" --exit-with "$runner" \
   </dev/null >"$dir/sandbox.log" 2>&1 &
 sandbox=$!
 for _ in $(seq 1 600); do
