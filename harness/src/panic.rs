@@ -67,7 +67,15 @@ pub(crate) fn install_hook() {
                 .unwrap_or_else(|| "an unknown location".to_string());
             let bt = std::backtrace::Backtrace::capture();
             if bt.status() == std::backtrace::BacktraceStatus::Captured {
-                text.push_str(&format!("\nbacktrace:\n{bt}"));
+                let full = std::env::var("RUST_BACKTRACE").is_ok_and(|v| v == "full");
+                let shown = if full {
+                    bt.to_string()
+                } else {
+                    own_frames(&bt.to_string())
+                };
+                if !shown.is_empty() {
+                    text.push_str(&format!("\nbacktrace:\n{shown}"));
+                }
             }
             TASK_PANICS
                 .lock()
@@ -76,6 +84,47 @@ pub(crate) fn install_hook() {
                 .insert(task, text);
         }));
     });
+}
+
+/// The frames of a backtrace that are the test's own code: those whose
+/// source is not the standard library, a registry crate or the harness
+/// (seventy frames of runtime and harness say nothing about a failing
+/// assertion). `RUST_BACKTRACE=full` keeps them all.
+fn own_frames(backtrace: &str) -> String {
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in backtrace.lines() {
+        let starts_frame = line
+            .trim_start()
+            .split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if starts_frame || frames.is_empty() {
+            frames.push(vec![line]);
+        } else if let Some(f) = frames.last_mut() {
+            f.push(line);
+        }
+    }
+    let foreign = [
+        "/rustc/",
+        "/.cargo/registry/",
+        "/.cargo/git/",
+        "/library/",
+        "harness/src/",
+    ];
+    let own: Vec<String> = frames
+        .into_iter()
+        .filter(|f| {
+            let at = f.iter().find(|l| l.trim_start().starts_with("at "));
+            // Rust sources only (not the C library's thread start).
+            at.is_some_and(|at| {
+                let file = at.trim_start().trim_start_matches("at ");
+                let file = file.split(':').next().unwrap_or(file);
+                file.ends_with(".rs") && !foreign.iter().any(|p| at.contains(p))
+            })
+        })
+        .take(12)
+        .map(|f| f.join("\n"))
+        .collect();
+    own.join("\n")
 }
 
 /// Takes what the hook recorded for a task's last panic: the location,

@@ -1008,3 +1008,44 @@ fn the_readme_quick_start_is_the_compiled_quickstart_test() {
 }
 
 harness::main!();
+
+/// With `RUST_BACKTRACE=1` a panicking test's failure message keeps the
+/// frames of the test's own code and drops the runtime's and the
+/// harness's (seventy frames of tokio say nothing about an assertion);
+/// `RUST_BACKTRACE=full` keeps them all.
+#[service_test(unit)]
+fn a_failure_message_keeps_the_tests_own_frames_not_the_runtimes() {
+    let short = run_bin(
+        SELFTEST,
+        &["--exact", "order::after_panic"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert!(
+        short.stdout.contains("boom in the middle of a saga"),
+        "{}",
+        short.stdout
+    );
+    assert!(
+        short.stdout.contains("backtrace:") && short.stdout.contains("selftest/src/main.rs"),
+        "the test's own frame is missing: {}",
+        short.stdout
+    );
+    for foreign in [
+        "tokio::runtime",
+        "/rustc/",
+        "harness::execute",
+        "std::panicking",
+    ] {
+        assert!(
+            !short.stdout.contains(foreign),
+            "`{foreign}` in the failure message: {}",
+            short.stdout
+        );
+    }
+    let full = run_bin(
+        SELFTEST,
+        &["--exact", "order::after_panic"],
+        &[("RUST_BACKTRACE", "full")],
+    );
+    assert!(full.stdout.contains("tokio"), "{}", full.stdout);
+}
