@@ -524,9 +524,11 @@ async fn up(args: Up) -> anyhow::Result<()> {
             &database_url,
             secret_from_env.is_some(),
             test_mode,
-            chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
-            ca_path.as_deref(),
-            restart,
+            Declared {
+                chaos: chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
+                ca: ca_path.as_deref(),
+                restart,
+            },
         )?;
         println!(
             "target file: {} (run the suites with --target {})",
@@ -612,6 +614,16 @@ fn file_stem(path: &std::path::Path) -> String {
         .map_or_else(|| "target".into(), |s| s.to_string_lossy().into_owned())
 }
 
+/// What the target file declares beyond the mesh itself.
+struct Declared<'a> {
+    /// The chaos API and its proxies (`--chaos-api`).
+    chaos: Option<deployment::Chaos>,
+    /// The CA to trust (`--tls`).
+    ca: Option<&'a std::path::Path>,
+    /// The command restarting a service.
+    restart: deployment::Restart,
+}
+
 /// Writes the target file describing `mesh` at `path`. The secret is never
 /// in it: the file names `SANDBOX_SECRET` when that was set, else a file
 /// beside it (`<stem>.secret`, mode 0600) holding the generated secret.
@@ -621,10 +633,9 @@ fn write_target_file(
     database_url: &str,
     secret_from_env: bool,
     test_mode: bool,
-    chaos: Option<deployment::Chaos>,
-    ca: Option<&std::path::Path>,
-    restart: deployment::Restart,
+    declared: Declared<'_>,
 ) -> anyhow::Result<()> {
+    let Declared { chaos, ca, restart } = declared;
     let auth = if secret_from_env {
         deployment::Auth {
             secret_env: Some("SANDBOX_SECRET".into()),

@@ -470,8 +470,8 @@ async fn the_breaker_opens_at_its_threshold_and_not_before(
         .rev()
         .find(|f| (*f as f64) * 100.0 / (window as f64) < breakers.failure_rate_threshold)
         .unwrap_or(0);
-    let (api, path) = a_window_of_successes(&target, &breakers, &tenant, &s).await;
-    fail_exactly(&target, &faults, &api, &path, &tenant, under).await;
+    let (api, path) = a_window_of_successes(target, &breakers, &tenant, &s).await;
+    fail_exactly(target, &faults, &api, &path, &tenant, under).await;
     assert_eq!(
         breaker_state(&api, Service::DoctorPersonalization).await,
         "closed",
@@ -479,7 +479,7 @@ async fn the_breaker_opens_at_its_threshold_and_not_before(
         under as f64 * 100.0 / window as f64,
         breakers.failure_rate_threshold
     );
-    fail_exactly(&target, &faults, &api, &path, &tenant, 1).await;
+    fail_exactly(target, &faults, &api, &path, &tenant, 1).await;
     assert_eq!(
         breaker_state(&api, Service::DoctorPersonalization).await,
         "open",
@@ -510,7 +510,7 @@ async fn half_open_lets_its_probes_through_and_failed_probes_reopen(
     tenant: Tenant,
     s: Scenario,
 ) {
-    let (api, path) = a_window_of_successes(&target, &breakers, &tenant, &s).await;
+    let (api, path) = a_window_of_successes(target, &breakers, &tenant, &s).await;
     let failing = FaultPlan {
         fail_next: 100_000,
         status: Some(500),
