@@ -76,3 +76,52 @@ async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(
         }
     }
 }
+
+/// Each dependency in turn cut off (its link down): the API's `/health`
+/// answers `degraded`, names that dependency `unreachable` and the four
+/// others `healthy`; its link back, `healthy` again.
+#[service_test(
+    health,
+    resilience,
+    chaos,
+    exclusive,
+    real_services,
+    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    timeout = "60s"
+)]
+async fn each_dependency_down_degrades_the_aggregate_and_names_it(
+    target: &Target,
+    toxics: Toxics,
+    tenant: Tenant,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let dependencies = [
+        Service::InsuranceVerification,
+        Service::BillingEngine,
+        Service::ComplianceMonitor,
+        Service::BusinessIntelligence,
+        Service::DoctorPersonalization,
+    ];
+    for down in dependencies {
+        toxics.disable(Edge::To(down)).await.expect("cut it off");
+        let r = api.get("/health").await.expect("health");
+        assert_eq!(r.status, 200, "{down} down: {}", r.body);
+        assert_eq!(r.body["status"], "degraded", "{down} down: {}", r.body);
+        let deps = &r.body["dependencies"];
+        for other in dependencies {
+            let expected = if other == down {
+                "unreachable"
+            } else {
+                "healthy"
+            };
+            assert_eq!(
+                deps[other.name()]["status"],
+                expected,
+                "{down} down: {other}: {deps}"
+            );
+        }
+        toxics.enable(Edge::To(down)).await.expect("bring it back");
+        let r = api.get("/health").await.expect("health");
+        assert_eq!(r.body["status"], "healthy", "{down} back: {}", r.body);
+    }
+}

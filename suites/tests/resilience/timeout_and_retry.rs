@@ -91,17 +91,18 @@ async fn retries_and_faults(target: &Target) -> (f64, f64) {
     (retries, faults)
 }
 
+/// The longest wait the policy allows before retry `n` (1 = the first).
+fn ceiling(policy: &ClientPolicy, n: u32) -> Duration {
+    policy
+        .retry_base
+        .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX))
+        .min(policy.retry_max_delay)
+}
+
 /// The sum of the backoff ceilings of a call's retries: the longest the
 /// policy lets a call wait between its attempts.
 fn longest_backoff(policy: &ClientPolicy) -> Duration {
-    (1..policy.max_attempts)
-        .map(|n| {
-            let exp = policy
-                .retry_base
-                .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX));
-            exp.min(policy.retry_max_delay)
-        })
-        .sum()
+    (1..policy.max_attempts).map(|n| ceiling(policy, n)).sum()
 }
 
 /// Billing down hard for the test's tenant (every claim `503`): the claim
@@ -307,9 +308,9 @@ async fn only_repeatable_requests_are_retried(
 
 /// A `latency` toxic on billing's replies, longer than the API's attempt
 /// timeout (from `/config`): each claim attempt times out on its own
-/// timeout, the call is retried while its overall deadline allows (more
-/// than one attempt when the deadline leaves room for a second), and the
-/// deadline ends it: the visit answers `504` at the claim, within the
+/// timeout, the call is retried while its overall deadline allows (the
+/// attempts counted, as many as fit in the deadline), and the deadline
+/// ends it: the visit answers `504` at the claim, within the
 /// deadline, compensated. A claim billing made behind a lost answer is
 /// voided once the link is healthy again; then the same visit succeeds.
 #[service_test(
@@ -356,16 +357,32 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
         "the visit took {took:?}: the call's deadline is {:?}",
         policy.call_timeout
     );
+    // How many attempts fit in the deadline: each waits its timeout (the
+    // last what is left of the deadline), then a backoff of at most its
+    // ceiling before the next; at least as many as fit with the longest
+    // backoffs, at most as many as fit with none.
+    let fit = |longest: bool| {
+        let mut started = Duration::ZERO;
+        let mut attempts = 0u32;
+        while attempts < policy.max_attempts && started < policy.call_timeout {
+            attempts += 1;
+            started += policy.attempt_timeout;
+            if longest {
+                started += ceiling(&policy, attempts);
+            }
+        }
+        attempts
+    };
+    let (fewest, most) = (fit(true), fit(false));
     let (retries, _) = retries_and_faults(target).await;
-    let second_fits = policy.max_attempts > 1 && policy.call_timeout > policy.attempt_timeout * 2;
-    if second_fits {
-        assert!(
-            retries > retries_before,
-            "a timed-out attempt was not retried although the deadline ({:?}) leaves room ({:?} per attempt)",
-            policy.call_timeout,
-            policy.attempt_timeout
-        );
-    }
+    let attempts = (retries - retries_before) as u32 + 1;
+    assert!(
+        (fewest..=most).contains(&attempts),
+        "{attempts} attempt(s) timed out; with {:?} per attempt, a {:?} deadline and {} attempts at most, {fewest} to {most} fit",
+        policy.attempt_timeout,
+        policy.call_timeout,
+        policy.max_attempts
+    );
     toxics
         .remove(Service::BillingEngine, &slow)
         .await
