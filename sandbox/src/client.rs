@@ -539,10 +539,18 @@ impl ServiceClient {
         let breaker = self.breaker(target);
         let mut attempt = 0u32;
         let mut maybe_delivered = false;
+        // The failure of the attempt before, while its retry waits.
+        let mut previous: Option<CallError> = None;
         loop {
             attempt += 1;
             if let Err(refused) = breaker.try_acquire() {
                 self.metrics.incr("client_not_permitted_total", label);
+                // A retry the breaker (opened meanwhile) refuses: the call
+                // failed as its last attempt did (which may have reached
+                // the target: what the caller must know to compensate).
+                if let Some(failed) = previous {
+                    return Err(failed);
+                }
                 return Err(CallError::NotPermitted {
                     target,
                     state: refused.state,
@@ -648,6 +656,7 @@ impl ServiceClient {
                 Some(wait) if Instant::now() + wait < deadline => {
                     self.metrics.incr("client_retries_total", label);
                     tokio::time::sleep(wait).await;
+                    previous = Some(error);
                 }
                 _ => return Err(error),
             }

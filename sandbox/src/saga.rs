@@ -466,7 +466,7 @@ const COMPENSATOR_PERIOD: std::time::Duration = std::time::Duration::from_millis
 
 /// The API's compensator: makes the compensations a failed saga kept
 /// (voiding a claim whose create went unanswered), again and again with a
-/// growing wait (0.5 s doubling to 30 s) until billing answers; each one
+/// growing wait (0.25 s doubling to 4 s) until billing answers; each one
 /// done is audited under its saga. Runs until aborted.
 pub(crate) async fn compensator(ctx: Arc<Ctx>) {
     loop {
@@ -501,11 +501,11 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                 let _ = ctx
                     .db
                     .execute(
-                        // Backing off (0.5 s doubling to 30 s): billing
+                        // Backing off (0.25 s doubling to 4 s): billing
                         // unreachable is not hammered, nor its breaker
                         // tripped by the compensator alone.
                         "UPDATE api.pending_compensations SET attempts = attempts + 1,
-                            next_at = now() + LEAST(30000, 500 * power(2, LEAST(attempts, 6)))::int * interval '1 millisecond'
+                            next_at = now() + LEAST(4000, 250 * power(2, LEAST(attempts, 6)))::int * interval '1 millisecond'
                          WHERE saga_id = $1",
                         &[&saga_id],
                     )
