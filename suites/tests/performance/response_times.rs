@@ -38,10 +38,21 @@ async fn the_health_endpoint_meets_its_slo_under_load(
     .duration(Duration::from_secs(20));
     let report = load::run(&plan).await.map_err(|e| e.to_string())?;
     report.record(&metrics, "GET /health (api)");
-    let breaches = target.slo("GET /health").breaches(&observed_load(&report));
+    verdict(target, "GET /health", &report, requests)
+}
+
+/// `Ok` when all `requests` were answered `2xx` and the figures meet the
+/// target's SLO for `endpoint`; else what fell short.
+fn verdict(
+    target: &Target,
+    endpoint: &str,
+    report: &load::LoadReport,
+    requests: u64,
+) -> Result<(), String> {
+    let breaches = target.slo(endpoint).breaches(&observed_load(report));
     if report.ok < requests || !breaches.is_empty() {
         return Err(format!(
-            "GET /health on target `{}`: {} of {} ok (errors {:?}); SLO: {}",
+            "{endpoint} on target `{}`: {} of {} answered 2xx (errors {:?}); SLO: {}",
             target.name(),
             report.ok,
             report.requests,
@@ -108,22 +119,5 @@ async fn intake_meets_its_slo_under_load(
     }
     let report = load::run(&plan).await.map_err(|e| e.to_string())?;
     report.record(&metrics, "POST /patients (api)");
-    let breaches = target
-        .slo("POST /patients")
-        .breaches(&observed_load(&report));
-    if report.ok < requests || !breaches.is_empty() {
-        return Err(format!(
-            "POST /patients on target `{}`: {} of {} answered 2xx (errors {:?}); SLO: {}",
-            target.name(),
-            report.ok,
-            report.requests,
-            report.errors,
-            if breaches.is_empty() {
-                "met".into()
-            } else {
-                breaches.join("; ")
-            }
-        ));
-    }
-    Ok(())
+    verdict(target, "POST /patients", &report, requests)
 }
