@@ -31,16 +31,21 @@ async fn shown(patient: fixtures::Patient, _cx: &mut FixtureCx) -> Shown {
             .create(true)
             .open(path)
         {
-            for v in [
+            // One write of whole lines: tests in other processes append to
+            // the same file at the same time (O_APPEND keeps one write
+            // whole; piecewise `writeln!`s interleaved and cut values).
+            let record: String = [
                 &patient.first_name,
                 &patient.last_name,
                 &patient.ssn,
                 &patient.mrn,
                 &patient.phone,
                 &patient.email,
-            ] {
-                let _ = writeln!(f, "{v}");
-            }
+            ]
+            .iter()
+            .map(|v| format!("{v}\n"))
+            .collect();
+            let _ = f.write_all(record.as_bytes());
         }
     }
     Shown(patient)
