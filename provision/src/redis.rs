@@ -134,14 +134,15 @@ impl RedisEndpoint {
         format!("{scheme}://{userinfo}{host}:{port}/{}{fragment}", redis.db)
     }
 
-    /// Connects (2 s to connect, 2 s per reply), authenticating and
+    /// Connects (5 s to connect, 5 s per reply: a server just started, on a
+    /// machine busy with a whole test run, may take seconds), authenticating and
     /// selecting the database as the URL said. The connection is
     /// multiplexed: clone it to share it between tasks.
     pub async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
         let client = redis::Client::open(self.info.clone())?;
         let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2));
+            .set_connection_timeout(Duration::from_secs(5))
+            .set_response_timeout(Duration::from_secs(5));
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await
