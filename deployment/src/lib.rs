@@ -96,6 +96,11 @@ pub struct Auth {
     /// With bearer tokens: the tenant they were issued for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Or: a command that prints a fresh bearer token, run (`sh -c`) for
+    /// each request with `{service}` (the audience), `{tenant}` and `{role}`
+    /// replaced: any tenant and role the identity provider issues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint: Option<String>,
 }
 
 /// TLS roots.
@@ -533,6 +538,7 @@ impl TargetFile {
             self.auth.secret_env.is_some(),
             self.auth.secret_file.is_some(),
             self.auth.token_env.is_some(),
+            self.auth.mint.is_some(),
         ]
         .into_iter()
         .filter(|b| *b)
@@ -540,17 +546,26 @@ impl TargetFile {
         if given > 1 {
             return Err(err(
                 "auth",
-                "give one of secret_env, secret_file or token_env".into(),
+                "give one of secret_env, secret_file, token_env or mint".into(),
             ));
         }
+        if let Some(mint) = &self.auth.mint {
+            if !mint.contains("{tenant}") {
+                return Err(err(
+                    "auth.mint",
+                    "names no {tenant}: the command must issue a token for the tenant asked".into(),
+                ));
+            }
+        }
+        let minted = self.auth.mint.is_some();
         let per_service_tokens = self.services.values().any(|s| s.token_env.is_some());
-        if !signing && self.auth.token_env.is_none() && !per_service_tokens {
+        if !signing && !minted && self.auth.token_env.is_none() && !per_service_tokens {
             return Err(err(
                 "auth",
-                "missing: give auth.secret_env or auth.secret_file (sign tokens), or auth.token_env (bearer token)".into(),
+                "missing: give auth.secret_env or auth.secret_file (sign tokens), auth.token_env (bearer token), or auth.mint (a command printing one)".into(),
             ));
         }
-        if !signing && self.auth.tenant.is_none() {
+        if !signing && !minted && self.auth.tenant.is_none() {
             return Err(err(
                 "auth.tenant",
                 "missing: bearer tokens are issued for one tenant; name it".into(),

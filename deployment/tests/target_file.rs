@@ -192,6 +192,30 @@ fn a_missing_service_or_auth_is_refused() {
     assert_eq!(e.key.as_deref(), Some("auth.tenant"), "{e}");
 }
 
+/// `auth.mint`: a command issuing tokens for any tenant needs no
+/// `auth.tenant`, must name `{tenant}`, and goes alone.
+#[service_test(unit, config)]
+fn a_mint_command_issues_for_any_tenant_and_names_it() {
+    let mint = minimal("").replace(
+        "secret_env = \"S\"",
+        "mint = \"idp-token --aud {service} --tenant {tenant} --role {role}\"",
+    );
+    let file = parse(&mint).expect("a mint command alone");
+    assert_eq!(
+        file.auth.mint.as_deref(),
+        Some("idp-token --aud {service} --tenant {tenant} --role {role}")
+    );
+    let blind = minimal("").replace("secret_env = \"S\"", "mint = \"idp-token\"");
+    let e = parse(&blind).expect_err("a mint command without {tenant}");
+    assert_eq!(e.key.as_deref(), Some("auth.mint"), "{e}");
+    let both = minimal("").replace(
+        "secret_env = \"S\"",
+        "secret_env = \"S\"\nmint = \"t {tenant}\"",
+    );
+    let e = parse(&both).expect_err("a secret and a mint command");
+    assert_eq!(e.key.as_deref(), Some("auth"), "{e}");
+}
+
 #[service_test(unit, config)]
 fn a_written_file_reads_back_the_same() {
     let mut file = load_readme_example();

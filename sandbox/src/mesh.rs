@@ -810,7 +810,7 @@ impl Mesh {
 fn admin_answer(
     service: Service,
     what: &'static str,
-    r: Result<Answer, reqwest::Error>,
+    r: Result<Answer, RequestError>,
 ) -> Result<(), MeshError> {
     let r = r.map_err(|e| MeshError::Admin {
         service,
@@ -859,6 +859,39 @@ pub enum Credentials {
     Secret(Arc<[u8]>),
     /// Sends this bearer token (issued elsewhere, for one tenant).
     Bearer(Arc<str>),
+    /// Asks for a fresh token per request (a deployment's identity
+    /// provider, through a command): any tenant, any role.
+    Minted(Arc<dyn Minter>),
+}
+
+/// Issues bearer tokens: for `service` (the audience), acting for
+/// `tenant`, as a person with `role`.
+pub trait Minter: Send + Sync {
+    /// A fresh token, or why there is none.
+    fn mint<'a>(
+        &'a self,
+        service: Service,
+        tenant: &'a str,
+        role: Role,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+/// Why a [`MeshClient`] request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request failed on the way (connection, timeout, body).
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    /// No token could be had for it.
+    #[error("a token for {service}, tenant `{tenant}`: {why}")]
+    Mint {
+        /// The token's audience.
+        service: Service,
+        /// The tenant it acts for.
+        tenant: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Requests [`MeshClient`]s sent again because their connection closed
@@ -970,7 +1003,7 @@ impl MeshClient {
         path: &str,
         body: Option<&Value>,
         request_id: Option<&str>,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, RequestError> {
         let headers: Vec<(&str, &str)> = request_id
             .map(|id| ("x-request-id", id))
             .into_iter()
@@ -986,7 +1019,7 @@ impl MeshClient {
         path: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, RequestError> {
         let body = body.map(|b| (b.to_string().into_bytes(), "application/json"));
         self.exchange(method, path, body, headers).await
     }
@@ -999,7 +1032,7 @@ impl MeshClient {
         path: &str,
         body: Vec<u8>,
         content_type: &str,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, RequestError> {
         self.exchange(method, path, Some((body, content_type)), &[])
             .await
     }
@@ -1010,20 +1043,9 @@ impl MeshClient {
         path: &str,
         body: Option<(Vec<u8>, &str)>,
         headers: &[(&str, &str)],
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, RequestError> {
         // A token per attempt: the services refuse a token used twice.
-        let build = || {
-            let token = match &self.credentials {
-                Credentials::Secret(secret) => token::sign_user(
-                    secret,
-                    "test-client",
-                    self.role,
-                    self.service.name(),
-                    &self.tenant,
-                    Duration::from_secs(60),
-                ),
-                Credentials::Bearer(t) => t.to_string(),
-            };
+        let build = |token: String| {
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
@@ -1040,16 +1062,16 @@ impl MeshClient {
             }
             req
         };
-        let resp = match build().send().await {
+        let resp = match build(self.token().await?).send().await {
             Ok(resp) => resp,
             // A pooled connection the server closed as the request left:
             // nothing was answered, so a request that may be repeated is,
             // once, on a fresh connection.
             Err(e) if closed_before_answer(&e) && repeatable(&method, headers) => {
                 CONNECTION_RETRIES.fetch_add(1, Ordering::Relaxed);
-                build().send().await?
+                build(self.token().await?).send().await?
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let status = resp.status().as_u16();
         let request_id = resp
@@ -1074,19 +1096,42 @@ impl MeshClient {
         Ok(answer)
     }
 
+    /// A token for one request.
+    async fn token(&self) -> Result<String, RequestError> {
+        Ok(match &self.credentials {
+            Credentials::Secret(secret) => token::sign_user(
+                secret,
+                "test-client",
+                self.role,
+                self.service.name(),
+                &self.tenant,
+                Duration::from_secs(60),
+            ),
+            Credentials::Bearer(t) => t.to_string(),
+            Credentials::Minted(minter) => minter
+                .mint(self.service, &self.tenant, self.role)
+                .await
+                .map_err(|why| RequestError::Mint {
+                    service: self.service,
+                    tenant: self.tenant.clone(),
+                    why,
+                })?,
+        })
+    }
+
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Result<Answer, reqwest::Error> {
+    pub async fn get(&self, path: &str) -> Result<Answer, RequestError> {
         self.request(reqwest::Method::GET, path, None, None).await
     }
 
     /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, reqwest::Error> {
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, RequestError> {
         self.request(reqwest::Method::POST, path, Some(body), None)
             .await
     }
 
     /// `PUT path` with a JSON body.
-    pub async fn put(&self, path: &str, body: &Value) -> Result<Answer, reqwest::Error> {
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Answer, RequestError> {
         self.request(reqwest::Method::PUT, path, Some(body), None)
             .await
     }

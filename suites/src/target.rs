@@ -75,6 +75,59 @@ enum Auth {
         tokens: BTreeMap<Service, Arc<str>>,
         tenant: String,
     },
+    /// A command that prints a fresh token for any service, tenant, role.
+    Mint(Arc<CommandMinter>),
+}
+
+/// `auth.mint`: a command run (`sh -c`) for each request, `{service}`,
+/// `{tenant}` and `{role}` replaced, whose standard output is the token.
+pub struct CommandMinter {
+    command: String,
+}
+
+/// How long the mint command may take.
+const MINT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl sandbox::mesh::Minter for CommandMinter {
+    fn mint<'a>(
+        &'a self,
+        service: Service,
+        tenant: &'a str,
+        role: sandbox::Role,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let command = self
+                .command
+                .replace("{service}", service.name())
+                .replace("{tenant}", tenant)
+                .replace("{role}", role.name());
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(MINT_TIMEOUT, run)
+                .await
+                .map_err(|_| format!("auth.mint `{command}` did not end within {MINT_TIMEOUT:?}"))?
+                .map_err(|e| format!("auth.mint `{command}`: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "auth.mint `{command}` failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(format!(
+                    "auth.mint `{command}` printed no single token on its standard output"
+                ));
+            }
+            Ok(token)
+        })
+    }
 }
 
 /// How a service of the target is restarted.
@@ -285,7 +338,11 @@ impl Target {
                 )));
             }
         }
-        let auth = if let Some(var) = &file.auth.secret_env {
+        let auth = if let Some(command) = &file.auth.mint {
+            Auth::Mint(Arc::new(CommandMinter {
+                command: command.clone(),
+            }))
+        } else if let Some(var) = &file.auth.secret_env {
             Auth::Secret(env(var, "auth.secret_env")?.into_bytes().into())
         } else if let Some(f) = &file.auth.secret_file {
             let full = file.resolve(path, f);
@@ -488,6 +545,10 @@ impl Target {
                 Credentials::Bearer(tokens.get(&service).cloned().unwrap_or_else(|| "".into())),
                 tenant.clone(),
             ),
+            Auth::Mint(minter) => (
+                Credentials::Minted(Arc::clone(minter) as Arc<dyn sandbox::mesh::Minter>),
+                tenant.to_string(),
+            ),
         };
         MeshClient::new(
             self.http.clone(),
@@ -530,7 +591,7 @@ impl Target {
     pub(crate) fn secret(&self) -> Option<&[u8]> {
         match &self.auth {
             Auth::Secret(s) => Some(s),
-            Auth::Bearer { .. } => None,
+            Auth::Bearer { .. } | Auth::Mint(_) => None,
         }
     }
 
