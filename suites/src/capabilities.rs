@@ -706,9 +706,37 @@ impl Fixture for Rows {
         let client = sandbox::store::connect(&url)
             .await
             .map_err(|e| FixtureError::new(format!("connecting to the target's database: {e}")))?;
+        // The row checks read the reference services' tables: a deployment
+        // whose schema is its own is not judged by them.
+        let missing: Vec<String> = client
+            .query(
+                "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL",
+                &[&REFERENCE_TABLES.to_vec()],
+            )
+            .await
+            .map_err(|e| FixtureError::new(format!("reading the target's schema: {e}")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !missing.is_empty() {
+            return Err(FixtureError::skip(format!(
+                "target `{}`: its database (storage.database_url) lacks tables of the reference services that the row checks read: {}",
+                target.name(),
+                missing.join(", ")
+            )));
+        }
         Ok(Rows { client })
     }
 }
+
+/// The reference services' tables the suites' row checks read.
+const REFERENCE_TABLES: [&str; 5] = [
+    "api.patients",
+    "api.visits",
+    "billing.claims",
+    "insurance.verifications",
+    "compliance.audit_events",
+];
 
 /// A connection to the services' Redis, and their key prefix.
 pub struct CacheKeys {

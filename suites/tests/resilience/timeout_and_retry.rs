@@ -157,9 +157,10 @@ async fn a_failing_billing_engine_is_retried_then_compensated(
         faulted - faults_before,
         policy.max_attempts
     );
-    assert_eq!(
-        retries - retries_before,
-        f64::from(policy.max_attempts - 1),
+    // Billing's count (this tenant's claims only) is exact; the API's
+    // counter covers every call to billing, so it moved at least as much.
+    assert!(
+        retries - retries_before >= f64::from(policy.max_attempts - 1),
         "the API counted {} retries; the policy makes {}",
         retries - retries_before,
         policy.max_attempts - 1
@@ -374,10 +375,14 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
         attempts
     };
     let (fewest, most) = (fit(true), fit(false));
+    // The counter is the API's, for every call to billing (a compensator
+    // retrying another test's void counts too): at least this call's
+    // retries; that no more attempts were made than fit is the deadline's
+    // bound on the time, above.
     let (retries, _) = retries_and_faults(target).await;
     let attempts = (retries - retries_before) as u32 + 1;
     assert!(
-        (fewest..=most).contains(&attempts),
+        attempts >= fewest,
         "{attempts} attempt(s) timed out; with {:?} per attempt, a {:?} deadline and {} attempts at most, {fewest} to {most} fit",
         policy.attempt_timeout,
         policy.call_timeout,
