@@ -61,15 +61,6 @@ pub fn store_proxy_name(service: Service, store: &str) -> String {
 }
 
 impl ChaosFront {
-    /// Serves the control API on `listen` (loopback), creates a proxy named
-    /// after each service the healthcare API calls, and routes the mesh's
-    /// calls to that service through it.
-    pub async fn start(mesh: &Mesh, listen: SocketAddr) -> Result<ChaosFront, ChaosFrontError> {
-        let mut front = ChaosFront::listen(listen).await?;
-        front.front_services(mesh).await?;
-        Ok(front)
-    }
-
     /// Serves the control API on `listen` (loopback), with no proxy yet.
     pub async fn listen(listen: SocketAddr) -> Result<ChaosFront, ChaosFrontError> {
         if !listen.ip().is_loopback() {

@@ -125,11 +125,7 @@ impl Fixture for Faults {
         let injected: Arc<std::sync::Mutex<Vec<(Service, String)>>> = Arc::default();
         let (left, on) = (Arc::clone(&injected), Arc::clone(&target));
         cx.on_teardown(async move {
-            let mut left = std::mem::take(
-                &mut *left
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+            let mut left = take(&left);
             left.sort();
             left.dedup();
             let tripped = !left.is_empty();
@@ -309,22 +305,32 @@ impl Toxics {
     }
 
     async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<(), String> {
-        let url = format!("{}/proxies/{proxy}", self.api());
-        let r = self
-            .target
-            .http()
-            .post(&url)
-            .json(&serde_json::json!({ "enabled": enabled }))
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = r.status().as_u16();
-        if status != 200 {
-            let body = r.text().await.unwrap_or_default();
-            return Err(format!("POST {url} answered {status}: {body}"));
-        }
-        Ok(())
+        set_proxy_enabled(&self.target, self.api(), proxy, enabled).await
     }
+}
+
+/// Enables or disables proxy `proxy` of the Toxiproxy API at `api`.
+async fn set_proxy_enabled(
+    target: &Target,
+    api: &str,
+    proxy: &str,
+    enabled: bool,
+) -> Result<(), String> {
+    let url = format!("{api}/proxies/{proxy}");
+    let r = target
+        .http()
+        .post(&url)
+        .json(&serde_json::json!({ "enabled": enabled }))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = r.status().as_u16();
+    if status != 200 {
+        let body = r.text().await.unwrap_or_default();
+        return Err(format!("POST {url} answered {status}: {body}"));
+    }
+    Ok(())
 }
 
 impl Fixture for Toxics {
@@ -356,13 +362,7 @@ impl Fixture for Toxics {
                     .await;
             }
             for proxy in take(&disabled) {
-                let _ = target
-                    .http()
-                    .post(format!("{api}/proxies/{proxy}"))
-                    .json(&serde_json::json!({"enabled": true}))
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await;
+                let _ = set_proxy_enabled(&target, &api, &proxy, true).await;
             }
             reset_breakers(&target).await;
         });

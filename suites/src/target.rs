@@ -195,7 +195,7 @@ impl Capability {
             ),
             Capability::PrivateMesh => (
                 "a private mesh",
-                "in-process sandbox only: injected clock, tuned client, stop/restart, routes",
+                "in-process sandbox only: a mesh of the test's own, its links tapped",
             ),
         }
     }

@@ -287,3 +287,25 @@ pub fn assert_compensated(body: &Value) {
         );
     }
 }
+
+/// The tenant's claims that stand (not cancelled), once they number
+/// `want` or 15 s have passed (a claim behind a lost answer is voided by
+/// the API's compensator once billing answers); the last count.
+pub async fn standing_claims_settle(rows: &suites::Rows, tenant: &str, want: i64) -> i64 {
+    let count = || async {
+        rows.one::<i64>(
+            "SELECT count(*) FROM billing.claims WHERE tenant = $1 AND status <> 'cancelled'",
+            &[&tenant],
+        )
+        .await
+        .expect("claims")
+    };
+    let settle = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = count().await;
+        if n == want || Instant::now() >= settle {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

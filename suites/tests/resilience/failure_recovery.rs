@@ -12,7 +12,9 @@ use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Breakers, Edge, Restarts, Rows, Target, Toxics};
 
-use crate::common::{assert_compensated, eventually, failed_visit, intake, visit, visit_body};
+use crate::common::{
+    assert_compensated, eventually, failed_visit, intake, standing_claims_settle, visit, visit_body,
+};
 
 /// The API's `/health` body.
 async fn health(api: &MeshClient) -> Value {
@@ -252,21 +254,10 @@ async fn a_service_restarted_under_traffic_leaves_nothing_half_done(
     // A claim made by a create whose answer was lost is voided by the
     // API once billing answers again (its pending compensation).
     let t: &str = &tenant;
-    let claims = || async {
-        rows.one::<i64>(
-            "SELECT count(*) FROM billing.claims WHERE tenant = $1 AND status <> 'cancelled'",
-            &[&t],
-        )
-        .await
-        .expect("claims")
-    };
-    let settle = std::time::Instant::now() + Duration::from_secs(15);
-    while claims().await != ok && std::time::Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let standing = standing_claims_settle(&rows, t, ok).await;
     // A claim left behind a visit that did not complete, with what the
     // visit said: the message a failure needs.
-    if claims().await != ok {
+    if standing != ok {
         let orphans = rows
             .query(
                 "SELECT c.id, c.idempotency_key, c.status, v.status, v.failure

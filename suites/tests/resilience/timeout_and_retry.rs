@@ -16,7 +16,9 @@ use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{ClientPolicy, Faults, Rows, SignTokens, Target, Toxics};
 
-use crate::common::{assert_compensated, failed_visit, intake, saga_trail, visit};
+use crate::common::{
+    assert_compensated, failed_visit, intake, saga_trail, standing_claims_settle, visit,
+};
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
 /// claim call carries an idempotency key, so it is retried and the visit
@@ -392,21 +394,8 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
         .remove(Service::BillingEngine, &slow)
         .await
         .expect("remove");
-    let t: &str = &tenant;
-    let left = || async {
-        rows.one::<i64>(
-            "SELECT count(*) FROM billing.claims WHERE tenant = $1 AND status <> 'cancelled'",
-            &[&t],
-        )
-        .await
-        .expect("claims")
-    };
-    let settle = std::time::Instant::now() + Duration::from_secs(15);
-    while left().await != 0 && std::time::Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert_eq!(
-        left().await,
+        standing_claims_settle(&rows, &tenant, 0).await,
         0,
         "a claim made behind a timed-out answer was never voided"
     );
