@@ -1,5 +1,6 @@
 //! Target files as a user writes them: the README's example parses, and
 //! every kind of mistake names the file, the line and the key.
+extern crate service_test_deployment as deployment;
 
 use std::path::Path;
 

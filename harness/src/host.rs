@@ -9,7 +9,7 @@
 //! with [`hostable!`](crate::hostable!):
 //!
 //! ```ignore
-//! use harness::host::Hostable;
+//! use service_test::host::Hostable;
 //!
 //! impl Hostable for Broker {
 //!     fn handle(&self) -> Result<serde_json::Value, FixtureError> {
@@ -21,7 +21,7 @@
 //!         Ok(Broker { addr, _server: None })
 //!     }
 //! }
-//! harness::hostable!(Broker);
+//! service_test::hostable!(Broker);
 //! ```
 //!
 //! When two or more tests of a run are isolated and the binary registers
@@ -83,7 +83,7 @@ pub struct HostDef {
 
 inventory::collect!(HostDef);
 
-/// Registers a [`Hostable`] session fixture: `harness::hostable!(Postgres);`
+/// Registers a [`Hostable`] session fixture: `service_test::hostable!(Postgres);`
 #[macro_export]
 macro_rules! hostable {
     ($t:ty) => {

@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! // Cargo.toml:  [[test]] name = "suites"  harness = false
-//! use harness::{service_test, fixture, marker, FixtureCx, FixtureError, TestRng};
+//! use service_test::{service_test, fixture, marker, FixtureCx, FixtureError, TestRng};
 //! use rand_core::RngCore;
 //!
 //! marker!(billing_rules, "claim validation rules of the billing engine");
@@ -28,7 +28,7 @@
 //!     (rng.next_u32() != rng.next_u32()).then_some(()).ok_or("same draw twice".into())
 //! }
 //!
-//! harness::main!();
+//! service_test::main!();
 //! ```
 //!
 //! The pipeline, one module per stage: [`registry`] → [`marker`] filter →
@@ -83,7 +83,7 @@ pub type TestResult<E = Box<dyn std::error::Error + Send + Sync>> = Result<(), E
 /// expressions, and listed by `--markers`.
 ///
 /// ```ignore
-/// harness::marker!(tenant_isolation, "one tenant never sees another's data");
+/// service_test::marker!(tenant_isolation, "one tenant never sees another's data");
 /// ```
 #[macro_export]
 macro_rules! marker {
@@ -104,7 +104,7 @@ macro_rules! marker {
 /// allow one test at a time.
 ///
 /// ```ignore
-/// harness::test_group!("postgres-admin", 2);
+/// service_test::test_group!("postgres-admin", 2);
 /// ```
 #[macro_export]
 macro_rules! test_group {

@@ -370,7 +370,7 @@ impl Expr {
     /// Parses a marker expression (`or` < `and` < `not`, parentheses group).
     ///
     /// ```
-    /// use harness::marker::Expr;
+    /// use service_test::marker::Expr;
     /// let e = Expr::parse("integration and not slow").unwrap();
     /// assert!(e.matches(&["integration"]));
     /// assert!(!e.matches(&["integration", "slow"]));

@@ -8,13 +8,13 @@
 //! [`PREFLIGHT_TIMEOUT`].
 //!
 //! ```ignore
-//! async fn target_is_up(cx: harness::preflight::PreflightCx) -> Result<String, String> {
+//! async fn target_is_up(cx: service_test::preflight::PreflightCx) -> Result<String, String> {
 //!     match cx.target_file() {
 //!         None => Ok(String::new()), // in-process: nothing to check
 //!         Some(path) => Ok(format!("target {} is up", path.display())),
 //!     }
 //! }
-//! harness::preflight!("target", target_is_up);
+//! service_test::preflight!("target", target_is_up);
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use harness::retry::{RetryPolicy, RetryOn};
-//! use harness::config::Backoff;
+//! use service_test::retry::{RetryPolicy, RetryOn};
+//! use service_test::config::Backoff;
 //!
 //! let policy = RetryPolicy {
 //!     count: 3,

@@ -1,6 +1,8 @@
 //! The marker expression language: precedence, grouping, and every error,
 //! with the caret under the fault.
 
+extern crate service_test_harness as harness;
+
 use harness::marker::{Expr, ExprErrorKind, closest};
 use harness::service_test;
 

@@ -1,3 +1,5 @@
+extern crate service_test_harness as harness;
+
 use harness::{FixtureCx, FixtureError, TestRng, fixture, marker, service_test};
 use rand_core::RngCore;
 

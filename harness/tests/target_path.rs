@@ -1,6 +1,7 @@
 //! Where `--target t.toml` is looked for: where the binary runs, then
 //! where the user ran cargo (`PWD`), then the parent directories up to
 //! the workspace root.
+extern crate service_test_harness as harness;
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,8 @@
 //! must fail to compile with exactly the message beside it (`.stderr`).
 //! Regenerate after an intended change with `TRYBUILD=overwrite`.
 
+extern crate service_test_harness as harness;
+
 use harness::service_test;
 
 #[service_test(unit, slow)]

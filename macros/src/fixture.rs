@@ -98,6 +98,7 @@ fn provided_type(ret: &syn::Type) -> (syn::Type, bool) {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let krate = crate::krate();
     let mut errors = Errors::default();
     let func: syn::ItemFn = syn::parse2(item)?;
     let args = FixtureArgs::parse(attr, &mut errors)?;
@@ -120,11 +121,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         let stub = ret.map(|ret| {
             let (provided, _) = provided_type(&ret);
             quote! {
-                impl ::harness::Fixture for #provided {
-                    const SCOPE: ::harness::Scope = ::harness::Scope::Test;
+                impl #krate::Fixture for #provided {
+                    const SCOPE: #krate::Scope = #krate::Scope::Test;
                     async fn setup(
-                        _: &mut ::harness::FixtureCx,
-                    ) -> ::core::result::Result<Self, ::harness::FixtureError> {
+                        _: &mut #krate::FixtureCx,
+                    ) -> ::core::result::Result<Self, #krate::FixtureError> {
                         ::core::unreachable!("a #[fixture] that failed to compile")
                     }
                 }
@@ -151,7 +152,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         quote!(#name(#(#call_args),*))
     };
     let result = if fallible {
-        quote_spanned!(ret.span()=> #call.map_err(::harness::__private::fixture_error))
+        quote_spanned!(ret.span()=> #call.map_err(#krate::__private::fixture_error))
     } else {
         quote!(::core::result::Result::Ok(#call))
     };
@@ -164,7 +165,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         );
         quote_spanned!(dep.span()=>
             const _: () = ::core::assert!(
-                !::harness::__private::is_narrower::<#dep>(::harness::Scope::#scope_variant),
+                !#krate::__private::is_narrower::<#dep>(#krate::Scope::#scope_variant),
                 #msg
             );
         )
@@ -175,12 +176,12 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         #[allow(dead_code)]
         #func
 
-        impl ::harness::Fixture for #provided {
-            const SCOPE: ::harness::Scope = ::harness::Scope::#scope_variant;
+        impl #krate::Fixture for #provided {
+            const SCOPE: #krate::Scope = #krate::Scope::#scope_variant;
 
             async fn setup(
-                #cx: &mut ::harness::FixtureCx,
-            ) -> ::core::result::Result<Self, ::harness::FixtureError> {
+                #cx: &mut #krate::FixtureCx,
+            ) -> ::core::result::Result<Self, #krate::FixtureError> {
                 #(#lets)*
                 #result
             }

@@ -1,6 +1,9 @@
-//! Proc-macros of the service test harness. Use them through `harness`
-//! (`harness::service_test`, `harness::fixture`); the expansions name
-//! `::harness` paths.
+//! Proc-macros of the service test harness. Use them through the
+//! `service-test` crate (`service_test::service_test`,
+//! `service_test::fixture`). The expansions name that crate by the name the
+//! user's `Cargo.toml` gives it (found with `proc-macro-crate`, so a renamed
+//! dependency works), or `service-test-harness` when only that is a
+//! dependency.
 //!
 //! Each macro parses its input into a small typed struct first
 //! ([`test::TestArgs`], [`fixture::FixtureArgs`], [`params::Param`]) and
@@ -32,6 +35,27 @@ pub fn fixture(attr: TokenStream, item: TokenStream) -> TokenStream {
     fixture::expand(attr.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// The path the expansions start from: the `service-test` facade as the
+/// calling crate names it, else `service-test-harness` as it names that,
+/// else `::service_test` (whose absence rustc then reports).
+pub(crate) fn krate() -> proc_macro2::TokenStream {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    let named = |name: &str| {
+        let ident = proc_macro2::Ident::new(name, proc_macro2::Span::call_site());
+        quote::quote!(::#ident)
+    };
+    match crate_name("service-test") {
+        Ok(FoundCrate::Name(name)) => return named(&name),
+        Ok(FoundCrate::Itself) => return named("service_test"),
+        Err(_) => {}
+    }
+    match crate_name("service-test-harness") {
+        Ok(FoundCrate::Name(name)) => named(&name),
+        Ok(FoundCrate::Itself) => named("service_test_harness"),
+        Err(_) => named("service_test"),
+    }
 }
 
 /// Collects errors so a macro can report all of them at once.

@@ -107,6 +107,7 @@ pub(crate) fn resolve(
 /// Compile-time checks that by-value parameters are test-scoped (a shared
 /// fixture cannot be moved into one test).
 pub(crate) fn by_value_checks(params: &[Param]) -> Vec<TokenStream> {
+    let krate = crate::krate();
     params
         .iter()
         .filter_map(|p| match p {
@@ -117,7 +118,7 @@ pub(crate) fn by_value_checks(params: &[Param]) -> Vec<TokenStream> {
                     quote::ToTokens::to_token_stream(ty)
                 );
                 Some(quote_spanned!(ty.span()=>
-                    const _: () = ::core::assert!(::harness::__private::is_test_scoped::<#ty>(), #msg);
+                    const _: () = ::core::assert!(#krate::__private::is_test_scoped::<#ty>(), #msg);
                 ))
             }
             _ => None,

@@ -1,6 +1,8 @@
 //! PHI detection: validators on worked examples, canaries found in every
 //! leak variant, redaction, and the labelled corpus scored per kind.
 
+extern crate service_test_phi as phi;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use harness::service_test;

@@ -147,8 +147,8 @@ fn split(results: &[Result<(Duration, Value), String>]) -> (Vec<Duration>, Vec<S
 pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec<Figures> {
     let tenant = format!("bench-{}-{seed:x}", std::process::id());
     let api = mesh.client(Service::HealthcareApi, &tenant);
-    let mut g = fixtures::Generator::new(seed);
-    let scenarios: Vec<fixtures::Scenario> =
+    let mut g = healthcare_data::Generator::new(seed);
+    let scenarios: Vec<healthcare_data::Scenario> =
         (0..clients * requests).map(|_| g.scenario()).collect();
     let intakes: Vec<Value> = scenarios
         .iter()

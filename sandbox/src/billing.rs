@@ -102,7 +102,7 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
                 "icd10cm_format",
                 "not an ICD-10-CM code (letter, digit, digit or letter, up to 4 more after the dot)",
             );
-        } else if !fixtures::icd10::is_billable(d) {
+        } else if !healthcare_data::icd10::is_billable(d) {
             bad(
                 format!("diagnoses[{i}]"),
                 "icd10cm_not_billable",

@@ -2,6 +2,8 @@
 //! drives it (its documented JSON over HTTP), each fault seen on a real
 //! loopback connection.
 
+extern crate service_test_traffic as traffic;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

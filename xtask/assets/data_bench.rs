@@ -64,7 +64,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("gen-ours") => {
             let n: u64 = args[2].parse().unwrap();
-            let mut g = fixtures::Generator::new(1);
+            let mut g = healthcare_data::Generator::new(1);
             let start = Instant::now();
             for _ in 0..n { black_box(g.scenario()); }
             println!("{:.1}", n as f64 / start.elapsed().as_secs_f64());
@@ -80,7 +80,7 @@ fn main() {
             let (log, canaries) = (&args[2], &args[3]);
             let mb: u64 = args[4].parse().unwrap();
             let n: u64 = args[5].parse().unwrap();
-            let mut g = fixtures::Generator::new(99);
+            let mut g = healthcare_data::Generator::new(99);
             let mut values = Vec::new();
             for i in 0..n {
                 let p = g.patient();

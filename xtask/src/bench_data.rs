@@ -255,7 +255,12 @@ fn generate(dir: &Path) -> Result<()> {
     let manifest = manifest(
         "bench data",
         "data-bench",
-        &(path_dep("fixtures") + &path_dep("phi") + "fake = \"5.1\"\n"),
+        &(path_dep(
+            "healthcare_data",
+            "healthcare-data",
+            "service-test-healthcare-data",
+        ) + &path_dep("phi", "phi", "service-test-phi")
+            + "fake = \"5.1\"\n"),
         "",
     );
     write_if_changed(&dir.join("Cargo.toml"), &manifest)?;

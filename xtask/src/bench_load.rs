@@ -148,7 +148,7 @@ fn generate(dir: &Path) -> Result<()> {
     let manifest = manifest(
         "bench load",
         "load-bench",
-        &(path_dep("traffic")
+        &(path_dep("traffic", "traffic", "service-test-traffic")
             + "tokio = { version = \"1\", features = [\"rt-multi-thread\", \"macros\", \"io-std\"] }\n"),
         "",
     );

@@ -458,7 +458,7 @@ fn generate(dir: &Path) -> Result<()> {
     let manifest = manifest(
         "bench runner",
         "runner-bench-suite",
-        &(path_dep("harness")
+        &(path_dep("harness", "harness", "service-test-harness")
             + "tokio = { version = \"1\", features = [\"time\", \"rt\", \"macros\"] }\n"),
         "[[test]]\nname = \"ours\"\npath = \"ours.rs\"\nharness = false\n\n[[test]]\nname = \"libtest\"\npath = \"libtest.rs\"\n",
     );

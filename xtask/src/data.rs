@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufWriter, Write};
 
 use anyhow::{Context, Result, bail};
-use fixtures::{ComplianceKind, Generator};
+use healthcare_data::{ComplianceKind, Generator};
 
 /// What `cargo xtask data` does: export one kind of record, or validate claims.
 #[derive(clap::Subcommand)]
@@ -130,7 +130,7 @@ fn validate(file: &str) -> Result<()> {
         let line = line.with_context(|| format!("reading {file}"))?;
         let v: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("{file}:{}: not JSON", i + 1))?;
-        let problems = fixtures::validate::scenario(&v);
+        let problems = healthcare_data::validate::scenario(&v);
         n += 1;
         if !problems.is_empty() {
             bad += 1;
@@ -142,7 +142,7 @@ fn validate(file: &str) -> Result<()> {
     println!("{n} claims checked: {} valid, {bad} invalid", n - bad);
     println!(
         "checks: ICD-10-CM codes billable in the shipped table ({}), NPI Luhn check digits, MBI format rules, totals = sum of lines, dates consistent",
-        fixtures::icd10::SOURCE
+        healthcare_data::icd10::SOURCE
     );
     if bad > 0 {
         bail!("{bad} of {n} claims are invalid");

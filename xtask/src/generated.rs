@@ -17,11 +17,13 @@ pub fn manifest(task: &str, name: &str, dependencies: &str, rest: &str) -> Strin
     )
 }
 
-/// A path dependency line on a workspace crate.
-pub fn path_dep(krate: &str) -> String {
+/// A path dependency line on a published workspace crate: `alias` is the name
+/// the generated code uses, `dir` the crate's folder, `package` its package
+/// name (`service-test-*`).
+pub fn path_dep(alias: &str, dir: &str, package: &str) -> String {
     format!(
-        "{krate} = {{ path = {:?} }}\n",
-        workspace_root().join(krate)
+        "{alias} = {{ package = {package:?}, path = {:?} }}\n",
+        workspace_root().join(dir)
     )
 }
 

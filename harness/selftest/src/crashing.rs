@@ -60,23 +60,23 @@ fn overflows_the_stack() {
 }
 
 #[service_test(prints_phi, phi_safe)]
-async fn prints_a_generated_ssn(patient: fixtures::Patient) {
+async fn prints_a_generated_ssn(patient: healthcare_data::Patient) {
     println!("checking patient {}", patient.ssn);
 }
 
 #[service_test(prints_phi, phi_safe)]
-async fn eprints_a_generated_ssn(patient: fixtures::Patient) {
+async fn eprints_a_generated_ssn(patient: healthcare_data::Patient) {
     eprintln!("rejected: ssn {}", patient.ssn);
 }
 
 #[service_test(prints_phi, phi_safe)]
-async fn a_spawned_task_prints_a_generated_ssn(patient: fixtures::Patient) {
+async fn a_spawned_task_prints_a_generated_ssn(patient: healthcare_data::Patient) {
     let ssn = patient.ssn.clone();
     let _ = tokio::spawn(async move { println!("background sync of {ssn}") }).await;
 }
 
 #[service_test(prints_phi, phi_safe)]
-async fn a_spawned_task_logs_a_generated_ssn(patient: fixtures::Patient) {
+async fn a_spawned_task_logs_a_generated_ssn(patient: healthcare_data::Patient) {
     let ssn = patient.ssn.clone();
     let _ = tokio::spawn(async move { tracing::info!("background check of {ssn}") }).await;
 }
@@ -84,12 +84,12 @@ async fn a_spawned_task_logs_a_generated_ssn(patient: fixtures::Patient) {
 /// A name alone matches no PHI pattern: only the canary registered when
 /// the patient was generated (in the test's process) finds it.
 #[service_test(prints_phi, phi_safe)]
-async fn prints_a_generated_name(patient: fixtures::Patient) {
+async fn prints_a_generated_name(patient: healthcare_data::Patient) {
     println!("{} {} is next", patient.first_name, patient.last_name);
 }
 
 #[service_test(prints_phi, phi_safe)]
-async fn prints_nothing_sensitive(patient: fixtures::Patient) {
+async fn prints_nothing_sensitive(patient: healthcare_data::Patient) {
     println!("checked a patient of {} chars", patient.ssn.len());
 }
 

@@ -21,10 +21,10 @@ marker!(leaks_processes, "tests that leave a process running");
 
 /// A patient whose identifying values are written where the driver finds
 /// them (and nowhere else).
-pub struct Shown(fixtures::Patient);
+pub struct Shown(healthcare_data::Patient);
 
 #[fixture]
-async fn shown(patient: fixtures::Patient, _cx: &mut FixtureCx) -> Shown {
+async fn shown(patient: healthcare_data::Patient, _cx: &mut FixtureCx) -> Shown {
     if let Some(path) = std::env::var_os("HOSTILE_VALUES") {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .append(true)

@@ -1,3 +1,4 @@
+extern crate service_test_harness as harness;
 use harness::service_test;
 
 #[service_test(unit, timeout = "1s", integration, timeout = "2s", unit, retries = 1, retries = 2)]

@@ -1,3 +1,4 @@
+extern crate service_test_harness as harness;
 use harness::{fixture, service_test, FixtureCx};
 
 pub struct Mesh;

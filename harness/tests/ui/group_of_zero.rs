@@ -1,3 +1,4 @@
+extern crate service_test_harness as harness;
 harness::test_group!("nobody", 0);
 
 #[harness::service_test(unit, group = "nobody")]

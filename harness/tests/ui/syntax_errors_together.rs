@@ -1,3 +1,4 @@
+extern crate service_test_harness as harness;
 use harness::service_test;
 
 // Three mistakes in one attribute: all three are reported, and the

@@ -8,12 +8,13 @@ use super::parse::{TestArgs, TestFn, TestParam};
 use crate::params::{self, Param};
 
 pub(crate) fn expand(args: &TestArgs, test: &TestFn) -> TokenStream {
+    let krate = crate::krate();
     let func = &test.item;
     let name = &func.sig.ident;
     let marker_checks = args
         .markers
         .iter()
-        .map(|m| quote_spanned!(m.span()=> let _: ::harness::Marker = #m;));
+        .map(|m| quote_spanned!(m.span()=> let _: #krate::Marker = #m;));
     let fixtures: Vec<Param> = test
         .params
         .iter()
@@ -52,7 +53,7 @@ pub(crate) fn expand(args: &TestArgs, test: &TestFn) -> TokenStream {
 
         #[allow(unused_imports, non_upper_case_globals)]
         const _: () = {
-            use ::harness::markers::*;
+            use #krate::markers::*;
             #(#marker_checks)*
         };
         #(#by_value)*
@@ -74,6 +75,7 @@ fn registration(
     fixtures: &[Param],
     case: Option<CaseExpansion<'_>>,
 ) -> TokenStream {
+    let krate = crate::krate();
     let func = &test.item;
     let name = &func.sig.ident;
     let is_async = func.sig.asyncness.is_some();
@@ -100,7 +102,7 @@ fn registration(
         syn::ReturnType::Default => name.span(),
         syn::ReturnType::Type(_, ty) => ty.span(),
     };
-    let verdict = quote_spanned!(ret_span=> ::harness::__private::verdict);
+    let verdict = quote_spanned!(ret_span=> #krate::__private::verdict);
     let run = if is_async {
         quote!(#verdict(#name(#(#call_args),*).await))
     } else {
@@ -114,7 +116,7 @@ fn registration(
                 quote!(let mut #v = #v;)
             })
             .collect();
-        quote!(::harness::__private::blocking(move || {
+        quote!(#krate::__private::blocking(move || {
             #(#moved)*
             #verdict(#name(#(#call_args),*))
         }).await)
@@ -156,7 +158,7 @@ fn registration(
                 .name
                 .as_ref()
                 .map_or_else(|| none.clone(), |n| some(quote!(#n)));
-            some(quote!(::harness::__private::Case {
+            some(quote!(#krate::__private::Case {
                 index: #index,
                 name: #case_name,
                 label: #label,
@@ -170,16 +172,16 @@ fn registration(
         #[doc(hidden)]
         #[allow(non_snake_case)]
         fn #body_fn(
-            #cx: ::harness::__private::TestCx,
-        ) -> ::harness::BoxFuture<::harness::__private::BodyResult> {
+            #cx: #krate::__private::TestCx,
+        ) -> #krate::BoxFuture<#krate::__private::BodyResult> {
             ::std::boxed::Box::pin(async move {
                 #(#lets)*
                 ::core::result::Result::Ok(#run)
             })
         }
 
-        ::harness::__private::inventory::submit! {
-            ::harness::__private::TestDef {
+        #krate::__private::inventory::submit! {
+            #krate::__private::TestDef {
                 fn_name: #fn_name,
                 module: ::core::module_path!(),
                 file: ::core::file!(),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use sandbox::{Answer, MeshClient};
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! The audit trail: every call a visit makes between services is audited
 //! under its request id, and one tenant's trail never shows another's.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::{Value, json};

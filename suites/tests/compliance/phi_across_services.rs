@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use phi::{CanaryRegistry, Kind};
 use sandbox::{Service, Tenant};

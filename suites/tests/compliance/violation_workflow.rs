@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fixtures::{ComplianceKind, Generator, Scenario};
+use healthcare_data::{ComplianceKind, Generator, Scenario};
 use harness::service_test;
 use sandbox::{FaultPlan, MeshClient, Role, Service, Tenant};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::{Fixture, FixtureCx, FixtureError, service_test};
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;

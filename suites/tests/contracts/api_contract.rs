@@ -1,6 +1,6 @@
 //! Request and answer shapes the services promise.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Credentials, MeshClient, Service, Tenant};
 use serde_json::{Value, json};

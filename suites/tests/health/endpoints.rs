@@ -1,6 +1,6 @@
 //! `/health` and `/metrics` of every service.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::Value;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use fixtures::{Generator, Scenario};
+use healthcare_data::{Generator, Scenario};
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! 001): the saga completes without its best-effort peers, and a failing
 //! peer's error reaches the caller with its context.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;

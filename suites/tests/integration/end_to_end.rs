@@ -1,6 +1,6 @@
 //! Whole journeys across the mesh (seed 000 scenario 1).
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;

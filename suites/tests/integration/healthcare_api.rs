@@ -1,7 +1,7 @@
 //! The healthcare API's intake and claim saga, checked in the rows and
 //! cache entries the services wrote.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use suites::{CacheKeys, Rows, Target};

@@ -1,7 +1,7 @@
 //! Calls between services: a refusal downstream is compensated upstream,
 //! a failed patient sync is audited for manual resync.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;
@@ -170,7 +170,7 @@ async fn a_patient_update_reaches_every_holder_and_a_failed_sync_is_audited(
     faults: suites::Faults,
     tenant: Tenant,
     s: Scenario,
-    other: fixtures::Patient,
+    other: healthcare_data::Patient,
 ) {
     let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = crate::common::intake(&api, &s).await;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::{Metrics, service_test};
 use sandbox::{Service, Tenant};
 use suites::{LoadBudget, Target};

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::{Generator, Scenario};
+use healthcare_data::{Generator, Scenario};
 use harness::{Metrics, service_test};
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};

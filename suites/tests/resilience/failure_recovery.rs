@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};

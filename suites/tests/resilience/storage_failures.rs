@@ -4,7 +4,7 @@
 //! so, refuse safely, and come back without a restart. Links are brought
 //! back in the fixture's teardown also when a test fails.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::breaker::BreakerConfig;
 use sandbox::client::{Call, CallError, ClientConfig, Method, ServiceClient};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;

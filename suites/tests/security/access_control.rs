@@ -1,6 +1,6 @@
 //! Access control: one tenant never reads or acts on another's data.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;

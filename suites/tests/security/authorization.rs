@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Role, Service, Tenant};
 use serde_json::{Value, json};

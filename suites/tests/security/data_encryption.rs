@@ -3,7 +3,7 @@
 //! services sees no PHI, the database holds no plaintext SSN or date of
 //! birth, and the cache holds no PHI at all.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Role, Service, Tenant};
 use suites::{CacheKeys, PrivateMesh, Rows, Target, TlsTarget};

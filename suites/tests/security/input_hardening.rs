@@ -2,7 +2,7 @@
 //! to collide across tenants. Each is refused or kept apart, never a panic,
 //! a tripped breaker or another tenant's data.
 
-use fixtures::Scenario;
+use healthcare_data::Scenario;
 use harness::service_test;
 use sandbox::{Service, Tenant};
 use serde_json::json;

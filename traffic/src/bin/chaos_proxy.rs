@@ -2,6 +2,8 @@
 //! proxy (see `traffic::toxiproxy`), until Ctrl-C. Proxies listen on and
 //! forward to loopback only.
 
+extern crate service_test_traffic as traffic;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
