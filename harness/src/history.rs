@@ -12,6 +12,9 @@
 //! ([`History::load_file`], which also takes a `results.jsonl` itself).
 //! A run given `--history` still saves what it learns to the usual place,
 //! never into the file it was given.
+//!
+//! Each test's entry also keeps the figures it recorded in its last runs
+//! ([`FigureHistory`]), which the report shows as trends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::execute::{OutcomeLabel, TestRecord};
+use crate::metrics::Metric;
 use crate::report::ResultLine;
 
 /// Why a history file given with `--history` cannot be used; names the file
@@ -62,6 +66,67 @@ pub struct Entry {
     /// The outcomes of the last runs, oldest first (at most [`RECENT`]).
     #[serde(default)]
     pub recent: Vec<OutcomeLabel>,
+    /// The figures it recorded in the last runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<FigureHistory>,
+}
+
+/// One figure a test records (`p99_ms` of `GET /health`), over its last
+/// runs: what the report's trends are drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FigureHistory {
+    /// The figure's name (`p99_ms`).
+    pub name: String,
+    /// Its endpoint, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its unit.
+    #[serde(default)]
+    pub unit: String,
+    /// Its values in the runs that recorded it, oldest first (at most
+    /// [`RECENT`]).
+    pub values: Vec<f64>,
+}
+
+impl FigureHistory {
+    /// Is this the history of `m`?
+    pub fn is_of(&self, m: &Metric) -> bool {
+        self.name == m.name && self.endpoint == m.endpoint
+    }
+}
+
+/// `figures` with this run's `metrics` appended (states are not figures);
+/// a figure this run did not record keeps its history.
+pub fn with_figures(mut figures: Vec<FigureHistory>, metrics: &[Metric]) -> Vec<FigureHistory> {
+    for m in metrics.iter().filter(|m| !m.is_state()) {
+        let i = match figures.iter().position(|f| f.is_of(m)) {
+            Some(i) => i,
+            None => {
+                figures.push(FigureHistory {
+                    name: m.name.clone(),
+                    endpoint: m.endpoint.clone(),
+                    unit: m.unit.clone(),
+                    values: Vec::new(),
+                });
+                figures.len() - 1
+            }
+        };
+        let f = &mut figures[i];
+        f.unit.clone_from(&m.unit);
+        f.values.push(m.value);
+        let excess = f.values.len().saturating_sub(RECENT);
+        f.values.drain(..excess);
+    }
+    figures
+}
+
+/// What history knows of a test's earlier runs, handed to its result line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recent {
+    /// Its outcomes, oldest first.
+    pub outcomes: Vec<OutcomeLabel>,
+    /// Its figures.
+    pub figures: Vec<FigureHistory>,
 }
 
 /// How many past outcomes a test's history keeps.
@@ -148,6 +213,7 @@ impl History {
                     duration_s: l.own_duration_s(),
                     outcome: l.outcome,
                     recent,
+                    figures: with_figures(l.recent_figures.clone(), &l.metrics),
                 },
             );
         }
@@ -160,11 +226,14 @@ impl History {
         write_atomically(path, self)
     }
 
-    /// The outcomes recorded for a test in earlier runs, oldest first.
-    pub fn recent(&self, name: &str) -> Vec<OutcomeLabel> {
+    /// The outcomes and figures recorded for a test in earlier runs.
+    pub fn recent(&self, name: &str) -> Recent {
         self.tests
             .get(name)
-            .map(|e| e.recent.clone())
+            .map(|e| Recent {
+                outcomes: e.recent.clone(),
+                figures: e.figures.clone(),
+            })
             .unwrap_or_default()
     }
 
@@ -189,12 +258,17 @@ impl History {
                 duration_s: 0.0,
                 outcome: label,
                 recent: Vec::new(),
+                figures: Vec::new(),
             });
             entry.duration_s = r.duration.saturating_sub(r.shared_setup).as_secs_f64();
             entry.outcome = label;
             entry.recent.push(label);
             let excess = entry.recent.len().saturating_sub(RECENT);
             entry.recent.drain(..excess);
+            // Redacted as every report is: a figure's name or endpoint is
+            // the test's own text.
+            let metrics = crate::report::redacted(r).metrics;
+            entry.figures = with_figures(std::mem::take(&mut entry.figures), &metrics);
         }
     }
 

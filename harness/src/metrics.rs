@@ -1,5 +1,6 @@
 //! Figures a test records (latency percentiles, throughput, error rates,
-//! counts), carried with its result into every report.
+//! counts), and the states it saw its services in (a service's health, a
+//! breaker), carried with its result into every report.
 //!
 //! ```ignore
 //! #[service_test(performance, services(billing))]
@@ -8,6 +9,8 @@
 //!     metrics.latencies("POST /v1/claims", &samples);
 //!     metrics.throughput("POST /v1/claims", 850.0);
 //!     metrics.error_rate("POST /v1/claims", 0.0);
+//!     // What `/health` answered: the report's service health section.
+//!     metrics.service_state("billing-engine", "health", "healthy");
 //! }
 //! ```
 
@@ -16,18 +19,36 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// One recorded figure.
+/// One recorded figure, or one state a service was seen in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
-    /// What was measured (`p95_ms`, `throughput_rps`, `error_rate`, or your own).
+    /// What was measured (`p95_ms`, `throughput_rps`, `error_rate`, or your
+    /// own); for a state, what it is the state of (`health`,
+    /// `breaker to billing-engine`).
     pub name: String,
-    /// The figure.
+    /// The figure (1 for a state).
     pub value: f64,
-    /// Its unit (`ms`, `rps`, `ratio`, `count`, …).
+    /// Its unit (`ms`, `rps`, `ratio`, `count`, …; [`STATE`] for a state).
     pub unit: String,
-    /// The endpoint or operation it belongs to, if any (`GET /health`).
+    /// The endpoint or operation it belongs to, if any (`GET /health`); for
+    /// a state, the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The state seen (`healthy`, `open`), which makes this a state rather
+    /// than a figure: see [`Metrics::service_state`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// The unit of a state seen (a [`Metric`] with a `state`).
+pub const STATE: &str = "state";
+
+impl Metric {
+    /// A state seen, not a figure: reports list it under service health,
+    /// not performance, and history keeps no trend of it.
+    pub fn is_state(&self) -> bool {
+        self.state.is_some()
+    }
 }
 
 /// Where a test's figures go: ask for `metrics: Metrics` (or `&Metrics`).
@@ -51,6 +72,24 @@ impl Metrics {
                 value,
                 unit: unit.to_string(),
                 endpoint: endpoint.map(str::to_string),
+                state: None,
+            });
+    }
+
+    /// Records a state the test saw `service` in: `what` is what the state
+    /// is of (`health`, `breaker to billing-engine`), `state` what it was
+    /// (`healthy`, `degraded`, `open`). The report's service health section
+    /// lists every state seen, by service, with the tests that saw it.
+    pub fn service_state(&self, service: &str, what: &str, state: &str) {
+        self.sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Metric {
+                name: what.to_string(),
+                value: 1.0,
+                unit: STATE.to_string(),
+                endpoint: Some(service.to_string()),
+                state: Some(state.to_string()),
             });
     }
 

@@ -39,7 +39,8 @@ pub struct TestDef {
     pub line: u32,
     /// Marker names the test carries.
     pub markers: &'static [&'static str],
-    /// Services the test exercises (for reports).
+    /// Services the test exercises, as written in `services(...)` (reports
+    /// name them by [`TestDef::service_names`]).
     pub services: &'static [&'static str],
     /// The test's own timeout; wins over `--timeout`.
     pub timeout: Option<Duration>,
@@ -114,10 +115,24 @@ impl TestDef {
         }
     }
 
+    /// The services the test exercises as reports name them: each
+    /// identifier of `services(...)` with `_` spelled `-`
+    /// (`billing_engine` is `billing-engine`), since a service's name is
+    /// usually a host name, which an identifier cannot spell.
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.iter().map(|s| service_name(s)).collect()
+    }
+
     /// Does the test carry `marker`?
     pub fn has_marker(&self, marker: &str) -> bool {
         self.markers.contains(&marker)
     }
+}
+
+/// A service identifier of `services(...)` as reports name the service:
+/// `_` spelled `-`.
+pub fn service_name(ident: &str) -> String {
+    ident.replace('_', "-")
 }
 
 /// Every registered test, sorted by name, with the name computed once.

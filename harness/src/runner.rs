@@ -670,7 +670,7 @@ fn run_selected(
             .iter()
             .filter_map(|r| {
                 let def = defs.get(&r.name)?;
-                Some(ResultLine::new(&binary, def, r, seed, Vec::new()))
+                Some(ResultLine::new(&binary, def, r, seed, Default::default()))
             })
             .collect();
         if let Err(e) = ci_outputs(cli, &lines, seed, &binary) {
@@ -847,7 +847,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
 struct Stream {
     binary: String,
     seed: u64,
-    recent: HashMap<String, Vec<crate::execute::OutcomeLabel>>,
+    recent: HashMap<String, crate::history::Recent>,
     sink: Option<JsonlSink>,
     progress: crate::report::console::Progress,
 }
@@ -860,7 +860,7 @@ impl Stream {
             .map_or_else(|| "ignored".to_string(), |r| format!("ignored: {r}"));
         let record = TestRecord::without_run(name.to_string(), Outcome::Skipped(reason));
         if let Some(sink) = &mut self.sink {
-            let line = ResultLine::new(&self.binary, def, &record, self.seed, Vec::new());
+            let line = ResultLine::new(&self.binary, def, &record, self.seed, Default::default());
             if let Err(e) = sink.write(&line) {
                 eprintln!("warning: {e}");
             }

@@ -1,11 +1,12 @@
 //! `report.md`: the seeds' "Distributed System Test Report", every figure
 //! taken from the results of the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::{Counts, ResultLine, RunInfo};
 use crate::execute::OutcomeLabel;
+use crate::metrics::STATE;
 
 fn pct(n: usize, total: usize) -> String {
     if total == 0 {
@@ -73,7 +74,8 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     let _ = writeln!(md, "# Distributed System Test Report\n");
     let _ = writeln!(
         md,
-        "Binaries: {} · runs: {} · seeds: {}\n",
+        "Run: {} · binaries: {} · runs: {} · seeds: {}\n",
+        started(runs),
         if binaries.is_empty() {
             "none".to_string()
         } else {
@@ -212,6 +214,8 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     }
     let _ = writeln!(md);
 
+    let seen = service_health(&mut md, lines);
+
     // Failures, with the first line of each (redacted) message.
     let failed: Vec<&ResultLine> = lines.iter().filter(|l| l.is_failure()).collect();
     if !failed.is_empty() {
@@ -263,7 +267,7 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     let _ = writeln!(md, "## Performance\n");
     let mut endpoints: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
     for l in lines {
-        for m in &l.metrics {
+        for m in l.metrics.iter().filter(|m| !m.is_state()) {
             let key = (
                 m.endpoint.clone().unwrap_or_else(|| "–".to_string()),
                 l.name.clone(),
@@ -314,6 +318,8 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
         }
         let _ = writeln!(md);
     }
+
+    let alerts = trends(&mut md, lines);
 
     // Slowest.
     let mut slow: Vec<&ResultLine> = lines.iter().filter(|l| !l.is_skipped()).collect();
@@ -372,7 +378,7 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     }
 
     // Recommendations, each from the data above.
-    let mut recs: Vec<String> = Vec::new();
+    let mut recs: Vec<String> = alerts;
     let worst_timeouts = by_service
         .iter()
         .map(|(s, ls)| {
@@ -474,16 +480,13 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
             "The slowest endpoint measured is **{e}** (p99 {p99:.1} ms): start optimisation there."
         ));
     }
-    let untested: Vec<&str> = [
-        "insurance",
-        "billing",
-        "compliance",
-        "analytics",
-        "personalization",
-    ]
-    .into_iter()
-    .filter(|s| !by_service.keys().any(|k| k.contains(s)))
-    .collect();
+    // The services the run saw (their states recorded) that no test
+    // names in `services(...)`: the run knows of no others.
+    let untested: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !by_service.contains_key(s))
+        .collect();
     if !by_service.is_empty() && !untested.is_empty() {
         recs.push(format!(
             "No test in this run exercised: {}. Add coverage for them.",
@@ -501,4 +504,166 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
         let _ = writeln!(md, "{}. {r}", i + 1);
     }
     md
+}
+
+/// When the run started (the earliest of its binaries' runs), UTC.
+fn started(runs: &[RunInfo]) -> String {
+    match runs.iter().map(|r| r.started_unix).filter(|t| *t > 0).min() {
+        Some(t) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        )
+        .to_string(),
+        None => "start unknown (no runs.jsonl)".to_string(),
+    }
+}
+
+/// The `Service Health` section: every state the tests saw a service in
+/// (its health, its breakers), how often, and which tests saw it. Returns
+/// the services seen.
+fn service_health(md: &mut String, lines: &[ResultLine]) -> BTreeSet<String> {
+    // (service, what) → state → tests that saw it (a test once per state).
+    let mut states: BTreeMap<(&str, &str), BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
+    for l in lines {
+        for m in &l.metrics {
+            let (Some(state), Some(service)) = (m.state.as_deref(), m.endpoint.as_deref()) else {
+                continue;
+            };
+            let tests = states
+                .entry((service, m.name.as_str()))
+                .or_default()
+                .entry(state)
+                .or_default();
+            if tests.last() != Some(&l.name.as_str()) {
+                tests.push(l.name.as_str());
+            }
+        }
+    }
+    let _ = writeln!(md, "## Service Health\n");
+    if states.is_empty() {
+        let _ = writeln!(
+            md,
+            "No test recorded the state of a service (`Metrics::service_state`).\n"
+        );
+        return BTreeSet::new();
+    }
+    let _ = writeln!(
+        md,
+        "What the services answered while the tests ran (a fault a test injects shows here too).\n"
+    );
+    let _ = writeln!(md, "| service | of | state | tests that saw it |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for ((service, what), by_state) in &states {
+        for (state, tests) in by_state {
+            let mut named: Vec<String> = tests.iter().take(3).map(|t| format!("`{t}`")).collect();
+            if tests.len() > 3 {
+                named.push(format!("{} more", tests.len() - 3));
+            }
+            let _ = writeln!(
+                md,
+                "| {service} | {what} | {state} | {}: {} |",
+                tests.len(),
+                named.join(", ")
+            );
+        }
+    }
+    let _ = writeln!(md);
+    states.keys().map(|(s, _)| s.to_string()).collect()
+}
+
+/// How a figure moved against the previous run, if that is a regression
+/// worth an alert: a duration, rate or size that doubled, a throughput
+/// (`rps`) that halved. Counts and states have no direction.
+fn regression(unit: &str, previous: f64, now: f64) -> Option<&'static str> {
+    if previous <= 0.0 || unit == "count" || unit == STATE {
+        return None;
+    }
+    if unit == "rps" {
+        (now * 2.0 <= previous).then_some("halved")
+    } else {
+        (now >= previous * 2.0).then_some("doubled")
+    }
+}
+
+fn figure(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The `Performance Trends` section: each figure this run recorded beside
+/// its values in earlier runs (from history), with an alert for each that
+/// doubled (or, for a throughput, halved) against the previous run.
+/// Returns the alerts, for the recommendations.
+fn trends(md: &mut String, lines: &[ResultLine]) -> Vec<String> {
+    /// How many earlier values a trend shows.
+    const SHOWN: usize = 4;
+    let mut rows = Vec::new();
+    let mut alerts = Vec::new();
+    for l in lines {
+        for m in l.metrics.iter().filter(|m| !m.is_state()) {
+            let Some(earlier) = l.recent_figures.iter().find(|f| f.is_of(m)) else {
+                continue;
+            };
+            let Some(&previous) = earlier.values.last() else {
+                continue;
+            };
+            let skip = earlier.values.len().saturating_sub(SHOWN);
+            let mut trend: Vec<String> =
+                earlier.values[skip..].iter().map(|v| figure(*v)).collect();
+            if skip > 0 {
+                trend.insert(0, "…".to_string());
+            }
+            trend.push(format!("**{}**", figure(m.value)));
+            let change = if previous == 0.0 {
+                "–".to_string()
+            } else {
+                format!("×{:.2}", m.value / previous)
+            };
+            let endpoint = m.endpoint.as_deref().unwrap_or("–");
+            let flag = match regression(&m.unit, previous, m.value) {
+                Some(how) => {
+                    alerts.push(format!(
+                        "🚨 Alert: `{}` of **{endpoint}** (`{}`) {how} against the previous run: {} → {} {}.",
+                        m.name,
+                        l.name,
+                        figure(previous),
+                        figure(m.value),
+                        m.unit
+                    ));
+                    " 🚨"
+                }
+                None => "",
+            };
+            rows.push(format!(
+                "| {endpoint} | `{}` | {} ({}) | {} | {change}{flag} |",
+                l.name,
+                m.name,
+                m.unit,
+                trend.join(" → ")
+            ));
+        }
+    }
+    let _ = writeln!(md, "## Performance Trends\n");
+    if rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "No figure of this run has earlier values in the history: trends show from the next run that reads this one's history (`--history FILE`, or the binary's own).\n"
+        );
+        return alerts;
+    }
+    for a in &alerts {
+        let _ = writeln!(md, "{a}\n");
+    }
+    let _ = writeln!(
+        md,
+        "| endpoint | test | figure | earlier runs → this run | vs previous |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---:|");
+    for r in &rows {
+        let _ = writeln!(md, "{r}");
+    }
+    let _ = writeln!(md);
+    alerts
 }

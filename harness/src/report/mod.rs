@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::execute::{OutcomeLabel, TestRecord};
+use crate::history::{FigureHistory, Recent};
 use crate::metrics::Metric;
 use crate::registry::TestDef;
 
@@ -109,6 +110,10 @@ pub struct ResultLine {
     /// Outcomes of this test in earlier runs (oldest first), from history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_outcomes: Vec<OutcomeLabel>,
+    /// The figures it recorded in earlier runs, from history (the report's
+    /// trends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_figures: Vec<FigureHistory>,
     /// Ran past its slow-timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
@@ -134,14 +139,14 @@ impl ResultLine {
         def: &TestDef,
         record: &TestRecord,
         seed: u64,
-        recent_outcomes: Vec<OutcomeLabel>,
+        recent: Recent,
     ) -> Self {
         let record = redacted(record);
         ResultLine {
             binary: binary.to_string(),
             name: record.name.clone(),
             markers: def.markers.iter().map(|m| m.to_string()).collect(),
-            services: def.services.iter().map(|s| s.to_string()).collect(),
+            services: def.service_names(),
             outcome: record.label(),
             duration_s: record.duration.as_secs_f64(),
             shared_setup_s: record.shared_setup.as_secs_f64(),
@@ -150,7 +155,8 @@ impl ResultLine {
             message: record.outcome.message(),
             earlier_failures: record.earlier_failures,
             metrics: record.metrics,
-            recent_outcomes,
+            recent_outcomes: recent.outcomes,
+            recent_figures: recent.figures,
             slow: record.slow,
             stdout: record.stdout,
             stderr: record.stderr,
@@ -197,6 +203,7 @@ pub(crate) fn redacted(record: &TestRecord) -> TestRecord {
             .map(|m| Metric {
                 name: crate::redaction::redact(&m.name),
                 endpoint: m.endpoint.as_deref().map(crate::redaction::redact),
+                state: m.state.as_deref().map(crate::redaction::redact),
                 ..m.clone()
             })
             .collect(),
