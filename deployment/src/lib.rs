@@ -33,6 +33,7 @@
 //! [`TargetFile::load`] reads and checks one; every mistake is a
 //! [`TargetFileError`] naming the file, the line and the key.
 //! [`TargetFile::to_toml`] writes one (`sandbox up --write-target`).
+#![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt;

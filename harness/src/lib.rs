@@ -34,6 +34,7 @@
 //! The pipeline, one module per stage: [`registry`] → [`marker`] filter →
 //! [`schedule`] → [`execute`] (with [`fixture`]s) → the libtest console →
 //! [`history`] for the next run's order.
+#![deny(missing_docs)]
 
 pub(crate) mod capture;
 pub mod cli;

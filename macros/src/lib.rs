@@ -9,6 +9,7 @@
 //! ([`test::TestArgs`], [`fixture::FixtureArgs`], [`params::Param`]) and
 //! expands from that struct. Every user mistake becomes a `syn::Error` on
 //! the offending token; several are reported together.
+#![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 

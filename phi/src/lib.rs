@@ -44,6 +44,7 @@
 //! let text = r#"{"patient":"GARCIA*MARIA","ssn":"123-45-6789"}"#;
 //! assert_eq!(phi::redact(text), r#"{"patient":"[PHI:NAME]","ssn":"[PHI:SSN]"}"#);
 //! ```
+#![deny(missing_docs)]
 
 pub mod canary;
 mod decode;

@@ -28,6 +28,7 @@
 //! URLs may carry a user, a password and (Redis) a database number, and
 //! are parsed by the clients' own parsers; no message shows a password
 //! ([`mask`]).
+#![deny(missing_docs)]
 
 mod error;
 mod instance;

@@ -14,6 +14,7 @@
 //! let proxy = ChaosProxy::start(service_addr).await?;
 //! proxy.add(Fault::new(FaultKind::Latency { latency: ms(200), jitter: ms(20) }));
 //! ```
+#![deny(missing_docs)]
 
 pub mod chaos;
 pub mod load;
