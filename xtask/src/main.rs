@@ -10,6 +10,7 @@
 //! - `cargo xtask bench shards`: three CI shards of a suite, `hash` and then
 //!   `duration` from a carried history, their wall times and spread;
 //!   writes `target/bench/shards.json`.
+//! - `cargo xtask package`: `cargo package` for every crate meant for users.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
 //!
@@ -24,6 +25,7 @@ mod bench_shards;
 mod ci;
 mod data;
 mod generated;
+mod package;
 mod report;
 
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ enum Task {
         #[command(subcommand)]
         bench: Option<Bench>,
     },
+    /// `cargo package` for every crate meant for users, together (they depend on each other)
+    Package(package::Options),
     /// Synthetic data as JSON lines; `data validate FILE` checks exported claims
     ///
     /// Same seed, byte-identical output.
@@ -122,6 +126,7 @@ fn run(task: Option<Task>) -> Result<()> {
         Some(Task::Ci(options)) => ci::run(options),
         Some(Task::Report { command }) => report::run(command),
         Some(Task::Data { command }) => data::run(command),
+        Some(Task::Package(options)) => package::run(&options),
         Some(Task::Bench { bench }) => match bench {
             Some(Bench::Runner) => bench_runner::run(),
             Some(Bench::Data(options)) => bench_data::run(&options.args()),
