@@ -15,7 +15,13 @@ pub fn run() -> Result<()> {
     eprintln!("[bench db] building the service probe (release)…");
     let probe = build_binary(
         &workspace_root(),
-        &["build", "-p", "service-test-provision", "--bin", "services-probe"],
+        &[
+            "build",
+            "-p",
+            "service-test-provision",
+            "--bin",
+            "services-probe",
+        ],
         "services-probe",
         "the service probe",
     )?;
