@@ -309,3 +309,23 @@ pub async fn standing_claims_settle(rows: &suites::Rows, tenant: &str, want: i64
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Records, for the report's service health section, what the `/health`
+/// of `service` answered: its status and, for a service that calls others
+/// (the API), each dependency's status and the breaker it keeps for it.
+pub fn record_health(metrics: &harness::Metrics, service: sandbox::Service, health: &Value) {
+    let name = service.name();
+    metrics.service_state(name, "health", health["status"].as_str().unwrap_or("?"));
+    for store in ["database", "redis"] {
+        if let Some(state) = health[store].as_str() {
+            metrics.service_state(name, store, state);
+        }
+    }
+    if let Some(deps) = health["dependencies"].as_object() {
+        for (dep, d) in deps {
+            if let Some(state) = d["circuit_breaker"].as_str() {
+                metrics.service_state(name, &format!("breaker to {dep}"), state);
+            }
+        }
+    }
+}

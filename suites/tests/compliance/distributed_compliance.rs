@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{Faults, Target};
@@ -14,7 +14,14 @@ use suites::{Faults, Target};
 #[service_test(
     compliance,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn the_monitor_catches_a_leak_in_every_service(
@@ -69,7 +76,12 @@ async fn the_monitor_catches_a_leak_in_every_service(
 
 /// The scanner endpoint finds PHI in text, answers with a redacted copy,
 /// and records a violation; clean text is clean.
-#[service_test(compliance, real_services, services(compliance), timeout = "20s")]
+#[service_test(
+    compliance,
+    real_services,
+    services(compliance_monitor),
+    timeout = "20s"
+)]
 async fn the_scan_endpoint_finds_and_records_phi(target: &Target, tenant: Tenant, s: Scenario) {
     let monitor = target.client(Service::ComplianceMonitor, &tenant);
     let text = format!("call {} about MRN {}", s.patient.phone, s.patient.mrn);

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use phi::{CanaryRegistry, Kind};
 use sandbox::{Service, Tenant};
 use serde_json::Value;
@@ -58,7 +58,14 @@ fn allowed(schema: &str, table: &str) -> BTreeSet<Kind> {
     compliance,
     phi_safe,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, doctor, analytics),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization,
+        business_intelligence
+    ),
     timeout = "40s"
 )]
 async fn phi_stays_in_the_fields_allowed_to_hold_it(
@@ -130,7 +137,13 @@ async fn phi_stays_in_the_fields_allowed_to_hold_it(
 #[service_test(
     compliance,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn each_holder_receives_only_the_fields_it_needs(

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use suites::{Faults, Logs, Target};
 
@@ -19,7 +19,7 @@ use crate::common::{intake, visit};
     audit,
     phi_safe,
     real_services,
-    services(healthcare_api, compliance),
+    services(healthcare_api, compliance_monitor),
     timeout = "30s"
 )]
 async fn no_phi_reaches_the_audit_trail_or_the_logs(
@@ -55,7 +55,7 @@ async fn no_phi_reaches_the_audit_trail_or_the_logs(
     compliance,
     phi_safe,
     real_services,
-    services(billing, compliance),
+    services(billing_engine, compliance_monitor),
     timeout = "20s"
 )]
 async fn a_phi_leak_in_a_log_is_redacted_and_reported(

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use healthcare_data::{ComplianceKind, Generator, Scenario};
 use harness::service_test;
+use healthcare_data::{ComplianceKind, Generator, Scenario};
 use sandbox::{FaultPlan, MeshClient, Role, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Faults, Target};
@@ -44,7 +44,13 @@ async fn incidents_counted(bi: &MeshClient) -> i64 {
     audit,
     phi_safe,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence
+    ),
     timeout = "60s"
 )]
 async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use harness::service_test;
-use sandbox::{Service, Tenant};
+use healthcare_data::Scenario;
+use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::Value;
-use suites::{SignTokens, Target};
+use suites::{Faults, Logs, SignTokens, Target};
 
 /// Each URL of the target answers `/health` as the service it is declared
 /// for, and the API calls each dependency at the address the target names
@@ -14,7 +15,14 @@ use suites::{SignTokens, Target};
     config,
     health,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "20s"
 )]
 async fn every_url_is_the_service_it_is_declared_for(target: &Target) -> Result<(), String> {
@@ -97,7 +105,14 @@ async fn proxy_view(target: &Target, api: &str, name: &str) -> Result<(String, S
     config,
     security,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "20s"
 )]
 async fn token_audiences_match_the_declared_services(
@@ -150,7 +165,14 @@ async fn token_audiences_match_the_declared_services(
 #[service_test(
     config,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "20s"
 )]
 async fn settings_agree_across_services_and_stay_in_bounds(
@@ -213,6 +235,84 @@ async fn settings_agree_across_services_and_stay_in_bounds(
     }
     if tls.len() != 1 {
         return Err("some services call over TLS and some do not".into());
+    }
+    Ok(())
+}
+
+/// `/config`'s `log_redaction` is what the logs show: for each service
+/// that states it, a patient's SSN logged while it handles a request (an
+/// injected leak, for the test's tenant) reaches the log book redacted,
+/// never in clear. A configuration that only claims redaction fails.
+///
+/// Catches: a service whose log layer stops redacting (or was never
+/// installed) while its `/config` still answers `log_redaction: true`.
+#[service_test(
+    config,
+    compliance,
+    security,
+    real_services,
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
+    timeout = "30s"
+)]
+async fn log_redaction_is_what_config_states(
+    target: &Target,
+    faults: Faults,
+    logs: Logs,
+    tenant: Tenant,
+    s: Scenario,
+) -> Result<(), String> {
+    let ssn = s.patient.ssn.clone();
+    for service in Service::ALL {
+        let client = target.client(service, &tenant);
+        let config = client
+            .get("/config")
+            .await
+            .map_err(|e| format!("{service}: {e}"))?;
+        if config.body["log_redaction"] != true {
+            return Err(format!(
+                "{service}: /config states log_redaction {}",
+                config.body["log_redaction"]
+            ));
+        }
+        let request_id = format!("req-{}-redaction-{}", tenant.0, service.name());
+        faults
+            .inject(
+                service,
+                &FaultPlan {
+                    leak_phi: Some(format!("SSN {ssn}")),
+                    tenant: Some(tenant.0.clone()),
+                    request_id: Some(request_id.clone()),
+                    ..FaultPlan::default()
+                },
+            )
+            .await?;
+        client
+            .request(reqwest::Method::GET, "/config", None, Some(&request_id))
+            .await
+            .map_err(|e| format!("{service}: {e}"))?;
+        faults.clear(service, &tenant).await?;
+        let lines = logs.lines().await?;
+        if lines.iter().any(|l| l.contains(&ssn)) {
+            return Err(format!(
+                "{service} states log_redaction true, and a log line holds the SSN in clear"
+            ));
+        }
+        let prefix = format!(" {}: ", service.name());
+        if !lines
+            .iter()
+            .any(|l| l.contains(&prefix) && l.contains(&request_id) && l.contains("[PHI:SSN]"))
+        {
+            return Err(format!(
+                "{service}: the leaked SSN's log line (request {request_id}) is not in the log book, redacted"
+            ));
+        }
     }
     Ok(())
 }

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::{Fixture, FixtureCx, FixtureError, service_test};
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{ClientPolicy, Faults, Target};
@@ -51,7 +51,7 @@ impl Fixture for Restored {
     resilience,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "40s"
 )]
 async fn a_tightened_timeout_applies_live_without_dropping_a_call(

@@ -1,7 +1,7 @@
 //! Request and answer shapes the services promise.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::{Value, json};
 use suites::Target;
@@ -48,7 +48,14 @@ async fn a_completed_visit_answers_its_documented_fields(
 #[service_test(
     api_contract,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "20s"
 )]
 async fn errors_are_json_with_a_code(target: &Target, tenant: Tenant) {
@@ -98,7 +105,7 @@ async fn errors_are_json_with_a_code(target: &Target, tenant: Tenant) {
     api_contract,
     retry,
     real_services,
-    services(billing, insurance),
+    services(billing_engine, insurance_verification),
     timeout = "20s"
 )]
 async fn idempotency_keys_and_the_eligibility_cache(target: &Target, tenant: Tenant, s: Scenario) {
@@ -126,7 +133,16 @@ async fn idempotency_keys_and_the_eligibility_cache(target: &Target, tenant: Ten
     assert_eq!(again.body["claim_id"], first.body["claim_id"]);
     assert_eq!(again.body["replayed"], true);
     let other = send("k2").await;
+    assert_eq!(
+        other.status, 201,
+        "another key is a new claim: {}",
+        other.body
+    );
     assert_ne!(other.body["claim_id"], first.body["claim_id"]);
+    assert_ne!(other.body["replayed"], true, "{}", other.body);
+    let other_again = send("k2").await;
+    assert_eq!(other_again.status, 200, "{}", other_again.body);
+    assert_eq!(other_again.body["claim_id"], other.body["claim_id"]);
 
     let ins = target.client(Service::InsuranceVerification, &tenant);
     let q = json!({

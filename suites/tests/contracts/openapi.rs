@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Credentials, MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::Target;
@@ -66,7 +66,14 @@ const OWN: [(Service, &[(&str, &str)]); 6] = [
 #[service_test(
     api_contract,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn every_service_serves_its_openapi_document(target: &Target) {
@@ -120,7 +127,14 @@ async fn every_service_serves_its_openapi_document(target: &Target) {
 #[service_test(
     api_contract,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn the_served_documents_keep_the_v1_contract(target: &Target) {
@@ -186,7 +200,7 @@ async fn a_removed_field_or_a_changed_type_breaks_v1() {
 /// quoted; an undocumented status fails; an error without `message`
 /// fails. Fed through a client (a stub billing serving the real document
 /// and a broken claim), the check fails the call with the violation.
-#[service_test(api_contract, real_services, services(billing), timeout = "30s")]
+#[service_test(api_contract, real_services, services(billing_engine), timeout = "30s")]
 async fn a_response_that_breaks_its_schema_fails_the_check(
     target: &Target,
     tenant: Tenant,
@@ -285,7 +299,14 @@ async fn a_response_that_breaks_its_schema_fails_the_check(
 #[service_test(
     api_contract,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "60s"
 )]
 async fn one_error_shape_on_every_service(target: &Target, tenant: Tenant) {

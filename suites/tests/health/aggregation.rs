@@ -20,7 +20,7 @@ use suites::{Edge, Target, Toxics};
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "30s"
 )]
 async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(
@@ -86,7 +86,14 @@ async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "60s"
 )]
 async fn each_dependency_down_degrades_the_aggregate_and_names_it(

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use healthcare_data::{Generator, Scenario};
 use harness::service_test;
+use healthcare_data::{Generator, Scenario};
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{LoadBudget, Rows, Target};
@@ -20,7 +20,12 @@ use crate::common::{intake, visit};
     integration,
     e2e,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "60s"
 )]
 async fn five_tenants_at_once_see_only_their_own(
@@ -84,14 +89,20 @@ async fn five_tenants_at_once_see_only_their_own(
 }
 
 /// A thousand intakes at once (twenty in flight, or the target's load
-/// ceiling): every one answered 201, every patient id distinct, every row
-/// in PostgreSQL for the tenant.
+/// ceiling): every one answered 201, every patient id distinct, and the
+/// tenant's rows in PostgreSQL hold exactly the ids answered.
 #[service_test(
     integration,
     load,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, doctor, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        doctor_personalization,
+        compliance_monitor
+    ),
     timeout = "180s"
 )]
 async fn a_thousand_concurrent_intakes_are_all_answered_and_stored(
@@ -146,12 +157,23 @@ async fn a_thousand_concurrent_intakes_are_all_answered_and_stored(
         failures[0]
     );
     assert_eq!(ids.len() as u64, n, "answers");
-    let stored: i64 = rows
+    // The ids answered are the ids stored: a count would pass with rows
+    // stored under other ids than the callers were given.
+    let stored: Vec<String> = rows
         .one(
-            "SELECT count(*) FROM api.patients WHERE tenant = $1",
+            "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM api.patients WHERE tenant = $1",
             &[&tenant.0],
         )
         .await
-        .expect("count");
-    assert_eq!(stored as u64, n, "rows in api.patients");
+        .expect("patient ids");
+    let stored: BTreeSet<String> = stored.into_iter().collect();
+    let unstored: Vec<&String> = ids.difference(&stored).take(3).collect();
+    let unanswered: Vec<&String> = stored.difference(&ids).take(3).collect();
+    assert!(
+        unstored.is_empty() && unanswered.is_empty(),
+        "{} answered ids are not in api.patients (first {unstored:?}); {} stored ids were never answered (first {unanswered:?})",
+        ids.difference(&stored).count(),
+        stored.difference(&ids).count()
+    );
+    assert_eq!(stored.len() as u64, n, "patients stored for the tenant");
 }

@@ -2,8 +2,8 @@
 //! 001): the saga completes without its best-effort peers, and a failing
 //! peer's error reaches the caller with its context.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{Edge, Faults, Logs, Target, Toxics};
@@ -21,7 +21,13 @@ use crate::common::{eventually, failed_visit, intake, saga_trail, visit};
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, bi, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        business_intelligence,
+        compliance_monitor
+    ),
     timeout = "40s"
 )]
 async fn with_analytics_down_the_saga_completes_and_the_gap_is_audited(
@@ -75,7 +81,12 @@ async fn with_analytics_down_the_saga_completes_and_the_gap_is_audited(
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "40s"
 )]
 async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
@@ -143,7 +154,7 @@ async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
     integration,
     interservice,
     real_services,
-    services(healthcare_api, insurance, compliance),
+    services(healthcare_api, insurance_verification, compliance_monitor),
     timeout = "30s"
 )]
 async fn a_peers_error_reaches_the_caller_with_its_context(

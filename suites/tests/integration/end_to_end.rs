@@ -1,7 +1,7 @@
 //! Whole journeys across the mesh (seed 000 scenario 1).
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::Target;
@@ -17,7 +17,14 @@ use crate::common::{intake, saga_trail, visit};
     integration,
     interservice,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn a_patient_journey_crosses_every_service(target: &Target, tenant: Tenant, s: Scenario) {
@@ -90,7 +97,12 @@ async fn a_patient_journey_crosses_every_service(target: &Target, tenant: Tenant
     interservice,
     audit,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "30s"
 )]
 async fn a_failed_compensation_is_recorded_as_compensation_failed(

@@ -1,8 +1,8 @@
 //! The healthcare API's intake and claim saga, checked in the rows and
 //! cache entries the services wrote.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use suites::{CacheKeys, Rows, Target};
 
@@ -14,7 +14,13 @@ use crate::common::{intake, visit};
 #[service_test(
     integration,
     real_services,
-    services(healthcare_api, insurance, billing, doctor, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        doctor_personalization,
+        compliance_monitor
+    ),
     timeout = "30s"
 )]
 async fn intake_and_visit_leave_the_rows_and_the_cached_answer(

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::Value;
 use suites::{Faults, SignTokens, Target};
@@ -34,7 +34,7 @@ fn in_order(seen: &[String]) -> bool {
     e2e,
     integration,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "40s"
 )]
 async fn a_visit_moves_through_its_states_polled_and_pushed_live(

@@ -1,8 +1,8 @@
 //! Calls between services: a refusal downstream is compensated upstream,
 //! a failed patient sync is audited for manual resync.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{Edge, Rows, Target, Toxics};
@@ -17,7 +17,12 @@ use crate::common::{broken_npi, saga_trail, visit_body};
     interservice,
     audit,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "30s"
 )]
 async fn a_refused_claim_cancels_the_verification(
@@ -81,7 +86,7 @@ async fn a_refused_claim_cancels_the_verification(
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, doctor, compliance),
+    services(healthcare_api, doctor_personalization, compliance_monitor),
     timeout = "30s"
 )]
 async fn a_failed_patient_sync_is_audited(
@@ -126,7 +131,7 @@ async fn a_failed_patient_sync_is_audited(
     integration,
     interservice,
     real_services,
-    services(bi),
+    services(business_intelligence),
     timeout = "20s"
 )]
 async fn analytics_aggregate_what_was_ingested(target: &Target, tenant: Tenant) {
@@ -161,7 +166,13 @@ async fn analytics_aggregate_what_was_ingested(target: &Target, tenant: Tenant) 
     interservice,
     audit,
     real_services,
-    services(healthcare_api, insurance, billing, doctor, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        doctor_personalization,
+        compliance_monitor
+    ),
     timeout = "30s"
 )]
 async fn a_patient_update_reaches_every_holder_and_a_failed_sync_is_audited(

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::{Metrics, service_test};
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use suites::{LoadBudget, Target};
 
@@ -17,7 +17,7 @@ use crate::common::{intake, observed, visit_body};
     load,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "60s"
 )]
 async fn twenty_concurrent_sagas_meet_the_visit_slo(

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::{Generator, Scenario};
 use harness::{Metrics, service_test};
+use healthcare_data::{Generator, Scenario};
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{LoadBudget, Target};
@@ -92,7 +92,13 @@ async fn drive(
     load,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, doctor, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        doctor_personalization,
+        compliance_monitor
+    ),
     timeout = "90s"
 )]
 async fn patient_intake_meets_its_slo(
@@ -134,7 +140,13 @@ async fn patient_intake_meets_its_slo(
     load,
     exclusive,
     real_services,
-    services(insurance, billing, bi, doctor, compliance),
+    services(
+        insurance_verification,
+        billing_engine,
+        business_intelligence,
+        doctor_personalization,
+        compliance_monitor
+    ),
     timeout = "120s"
 )]
 async fn each_business_service_meets_its_slo_under_load(

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use healthcare_data::Scenario;
 use harness::{Metrics, service_test};
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use suites::{LoadBudget, SignTokens, Target};
 use traffic::load::{self, LoadPlan};

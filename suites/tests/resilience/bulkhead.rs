@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::{Fixture, FixtureCx, FixtureError, service_test};
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use suites::{ClientPolicy, Faults, LoadBudget, Target};
 
@@ -65,7 +65,12 @@ impl Fixture for Hang {
     load,
     exclusive,
     real_services,
-    services(healthcare_api, doctor, insurance, billing),
+    services(
+        healthcare_api,
+        doctor_personalization,
+        insurance_verification,
+        billing_engine
+    ),
     timeout = "60s"
 )]
 async fn a_hanging_dependency_cannot_use_up_the_api(

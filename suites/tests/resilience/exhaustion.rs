@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 #[service_test(
     resilience,
     real_services,
-    services(healthcare_api, bi),
+    services(healthcare_api, business_intelligence),
     timeout = "30s"
 )]
 async fn oversized_bodies_and_batches_are_refused(target: &Target, tenant: Tenant) {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Breakers, Edge, Restarts, Rows, Target, Toxics};
@@ -33,7 +33,7 @@ async fn health(api: &MeshClient) -> Value {
     integration,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "60s"
 )]
 async fn stop_and_restart_a_service_on_its_port(
@@ -87,7 +87,7 @@ async fn stop_and_restart_a_service_on_its_port(
     circuit_breaker,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "60s"
 )]
 async fn baseline_fault_breaker_degraded_heal_recovered(
@@ -181,7 +181,7 @@ async fn baseline_fault_breaker_degraded_heal_recovered(
     integration,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "60s"
 )]
 async fn a_service_restarted_under_traffic_leaves_nothing_half_done(

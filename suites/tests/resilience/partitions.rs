@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{ClientPolicy, Edge, Faults, Rows, Target, Toxics};
@@ -34,7 +34,7 @@ async fn claims(rows: &Rows, tenant: &str) -> i64 {
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "60s"
 )]
 async fn a_partition_from_billing_times_out_and_is_compensated(
@@ -94,7 +94,7 @@ async fn a_partition_from_billing_times_out_and_is_compensated(
     retry,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "30s"
 )]
 async fn a_lost_reply_is_retried_without_a_duplicate_claim(
@@ -155,7 +155,7 @@ async fn a_lost_reply_is_retried_without_a_duplicate_claim(
     load,
     exclusive,
     real_services,
-    services(healthcare_api, insurance),
+    services(healthcare_api, insurance_verification),
     timeout = "120s"
 )]
 async fn resets_on_a_share_of_insurance_connections_stay_within_the_slo(

@@ -4,8 +4,8 @@
 //! so, refuse safely, and come back without a restart. Links are brought
 //! back in the fixture's teardown also when a test fails.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{MeshClient, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Edge, Rows, StoreToxics, Target};
@@ -33,7 +33,7 @@ async fn claims_of(rows: &Rows, tenant: &str) -> i64 {
     health,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "30s"
 )]
 async fn billing_loses_its_database_and_reconnects_without_a_restart(
@@ -128,7 +128,7 @@ async fn post_with_key(client: &MeshClient, path: &str, body: &Value, key: &str)
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "30s"
 )]
 async fn without_redis_the_cache_misses_and_idempotent_creates_are_refused(

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::breaker::BreakerConfig;
 use sandbox::client::{Call, CallError, ClientConfig, Method, ServiceClient};
 use sandbox::clock::SystemClock;
@@ -22,13 +22,18 @@ use crate::common::{
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
 /// claim call carries an idempotency key, so it is retried and the visit
-/// succeeds; the API's `/metrics` counted the retry and billing counted
-/// the injected fault.
+/// succeeds; the audit trail of this visit (its request id: no other
+/// test's retries) shows billing's call made in exactly two attempts.
+///
+/// Catches: a keyed claim not retried after a transient `503` (the visit
+/// fails), and a call retried more than its failures call for (three
+/// attempts where one failed) — which the process-wide retry counter,
+/// moved by every test's retries, could not tell.
 #[service_test(
     resilience,
     retry,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine, compliance_monitor),
     timeout = "30s"
 )]
 async fn a_transient_billing_failure_is_retried_to_success(
@@ -37,20 +42,8 @@ async fn a_transient_billing_failure_is_retried_to_success(
     tenant: Tenant,
     s: Scenario,
 ) {
-    let retries = || {
-        target.metric(
-            Service::HealthcareApi,
-            "client_retries_total",
-            &[("target", "billing-engine")],
-        )
-    };
-    let injected = || target.metric(Service::BillingEngine, "faults_injected_total", &[]);
     let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let (retries_before, injected_before) = (
-        retries().await.expect("metrics"),
-        injected().await.expect("metrics"),
-    );
     faults
         .inject(
             Service::BillingEngine,
@@ -66,31 +59,57 @@ async fn a_transient_billing_failure_is_retried_to_success(
         .expect("inject");
     let v = visit(&api, &patient_id, &s).await;
     assert!(v.body["claim_id"].is_string(), "{}", v.body);
-    assert!(
-        retries().await.expect("metrics") >= retries_before + 1.0,
-        "no retry counted"
-    );
-    assert!(
-        injected().await.expect("metrics") >= injected_before + 1.0,
-        "billing saw no fault"
+    let request_id = v.request_id.expect("request id");
+    let call = audited_call(target, &tenant, &request_id, Service::BillingEngine).await;
+    assert_eq!(call["status"], 201, "{call}");
+    assert_eq!(
+        call["attempts"], 2,
+        "billing failed one attempt of this visit's claim; the audited call: {call}"
     );
 }
 
-/// The API's retry counter for billing, and billing's injected faults.
-async fn retries_and_faults(target: &Target) -> (f64, f64) {
-    let retries = target
-        .metric(
-            Service::HealthcareApi,
-            "client_retries_total",
-            &[("target", "billing-engine")],
-        )
-        .await
-        .expect("metrics");
-    let faults = target
+/// The API's call to `dependency` made for request `request_id`, as its
+/// audit trail records it (audited in the background: awaited): target,
+/// status, attempts, outcome.
+async fn audited_call(
+    target: &Target,
+    tenant: &Tenant,
+    request_id: &str,
+    dependency: Service,
+) -> serde_json::Value {
+    let monitor = target.client(Service::ComplianceMonitor, tenant);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = monitor
+            .get(&format!("/audit?request_id={request_id}&kind=service_call"))
+            .await
+            .expect("audit");
+        let found = r.body["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["detail"]["target"] == dependency.name())
+                .map(|e| e["detail"].clone())
+        });
+        if let Some(call) = found {
+            return call;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call to {dependency} audited under {request_id}: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Billing's count of injected faults (a fault is injected for one
+/// tenant, but the count is the whole service's: read by a test that runs
+/// alone).
+async fn billing_faults(target: &Target) -> f64 {
+    target
         .metric(Service::BillingEngine, "faults_injected_total", &[])
         .await
-        .expect("metrics");
-    (retries, faults)
+        .expect("metrics")
 }
 
 /// The longest wait the policy allows before retry `n` (1 = the first).
@@ -109,17 +128,26 @@ fn longest_backoff(policy: &ClientPolicy) -> Duration {
 
 /// Billing down hard for the test's tenant (every claim `503`): the claim
 /// call (it carries an idempotency key) is made exactly `max_attempts`
-/// times as `/config` states — billing counts that many faults and the API
-/// that many retries less one, no more — with waits within the policy's
-/// bounds; then the step fails, the verification is cancelled and the
-/// compensation audited. The counters are shared: the test runs alone.
+/// times as `/config` states — billing counts that many faults, and the
+/// visit's audited call that many attempts, no more — with waits within
+/// the policy's bounds; then the step fails, the verification is
+/// cancelled and the compensation audited. Billing's counter is shared:
+/// the test runs alone.
+///
+/// Catches: retries beyond (or short of) the declared attempts, backoffs
+/// longer than the policy's, and a failed claim step left uncompensated.
 #[service_test(
     resilience,
     retry,
     integration,
     exclusive,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "30s"
 )]
 async fn a_failing_billing_engine_is_retried_then_compensated(
@@ -144,14 +172,14 @@ async fn a_failing_billing_engine_is_retried_then_compensated(
         )
         .await
         .expect("inject");
-    let (retries_before, faults_before) = retries_and_faults(target).await;
+    let faults_before = billing_faults(target).await;
     let started = std::time::Instant::now();
     let r = failed_visit(&api, &patient_id, &s, 502).await;
     let took = started.elapsed();
     assert_eq!(r.body["failed_step"], "create_claim");
     assert_eq!(r.body["cause"]["status"], 503);
     assert_compensated(&r.body);
-    let (retries, faulted) = retries_and_faults(target).await;
+    let faulted = billing_faults(target).await;
     assert_eq!(
         faulted - faults_before,
         f64::from(policy.max_attempts),
@@ -159,13 +187,11 @@ async fn a_failing_billing_engine_is_retried_then_compensated(
         faulted - faults_before,
         policy.max_attempts
     );
-    // Billing's count (this tenant's claims only) is exact; the API's
-    // counter covers every call to billing, so it moved at least as much.
-    assert!(
-        retries - retries_before >= f64::from(policy.max_attempts - 1),
-        "the API counted {} retries; the policy makes {}",
-        retries - retries_before,
-        policy.max_attempts - 1
+    let request_id = r.request_id.clone().expect("request id");
+    let call = audited_call(target, &tenant, &request_id, Service::BillingEngine).await;
+    assert_eq!(
+        call["attempts"], policy.max_attempts,
+        "the visit's audited call to billing: {call}"
     );
     let bound = longest_backoff(&policy) + Duration::from_secs(3);
     assert!(
@@ -173,7 +199,6 @@ async fn a_failing_billing_engine_is_retried_then_compensated(
         "the failing visit took {took:?}: its retries waited longer than the policy allows ({:?} of backoff at most)",
         longest_backoff(&policy)
     );
-    let request_id = r.request_id.expect("request id");
     let trail = saga_trail(
         &target.client(Service::ComplianceMonitor, &tenant),
         &request_id,
@@ -231,7 +256,7 @@ fn client_for(
     retry,
     integration,
     real_services,
-    services(bi),
+    services(business_intelligence),
     timeout = "30s"
 )]
 async fn only_repeatable_requests_are_retried(
@@ -312,17 +337,22 @@ async fn only_repeatable_requests_are_retried(
 /// A `latency` toxic on billing's replies, longer than the API's attempt
 /// timeout (from `/config`): each claim attempt times out on its own
 /// timeout, the call is retried while its overall deadline allows (the
-/// attempts counted, as many as fit in the deadline), and the deadline
-/// ends it: the visit answers `504` at the claim, within the
-/// deadline, compensated. A claim billing made behind a lost answer is
-/// voided once the link is healthy again; then the same visit succeeds.
+/// visit's own audited call counts as many attempts as fit in the
+/// deadline, at least two), and the deadline ends it: the visit answers
+/// `504` at the claim, within the deadline, compensated. A claim billing
+/// made behind a lost answer is voided once the link is healthy again;
+/// then the same visit succeeds.
+///
+/// Catches: timed-out attempts not retried (one attempt), retried past the
+/// deadline or without a per-attempt timeout (the visit hangs), a missing
+/// compensation, and a claim left standing behind a lost answer.
 #[service_test(
     resilience,
     retry,
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "60s"
 )]
 async fn a_slow_link_to_billing_times_out_and_is_compensated(
@@ -344,7 +374,6 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
         )
         .await
         .expect("add the toxic");
-    let (retries_before, _) = retries_and_faults(target).await;
     let started = std::time::Instant::now();
     let r = failed_visit(&api, &patient_id, &s, 504).await;
     let took = started.elapsed();
@@ -363,7 +392,8 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
     // How many attempts fit in the deadline: each waits its timeout (the
     // last what is left of the deadline), then a backoff of at most its
     // ceiling before the next; at least as many as fit with the longest
-    // backoffs, at most as many as fit with none.
+    // backoffs, at most as many as fit with none (and never fewer than
+    // two: a deadline that holds one attempt tests no retry).
     let fit = |longest: bool| {
         let mut started = Duration::ZERO;
         let mut attempts = 0u32;
@@ -377,15 +407,20 @@ async fn a_slow_link_to_billing_times_out_and_is_compensated(
         attempts
     };
     let (fewest, most) = (fit(true), fit(false));
-    // The counter is the API's, for every call to billing (a compensator
-    // retrying another test's void counts too): at least this call's
-    // retries; that no more attempts were made than fit is the deadline's
-    // bound on the time, above.
-    let (retries, _) = retries_and_faults(target).await;
-    let attempts = (retries - retries_before) as u32 + 1;
     assert!(
-        attempts >= fewest,
-        "{attempts} attempt(s) timed out; with {:?} per attempt, a {:?} deadline and {} attempts at most, {fewest} to {most} fit",
+        most >= 2,
+        "with {:?} per attempt and a {:?} deadline no retry fits: nothing to test",
+        policy.attempt_timeout,
+        policy.call_timeout
+    );
+    // Counted for this visit alone: the audit trail's record of the API's
+    // call to billing under the visit's request id.
+    let request_id = r.request_id.clone().expect("request id");
+    let call = audited_call(target, &tenant, &request_id, Service::BillingEngine).await;
+    let attempts = call["attempts"].as_u64().unwrap_or(0) as u32;
+    assert!(
+        (fewest.max(2)..=most).contains(&attempts),
+        "{attempts} attempt(s) timed out; with {:?} per attempt, a {:?} deadline and {} attempts at most, {fewest} to {most} fit: {call}",
         policy.attempt_timeout,
         policy.call_timeout,
         policy.max_attempts

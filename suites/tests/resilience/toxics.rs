@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{Target, Toxics};
@@ -21,7 +21,7 @@ use crate::common::{failed_visit, intake, visit};
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, billing),
+    services(healthcare_api, billing_engine),
     timeout = "30s"
 )]
 async fn a_latency_toxic_on_billing_slows_the_claim_step(
@@ -79,7 +79,7 @@ async fn a_latency_toxic_on_billing_slows_the_claim_step(
     chaos,
     exclusive,
     real_services,
-    services(healthcare_api, insurance),
+    services(healthcare_api, insurance_verification),
     timeout = "30s"
 )]
 async fn a_reset_peer_toxic_on_insurance_fails_the_first_step_cleanly(

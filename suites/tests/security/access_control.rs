@@ -1,7 +1,7 @@
 //! Access control: one tenant never reads or acts on another's data.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{SignTokens, Target};
@@ -14,7 +14,13 @@ use crate::common::{intake, visit, visit_body};
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn tenants_cannot_read_each_others_data(

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Role, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{Faults, SignTokens, Target};
@@ -37,7 +37,7 @@ async fn call(
 
 /// A token used for a mutating call is refused the second time (`401`,
 /// "replayed"); a read may reuse its token.
-#[service_test(security, real_services, services(billing), timeout = "20s")]
+#[service_test(security, real_services, services(billing_engine), timeout = "20s")]
 async fn a_replayed_token_is_refused_on_a_mutating_call(
     target: &Target,
     tokens: SignTokens,
@@ -98,7 +98,12 @@ async fn a_replayed_token_is_refused_on_a_mutating_call(
 #[service_test(
     security,
     real_services,
-    services(insurance, billing, compliance, bi),
+    services(
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence
+    ),
     timeout = "20s"
 )]
 async fn services_off_a_routes_allow_list_get_403(
@@ -182,7 +187,13 @@ async fn services_off_a_routes_allow_list_get_403(
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, billing, insurance, compliance, bi),
+    services(
+        healthcare_api,
+        billing_engine,
+        insurance_verification,
+        compliance_monitor,
+        business_intelligence
+    ),
     timeout = "30s"
 )]
 async fn each_role_reaches_only_its_endpoints(
@@ -242,7 +253,7 @@ async fn each_role_reaches_only_its_endpoints(
 
 /// `/admin/*` answers only an admin's token, and only for a loopback
 /// `Host` (a page reaching the port by DNS rebinding names another host).
-#[service_test(security, real_services, services(billing), timeout = "20s")]
+#[service_test(security, real_services, services(billing_engine), timeout = "20s")]
 async fn admin_endpoints_need_an_admin_and_a_loopback_host(
     target: &Target,
     _faults: Faults,

@@ -3,8 +3,8 @@
 //! services sees no PHI, the database holds no plaintext SSN or date of
 //! birth, and the cache holds no PHI at all.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Role, Service, Tenant};
 use suites::{CacheKeys, PrivateMesh, Rows, Target, TlsTarget};
 
@@ -17,7 +17,7 @@ use crate::common::{Tap, intake, tenant_rows, visit};
     security,
     compliance,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "30s"
 )]
 async fn the_cache_holds_no_phi_in_keys_or_values(
@@ -60,7 +60,12 @@ async fn the_cache_holds_no_phi_in_keys_or_values(
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, insurance, billing, compliance),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor
+    ),
     timeout = "40s"
 )]
 async fn service_to_service_calls_are_tls_with_no_plaintext(own: PrivateMesh, s: Scenario) {
@@ -128,14 +133,20 @@ async fn service_to_service_calls_are_tls_with_no_plaintext(own: PrivateMesh, s:
 }
 
 /// With TLS on, every service refuses plain HTTP: a request in the clear
-/// gets no HTTP answer (the handshake fails and the connection closes).
+/// gets no HTTP answer at all (the handshake fails and the connection
+/// closes), whatever the route: not a `200`, and neither a `401` nor a
+/// `404` — any answer in the clear means the service speaks plain HTTP.
+///
+/// Catches: a service that serves plain HTTP beside (or instead of) TLS,
+/// including one whose plain answers are errors: the request asks for an
+/// authenticated route, which in the clear would answer `401`, not `200`.
 #[service_test(security, real_services, timeout = "20s")]
 async fn plain_http_is_refused_when_tls_is_on(tls: TlsTarget) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for service in Service::ALL {
         let addr = tls.target.addr(service).expect("address");
         let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        c.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        c.write_all(b"GET /config HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .await
             .expect("write");
         let mut answer = Vec::new();
@@ -147,8 +158,9 @@ async fn plain_http_is_refused_when_tls_is_on(tls: TlsTarget) {
         .expect("the connection was neither answered nor closed");
         let text = String::from_utf8_lossy(&answer);
         assert!(
-            read.is_err() || !text.contains("HTTP/1.1 200"),
-            "{service} served plain HTTP"
+            read.is_err() || !text.starts_with("HTTP/"),
+            "{service} answered plain HTTP: {}",
+            text.lines().next().unwrap_or_default()
         );
         // And over TLS the same service answers.
         let url = format!("{}/health", tls.target.url(service));
@@ -165,7 +177,14 @@ async fn plain_http_is_refused_when_tls_is_on(tls: TlsTarget) {
     security,
     compliance,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, doctor, analytics),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization,
+        business_intelligence
+    ),
     timeout = "30s"
 )]
 async fn rows_hold_no_plaintext_ssn_or_birth_date(

@@ -2,8 +2,8 @@
 //! to collide across tenants. Each is refused or kept apart, never a panic,
 //! a tripped breaker or another tenant's data.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::Target;
@@ -17,7 +17,7 @@ use crate::common::{intake, visit, visit_body};
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, insurance, billing),
+    services(healthcare_api, insurance_verification, billing_engine),
     timeout = "40s"
 )]
 async fn an_overflowing_claim_total_is_a_422_and_trips_nothing(
@@ -64,7 +64,7 @@ async fn an_overflowing_claim_total_is_a_422_and_trips_nothing(
 /// Idempotency keys are kept per tenant whatever they spell: key `k:1` of
 /// tenant `T` and key `1` of tenant `T:k` (the same text joined with `:`)
 /// make two claims, and neither tenant is answered the other's.
-#[service_test(security, real_services, services(billing), timeout = "20s")]
+#[service_test(security, real_services, services(billing_engine), timeout = "20s")]
 async fn idempotency_keys_cannot_reach_another_tenants_slot(
     target: &Target,
     tenant: Tenant,

@@ -53,7 +53,14 @@ async fn status_and_reason_from(
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "30s"
 )]
 async fn bad_tokens_get_401_with_the_reason(target: &Target, tokens: SignTokens, tenant: Tenant) {
@@ -155,7 +162,14 @@ async fn token_table(target: &Target, tokens: &SignTokens, tenant: &Tenant, serv
 #[service_test(
     security,
     real_services,
-    services(healthcare_api, insurance, billing, compliance, bi, doctor),
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        business_intelligence,
+        doctor_personalization
+    ),
     timeout = "20s"
 )]
 async fn every_service_refuses_bad_tokens(target: &Target, tokens: SignTokens, tenant: Tenant) {

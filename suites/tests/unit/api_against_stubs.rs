@@ -2,8 +2,8 @@
 //! are wiremock stubs, so what the API sends each of them, and what it does
 //! with what they answer, is checked without the real services.
 
-use healthcare_data::Scenario;
 use harness::service_test;
+use healthcare_data::Scenario;
 use sandbox::{Mesh, Service};
 use serde_json::{Value, json};
 use suites::OwnMesh;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use harness::{TestRng, service_test};
 use rand_core::RngCore;
-use sandbox::Tenant;
+use sandbox::{Service, Tenant};
 
 /// Tenants drawn for one test are distinct: tests stay apart by tenant.
 #[service_test(unit)]
@@ -24,6 +24,31 @@ fn the_per_test_generator_is_seeded(mut rng: TestRng) {
     let first = [rng.next_u64(), rng.next_u64()];
     assert_eq!(first, [replay.next_u64(), replay.next_u64()]);
     assert_ne!(first[0], first[1]);
+}
+
+/// Every service a test names in `services(...)` is one of the mesh's six,
+/// by the name the service gives itself (the report spells
+/// `billing_engine` as `billing-engine`): the report then has one line per
+/// service, never `bi` beside `analytics`, and every service named.
+#[service_test(unit)]
+fn every_service_a_test_names_is_a_service_of_the_mesh() {
+    let mut named = std::collections::BTreeSet::new();
+    for (name, def) in harness::registry::registered_tests() {
+        for service in def.service_names() {
+            assert!(
+                Service::from_name(&service).is_some(),
+                "{name}: services(...) names `{service}`, not one of the mesh's services ({})",
+                Service::ALL.map(Service::name).join(", ")
+            );
+            named.insert(service);
+        }
+    }
+    for service in Service::ALL {
+        assert!(
+            named.contains(service.name()),
+            "no test names {service} in services(...)"
+        );
+    }
 }
 
 /// `/metrics` samples are summed by name and label subset, and comments
