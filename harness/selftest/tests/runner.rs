@@ -991,7 +991,7 @@ fn the_readme_quick_start_is_the_compiled_quickstart_test() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let compiled =
-        std::fs::read_to_string(root.join("harness/tests/quickstart.rs")).expect("quickstart.rs");
+        std::fs::read_to_string(root.join("tests/quickstart/tests/quickstart.rs")).expect("quickstart.rs");
     let section = readme
         .split("## Writing a test")
         .nth(1)
@@ -1003,7 +1003,7 @@ fn the_readme_quick_start_is_the_compiled_quickstart_test() {
         .expect("a rust block");
     assert_eq!(
         snippet, compiled,
-        "README.md's quick start and harness/tests/quickstart.rs differ"
+        "README.md's quick start and tests/quickstart/tests/quickstart.rs differ"
     );
 }
 

@@ -1,6 +1,4 @@
-extern crate service_test_harness as harness;
-
-use harness::{FixtureCx, FixtureError, TestRng, fixture, marker, service_test};
+use service_test::{FixtureCx, FixtureError, TestRng, fixture, marker, service_test};
 use rand_core::RngCore;
 
 marker!(
@@ -31,4 +29,4 @@ fn sync_tests_run_on_the_blocking_pool(mut rng: TestRng) -> Result<(), String> {
         .ok_or("same draw twice".into())
 }
 
-harness::main!();
+service_test::main!();
