@@ -784,11 +784,16 @@ impl CacheKeys {
 impl Fixture for CacheKeys {
     async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
         let target = target_with(cx, Capability::CacheKeys).await?;
-        let Some((addr, prefix)) = target.redis() else {
+        let Some((endpoint, prefix)) = target.redis() else {
             return Err(FixtureError::new("no Redis"));
         };
-        let conn = provision::redis::connect(addr).await.map_err(|e| {
-            FixtureError::new(format!("connecting to the target's Redis {addr}: {e}"))
+        // With its credentials: a private instance (or a deployment's
+        // Redis) refuses a client without the password.
+        let conn = endpoint.connect().await.map_err(|e| {
+            FixtureError::new(format!(
+                "connecting to the target's Redis {}: {e}",
+                endpoint.addr()
+            ))
         })?;
         Ok(CacheKeys {
             conn,

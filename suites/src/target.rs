@@ -212,7 +212,7 @@ pub struct Target {
     slo: SloTable,
     capabilities: Capabilities,
     database_url: Option<String>,
-    redis: Option<(SocketAddr, String)>,
+    redis: Option<(provision::RedisEndpoint, String)>,
     http: reqwest::Client,
     /// With TLS: the client configuration trusting the target's CA.
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -285,7 +285,7 @@ impl Target {
             slo: sandbox::target::slos(),
             capabilities,
             database_url: Some(config.database_url.clone()),
-            redis: Some((config.redis.addr(), config.redis_prefix.clone())),
+            redis: Some((config.redis.clone(), config.redis_prefix.clone())),
             http,
             tls,
             restart: Some(Restarter::Control(control.addr())),
@@ -376,9 +376,8 @@ impl Target {
         let redis = match &file.storage.redis_url {
             None => None,
             Some(u) => Some((
-                provision::parse_redis_url(u).ok_or_else(|| {
-                    auth_err(format!("storage.redis_url `{u}` is not redis://host:port"))
-                })?,
+                provision::RedisEndpoint::parse(u)
+                    .map_err(|e| auth_err(format!("storage.redis_url: {e}")))?,
                 file.storage.redis_prefix.clone().unwrap_or_default(),
             )),
         };
@@ -579,8 +578,8 @@ impl Target {
     }
 
     /// The Redis address and key prefix, when the cache may be read.
-    pub fn redis(&self) -> Option<(SocketAddr, &str)> {
-        self.redis.as_ref().map(|(a, p)| (*a, p.as_str()))
+    pub fn redis(&self) -> Option<(&provision::RedisEndpoint, &str)> {
+        self.redis.as_ref().map(|(e, p)| (e, p.as_str()))
     }
 
     /// The load ceiling, when load is allowed.
@@ -773,7 +772,8 @@ impl harness::host::Hostable for Target {
             "urls": self.urls.iter().map(|(s, u)| (s.name().to_string(), Value::from(u.as_str()))).collect::<serde_json::Map<_, _>>(),
             "secret_hex": secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "database_url": self.database_url,
-            "redis": self.redis.as_ref().map(|(a, p)| serde_json::json!({"addr": a.to_string(), "prefix": p})),
+            // The URL with its password: the handle is a private file.
+            "redis": self.redis.as_ref().map(|(e, p)| serde_json::json!({"url": e.url(), "prefix": p})),
             "ca_pem": self.mesh.as_ref().and_then(|m| m.config().tls.as_ref()).map(|t| t.ca_pem().to_string()),
             "chaos": self.capabilities.chaos,
             "control": self.control.as_ref().map(|c| c.addr().to_string()),
@@ -801,10 +801,10 @@ impl harness::host::Hostable for Target {
         let redis = match handle["redis"].as_object() {
             None => None,
             Some(r) => Some((
-                r.get("addr")
+                r.get("url")
                     .and_then(Value::as_str)
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| bad("redis.addr"))?,
+                    .and_then(|u| provision::RedisEndpoint::parse(u).ok())
+                    .ok_or_else(|| bad("redis.url"))?,
                 r.get("prefix")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
