@@ -329,3 +329,37 @@ pub fn record_health(metrics: &harness::Metrics, service: sandbox::Service, heal
         }
     }
 }
+
+/// The API's call to `dependency` made for request `request_id`, as its
+/// audit trail records it (audited in the background: awaited): target,
+/// status, attempts, outcome.
+pub async fn audited_call(
+    target: &suites::Target,
+    tenant: &sandbox::Tenant,
+    request_id: &str,
+    dependency: sandbox::Service,
+) -> Value {
+    let monitor = target.client(sandbox::Service::ComplianceMonitor, tenant);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = monitor
+            .get(&format!("/audit?request_id={request_id}&kind=service_call"))
+            .await
+            .expect("audit");
+        let found = r.body["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["detail"]["target"] == dependency.name())
+                .map(|e| e["detail"].clone())
+        });
+        if let Some(call) = found {
+            return call;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no call to {dependency} audited under {request_id}: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

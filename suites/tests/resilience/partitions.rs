@@ -12,7 +12,7 @@ use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{ClientPolicy, Edge, Faults, Rows, Target, Toxics};
 
-use crate::common::{assert_compensated, intake, observed, visit, visit_body};
+use crate::common::{assert_compensated, audited_call, intake, observed, visit, visit_body};
 
 /// The tenant's claim rows in billing's table, cancelled ones too.
 async fn claims(rows: &Rows, tenant: &str) -> i64 {
@@ -88,7 +88,11 @@ async fn a_partition_from_billing_times_out_and_is_compensated(
 /// claim, then its connection breaks before the answer: an injected
 /// fault, once): the API retries with the same idempotency key and billing
 /// replays the claim it made. Exactly one claim row; the visit's claim id
-/// is that row's; the API counted the retry.
+/// is that row's; the visit's audited call to billing took two attempts
+/// (this visit's, not the process-wide retry counter).
+///
+/// Catches: a lost reply not retried (the visit fails), a retry without
+/// the idempotency key (two claims), and a retry that is not this call's.
 #[service_test(
     resilience,
     retry,
@@ -106,14 +110,6 @@ async fn a_lost_reply_is_retried_without_a_duplicate_claim(
 ) {
     let api = target.client(Service::HealthcareApi, &tenant);
     let patient_id = intake(&api, &s).await;
-    let retries = || {
-        target.metric(
-            Service::HealthcareApi,
-            "client_retries_total",
-            &[("target", "billing-engine")],
-        )
-    };
-    let before = retries().await.expect("metrics");
     faults
         .inject(
             Service::BillingEngine,
@@ -128,9 +124,11 @@ async fn a_lost_reply_is_retried_without_a_duplicate_claim(
         .await
         .expect("inject");
     let v = visit(&api, &patient_id, &s).await;
-    assert!(
-        retries().await.expect("metrics") > before,
-        "the lost reply was not retried"
+    let request_id = v.request_id.clone().expect("request id");
+    let call = audited_call(target, &tenant, &request_id, Service::BillingEngine).await;
+    assert_eq!(
+        call["attempts"], 2,
+        "the lost reply retried once; the visit's audited call to billing: {call}"
     );
     assert_eq!(claims(&rows, &tenant).await, 1, "one claim, not two");
     let t: &str = &tenant;

@@ -17,7 +17,8 @@ use serde_json::json;
 use suites::{ClientPolicy, Faults, Rows, SignTokens, Target, Toxics};
 
 use crate::common::{
-    assert_compensated, failed_visit, intake, saga_trail, standing_claims_settle, visit,
+    assert_compensated, audited_call, failed_visit, intake, saga_trail, standing_claims_settle,
+    visit,
 };
 
 /// Billing fails one claim with a 503 (for this tenant only): the saga's
@@ -66,40 +67,6 @@ async fn a_transient_billing_failure_is_retried_to_success(
         call["attempts"], 2,
         "billing failed one attempt of this visit's claim; the audited call: {call}"
     );
-}
-
-/// The API's call to `dependency` made for request `request_id`, as its
-/// audit trail records it (audited in the background: awaited): target,
-/// status, attempts, outcome.
-async fn audited_call(
-    target: &Target,
-    tenant: &Tenant,
-    request_id: &str,
-    dependency: Service,
-) -> serde_json::Value {
-    let monitor = target.client(Service::ComplianceMonitor, tenant);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = monitor
-            .get(&format!("/audit?request_id={request_id}&kind=service_call"))
-            .await
-            .expect("audit");
-        let found = r.body["events"].as_array().and_then(|events| {
-            events
-                .iter()
-                .find(|e| e["detail"]["target"] == dependency.name())
-                .map(|e| e["detail"].clone())
-        });
-        if let Some(call) = found {
-            return call;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no call to {dependency} audited under {request_id}: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Billing's count of injected faults (a fault is injected for one
