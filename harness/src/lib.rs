@@ -63,6 +63,7 @@ pub mod select;
 pub mod signals;
 pub mod supervisor;
 pub mod worker;
+pub(crate) mod zygote;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -89,6 +89,14 @@ fn run_cli(mut cli: Cli) -> ExitCode {
     };
     crate::capture::set_level(config.run.log_level.unwrap_or_default());
     crate::redaction::set(config.redacts());
+    // A zygote forks a worker per isolated test from here: arguments and
+    // config settled, no thread or runtime yet (see `crate::zygote`).
+    if crate::zygote::is_zygote() {
+        match crate::zygote::serve() {
+            crate::zygote::Served::Exit(code) => return ExitCode::from(code),
+            crate::zygote::Served::Child => {}
+        }
+    }
     if crate::worker::is_worker() {
         return run_as_worker(&cli, &config, seed);
     }

@@ -265,7 +265,7 @@ pub(crate) fn run(plan: Plan, deliver: &mut dyn FnMut(TestRecord)) -> Ended {
                     if interrupted().is_some() {
                         break;
                     }
-                    tally.deliver(run_alone(&plan, name, None));
+                    tally.deliver(run_alone(&plan, name, None, None));
                 }
                 if !progressed && in_flight.is_empty() {
                     // Died before starting any test: another worker would too.
@@ -325,6 +325,8 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
         None
     };
     let hosted = host.as_ref().map(|h| h.file.as_path());
+    let zygote = start_zygote(plan, isolated, hosted);
+    let zygote = zygote.as_ref();
     // Exclusive ones wait for the shared ones, then run one at a time.
     let exclusive: VecDeque<String> = {
         let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -333,10 +335,34 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
         *q = shared;
         alone
     };
-    run_queue(plan, tally, &queue, plan.isolated_at_once, hosted);
+    run_queue(plan, tally, &queue, plan.isolated_at_once, hosted, zygote);
     *queue.lock().unwrap_or_else(PoisonError::into_inner) = exclusive;
-    run_queue(plan, tally, &queue, 1, hosted);
+    run_queue(plan, tally, &queue, 1, hosted, zygote);
     drop(host);
+}
+
+/// A zygote to fork the isolated tests from (see [`crate::zygote`]), when
+/// two or more are captured and forking is allowed; otherwise each starts
+/// with exec, and the run says why once.
+fn start_zygote(
+    plan: &Plan,
+    isolated: usize,
+    hosted: Option<&std::path::Path>,
+) -> Option<crate::zygote::Zygote> {
+    if isolated < 2 || plan.live_output || crate::zygote::disabled() {
+        return None;
+    }
+    let mut env = vec![(crate::cli::SEED_ENV, OsString::from(plan.seed.to_string()))];
+    if let Some(file) = hosted {
+        env.push((crate::host::HOSTED_FILE_ENV, file.as_os_str().to_owned()));
+    }
+    match crate::zygote::Zygote::start(&plan.args, &env) {
+        Ok(z) => Some(z),
+        Err(reason) => {
+            eprintln!("service-test: isolated tests start with exec, not fork: {reason}");
+            None
+        }
+    }
 }
 
 /// Runs the queued isolated tests, `at_once` processes at a time.
@@ -346,6 +372,7 @@ fn run_queue(
     queue: &Mutex<VecDeque<String>>,
     at_once: usize,
     hosted: Option<&std::path::Path>,
+    zygote: Option<&crate::zygote::Zygote>,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<TestRecord>();
     let failures = std::sync::atomic::AtomicUsize::new(tally.failures);
@@ -366,7 +393,7 @@ fn run_queue(
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     let Some(name) = next else { return };
-                    let record = run_alone(plan, &name, hosted);
+                    let record = run_alone(plan, &name, hosted, zygote);
                     if record.outcome.is_failure() {
                         failures.fetch_add(1, Ordering::SeqCst);
                     }
@@ -498,7 +525,12 @@ fn tail_of(title: &str, text: &str) -> String {
 /// attached if the process survives, [`Outcome::Crashed`] if it dies,
 /// killed past its timeout if it hangs; failed with a leak if it left
 /// processes running.
-fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestRecord {
+fn run_alone(
+    plan: &Plan,
+    name: &str,
+    hosted: Option<&std::path::Path>,
+    zygote: Option<&crate::zygote::Zygote>,
+) -> TestRecord {
     let capture = if plan.live_output {
         None
     } else {
@@ -513,19 +545,27 @@ fn run_alone(plan: &Plan, name: &str, hosted: Option<&std::path::Path>) -> TestR
     };
     let mut record = None;
     let deadline = plan.timeouts.get(name).map(|t| *t + KILL_AFTER);
-    let result = run_worker(
-        plan,
-        &[name.to_string()],
-        capture.as_ref(),
-        deadline,
-        None,
-        hosted,
-        &mut |event| match event {
-            Event::Finished { record: r, .. } => record = Some(r),
-            Event::Canaries { entries } => register_canaries(entries),
-            Event::Recycle { .. } | Event::Done { .. } => {}
-        },
-    );
+    let mut on_event = |event| match event {
+        Event::Finished { record: r, .. } => record = Some(r),
+        Event::Canaries { entries } => register_canaries(entries),
+        Event::Recycle { .. } | Event::Done { .. } => {}
+    };
+    let forked = match (zygote, capture.as_ref()) {
+        (Some(z), Some(c)) => run_forked(plan, z, name, c, deadline, &mut on_event),
+        _ => None,
+    };
+    let result = match forked {
+        Some(result) => result,
+        None => run_worker(
+            plan,
+            &[name.to_string()],
+            capture.as_ref(),
+            deadline,
+            None,
+            hosted,
+            &mut on_event,
+        ),
+    };
     let captured = capture.map(|c| c.finish(plan.capture_limit));
     let tail = || match &captured {
         Some((out, err)) => format!("{}\n{}", tail_of("stderr", err), tail_of("stdout", out)),
@@ -718,26 +758,9 @@ fn run_worker(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            match serde_json::from_slice::<Event>(&line) {
-                Ok(Event::Done { teardown_failures }) => {
-                    done = Some((teardown_failures, false));
-                    break;
-                }
-                Ok(Event::Recycle { teardown_failures }) => {
-                    done = Some((teardown_failures, true));
-                    break;
-                }
-                Ok(event) => on_event(event),
-                Err(e) => match undecodable_result(&line, &e) {
-                    Some(record) => on_event(Event::Finished {
-                        record,
-                        ran_ms: None,
-                    }),
-                    None => eprintln!(
-                        "service-test: a worker sent a line that is not an event ({e}): {}",
-                        crate::redaction::redact(&crate::output::sanitize_line(&line, 0))
-                    ),
-                },
+            if let Some(end) = take_event(&line, on_event) {
+                done = Some(end);
+                break;
             }
         }
     }
@@ -771,6 +794,95 @@ fn run_worker(
         (None, _) => WorkerEnd::Died(status),
     };
     Ok((end, leaked))
+}
+
+/// Hands one line of a worker's events to `on_event`; its final event
+/// (`Done`, or `Recycle` with `true`) is returned instead.
+fn take_event(line: &[u8], on_event: &mut dyn FnMut(Event)) -> Option<(Vec<String>, bool)> {
+    match serde_json::from_slice::<Event>(line) {
+        Ok(Event::Done { teardown_failures }) => Some((teardown_failures, false)),
+        Ok(Event::Recycle { teardown_failures }) => Some((teardown_failures, true)),
+        Ok(event) => {
+            on_event(event);
+            None
+        }
+        Err(e) => {
+            match undecodable_result(line, &e) {
+                Some(record) => on_event(Event::Finished {
+                    record,
+                    ran_ms: None,
+                }),
+                None => eprintln!(
+                    "service-test: a worker sent a line that is not an event ({e}): {}",
+                    crate::redaction::redact(&crate::output::sanitize_line(line, 0))
+                ),
+            }
+            None
+        }
+    }
+}
+
+/// Runs one isolated test in a worker forked by `zygote`, as
+/// [`run_worker`] does with exec: tracked for signals, killed by its
+/// watchdog past `deadline`, its group reaped for leaks, its events read
+/// from a private file once it has ended. `None` when the zygote could not
+/// fork it (the caller starts it with exec).
+fn run_forked(
+    plan: &Plan,
+    zygote: &crate::zygote::Zygote,
+    name: &str,
+    capture: &Capture,
+    deadline: Option<Duration>,
+    on_event: &mut dyn FnMut(Event),
+) -> Option<std::io::Result<(WorkerEnd, Vec<Leaked>)>> {
+    let events = private_file("events").ok()?;
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut worker_ticks = None;
+    let ended = zygote.run(
+        name,
+        &capture.stdout_file,
+        &capture.stderr_file,
+        &events,
+        &mut |pid| {
+            track(pid);
+            worker_ticks = start_ticks(pid);
+            if let Some(after) = deadline {
+                let (finished, killed) = (finished.clone(), killed.clone());
+                std::thread::spawn(move || watchdog(pid, after, &finished, &killed));
+            }
+        },
+    );
+    let (pid, status) = match ended {
+        crate::zygote::Ended::Exited { pid, status } => (pid, status),
+        crate::zygote::Ended::Unavailable(reason) => {
+            let _ = std::fs::remove_file(&events);
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!("service-test: starting isolated tests with exec from here: {reason}");
+            });
+            return None;
+        }
+    };
+    untrack(pid);
+    finished.store(true, Ordering::SeqCst);
+    let leaked = reap_group(pid, plan.leak_timeout, worker_ticks);
+    let lines = std::fs::read(&events).unwrap_or_default();
+    let _ = std::fs::remove_file(&events);
+    let mut done = None;
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Some(end) = take_event(line, on_event) {
+            done = Some(end);
+            break;
+        }
+    }
+    let end = match (done, deadline) {
+        (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
+        (Some((failures, false)), _) => WorkerEnd::Done(failures),
+        (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
+        (None, _) => WorkerEnd::Died(status),
+    };
+    Some(Ok((end, leaked)))
 }
 
 /// A result line that does not decode is an error for its test, once (it

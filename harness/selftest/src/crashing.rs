@@ -19,6 +19,35 @@ marker!(
     "phi_safe tests that print a generated patient's SSN"
 );
 
+marker!(
+    whose_process,
+    "prints its process, group and parent, and whether the parent is a zygote"
+);
+
+/// `pid=… pgid=… ppid=… parent=zygote|other` on stdout.
+fn print_whose_process() {
+    // SAFETY: plain queries of this process.
+    let (pid, pgid, ppid) = unsafe { (libc::getpid(), libc::getpgrp(), libc::getppid()) };
+    let environ = std::fs::read(format!("/proc/{ppid}/environ")).unwrap_or_default();
+    let zygote = environ
+        .split(|b| *b == 0)
+        .any(|v| v == b"SERVICE_TEST_ZYGOTE=1");
+    println!(
+        "pid={pid} pgid={pgid} ppid={ppid} parent={}",
+        if zygote { "zygote" } else { "other" }
+    );
+}
+
+#[service_test(whose_process)]
+fn first_process() {
+    print_whose_process();
+}
+
+#[service_test(whose_process)]
+async fn second_process() {
+    print_whose_process();
+}
+
 macro_rules! fine {
     ($($name:ident),*) => {$(
         #[service_test(fine)]

@@ -264,6 +264,72 @@ fn isolation_process_runs_each_test_in_its_own_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Each isolated test's `pid= pgid= ppid= parent=` line, from results.jsonl.
+fn processes(dir: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    results(dir)
+        .iter()
+        .map(|l| {
+            let out = l["stdout"].as_str().unwrap_or_default();
+            out.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[service_test(unit)]
+fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
+    let dir = fresh_dir("forked");
+    let d = dir.to_string_lossy().into_owned();
+    let args = [
+        "-m",
+        "whose_process",
+        "--isolation",
+        "process",
+        "--report-dir",
+        &d,
+    ];
+    let r = run_bin(CRASHING, &args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let seen = processes(&dir);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_ne!(
+        seen[0]["pid"], seen[1]["pid"],
+        "one process per test: {seen:?}"
+    );
+    for p in &seen {
+        assert_eq!(
+            p["pgid"], p["pid"],
+            "a group of its own (the watchdog kills it): {p:?}"
+        );
+        assert_eq!(p["parent"], "zygote", "forked, not exec'd: {p:?}");
+    }
+    assert_eq!(seen[0]["ppid"], seen[1]["ppid"], "one zygote: {seen:?}");
+
+    // SERVICE_TEST_FORK=0: each started with exec, by the supervisor.
+    let exec_dir = fresh_dir("exec");
+    let e = exec_dir.to_string_lossy().into_owned();
+    let args = [
+        "-m",
+        "whose_process",
+        "--isolation",
+        "process",
+        "--report-dir",
+        &e,
+    ];
+    let r = run_bin(CRASHING, &args, &[("SERVICE_TEST_FORK", "0")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let seen = processes(&exec_dir);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for p in &seen {
+        assert_eq!(p["pgid"], p["pid"], "{p:?}");
+        assert_eq!(p["parent"], "other", "exec'd by the supervisor: {p:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&exec_dir);
+}
+
 #[service_test(unit)]
 fn without_the_supervisor_a_crash_takes_the_run_down() {
     // The escape hatch stays honest: no worker, nobody to report the rest.
