@@ -990,8 +990,8 @@ fn fifty_thousand_parentheses_in_the_environment_exit_2() {
 fn the_readme_quick_start_is_the_compiled_quickstart_test() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let compiled =
-        std::fs::read_to_string(root.join("tests/quickstart/tests/quickstart.rs")).expect("quickstart.rs");
+    let compiled = std::fs::read_to_string(root.join("tests/quickstart/tests/quickstart.rs"))
+        .expect("quickstart.rs");
     let section = readme
         .split("## Writing a test")
         .nth(1)
