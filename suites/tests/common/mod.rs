@@ -311,8 +311,9 @@ pub async fn standing_claims_settle(rows: &suites::Rows, tenant: &str, want: i64
 }
 
 /// Records, for the report's service health section, what the `/health`
-/// of `service` answered: its status and, for a service that calls others
-/// (the API), each dependency's status and the breaker it keeps for it.
+/// of `service` answered: its status and its stores' and, for a service
+/// that calls others (the API), each dependency's status as it sees it
+/// (under the dependency) and the breaker it keeps for it.
 pub fn record_health(metrics: &harness::Metrics, service: sandbox::Service, health: &Value) {
     let name = service.name();
     metrics.service_state(name, "health", health["status"].as_str().unwrap_or("?"));
@@ -323,6 +324,9 @@ pub fn record_health(metrics: &harness::Metrics, service: sandbox::Service, heal
     }
     if let Some(deps) = health["dependencies"].as_object() {
         for (dep, d) in deps {
+            if let Some(state) = d["status"].as_str() {
+                metrics.service_state(dep, &format!("health as {name} sees it"), state);
+            }
             if let Some(state) = d["circuit_breaker"].as_str() {
                 metrics.service_state(name, &format!("breaker to {dep}"), state);
             }

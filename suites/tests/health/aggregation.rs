@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use harness::service_test;
+use harness::{Metrics, service_test};
 use sandbox::{Service, Tenant};
 use serde_json::json;
 use suites::{Edge, Target, Toxics};
+
+use crate::common::record_health;
 
 /// A dependency that accepts connections and never answers (a `timeout`
 /// toxic on billing's link holds every connection): the API's `/health`
@@ -99,6 +101,7 @@ async fn a_hanging_or_stopped_dependency_degrades_the_aggregate_in_time(
 async fn each_dependency_down_degrades_the_aggregate_and_names_it(
     target: &Target,
     toxics: Toxics,
+    metrics: Metrics,
     tenant: Tenant,
 ) {
     let api = target.client(Service::HealthcareApi, &tenant);
@@ -112,6 +115,7 @@ async fn each_dependency_down_degrades_the_aggregate_and_names_it(
     for down in dependencies {
         toxics.disable(Edge::To(down)).await.expect("cut it off");
         let r = api.get("/health").await.expect("health");
+        record_health(&metrics, Service::HealthcareApi, &r.body);
         assert_eq!(r.status, 200, "{down} down: {}", r.body);
         assert_eq!(r.body["status"], "degraded", "{down} down: {}", r.body);
         let deps = &r.body["dependencies"];
