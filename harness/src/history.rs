@@ -127,6 +127,8 @@ pub struct Recent {
     pub outcomes: Vec<OutcomeLabel>,
     /// Its figures.
     pub figures: Vec<FigureHistory>,
+    /// What it took the last time it ran (see [`Entry::duration_s`]).
+    pub duration_s: Option<f64>,
 }
 
 /// How many past outcomes a test's history keeps.
@@ -233,6 +235,7 @@ impl History {
             .map(|e| Recent {
                 outcomes: e.recent.clone(),
                 figures: e.figures.clone(),
+                duration_s: Some(e.duration_s),
             })
             .unwrap_or_default()
     }

@@ -24,6 +24,7 @@ fn line(name: &str, services: &[&str], metrics: Vec<Metric>) -> ResultLine {
         metrics,
         recent_outcomes: Vec::new(),
         recent_figures: Vec::new(),
+        previous_duration_s: None,
         slow: false,
         stdout: None,
         stderr: None,
@@ -279,6 +280,46 @@ fn history_keeps_each_figures_recent_values() {
     assert_eq!(recent.figures[0].values, [10.0, 12.0, 30.0]);
     assert_eq!(recent.figures[0].unit, "ms");
     assert_eq!(recent.outcomes.len(), 4);
+}
+
+/// Seed 004's alerts: a test that took twice its previous time (past a
+/// second: shorter ones are noise), and a run whose failures are over 5 %.
+#[service_test(unit)]
+fn a_test_twice_as_slow_and_a_failure_rate_over_five_percent_raise_alerts() {
+    let timed = |name: &str, now: f64, previous: f64| {
+        let mut l = line(name, &["billing-engine"], Vec::new());
+        l.duration_s = now;
+        l.previous_duration_s = Some(previous);
+        l
+    };
+    let mut lines = vec![
+        timed("slower", 3.0, 1.2),
+        timed("steady", 3.0, 2.0),
+        timed("tiny", 0.4, 0.1),
+    ];
+    let md = markdown(&lines, &[run(1_765_000_000)]);
+    let recs = section(&md, "Recommendations");
+    assert!(
+        recs.contains("🚨 Alert: `slower` took 3.00s against 1.20s the previous run (×2.5)."),
+        "{recs}"
+    );
+    assert_eq!(recs.matches("🚨 Alert").count(), 1, "{recs}");
+    for i in 0..19 {
+        lines.push(line(&format!("ok{i}"), &["billing-engine"], Vec::new()));
+    }
+    let mut failed = line("failed", &["billing-engine"], Vec::new());
+    failed.outcome = OutcomeLabel::Failed;
+    lines.push(failed.clone());
+    let one_in_23 = markdown(&lines, &[run(1_765_000_000)]);
+    assert!(!one_in_23.contains("alert threshold"), "{one_in_23}");
+    lines.push(failed);
+    lines.last_mut().unwrap().name = "failed too".into();
+    let md = markdown(&lines, &[run(1_765_000_000)]);
+    assert!(
+        section(&md, "Recommendations")
+            .contains("1. 🚨 Alert: 8.3% of the tests failed, over the 5 % alert threshold."),
+        "{md}"
+    );
 }
 
 harness::main!();

@@ -319,7 +319,19 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
         let _ = writeln!(md);
     }
 
-    let alerts = trends(&mut md, lines);
+    let mut alerts = trends(&mut md, lines);
+    alerts.extend(slower_tests(lines));
+    // Seed 004's alert on the run as a whole.
+    let failing = all.failed + all.errors;
+    if all.total > 0 && failing * 100 > all.total * FAILURE_RATE_ALERT_PCT {
+        alerts.insert(
+            0,
+            format!(
+                "🚨 Alert: {} of the tests failed, over the {FAILURE_RATE_ALERT_PCT} % alert threshold.",
+                pct(failing, all.total)
+            ),
+        );
+    }
 
     // Slowest.
     let mut slow: Vec<&ResultLine> = lines.iter().filter(|l| !l.is_skipped()).collect();
@@ -666,4 +678,36 @@ fn trends(md: &mut String, lines: &[ResultLine]) -> Vec<String> {
     }
     let _ = writeln!(md);
     alerts
+}
+
+/// A run whose failed share (failed, timed out, crashed or errors) is over
+/// this many percent raises an alert (seed 004's "test failure rate > 5 %").
+const FAILURE_RATE_ALERT_PCT: usize = 5;
+
+/// Tests shorter than this are left out of the time alert: their time is
+/// mostly noise.
+const TIME_ALERT_FLOOR_S: f64 = 1.0;
+
+/// Seed 004's "test execution time > 2× baseline": an alert for each test
+/// that took at least twice what it took the previous run (its own time,
+/// less its wait on shared fixtures), when either is past
+/// [`TIME_ALERT_FLOOR_S`].
+fn slower_tests(lines: &[ResultLine]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| !l.is_skipped())
+        .filter_map(|l| {
+            let previous = l.previous_duration_s.filter(|p| *p > 0.0)?;
+            let now = l.own_duration_s();
+            (now >= 2.0 * previous && now >= TIME_ALERT_FLOOR_S).then(|| {
+                format!(
+                    "🚨 Alert: `{}` took {} against {} the previous run (×{:.1}).",
+                    l.name,
+                    secs(now),
+                    secs(previous),
+                    now / previous
+                )
+            })
+        })
+        .collect()
 }

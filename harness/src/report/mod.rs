@@ -114,6 +114,10 @@ pub struct ResultLine {
     /// trends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_figures: Vec<FigureHistory>,
+    /// What it took (less its wait on shared fixtures) the last time it
+    /// ran, from history: the baseline of the report's time alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_duration_s: Option<f64>,
     /// Ran past its slow-timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
@@ -157,6 +161,7 @@ impl ResultLine {
             metrics: record.metrics,
             recent_outcomes: recent.outcomes,
             recent_figures: recent.figures,
+            previous_duration_s: recent.duration_s,
             slow: record.slow,
             stdout: record.stdout,
             stderr: record.stderr,
