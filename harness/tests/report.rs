@@ -179,16 +179,27 @@ fn service_health_lists_the_states_the_tests_saw() {
     );
 }
 
-/// The report says when the run started, in UTC.
+/// The report says when it was generated and when the run started, in
+/// UTC.
 #[service_test(unit)]
 fn the_report_carries_the_runs_timestamp() {
     let md = markdown(
         &[line("t", &["billing-engine"], Vec::new())],
         &[run(1_765_000_000), run(1_765_000_100)],
     );
-    assert!(md.contains("Run: 2025-12-06T05:46:40Z"), "{md}");
+    assert!(md.contains("run started: 2025-12-06T05:46:40Z"), "{md}");
+    let generated = md
+        .lines()
+        .find_map(|l| l.strip_prefix("Generated: "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no `Generated:` line:\n{md}"));
+    let when = humantime::parse_rfc3339(generated).expect("an RFC 3339 time");
+    let age = std::time::SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default();
+    assert!(age < std::time::Duration::from_secs(60), "{generated}");
     let md = markdown(&[line("t", &["billing-engine"], Vec::new())], &[]);
-    assert!(md.contains("Run: start unknown"), "{md}");
+    assert!(md.contains("run started: unknown (no runs.jsonl)"), "{md}");
 }
 
 /// Each figure is shown beside its earlier values; a latency that doubled

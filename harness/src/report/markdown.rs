@@ -74,7 +74,8 @@ pub fn markdown(lines: &[ResultLine], runs: &[RunInfo]) -> String {
     let _ = writeln!(md, "# Distributed System Test Report\n");
     let _ = writeln!(
         md,
-        "Run: {} · binaries: {} · runs: {} · seeds: {}\n",
+        "Generated: {} · run started: {} · binaries: {} · runs: {} · seeds: {}\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         started(runs),
         if binaries.is_empty() {
             "none".to_string()
@@ -525,7 +526,7 @@ fn started(runs: &[RunInfo]) -> String {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
         )
         .to_string(),
-        None => "start unknown (no runs.jsonl)".to_string(),
+        None => "unknown (no runs.jsonl)".to_string(),
     }
 }
 
