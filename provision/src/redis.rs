@@ -140,9 +140,13 @@ impl RedisEndpoint {
     /// multiplexed: clone it to share it between tasks.
     pub async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
         let client = redis::Client::open(self.info.clone())?;
+        // TCP_NODELAY: many commands share the multiplexed connection, and
+        // one written while the one before is unacknowledged must not wait
+        // for the server's delayed ACK (Nagle).
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Duration::from_secs(5))
-            .set_response_timeout(Duration::from_secs(5));
+            .set_response_timeout(Duration::from_secs(5))
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await

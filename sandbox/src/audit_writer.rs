@@ -54,11 +54,13 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the writer's tasks on `db`.
-    pub fn start(db: Arc<Db>) -> AuditWriter {
+    /// With the breakdown on, each batch is kept in `metrics`' table as
+    /// `(audit writer) batch` (its rows in the sample's `n` of `db`).
+    pub fn start(db: Arc<Db>, metrics: Arc<crate::metrics::ServiceMetrics>) -> AuditWriter {
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            let (db, rx) = (Arc::clone(&db), Arc::clone(&rx));
+            let (db, rx, metrics) = (Arc::clone(&db), Arc::clone(&rx), Arc::clone(&metrics));
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 loop {
@@ -69,7 +71,18 @@ impl AuditWriter {
                             return;
                         }
                     }
-                    write(&db, &mut batch).await;
+                    if crate::timing::on() {
+                        let (rows, started) = (batch.len(), std::time::Instant::now());
+                        let ((), mut spans) = crate::timing::scope(write(&db, &mut batch)).await;
+                        // The rows it wrote, where the sample shows them.
+                        spans.n[crate::timing::Part::AuditWrite.index()] =
+                            u16::try_from(rows).unwrap_or(u16::MAX);
+                        metrics
+                            .breakdown
+                            .record("(audit writer) batch", started.elapsed(), spans);
+                    } else {
+                        write(&db, &mut batch).await;
+                    }
                 }
             });
         }

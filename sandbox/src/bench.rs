@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use std::collections::BTreeMap;
+
 use crate::mesh::{Mesh, MeshClient};
 use crate::service::Service;
+use crate::timing::{Part, Sample};
 
 /// Seed 004's criteria.
 pub const P99_MS: f64 = 100.0;
@@ -42,6 +45,14 @@ pub struct Figures {
     pub throughput_rps: f64,
     /// The first few failures, for the reader.
     pub first_errors: Vec<String>,
+    /// CPU time of this process (the six services and the bench's clients;
+    /// not PostgreSQL or Redis) per request, milliseconds: unlike latency,
+    /// it does not depend on what else the machine runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_request: Option<f64>,
+    /// Where the time went, by service and route (with `--breakdown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Value>,
 }
 
 impl Figures {
@@ -62,6 +73,8 @@ impl Figures {
             p99_ms: seen.p99_ms,
             throughput_rps: seen.throughput_rps,
             first_errors: errors.into_iter().take(3).collect(),
+            cpu_ms_per_request: None,
+            breakdown: None,
         }
     }
 
@@ -130,11 +143,21 @@ async fn drive(
     )
 }
 
+/// The latencies of the successes and the failures. An intake answered
+/// with a holder that did not take its copy (`sync_failed`) is a failure:
+/// every sync must be made.
 fn split(results: &[Result<(Duration, Value), String>]) -> (Vec<Duration>, Vec<String>) {
     let mut ms = Vec::new();
     let mut errors = Vec::new();
     for r in results {
         match r {
+            Ok((_, body))
+                if body["sync_failed"]
+                    .as_array()
+                    .is_some_and(|failed| !failed.is_empty()) =>
+            {
+                errors.push(format!("201 but sync_failed {}", body["sync_failed"]));
+            }
             Ok((t, _)) => ms.push(*t),
             Err(e) => errors.push(e.clone()),
         }
@@ -142,8 +165,175 @@ fn split(results: &[Result<(Duration, Value), String>]) -> (Vec<Duration>, Vec<S
     (ms, errors)
 }
 
+/// This process's CPU time so far (user and system; Linux `/proc`).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command's `(name)`: state is field 3; utime, stime are 14, 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux the mesh runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn cpu_per_request(before: Option<Duration>, requests: u64) -> Option<f64> {
+    let used = process_cpu()?.checked_sub(before?)?;
+    Some(ms(used.as_secs_f64() * 1e3 / requests.max(1) as f64))
+}
+
+/// Nearest-rank percentile `q` of sorted `v`.
+fn rank(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn ms(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// One route of one service: its requests' total time (mean, p50, p99)
+/// and, per part, the mean time per request, the p99 and the mean entries
+/// per request; then the same parts' means over its slowest 1 % of
+/// requests; and `own_ms`, the mean total less the parts (the handler's own
+/// work and scheduling; parts overlap where a handler waits on several at
+/// once, so this can be negative).
+fn summarise(samples: &[Sample]) -> Value {
+    let n = samples.len().max(1) as f64;
+    let mut totals: Vec<f64> = samples
+        .iter()
+        .map(|s| f64::from(s.total_us) / 1e3)
+        .collect();
+    totals.sort_by(f64::total_cmp);
+    let mean_total = totals.iter().sum::<f64>() / n;
+    let cut = rank(&totals, 0.99);
+    let slowest: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| f64::from(s.total_us) / 1e3 >= cut)
+        .collect();
+    let mut parts = serde_json::Map::new();
+    let mut slow_parts = serde_json::Map::new();
+    let mut counted = 0.0;
+    for p in Part::all() {
+        let i = p.index();
+        let entered: u64 = samples.iter().map(|s| u64::from(s.spans.n[i])).sum();
+        if entered == 0 {
+            continue;
+        }
+        let mut each: Vec<f64> = samples
+            .iter()
+            .map(|s| f64::from(s.spans.us[i]) / 1e3)
+            .collect();
+        let mean = each.iter().sum::<f64>() / n;
+        // Bulkhead waits are inside their calls; the rest are on the handler's path.
+        if p != Part::Bulkhead {
+            counted += mean;
+        }
+        each.sort_by(f64::total_cmp);
+        parts.insert(
+            p.name(),
+            json!({
+                "mean_ms": ms(mean),
+                "p99_ms": ms(rank(&each, 0.99)),
+                "per_request": ms(entered as f64 / n),
+            }),
+        );
+        let slow = slowest
+            .iter()
+            .map(|s| f64::from(s.spans.us[i]) / 1e3)
+            .sum::<f64>()
+            / slowest.len().max(1) as f64;
+        slow_parts.insert(p.name(), json!(ms(slow)));
+    }
+    let slow_total = slowest
+        .iter()
+        .map(|s| f64::from(s.total_us) / 1e3)
+        .sum::<f64>()
+        / slowest.len().max(1) as f64;
+    json!({
+        "requests": samples.len(),
+        "total_ms": {"mean": ms(mean_total), "p50": ms(rank(&totals, 0.5)), "p99": ms(cut)},
+        "parts": parts,
+        "own_ms": ms(mean_total - counted),
+        "slowest_1pct": {"total_ms": ms(slow_total), "parts_ms": slow_parts},
+    })
+}
+
+/// The breakdown of one endpoint's run: each service's routes, and how
+/// much of the client's time the API's handler does not account for
+/// (connections, the HTTP stack, scheduling).
+fn breakdown(
+    taken: BTreeMap<Service, BTreeMap<String, Vec<Sample>>>,
+    endpoint: &str,
+    client: &[Duration],
+) -> Value {
+    let mut services = serde_json::Map::new();
+    let mut api_mean = None;
+    for (service, routes) in taken {
+        let mut by_route = serde_json::Map::new();
+        for (route, samples) in routes {
+            if samples.is_empty() {
+                continue;
+            }
+            let s = summarise(&samples);
+            if service == Service::HealthcareApi && route == endpoint {
+                api_mean = s["total_ms"]["mean"].as_f64();
+            }
+            by_route.insert(route, s);
+        }
+        if !by_route.is_empty() {
+            services.insert(service.name().to_string(), Value::Object(by_route));
+        }
+    }
+    let mut seen: Vec<f64> = client.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    seen.sort_by(f64::total_cmp);
+    let client_mean = seen.iter().sum::<f64>() / seen.len().max(1) as f64;
+    json!({
+        "client_ms": {"mean": ms(client_mean), "p50": ms(rank(&seen, 0.5)), "p99": ms(rank(&seen, 0.99))},
+        "outside_api_handler_mean_ms": api_mean.map(|a| ms(client_mean - a)),
+        "services": services,
+    })
+}
+
+/// Prints a breakdown (as [`breakdown`] made it) for a reader.
+pub fn print_breakdown(endpoint: &str, b: &Value) {
+    println!(
+        "breakdown of {endpoint}: client mean {} ms (p99 {}), outside the API's handler {} ms",
+        b["client_ms"]["mean"], b["client_ms"]["p99"], b["outside_api_handler_mean_ms"]
+    );
+    let Some(services) = b["services"].as_object() else {
+        return;
+    };
+    for (service, routes) in services {
+        let Some(routes) = routes.as_object() else {
+            continue;
+        };
+        for (route, s) in routes {
+            let mut line = format!(
+                "  {service:<23} {route:<32} n={:<6} total mean {:>7.2} p99 {:>7.2} | own {:>6.2}",
+                s["requests"],
+                s["total_ms"]["mean"].as_f64().unwrap_or(0.0),
+                s["total_ms"]["p99"].as_f64().unwrap_or(0.0),
+                s["own_ms"].as_f64().unwrap_or(0.0),
+            );
+            if let Some(parts) = s["parts"].as_object() {
+                for (p, v) in parts {
+                    line.push_str(&format!(
+                        " | {p} {:.2}×{}",
+                        v["mean_ms"].as_f64().unwrap_or(0.0),
+                        v["per_request"]
+                    ));
+                }
+            }
+            println!("{line}");
+        }
+    }
+}
+
 /// `clients` × `requests` intakes, then as many visits (one per patient
-/// registered), each endpoint measured on its own.
+/// registered), each endpoint measured on its own. With the breakdown on
+/// ([`crate::timing::enable`]) each endpoint's figures carry it.
 pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec<Figures> {
     let tenant = format!("bench-{}-{seed:x}", std::process::id());
     let api = mesh.client(Service::HealthcareApi, &tenant);
@@ -154,9 +344,15 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec
         .iter()
         .map(|s| json!({"patient": s.patient, "coverage": s.coverage}))
         .collect();
+    let _ = mesh.take_breakdown();
+    let cpu = process_cpu();
     let (results, wall) = drive(&api, "/patients", intakes, clients, 201).await;
     let (ms, errors) = split(&results);
-    let intake = Figures::from("POST /patients", ms, errors, wall);
+    let mut intake = Figures::from("POST /patients", ms.clone(), errors, wall);
+    intake.cpu_ms_per_request = cpu_per_request(cpu, intake.requests);
+    if crate::timing::on() {
+        intake.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /patients", &ms));
+    }
     let visits: Vec<Value> = results
         .iter()
         .zip(&scenarios)
@@ -165,8 +361,16 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec
             Some(json!({"patient_id": id, "visit": s.visit}))
         })
         .collect();
+    // The intakes' background audits settle before the visits start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = mesh.take_breakdown();
+    let cpu = process_cpu();
     let (results, wall) = drive(&api, "/visits", visits, clients, 201).await;
     let (ms, errors) = split(&results);
-    let visit = Figures::from("POST /visits", ms, errors, wall);
+    let mut visit = Figures::from("POST /visits", ms.clone(), errors, wall);
+    visit.cpu_ms_per_request = cpu_per_request(cpu, visit.requests);
+    if crate::timing::on() {
+        visit.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /visits", &ms));
+    }
     vec![intake, visit]
 }

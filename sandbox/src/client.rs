@@ -290,6 +290,11 @@ pub struct ServiceClient {
     routes: Routes,
     breakers: BTreeMap<Service, CircuitBreaker>,
     bulkheads: BTreeMap<Service, Bulkhead>,
+    /// The background audits' own bulkhead (to the compliance monitor, with
+    /// the same limit): under load they are most of the calls to it, and in
+    /// the target's bulkhead they queued the requests' own calls (a patient's
+    /// sync, a saga's events) behind them.
+    audits: Bulkhead,
     /// Read once per call: a reload (`PUT /admin/config`) applies to the
     /// calls that start after it; calls in flight keep what they began with.
     config: RwLock<ClientConfig>,
@@ -340,6 +345,7 @@ impl ServiceClient {
             routes,
             breakers,
             bulkheads,
+            audits: Bulkhead::new(config.bulkhead.max_concurrent),
             config: RwLock::new(config),
             secret,
             seed,
@@ -468,7 +474,8 @@ impl ServiceClient {
             .map_or(0, |d| d.as_millis() as u64);
         let seq =
             (call.target != Service::ComplianceMonitor).then(|| self.next_seq(call.request_id));
-        let result = self.send(&call).await;
+        let result =
+            crate::timing::measure(crate::timing::Part::Call(call.target), self.send(&call)).await;
         if let Some(seq) = seq {
             let (status, attempts, outcome) = match &result {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
@@ -496,7 +503,7 @@ impl ServiceClient {
                     &request_id,
                 )
                 .json(record);
-                let _ = this.send(&audit).await;
+                let _ = this.send_through(&audit, &this.audits).await;
             });
         }
         result
@@ -504,14 +511,21 @@ impl ServiceClient {
 
     /// Makes the call without auditing it.
     pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
+        self.send_through(call, &self.bulkheads[&call.target]).await
+    }
+
+    /// [`ServiceClient::send`] holding a slot of `bulkhead`.
+    async fn send_through(&self, call: &Call<'_>, bulkhead: &Bulkhead) -> Result<Reply, CallError> {
         let target = call.target;
         let config = self.config();
         let label = format!("target=\"{}\"", target.name());
-        let bulkhead = &self.bulkheads[&target];
         let waited = Instant::now();
-        let Ok(Ok(_slot)) =
-            tokio::time::timeout(config.bulkhead.max_wait, bulkhead.slots.acquire()).await
-        else {
+        let slot = crate::timing::measure(
+            crate::timing::Part::Bulkhead,
+            tokio::time::timeout(config.bulkhead.max_wait, bulkhead.slots.acquire()),
+        )
+        .await;
+        let Ok(Ok(_slot)) = slot else {
             self.metrics.incr("client_bulkhead_rejected_total", &label);
             return Err(CallError::BulkheadFull {
                 target,

@@ -130,7 +130,8 @@ async fn record(
         .audit
         .as_ref()
         .ok_or_else(|| ApiError::internal("audit", "no audit writer on this service"))?;
-    let audit_id = Some(writer.write(row).await?);
+    let audit_id =
+        Some(crate::timing::measure(crate::timing::Part::AuditWrite, writer.write(row)).await?);
     Ok((StatusCode::CREATED, Json(Recorded { audit_id })))
 }
 

@@ -102,24 +102,60 @@ fn lost(resp: Response) -> Response {
 
 /// The gate every request passes: request id, token check (except
 /// `/health`, `/metrics` and `/openapi.json`), faults (not on `/admin/…`), counting.
-pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> Response {
+pub async fn gate(State(ctx): State<Arc<Ctx>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let request_id = header(&req, "x-request-id")
         .filter(|r| !r.is_empty() && r.len() <= 128)
         .map_or_else(new_request_id, str::to_string);
-    let open = matches!(path.as_str(), "/health" | "/metrics" | "/openapi.json");
-    let mut resp = if open {
+    let mut resp = if crate::timing::on() {
+        // The breakdown (bench): this request's parts, kept by route and
+        // answered as `Server-Timing`.
+        let route = format!("{method} {}", crate::timing::route(&path));
+        let (mut resp, spans) =
+            crate::timing::scope(admit(&ctx, req, next, &path, &request_id)).await;
+        let took = started.elapsed();
+        ctx.metrics.breakdown.record(&route, took, spans);
+        let sample = crate::timing::Sample {
+            total_us: u32::try_from(took.as_micros()).unwrap_or(u32::MAX),
+            spans,
+        };
+        if let Ok(v) = HeaderValue::from_str(&sample.server_timing()) {
+            resp.headers_mut().insert("server-timing", v);
+        }
+        resp
+    } else {
+        admit(&ctx, req, next, &path, &request_id).await
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    ctx.metrics
+        .record_request(&method, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// The gate's checks and the handler: token (except on open routes), faults
+/// (not on `/admin/…`).
+async fn admit(
+    ctx: &Arc<Ctx>,
+    mut req: Request,
+    next: Next,
+    path: &str,
+    request_id: &str,
+) -> Response {
+    let open = matches!(path, "/health" | "/metrics" | "/openapi.json");
+    if open {
         next.run(req).await
     } else {
-        match authenticate(&ctx, &req, &request_id) {
+        match authenticate(ctx, &req, request_id) {
             Err(reason) => auth::unauthorized(reason),
             Ok(caller) => {
                 let fault = if path.starts_with("/admin/") {
                     None
                 } else {
-                    apply_faults(&ctx, &caller, &path).await
+                    apply_faults(ctx, &caller, path).await
                 };
                 match fault {
                     Some(Injected::Answer(resp)) => resp,
@@ -134,13 +170,7 @@ pub async fn gate(State(ctx): State<Arc<Ctx>>, mut req: Request, next: Next) -> 
                 }
             }
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
     }
-    ctx.metrics
-        .record_request(&method, resp.status().as_u16(), started.elapsed());
-    resp
 }
 
 /// Gives every error answer one JSON shape, `{"error", "message"}`: the

@@ -51,6 +51,7 @@ pub mod saga;
 pub mod service;
 pub mod store;
 pub mod target;
+pub mod timing;
 pub mod tls;
 pub mod token;
 pub mod vault;

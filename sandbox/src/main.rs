@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p sandbox -- up [--port-base N] [--test-mode] [--tls] [--tenant NAME] [--write-target PATH] [--chaos-api ADDR]
-//! cargo run -p sandbox -- bench [--clients N] [--requests N] [--tls] [--pool N] [--json PATH]
+//! cargo run -p sandbox -- bench [--clients N] [--requests N] [--tls] [--pool N] [--json PATH] [--breakdown]
 //! cargo run -p sandbox -- token --service NAME --tenant NAME [--role ROLE] [--ttl SECS]
 //! cargo run -p sandbox -- openapi [--service NAME]
 //! cargo run -p sandbox -- completions bash
@@ -23,6 +23,11 @@ use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{CommandFactory, Parser, Subcommand};
 use sandbox::{Mesh, MeshConfig, Role, Service, token};
+
+/// mimalloc: the services allocate in every layer of every request (see
+/// `sandbox/Cargo.toml`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Runs the reference mesh: a healthcare API and five business services.
 #[derive(Parser)]
@@ -106,6 +111,14 @@ struct Bench {
     /// Also write the figures as JSON to PATH
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also break each request's time down by service, route and part (handler,
+    /// PostgreSQL, pool wait, Redis, audit writer, each peer call)
+    #[arg(long)]
+    breakdown: bool,
+    /// Wait for each commit's WAL flush (synchronous_commit on, as the server
+    /// has it) instead of committing asynchronously
+    #[arg(long)]
+    durable_commits: bool,
 }
 
 /// Restart one service of a running `up` on its port, through its control API.
@@ -238,7 +251,12 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         tls,
         pool: pool_size,
         json: json_path,
+        breakdown,
+        durable_commits,
     } = args;
+    if breakdown {
+        sandbox::timing::enable();
+    }
     let (database_url, _pg) = postgres().await?;
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis);
@@ -249,6 +267,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     if let Some(n) = pool_size {
         config.pool.max_size = n;
     }
+    config.pool.durable_commits = durable_commits;
     let pool = config.pool;
     let mesh = Mesh::start(config).await.context("starting the mesh")?;
     eprintln!(
@@ -266,16 +285,28 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         .map_or(1, |d| d.as_secs());
     let figures = sandbox::bench::run(&mesh, clients, requests, seed).await;
     println!(
-        "{:<16} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10}",
-        "endpoint", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s"
+        "{:<16} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "endpoint", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s", "cpu ms/req"
     );
     for f in &figures {
         println!(
-            "{:<16} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.0}",
-            f.endpoint, f.requests, f.errors, f.p50_ms, f.p95_ms, f.p99_ms, f.throughput_rps
+            "{:<16} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>9.2}",
+            f.endpoint,
+            f.requests,
+            f.errors,
+            f.p50_ms,
+            f.p95_ms,
+            f.p99_ms,
+            f.throughput_rps,
+            f.cpu_ms_per_request.unwrap_or(f64::NAN)
         );
         for e in &f.first_errors {
             println!("    e.g. {e}");
+        }
+    }
+    for f in &figures {
+        if let Some(b) = &f.breakdown {
+            sandbox::bench::print_breakdown(&f.endpoint, b);
         }
     }
     println!(
@@ -291,6 +322,8 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
             "tls": tls,
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "pool_per_service": pool.max_size,
+            "breakdown": breakdown,
+            "durable_commits": durable_commits,
             "endpoints": figures.iter().map(|f| {
                 let mut v = serde_json::to_value(f).unwrap_or_default();
                 v["thresholds"] = f.against_seed();

@@ -546,8 +546,10 @@ impl Mesh {
             })?,
         );
         let db = Arc::new(Db::new(url, self.config.pool).map_err(store_err)?);
-        let audit = (service == Service::ComplianceMonitor)
-            .then(|| crate::audit_writer::AuditWriter::start(Arc::clone(&db)));
+        let metrics = Arc::new(ServiceMetrics::default());
+        let audit = (service == Service::ComplianceMonitor).then(|| {
+            crate::audit_writer::AuditWriter::start(Arc::clone(&db), Arc::clone(&metrics))
+        });
         let redis = match self.config.redis_addrs.get(&service) {
             Some(addr) => self.config.redis.via(*addr),
             None => self.config.redis.clone(),
@@ -555,7 +557,6 @@ impl Mesh {
         let cache = Cache::connect(&redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
-        let metrics = Arc::new(ServiceMetrics::default());
         let secret: Arc<[u8]> = self.config.secret.clone().into();
         let mut client = ServiceClient::new(
             service.name(),
@@ -755,6 +756,18 @@ impl Mesh {
         running
             .get(&service)
             .map_or(0, |r| r.ctx.metrics.get(name, labels))
+    }
+
+    /// Each running service's breakdown samples by route, kept since the
+    /// last call while [`crate::timing`] is on (taken: the tables empty).
+    pub fn take_breakdown(
+        &self,
+    ) -> BTreeMap<Service, BTreeMap<String, Vec<crate::timing::Sample>>> {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running
+            .iter()
+            .map(|(s, r)| (*s, r.ctx.metrics.breakdown.take()))
+            .collect()
     }
 
     /// The services' log lines so far (redacted).

@@ -15,6 +15,8 @@ pub struct ServiceMetrics {
     counters: Mutex<BTreeMap<(String, String), u64>>,
     /// HTTP connections the service holds open now.
     pub connections_open: AtomicU64,
+    /// Each request's breakdown by route, while [`crate::timing`] is on.
+    pub breakdown: crate::timing::Table,
 }
 
 impl ServiceMetrics {

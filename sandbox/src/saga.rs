@@ -250,9 +250,12 @@ pub(crate) async fn visit(
     };
     let visit_id = ctx.ids.next("vis");
     crate::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
-    saga.event("saga_started", "claim", json!({"visit_id": visit_id}))
-        .await;
-    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "verifying").await;
+    // The event and the visit's next state are independent: both at once
+    // (each still done before the step starts).
+    tokio::join!(
+        saga.event("saga_started", "claim", json!({"visit_id": visit_id})),
+        crate::visits::transition(&ctx, &caller.tenant, &visit_id, "verifying"),
+    );
 
     // Step 1: verify insurance.
     let procedures: Vec<&str> = r
@@ -298,14 +301,21 @@ pub(crate) async fn visit(
         };
         return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
     };
-    saga.event(
+    let verified = saga.event(
         "step_completed",
         "verify_insurance",
         json!({"verification_id": verification_id, "cached": verification.get("cached")}),
-    )
-    .await;
+    );
     let mut done = vec!["verify_insurance"];
-    if verification.get("eligible") != Some(&Value::Bool(true)) {
+    let eligible = verification.get("eligible") == Some(&Value::Bool(true));
+    if eligible {
+        // Step 2 begins: the visit moves to `billing` as the event is recorded.
+        tokio::join!(
+            verified,
+            crate::visits::transition(&ctx, &caller.tenant, &visit_id, "billing"),
+        );
+    } else {
+        verified.await;
         let failure = StepFailure {
             step: "verify_insurance",
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -315,7 +325,6 @@ pub(crate) async fn visit(
     }
 
     // Step 2: create the claim.
-    crate::visits::transition(&ctx, &caller.tenant, &visit_id, "billing").await;
     let claim = saga
         .call(Service::BillingEngine, Method::Post, "/claims".into())
         .json(json!({
@@ -360,14 +369,14 @@ pub(crate) async fn visit(
         return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
     };
     done.push("create_claim");
-    saga.event(
+    let claimed = saga.event(
         "step_completed",
         "create_claim",
         json!({"claim_id": claim_id}),
-    )
-    .await;
+    );
 
-    // Step 3: analytics, best effort (a failure is logged, not compensated).
+    // Step 3: analytics, best effort (a failure is logged, not compensated),
+    // sent as step 2's event is recorded.
     let total = claim
         .get("total_cents")
         .and_then(Value::as_i64)
@@ -383,7 +392,8 @@ pub(crate) async fn visit(
             {"metric": "claim_charge_cents", "value": total},
         ]}))
         .key(format!("{}:analytics", saga.id));
-    if let Err(e) = ctx.client.call(analytics).await {
+    let ((), recorded) = tokio::join!(claimed, ctx.client.call(analytics));
+    if let Err(e) = recorded {
         tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
     }
 
