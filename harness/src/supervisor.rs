@@ -349,7 +349,18 @@ fn start_zygote(
     isolated: usize,
     hosted: Option<&std::path::Path>,
 ) -> Option<crate::zygote::Zygote> {
-    if isolated < 2 || plan.live_output || crate::zygote::disabled() {
+    if isolated < 2 {
+        return None;
+    }
+    let exec_because = if plan.live_output {
+        Some("--nocapture: each test's output goes to this terminal")
+    } else if crate::zygote::disabled() {
+        Some("SERVICE_TEST_FORK=0")
+    } else {
+        None
+    };
+    if let Some(reason) = exec_because {
+        eprintln!("service-test: isolated tests start with exec, not fork: {reason}");
         return None;
     }
     let mut env = vec![(crate::cli::SEED_ENV, OsString::from(plan.seed.to_string()))];
@@ -855,6 +866,24 @@ fn run_forked(
     );
     let (pid, status) = match ended {
         crate::zygote::Ended::Exited { pid, status } => (pid, status),
+        crate::zygote::Ended::Lost { pid } => {
+            // Run again with exec, from empty files: what it printed and
+            // sent so far belonged to a run that was cut short.
+            untrack(pid);
+            finished.store(true, Ordering::SeqCst);
+            let _ = reap_group(pid, Duration::ZERO, worker_ticks);
+            let _ = std::fs::remove_file(&events);
+            for file in [&capture.stdout_file, &capture.stderr_file] {
+                let _ = std::fs::File::create(file);
+            }
+            static LOST: std::sync::Once = std::sync::Once::new();
+            LOST.call_once(|| {
+                eprintln!(
+                    "service-test: the zygote ended while tests ran; they run again, started with exec"
+                );
+            });
+            return None;
+        }
         crate::zygote::Ended::Unavailable(reason) => {
             let _ = std::fs::remove_file(&events);
             static SAID: std::sync::Once = std::sync::Once::new();

@@ -102,6 +102,15 @@ pub(crate) fn serve() -> Served {
         reply(&Reply::Refused { reason });
         return Served::Exit(0);
     }
+    // SIGINT and SIGTERM are for the tests, which the supervisor signals
+    // itself (each winds down and tears its fixtures down); the zygote
+    // ends when its input closes, or with the supervisor (parent-death
+    // signal). Its children get the default dispositions back.
+    // SAFETY: sets this process's own dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
     let Some(wake) = SelfPipe::install() else {
         reply(&Reply::Refused {
             reason: format!(
@@ -277,9 +286,11 @@ impl SelfPipe {
     /// In a child: SIGCHLD back to its default, the pipe closed.
     fn forget(&self) {
         WAKE_FD.store(-1, Ordering::Relaxed);
-        // SAFETY: restores the default disposition; closes our own fds.
+        // SAFETY: restores the default dispositions; closes our own fds.
         unsafe {
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
             libc::close(self.read);
             libc::close(self.write);
         }
@@ -289,6 +300,8 @@ impl SelfPipe {
 /// Forks for `request`: `Some(pid)` in the zygote, `None` in the child
 /// once it is set up as the worker of that one test.
 fn fork_for(request: &Request, wake: &SelfPipe) -> std::io::Result<Option<i32>> {
+    // SAFETY: getpid has no preconditions.
+    let zygote = unsafe { libc::getpid() };
     // SAFETY: this process has one thread (checked at start), so the
     // child's copy of memory is consistent.
     let pid = unsafe { libc::fork() };
@@ -304,6 +317,17 @@ fn fork_for(request: &Request, wake: &SelfPipe) -> std::io::Result<Option<i32>> 
         return Ok(Some(pid));
     }
     wake.forget();
+    // Dies with the zygote from the first instant: a child the supervisor
+    // never heard of must not run beside the exec'd re-run of its test.
+    #[cfg(target_os = "linux")]
+    // SAFETY: sets this process's own parent-death signal, then checks
+    // the parent did not die before it was set.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != zygote {
+            libc::_exit(101);
+        }
+    }
     if let Err(e) = become_worker(request) {
         let message = format!("service-test: a forked worker could not set itself up: {e}\n");
         // SAFETY: writes to stderr, then ends the child without running
@@ -318,7 +342,7 @@ fn fork_for(request: &Request, wake: &SelfPipe) -> std::io::Result<Option<i32>> 
 
 /// In a forked child: what an exec'd worker would find.
 fn become_worker(request: &Request) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::fd::AsRawFd;
     // SAFETY: plain calls on this process's own descriptors and
     // environment; it has one thread.
     unsafe {
@@ -349,8 +373,9 @@ fn become_worker(request: &Request) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         libc::close(names[0]);
-        let _ = events.into_raw_fd();
-        let _ = stderr.into_raw_fd();
+        // Their copies at 1 and 2 stay; these originals close.
+        drop(events);
+        drop(stderr);
         std::env::remove_var(ZYGOTE_ENV);
         std::env::set_var(crate::worker::WORKER_ENV, "1");
         std::env::set_var(crate::worker::STDOUT_FILE_ENV, &request.stdout);
@@ -367,6 +392,9 @@ pub(crate) enum Ended {
     /// The zygote could not fork it, or went away first: start it with
     /// exec instead.
     Unavailable(String),
+    /// The zygote died while process `pid` ran (which died with it, by its
+    /// parent-death signal): its test is run again with exec.
+    Lost { pid: i32 },
 }
 
 enum Message {
@@ -408,8 +436,8 @@ impl Zygote {
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start it: {e}"))?;
-        let pid = i32::try_from(child.id()).unwrap_or(0);
-        crate::supervisor::track(pid);
+        // Not tracked for signals: the supervisor forwards SIGINT and
+        // SIGTERM to the tests, which wind down; the zygote ignores them.
         let stdout = child.stdout.take().ok_or("no pipe from it")?;
         let mut reader = BufReader::new(stdout);
         let mut first = String::new();
@@ -418,13 +446,11 @@ impl Zygote {
             Ok(Reply::Ready) if ready > 0 => {}
             Ok(Reply::Refused { reason }) => {
                 let _ = child.wait();
-                crate::supervisor::untrack(pid);
                 return Err(reason);
             }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                crate::supervisor::untrack(pid);
                 return Err("it did not start (a test binary whose main does not call service_test::main!?)".to_string());
             }
         }
@@ -536,15 +562,9 @@ impl Zygote {
                     };
                 }
                 Ok(Message::Forked(_) | Message::Failed(_)) => continue,
-                Ok(Message::Gone) | Err(_) => {
-                    // Its children die with it (parent-death signal);
-                    // this one's group is reaped by the caller.
-                    use std::os::unix::process::ExitStatusExt;
-                    break Ended::Exited {
-                        pid,
-                        status: ExitStatus::from_raw(libc::SIGKILL),
-                    };
-                }
+                // Its children die with it (parent-death signal); this
+                // one's group is reaped by the caller.
+                Ok(Message::Gone) | Err(_) => break Ended::Lost { pid },
             }
         };
         forget();
@@ -562,8 +582,6 @@ impl Drop for Zygote {
                 .take(),
         );
         let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = i32::try_from(child.id()).unwrap_or(0);
         let _ = child.wait();
-        crate::supervisor::untrack(pid);
     }
 }

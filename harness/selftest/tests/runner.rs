@@ -774,8 +774,20 @@ fn shards_together_run_every_test_exactly_once() {
 
 #[service_test(unit, slow)]
 fn sigint_halfway_writes_every_report_with_the_unfinished_tests_not_run() {
-    let dir = fresh_dir("sigint");
+    sigint_halfway(&[]);
+}
+
+/// The same with every test forked from the zygote: the signal reaches
+/// the tests (the zygote ignores it), and the run ends the same way.
+#[service_test(unit, slow)]
+fn sigint_halfway_through_isolated_tests_ends_the_same_way() {
+    sigint_halfway(&["--isolation", "process", "--test-threads", "2"]);
+}
+
+fn sigint_halfway(extra: &[&str]) {
+    let dir = fresh_dir(&format!("sigint{}", extra.len()));
     let mut child = Command::new(SELFTEST)
+        .args(extra)
         .args(["-m", "slowlane", "--report-dir"])
         .arg(&dir)
         .env("SERVICE_TEST_HISTORY_DIR", history_dir())
