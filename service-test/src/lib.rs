@@ -43,6 +43,9 @@
 //! service_test::main!();
 //! ```
 //!
+//! Run it with `cargo test --test services -- --marker unit` (name the
+//! target: a library's libtest target would refuse the harness's flags).
+//!
 //! The macros find this crate under the name your `Cargo.toml` gives it, so
 //! `st = { package = "service-test", version = "0.1" }` works with
 //! `#[st::service_test]` and `st::main!()`.

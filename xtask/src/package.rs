@@ -7,7 +7,8 @@
 //! `service-test-*` dependencies are not yet. Packaged together, cargo
 //! serves each to the others from a local registry (`target/package/
 //! tmp-registry`) and verifies each `.crate` by building it as a user
-//! would. Publishing is the same set: `cargo publish --workspace`.
+//! would. Publishing is the same set: `cargo publish --workspace`. Both
+//! need Cargo 1.90 or later (multi-package packaging).
 
 use std::process::Command;
 
@@ -75,8 +76,9 @@ pub fn run(options: &Options) -> Result<()> {
         bail!("cargo package failed ({status})");
     }
     eprintln!(
-        "[package] {} crates in target/package/{}",
+        "[package] {} crates in {}{}",
         crates.len(),
+        crate::target_dir().join("package").display(),
         if options.no_verify {
             " (not verified: --no-verify)"
         } else {

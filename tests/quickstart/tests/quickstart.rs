@@ -1,5 +1,5 @@
-use service_test::{FixtureCx, FixtureError, TestRng, fixture, marker, service_test};
 use rand_core::RngCore;
+use service_test::{FixtureCx, FixtureError, TestRng, fixture, marker, service_test};
 
 marker!(
     billing_rules,
