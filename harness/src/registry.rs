@@ -150,6 +150,12 @@ pub fn registered_tests() -> Vec<(String, &'static TestDef)> {
 /// `--exact NAME`, and an isolated worker gets one name: finding it must
 /// not cost a name per registered test). Names not registered are left out.
 pub fn find_by_names(names: &[String]) -> Vec<(String, &'static TestDef)> {
+    if let Some(index) = WARM_INDEX.get() {
+        return names
+            .iter()
+            .filter_map(|n| index.get(n).map(|d| (n.clone(), *d)))
+            .collect();
+    }
     if names.len() > 64 {
         let index = index_by_name();
         return names
@@ -168,6 +174,16 @@ pub fn find_by_names(names: &[String]) -> Vec<(String, &'static TestDef)> {
         .zip(found)
         .filter_map(|(n, d)| d.map(|d| (n.clone(), d)))
         .collect()
+}
+
+/// The index, built once before a zygote forks (see `crate::zygote`): each
+/// forked worker finds its test in it instead of scanning the registry.
+static WARM_INDEX: std::sync::OnceLock<HashMap<String, &'static TestDef>> =
+    std::sync::OnceLock::new();
+
+/// Builds [`WARM_INDEX`].
+pub(crate) fn warm_index() {
+    WARM_INDEX.get_or_init(index_by_name);
 }
 
 /// An index of every test by name.

@@ -795,6 +795,7 @@ fn start_in_process() -> std::io::Result<tokio::runtime::Runtime> {
     crate::panic::install_hook();
     crate::capture::install();
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(crate::schedule::cores())
         .enable_all()
         .build()
 }

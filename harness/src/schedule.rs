@@ -32,9 +32,14 @@ pub fn default_isolated_concurrency() -> usize {
 
 /// The machine's cores (2 when it cannot be told).
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(2)
+    // Asked once: the answer reads cgroup files, and a forked worker
+    // (see `crate::zygote`) inherits it instead of reading them again.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2)
+    })
 }
 
 /// Orders tests longest first. Tests with no recorded duration go first (in

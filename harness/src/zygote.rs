@@ -120,6 +120,10 @@ pub(crate) fn serve() -> Served {
         });
         return Served::Exit(0);
     };
+    // What every child would otherwise work out again: its test among all
+    // registered ones, and the machine's cores.
+    crate::registry::warm_index();
+    crate::schedule::cores();
     reply(&Reply::Ready);
     let mut input = Vec::new();
     let mut open = true;
