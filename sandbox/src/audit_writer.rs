@@ -89,6 +89,29 @@ impl AuditWriter {
         AuditWriter { tx }
     }
 
+    /// Records `rows`, queued together (so that they go in together); each
+    /// one's id once committed, in order.
+    pub async fn write_all(&self, rows: Vec<AuditRow>) -> Vec<Result<i64, StoreError>> {
+        let stopped = || StoreError::DbUnavailable("the audit writer has stopped".into());
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (reply, answer) = oneshot::channel();
+            if self.tx.send((row, reply)).await.is_err() {
+                answers.push(None);
+            } else {
+                answers.push(Some(answer));
+            }
+        }
+        let mut ids = Vec::with_capacity(answers.len());
+        for answer in answers {
+            ids.push(match answer {
+                Some(a) => a.await.map_err(|_| stopped()).and_then(|r| r),
+                None => Err(stopped()),
+            });
+        }
+        ids
+    }
+
     /// Records `row`; its id once committed.
     pub async fn write(&self, row: AuditRow) -> Result<i64, StoreError> {
         let (reply, answer) = oneshot::channel();

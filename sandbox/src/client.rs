@@ -295,6 +295,9 @@ pub struct ServiceClient {
     /// the target's bulkhead they queued the requests' own calls (a patient's
     /// sync, a saga's events) behind them.
     audits: Bulkhead,
+    /// The background audits' queue (see [`ServiceClient::call`]), started
+    /// with the first.
+    shipper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Shipped>>,
     /// Read once per call: a reload (`PUT /admin/config`) applies to the
     /// calls that start after it; calls in flight keep what they began with.
     config: RwLock<ClientConfig>,
@@ -306,6 +309,9 @@ pub struct ServiceClient {
     /// map stays bounded without forgetting a request in flight).
     seqs: std::sync::Mutex<[HashMap<String, u64>; 2]>,
 }
+
+/// Calls' audit records on their way: tenant, request id, records.
+type Shipped = (String, String, Vec<Value>);
 
 /// Request ids remembered per generation of [`ServiceClient`]'s call counts.
 const SEQ_GENERATION: usize = 10_000;
@@ -346,6 +352,7 @@ impl ServiceClient {
             breakers,
             bulkheads,
             audits: Bulkhead::new(config.bulkhead.max_concurrent),
+            shipper: std::sync::OnceLock::new(),
             config: RwLock::new(config),
             secret,
             seed,
@@ -468,6 +475,21 @@ impl ServiceClient {
     /// compliance monitor in the background, numbered within its request
     /// id so that a missing audit event shows as a gap.
     pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Reply, CallError> {
+        let (result, audit) = self.call_audit_later(&call).await;
+        if let Some(record) = audit {
+            self.ship(call.tenant, call.request_id, vec![record]);
+        }
+        result
+    }
+
+    /// Makes the call as [`ServiceClient::call`] does and returns its audit
+    /// record (`None` for a call to the compliance monitor) for the caller to
+    /// [`ServiceClient::ship`]: calls made together (an intake's syncs) are
+    /// then audited in one exchange.
+    pub async fn call_audit_later(
+        &self,
+        call: &Call<'_>,
+    ) -> (Result<Reply, CallError>, Option<Value>) {
         let started = Instant::now();
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -475,13 +497,13 @@ impl ServiceClient {
         let seq =
             (call.target != Service::ComplianceMonitor).then(|| self.next_seq(call.request_id));
         let result =
-            crate::timing::measure(crate::timing::Part::Call(call.target), self.send(&call)).await;
-        if let Some(seq) = seq {
+            crate::timing::measure(crate::timing::Part::Call(call.target), self.send(call)).await;
+        let audit = seq.map(|seq| {
             let (status, attempts, outcome) = match &result {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
                 Err(e) => (e.status(), e.attempts(), e.to_string()),
             };
-            let record = json!({
+            json!({
                 "target": call.target.name(),
                 "method": call.method.as_str(),
                 "path": call.path,
@@ -491,22 +513,64 @@ impl ServiceClient {
                 "outcome": outcome,
                 "seq": seq,
                 "started_at_ms": started_at_ms,
-            });
-            let this = Arc::clone(self);
-            let (tenant, request_id) = (call.tenant.to_string(), call.request_id.to_string());
-            tokio::spawn(async move {
-                let audit = Call::new(
-                    Service::ComplianceMonitor,
-                    Method::Post,
-                    "/audit/service-calls",
-                    &tenant,
-                    &request_id,
-                )
-                .json(record);
-                let _ = this.send_through(&audit, &this.audits).await;
-            });
+            })
+        });
+        (result, audit)
+    }
+
+    /// Hands a call's audit record to the client's shipper, which sends it
+    /// in the background: the records of one request (tenant and request
+    /// id) queued together go as one `POST /audit/service-calls`
+    /// (`{"events": [...]}`; one record alone goes as before), so an intake's
+    /// four syncs, finishing together, are audited in one exchange. Each
+    /// exchange is its own task through the audits' bulkhead.
+    pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<Value>) {
+        if records.is_empty() {
+            return;
         }
-        result
+        let tx = self.shipper.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Shipped>();
+            // Weak: the task ends when the client (holding the sender) is dropped.
+            let client = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut queued = Vec::new();
+                while rx.recv_many(&mut queued, 256).await > 0 {
+                    let Some(this) = client.upgrade() else { return };
+                    // By request, in the order queued.
+                    let mut batches: Vec<(String, String, Vec<Value>)> = Vec::new();
+                    for (tenant, request_id, records) in queued.drain(..) {
+                        match batches
+                            .iter_mut()
+                            .find(|(t, r, _)| *t == tenant && *r == request_id)
+                        {
+                            Some((_, _, all)) => all.extend(records),
+                            None => batches.push((tenant, request_id, records)),
+                        }
+                    }
+                    for (tenant, request_id, mut records) in batches {
+                        let this = Arc::clone(&this);
+                        tokio::spawn(async move {
+                            let body = if records.len() == 1 {
+                                records.remove(0)
+                            } else {
+                                json!({ "events": records })
+                            };
+                            let audit = Call::new(
+                                Service::ComplianceMonitor,
+                                Method::Post,
+                                "/audit/service-calls",
+                                &tenant,
+                                &request_id,
+                            )
+                            .json(body);
+                            let _ = this.send_through(&audit, &this.audits).await;
+                        });
+                    }
+                }
+            });
+            tx
+        });
+        let _ = tx.send((tenant.to_string(), request_id.to_string(), records));
     }
 
     /// Makes the call without auditing it.

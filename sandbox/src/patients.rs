@@ -213,23 +213,29 @@ async fn sync_to_holders(
                 },
             },
         });
-        ctx.client.call(
-            Call::new(
-                target,
-                Method::Post,
-                "/patients/sync",
-                &caller.tenant,
-                &caller.request_id,
-            )
-            .json(record)
-            .key(format!("{id}:{key}")),
+        let call = Call::new(
+            target,
+            Method::Post,
+            "/patients/sync",
+            &caller.tenant,
+            &caller.request_id,
         )
+        .json(record)
+        .key(format!("{id}:{key}"));
+        async move { ctx.client.call_audit_later(&call).await }
     };
-    let (a, b, c, d) = tokio::join!(
+    let ((a, audit_a), (b, audit_b), (c, audit_c), (d, audit_d)) = tokio::join!(
         sync(HOLDERS[0]),
         sync(HOLDERS[1]),
         sync(HOLDERS[2]),
         sync(HOLDERS[3])
+    );
+    // The four syncs' audits in one exchange, in the background as ever.
+    let audits = [audit_a, audit_b, audit_c, audit_d];
+    ctx.client.ship(
+        &caller.tenant,
+        &caller.request_id,
+        audits.into_iter().flatten().collect(),
     );
     let mut synced = Vec::new();
     let mut failed = Vec::new();
