@@ -283,7 +283,16 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
+    // What else the machine ran (the figures depend on it): the 1-minute load
+    // average before and after.
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    let load_before = load();
     let figures = sandbox::bench::run(&mesh, clients, requests, seed).await;
+    let load_after = load();
     println!(
         "{:<16} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "endpoint", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s", "cpu ms/req"
@@ -309,6 +318,9 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
             sandbox::bench::print_breakdown(&f.endpoint, b);
         }
     }
+    if let (Some(b), Some(a)) = (load_before, load_after) {
+        println!("load average (1 min): {b:.2} before, {a:.2} after");
+    }
     println!(
         "seed 004: p99 < {} ms, errors < {} %, intake > {} req/s",
         sandbox::bench::P99_MS,
@@ -324,6 +336,8 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
             "pool_per_service": pool.max_size,
             "breakdown": breakdown,
             "durable_commits": durable_commits,
+            "cores": std::thread::available_parallelism().map_or(0, usize::from),
+            "load_average_1m": {"before": load_before, "after": load_after},
             "endpoints": figures.iter().map(|f| {
                 let mut v = serde_json::to_value(f).unwrap_or_default();
                 v["thresholds"] = f.against_seed();
