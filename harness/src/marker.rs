@@ -370,6 +370,7 @@ impl Expr {
     /// Parses a marker expression (`or` < `and` < `not`, parentheses group).
     ///
     /// ```
+    /// # extern crate service_test_harness as service_test;
     /// use service_test::marker::Expr;
     /// let e = Expr::parse("integration and not slow").unwrap();
     /// assert!(e.matches(&["integration"]));

@@ -3,6 +3,7 @@
 //! exponential delay, optional jitter, a maximum delay).
 //!
 //! ```
+//! # extern crate service_test_harness as service_test;
 //! use std::time::Duration;
 //! use service_test::retry::{RetryPolicy, RetryOn};
 //! use service_test::config::Backoff;

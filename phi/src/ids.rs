@@ -22,6 +22,7 @@ fn luhn_check_digit(digits: impl DoubleEndedIterator<Item = u8>) -> u8 {
 /// The NPI check digit for a 9-digit body: Luhn over `80840` followed by the body.
 ///
 /// ```
+/// # extern crate service_test_phi as phi;
 /// assert_eq!(phi::ids::npi_check_digit("123456789"), Some(3));
 /// ```
 pub fn npi_check_digit(body: &str) -> Option<u8> {
@@ -56,6 +57,7 @@ pub fn dea_check_digit(six: &str) -> Option<u8> {
 /// seven digits whose last is the check digit.
 ///
 /// ```
+/// # extern crate service_test_phi as phi;
 /// assert!(phi::ids::is_valid_dea("AP5836727"));
 /// assert!(!phi::ids::is_valid_dea("AB4523763"));
 /// ```

@@ -40,6 +40,7 @@
 //! findings.
 //!
 //! ```
+//! # extern crate service_test_phi as phi;
 //! phi::canaries().register(phi::Kind::Name, "Maria Garcia");
 //! let text = r#"{"patient":"GARCIA*MARIA","ssn":"123-45-6789"}"#;
 //! assert_eq!(phi::redact(text), r#"{"patient":"[PHI:NAME]","ssn":"[PHI:SSN]"}"#);
