@@ -278,9 +278,12 @@ fn processes(dir: &std::path::Path) -> Vec<std::collections::HashMap<String, Str
         .collect()
 }
 
-#[service_test(unit)]
-fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
-    let dir = fresh_dir("forked");
+/// Runs the two `whose_process` tests isolated with `env`; what each saw.
+fn isolated_processes(
+    name: &str,
+    env: &[(&str, &str)],
+) -> Vec<std::collections::HashMap<String, String>> {
+    let dir = fresh_dir(name);
     let d = dir.to_string_lossy().into_owned();
     let args = [
         "-m",
@@ -290,44 +293,35 @@ fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
         "--report-dir",
         &d,
     ];
-    let r = run_bin(CRASHING, &args, &[]);
+    let r = run_bin(CRASHING, &args, env);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let seen = processes(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_ne!(
-        seen[0]["pid"], seen[1]["pid"],
-        "one process per test: {seen:?}"
-    );
     for p in &seen {
         assert_eq!(
             p["pgid"], p["pid"],
             "a group of its own (the watchdog kills it): {p:?}"
         );
+    }
+    seen
+}
+
+#[service_test(unit)]
+fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
+    let seen = isolated_processes("forked", &[]);
+    assert_ne!(
+        seen[0]["pid"], seen[1]["pid"],
+        "one process per test: {seen:?}"
+    );
+    for p in &seen {
         assert_eq!(p["parent"], "zygote", "forked, not exec'd: {p:?}");
     }
     assert_eq!(seen[0]["ppid"], seen[1]["ppid"], "one zygote: {seen:?}");
-
     // SERVICE_TEST_FORK=0: each started with exec, by the supervisor.
-    let exec_dir = fresh_dir("exec");
-    let e = exec_dir.to_string_lossy().into_owned();
-    let args = [
-        "-m",
-        "whose_process",
-        "--isolation",
-        "process",
-        "--report-dir",
-        &e,
-    ];
-    let r = run_bin(CRASHING, &args, &[("SERVICE_TEST_FORK", "0")]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let seen = processes(&exec_dir);
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    for p in &seen {
-        assert_eq!(p["pgid"], p["pid"], "{p:?}");
+    for p in isolated_processes("exec", &[("SERVICE_TEST_FORK", "0")]) {
         assert_eq!(p["parent"], "other", "exec'd by the supervisor: {p:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&exec_dir);
 }
 
 #[service_test(unit)]
