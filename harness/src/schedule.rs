@@ -23,11 +23,16 @@ pub fn default_concurrency() -> usize {
     (cores() * 32).clamp(32, 256)
 }
 
-/// How many isolated tests (each a process) run at once by default: 16 per
-/// core, at most [`default_concurrency`]. Service tests mostly wait, but a
-/// process costs more than a task.
+/// How many isolated tests (each a process) run at once by default: as
+/// many as tests in process ([`default_concurrency`]) when each is forked
+/// from a zygote (a process then costs a fork, see `crate::zygote`); 16 per
+/// core when `SERVICE_TEST_FORK=0` has each one exec'd and start up.
 pub fn default_isolated_concurrency() -> usize {
-    (cores() * 16).min(default_concurrency())
+    if crate::zygote::disabled() {
+        (cores() * 16).min(default_concurrency())
+    } else {
+        default_concurrency()
+    }
 }
 
 /// The machine's cores (2 when it cannot be told).
