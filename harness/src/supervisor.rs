@@ -698,6 +698,24 @@ enum WorkerEnd {
     Killed(Duration),
 }
 
+impl WorkerEnd {
+    /// How a worker ended: its final event (`Recycle` with `true`) if it
+    /// sent one, else killed after `killed_after` if its watchdog killed
+    /// it, else died with `status`.
+    fn of(
+        done: Option<(Vec<String>, bool)>,
+        killed_after: Option<Duration>,
+        status: ExitStatus,
+    ) -> WorkerEnd {
+        match (done, killed_after) {
+            (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
+            (Some((failures, false)), _) => WorkerEnd::Done(failures),
+            (None, Some(after)) => WorkerEnd::Killed(after),
+            (None, None) => WorkerEnd::Died(status),
+        }
+    }
+}
+
 /// How long a worker may take to exit after its final event before its
 /// group is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -798,12 +816,11 @@ fn run_worker(
     untrack(pid);
     finished.store(true, Ordering::SeqCst);
     let leaked = reap_group(pid, plan.leak_timeout, worker_ticks);
-    let end = match (done, deadline) {
-        (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
-        (Some((failures, false)), _) => WorkerEnd::Done(failures),
-        (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
-        (None, _) => WorkerEnd::Died(status),
-    };
+    let end = WorkerEnd::of(
+        done,
+        deadline.filter(|_| killed.load(Ordering::SeqCst)),
+        status,
+    );
     Ok((end, leaked))
 }
 
@@ -905,12 +922,11 @@ fn run_forked(
             break;
         }
     }
-    let end = match (done, deadline) {
-        (Some((failures, true)), _) => WorkerEnd::Recycled(failures),
-        (Some((failures, false)), _) => WorkerEnd::Done(failures),
-        (None, Some(after)) if killed.load(Ordering::SeqCst) => WorkerEnd::Killed(after),
-        (None, _) => WorkerEnd::Died(status),
-    };
+    let end = WorkerEnd::of(
+        done,
+        deadline.filter(|_| killed.load(Ordering::SeqCst)),
+        status,
+    );
     Some(Ok((end, leaked)))
 }
 
