@@ -10,6 +10,9 @@
 //! - `cargo xtask bench shards`: three CI shards of a suite, `hash` and then
 //!   `duration` from a carried history, their wall times and spread;
 //!   writes `target/bench/shards.json`.
+//! - `cargo xtask cycles [--crate NAME]`: import circles between the
+//!   top-level modules of each workspace crate; exit 1 on any (in the named
+//!   crates only, with `--crate`).
 //! - `cargo xtask package`: `cargo package` for every crate meant for users.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
@@ -23,6 +26,7 @@ mod bench_mesh;
 mod bench_runner;
 mod bench_shards;
 mod ci;
+mod cycles;
 mod data;
 mod generated;
 mod package;
@@ -45,6 +49,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     Ci(ci::Options),
+    /// Import circles between the top-level modules of each workspace crate (exit 1 on any)
+    Cycles(cycles::Options),
     /// Report sets: merge the reports of shards or tiers into one
     Report {
         #[command(subcommand)]
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
 fn run(task: Option<Task>) -> Result<()> {
     match task {
         Some(Task::Ci(options)) => ci::run(options),
+        Some(Task::Cycles(options)) => cycles::run(&options),
         Some(Task::Report { command }) => report::run(command),
         Some(Task::Data { command }) => data::run(command),
         Some(Task::Package(options)) => package::run(&options),
