@@ -9,6 +9,12 @@
 //! tmp-registry`) and verifies each `.crate` by building it as a user
 //! would. Publishing is the same set: `cargo publish --workspace`. Both
 //! need Cargo 1.90 or later (multi-package packaging).
+//!
+//! Then each crate is packaged alone, as `cargo package -p <crate>` would,
+//! but without its lock file and unverified (`--no-verify
+//! --exclude-lockfile`, into `target/package-alone/`): the two steps that
+//! need the siblings on a registry. This shows each crate's manifest, files
+//! and licences make a package on their own.
 
 use std::process::Command;
 
@@ -75,15 +81,35 @@ pub fn run(options: &Options) -> Result<()> {
     if !status.success() {
         bail!("cargo package failed ({status})");
     }
+    let alone = crate::target_dir().join("package-alone");
+    for name in &crates {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["package", "--no-verify", "--exclude-lockfile", "-p", name])
+            .env("CARGO_TARGET_DIR", &alone)
+            .current_dir(crate::workspace_root());
+        if options.allow_dirty {
+            cargo.arg("--allow-dirty");
+        }
+        let status = cargo
+            .status()
+            .with_context(|| format!("running cargo package -p {name}"))?;
+        if !status.success() {
+            bail!(
+                "cargo package -p {name} (alone, --no-verify --exclude-lockfile) failed ({status})"
+            );
+        }
+    }
     eprintln!(
-        "[package] {} crates in {}{}",
+        "[package] {} crates in {}{}, and each alone in {}",
         crates.len(),
         crate::target_dir().join("package").display(),
         if options.no_verify {
             " (not verified: --no-verify)"
         } else {
             ", each built as a user would"
-        }
+        },
+        alone.join("package").display()
     );
     Ok(())
 }
