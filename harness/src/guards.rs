@@ -12,7 +12,7 @@
 //! pass becomes a failure, a failure or timeout keeps its message and
 //! gains the finding — and is shown redacted.
 
-use crate::execute::{Outcome, TestRecord};
+use crate::events::{Outcome, TestRecord};
 use crate::registry::TestDef;
 
 /// Behaviour attached to a marker.

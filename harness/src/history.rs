@@ -21,9 +21,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::{OutcomeLabel, TestRecord};
+use crate::events::{OutcomeLabel, TestRecord};
 use crate::metrics::Metric;
 use crate::report::ResultLine;
+
+pub use crate::events::{FigureHistory, Recent};
 
 /// Why a history file given with `--history` cannot be used; names the file
 /// and, for a bad line, the line.
@@ -71,30 +73,6 @@ pub struct Entry {
     pub figures: Vec<FigureHistory>,
 }
 
-/// One figure a test records (`p99_ms` of `GET /health`), over its last
-/// runs: what the report's trends are drawn from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FigureHistory {
-    /// The figure's name (`p99_ms`).
-    pub name: String,
-    /// Its endpoint, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Its unit.
-    #[serde(default)]
-    pub unit: String,
-    /// Its values in the runs that recorded it, oldest first (at most
-    /// [`RECENT`]).
-    pub values: Vec<f64>,
-}
-
-impl FigureHistory {
-    /// Is this the history of `m`?
-    pub fn is_of(&self, m: &Metric) -> bool {
-        self.name == m.name && self.endpoint == m.endpoint
-    }
-}
-
 /// `figures` with this run's `metrics` appended (states are not figures);
 /// a figure this run did not record keeps its history.
 pub fn with_figures(mut figures: Vec<FigureHistory>, metrics: &[Metric]) -> Vec<FigureHistory> {
@@ -118,17 +96,6 @@ pub fn with_figures(mut figures: Vec<FigureHistory>, metrics: &[Metric]) -> Vec<
         f.values.drain(..excess);
     }
     figures
-}
-
-/// What history knows of a test's earlier runs, handed to its result line.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Recent {
-    /// Its outcomes, oldest first.
-    pub outcomes: Vec<OutcomeLabel>,
-    /// Its figures.
-    pub figures: Vec<FigureHistory>,
-    /// What it took the last time it ran (see [`Entry::duration_s`]).
-    pub duration_s: Option<f64>,
 }
 
 /// How many past outcomes a test's history keeps.

@@ -40,6 +40,7 @@ pub(crate) mod capture;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod execute;
 pub mod fixture;
 pub(crate) mod guards;
@@ -68,7 +69,7 @@ pub(crate) mod zygote;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use execute::{Outcome, OutcomeLabel, TestRecord};
+pub use events::{Outcome, OutcomeLabel, TestRecord};
 pub use fixture::{Fixture, FixtureCx, FixtureError, Held, Scope, TestInfo, TestRng};
 pub use harness_macros::{fixture, service_test};
 pub use marker::{Marker, markers};

@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use crate::config::{Backoff, RetriesSetting, RetryOnKind, RetryOnSetting};
-use crate::execute::Outcome;
+use crate::events::Outcome;
 
 /// Which failures are retried.
 #[derive(Debug, Clone)]

@@ -18,7 +18,8 @@ use libtest_mimic::Trial;
 use tokio::sync::oneshot;
 
 use crate::cli::Cli;
-use crate::execute::{Outcome, TestPolicy, TestRecord, run_test};
+use crate::events::{Event, Outcome, TestRecord};
+use crate::execute::{TestPolicy, run_test};
 use crate::fixture::RunShared;
 use crate::history::History;
 use crate::marker::{Expr, known_markers};
@@ -272,9 +273,9 @@ fn run_as_worker(cli: &Cli, config: &crate::config::Config, seed: u64) -> ExitCo
         .collect();
     crate::output::sync();
     if crate::worker::recycling() {
-        crate::worker::emit(&crate::worker::Event::Recycle { teardown_failures });
+        crate::worker::emit(&Event::Recycle { teardown_failures });
     } else {
-        crate::worker::emit(&crate::worker::Event::Done { teardown_failures });
+        crate::worker::emit(&Event::Done { teardown_failures });
     }
     // A timed-out sync test may still hold a thread: don't wait for it.
     std::process::exit(0)
@@ -856,7 +857,7 @@ fn in_workers(plan: crate::supervisor::Plan, jobs: Vec<Job>, mut stream: Stream)
 struct Stream {
     binary: String,
     seed: u64,
-    recent: HashMap<String, crate::history::Recent>,
+    recent: HashMap<String, crate::events::Recent>,
     sink: Option<JsonlSink>,
     progress: crate::report::console::Progress,
 }
@@ -879,7 +880,7 @@ impl Stream {
     fn finished(&mut self, def: &TestDef, record: &TestRecord) {
         // Redacted here, with this process's canaries, before it leaves:
         // the supervisor never saw the values the test generated.
-        crate::worker::emit(&crate::worker::Event::Finished {
+        crate::worker::emit(&Event::Finished {
             record: crate::report::redacted(record),
             ran_ms: crate::worker::ran_ms(&record.name, record.duration),
         });

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use crate::execute::TestRecord;
+use crate::events::TestRecord;
 use crate::history::History;
 
 /// The default number of tests running at once: 32 per core, between 32 and

@@ -32,8 +32,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
 
-use crate::execute::{Outcome, TestRecord};
-use crate::worker::{Event, WORKER_ENV};
+use crate::events::Event;
+use crate::events::{Outcome, TestRecord};
+use crate::worker::WORKER_ENV;
 
 /// Set to `0` to run tests in this process, without a supervisor.
 pub const SUPERVISOR_ENV: &str = "SERVICE_TEST_SUPERVISOR";

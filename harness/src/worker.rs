@@ -21,9 +21,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use serde::{Deserialize, Serialize};
-
-use crate::execute::TestRecord;
+use crate::events::Event;
 
 /// Set (to `1`) in the environment of a worker process.
 pub const WORKER_ENV: &str = "SERVICE_TEST_WORKER";
@@ -33,42 +31,6 @@ pub const STARTED_MAP_ENV: &str = "SERVICE_TEST_STARTED_MAP";
 
 /// How often buffered events are flushed to the supervisor.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// What a worker tells its supervisor.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub(crate) enum Event {
-    /// A test ended with this record.
-    Finished {
-        /// What happened.
-        record: TestRecord,
-        /// When it began and ended, in milliseconds since the worker
-        /// started (to name the test that started a leaked process).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ran_ms: Option<(u64, u64)>,
-    },
-    /// PHI values an isolated test's generators registered as canaries
-    /// (kind label, value), sent as each is registered, so that the
-    /// supervisor redacts what the test printed and finds them in it (also
-    /// when the worker then crashes). Synthetic, and only ever on this
-    /// private pipe.
-    Canaries {
-        /// `(kind, value)` pairs.
-        entries: Vec<(String, String)>,
-    },
-    /// A test left a runtime thread blocked: the worker started no more
-    /// tests, finished the ones in flight, tore down its fixtures and
-    /// ends; the supervisor runs the rest in a fresh worker.
-    Recycle {
-        /// Teardowns that failed.
-        teardown_failures: Vec<String>,
-    },
-    /// Every test ran and suite and session fixtures were torn down.
-    Done {
-        /// Teardowns that failed.
-        teardown_failures: Vec<String>,
-    },
-}
 
 static CHANNEL: OnceLock<Mutex<std::io::BufWriter<File>>> = OnceLock::new();
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Completion, Failed, Trial};
 use tokio::sync::oneshot;
 
-use crate::execute::{Outcome, TestRecord};
+use crate::events::{Outcome, TestRecord};
 
 /// `--durations N`: the N slowest tests, slowest first.
 pub(crate) fn print_durations(records: &[TestRecord], n: usize) {

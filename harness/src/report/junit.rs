@@ -11,7 +11,7 @@ use quick_junit::{
 };
 
 use super::{Error, ResultLine, RunInfo};
-use crate::execute::OutcomeLabel;
+use crate::events::OutcomeLabel;
 
 fn rerun(kind: NonSuccessKind, message: &str) -> TestRerun {
     let mut r = TestRerun::new(kind);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::{Counts, ResultLine, RunInfo};
-use crate::execute::OutcomeLabel;
+use crate::events::OutcomeLabel;
 use crate::metrics::STATE;
 
 fn pct(n: usize, total: usize) -> String {

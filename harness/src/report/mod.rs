@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::execute::{OutcomeLabel, TestRecord};
-use crate::history::{FigureHistory, Recent};
+use crate::events::{FigureHistory, Recent};
+use crate::events::{OutcomeLabel, TestRecord};
 use crate::metrics::Metric;
 use crate::registry::TestDef;
 
