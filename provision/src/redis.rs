@@ -73,15 +73,62 @@ impl RedisEndpoint {
     }
 
     /// The same server (credentials, database) reached at `addr` instead:
-    /// a proxy put in front of it. The connection there is plain TCP.
+    /// a proxy put in front of it. The connection there speaks what this
+    /// endpoint speaks: plain TCP, or TLS (with the same trusted roots) for
+    /// a `rediss://` endpoint, whose proxy relays the TLS bytes.
     pub fn via(&self, addr: SocketAddr) -> RedisEndpoint {
+        let to = match &self.info.addr {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+        };
         RedisEndpoint {
             info: ConnectionInfo {
-                addr: ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()),
+                addr: to,
                 redis: self.info.redis.clone(),
             },
             addr,
         }
+    }
+
+    /// The same server (credentials, database) reached over TLS at `addr`
+    /// (a TLS front put before it), trusting only the CA certificates of
+    /// `ca_pem` and checking that the server's certificate names `addr`'s
+    /// IP address.
+    pub fn tls_via(&self, addr: SocketAddr, ca_pem: &[u8]) -> redis::RedisResult<RedisEndpoint> {
+        let info = ConnectionInfo {
+            addr: ConnectionAddr::TcpTls {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                insecure: false,
+                tls_params: None,
+            },
+            redis: self.info.redis.clone(),
+        };
+        let client = redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca_pem.to_vec()),
+            },
+        )?;
+        Ok(RedisEndpoint {
+            info: client.get_connection_info().clone(),
+            addr,
+        })
+    }
+
+    /// Does a connection to it speak TLS (`rediss://`)?
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr, ConnectionAddr::TcpTls { .. })
     }
 
     /// The database number every connection selects.

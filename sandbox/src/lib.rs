@@ -50,6 +50,7 @@ pub mod retry;
 pub mod saga;
 pub mod service;
 pub mod store;
+pub mod store_tls;
 pub mod target;
 pub mod timing;
 pub mod tls;

@@ -486,6 +486,11 @@ async fn up(args: Up) -> anyhow::Result<()> {
     };
     // Shown masked (its Display).
     let config_redis = config.redis.to_string();
+    // With TLS on, the stores' TLS fronts come first, so that the chaos
+    // proxies between the services and their stores carry only TLS.
+    let store_fronts = sandbox::store_tls::front_stores(&mut config)
+        .await
+        .context("putting TLS fronts before the stores")?;
     let mut front = match chaos_api {
         Some(addr) => {
             let mut front = sandbox::chaos::ChaosFront::listen(addr)
@@ -595,6 +600,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
     drop(control);
     drop(chaos);
     drop(mesh);
+    drop(store_fronts);
     Ok(())
 }
 

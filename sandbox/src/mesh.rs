@@ -76,6 +76,9 @@ pub enum MeshError {
     /// Only loopback addresses are allowed.
     #[error("{0} is not a loopback address: the sandbox listens on loopback only")]
     NotLoopback(SocketAddr),
+    /// The links to the stores could not be put on TLS.
+    #[error(transparent)]
+    StoreTls(#[from] crate::store_tls::StoreTlsError),
 }
 
 /// How to start a mesh.
@@ -273,6 +276,8 @@ pub struct Mesh {
     book: Arc<LogBook>,
     forwarder: JoinHandle<()>,
     http: reqwest::Client,
+    /// Each service's way to its stores (TLS fronts with TLS on).
+    stores: crate::store_tls::StoreLinks,
 }
 
 impl Drop for Mesh {
@@ -434,6 +439,7 @@ impl Mesh {
         if !config.bind.is_loopback() {
             return Err(MeshError::BindNotLoopback(config.bind));
         }
+        let stores = crate::store_tls::StoreLinks::plan(&config).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LogViolation>();
         let book = Arc::new(LogBook::new(config.echo_logs, tx));
         let mut listeners = Vec::new();
@@ -515,6 +521,7 @@ impl Mesh {
             book,
             forwarder,
             http,
+            stores,
         };
         for (s, l) in listeners {
             mesh.launch(s, l).await?;
@@ -524,13 +531,10 @@ impl Mesh {
 
     async fn launch(&self, service: Service, listener: TcpListener) -> Result<(), MeshError> {
         let store_err = |source| MeshError::Store { service, source };
-        let url = self
-            .config
-            .database_urls
-            .get(&service)
-            .unwrap_or(&self.config.database_url);
+        let url = self.stores.database_url(service);
+        let pg_tls = self.stores.postgres_tls();
         {
-            let mut migrator = store::connect(url).await.map_err(store_err)?;
+            let mut migrator = store::connect_with(url, pg_tls).await.map_err(store_err)?;
             let statements = (registry::module(service).migrations)();
             let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
             store::migrate(&mut migrator, service, &refs)
@@ -545,15 +549,12 @@ impl Mesh {
                 }
             })?,
         );
-        let db = Arc::new(Db::new(url, self.config.pool).map_err(store_err)?);
+        let db = Arc::new(Db::with_tls(url, self.config.pool, pg_tls).map_err(store_err)?);
         let metrics = Arc::new(ServiceMetrics::default());
         let audit = (service == Service::ComplianceMonitor).then(|| {
             crate::audit_writer::AuditWriter::start(Arc::clone(&db), Arc::clone(&metrics))
         });
-        let redis = match self.config.redis_addrs.get(&service) {
-            Some(addr) => self.config.redis.via(*addr),
-            None => self.config.redis.clone(),
-        };
+        let redis = self.stores.redis(service);
         let cache = Cache::connect(&redis, &self.config.redis_prefix)
             .await
             .map_err(store_err)?;
@@ -659,6 +660,12 @@ impl Mesh {
     /// An HTTP client that trusts the mesh (its CA, with TLS on).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Each service's way to its stores: with TLS on, the TLS fronts the
+    /// mesh put before its PostgreSQL and Redis.
+    pub fn stores(&self) -> &crate::store_tls::StoreLinks {
+        &self.stores
     }
 
     /// The configuration it was started with.

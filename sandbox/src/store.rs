@@ -61,10 +61,31 @@ fn pg_chain(e: &tokio_postgres::Error) -> String {
 
 /// Connects to PostgreSQL.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    connect_with(url, None).await
+}
+
+/// Connects to PostgreSQL, over TLS with `tls` (as `url`'s `sslmode`
+/// asks: `require` fails rather than talk in the clear).
+pub async fn connect_with(
+    url: &str,
+    tls: Option<&crate::store_tls::PgTls>,
+) -> Result<tokio_postgres::Client, StoreError> {
+    let client = match tls {
+        Some(tls) => {
+            let (client, conn) = tokio_postgres::connect(url, tls.clone()).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        }
+        None => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -131,6 +152,16 @@ pub struct PoolStatus {
 impl Db {
     /// A pool on `url` (no connection is made until one is needed).
     pub fn new(url: &str, config: PoolConfig) -> Result<Db, StoreError> {
+        Db::with_tls(url, config, None)
+    }
+
+    /// A pool on `url` whose connections use `tls` (as `url`'s `sslmode`
+    /// asks).
+    pub fn with_tls(
+        url: &str,
+        config: PoolConfig,
+        tls: Option<&crate::store_tls::PgTls>,
+    ) -> Result<Db, StoreError> {
         let mut pg: tokio_postgres::Config = url.parse()?;
         if !config.durable_commits {
             // Per session: the server's other users keep their setting.
@@ -140,13 +171,15 @@ impl Db {
             };
             pg.options(&options);
         }
-        let manager = deadpool_postgres::Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => deadpool_postgres::Manager::from_config(pg, tls.clone(), manager_config),
+            None => {
+                deadpool_postgres::Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            }
+        };
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(config.max_size)
             .wait_timeout(Some(config.wait))

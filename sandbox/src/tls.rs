@@ -134,6 +134,15 @@ impl TlsMaterial {
         client_config(vec![self.ca_der.clone()])
     }
 
+    /// A client configuration for a service's links to its stores
+    /// (PostgreSQL behind its TLS front): trusting only this CA, offering
+    /// no application protocol.
+    pub fn store_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut config = (*self.client_config()?).clone();
+        config.alpn_protocols.clear();
+        Ok(Arc::new(config))
+    }
+
     /// `builder` trusting this CA (and only it), refusing plain `http://`.
     pub fn trust(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         match self.client_config() {

@@ -865,10 +865,16 @@ impl PrivateMesh {
         self.redis.addr
     }
 
+    /// The configuration [`PrivateMesh::start`] begins from (to change it
+    /// with async work, such as putting fronts and taps before the stores,
+    /// and then start it with `Mesh::start`).
+    pub fn config(&self) -> MeshConfig {
+        MeshConfig::for_tests(&self.db.url, self.redis.endpoint.clone(), self.seed)
+    }
+
     /// Starts the mesh, with `tune` applied to its configuration.
     pub async fn start(&self, tune: impl FnOnce(&mut MeshConfig)) -> Result<Mesh, String> {
-        let mut config =
-            MeshConfig::for_tests(&self.db.url, self.redis.endpoint.clone(), self.seed);
+        let mut config = self.config();
         tune(&mut config);
         Mesh::start(config)
             .await

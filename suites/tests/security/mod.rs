@@ -4,5 +4,6 @@
 mod access_control;
 mod authorization;
 mod data_encryption;
+mod encryption_everywhere;
 mod input_hardening;
 mod service_authentication;

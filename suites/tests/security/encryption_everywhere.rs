@@ -1,0 +1,449 @@
+//! Encryption on every link (seed 000, issue 28 item 4): with TLS on, an
+//! observer on any link of the mesh — between two services, or between a
+//! service and its PostgreSQL or Redis — sees only TLS. Each test runs on a
+//! TLS mesh of its own (the reference services' code, whatever the
+//! target), its links tapped byte for byte.
+
+use std::net::SocketAddr;
+
+use harness::service_test;
+use healthcare_data::{ComplianceKind, Generator, Scenario};
+use sandbox::store_tls::{self, SSL_REQUEST, StoreKind};
+use sandbox::{Mesh, Service};
+use serde_json::json;
+use suites::OwnMesh;
+
+use crate::common::{Tap, intake, visit};
+
+/// PostgreSQL's `SSLRequest` as a client sends it: length 8, then the code.
+fn ssl_request() -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&8u32.to_be_bytes());
+    m[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    m
+}
+
+/// Is `needle` in `bytes` (ASCII case ignored)?
+fn crosses(bytes: &[u8], needle: &str) -> bool {
+    bytes
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Asserts no value of `secrets` is in either direction of `conns`
+/// (`link` and the secrets' labels name the finding: no PHI in messages).
+fn assert_nothing_in_clear(link: &str, conns: &[(Vec<u8>, Vec<u8>)], secrets: &[(&str, String)]) {
+    for (up, down) in conns {
+        for (direction, bytes) in [("request", up), ("reply", down)] {
+            for (what, value) in secrets {
+                assert!(
+                    !crosses(bytes, value),
+                    "{link} {direction}: {what} crossed the wire in the clear"
+                );
+            }
+        }
+    }
+}
+
+/// The server a PostgreSQL URL names, as the fronts key it.
+async fn postgres_addr(url: &str) -> SocketAddr {
+    store_tls::postgres_upstream(url)
+        .await
+        .expect("a TCP server in the database URL")
+}
+
+/// Every service's link to PostgreSQL and to Redis runs through a tap of
+/// its own, placed between the service and the TLS front before the store
+/// (where the network would be). Through a journey with a visit and a
+/// disclosure, each service's connections to PostgreSQL open with the
+/// `SSLRequest`, are answered `S`, and continue with a TLS handshake
+/// record (0x16); each connection to Redis opens with a handshake both
+/// ways; and no SQL, no Redis command, no key of the mesh, no startup
+/// option and none of the patient's identifiers crosses in the clear.
+///
+/// Catches: a service that reaches PostgreSQL or Redis in the clear when
+/// the mesh runs with TLS (a pool built without the TLS connector, an
+/// `sslmode` that lets the connection fall back to plain text, a proxied
+/// Redis address turned back into a plain `redis://` link), and a front
+/// that answers plain text.
+#[service_test(
+    security,
+    compliance,
+    real_services,
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization,
+        business_intelligence
+    ),
+    timeout = "60s"
+)]
+async fn every_service_to_store_link_is_tls_with_no_plaintext(
+    own: OwnMesh,
+    s: Scenario,
+    mut g: Generator,
+) {
+    let mut config = own.config();
+    assert!(config.tls.is_some(), "the test mesh runs without TLS");
+    let prefix = config.redis_prefix.clone();
+    let fronts = store_tls::front_stores(&mut config)
+        .await
+        .expect("TLS fronts before the stores");
+    let pg_front = fronts
+        .get(StoreKind::Postgres, postgres_addr(own.database_url()).await)
+        .expect("a front before PostgreSQL")
+        .addr();
+    let redis_front = fronts
+        .get(StoreKind::Redis, own.redis_addr())
+        .expect("a front before Redis")
+        .addr();
+    let mut taps = Vec::new();
+    for service in Service::ALL {
+        let pg = Tap::start(pg_front).await;
+        let redis = Tap::start(redis_front).await;
+        let url = store_tls::postgres_url_via(&config.database_url, pg.addr()).expect("URL");
+        config.database_urls.insert(service, url);
+        config.redis_addrs.insert(service, redis.addr());
+        taps.push((service, pg, redis));
+    }
+    let mesh = Mesh::start(config).await.expect("mesh");
+    let api = mesh.client(Service::HealthcareApi, "tls-stores");
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "the journey: {}", v.body);
+    let read = api
+        .get(&format!("/patients/{patient_id}"))
+        .await
+        .expect("read");
+    assert_eq!(read.status, 200, "read back: {}", read.body);
+    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
+    let d = mesh
+        .client(Service::ComplianceMonitor, "tls-stores")
+        .post(
+            "/disclosures",
+            &json!({
+                "recipient": breach.evidence["recipient"],
+                "purpose": breach.evidence["purpose"],
+                "payload": breach.evidence["payload"],
+            }),
+        )
+        .await
+        .expect("disclosure");
+    assert_eq!(d.status, 201, "the disclosure: {}", d.body["error"]);
+
+    let secrets: Vec<(&str, String)> = [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the last name", s.patient.last_name.clone()),
+        ("the full name", s.patient.full_name()),
+        ("the member id", s.coverage.member_id.clone()),
+        ("the patient id", patient_id.clone()),
+        ("SQL text", "INSERT INTO ".to_string()),
+        ("SQL text", "SELECT ".to_string()),
+        ("a startup option", "synchronous_commit".to_string()),
+        ("a Redis command", "\r\nPING\r\n".to_string()),
+        ("a Redis command", "\r\nSET\r\n".to_string()),
+        ("a Redis command", "\r\nGET\r\n".to_string()),
+        ("a key of the mesh", prefix),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.len() >= 5)
+    .collect();
+    let hello = ssl_request();
+    for (service, pg, redis) in &taps {
+        let conns: Vec<_> = pg
+            .connections()
+            .into_iter()
+            .filter(|(up, _)| !up.is_empty())
+            .collect();
+        assert!(!conns.is_empty(), "{service}: no connection to PostgreSQL");
+        for (up, down) in &conns {
+            assert!(
+                up.starts_with(&hello),
+                "{service} → PostgreSQL: a connection did not open with the SSLRequest"
+            );
+            assert_eq!(
+                up.get(8).copied(),
+                Some(0x16),
+                "{service} → PostgreSQL: no TLS handshake after the SSLRequest"
+            );
+            assert_eq!(
+                down.first().copied(),
+                Some(b'S'),
+                "{service} → PostgreSQL: the SSLRequest was not accepted"
+            );
+            assert!(
+                down.get(1).is_none_or(|b| *b == 0x16),
+                "{service} → PostgreSQL: the server did not answer with a handshake"
+            );
+        }
+        assert_nothing_in_clear(&format!("{service} → PostgreSQL"), &conns, &secrets);
+
+        let conns: Vec<_> = redis
+            .connections()
+            .into_iter()
+            .filter(|(up, _)| !up.is_empty())
+            .collect();
+        assert!(!conns.is_empty(), "{service}: no connection to Redis");
+        for (up, down) in &conns {
+            assert_eq!(
+                up[0], 0x16,
+                "{service} → Redis: a connection did not start with a ClientHello"
+            );
+            assert!(
+                down.first().is_none_or(|b| *b == 0x16),
+                "{service} → Redis: the server did not answer with a handshake"
+            );
+        }
+        assert_nothing_in_clear(&format!("{service} → Redis"), &conns, &secrets);
+    }
+    drop(mesh);
+    drop(fronts);
+}
+
+/// A mesh started with TLS on plain store URLs (the sandbox's own
+/// PostgreSQL and Redis, which are not reconfigured) puts a TLS front
+/// before each store and sends every service there with TLS required, and
+/// the fronts refuse a client that talks in the clear: a PostgreSQL
+/// startup message gets a `FATAL` error (SQLSTATE 28000), a Redis `PING`
+/// gets no `+PONG`.
+///
+/// Catches: a TLS mesh whose services still reach the stores directly in
+/// the clear (no front, or a link left on `sslmode=prefer`/`redis://`),
+/// and a front that relays plain text to the store behind it.
+#[service_test(security, real_services, timeout = "30s")]
+async fn a_tls_mesh_reaches_its_stores_only_through_tls_fronts(own: OwnMesh) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = own.start(|_| {}).await.expect("mesh");
+    let stores = mesh.stores();
+    let pg_real = postgres_addr(own.database_url()).await;
+    let pg_front = stores
+        .fronts()
+        .get(StoreKind::Postgres, pg_real)
+        .expect("no TLS front before PostgreSQL")
+        .addr();
+    let redis_front = stores
+        .fronts()
+        .get(StoreKind::Redis, own.redis_addr())
+        .expect("no TLS front before Redis")
+        .addr();
+    for service in Service::ALL {
+        let url = stores.database_url(service);
+        assert!(
+            store_tls::postgres_requires_tls(url),
+            "{service}: its PostgreSQL link does not require TLS"
+        );
+        assert_eq!(
+            postgres_addr(url).await,
+            pg_front,
+            "{service}: its PostgreSQL link does not go to the front"
+        );
+        let redis = stores.redis(service);
+        assert!(redis.is_tls(), "{service}: its Redis link is not rediss://");
+        assert_eq!(
+            redis.addr(),
+            redis_front,
+            "{service}: its Redis link does not go to the front"
+        );
+    }
+    // The services work through the fronts.
+    let health = mesh
+        .client(Service::HealthcareApi, "tls-fronts")
+        .get("/health")
+        .await
+        .expect("health");
+    assert_eq!(health.status, 200, "{}", health.body);
+
+    let read_all = |mut c: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.read_to_end(&mut answer),
+        )
+        .await;
+        answer
+    };
+    // A PostgreSQL startup message (protocol 3.0, user postgres) in the clear.
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut message = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    let mut c = tokio::net::TcpStream::connect(pg_front)
+        .await
+        .expect("connect");
+    c.write_all(&message).await.expect("write");
+    let answer = read_all(c).await;
+    assert_eq!(
+        answer.first().copied(),
+        Some(b'E'),
+        "the PostgreSQL front did not refuse a startup in the clear"
+    );
+    assert!(
+        crosses(&answer, "28000"),
+        "the PostgreSQL front's refusal is not SQLSTATE 28000"
+    );
+    let mut c = tokio::net::TcpStream::connect(redis_front)
+        .await
+        .expect("connect");
+    c.write_all(b"*1\r\n$4\r\nPING\r\n").await.expect("write");
+    let answer = read_all(c).await;
+    assert!(
+        !crosses(&answer, "+PONG"),
+        "the Redis front answered a PING in the clear"
+    );
+}
+
+/// Every service's calls to every other go through a tap before the
+/// callee (the mesh's routes are shared by all callers): the API's calls
+/// to insurance, billing, the compliance monitor, doctor personalization
+/// (a preferences read) and business intelligence (an analytics read), the
+/// API's patient syncs to the four holders, every service's audit events
+/// to the compliance monitor, and the monitor's incident notice to
+/// business intelligence (a disclosure beyond the minimum necessary, made
+/// first, so that the analytics tap's first connection is the monitor's
+/// and a later one the API's). Every connection opens with a TLS handshake
+/// both ways, and neither PHI nor HTTP text nor a bearer token crosses in
+/// the clear.
+///
+/// Catches: any service-to-service client that calls a peer over plain
+/// HTTP with TLS on (the existing tap covers three of the API's peers
+/// only: not doctor personalization, business intelligence, nor the
+/// compliance monitor's own calls).
+#[service_test(
+    security,
+    compliance,
+    real_services,
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization,
+        business_intelligence
+    ),
+    timeout = "60s"
+)]
+async fn every_service_to_service_link_is_tls_with_no_plaintext(
+    own: OwnMesh,
+    s: Scenario,
+    mut g: Generator,
+) {
+    let mesh = own.start(|_| {}).await.expect("mesh");
+    assert!(
+        mesh.url(Service::HealthcareApi).starts_with("https://"),
+        "the test mesh serves plain HTTP"
+    );
+    let mut taps = Vec::new();
+    for service in Service::ALL {
+        let tap = Tap::start(mesh.addr(service)).await;
+        mesh.route(service, tap.addr())
+            .expect("route through the tap");
+        taps.push((service, tap));
+    }
+    let used = |service: Service| -> usize {
+        taps.iter()
+            .filter(|(s, _)| *s == service)
+            .flat_map(|(_, t)| t.connections())
+            .filter(|(up, _)| !up.is_empty())
+            .count()
+    };
+    let tenant = "tls-links";
+    // The monitor's notice to business intelligence, before anyone else
+    // has called it.
+    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
+    let d = mesh
+        .client(Service::ComplianceMonitor, tenant)
+        .post(
+            "/disclosures",
+            &json!({
+                "recipient": breach.evidence["recipient"],
+                "purpose": breach.evidence["purpose"],
+                "payload": breach.evidence["payload"],
+            }),
+        )
+        .await
+        .expect("disclosure");
+    assert_eq!(d.status, 201, "the disclosure: {}", d.body["error"]);
+    let incident = d.body["incident_id"].as_i64().expect("an incident opened");
+    let listed = mesh
+        .client(Service::ComplianceMonitor, tenant)
+        .get("/incidents")
+        .await
+        .expect("incidents");
+    let notified = listed.body["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|i| i["id"] == incident && i["notified"] == true);
+    assert!(
+        notified,
+        "business intelligence was not notified of incident {incident}"
+    );
+    let from_monitor = used(Service::BusinessIntelligence);
+    assert!(
+        from_monitor >= 1,
+        "the compliance monitor's notice did not go through the tap"
+    );
+
+    let api = mesh.client(Service::HealthcareApi, tenant);
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "the journey: {}", v.body);
+    let prefs = api
+        .get(&format!("/doctors/{}/preferences", s.visit.rendering_npi))
+        .await
+        .expect("preferences");
+    assert!(
+        matches!(prefs.status, 200 | 404),
+        "preferences through the API: {} {}",
+        prefs.status,
+        prefs.body
+    );
+    let agg = api.get("/analytics/aggregates").await.expect("aggregates");
+    assert_eq!(agg.status, 200, "analytics through the API: {}", agg.body);
+    assert!(
+        used(Service::BusinessIntelligence) > from_monitor,
+        "the API's analytics read did not go through the tap"
+    );
+
+    let secrets: Vec<(&str, String)> = [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the SSN's digits", s.patient.ssn.replace('-', "")),
+        ("the last name", s.patient.last_name.clone()),
+        ("the full name", s.patient.full_name()),
+        ("the member id", s.coverage.member_id.clone()),
+        ("the patient id", patient_id.clone()),
+        // A request line's end (ALPN's "http/1.1" is in every ClientHello).
+        ("HTTP text", "HTTP/1.1\r\n".to_string()),
+        ("a bearer token", "Bearer ".to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.len() >= 5)
+    .collect();
+    for (service, tap) in &taps {
+        let conns: Vec<_> = tap
+            .connections()
+            .into_iter()
+            .filter(|(up, _)| !up.is_empty())
+            .collect();
+        // Nothing calls the API: its tap may stay unused; every other
+        // service is called during the journey.
+        assert!(
+            *service == Service::HealthcareApi || !conns.is_empty(),
+            "{service}: no call to it went through the tap"
+        );
+        for (up, down) in &conns {
+            assert_eq!(
+                up[0], 0x16,
+                "→ {service}: a connection did not start with a ClientHello"
+            );
+            assert!(
+                down.first().is_none_or(|b| *b == 0x16),
+                "→ {service}: the server did not answer with a handshake"
+            );
+        }
+        assert_nothing_in_clear(&format!("→ {service}"), &conns, &secrets);
+    }
+}
