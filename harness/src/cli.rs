@@ -2,33 +2,13 @@
 //! `cargo nextest run` drive it) plus the harness's own.
 //!
 //! nextest passes no custom flags when it lists tests, so the marker
-//! expression and the seed can also come from the environment:
-//! [`MARKER_ENV`] (`SERVICE_TEST_MARKER`) and [`SEED_ENV`] (`SERVICE_TEST_SEED`).
+//! expression, the seed and others can also come from the environment
+//! (`SERVICE_TEST_MARKER`, `SERVICE_TEST_SEED`, …: [`crate::env`]); the
+//! methods here weigh each flag against its variable.
 
 use std::time::Duration;
 
 use clap::Parser;
-
-/// Environment variable holding a marker expression, used when no
-/// `--marker` is given (`SERVICE_TEST_MARKER="compliance" cargo nextest run`).
-pub const MARKER_ENV: &str = "SERVICE_TEST_MARKER";
-
-/// Environment variable holding the run seed, used when no `--seed` is given.
-pub const SEED_ENV: &str = "SERVICE_TEST_SEED";
-
-/// Environment variable holding a partition (`hash:1/3`), used when no
-/// `--partition` is given (nextest lists tests without custom flags).
-pub const PARTITION_ENV: &str = "SERVICE_TEST_PARTITION";
-
-/// Environment variable naming a target file, used when no `--target` is
-/// given (so `cargo nextest run` can point the suites at a deployment).
-pub const TARGET_ENV: &str = "SERVICE_TEST_TARGET";
-
-/// Set by nextest for every test process of one run (a UUID).
-pub const NEXTEST_RUN_ID_ENV: &str = "NEXTEST_RUN_ID";
-
-/// Set by nextest: how many attempts it gives a test (retries + 1).
-pub const NEXTEST_TOTAL_ATTEMPTS_ENV: &str = "NEXTEST_TOTAL_ATTEMPTS";
 
 /// Removes `--format junit` (or `--format=junit`) from a command line, and
 /// says whether it was there: libtest-mimic's `--format` knows only
@@ -50,12 +30,6 @@ pub fn take_junit_format(
         }
     }
     (out, junit)
-}
-
-/// A run seed from a nextest run id: short enough to type, as
-/// [`crate::seed::fresh_seed`]'s are.
-pub fn seed_of_run_id(id: &str) -> u64 {
-    crate::seed::derive_seed(0, &["nextest-run", id.trim()]) % 1_000_000_000
 }
 
 /// The default per-test timeout (a test's own `timeout =` wins, `--timeout` sets it).
@@ -180,9 +154,7 @@ impl Cli {
     /// `and`, else the environment variable, else none.
     pub fn marker_expression(&self) -> Option<String> {
         match self.marker.as_slice() {
-            [] => std::env::var(MARKER_ENV)
-                .ok()
-                .filter(|s| !s.trim().is_empty()),
+            [] => crate::env::marker(),
             [one] => Some(one.clone()),
             many => Some(
                 many.iter()
@@ -201,24 +173,13 @@ impl Cli {
         if let Some(s) = self.seed {
             return Ok(Some(s));
         }
-        match std::env::var(SEED_ENV) {
-            Ok(v) => v.trim().parse().map(Some).map_err(|_| {
-                format!("{SEED_ENV}={v:?} is not a seed: expected a whole number like 42")
-            }),
-            Err(_) => Ok(std::env::var(NEXTEST_RUN_ID_ENV)
-                .ok()
-                .filter(|id| !id.trim().is_empty())
-                .map(|id| seed_of_run_id(&id))),
-        }
+        crate::env::seed()
     }
 
     /// Does nextest retry this test itself (`--retries`, or a profile's)?
     /// Then the harness does not retry it too.
     pub fn nextest_retries(&self) -> bool {
-        std::env::var(NEXTEST_TOTAL_ATTEMPTS_ENV)
-            .ok()
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .is_some_and(|n| n > 1)
+        crate::env::nextest_retries()
     }
 
     /// Every positional name filter: libtest's one and the ones after it.
@@ -233,30 +194,21 @@ impl Cli {
 
     /// `--require-services` or `SERVICE_TEST_REQUIRE_SERVICES=1`.
     pub fn require_services(&self) -> bool {
-        self.require_services
-            || std::env::var("SERVICE_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+        self.require_services || crate::env::require_services()
     }
 
     /// The profile from `--profile` or the environment, if any.
     pub fn profile(&self) -> Option<String> {
-        self.profile.clone().or_else(|| {
-            std::env::var(crate::config::PROFILE_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-        })
+        self.profile.clone().or_else(crate::env::profile)
     }
 
     /// The target file from `--target` or the environment, if any, found
     /// as [`resolve_target`] says (`PWD` is the directory the user ran
     /// cargo from, which cargo passes on unchanged).
     pub fn target(&self) -> Option<std::path::PathBuf> {
-        let given = self.target.clone().or_else(|| {
-            std::env::var_os(TARGET_ENV)
-                .filter(|v| !v.is_empty())
-                .map(std::path::PathBuf::from)
-        })?;
+        let given = self.target.clone().or_else(crate::env::target)?;
         let cwd = std::env::current_dir().ok()?;
-        let invoked = std::env::var_os("PWD").map(std::path::PathBuf::from);
+        let invoked = crate::env::invoked_from();
         Some(resolve_target(given, &cwd, invoked.as_deref()))
     }
 
@@ -265,13 +217,7 @@ impl Cli {
         if self.partition.is_some() {
             return Ok(self.partition);
         }
-        match std::env::var(PARTITION_ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map(Some)
-                .map_err(|e| format!("{PARTITION_ENV}: {e}")),
-            _ => Ok(None),
-        }
+        crate::env::partition()
     }
 
     /// How many tests may run at once: `--test-threads`, else
@@ -280,7 +226,7 @@ impl Cli {
     pub fn concurrency(&self, profile: Option<usize>) -> usize {
         self.libtest
             .test_threads
-            .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok())
+            .or_else(crate::env::test_threads)
             .filter(|n| *n > 0)
             .or(profile.filter(|n| *n > 0))
             .unwrap_or_else(crate::schedule::default_concurrency)

@@ -41,12 +41,7 @@ use crate::marker::Expr;
 /// Where the config file lives, below the workspace root.
 pub const CONFIG_PATH: &str = ".config/service-test.toml";
 
-/// Environment variable naming the config file explicitly.
-pub const CONFIG_ENV: &str = "SERVICE_TEST_CONFIG";
-
-/// Environment variable naming the profile, used when no `--profile` is
-/// given (so `cargo nextest run` can select one).
-pub const PROFILE_ENV: &str = "SERVICE_TEST_PROFILE";
+use crate::env::CONFIG_ENV;
 
 /// A mistake in the config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -351,15 +346,12 @@ impl Config {
     /// file is the built-in defaults, unless a profile other than `default`
     /// was asked for.
     pub fn discover(profile: Option<&str>) -> Result<Config, ConfigError> {
-        let path = std::env::var_os(CONFIG_ENV)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                let cwd = std::env::current_dir().ok()?;
-                cwd.ancestors()
-                    .map(|d| d.join(CONFIG_PATH))
-                    .find(|p| p.is_file())
-            });
+        let path = crate::env::config_file().or_else(|| {
+            let cwd = std::env::current_dir().ok()?;
+            cwd.ancestors()
+                .map(|d| d.join(CONFIG_PATH))
+                .find(|p| p.is_file())
+        });
         match path {
             Some(p) => Config::load(&p, profile),
             None => match profile {

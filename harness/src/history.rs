@@ -51,9 +51,6 @@ pub enum HistoryError {
     },
 }
 
-/// The environment variable that overrides where history is kept.
-pub const HISTORY_DIR_ENV: &str = "SERVICE_TEST_HISTORY_DIR";
-
 /// What was last seen of one test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -278,8 +275,8 @@ fn default_path() -> Option<PathBuf> {
         }
         _ => stem,
     };
-    let dir = match std::env::var_os(HISTORY_DIR_ENV) {
-        Some(dir) => PathBuf::from(dir),
+    let dir = match crate::env::history_dir() {
+        Some(dir) => dir,
         None => {
             let deps = exe.parent()?;
             let base = if deps.file_name()? == "deps" {

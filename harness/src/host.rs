@@ -46,10 +46,7 @@ use serde_json::Value;
 
 use crate::fixture::{Fixture, FixtureCx, FixtureError, TestCx};
 
-/// Set (to `1`) for the host process.
-pub(crate) const HOST_ENV: &str = "SERVICE_TEST_HOST";
-/// Names the file holding the hosted fixtures' handles.
-pub(crate) const HOSTED_FILE_ENV: &str = "SERVICE_TEST_HOSTED_FILE";
+use crate::env::{HOST_ENV, HOSTED_FILE_ENV};
 
 /// A session fixture that isolated test processes can share.
 pub trait Hostable: Fixture {
@@ -115,7 +112,7 @@ pub(crate) fn any_registered() -> bool {
 fn handles() -> &'static HashMap<String, Value> {
     static HANDLES: OnceLock<HashMap<String, Value>> = OnceLock::new();
     HANDLES.get_or_init(|| {
-        let Some(path) = std::env::var_os(HOSTED_FILE_ENV) else {
+        let Some(path) = crate::env::hosted_file() else {
             return HashMap::new();
         };
         std::fs::read(&path)
@@ -148,7 +145,7 @@ pub(crate) async fn attach<T: Fixture>(cx: &mut FixtureCx) -> Option<Result<T, F
 }
 
 /// The host process: sets up every registered hostable fixture, writes
-/// their handles to the file in [`HOSTED_FILE_ENV`] (mode 0600), prints
+/// their handles to the file in [`HOSTED_FILE_ENV`](crate::env::HOSTED_FILE_ENV) (mode 0600), prints
 /// `ready` on stdout, and waits for its standard input to close; then
 /// tears the fixtures down.
 pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std::process::ExitCode {
@@ -157,7 +154,7 @@ pub(crate) fn run_as_host(seed: u64, target: Option<std::path::PathBuf>) -> std:
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    let Some(path) = std::env::var_os(HOSTED_FILE_ENV) else {
+    let Some(path) = crate::env::hosted_file() else {
         eprintln!("error: host: {HOSTED_FILE_ENV} is unset");
         return std::process::ExitCode::FAILURE;
     };
@@ -280,7 +277,7 @@ impl Host {
             .process_group(0)
             .env(HOST_ENV, "1")
             .env(HOSTED_FILE_ENV, &file)
-            .env(crate::cli::SEED_ENV, seed.to_string())
+            .env(crate::env::SEED_ENV, seed.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

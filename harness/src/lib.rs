@@ -40,6 +40,7 @@ pub(crate) mod capture;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub(crate) mod env;
 pub mod events;
 pub mod execute;
 pub mod fixture;

@@ -92,16 +92,16 @@ fn run_cli(mut cli: Cli) -> ExitCode {
     crate::redaction::set(config.redacts());
     // A zygote forks a worker per isolated test from here: arguments and
     // config settled, no thread or runtime yet (see `crate::zygote`).
-    if crate::zygote::is_zygote() {
+    if crate::env::role() == crate::env::Role::Zygote {
         match crate::zygote::serve() {
             crate::zygote::Served::Exit(code) => return ExitCode::from(code),
             crate::zygote::Served::Child => {}
         }
     }
-    if crate::worker::is_worker() {
+    if crate::env::is_worker() {
         return run_as_worker(&cli, &config, seed);
     }
-    if std::env::var_os(crate::host::HOST_ENV).is_some_and(|v| v == "1") {
+    if crate::env::role() == crate::env::Role::Host {
         return crate::host::run_as_host(seed, cli.target());
     }
     let partition = match cli.partition() {
@@ -674,7 +674,7 @@ fn run_selected(
         interrupted,
     } = ran;
     let interrupted = interrupted.or(crate::signals::signal());
-    if cli.junit || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+    if cli.junit || crate::env::github_actions() {
         let lines: Vec<ResultLine> = records
             .iter()
             .filter_map(|r| {
@@ -752,7 +752,7 @@ fn run_selected(
 /// `--format junit` (to stdout or `--logfile`) and, under GitHub Actions,
 /// an annotation per failure (on stderr when stdout carries the XML).
 fn ci_outputs(cli: &Cli, lines: &[ResultLine], seed: u64, binary: &str) -> Result<(), String> {
-    let annotations = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+    let annotations = crate::env::github_actions();
     let xml_on_stdout = cli.junit && cli.libtest.logfile.is_none();
     if annotations {
         let text = report::github_annotations(lines);

@@ -28,7 +28,7 @@ pub fn default_concurrency() -> usize {
 /// from a zygote (a process then costs a fork, see `crate::zygote`); 16 per
 /// core when `SERVICE_TEST_FORK=0` has each one exec'd and start up.
 pub fn default_isolated_concurrency() -> usize {
-    if crate::zygote::disabled() {
+    if crate::env::fork_disabled() {
         (cores() * 16).min(default_concurrency())
     } else {
         default_concurrency()

@@ -32,12 +32,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::env::{HOSTED_FILE_ENV, SEED_ENV, STARTED_MAP_ENV, STDOUT_FILE_ENV, WORKER_ENV};
 use crate::events::Event;
 use crate::events::{Outcome, TestRecord};
-use crate::worker::WORKER_ENV;
-
-/// Set to `0` to run tests in this process, without a supervisor.
-pub const SUPERVISOR_ENV: &str = "SERVICE_TEST_SUPERVISOR";
 
 /// How many of a crashed test's last output lines its message keeps.
 const CRASH_TAIL: usize = 30;
@@ -66,7 +63,7 @@ pub(crate) fn untrack(pid: i32) {
 
 /// Should this run be supervised?
 pub(crate) fn wanted() -> bool {
-    !crate::worker::is_worker() && std::env::var_os(SUPERVISOR_ENV).is_none_or(|v| v != "0")
+    !crate::env::is_worker() && !crate::env::supervisor_off()
 }
 
 /// What the supervisor needs to start workers.
@@ -355,7 +352,7 @@ fn start_zygote(
     }
     let exec_because = if plan.live_output {
         Some("--nocapture: each test's output goes to this terminal")
-    } else if crate::zygote::disabled() {
+    } else if crate::env::fork_disabled() {
         Some("SERVICE_TEST_FORK=0")
     } else {
         None
@@ -364,9 +361,9 @@ fn start_zygote(
         eprintln!("service-test: isolated tests start with exec, not fork: {reason}");
         return None;
     }
-    let mut env = vec![(crate::cli::SEED_ENV, OsString::from(plan.seed.to_string()))];
+    let mut env = vec![(SEED_ENV, OsString::from(plan.seed.to_string()))];
     if let Some(file) = hosted {
-        env.push((crate::host::HOSTED_FILE_ENV, file.as_os_str().to_owned()));
+        env.push((HOSTED_FILE_ENV, file.as_os_str().to_owned()));
     }
     match crate::zygote::Zygote::start(&plan.args, &env) {
         Ok(z) => Some(z),
@@ -737,11 +734,11 @@ fn run_worker(
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     if let Some(map) = started_map {
-        command.env(crate::worker::STARTED_MAP_ENV, map);
+        command.env(STARTED_MAP_ENV, map);
     }
     let stderr = match capture {
         Some(c) => {
-            command.env(crate::worker::STDOUT_FILE_ENV, &c.stdout_file);
+            command.env(STDOUT_FILE_ENV, &c.stdout_file);
             Stdio::from(
                 std::fs::OpenOptions::new()
                     .append(true)
@@ -751,12 +748,12 @@ fn run_worker(
         None => Stdio::inherit(),
     };
     if let Some(file) = hosted {
-        command.env(crate::host::HOSTED_FILE_ENV, file);
+        command.env(HOSTED_FILE_ENV, file);
     }
     let mut child: Child = command
         .args(&plan.args)
         .env(WORKER_ENV, "1")
-        .env(crate::cli::SEED_ENV, plan.seed.to_string())
+        .env(SEED_ENV, plan.seed.to_string())
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

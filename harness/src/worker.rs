@@ -1,5 +1,5 @@
 //! The worker side of a supervised run: the test binary, started again by
-//! its supervisor (see [`crate::supervisor`]) with [`WORKER_ENV`] set,
+//! its supervisor (see [`crate::supervisor`]) with [`WORKER_ENV`](crate::env::WORKER_ENV) set,
 //! runs the tests named on its standard input in process and reports each
 //! as it starts and finishes, one JSON [`Event`] a line.
 //!
@@ -10,7 +10,7 @@
 //! not slow a run of no-op tests.
 //!
 //! Which tests have *started* must survive a crash without a write per
-//! test: the supervisor hands the worker a file ([`STARTED_MAP_ENV`], one
+//! test: the supervisor hands the worker a file ([`STARTED_MAP_ENV`](crate::env::STARTED_MAP_ENV), one
 //! byte per test in the order given), which the worker maps into memory
 //! and marks as each test starts. A store to a shared mapping outlives the
 //! process; a result still in the buffer when the process dies is lost,
@@ -22,12 +22,6 @@ use std::os::fd::FromRawFd;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::events::Event;
-
-/// Set (to `1`) in the environment of a worker process.
-pub const WORKER_ENV: &str = "SERVICE_TEST_WORKER";
-
-/// Names the file whose bytes mark the tests a worker started.
-pub const STARTED_MAP_ENV: &str = "SERVICE_TEST_STARTED_MAP";
 
 /// How often buffered events are flushed to the supervisor.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -70,9 +64,6 @@ pub(crate) fn ran_ms(name: &str, duration: std::time::Duration) -> Option<(u64, 
     Some((ms(began), ms(began + duration)))
 }
 
-/// Names the file an isolated test's standard output goes to.
-pub(crate) const STDOUT_FILE_ENV: &str = "SERVICE_TEST_STDOUT_FILE";
-
 /// Is this worker running one isolated test (its output captured by the
 /// supervisor)?
 pub(crate) fn is_isolated() -> bool {
@@ -97,38 +88,31 @@ pub(crate) fn recycling() -> bool {
     RECYCLE.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Is this process a worker?
-pub(crate) fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some_and(|v| v == "1")
-}
-
 /// Takes standard output as the event channel and points file descriptor
-/// 1 at the file the supervisor named in [`STDOUT_FILE_ENV`] (an isolated
+/// 1 at the file the supervisor named in [`STDOUT_FILE_ENV`](crate::env::STDOUT_FILE_ENV) (an isolated
 /// test: its stdout is captured apart from its stderr), else at standard
 /// error. Also asks the kernel to kill this process when its
 /// supervisor dies, so a worker (and the private instances it started)
 /// never outlives the run.
 ///
-/// The variables the supervisor set for this worker ([`WORKER_ENV`], the
+/// The variables the supervisor set for this worker ([`WORKER_ENV`](crate::env::WORKER_ENV), the
 /// seed) are removed, so processes the tests start do not inherit them.
 pub(crate) fn install() -> std::io::Result<()> {
     let _ = STARTED_AT.set(std::time::Instant::now());
     // SAFETY: called first thing in a worker, before its runtime or any
     // other thread exists, so nothing reads the environment concurrently.
     unsafe {
-        if let Some(path) = std::env::var_os(STARTED_MAP_ENV) {
+        if let Some(path) = crate::env::started_map() {
             let _ = STARTED_PATH.set(path.into());
         }
-        std::env::remove_var(WORKER_ENV);
-        std::env::remove_var(crate::cli::SEED_ENV);
-        std::env::remove_var(STARTED_MAP_ENV);
+        crate::env::forget_worker_vars();
     }
     // SAFETY: plain descriptor calls on this process's own descriptors 1
     // and 2; the duplicate is owned by the `File` from here on.
-    let stdout_file = std::env::var_os(STDOUT_FILE_ENV);
+    let stdout_file = crate::env::stdout_file();
     let _ = ISOLATED.set(stdout_file.is_some());
     // SAFETY: as above.
-    unsafe { std::env::remove_var(STDOUT_FILE_ENV) };
+    unsafe { crate::env::forget_stdout_file() };
     // The test's own standard output: a file of the supervisor's (kept
     // apart from standard error), else standard error.
     let test_stdout = match stdout_file {

@@ -3,13 +3,13 @@
 //! Starting an isolated test used to cost a process start: exec the test
 //! binary, load it, parse the command line, read the config file, then run
 //! one test. The zygote pays that once. The supervisor starts the test
-//! binary with [`ZYGOTE_ENV`]; the binary gets as far as a worker would
+//! binary with [`ZYGOTE_ENV`](crate::env::ZYGOTE_ENV); the binary gets as far as a worker would
 //! (arguments parsed, config read, no thread and no runtime yet) and then,
 //! instead of running tests, waits on its standard input for requests. For
 //! each it forks: the child sets up exactly what an exec'd worker finds
 //! (a process group of its own; its stderr, its stdout and its event
 //! channel on the supervisor's private files; the test's name on its
-//! standard input; [`crate::worker::WORKER_ENV`] set) and returns into the
+//! standard input; [`crate::env::WORKER_ENV`] set) and returns into the
 //! ordinary worker path, which builds its own runtime and runs the test.
 //! The zygote reaps the child and tells the supervisor how it ended.
 //!
@@ -36,11 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-/// Set (to `1`) in the environment of a zygote process.
-pub(crate) const ZYGOTE_ENV: &str = "SERVICE_TEST_ZYGOTE";
-
-/// Set to `0` to start every isolated test with exec instead of a fork.
-pub const FORK_ENV: &str = "SERVICE_TEST_FORK";
+use crate::env::ZYGOTE_ENV;
 
 /// One isolated test to fork, as the supervisor asks for it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,16 +62,6 @@ enum Reply {
     Failed { id: u64, error: String },
     /// Process `pid` (request `id`) ended with this raw wait status.
     Exited { id: u64, status: i32 },
-}
-
-/// Is this process meant to be a zygote?
-pub(crate) fn is_zygote() -> bool {
-    std::env::var_os(ZYGOTE_ENV).is_some_and(|v| v == "1")
-}
-
-/// Has the user turned forking off?
-pub(crate) fn disabled() -> bool {
-    std::env::var_os(FORK_ENV).is_some_and(|v| v == "0")
 }
 
 // ---------------------------------------------------------------- zygote side
@@ -380,9 +366,7 @@ fn become_worker(request: &Request) -> std::io::Result<()> {
         // Their copies at 1 and 2 stay; these originals close.
         drop(events);
         drop(stderr);
-        std::env::remove_var(ZYGOTE_ENV);
-        std::env::set_var(crate::worker::WORKER_ENV, "1");
-        std::env::set_var(crate::worker::STDOUT_FILE_ENV, &request.stdout);
+        crate::env::become_forked_worker(&request.stdout);
     }
     Ok(())
 }
