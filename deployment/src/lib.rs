@@ -320,6 +320,43 @@ pub struct Restart {
     pub command: String,
     /// How long the command may take, and then the service to answer
     /// `/health` again, in seconds [default: 60].
+    /// The limits the deployment enforces, which the limit tests hold it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// The limits a deployment enforces (`[capabilities.limits]`); a limit
+/// left out is not tested.
+///
+/// ```toml
+/// [capabilities.limits]
+/// max_resident_bytes = 536870912      # each service's process, also under a burst
+/// [capabilities.limits.rate_limit]    # the healthcare API's, per tenant
+/// requests_per_second = 50
+/// burst = 1000
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The resident memory of each service's process stays under this
+    /// many bytes, also under a burst of requests (at least 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resident_bytes: Option<u64>,
+    /// The healthcare API's rate limit per tenant: past it, `429` with
+    /// `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket per tenant: `burst` requests at once, refilled at
+/// `requests_per_second`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, sustained (at least 1).
+    pub requests_per_second: u32,
+    /// Requests at once after a quiet spell (at least 1).
+    pub burst: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
 }
@@ -676,6 +713,22 @@ impl TargetFile {
     }
 
     /// `relative` as seen from the target file's folder.
+        if let Some(limits) = &self.capabilities.limits {
+            if limits.max_resident_bytes.is_some_and(|b| b < 1 << 20) {
+                return Err(err(
+                    "capabilities.limits.max_resident_bytes",
+                    "is under 1 MiB: give the bound in bytes (536870912 is 512 MiB)".into(),
+                ));
+            }
+            if let Some(r) = &limits.rate_limit {
+                if r.requests_per_second == 0 || r.burst == 0 {
+                    return Err(err(
+                        "capabilities.limits.rate_limit",
+                        "requests_per_second and burst must be at least 1 (leave rate_limit out when there is none)".into(),
+                    ));
+                }
+            }
+        }
     pub fn resolve(&self, target_file: &Path, relative: &Path) -> PathBuf {
         match target_file.parent() {
             Some(dir) if relative.is_relative() => dir.join(relative),

@@ -28,6 +28,10 @@ pub fn routes() -> axum::Router<Arc<Ctx>> {
         .route("/admin/logs", get(logs))
         .route("/admin/config", axum::routing::put(reload_config))
         .route("/admin/breakers/reset", axum::routing::post(reset_breakers))
+        .route(
+            "/admin/pool/hold",
+            axum::routing::post(crate::limits::hold_pool),
+        )
         .route_layer(axum::middleware::from_fn(crate::auth::loopback_host_only));
     allow(r, &ADMIN)
 }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub vault: Arc<crate::vault::FieldCipher>,
     /// What its HTTP server accepts (stated by `/config`).
     pub server: crate::mesh::ServerLimits,
+    /// The per-tenant rate limit (the API's; stated by `/config`).
+    pub rate_limit: Option<Arc<crate::limits::TenantLimiter>>,
+    /// The version its schema was migrated to at start.
+    pub schema_version: u32,
 }
 
 /// One running service's state, shared by its handlers.

@@ -77,7 +77,8 @@ async fn read(
     let row = ctx
         .db
         .query_opt(
-            "SELECT preferences FROM doctor.preferences WHERE tenant = $1 AND npi = $2",
+            // Text whether the column is (schema v1) or JSONB (v2).
+            "SELECT preferences::text FROM doctor.preferences WHERE tenant = $1 AND npi = $2",
             &[&caller.tenant, &npi],
         )
         .await?;
@@ -111,7 +112,7 @@ async fn write(
     }
     ctx.db
         .execute(
-            "INSERT INTO doctor.preferences (tenant, npi, preferences) VALUES ($1, $2, $3)
+            "INSERT INTO doctor.preferences (tenant, npi, preferences) VALUES ($1, $2, $3::text::jsonb)
              ON CONFLICT (tenant, npi) DO UPDATE SET preferences = EXCLUDED.preferences, updated_at = now()",
             &[&caller.tenant, &npi, &prefs.to_string()],
         )

@@ -152,6 +152,19 @@ async fn admit(
         match authenticate(ctx, &req, request_id) {
             Err(reason) => auth::unauthorized(reason),
             Ok(caller) => {
+                // The tenant's rate limit (the API's; test mode's own
+                // routes are not limited).
+                let limiter = ctx
+                    .settings
+                    .rate_limit
+                    .as_ref()
+                    .filter(|_| !path.starts_with("/admin/"));
+                if let Some(limiter) = limiter {
+                    if let Err(wait) = limiter.admit(&caller.tenant) {
+                        ctx.metrics.incr("http_rate_limited_total", "");
+                        return crate::limits::too_many_requests(limiter.limit(), wait);
+                    }
+                }
                 let fault = if path.starts_with("/admin/") {
                     None
                 } else {

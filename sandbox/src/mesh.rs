@@ -128,6 +128,12 @@ pub struct MeshConfig {
     /// Serve HTTPS with this material (and call each other over it);
     /// `None` serves plain HTTP.
     pub tls: Option<Arc<TlsMaterial>>,
+    /// Migrate these services' schemas only up to this version (a test
+    /// starting a service on the previous schema, see
+    /// [`crate::schema::previous`]); the others to the latest.
+    pub schema_versions: BTreeMap<Service, u32>,
+    /// The API's per-tenant rate limit (`None`: no limit).
+    pub rate_limit: Option<crate::limits::RateLimit>,
 }
 
 /// What one service's HTTP server accepts: a flood of connections or slow
@@ -162,6 +168,8 @@ impl std::fmt::Debug for MeshConfig {
             .field("client", &self.client)
             .field("seed", &self.seed)
             .field("tls", &self.tls.is_some())
+            .field("schema_versions", &self.schema_versions)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +226,8 @@ impl MeshConfig {
             server: ServerLimits::default(),
             data_key: crate::vault::random_key(),
             tls: None,
+            schema_versions: BTreeMap::new(),
+            rate_limit: Some(crate::limits::RateLimit::default()),
         }
     }
 
@@ -533,14 +543,13 @@ impl Mesh {
         let store_err = |source| MeshError::Store { service, source };
         let url = self.stores.database_url(service);
         let pg_tls = self.stores.postgres_tls();
-        {
+        let migrated = {
             let mut migrator = store::connect_with(url, pg_tls).await.map_err(store_err)?;
-            let statements = (registry::module(service).migrations)();
-            let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-            store::migrate(&mut migrator, service, &refs)
+            let upto = self.config.schema_versions.get(&service).copied();
+            crate::schema::migrate(&mut migrator, service, &crate::schema::plan(service), upto)
                 .await
-                .map_err(store_err)?;
-        }
+                .map_err(store_err)?
+        };
         let vault = Arc::new(
             crate::vault::FieldCipher::new(&self.config.data_key).map_err(|e| {
                 MeshError::Config {
@@ -584,6 +593,12 @@ impl Mesh {
                 idempotency_ttl: self.config.idempotency_ttl,
                 vault: Arc::clone(&vault),
                 server: self.config.server,
+                rate_limit: self
+                    .config
+                    .rate_limit
+                    .filter(|_| service == Service::HealthcareApi)
+                    .map(|l| Arc::new(crate::limits::TenantLimiter::new(l))),
+                schema_version: migrated.to,
             },
             metrics: Arc::clone(&metrics),
             faults: Mutex::new(Vec::new()),
@@ -856,6 +871,8 @@ pub struct Answer {
     pub body: Value,
     /// The `X-Request-ID` the service answered with.
     pub request_id: Option<String>,
+    /// The `Retry-After` it answered with, in seconds (a `429` or `503`).
+    pub retry_after: Option<u64>,
 }
 
 /// What a [`MeshClient`] does with each answer it receives before
@@ -1099,6 +1116,11 @@ impl MeshClient {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let text = resp.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
             Value::Null
@@ -1109,6 +1131,7 @@ impl MeshClient {
             status,
             body,
             request_id,
+            retry_after,
         };
         if let Some(check) = &self.check {
             check.check(self.service, &method, path, &answer).await;

@@ -55,7 +55,8 @@ struct Shared;
     crate::admin::clear_faults,
     crate::admin::logs,
     crate::admin::reload_config,
-    crate::admin::reset_breakers
+    crate::admin::reset_breakers,
+    crate::limits::hold_pool
 ))]
 struct Admin;
 

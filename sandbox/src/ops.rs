@@ -184,6 +184,8 @@ pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<EffectiveConfig> 
         eligibility_ttl_ms: ms(ctx.settings.eligibility_ttl),
         idempotency_ttl_ms: ms(ctx.settings.idempotency_ttl),
         log_redaction: true,
+        rate_limit: ctx.settings.rate_limit.as_ref().map(|l| l.limit()),
+        schema_version: ctx.settings.schema_version,
     };
     let text = serde_json::to_string(&settings).unwrap_or_default();
     let hash = Sha256::digest(text.as_bytes());
@@ -227,6 +229,11 @@ pub struct Settings {
     pub idempotency_ttl_ms: u64,
     /// Log lines are PHI-redacted (always).
     pub log_redaction: bool,
+    /// Its per-tenant rate limit, if it has one (the API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::limits::RateLimit>,
+    /// Its schema's version (its latest migration applied).
+    pub schema_version: u32,
 }
 
 /// The client's settings.

@@ -37,6 +37,22 @@ pub fn slos() -> SloTable {
     }
 }
 
+/// The resident memory the sandbox's process stays under, also under a
+/// burst (a debug build, every service in one process; in process, the
+/// suites' own process too).
+pub const MAX_RESIDENT_BYTES: u64 = 1 << 30;
+
+/// The limits a mesh of `config` enforces, as a target file declares them.
+pub fn limits(config: &crate::mesh::MeshConfig) -> deployment::Limits {
+    deployment::Limits {
+        max_resident_bytes: Some(MAX_RESIDENT_BYTES),
+        rate_limit: config.rate_limit.map(|r| deployment::RateLimit {
+            requests_per_second: r.per_second,
+            burst: r.burst,
+        }),
+    }
+}
+
 /// How the written file authenticates and what it declares.
 #[derive(Debug, Clone)]
 pub struct Description {
@@ -107,6 +123,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         },
     }
 }
+            limits: Some(limits(mesh.config())),
 
 /// Service names, as a target file names them.
 pub fn service_names() -> Vec<&'static str> {

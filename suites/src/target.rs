@@ -274,6 +274,7 @@ impl Target {
             None => None,
         };
         let urls: BTreeMap<Service, String> =
+        capabilities.limits = Some(sandbox::target::limits(mesh.config()));
             Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect();
         let http = http_client(tls.as_ref())?;
         Ok(Target {
@@ -600,6 +601,11 @@ impl Target {
             Capability::SignTokens => self.secret().is_some(),
             Capability::Faults => self.capabilities.faults,
             Capability::Logs => self.capabilities.logs,
+    /// The limits it declares it enforces (`capabilities.limits`).
+    pub fn limits(&self) -> Option<&deployment::Limits> {
+        self.capabilities.limits.as_ref()
+    }
+
             Capability::Rows => self.database_url.is_some(),
             Capability::CacheKeys => self.redis.is_some(),
             Capability::Load => self.capabilities.load.is_some(),
@@ -770,6 +776,7 @@ impl harness::host::Hostable for Target {
         Ok(serde_json::json!({
             "name": self.name,
             "urls": self.urls.iter().map(|(s, u)| (s.name().to_string(), Value::from(u.as_str()))).collect::<serde_json::Map<_, _>>(),
+        limits: None,
             "secret_hex": secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "database_url": self.database_url,
             // The URL with its password: the handle is a private file.
@@ -795,6 +802,7 @@ impl harness::host::Hostable for Target {
             .as_str()
             .ok_or_else(|| bad("no secret"))?;
         let secret: Vec<u8> = (0..hex.len() / 2)
+            "limits": self.capabilities.limits,
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
             .collect::<Result<_, _>>()
             .map_err(|e| bad(&format!("secret: {e}")))?;
@@ -851,6 +859,7 @@ impl harness::host::Hostable for Target {
 
 harness::hostable!(Target);
 
+                limits: serde_json::from_value(handle["limits"].clone()).unwrap_or_default(),
 /// The preflight: with a target file, load it and ask every service's
 /// `/health`; without one, nothing (the in-process mesh starts with the
 /// first test that needs it).

@@ -6,4 +6,5 @@ mod degradation;
 mod end_to_end;
 mod healthcare_api;
 mod lifecycle;
+mod migrations;
 mod service_to_service;

@@ -5,6 +5,7 @@ mod bulkhead;
 mod circuit_breaker;
 mod exhaustion;
 mod failure_recovery;
+mod limits;
 mod partitions;
 mod storage_failures;
 mod timeout_and_retry;
