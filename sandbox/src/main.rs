@@ -488,6 +488,9 @@ async fn up(args: Up) -> anyhow::Result<()> {
     };
     // Shown masked (its Display).
     let config_redis = config.redis.to_string();
+    // The Redis an operator reads (the target file's storage.redis_url),
+    // as the database URL is: the store itself, not its TLS front.
+    let store_redis = config.redis.clone();
     // With TLS on, the stores' TLS fronts come first, so that the chaos
     // proxies between the services and their stores carry only TLS.
     let store_fronts = sandbox::store_tls::front_stores(&mut config)
@@ -582,6 +585,7 @@ async fn up(args: Up) -> anyhow::Result<()> {
                 chaos: chaos.as_ref().map(sandbox::chaos::ChaosFront::describe),
                 ca: ca_path.as_deref(),
                 restart,
+                redis: &store_redis,
             },
         )?;
         println!(
@@ -677,6 +681,8 @@ struct Declared<'a> {
     ca: Option<&'a std::path::Path>,
     /// The command restarting a service.
     restart: deployment::Restart,
+    /// The Redis the services use, as the store itself (not a TLS front).
+    redis: &'a provision::RedisEndpoint,
 }
 
 /// Writes the target file describing `mesh` at `path`. The secret is never
@@ -690,7 +696,12 @@ fn write_target_file(
     test_mode: bool,
     declared: Declared<'_>,
 ) -> anyhow::Result<()> {
-    let Declared { chaos, ca, restart } = declared;
+    let Declared {
+        chaos,
+        ca,
+        restart,
+        redis,
+    } = declared;
     let auth = if secret_from_env {
         deployment::Auth {
             secret_env: Some("SANDBOX_SECRET".into()),
@@ -717,7 +728,9 @@ fn write_target_file(
         }),
         restart: Some(restart),
     };
-    let file = sandbox::target::describe(mesh, &description);
+    let mut file = sandbox::target::describe(mesh, &description);
+    // With its password: the file is the deployment's description.
+    file.storage.redis_url = Some(redis.url());
     let text = file
         .to_toml(&format!(
             "The running sandbox, written by `sandbox up --write-target` (pid {}).\nValid while it runs.",
