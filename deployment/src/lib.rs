@@ -102,7 +102,19 @@ pub struct Auth {
     /// replaced: any tenant and role the identity provider issues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mint: Option<String>,
+    /// Revocation: within how many milliseconds of a logout
+    /// (`POST /auth/logout`, `POST /users/{sub}/logout`) or a role change
+    /// (`PUT /users/{sub}/role`) answered by the healthcare API every
+    /// service refuses the person's tokens or applies the new role (1 to
+    /// 3 600 000). Unset: the deployment does not offer revocation, and
+    /// its tests skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_bound_ms: Option<u64>,
 }
+
+/// The longest revocation bound a target may declare: a token's longest
+/// lifetime (an hour), past which revoking it means nothing.
+pub const MAX_REVOCATION_BOUND_MS: u64 = 3_600_000;
 
 /// TLS roots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,18 +320,6 @@ pub struct Capabilities {
     /// A command restarts a service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
-}
-
-/// How a service is restarted: a command template, run by the harness
-/// (`sh -c`) with `{service}` replaced by the service's name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Restart {
-    /// `docker compose restart {service}`,
-    /// `kubectl rollout restart deployment/{service}`.
-    pub command: String,
-    /// How long the command may take, and then the service to answer
-    /// `/health` again, in seconds [default: 60].
     /// The limits the deployment enforces, which the limit tests hold it to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
@@ -357,6 +357,18 @@ pub struct RateLimit {
     pub requests_per_second: u32,
     /// Requests at once after a quiet spell (at least 1).
     pub burst: u32,
+}
+
+/// How a service is restarted: a command template, run by the harness
+/// (`sh -c`) with `{service}` replaced by the service's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// `docker compose restart {service}`,
+    /// `kubectl rollout restart deployment/{service}`.
+    pub command: String,
+    /// How long the command may take, and then the service to answer
+    /// `/health` again, in seconds [default: 60].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
 }
@@ -603,6 +615,16 @@ impl TargetFile {
                 "missing: give auth.secret_env or auth.secret_file (sign tokens), auth.token_env (bearer token), or auth.mint (a command printing one)".into(),
             ));
         }
+        if let Some(ms) = self.auth.revocation_bound_ms {
+            if !(1..=MAX_REVOCATION_BOUND_MS).contains(&ms) {
+                return Err(err(
+                    "auth.revocation_bound_ms",
+                    format!(
+                        "{ms} is out of range: the bound is 1 to {MAX_REVOCATION_BOUND_MS} ms (a token lives at most an hour); leave it out when the deployment cannot revoke tokens"
+                    ),
+                ));
+            }
+        }
         if !signing && !minted && self.auth.tenant.is_none() {
             return Err(err(
                 "auth.tenant",
@@ -691,6 +713,22 @@ impl TargetFile {
                 ));
             }
         }
+        if let Some(limits) = &self.capabilities.limits {
+            if limits.max_resident_bytes.is_some_and(|b| b < 1 << 20) {
+                return Err(err(
+                    "capabilities.limits.max_resident_bytes",
+                    "is under 1 MiB: give the bound in bytes (536870912 is 512 MiB)".into(),
+                ));
+            }
+            if let Some(r) = &limits.rate_limit {
+                if r.requests_per_second == 0 || r.burst == 0 {
+                    return Err(err(
+                        "capabilities.limits.rate_limit",
+                        "requests_per_second and burst must be at least 1 (leave rate_limit out when there is none)".into(),
+                    ));
+                }
+            }
+        }
         if let Some(f) = &self.auth.secret_file {
             let f = self.resolve(path, f);
             if !f.is_file() {
@@ -713,22 +751,6 @@ impl TargetFile {
     }
 
     /// `relative` as seen from the target file's folder.
-        if let Some(limits) = &self.capabilities.limits {
-            if limits.max_resident_bytes.is_some_and(|b| b < 1 << 20) {
-                return Err(err(
-                    "capabilities.limits.max_resident_bytes",
-                    "is under 1 MiB: give the bound in bytes (536870912 is 512 MiB)".into(),
-                ));
-            }
-            if let Some(r) = &limits.rate_limit {
-                if r.requests_per_second == 0 || r.burst == 0 {
-                    return Err(err(
-                        "capabilities.limits.rate_limit",
-                        "requests_per_second and burst must be at least 1 (leave rate_limit out when there is none)".into(),
-                    ));
-                }
-            }
-        }
     pub fn resolve(&self, target_file: &Path, relative: &Path) -> PathBuf {
         match target_file.parent() {
             Some(dir) if relative.is_relative() => dir.join(relative),

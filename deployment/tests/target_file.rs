@@ -273,3 +273,33 @@ fn an_slo_lists_every_breach() {
 }
 
 harness::main!();
+
+/// `auth.revocation_bound_ms`: read when declared, absent by default, and
+/// a bound of 0 or over an hour (or not a number) named with its line.
+#[service_test(unit, config)]
+fn a_revocation_bound_is_read_and_checked() {
+    assert_eq!(
+        parse(&minimal(""))
+            .expect("minimal")
+            .auth
+            .revocation_bound_ms,
+        None
+    );
+    let with = |v: &str| {
+        minimal("").replacen(
+            "secret_env = \"S\"\n",
+            &format!("secret_env = \"S\"\nrevocation_bound_ms = {v}\n"),
+            1,
+        )
+    };
+    let file = parse(&with("1500")).expect("a bound of 1500 ms");
+    assert_eq!(file.auth.revocation_bound_ms, Some(1500));
+    for bad in ["0", "3600001"] {
+        let e = parse(&with(bad)).expect_err(bad);
+        assert_eq!(e.key.as_deref(), Some("auth.revocation_bound_ms"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("1 to 3600000 ms"), "{e}");
+    }
+    let e = parse(&with("\"1s\"")).expect_err("a string");
+    assert_eq!(e.line, Some(4), "{e}");
+}

@@ -127,6 +127,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
         .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
         .merge(crate::visits::routes())
+        .merge(crate::sessions::routes())
 }
 
 /// Passes a read to `target` and its answer back; a failed call answers
@@ -316,6 +317,10 @@ where
     analytics,
     audit,
     crate::visits::find,
-    crate::visits::events
+    crate::visits::events,
+    crate::sessions::logout_self,
+    crate::sessions::logout_user,
+    crate::sessions::set_role,
+    crate::sessions::clear_role
 ))]
 pub(crate) struct Doc;

@@ -37,6 +37,14 @@ pub struct AuditRow {
     pub event_type: Option<String>,
     /// What was reported, PHI-redacted.
     pub detail: String,
+    /// Who acted: a person's id (or the client they came through), or a
+    /// service's name.
+    pub actor: Option<String>,
+    /// The person's role, or `service`.
+    pub actor_role: Option<String>,
+    /// When it happened, by the reporter's clock, in milliseconds since the
+    /// Unix epoch (`None`: when it is written).
+    pub occurred_at_ms: Option<i64>,
 }
 
 type Pending = (AuditRow, oneshot::Sender<Result<i64, StoreError>>);
@@ -124,7 +132,7 @@ impl AuditWriter {
 /// Writes `batch` in one statement and answers each row (emptying it).
 async fn write(db: &Db, batch: &mut Vec<Pending>) {
     // One array per column, the rows' strings moved in.
-    let mut columns: [Vec<Option<String>>; 8] = Default::default();
+    let mut columns: [Vec<Option<String>>; 11] = Default::default();
     let mut replies = Vec::with_capacity(batch.len());
     for (r, reply) in batch.drain(..) {
         let values = [
@@ -136,6 +144,9 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
             r.saga_id,
             r.event_type,
             Some(r.detail),
+            r.actor,
+            r.actor_role,
+            r.occurred_at_ms.map(|ms| ms.to_string()),
         ];
         for (column, value) in columns.iter_mut().zip(values) {
             column.push(value);
@@ -147,11 +158,12 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
     let inserted = db
         .query(
             "INSERT INTO compliance.audit_events
-                (tenant, request_id, kind, source, patient_id, saga_id, event_type, detail)
-             SELECT t, q, k, s, p, g, e, d
+                (tenant, request_id, kind, source, patient_id, saga_id, event_type, detail,
+                 actor, actor_role, occurred_at)
+             SELECT t, q, k, s, p, g, e, d, a, ar, COALESCE(to_timestamp(o::float8 / 1000), now())
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::text[])
-                  WITH ORDINALITY AS r(t, q, k, s, p, g, e, d, n)
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                  WITH ORDINALITY AS r(t, q, k, s, p, g, e, d, a, ar, o, n)
              ORDER BY n
              RETURNING id",
             &[
@@ -163,6 +175,9 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
                 &columns[5],
                 &columns[6],
                 &columns[7],
+                &columns[8],
+                &columns[9],
+                &columns[10],
             ],
         )
         .await;

@@ -32,10 +32,17 @@ pub struct Caller {
     pub source: String,
     /// The calling service, when the token is a service's.
     pub service: Option<Service>,
-    /// The person's role, when the token is a person's.
+    /// The person's role, when the token is a person's (after a role
+    /// change, the role the directory now gives the person: see
+    /// [`crate::sessions`]).
     pub role: Option<Role>,
     /// The request id (`X-Request-ID`, propagated or made here).
     pub request_id: String,
+    /// The person (the token's `sub`), when the identity provider names
+    /// one: what a logout or a role change applies to.
+    pub subject: Option<String>,
+    /// When the token was issued (`iat`, seconds since the Unix epoch).
+    pub issued_at: u64,
 }
 
 impl Caller {
@@ -51,6 +58,34 @@ impl Caller {
             service,
             role: claims.role,
             request_id: request_id.to_string(),
+            subject: claims.sub.filter(|_| claims.role.is_some()),
+            issued_at: claims.iat,
+        }
+    }
+
+    /// A mesh service acting on its own (a background task).
+    pub fn service(service: Service, tenant: &str, request_id: &str) -> Caller {
+        Caller {
+            tenant: tenant.to_string(),
+            source: service.name().to_string(),
+            service: Some(service),
+            role: None,
+            request_id: request_id.to_string(),
+            subject: None,
+            issued_at: token::unix_now(),
+        }
+    }
+
+    /// Who acts, as the audit trail names it: a person (`sub`, or the
+    /// client they came through when the token names no person) with their
+    /// role, or a service with the role `service`.
+    pub fn actor(&self) -> (String, String) {
+        match self.role {
+            Some(role) => (
+                self.subject.clone().unwrap_or_else(|| self.source.clone()),
+                role.name().to_string(),
+            ),
+            None => (self.source.clone(), "service".to_string()),
         }
     }
 

@@ -307,10 +307,16 @@ async fn read(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Claim>> {
-    load(&ctx, &caller.tenant, &id)
+    let claim = load(&ctx, &caller.tenant, &id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("claim {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("claim {id}")))?;
+    crate::access::read(
+        &ctx,
+        &caller,
+        &claim.patient_id,
+        format!("GET /claims/{id}"),
+    );
+    Ok(Json(claim))
 }
 
 /// `POST /claims/{id}/cancel` (twice is fine).
@@ -325,7 +331,10 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Claim>> {
     crate::ctx::mark_cancelled(&ctx, "billing.claims", "claim", &id, &caller).await?;
-    read(State(ctx), caller, Path(id)).await
+    load(&ctx, &caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("claim {id}")))
 }
 
 /// `POST /claims/void`: which claim to void.

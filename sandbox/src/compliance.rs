@@ -53,6 +53,7 @@ pub(crate) fn migrations() -> Vec<String> {
     ]
     .into_iter()
     .chain(crate::incidents::migrations())
+    .chain(crate::access::migrations())
     .collect()
 }
 
@@ -84,6 +85,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &REVIEW,
         ))
         .merge(crate::incidents::routes())
+        .merge(crate::access::routes())
         .merge(allow(
             Router::new()
                 .route("/audit", get(query))
@@ -112,6 +114,7 @@ pub struct Recorded {
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(caller: &Caller, kind: &str, detail: &Value) -> crate::audit_writer::AuditRow {
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
+    let (actor, actor_role) = caller.actor();
     crate::audit_writer::AuditRow {
         tenant: caller.tenant.clone(),
         request_id: caller.request_id.clone(),
@@ -121,6 +124,9 @@ fn audit_row(caller: &Caller, kind: &str, detail: &Value) -> crate::audit_writer
         saga_id: text("saga_id"),
         event_type: text("event_type"),
         detail: phi::redact(&detail.to_string()),
+        actor: Some(actor),
+        actor_role: Some(actor_role),
+        occurred_at_ms: None,
     }
 }
 
@@ -483,6 +489,10 @@ pub struct AuditEvent {
     pub kind: String,
     /// The service that reported it.
     pub source: String,
+    /// Who acted (a person's id, or a service), when recorded.
+    pub actor: Option<String>,
+    /// The person's role, or `service`, when recorded.
+    pub actor_role: Option<String>,
     /// The patient, when it concerns one.
     pub patient_id: Option<String>,
     /// The saga, when it concerns one.
@@ -517,7 +527,8 @@ async fn query(
         .db
         .query(
             "SELECT id, request_id, kind, source, patient_id, saga_id, event_type, detail,
-                    to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+                    to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                    actor, actor_role
              FROM compliance.audit_events
              WHERE tenant = $1
                AND ($2::text IS NULL OR request_id = $2)
@@ -546,6 +557,8 @@ async fn query(
             event_type: r.get(6),
             detail: json_text(&r.get::<_, String>(7)),
             at: r.get(8),
+            actor: r.get(9),
+            actor_role: r.get(10),
         })
         .collect();
     Ok(Json(AuditPage {
@@ -571,6 +584,8 @@ async fn query(
     crate::incidents::disclosure,
     crate::incidents::acknowledge,
     crate::incidents::resolve,
+    crate::access::report,
+    crate::access::query,
     crate::ctx::sync_patient
 ))]
 pub(crate) struct Doc;

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub book: Arc<crate::logs::LogBook>,
     /// The mutating calls' token ids already used.
     pub replay: ReplayGuard,
+    /// People's standings (logged out, role changed), each kept briefly.
+    pub sessions: crate::sessions::SessionCache,
     /// Visits changing state (the API's live stream).
     pub visit_events: tokio::sync::broadcast::Sender<crate::visits::StatusChange>,
 }

@@ -151,7 +151,11 @@ async fn admit(
     } else {
         match authenticate(ctx, &req, request_id) {
             Err(reason) => auth::unauthorized(reason),
-            Ok(caller) => {
+            Ok(mut caller) => {
+                // A person logged out, or given another role (see `sessions`).
+                if let Err(refused) = crate::sessions::enforce(ctx, &mut caller).await {
+                    return refused;
+                }
                 // The tenant's rate limit (the API's; test mode's own
                 // routes are not limited).
                 let limiter = ctx

@@ -343,10 +343,16 @@ async fn read(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Verification>> {
-    load(&ctx, &caller.tenant, &id)
+    let verification = load(&ctx, &caller.tenant, &id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("verification {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("verification {id}")))?;
+    crate::access::read(
+        &ctx,
+        &caller,
+        &verification.patient_id,
+        format!("GET /verifications/{id}"),
+    );
+    Ok(Json(verification))
 }
 
 /// `POST /verifications/{id}/cancel` (a saga's compensation; twice is fine).
@@ -368,7 +374,10 @@ async fn cancel(
         &caller,
     )
     .await?;
-    read(State(ctx), caller, Path(id)).await
+    load(&ctx, &caller.tenant, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("verification {id}")))
 }
 
 /// The service's routes, documented.

@@ -18,6 +18,7 @@
 //!   `/metrics` ([`metrics`]).
 //! - [`target`]: the running mesh described as a target file.
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit_writer;
@@ -38,8 +39,8 @@ pub mod faults;
 pub mod fixture;
 pub mod gate;
 pub mod incidents;
-pub mod limits;
 pub mod insurance;
+pub mod limits;
 pub mod logs;
 pub mod mesh;
 pub mod metrics;
@@ -51,6 +52,7 @@ pub mod retry;
 pub mod saga;
 pub mod schema;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod store_tls;
 pub mod target;

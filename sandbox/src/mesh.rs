@@ -605,6 +605,7 @@ impl Mesh {
             ids: Ids::default(),
             book: Arc::clone(&self.book),
             replay: Default::default(),
+            sessions: Default::default(),
             visit_events: tokio::sync::broadcast::channel(1024).0,
         });
         let app = router(
@@ -987,6 +988,8 @@ pub struct MeshClient {
     tenant: String,
     credentials: Credentials,
     role: Role,
+    /// The person its signed tokens name (`sub`), if any.
+    subject: Option<Arc<str>>,
     check: Option<Arc<dyn AnswerCheck>>,
 }
 
@@ -1006,6 +1009,7 @@ impl MeshClient {
             tenant: tenant.into(),
             credentials,
             role: Role::Admin,
+            subject: None,
             check: None,
         }
     }
@@ -1020,6 +1024,15 @@ impl MeshClient {
     /// default): its signed tokens carry that role.
     pub fn as_role(mut self, role: Role) -> MeshClient {
         self.role = role;
+        self
+    }
+
+    /// The same client acting as person `sub` with `role`: its signed
+    /// tokens name the person, so that a logout or a role change applies
+    /// to them (bearer and minted tokens are sent as they are).
+    pub fn as_person(mut self, sub: &str, role: Role) -> MeshClient {
+        self.role = role;
+        self.subject = Some(sub.into());
         self
     }
 
@@ -1142,14 +1155,25 @@ impl MeshClient {
     /// A token for one request.
     async fn token(&self) -> Result<String, RequestError> {
         Ok(match &self.credentials {
-            Credentials::Secret(secret) => token::sign_user(
-                secret,
-                "test-client",
-                self.role,
-                self.service.name(),
-                &self.tenant,
-                Duration::from_secs(60),
-            ),
+            Credentials::Secret(secret) => match &self.subject {
+                Some(sub) => token::sign_person(
+                    secret,
+                    "test-client",
+                    sub,
+                    self.role,
+                    self.service.name(),
+                    &self.tenant,
+                    Duration::from_secs(60),
+                ),
+                None => token::sign_user(
+                    secret,
+                    "test-client",
+                    self.role,
+                    self.service.name(),
+                    &self.tenant,
+                    Duration::from_secs(60),
+                ),
+            },
             Credentials::Bearer(t) => t.to_string(),
             Credentials::Minted(minter) => minter
                 .mint(self.service, &self.tenant, self.role)

@@ -350,6 +350,7 @@ pub(crate) async fn read_patient(
     }
     let coverage = serde_json::from_str(&row.get::<_, String>(2))
         .map_err(|e| ApiError::internal("reading coverage", e))?;
+    crate::access::read(&ctx, &caller, &id, format!("GET /patients/{id}"));
     Ok(Json(PatientRecord {
         patient_id: id,
         mrn: row.get(0),

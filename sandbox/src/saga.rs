@@ -530,13 +530,7 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                 )
                 .await;
             tracing::info!(tenant = %tenant, request_id = %request_id, saga = %saga_id, "pending compensation of create_claim completed");
-            let caller = Caller {
-                tenant: tenant.clone(),
-                source: Service::HealthcareApi.name().to_string(),
-                service: Some(Service::HealthcareApi),
-                role: None,
-                request_id: request_id.clone(),
-            };
+            let caller = Caller::service(Service::HealthcareApi, &tenant, &request_id);
             let saga = Saga {
                 ctx: &ctx,
                 caller: &caller,
@@ -672,9 +666,11 @@ pub(crate) async fn read_visit(
         )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
+    let patient_id: String = row.get(0);
+    crate::access::read(&ctx, &caller, &patient_id, format!("GET /visits/{id}"));
     Ok(Json(Visit {
         visit_id: id,
-        patient_id: row.get(0),
+        patient_id,
         saga_id: row.get(1),
         status: row.get(2),
         verification_id: row.get(3),

@@ -98,7 +98,10 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
     TargetFile {
         name: d.name.clone(),
         services,
-        auth: d.auth.clone(),
+        auth: Auth {
+            revocation_bound_ms: Some(crate::sessions::REVOCATION_BOUND.as_millis() as u64),
+            ..d.auth.clone()
+        },
         tls: d.tls.clone(),
         slo: slos(),
         storage: Storage {
@@ -120,10 +123,10 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
             }),
             chaos: d.chaos.clone(),
             restart: d.restart.clone(),
+            limits: Some(limits(mesh.config())),
         },
     }
 }
-            limits: Some(limits(mesh.config())),
 
 /// Service names, as a target file names them.
 pub fn service_names() -> Vec<&'static str> {

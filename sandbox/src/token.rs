@@ -45,12 +45,17 @@ pub struct Claims {
     /// A person's role, in a user token (absent in a service's token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The person, in a user token from an identity provider that names
+    /// one (a staff id, never a patient's): what a logout or a role change
+    /// applies to (see [`crate::sessions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
 }
 
 /// The role of a person calling the mesh (a user token's `role`). Each
 /// route states which roles may call it ([`crate::auth::Access`]), and
 /// answers only what the role needs (a billing clerk never sees an SSN).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Registers patients and runs visits; sees the whole record.
@@ -179,6 +184,23 @@ pub fn sign_user(
     sign_claims(secret, &claims(iss, Some(role), aud, tenant, ttl))
 }
 
+/// Signs the token of person `sub` with `role`, through client `iss`, for
+/// `aud`, acting for `tenant`, valid for `ttl` from now: a logout of `sub`
+/// or a change of its role applies to it.
+pub fn sign_person(
+    secret: &[u8],
+    iss: &str,
+    sub: &str,
+    role: Role,
+    aud: &str,
+    tenant: &str,
+    ttl: Duration,
+) -> String {
+    let mut c = claims(iss, Some(role), aud, tenant, ttl);
+    c.sub = Some(sub.to_string());
+    sign_claims(secret, &c)
+}
+
 /// Fresh claims, valid for `ttl` from now, with a new `jti`.
 pub fn claims(iss: &str, role: Option<Role>, aud: &str, tenant: &str, ttl: Duration) -> Claims {
     let now = unix_now();
@@ -191,6 +213,7 @@ pub fn claims(iss: &str, role: Option<Role>, aud: &str, tenant: &str, ttl: Durat
         nbf: now,
         jti: new_jti(),
         role,
+        sub: None,
     }
 }
 

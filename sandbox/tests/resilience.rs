@@ -250,6 +250,7 @@ fn service_tokens_are_checked_for_signature_audience_expiry_and_tenant() {
         nbf,
         jti: "j1".into(),
         role: None,
+        sub: None,
     };
     let expired = token::sign_claims(secret, &at(900, 900, 1_000));
     let leeway = token::LEEWAY;

@@ -923,3 +923,42 @@ impl Fixture for OwnMesh {
         Ok(OwnMesh(PrivateMesh::acquire(cx).await?))
     }
 }
+
+/// Revocation (`auth.revocation_bound_ms`, with tokens signed for any
+/// person): clients acting as a named person (their tokens carry `sub`),
+/// and the bound within which every service enforces a logout or a role
+/// change.
+pub struct Revocation {
+    target: Arc<Target>,
+    bound: Duration,
+}
+
+impl Revocation {
+    /// The declared bound.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// A client of `service` acting for `tenant` as person `sub` whose
+    /// tokens state `role` (each request signs a fresh one, issued now).
+    pub fn person(
+        &self,
+        service: Service,
+        tenant: &str,
+        sub: &str,
+        role: Role,
+    ) -> sandbox::MeshClient {
+        self.target.client(service, tenant).as_person(sub, role)
+    }
+}
+
+impl Fixture for Revocation {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        let target = target_with(cx, Capability::SignTokens).await?;
+        target.require(Capability::Revocation)?;
+        let bound = target
+            .revocation_bound()
+            .ok_or_else(|| FixtureError::new("no revocation bound"))?;
+        Ok(Revocation { target, bound })
+    }
+}

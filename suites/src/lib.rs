@@ -13,6 +13,6 @@ pub mod target;
 
 pub use capabilities::{
     Breakers, CacheKeys, ClientPolicy, Edge, Faults, LoadBudget, Logs, OwnMesh, PrivateMesh,
-    Restarts, Rows, SignTokens, StoreToxics, TlsTarget, Toxics,
+    Restarts, Revocation, Rows, SignTokens, StoreToxics, TlsTarget, Toxics,
 };
 pub use target::{Capability, Restarter, Target, TargetError};

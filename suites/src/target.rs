@@ -165,6 +165,9 @@ pub enum Capability {
     StoreChaos,
     /// Every service over HTTPS with a CA to trust (`sandbox up --tls`).
     Tls,
+    /// Logging a person out and changing a person's role, in force
+    /// everywhere within a declared bound: `auth.revocation_bound_ms`.
+    Revocation,
 }
 
 impl Capability {
@@ -180,6 +183,10 @@ impl Capability {
             Capability::Chaos => (
                 "chaos (Toxiproxy)",
                 "capabilities.chaos (sandbox up --chaos-api 127.0.0.1:8474)",
+            ),
+            Capability::Revocation => (
+                "revoking tokens (no declared bound)",
+                "auth.revocation_bound_ms",
             ),
             Capability::Tls => (
                 "TLS checks (it serves plain HTTP)",
@@ -227,6 +234,9 @@ pub struct Target {
     /// Every service's OpenAPI contract, which every answer of
     /// [`Target::client`]'s clients is held to.
     contracts: Arc<crate::contract::Contracts>,
+    /// Within how long a logout or a role change is in force everywhere
+    /// (`auth.revocation_bound_ms`).
+    revocation_bound: Option<Duration>,
     /// The in-process mesh of the run's host process, attached to from an
     /// isolated test's process (no `Mesh` object here; private meshes may
     /// still be started, on the hosted PostgreSQL and Redis).
@@ -264,6 +274,7 @@ impl Target {
         .map_err(|e| TargetError::Client(e.to_string()))?;
         let mut capabilities = local_capabilities(true);
         capabilities.chaos = front.as_ref().map(sandbox::chaos::ChaosFront::describe);
+        capabilities.limits = Some(sandbox::target::limits(mesh.config()));
         let config = mesh.config();
         let tls = match &config.tls {
             Some(material) => Some(
@@ -274,7 +285,6 @@ impl Target {
             None => None,
         };
         let urls: BTreeMap<Service, String> =
-        capabilities.limits = Some(sandbox::target::limits(mesh.config()));
             Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect();
         let http = http_client(tls.as_ref())?;
         Ok(Target {
@@ -293,6 +303,7 @@ impl Target {
             _front: front,
             control: Some(control),
             hosted: false,
+            revocation_bound: Some(sandbox::sessions::REVOCATION_BOUND),
             mesh: Some(mesh),
         })
     }
@@ -400,6 +411,7 @@ impl Target {
             _front: None,
             control: None,
             hosted: false,
+            revocation_bound: file.auth.revocation_bound_ms.map(Duration::from_millis),
         })
     }
 
@@ -488,6 +500,12 @@ impl Target {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Within how long a logout or a role change is in force on every
+    /// service, when the target declares it.
+    pub fn revocation_bound(&self) -> Option<Duration> {
+        self.revocation_bound
     }
 
     /// The in-process mesh, when the target is one.
@@ -583,6 +601,11 @@ impl Target {
         self.redis.as_ref().map(|(e, p)| (e, p.as_str()))
     }
 
+    /// The limits it declares it enforces (`capabilities.limits`).
+    pub fn limits(&self) -> Option<&deployment::Limits> {
+        self.capabilities.limits.as_ref()
+    }
+
     /// The load ceiling, when load is allowed.
     pub fn load_ceiling(&self) -> Option<&deployment::LoadCeiling> {
         self.capabilities.load.as_ref()
@@ -601,11 +624,6 @@ impl Target {
             Capability::SignTokens => self.secret().is_some(),
             Capability::Faults => self.capabilities.faults,
             Capability::Logs => self.capabilities.logs,
-    /// The limits it declares it enforces (`capabilities.limits`).
-    pub fn limits(&self) -> Option<&deployment::Limits> {
-        self.capabilities.limits.as_ref()
-    }
-
             Capability::Rows => self.database_url.is_some(),
             Capability::CacheKeys => self.redis.is_some(),
             Capability::Load => self.capabilities.load.is_some(),
@@ -620,6 +638,7 @@ impl Target {
             Capability::Tls => {
                 self.tls.is_some() && self.urls.values().all(|u| u.starts_with("https://"))
             }
+            Capability::Revocation => self.revocation_bound.is_some(),
         }
     }
 
@@ -757,6 +776,7 @@ fn local_capabilities(stop_restart: bool) -> Capabilities {
         }),
         chaos: None,
         restart: None,
+        limits: None,
     }
 }
 
@@ -776,13 +796,13 @@ impl harness::host::Hostable for Target {
         Ok(serde_json::json!({
             "name": self.name,
             "urls": self.urls.iter().map(|(s, u)| (s.name().to_string(), Value::from(u.as_str()))).collect::<serde_json::Map<_, _>>(),
-        limits: None,
             "secret_hex": secret.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "database_url": self.database_url,
             // The URL with its password: the handle is a private file.
             "redis": self.redis.as_ref().map(|(e, p)| serde_json::json!({"url": e.url(), "prefix": p})),
             "ca_pem": self.mesh.as_ref().and_then(|m| m.config().tls.as_ref()).map(|t| t.ca_pem().to_string()),
             "chaos": self.capabilities.chaos,
+            "limits": self.capabilities.limits,
             "control": self.control.as_ref().map(|c| c.addr().to_string()),
         }))
     }
@@ -802,7 +822,6 @@ impl harness::host::Hostable for Target {
             .as_str()
             .ok_or_else(|| bad("no secret"))?;
         let secret: Vec<u8> = (0..hex.len() / 2)
-            "limits": self.capabilities.limits,
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
             .collect::<Result<_, _>>()
             .map_err(|e| bad(&format!("secret: {e}")))?;
@@ -840,6 +859,7 @@ impl harness::host::Hostable for Target {
             slo: sandbox::target::slos(),
             capabilities: Capabilities {
                 chaos: serde_json::from_value(handle["chaos"].clone()).ok(),
+                limits: serde_json::from_value(handle["limits"].clone()).unwrap_or_default(),
                 ..local_capabilities(false)
             },
             database_url: handle["database_url"].as_str().map(str::to_string),
@@ -853,13 +873,13 @@ impl harness::host::Hostable for Target {
             _front: None,
             control: None,
             hosted: true,
+            revocation_bound: Some(sandbox::sessions::REVOCATION_BOUND),
         })
     }
 }
 
 harness::hostable!(Target);
 
-                limits: serde_json::from_value(handle["limits"].clone()).unwrap_or_default(),
 /// The preflight: with a target file, load it and ask every service's
 /// `/health`; without one, nothing (the in-process mesh starts with the
 /// first test that needs it).
@@ -880,6 +900,7 @@ pub async fn preflight(cx: PreflightCx) -> Result<String, String> {
         (Capability::StoreChaos, "store chaos"),
         (Capability::Restart, "restart"),
         (Capability::Tls, "tls"),
+        (Capability::Revocation, "revocation"),
     ]
     .into_iter()
     .filter(|(c, _)| target.has(*c))

@@ -6,4 +6,5 @@ mod authorization;
 mod data_encryption;
 mod encryption_everywhere;
 mod input_hardening;
+mod revocation;
 mod service_authentication;

@@ -91,6 +91,7 @@ async fn token_table(target: &Target, tokens: &SignTokens, tenant: &Tenant, serv
         nbf,
         jti: format!("jti-{iat}-{nbf}-{exp}"),
         role: None,
+        sub: None,
     };
     let expired = token::sign_claims(tokens.secret(), &claims(now - 120, now - 120, now - 60));
     let not_yet = token::sign_claims(tokens.secret(), &claims(now, now + 600, now + 900));

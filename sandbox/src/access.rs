@@ -1,0 +1,432 @@
+//! The access log (HIPAA's "who accessed what"): every read of a patient's
+//! data, and every logout and role change, is an audit event of kind
+//! `access` naming its actor (a person's id and role, or a service with
+//! the role `service`), the patient (the API's pseudonymous id, never PHI),
+//! the service that served it, the route and when it happened.
+//!
+//! The service that serves a read reports it to the compliance monitor in
+//! the background ([`read`]; `POST /audit/access`, mesh services only);
+//! the monitor answers "who read this patient between `from` and `to`"
+//! (`GET /audit/access?patient_id=…&from=…&to=…`, RFC 3339, `from`
+//! inclusive, `to` exclusive) to compliance officers and admins, across
+//! services, in the order the accesses happened.
+//!
+//! Audited reads: the API's `GET /patients/{id}` and `GET /visits/{id}`,
+//! billing's `GET /claims/{id}`, insurance's `GET /verifications/{id}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::client::{Call, Method};
+use crate::ctx::{Ctx, json_text};
+use crate::error::{ApiError, ApiResult};
+use crate::service::Service;
+
+/// The monitor's table gains who acted and when it happened (added in
+/// place: rows from before have neither).
+pub(crate) fn migrations() -> Vec<String> {
+    vec![
+        "ALTER TABLE compliance.audit_events
+            ADD COLUMN IF NOT EXISTS actor TEXT,
+            ADD COLUMN IF NOT EXISTS actor_role TEXT,
+            ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS audit_access ON compliance.audit_events
+            (tenant, patient_id, occurred_at) WHERE kind = 'access'"
+            .to_string(),
+    ]
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reports an access by `caller` to the compliance monitor, in the
+/// background: `detail` (`action`, `resource`, `patient_id`, …) with the
+/// actor, the serving service, the time and an id of its own (a report
+/// sent twice is answered once).
+pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut detail: Value) {
+    let (actor, actor_role) = caller.actor();
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("actor".into(), actor.into());
+        d.insert("actor_role".into(), actor_role.into());
+        d.insert("service".into(), ctx.service.name().into());
+        d.insert("occurred_at_ms".into(), now_ms().into());
+        d.insert("access_id".into(), ctx.ids.next("acc").into());
+    }
+    let client = Arc::clone(&ctx.client);
+    let (tenant, request_id) = (caller.tenant.clone(), caller.request_id.clone());
+    tokio::spawn(async move {
+        let call = Call::new(
+            Service::ComplianceMonitor,
+            Method::Post,
+            "/audit/access",
+            &tenant,
+            &request_id,
+        )
+        .json(detail);
+        if let Err(e) = client.send(&call).await {
+            tracing::error!(tenant = %tenant, request_id = %request_id, "an access could not be audited: {e}");
+        }
+    });
+}
+
+/// Reports that `caller` read patient `patient_id`'s data through
+/// `resource` (`GET /claims/{id}`).
+pub fn read(ctx: &Arc<Ctx>, caller: &Caller, patient_id: &str, resource: String) {
+    record(
+        ctx,
+        caller,
+        json!({"action": "read", "patient_id": patient_id, "resource": resource}),
+    );
+}
+
+/// The monitor's routes: reports from the mesh's services, the query for
+/// compliance officers and admins (and the API).
+pub(crate) fn routes() -> axum::Router<Arc<Ctx>> {
+    use crate::auth::{API, Access, MESH, Role::*, allow};
+    static REPORT: Access = Access {
+        services: MESH,
+        roles: &[],
+    };
+    static READ: Access = Access {
+        services: API,
+        roles: &[ComplianceOfficer, Admin],
+    };
+    axum::Router::new()
+        .merge(allow(
+            axum::Router::new().route("/audit/access", post(report)),
+            &REPORT,
+        ))
+        .merge(allow(
+            axum::Router::new().route("/audit/access", get(query)),
+            &READ,
+        ))
+}
+
+/// `POST /audit/access` (mesh services): one access, as [`record`] sends it.
+#[utoipa::path(
+    post,
+    path = "/audit/access",
+    request_body = Object,
+    responses((status = 201, description = "recorded", body = crate::compliance::Recorded))
+)]
+pub(crate) async fn report(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Json(detail): Json<Value>,
+) -> ApiResult<(StatusCode, Json<crate::compliance::Recorded>)> {
+    let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(actor), Some(actor_role), Some(_action)) =
+        (text("actor"), text("actor_role"), text("action"))
+    else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_event",
+            "an access names its actor, actor_role and action",
+        ));
+    };
+    let occurred_at_ms = detail
+        .get("occurred_at_ms")
+        .and_then(Value::as_i64)
+        .unwrap_or(now_ms() as i64);
+    let row = crate::audit_writer::AuditRow {
+        tenant: caller.tenant.clone(),
+        request_id: caller.request_id.clone(),
+        kind: "access".to_string(),
+        source: caller.source.clone(),
+        patient_id: text("patient_id"),
+        saga_id: None,
+        event_type: text("action"),
+        detail: phi::redact(&detail.to_string()),
+        actor: Some(actor),
+        actor_role: Some(actor_role),
+        occurred_at_ms: Some(occurred_at_ms),
+    };
+    let writer = ctx
+        .audit
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("audit", "no audit writer on this service"))?;
+    let id = crate::timing::measure(crate::timing::Part::AuditWrite, writer.write(row)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::compliance::Recorded { audit_id: Some(id) }),
+    ))
+}
+
+/// `GET /audit/access`: whose accesses (a patient's, an actor's, or both),
+/// in which window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessQuery {
+    patient_id: Option<String>,
+    actor: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The accesses asked for.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AccessLog {
+    /// The caller's tenant.
+    pub tenant: String,
+    /// The patient asked about, if one was.
+    pub patient_id: Option<String>,
+    /// The actor asked about, if one was.
+    pub actor: Option<String>,
+    /// The window's start (inclusive), as asked.
+    pub from: Option<String>,
+    /// The window's end (exclusive), as asked.
+    pub to: Option<String>,
+    /// In the order they happened (at most 10 000).
+    pub accesses: Vec<Access>,
+}
+
+/// One access.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Access {
+    /// The audit event's id.
+    pub id: i64,
+    /// When it happened, by the serving service's clock (UTC, RFC 3339).
+    pub at: String,
+    /// The service that served it.
+    pub service: String,
+    /// Who: a person's id (or the client they came through), or a service.
+    pub actor: String,
+    /// The person's role, or `service`.
+    pub actor_role: String,
+    /// `read`, `logout`, `role_change`.
+    pub action: String,
+    /// The route (`GET /claims/{id}`) or what changed.
+    pub resource: String,
+    /// The patient, for a read.
+    pub patient_id: Option<String>,
+    /// The request it was part of.
+    pub request_id: String,
+}
+
+/// `GET /audit/access?patient_id=…&actor=…&from=…&to=…`.
+#[utoipa::path(
+    get,
+    path = "/audit/access",
+    params(
+        ("patient_id" = Option<String>, Query, description = "the patient whose data was accessed"),
+        ("actor" = Option<String>, Query, description = "the person (or service) who accessed it"),
+        ("from" = Option<String>, Query, description = "window start, inclusive (RFC 3339)"),
+        ("to" = Option<String>, Query, description = "window end, exclusive (RFC 3339)"),
+    ),
+    responses(
+        (status = 200, description = "the accesses, in the order they happened", body = AccessLog),
+        (status = 422, description = "neither patient_id nor actor, or a time that is not RFC 3339"),
+    )
+)]
+pub(crate) async fn query(
+    State(ctx): State<Arc<Ctx>>,
+    caller: Caller,
+    Query(q): Query<AccessQuery>,
+) -> ApiResult<Json<AccessLog>> {
+    if q.patient_id.is_none() && q.actor.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "name a patient_id, an actor, or both",
+        ));
+    }
+    let bound = |v: &Option<String>, name: &str| -> ApiResult<Option<f64>> {
+        match v {
+            None => Ok(None),
+            Some(s) => parse_rfc3339_ms(s)
+                .map(|ms| Some(ms as f64))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_query",
+                        format!("`{name}` is not an RFC 3339 time (2026-12-06T09:30:00.000Z)"),
+                    )
+                }),
+        }
+    };
+    let (from, to) = (bound(&q.from, "from")?, bound(&q.to, "to")?);
+    let rows = ctx
+        .db
+        .query(
+            "SELECT id, request_id, source, actor, actor_role, patient_id, detail,
+                    to_char(COALESCE(occurred_at, at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+             FROM compliance.audit_events
+             WHERE tenant = $1 AND kind = 'access'
+               AND ($2::text IS NULL OR patient_id = $2)
+               AND ($3::text IS NULL OR actor = $3)
+               AND ($4::float8 IS NULL OR COALESCE(occurred_at, at) >= to_timestamp($4::float8 / 1000))
+               AND ($5::float8 IS NULL OR COALESCE(occurred_at, at) < to_timestamp($5::float8 / 1000))
+             ORDER BY COALESCE(occurred_at, at), id LIMIT 10000",
+            &[&caller.tenant, &q.patient_id, &q.actor, &from, &to],
+        )
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut accesses = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let detail = json_text(&r.get::<_, String>(6));
+        let text = |k: &str| {
+            detail
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        // A report sent twice (a retried call) is one access.
+        let access_id = text("access_id");
+        if !access_id.is_empty() && !seen.insert(access_id) {
+            continue;
+        }
+        accesses.push(Access {
+            id: r.get(0),
+            request_id: r.get(1),
+            service: Some(text("service"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| r.get(2)),
+            actor: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            actor_role: r.get::<_, Option<String>>(4).unwrap_or_default(),
+            patient_id: r.get(5),
+            action: text("action"),
+            resource: text("resource"),
+            at: r.get(7),
+        });
+    }
+    Ok(Json(AccessLog {
+        tenant: caller.tenant,
+        patient_id: q.patient_id,
+        actor: q.actor,
+        from: q.from,
+        to: q.to,
+        accesses,
+    }))
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time
+/// (`2026-12-06T09:30:00Z`, `…:00.123+01:00`); `None` when it is not one.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = s.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = s.get(start..i)?;
+        let first3: String = frac.chars().chain("000".chars()).take(3).collect();
+        ms = first3.parse().ok()?;
+    }
+    let offset_min = match s.get(i..)? {
+        "Z" | "z" => 0,
+        rest if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            // `+` arrives as a space when a query string was not encoded.
+            let sign = match rest.as_bytes()[0] {
+                b'+' | b' ' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            sign * (oh * 60 + om)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + ms)
+}
+
+/// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds
+/// (`2026-12-06T09:30:00.123Z`).
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ms in [0, 1_765_013_400_123, 951_782_400_000, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("1970-01-01T01:00:00+01:00"),
+            Some(0),
+            "offsets"
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-12-06T09:30:00.5Z"),
+            Some(1_796_549_400_500)
+        );
+        for bad in [
+            "",
+            "2026-12-06",
+            "2026-13-06T00:00:00Z",
+            "2026-12-06T09:30:00",
+            "x026-12-06T09:30:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
+}
