@@ -145,7 +145,7 @@ pub(crate) fn install() -> std::io::Result<()> {
     if INSTALLING.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    let marker = format!("\u{1}service-test-sync-{:016x}:", crate::host::random_u64());
+    let marker = format!("\u{1}service-test-sync-{:016x}:", crate::seed::random_u64());
     let pumps = PUMPS.get_or_init(|| Pumps {
         synced: Mutex::new([0, 0]),
         changed: Condvar::new(),

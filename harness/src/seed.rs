@@ -42,3 +42,16 @@ pub fn fresh_seed() -> u64 {
     // Keep it short enough to type: 0..10^9 is plenty of distinct runs.
     splitmix64(nanos ^ u64::from(std::process::id())) % 1_000_000_000
 }
+
+/// 64 unpredictable bits (std's per-process random hasher keys), for
+/// private file names.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}

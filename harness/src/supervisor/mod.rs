@@ -23,6 +23,8 @@
 //! Not supervised: one test under `--exact` (nextest's way, one process per
 //! test already), `--list`, and runs with `SERVICE_TEST_SUPERVISOR=0`.
 
+mod host;
+
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -309,8 +311,8 @@ fn run_isolated(plan: &Plan, tally: &mut Tally<'_>) {
     }
     // Two or more isolated tests share the hosted session fixtures.
     let isolated = queue.lock().unwrap_or_else(PoisonError::into_inner).len();
-    let host = if isolated >= 2 && crate::host::any_registered() {
-        match crate::host::Host::start(&plan.args, plan.seed) {
+    let host = if isolated >= 2 && crate::fixture::any_registered() {
+        match host::Host::start(&plan.args, plan.seed) {
             Ok(h) => Some(h),
             Err(e) => {
                 eprintln!(
@@ -485,7 +487,7 @@ pub(crate) fn private_file(what: &str) -> std::io::Result<std::path::PathBuf> {
         "service-test-{what}-{}-{}-{:016x}",
         std::process::id(),
         CAPTURES.fetch_add(1, Ordering::Relaxed),
-        crate::host::random_u64()
+        crate::seed::random_u64()
     ));
     std::fs::OpenOptions::new()
         .write(true)
