@@ -29,6 +29,12 @@ use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
 
+/// The compliance monitor's schema version that has the access log's
+/// columns ([`migrations`]); on an earlier one (a monitor started one
+/// version back) events are written without them and the access log is
+/// `503 schema_outdated`.
+pub const SCHEMA_VERSION: u32 = 3;
+
 /// The monitor's table gains who acted and when it happened (added in
 /// place: rows from before have neither).
 pub(crate) fn migrations() -> Vec<String> {
@@ -235,6 +241,16 @@ pub(crate) async fn query(
     caller: Caller,
     Query(q): Query<AccessQuery>,
 ) -> ApiResult<Json<AccessLog>> {
+    if ctx.settings.schema_version < SCHEMA_VERSION {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "schema_outdated",
+            format!(
+                "the access log needs schema version {SCHEMA_VERSION}; this monitor runs on {}",
+                ctx.settings.schema_version
+            ),
+        ));
+    }
     if q.patient_id.is_none() && q.actor.is_none() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

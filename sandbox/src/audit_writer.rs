@@ -67,8 +67,10 @@ impl AuditWriter {
     pub fn start(db: Arc<Db>, metrics: Arc<crate::metrics::ServiceMetrics>) -> AuditWriter {
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
+        let actors: Arc<tokio::sync::OnceCell<bool>> = Arc::default();
         for _ in 0..WRITERS {
             let (db, rx, metrics) = (Arc::clone(&db), Arc::clone(&rx), Arc::clone(&metrics));
+            let actors = Arc::clone(&actors);
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 loop {
@@ -79,9 +81,17 @@ impl AuditWriter {
                             return;
                         }
                     }
+                    // Whether the table has the actors' columns (a monitor
+                    // started one schema version back has not), asked once.
+                    let actors = actors
+                        .get_or_try_init(|| has_actor_columns(&db))
+                        .await
+                        .copied()
+                        .unwrap_or(true);
                     if crate::timing::on() {
                         let (rows, started) = (batch.len(), std::time::Instant::now());
-                        let ((), mut spans) = crate::timing::scope(write(&db, &mut batch)).await;
+                        let ((), mut spans) =
+                            crate::timing::scope(write(&db, &mut batch, actors)).await;
                         // The rows it wrote, where the sample shows them.
                         spans.n[crate::timing::Part::AuditWrite.index()] =
                             u16::try_from(rows).unwrap_or(u16::MAX);
@@ -89,7 +99,7 @@ impl AuditWriter {
                             .breakdown
                             .record("(audit writer) batch", started.elapsed(), spans);
                     } else {
-                        write(&db, &mut batch).await;
+                        write(&db, &mut batch, actors).await;
                     }
                 }
             });
@@ -129,8 +139,25 @@ impl AuditWriter {
     }
 }
 
-/// Writes `batch` in one statement and answers each row (emptying it).
-async fn write(db: &Db, batch: &mut Vec<Pending>) {
+/// Does `compliance.audit_events` have the `actor` column (schema version
+/// [`crate::access::SCHEMA_VERSION`])? When it cannot be told, the batch
+/// is written as if it had (the insert then says what is wrong) and it is
+/// asked again with the next.
+async fn has_actor_columns(db: &Db) -> Result<bool, StoreError> {
+    let row = db
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns
+             WHERE table_schema = 'compliance' AND table_name = 'audit_events'
+               AND column_name = 'actor'",
+            &[],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Writes `batch` in one statement and answers each row (emptying it);
+/// without `actors`, into the table as it was before their columns.
+async fn write(db: &Db, batch: &mut Vec<Pending>, actors: bool) {
     // One array per column, the rows' strings moved in.
     let mut columns: [Vec<Option<String>>; 11] = Default::default();
     let mut replies = Vec::with_capacity(batch.len());
@@ -155,9 +182,8 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
     }
     // Rows go in in arrival order (`ORDER BY n`), each taking the next id
     // as it goes in: sorted, the ids returned match the rows in order.
-    let inserted = db
-        .query(
-            "INSERT INTO compliance.audit_events
+    let sql = if actors {
+        "INSERT INTO compliance.audit_events
                 (tenant, request_id, kind, source, patient_id, saga_id, event_type, detail,
                  actor, actor_role, occurred_at)
              SELECT t, q, k, s, p, g, e, d, a, ar, COALESCE(to_timestamp(o::float8 / 1000), now())
@@ -165,7 +191,20 @@ async fn write(db: &Db, batch: &mut Vec<Pending>) {
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
                   WITH ORDINALITY AS r(t, q, k, s, p, g, e, d, a, ar, o, n)
              ORDER BY n
-             RETURNING id",
+             RETURNING id"
+    } else {
+        "INSERT INTO compliance.audit_events
+                (tenant, request_id, kind, source, patient_id, saga_id, event_type, detail)
+             SELECT t, q, k, s, p, g, e, d
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                  WITH ORDINALITY AS r(t, q, k, s, p, g, e, d, a, ar, o, n)
+             ORDER BY n
+             RETURNING id"
+    };
+    let inserted = db
+        .query(
+            sql,
             &[
                 &columns[0],
                 &columns[1],

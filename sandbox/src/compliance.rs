@@ -53,7 +53,6 @@ pub(crate) fn migrations() -> Vec<String> {
     ]
     .into_iter()
     .chain(crate::incidents::migrations())
-    .chain(crate::access::migrations())
     .collect()
 }
 
@@ -523,19 +522,28 @@ async fn query(
     caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let rows = ctx
-        .db
-        .query(
-            "SELECT id, request_id, kind, source, patient_id, saga_id, event_type, detail,
+    // A monitor started on the schema before the actors' columns has none.
+    let actors = if ctx.settings.schema_version >= crate::access::SCHEMA_VERSION {
+        "actor, actor_role"
+    } else {
+        "NULL::text, NULL::text"
+    };
+    let sql = format!(
+        "SELECT id, request_id, kind, source, patient_id, saga_id, event_type, detail,
                     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                    actor, actor_role
+                    {actors}
              FROM compliance.audit_events
              WHERE tenant = $1
                AND ($2::text IS NULL OR request_id = $2)
                AND ($3::text IS NULL OR patient_id = $3)
                AND ($4::text IS NULL OR saga_id = $4)
                AND ($5::text IS NULL OR kind = $5)
-             ORDER BY id LIMIT 10000",
+             ORDER BY id LIMIT 10000"
+    );
+    let rows = ctx
+        .db
+        .query(
+            &sql,
             &[
                 &caller.tenant,
                 &q.request_id,

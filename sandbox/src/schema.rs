@@ -82,9 +82,16 @@ fn later_steps(service: Service) -> Vec<Migration> {
             "visits_by_patient",
             ["CREATE INDEX IF NOT EXISTS visits_patient ON api.visits (tenant, patient_id)"],
         )],
-        Service::InsuranceVerification | Service::BillingEngine | Service::ComplianceMonitor => {
-            vec![copies_by_sync_time()]
-        }
+        Service::InsuranceVerification | Service::BillingEngine => vec![copies_by_sync_time()],
+        // Who acted, and when an access happened (see `crate::access`).
+        Service::ComplianceMonitor => vec![
+            copies_by_sync_time(),
+            Migration::new(
+                crate::access::SCHEMA_VERSION,
+                "audit_actors",
+                crate::access::migrations(),
+            ),
+        ],
         Service::BusinessIntelligence => vec![Migration::new(
             2,
             "events_by_time",
