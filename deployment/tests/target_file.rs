@@ -303,3 +303,46 @@ fn a_revocation_bound_is_read_and_checked() {
     let e = parse(&with("\"1s\"")).expect_err("a string");
     assert_eq!(e.line, Some(4), "{e}");
 }
+
+/// `[capabilities.limits]`: the README's example declares both limits;
+/// left out, none; a bound under 1 MiB or a zero rate named with its key
+/// and line; an unknown key refused.
+#[service_test(unit, config)]
+fn declared_limits_are_read_and_checked() {
+    let file = load_readme_example();
+    let limits = file.capabilities.limits.as_ref().expect("limits");
+    assert_eq!(limits.max_resident_bytes, Some(536_870_912));
+    assert_eq!(
+        limits.rate_limit,
+        Some(deployment::RateLimit {
+            requests_per_second: 50,
+            burst: 1000
+        })
+    );
+    assert_eq!(
+        parse(&minimal("")).expect("minimal").capabilities.limits,
+        None
+    );
+    let e = parse(&minimal(
+        "[capabilities.limits]\nmax_resident_bytes = 4096\n",
+    ))
+    .expect_err("4 KiB");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("capabilities.limits.max_resident_bytes"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(17), "{e}");
+    let e = parse(&minimal(
+        "[capabilities.limits.rate_limit]\nrequests_per_second = 0\nburst = 10\n",
+    ))
+    .expect_err("a zero rate");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("capabilities.limits.rate_limit"),
+        "{e}"
+    );
+    assert!(e.message.contains("at least 1"), "{e}");
+    let e = parse(&minimal("[capabilities.limits]\nmax_rss = 1\n")).expect_err("a typo");
+    assert!(e.message.contains("max_rss"), "{e}");
+}

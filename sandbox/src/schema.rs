@@ -14,7 +14,7 @@
 //! ```
 //!
 //! **Adding a step**: append `Migration::new(next, "what_it_does", [..])`
-//! to the service's arm of [`later_steps`]. Version 1 (`baseline`, the
+//! to the service's arm of `later_steps`. Version 1 (`baseline`, the
 //! module's `migrations()`, idempotent) is frozen: a database already at
 //! version 1 never runs it again, so a change appended there would never
 //! reach it. The running code must work on the previous version too (a
