@@ -31,51 +31,64 @@
 //! service_test::main!();
 //! ```
 //!
-//! The pipeline, one module per stage: [`registry`] → [`marker`] filter →
-//! [`schedule`] → [`execute`] (with [`fixture`]s) → the libtest console →
-//! [`history`] for the next run's order.
+//! The pipeline, one module per stage: the command line, the environment
+//! and the config file are settled once into a run plan (`runner::plan`),
+//! the process's role is chosen in one place (`runner`), then [`registry`]
+//! → [`marker`] filter and selection → [`schedule`] → the executor (with
+//! [`fixture`]s), in this process or in supervised workers → the libtest
+//! console and the [`report`]s → [`history`] for the next run's order. What
+//! passes between the stages (an [`Outcome`], a [`TestRecord`], a worker's
+//! event) lives in a leaf module, `events`, that none of them owns; the
+//! `SERVICE_TEST_*` variables are named and read in one, `env`. The stages
+//! are private: what other crates use is re-exported here or lives in a
+//! public module.
 #![deny(missing_docs)]
 
-pub(crate) mod capture;
+// The stages and what passes between them: private rooms (see
+// `runner`); what other crates use is re-exported below or lives in
+// one of the public modules.
+mod capture;
 pub mod cli;
 pub mod config;
-pub mod duration;
-pub(crate) mod env;
-pub mod events;
-pub mod execute;
+mod duration;
+mod env;
+mod events;
+mod execute;
 pub mod fixture;
-pub(crate) mod guards;
+mod guards;
 pub mod history;
 pub mod host;
-pub mod leak;
+mod leak;
 pub mod marker;
-pub mod metrics;
-pub(crate) mod output;
-pub(crate) mod panic;
+mod metrics;
+mod output;
+mod panic;
 pub mod partition;
 pub mod preflight;
-pub mod redaction;
+mod redaction;
 pub mod registry;
 pub mod report;
 pub mod retry;
-pub mod runner;
+mod runner;
 pub mod schedule;
 pub mod seed;
-pub mod select;
-pub mod signals;
-pub mod supervisor;
-pub mod worker;
-pub(crate) mod zygote;
+mod select;
+mod signals;
+mod supervisor;
+mod worker;
+mod zygote;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use events::{Outcome, OutcomeLabel, TestRecord};
-pub use fixture::{Fixture, FixtureCx, FixtureError, Held, Scope, TestInfo, TestRng};
+pub use fixture::{
+    Fixture, FixtureCx, FixtureError, Held, Scope, TeardownOutput, TestInfo, TestRng,
+};
 pub use harness_macros::{fixture, service_test};
 pub use marker::{Marker, markers};
 pub use metrics::{Metric, Metrics};
-pub use runner::run;
+pub use runner::{run, run_with};
 
 /// A boxed, sendable future, as test bodies and teardowns are stored.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
