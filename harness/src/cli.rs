@@ -3,7 +3,7 @@
 //!
 //! nextest passes no custom flags when it lists tests, so the marker
 //! expression, the seed and others can also come from the environment
-//! (`SERVICE_TEST_MARKER`, `SERVICE_TEST_SEED`, …: [`crate::env`]); the
+//! (`SERVICE_TEST_MARKER`, `SERVICE_TEST_SEED`, …: the `env` module); the
 //! methods here weigh each flag against its variable.
 
 use std::time::Duration;

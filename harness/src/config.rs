@@ -243,7 +243,7 @@ pub struct Profile {
     pub log_level: Option<LogLevel>,
     /// Whether failure messages, captured output and reports are redacted
     /// of PHI; on by default, `false` for data that is not health data
-    /// (see [`crate::redaction`]).
+    /// (see the harness's `redaction` module).
     pub redact: Option<bool>,
     /// Per-test timeout.
     pub timeout: Option<Dur>,

@@ -263,7 +263,7 @@ pub struct FigureHistory {
     #[serde(default)]
     pub unit: String,
     /// Its values in the runs that recorded it, oldest first (at most
-    /// [`RECENT`]).
+    /// [`RECENT`](crate::history::RECENT)).
     pub values: Vec<f64>,
 }
 
@@ -281,6 +281,6 @@ pub struct Recent {
     pub outcomes: Vec<OutcomeLabel>,
     /// Its figures.
     pub figures: Vec<FigureHistory>,
-    /// What it took the last time it ran (see [`Entry::duration_s`]).
+    /// What it took the last time it ran (see [`Entry::duration_s`](crate::history::Entry::duration_s)).
     pub duration_s: Option<f64>,
 }

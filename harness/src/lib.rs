@@ -34,8 +34,8 @@
 //! The pipeline, one module per stage: the command line, the environment
 //! and the config file are settled once into a run plan (`runner::plan`),
 //! the process's role is chosen in one place (`runner`), then [`registry`]
-//! → [`marker`] filter and selection → [`schedule`] → the executor (with
-//! [`fixture`]s), in this process or in supervised workers → the libtest
+//! → [`marker`](mod@marker) filter and selection → [`schedule`] → the executor (with
+//! [`fixture`](mod@fixture)s), in this process or in supervised workers → the libtest
 //! console and the [`report`]s → [`history`] for the next run's order. What
 //! passes between the stages (an [`Outcome`], a [`TestRecord`], a worker's
 //! event) lives in a leaf module, `events`, that none of them owns; the

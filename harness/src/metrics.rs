@@ -28,7 +28,7 @@ pub struct Metric {
     pub name: String,
     /// The figure (1 for a state).
     pub value: f64,
-    /// Its unit (`ms`, `rps`, `ratio`, `count`, …; [`STATE`] for a state).
+    /// Its unit (`ms`, `rps`, `ratio`, `count`, …; `"state"` for a state).
     pub unit: String,
     /// The endpoint or operation it belongs to, if any (`GET /health`); for
     /// a state, the service.

@@ -12,7 +12,7 @@
 //!   in `results.jsonl`, keeping the latest result of each test.
 //!
 //! Messages pass through [`phi::redact`] before they are written anywhere
-//! (unless the profile turns redaction off: [`crate::redaction`]).
+//! (unless the profile turns redaction off: the `redaction` module).
 //! [`write_reports`] and [`read_dir`] are what `cargo xtask report merge` uses.
 
 pub(crate) mod console;
