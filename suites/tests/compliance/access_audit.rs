@@ -9,7 +9,7 @@ use harness::service_test;
 use healthcare_data::Scenario;
 use sandbox::{MeshClient, Role, Service, Tenant};
 use serde_json::Value;
-use suites::{Revocation, Target};
+use suites::{SignTokens, Target};
 
 use crate::common::{intake, visit};
 
@@ -98,7 +98,8 @@ async fn settled(officer: &MeshClient, query: &str, want: usize) -> Vec<Seen> {
 )]
 async fn who_read_a_patient_between_two_times_is_exactly_the_reads_made(
     target: &Target,
-    people: Revocation,
+    // People's tokens name the person (`sub`): signed here.
+    _tokens: SignTokens,
     tenant: Tenant,
     s: Scenario,
 ) {
@@ -119,7 +120,7 @@ async fn who_read_a_patient_between_two_times_is_exactly_the_reads_made(
         format!("dr-b-{}", tenant.0),
         format!("clerk-c-{}", tenant.0),
     );
-    let person = |service, sub: &str, role| people.person(service, &tenant, sub, role);
+    let person = |service, sub: &str, role| target.client(service, &tenant).as_person(sub, role);
     let patient_path = format!("/patients/{patient_id}");
 
     // Before T1.
@@ -163,9 +164,8 @@ async fn who_read_a_patient_between_two_times_is_exactly_the_reads_made(
     )
     .await;
 
-    let officer = people.person(
+    let officer = person(
         Service::ComplianceMonitor,
-        &tenant,
         &format!("officer-{}", tenant.0),
         Role::ComplianceOfficer,
     );
