@@ -528,6 +528,14 @@ async fn up(args: Up) -> anyhow::Result<()> {
                 "TLS on: plain HTTP is refused; the CA is {}",
                 path.display()
             );
+            for f in store_fronts.fronts() {
+                println!(
+                    "  {} over TLS only: the services reach {} through a TLS front at {}",
+                    f.kind().name(),
+                    f.upstream(),
+                    f.addr()
+                );
+            }
             format!("--cacert {} ", path.display())
         }
         None => String::new(),

@@ -79,7 +79,8 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
-    fn name(self) -> &'static str {
+    /// `PostgreSQL` or `Redis`.
+    pub fn name(self) -> &'static str {
         match self {
             StoreKind::Postgres => "PostgreSQL",
             StoreKind::Redis => "Redis",
