@@ -8,7 +8,7 @@ use harness::service_test;
 use healthcare_data::Scenario;
 use sandbox::{Role, Service, Tenant};
 use serde_json::{Value, json};
-use suites::{Revocation, SignTokens, Target};
+use suites::{Edge, Revocation, SignTokens, StoreToxics, Target};
 
 use crate::common::intake;
 
@@ -339,4 +339,88 @@ async fn a_narrowed_role_is_enforced_by_every_service_within_the_bound(
         json!(s.patient.ssn),
         "the clinician's role back"
     );
+}
+
+/// Whether a person's token was revoked cannot be told while billing's
+/// Redis is unreachable: billing refuses the person (`503`) rather than let
+/// a possibly revoked token through, while a service's token (never
+/// revoked) still gets in; Redis back, the person is let in again.
+///
+/// Catches: a gate that fails open (lets a person in when the revocation
+/// list cannot be read), and one that fails every caller, services too.
+#[service_test(
+    security,
+    chaos,
+    exclusive,
+    real_services,
+    services(billing_engine),
+    timeout = "40s"
+)]
+async fn a_person_is_refused_while_revocation_cannot_be_checked(
+    target: &Target,
+    toxics: StoreToxics,
+    tokens: SignTokens,
+    revocation: Revocation,
+    tenant: Tenant,
+) {
+    let sub = format!("clerk-redis-{}", tenant.0);
+    let clerk = revocation.person(Service::BillingEngine, &tenant, &sub, Role::BillingClerk);
+    let r = clerk.get("/claims/clm-none").await.expect("claims");
+    assert_eq!(r.status, 404, "the clerk is let in: {}", r.body);
+
+    toxics
+        .disable(Edge::Redis(Service::BillingEngine))
+        .await
+        .expect("billing's Redis down");
+    // Whatever the service kept of the person's standing is stale by now.
+    tokio::time::sleep(revocation.bound()).await;
+    let r = clerk.get("/claims/clm-none").await.expect("claims");
+    assert_eq!(
+        r.status, 503,
+        "a person let in while revocation cannot be checked: {}",
+        r.body
+    );
+    assert_eq!(r.body["error"], "revocation_unavailable", "{}", r.body);
+    let api_token = tokens.from_service(
+        Service::HealthcareApi,
+        Service::BillingEngine,
+        &tenant,
+        Duration::from_secs(60),
+    );
+    let r = target
+        .http()
+        .get(format!(
+            "{}/claims/clm-none",
+            target.url(Service::BillingEngine)
+        ))
+        .header("authorization", format!("Bearer {api_token}"))
+        .header("x-tenant-id", tenant.0.as_str())
+        .header("x-source-service", Service::HealthcareApi.name())
+        .send()
+        .await
+        .expect("claims");
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "a service's token needs no revocation check"
+    );
+
+    toxics
+        .enable(Edge::Redis(Service::BillingEngine))
+        .await
+        .expect("billing's Redis back");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = clerk.get("/claims/clm-none").await.expect("claims");
+        if r.status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the clerk is still refused 15 s after Redis came back: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
