@@ -330,22 +330,7 @@ pub(crate) async fn set_role(
     Path(sub): Path<String>,
     Json(new): Json<NewRole>,
 ) -> ApiResult<Json<RoleSet>> {
-    checked_subject(&sub)?;
-    ctx.cache
-        .set_ex(&role_key(&caller.tenant, &sub), new.role.name(), ROLE_KEPT)
-        .await?;
-    ctx.sessions.forget(&caller.tenant, &sub);
-    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "person {sub}'s role set to {}", new.role);
-    crate::access::record(
-        &ctx,
-        &caller,
-        json!({"action": "role_change", "subject": sub, "role": new.role.name(), "resource": "role"}),
-    );
-    Ok(Json(RoleSet {
-        subject: sub,
-        role: Some(new.role),
-        effective_within_ms: bound_ms(),
-    }))
+    change_role(&ctx, &caller, sub, Some(new.role)).await
 }
 
 /// `DELETE /users/{sub}/role` (admin): `sub`'s tokens' own roles apply
@@ -361,17 +346,33 @@ pub(crate) async fn clear_role(
     caller: Caller,
     Path(sub): Path<String>,
 ) -> ApiResult<Json<RoleSet>> {
+    change_role(&ctx, &caller, sub, None).await
+}
+
+/// Gives `sub` `role` in the directory (`None`: their tokens' own), audited.
+async fn change_role(
+    ctx: &Arc<Ctx>,
+    caller: &Caller,
+    sub: String,
+    role: Option<Role>,
+) -> ApiResult<Json<RoleSet>> {
     checked_subject(&sub)?;
-    ctx.cache.del(&role_key(&caller.tenant, &sub)).await?;
+    let key = role_key(&caller.tenant, &sub);
+    match role {
+        Some(r) => ctx.cache.set_ex(&key, r.name(), ROLE_KEPT).await?,
+        None => ctx.cache.del(&key).await?,
+    }
     ctx.sessions.forget(&caller.tenant, &sub);
+    let name = role.map(Role::name);
+    tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "person {sub}'s role set to {}", name.unwrap_or("their tokens' own"));
     crate::access::record(
-        &ctx,
-        &caller,
-        json!({"action": "role_change", "subject": sub, "role": null, "resource": "role"}),
+        ctx,
+        caller,
+        json!({"action": "role_change", "subject": sub, "role": name, "resource": "role"}),
     );
     Ok(Json(RoleSet {
         subject: sub,
-        role: None,
+        role,
         effective_within_ms: bound_ms(),
     }))
 }
