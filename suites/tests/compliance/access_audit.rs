@@ -253,3 +253,48 @@ async fn who_read_a_patient_between_two_times_is_exactly_the_reads_made(
         );
     }
 }
+
+/// The access log is answered to compliance officers and admins only
+/// (`403` to a clinician or a billing clerk, who could learn who looked at
+/// whom), and a window that is not RFC 3339, or a query naming neither a
+/// patient nor an actor, is `422`, never the whole log.
+///
+/// Catches: an access log readable by any role, a malformed window read as
+/// no window.
+#[service_test(
+    compliance,
+    audit,
+    real_services,
+    services(compliance_monitor),
+    timeout = "20s"
+)]
+async fn only_compliance_officers_and_admins_read_the_access_log(
+    target: &Target,
+    _tokens: SignTokens,
+    tenant: Tenant,
+) {
+    let as_role = |role| {
+        target
+            .client(Service::ComplianceMonitor, &tenant)
+            .as_person(&format!("someone-{}", tenant.0), role)
+    };
+    let query = "/audit/access?patient_id=pat-none";
+    for (role, want) in [
+        (Role::Clinician, 403),
+        (Role::BillingClerk, 403),
+        (Role::ComplianceOfficer, 200),
+        (Role::Admin, 200),
+    ] {
+        let r = as_role(role).get(query).await.expect("access log");
+        assert_eq!(r.status, want, "{role}: {}", r.body);
+    }
+    let officer = as_role(Role::ComplianceOfficer);
+    for bad in [
+        "/audit/access?patient_id=pat-none&from=yesterday",
+        "/audit/access?patient_id=pat-none&to=2026-12-06T09:30:00",
+        "/audit/access?from=2026-12-06T09:30:00Z",
+    ] {
+        let r = officer.get(bad).await.expect("access log");
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
+}
