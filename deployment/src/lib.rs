@@ -13,6 +13,7 @@
 //!
 //! [auth]
 //! secret_env = "STAGING_SECRET"   # sign a token per service and tenant
+//! revocation_bound_ms = 1000      # a logout or role change in force everywhere within 1 s
 //!
 //! [slo]                           # every endpoint (seed 004's criteria)
 //! p99_ms = 100
