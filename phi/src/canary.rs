@@ -18,8 +18,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::Hit;
 use crate::Kind;
-use crate::detect::Hit;
 
 /// Values shorter than this are not searched (too many accidental hits).
 const MIN_LEN: usize = 5;

@@ -47,8 +47,7 @@ use regex::{Regex, RegexSet};
 use crate::Kind;
 use crate::{ids, names};
 
-/// A pattern finding: what kind, where.
-pub(crate) type Hit = (Kind, Range<usize>);
+pub(crate) use crate::Hit;
 
 /// How far back (bytes, same line) a context keyword may stand.
 const LOOKBACK: usize = 40;
@@ -900,15 +899,14 @@ fn each_capture<'t>(pass: Pass, text: &'t str, plan: &Plan, mut f: impl FnMut(&G
     }
 }
 
-/// Runs every pattern detector over `text`; returns the lines that hold
-/// something encoded.
+/// Runs every pattern detector over `text` (not the record parsers: see
+/// the crate root's `patterns`); returns the lines that hold something
+/// encoded.
 pub(crate) fn detect(text: &str, out: &mut Vec<Hit>) -> Vec<Range<usize>> {
     let plan = Plan::new(text);
     for detector in DETECTORS {
         detector(text, &plan, out);
     }
-    let cleared = records(text, out);
-    clear(out, &cleared);
     plan.encoded
 }
 
@@ -937,14 +935,6 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     schemeless_urls,
     list_names,
 ];
-
-/// The record parsers' hits (after the detectors'). Returns the spans a
-/// record says are not a person's, for [`clear`].
-pub(crate) fn records(text: &str, out: &mut Vec<Hit>) -> Vec<Hit> {
-    let mut cleared = Vec::new();
-    crate::records::detect(text, out, &mut cleared);
-    cleared
-}
 
 /// A record's layout can say a span is not a person's (a provider's
 /// address, a practitioner's name): pattern hits of that kind inside go.
@@ -1569,38 +1559,6 @@ fn is_person_key(key: &str) -> bool {
         || k == "display"
 }
 
-/// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
-pub(crate) fn is_name_key(key: &str) -> bool {
-    let k: String = key
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect();
-    const SUFFIXES: &[&str] = &[
-        "firstname",
-        "lastname",
-        "fullname",
-        "givenname",
-        "familyname",
-        "middlename",
-        "maidenname",
-        "surname",
-        "patientname",
-        "ptname",
-        "guarantorname",
-        "subscribername",
-        "membername",
-        "insuredname",
-        "namefamily",
-        "namegiven",
-        "first",
-        "last",
-        "fname",
-        "lname",
-    ];
-    SUFFIXES.iter().any(|s| k.ends_with(s)) || k == "family" || k == "given"
-}
-
 fn keyed_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
     // "patient_name": "Maria Garcia", first_name=Maria, lastName: 'O''Brien',
     // name.family=Chen, "given": ["Wei"]
@@ -1608,7 +1566,7 @@ fn keyed_names(text: &str, plan: &Plan, out: &mut Vec<Hit>) {
         let (Some(key), Some(value)) = (c.get(1), c.get(2)) else {
             return;
         };
-        if is_name_key(key.as_str()) {
+        if names::is_name_key(key.as_str()) {
             out.push((Kind::Name, value.range()));
         } else if is_person_key(key.as_str()) {
             // `subscriber: Active` is a status: a person's key holds two

@@ -61,6 +61,9 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 
 pub use canary::CanaryRegistry;
 
+/// A pattern finding: what kind, where.
+pub(crate) type Hit = (Kind, Range<usize>);
+
 /// The kinds of PHI found, after the Safe Harbor list (45 CFR 164.514(b)(2)(i)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -210,6 +213,16 @@ fn registered(registry: &CanaryRegistry, kind: Kind, value: &str) {
     }
 }
 
+/// Runs every pattern detector and the record parsers over `text`, the
+/// spans a record clears taken out; returns the lines that hold something
+/// encoded.
+fn patterns(text: &str, out: &mut Vec<Hit>) -> Vec<Range<usize>> {
+    let encoded = detect::detect(text, out);
+    let cleared = records::cleared(text, out);
+    detect::clear(out, &cleared);
+    encoded
+}
+
 /// Scans with a given canary registry plus the pattern detectors. Findings
 /// are sorted by position and do not overlap (a canary wins over a pattern,
 /// then the longer match).
@@ -222,7 +235,7 @@ pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
             let mut canary_hits = Vec::new();
             searcher.find(text, 0..text.len(), &mut canary_hits);
             let mut pattern_hits = Vec::new();
-            let encoded = detect::detect(text, &mut pattern_hits);
+            let encoded = patterns(text, &mut pattern_hits);
             (canary_hits, pattern_hits, encoded)
         };
     // The lines with something encoded, decoded, scanned again: their
@@ -231,7 +244,7 @@ pub fn scan_with(registry: &CanaryRegistry, text: &str) -> Vec<Finding> {
         let mut hits = Vec::new();
         searcher.find(&decoded.text, 0..decoded.text.len(), &mut hits);
         canary_hits.extend(hits.drain(..).map(|(k, s)| (k, decoded.original(&s))));
-        detect::detect(&decoded.text, &mut hits);
+        patterns(&decoded.text, &mut hits);
         pattern_hits.extend(hits.into_iter().map(|(k, s)| (k, decoded.original(&s))));
     }
     let mut all: Vec<Finding> = canary_hits
@@ -358,7 +371,7 @@ fn hits_on_two_threads(
         .collect();
     second.push(Box::new(move || {
         let mut hits = Vec::new();
-        let cleared = detect::records(text, &mut hits);
+        let cleared = records::cleared(text, &mut hits);
         (hits, cleared)
     }));
     let mut pattern_hits = Vec::new();

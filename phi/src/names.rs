@@ -320,3 +320,35 @@ pub(crate) fn is_common_word(word: &str) -> bool {
 pub(crate) fn is_organisation_word(word: &str) -> bool {
     ORGANISATION_WORDS.contains(&key_exact(word).as_str())
 }
+
+/// Is this key (any case, `_`/`.`/`-` ignored) one that holds a person's name?
+pub(crate) fn is_name_key(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    const SUFFIXES: &[&str] = &[
+        "firstname",
+        "lastname",
+        "fullname",
+        "givenname",
+        "familyname",
+        "middlename",
+        "maidenname",
+        "surname",
+        "patientname",
+        "ptname",
+        "guarantorname",
+        "subscribername",
+        "membername",
+        "insuredname",
+        "namefamily",
+        "namegiven",
+        "first",
+        "last",
+        "fname",
+        "lname",
+    ];
+    SUFFIXES.iter().any(|s| k.ends_with(s)) || k == "family" || k == "given"
+}

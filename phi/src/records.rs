@@ -6,8 +6,16 @@
 
 use std::ops::Range;
 
+use crate::Hit;
 use crate::Kind;
-use crate::detect::Hit;
+
+/// The record parsers' hits (after the detectors'). Returns the spans a
+/// record says are not a person's, for `detect::clear`.
+pub(crate) fn cleared(text: &str, out: &mut Vec<Hit>) -> Vec<Hit> {
+    let mut cleared = Vec::new();
+    detect(text, out, &mut cleared);
+    cleared
+}
 
 /// Runs the record parsers over `text`. Spans a record shows are not a
 /// person's PHI (a provider's address) go to `cleared`.
@@ -473,7 +481,7 @@ fn column_kind(header: &str) -> Option<Kind> {
             "given",
             "family",
             "surname",
-        ]) || crate::detect::is_name_key(&k)
+        ]) || crate::names::is_name_key(&k)
         {
             Kind::Name
         } else if is(&[
