@@ -13,11 +13,9 @@ use std::sync::{Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::service::Service;
 pub use crate::token::Role;
@@ -134,11 +132,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// `401 {"error": "unauthorized", "message": …, "reason": …}` (the one
 /// error shape; `reason` kept for clients of the first version).
 pub fn unauthorized(reason: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": "unauthorized", "message": reason.to_string(), "reason": reason.to_string()})),
-    )
-        .into_response()
+    crate::error::ApiError::unauthorized(reason).into_response()
 }
 
 /// The `jti`s of the mutating calls' tokens a service has accepted, each
@@ -272,11 +266,7 @@ pub fn allow<S: Clone + Send + Sync + 'static>(
                 req.method(),
                 req.uri().path()
             );
-            (
-                StatusCode::FORBIDDEN,
-                axum::Json(json!({"error": "forbidden", "message": reason, "reason": reason})),
-            )
-                .into_response()
+            crate::error::ApiError::forbidden(reason).into_response()
         },
     ))
 }
@@ -307,14 +297,7 @@ pub async fn loopback_host_only(req: Request, next: Next) -> Response {
     if is_loopback_host(host) {
         return next.run(req).await;
     }
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(json!({
-            "error": "forbidden",
-            "message": "the admin endpoints answer only a loopback Host",
-            "reason": "the admin endpoints answer only a loopback Host",
-        })),
-    )
+    crate::error::ApiError::forbidden("the admin endpoints answer only a loopback Host")
         .into_response()
 }
 

@@ -1,29 +1,69 @@
 //! The one error shape every service answers: a status and a JSON body
-//! `{"error": code, "message": …}`, messages PHI-redacted.
+//! `{"error": code, "message": …}` ([`ErrorBody`], plus details), messages
+//! PHI-redacted. The handlers, the gate and the access checks all answer
+//! through [`ApiError`]; a caller reads a peer's error as an [`ErrorBody`].
 
 use std::fmt;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-/// An error answer: a status and a JSON body `{"error": code, "message": …}`
-/// (plus details). Messages pass through PHI redaction.
+/// The one error shape: every `4xx`/`5xx` of every service is JSON with a
+/// machine-readable `error` and a PHI-redacted `message`, plus details
+/// (`fields`, `reason`, `cause`, …) that depend on the error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The machine-readable code (`not_found`, `invalid_claim`, …).
+    pub error: String,
+    /// A human-readable explanation, PHI-redacted.
+    pub message: String,
+    /// The details that depend on the error (`fields`, `reason`, …), beside
+    /// `error` and `message` in the JSON.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub details: Map<String, Value>,
+}
+
+/// An error answer: a status and an [`ErrorBody`]. Messages pass through
+/// PHI redaction.
 #[derive(Debug)]
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// The JSON body.
-    pub body: Value,
+    pub body: ErrorBody,
 }
 
 impl ApiError {
-    /// An error with a machine-readable `code` and a message.
+    /// An error with a machine-readable `code` and a message (redacted).
     pub fn new(status: StatusCode, code: &str, message: impl fmt::Display) -> Self {
         ApiError {
             status,
-            body: json!({"error": code, "message": phi::redact(&message.to_string())}),
+            body: ErrorBody {
+                error: code.to_string(),
+                message: phi::redact(&message.to_string()),
+                details: Map::new(),
+            },
         }
+    }
+
+    /// `401 unauthorized`, its reason also as `reason` (kept for clients of
+    /// the first version).
+    pub fn unauthorized(reason: impl fmt::Display) -> Self {
+        let e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason);
+        let reason = Value::String(e.body.message.clone());
+        e.with("reason", reason)
+    }
+
+    /// `403 forbidden`, its reason also as `reason` (kept for clients of the
+    /// first version).
+    pub fn forbidden(reason: impl fmt::Display) -> Self {
+        let e = ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason);
+        let reason = Value::String(e.body.message.clone());
+        e.with("reason", reason)
     }
 
     /// `404 not_found`.
@@ -46,11 +86,9 @@ impl ApiError {
         )
     }
 
-    /// Adds a field to the body.
+    /// Adds a detail to the body.
     pub fn with(mut self, key: &str, value: Value) -> Self {
-        if let Some(o) = self.body.as_object_mut() {
-            o.insert(key.to_string(), value);
-        }
+        self.body.details.insert(key.to_string(), value);
         self
     }
 }

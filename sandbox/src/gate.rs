@@ -9,10 +9,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::auth::{self, Caller};
 use crate::ctx::{Ctx, new_request_id};
+use crate::error::ApiError;
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -77,11 +77,7 @@ async fn apply_faults(ctx: &Ctx, caller: &Caller, path: &str) -> Option<Injected
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     Some(Injected::Answer(
-        (
-            status,
-            axum::Json(json!({"error": "injected_fault", "message": "fault injected by the test"})),
-        )
-            .into_response(),
+        ApiError::new(status, "injected_fault", "fault injected by the test").into_response(),
     ))
 }
 
@@ -226,7 +222,8 @@ pub async fn json_errors(resp: Response) -> Response {
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let body = json!({"error": code, "message": phi::redact(&message)}).to_string();
+    let body =
+        serde_json::to_string(&ApiError::new(parts.status, code, message).body).unwrap_or_default();
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
@@ -277,14 +274,12 @@ pub async fn refuse_oversized(State(max_body): State<usize>, req: Request, next:
         });
         let _ = drained.await;
     }
-    let mut resp = (
+    let mut resp = ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        axum::Json(json!({
-            "error": "body_too_large",
-            "message": format!("the body ({length} bytes) is over this service's limit of {max_body} bytes"),
-        })),
+        "body_too_large",
+        format!("the body ({length} bytes) is over this service's limit of {max_body} bytes"),
     )
-        .into_response();
+    .into_response();
     resp.headers_mut().insert(
         axum::http::header::CONNECTION,
         HeaderValue::from_static("close"),

@@ -120,17 +120,15 @@ impl TenantLimiter {
 /// `Retry-After` and the JSON error shape.
 pub fn too_many_requests(limit: RateLimit, retry_after: Duration) -> Response {
     let secs = retry_after.as_secs().max(1);
-    let mut resp = (
+    let mut resp = crate::error::ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        axum::Json(serde_json::json!({
-            "error": "rate_limited",
-            "message": format!(
-                "this tenant is over its limit of {} requests per second (bursts of {}); retry after {secs} s",
-                limit.per_second, limit.burst
-            ),
-        })),
+        "rate_limited",
+        format!(
+            "this tenant is over its limit of {} requests per second (bursts of {}); retry after {secs} s",
+            limit.per_second, limit.burst
+        ),
     )
-        .into_response();
+    .into_response();
     resp.headers_mut()
         .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     resp

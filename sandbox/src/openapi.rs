@@ -8,23 +8,13 @@
 //! against the served document and keep a v1 snapshot of all six for
 //! backward compatibility (`suites/contracts/v1.json`).
 
-use serde::Serialize;
+use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
-use utoipa::{OpenApi as _, ToSchema};
 
 use crate::registry;
 use crate::service::Service;
 
-/// The one error shape: every `4xx`/`5xx` of every service is JSON with a
-/// machine-readable `error` and a PHI-redacted `message`, plus details
-/// (`fields`, `reason`, `cause`, …) that depend on the error.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// The machine-readable code (`not_found`, `invalid_claim`, …).
-    pub error: String,
-    /// A human-readable explanation, PHI-redacted.
-    pub message: String,
-}
+pub use crate::error::ErrorBody;
 
 /// `GET /openapi.json`: the service's own document.
 #[utoipa::path(

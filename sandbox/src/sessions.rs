@@ -157,14 +157,12 @@ pub async fn enforce(ctx: &Ctx, caller: &mut Caller) -> Result<(), Response> {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, "a person's standing could not be read: {e}");
-            return Err((
+            return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "error": "revocation_unavailable",
-                    "message": "whether this token was revoked cannot be checked now; retry",
-                })),
+                "revocation_unavailable",
+                "whether this token was revoked cannot be checked now; retry",
             )
-                .into_response());
+            .into_response());
         }
     };
     if standing
