@@ -47,6 +47,11 @@ pub struct ChaosFront {
     proxies: BTreeMap<Service, String>,
     stores: BTreeMap<Service, deployment::StoreProxies>,
     task: JoinHandle<()>,
+    /// With TLS on, the TLS fronts the store proxies relay to.
+    store_fronts: crate::store_tls::StoreFronts,
+    /// The stores as an operator reaches them, when this front put TLS
+    /// fronts before them.
+    operator: Option<(String, provision::RedisEndpoint)>,
 }
 
 impl Drop for ChaosFront {
@@ -87,6 +92,8 @@ impl ChaosFront {
             proxies: BTreeMap::new(),
             stores: BTreeMap::new(),
             task,
+            store_fronts: Default::default(),
+            operator: None,
         })
     }
 
@@ -137,8 +144,19 @@ impl ChaosFront {
 
     /// Puts a proxy between each service and PostgreSQL, and each service
     /// and Redis (`<service>-postgres`, `<service>-redis`), and points
-    /// `config`'s services at them: call before [`Mesh::start`].
+    /// `config`'s services at them: call before [`Mesh::start`]. With TLS
+    /// on (`config.tls`), the stores get their TLS fronts first
+    /// ([`crate::store_tls::front_stores`]) and the proxies relay to them,
+    /// so that a proxy carries only TLS.
     pub async fn front_stores(&mut self, config: &mut MeshConfig) -> Result<(), ChaosFrontError> {
+        let operator = (config.database_url.clone(), config.redis.clone());
+        let fronts = crate::store_tls::front_stores(config)
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
+        if fronts.fronts().next().is_some() {
+            self.operator = Some(operator);
+        }
+        self.store_fronts = fronts;
         let pg = reqwest::Url::parse(&config.database_url)
             .map_err(|e| self.failed(format!("the database URL: {e}")))?;
         let pg_host = pg
@@ -212,6 +230,16 @@ impl ChaosFront {
     /// The proxy in front of each service, by name.
     pub fn proxies(&self) -> &BTreeMap<Service, String> {
         &self.proxies
+    }
+
+    /// The stores as an operator reaches them (the database URL and the
+    /// Redis before the TLS fronts), when [`ChaosFront::front_stores`] put
+    /// TLS fronts before them; `None` otherwise (the configuration's own
+    /// URLs are the stores').
+    pub fn operator_stores(&self) -> Option<(&str, &provision::RedisEndpoint)> {
+        self.operator
+            .as_ref()
+            .map(|(url, redis)| (url.as_str(), redis))
     }
 
     /// The proxies between each service and its stores, by service.

@@ -172,6 +172,8 @@ pub struct Toxics {
     chaos: deployment::Chaos,
     added: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     disabled: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Proxies relaying elsewhere for the test, with their own upstream.
+    rerouted: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Toxics {
@@ -307,6 +309,77 @@ impl Toxics {
     async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<(), String> {
         set_proxy_enabled(&self.target, self.api(), proxy, enabled).await
     }
+
+    /// Where the proxy on `edge` relays to (its `upstream`, `host:port`).
+    pub async fn upstream(&self, edge: Edge) -> Result<String, String> {
+        let url = format!("{}/proxies/{}", self.api(), self.proxy(edge)?);
+        let body = self.target.get_json(&url).await?;
+        body["upstream"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("GET {url}: no upstream in {body}"))
+    }
+
+    /// Relays the proxy on `edge` to `upstream` instead (a tap before the
+    /// real upstream, say): Toxiproxy restarts the proxy on its address,
+    /// dropping its connections, so the service connects again through
+    /// the new route. Put back after the test, whatever happened.
+    pub async fn reroute(&self, edge: Edge, upstream: &str) -> Result<(), String> {
+        let proxy = self.proxy(edge)?.to_string();
+        let own = self.upstream(edge).await?;
+        set_proxy_upstream(&self.target, self.api(), &proxy, upstream).await?;
+        let mut rerouted = self
+            .rerouted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !rerouted.iter().any(|(p, _)| *p == proxy) {
+            rerouted.push((proxy, own));
+        }
+        Ok(())
+    }
+}
+
+impl Toxics {
+    /// Relays the proxy on `edge` to its own upstream again (after
+    /// [`Toxics::reroute`]; its connections drop once more).
+    pub async fn restore_route(&self, edge: Edge) -> Result<(), String> {
+        let proxy = self.proxy(edge)?.to_string();
+        let own = {
+            let mut rerouted = self
+                .rerouted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(at) = rerouted.iter().position(|(p, _)| *p == proxy) else {
+                return Ok(());
+            };
+            rerouted.remove(at).1
+        };
+        set_proxy_upstream(&self.target, self.api(), &proxy, &own).await
+    }
+}
+
+/// Points proxy `proxy` of the Toxiproxy API at `api` to `upstream`.
+async fn set_proxy_upstream(
+    target: &Target,
+    api: &str,
+    proxy: &str,
+    upstream: &str,
+) -> Result<(), String> {
+    let url = format!("{api}/proxies/{proxy}");
+    let r = target
+        .http()
+        .post(&url)
+        .json(&serde_json::json!({ "upstream": upstream }))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = r.status().as_u16();
+    if status != 200 {
+        let body = r.text().await.unwrap_or_default();
+        return Err(format!("POST {url} answered {status}: {body}"));
+    }
+    Ok(())
 }
 
 /// Enables or disables proxy `proxy` of the Toxiproxy API at `api`.
@@ -342,14 +415,16 @@ impl Fixture for Toxics {
             chaos,
             added: Arc::default(),
             disabled: Arc::default(),
+            rerouted: Arc::default(),
         };
         // Undone after the test, whatever happened (asynchronously: a
         // blocking request from `Drop` would stall the runtime that serves
         // an in-process chaos API, and be lost).
-        let (target, added, disabled) = (
+        let (target, added, disabled, rerouted) = (
             Arc::clone(&toxics.target),
             Arc::clone(&toxics.added),
             Arc::clone(&toxics.disabled),
+            Arc::clone(&toxics.rerouted),
         );
         let api = toxics.api().to_string();
         cx.on_teardown(async move {
@@ -363,6 +438,9 @@ impl Fixture for Toxics {
             }
             for proxy in take(&disabled) {
                 let _ = set_proxy_enabled(&target, &api, &proxy, true).await;
+            }
+            for (proxy, upstream) in take(&rerouted) {
+                let _ = set_proxy_upstream(&target, &api, &proxy, &upstream).await;
             }
             reset_breakers(&target).await;
         });

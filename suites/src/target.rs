@@ -286,6 +286,15 @@ impl Target {
         };
         let urls: BTreeMap<Service, String> =
             Service::ALL.iter().map(|s| (*s, mesh.url(*s))).collect();
+        // Rows and the cache are read from the stores themselves, not
+        // through the TLS fronts the services reach them by.
+        let (database_url, redis) = match front
+            .as_ref()
+            .and_then(sandbox::chaos::ChaosFront::operator_stores)
+        {
+            Some((url, redis)) => (url.to_string(), redis.clone()),
+            None => (config.database_url.clone(), config.redis.clone()),
+        };
         let http = http_client(tls.as_ref())?;
         Ok(Target {
             name: "sandbox (in-process)".into(),
@@ -295,8 +304,8 @@ impl Target {
             auth: Auth::Secret(config.secret.clone().into()),
             slo: sandbox::target::slos(),
             capabilities,
-            database_url: Some(config.database_url.clone()),
-            redis: Some((config.redis.clone(), config.redis_prefix.clone())),
+            database_url: Some(database_url),
+            redis: Some((redis, config.redis_prefix.clone())),
             http,
             tls,
             restart: Some(Restarter::Control(control.addr())),

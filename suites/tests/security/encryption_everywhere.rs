@@ -6,12 +6,12 @@
 
 use std::net::SocketAddr;
 
-use harness::service_test;
+use harness::{Fixture, FixtureCx, FixtureError, service_test};
 use healthcare_data::{ComplianceKind, Generator, Scenario};
 use sandbox::store_tls::{self, SSL_REQUEST, StoreKind};
-use sandbox::{Mesh, Service};
+use sandbox::{Mesh, Service, Tenant};
 use serde_json::json;
-use suites::OwnMesh;
+use suites::{Edge, OwnMesh, StoreToxics, Target, TlsTarget};
 
 use crate::common::{Tap, intake, visit};
 
@@ -469,4 +469,202 @@ async fn every_service_to_service_link_is_tls_with_no_plaintext(
         notified,
         "business intelligence was not notified of incident {incident}"
     );
+}
+
+/// A TLS target's store proxies (`capabilities.chaos.stores`), each
+/// relaying to an address on this machine's loopback, where a tap can
+/// stand in its route. Skips on a plain-HTTP target, without store
+/// proxies, or when a proxy relays elsewhere (a Toxiproxy in a container).
+struct StoreRoutes {
+    toxics: StoreToxics,
+    /// Each proxied link, where its proxy relays to.
+    links: Vec<(Service, Edge, SocketAddr)>,
+}
+
+impl Fixture for StoreRoutes {
+    async fn setup(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        cx.get::<TlsTarget>().await?;
+        let toxics = cx.get::<StoreToxics>().await?;
+        let mut links = Vec::new();
+        for service in Service::ALL {
+            for edge in [Edge::Postgres(service), Edge::Redis(service)] {
+                if !toxics.controls(edge) {
+                    continue;
+                }
+                let upstream = toxics.upstream(edge).await.map_err(FixtureError::new)?;
+                let addr = tokio::net::lookup_host(upstream.as_str())
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .filter(|a| a.ip().is_loopback())
+                    .ok_or_else(|| {
+                        FixtureError::skip(format!(
+                            "the proxy on {edge} relays to `{upstream}`, not to this machine's loopback: a tap here cannot stand in its route"
+                        ))
+                    })?;
+                links.push((service, edge, addr));
+            }
+        }
+        if links.is_empty() {
+            return Err(FixtureError::skip("no store proxy to route through a tap"));
+        }
+        Ok(StoreRoutes { toxics, links })
+    }
+}
+
+/// Is every service answering `/health` with its database and Redis up?
+async fn all_stores_up(target: &Target) -> bool {
+    for service in Service::ALL {
+        let Ok(r) = target
+            .http()
+            .get(format!("{}/health", target.url(service)))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let Ok(body) = r.json::<serde_json::Value>().await else {
+            return false;
+        };
+        if body["database"] != "up" || body["redis"] != "up" {
+            return false;
+        }
+        // And the API sees every peer healthy again (their reconnecting
+        // may have failed a probe).
+        if service == Service::HealthcareApi
+            && body["dependencies"]
+                .as_object()
+                .is_none_or(|d| d.values().any(|v| v["status"] != "healthy"))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// The target's own links to its stores, tapped where its chaos proxies
+/// stand (each proxy relays through a tap on its way to the store): after
+/// the services reconnect and a journey runs, every connection a service
+/// made to PostgreSQL opens with the `SSLRequest`, is answered `S` and
+/// goes on in TLS; every connection to Redis is TLS from its first byte;
+/// no SQL, Redis command, key or patient identifier crosses in the clear.
+/// Runs on a TLS target with store proxies on this machine
+/// (`sandbox up --tls --chaos-api`), in process too.
+///
+/// Catches: a deployment serving HTTPS whose services still talk to their
+/// database or cache in the clear, and a sandbox whose store proxies sit
+/// between a TLS front and the store (carrying plain text) rather than
+/// between the service and the front.
+#[service_test(
+    security,
+    chaos,
+    exclusive,
+    real_services,
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        compliance_monitor,
+        doctor_personalization,
+        business_intelligence
+    ),
+    timeout = "60s"
+)]
+async fn the_targets_store_links_carry_only_tls(
+    target: &Target,
+    routes: StoreRoutes,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let mut taps = Vec::new();
+    for (service, edge, upstream) in &routes.links {
+        let tap = Tap::start(*upstream).await;
+        routes
+            .toxics
+            .reroute(*edge, &tap.addr().to_string())
+            .await
+            .expect("route the store link through the tap");
+        taps.push((*service, *edge, tap));
+    }
+    // The proxies dropped their connections: the services connect again,
+    // now through the taps.
+    crate::common::eventually("every service reaches its stores again", || {
+        all_stores_up(target)
+    })
+    .await;
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let patient_id = intake(&api, &s).await;
+    let v = visit(&api, &patient_id, &s).await;
+    assert_eq!(v.status, 201, "the journey: {}", v.body);
+    let read = api
+        .get(&format!("/patients/{patient_id}"))
+        .await
+        .expect("read");
+    assert_eq!(read.status, 200, "read back: {}", read.body);
+
+    let secrets: Vec<(&str, String)> = [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the last name", s.patient.last_name.clone()),
+        ("the full name", s.patient.full_name()),
+        ("the member id", s.coverage.member_id.clone()),
+        ("the patient id", patient_id.clone()),
+        ("the tenant", tenant.0.clone()),
+        ("SQL text", "INSERT INTO ".to_string()),
+        ("SQL text", "SELECT ".to_string()),
+        ("a Redis command", "\r\nPING\r\n".to_string()),
+        ("a Redis command", "\r\nSET\r\n".to_string()),
+        ("a Redis command", "\r\nGET\r\n".to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.len() >= 5)
+    .collect();
+    let hello = ssl_request();
+    let mut judged = Vec::new();
+    for (service, edge, tap) in &taps {
+        let conns: Vec<_> = tap
+            .connections()
+            .into_iter()
+            .filter(|(up, _)| !up.is_empty())
+            .collect();
+        for (up, down) in &conns {
+            match edge {
+                Edge::Postgres(_) => {
+                    assert!(
+                        up.starts_with(&hello) && up.get(8) == Some(&0x16),
+                        "{service} → PostgreSQL: a connection did not open with the SSLRequest and a TLS handshake"
+                    );
+                    assert_eq!(
+                        down.first().copied(),
+                        Some(b'S'),
+                        "{service} → PostgreSQL: the SSLRequest was not accepted"
+                    );
+                }
+                _ => assert_eq!(
+                    up[0], 0x16,
+                    "{service} → Redis: a connection did not start with a ClientHello"
+                ),
+            }
+        }
+        assert_nothing_in_clear(&format!("{edge}"), &conns, &secrets);
+        if !conns.is_empty() {
+            judged.push(format!("{edge}"));
+        }
+    }
+    // Health checks alone reach every store: each link was judged.
+    assert_eq!(
+        judged.len(),
+        taps.len(),
+        "links with no connection through their tap: only {judged:?} had one"
+    );
+    for (_, edge, _) in &taps {
+        routes
+            .toxics
+            .restore_route(*edge)
+            .await
+            .expect("route the store link straight again");
+    }
+    crate::common::eventually("every service reaches its stores after the taps", || {
+        all_stores_up(target)
+    })
+    .await;
 }
