@@ -1,4 +1,5 @@
-//! Storage: each service's PostgreSQL schema (migrations applied at start)
+//! Storage: each service's PostgreSQL schema (versioned migrations
+//! applied at start, see [`crate::schema`])
 //! reached through a connection pool ([`Db`]), and its Redis (caches and
 //! idempotency keys, under the mesh's key prefix).
 
@@ -16,15 +17,31 @@ pub enum StoreError {
     /// PostgreSQL refused or failed.
     #[error("PostgreSQL: {}", pg_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    /// A migration failed.
-    #[error("migration {schema}/{index}: {}", pg_chain(.source))]
+    /// A migration step failed (rolled back whole: the schema is at the
+    /// version before it).
+    #[error("migration {schema} v{version} ({name}) failed and was rolled back: {}", pg_chain(.source))]
     Migration {
         /// The schema.
         schema: &'static str,
-        /// Which statement (0-based).
-        index: usize,
+        /// The step's version.
+        version: u32,
+        /// The step's name.
+        name: &'static str,
         /// Why.
         source: tokio_postgres::Error,
+    },
+    /// The schema is at a later version than the one asked for (or than
+    /// this code knows): migrations go forward only.
+    #[error(
+        "schema {schema} is at version {at}, past version {wanted}: migrations go forward only"
+    )]
+    SchemaAhead {
+        /// The schema.
+        schema: &'static str,
+        /// Its version.
+        at: u32,
+        /// The version asked for.
+        wanted: u32,
     },
     /// No pooled connection could be had in time: the database is
     /// unreachable, or every connection is busy for longer than the wait.
@@ -292,6 +309,23 @@ impl Db {
         .is_ok_and(|r| r.is_some())
     }
 
+    /// Checks out `n` connections (each waiting as a request would) and
+    /// keeps them from every request for `hold`, in the background: the
+    /// pool saturated on purpose (test mode's `POST /admin/pool/hold`).
+    /// Answers once all `n` are held.
+    pub async fn hold(&self, n: usize, hold: Duration) -> Result<usize, StoreError> {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            held.push(self.conn().await?);
+        }
+        let count = held.len();
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(held);
+        });
+        Ok(count)
+    }
+
     /// Its settings.
     pub fn config(&self) -> &PoolConfig {
         &self.config
@@ -320,36 +354,11 @@ impl StoreError {
             }
             // No SQLSTATE: the connection broke, not the statement.
             StoreError::Postgres(e) => e.code().is_none(),
-            StoreError::Migration { .. } | StoreError::Failed(_) => false,
+            StoreError::Migration { .. }
+            | StoreError::SchemaAhead { .. }
+            | StoreError::Failed(_) => false,
         }
     }
-}
-
-/// Creates `service`'s schema and applies its migrations, in one
-/// transaction under an advisory lock (services starting together do not
-/// race). Statements are idempotent (`IF NOT EXISTS`).
-pub async fn migrate(
-    db: &mut tokio_postgres::Client,
-    service: Service,
-    statements: &[&str],
-) -> Result<(), StoreError> {
-    let schema = service.schema();
-    let tx = db.transaction().await?;
-    tx.batch_execute("SELECT pg_advisory_xact_lock(727001)")
-        .await?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-        .await?;
-    for (index, sql) in statements.iter().enumerate() {
-        tx.batch_execute(sql)
-            .await
-            .map_err(|source| StoreError::Migration {
-                schema,
-                index,
-                source,
-            })?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The schema of the patient copies kept by services that hold patient
