@@ -30,7 +30,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
 
 /// The compliance monitor's schema version that has the access log's
-/// columns ([`migrations`]); on an earlier one (a monitor started one
+/// columns (its step `audit_actors`); on an earlier one (a monitor started one
 /// version back) events are written without them and the access log is
 /// `503 schema_outdated`.
 pub const SCHEMA_VERSION: u32 = 3;
