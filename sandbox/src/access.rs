@@ -81,7 +81,7 @@ pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut detail: Value) {
             &request_id,
         )
         .json(detail);
-        if let Err(e) = client.send(&call).await {
+        if let Err(e) = client.send_audit(&call).await {
             tracing::error!(tenant = %tenant, request_id = %request_id, "an access could not be audited: {e}");
         }
     });

@@ -573,6 +573,13 @@ impl ServiceClient {
         let _ = tx.send((tenant.to_string(), request_id.to_string(), records));
     }
 
+    /// Sends a record to the compliance monitor in the background, through
+    /// the background audits' bulkhead (not queued with the calls a request
+    /// waits for), without auditing it.
+    pub async fn send_audit(&self, call: &Call<'_>) -> Result<Reply, CallError> {
+        self.send_through(call, &self.audits).await
+    }
+
     /// Makes the call without auditing it.
     pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
         self.send_through(call, &self.bulkheads[&call.target]).await
