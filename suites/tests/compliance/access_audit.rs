@@ -123,6 +123,10 @@ async fn who_read_a_patient_between_two_times_is_exactly_the_reads_made(
     let person = |service, sub: &str, role| target.client(service, &tenant).as_person(sub, role);
     let patient_path = format!("/patients/{patient_id}");
 
+    // T1 and T2 are read on this machine's clock, each in the middle of a
+    // 1.2 s pause between reads: the accesses are stamped by the serving
+    // services' clocks, which may be up to 0.6 s off this one.
+
     // Before T1.
     read(
         &person(Service::HealthcareApi, &early, Role::Clinician),
