@@ -120,18 +120,25 @@ pub(crate) fn routes() -> axum::Router<Arc<Ctx>> {
         ))
 }
 
+/// An audit event recorded.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Recorded {
+    /// Its id (`null` when a test-mode fault plan dropped it).
+    pub audit_id: Option<i64>,
+}
+
 /// `POST /audit/access` (mesh services): one access, as [`record`] sends it.
 #[utoipa::path(
     post,
     path = "/audit/access",
     request_body = Object,
-    responses((status = 201, description = "recorded", body = crate::compliance::Recorded))
+    responses((status = 201, description = "recorded", body = Recorded))
 )]
 pub(crate) async fn report(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Json(detail): Json<Value>,
-) -> ApiResult<(StatusCode, Json<crate::compliance::Recorded>)> {
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(actor), Some(actor_role), Some(_action)) =
         (text("actor"), text("actor_role"), text("action"))
@@ -164,10 +171,7 @@ pub(crate) async fn report(
         .as_ref()
         .ok_or_else(|| ApiError::internal("audit", "no audit writer on this service"))?;
     let id = crate::timing::measure(crate::timing::Part::AuditWrite, writer.write(row)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(crate::compliance::Recorded { audit_id: Some(id) }),
-    ))
+    Ok((StatusCode::CREATED, Json(Recorded { audit_id: Some(id) })))
 }
 
 /// `GET /audit/access`: whose accesses (a patient's, an actor's, or both),

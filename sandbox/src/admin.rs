@@ -28,10 +28,7 @@ pub fn routes() -> axum::Router<Arc<Ctx>> {
         .route("/admin/logs", get(logs))
         .route("/admin/config", axum::routing::put(reload_config))
         .route("/admin/breakers/reset", axum::routing::post(reset_breakers))
-        .route(
-            "/admin/pool/hold",
-            axum::routing::post(crate::limits::hold_pool),
-        )
+        .route("/admin/pool/hold", axum::routing::post(hold_pool))
         .route_layer(axum::middleware::from_fn(crate::auth::loopback_host_only));
     allow(r, &ADMIN)
 }
@@ -199,4 +196,48 @@ pub async fn clear_faults(
         None => plans.clear(),
     }
     StatusCode::NO_CONTENT
+}
+
+/// `POST /admin/pool/hold` (test mode): `{"ms": M}`.
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolHold {
+    /// How long every connection is held, 1 ms to 60 s.
+    pub ms: u64,
+    /// Connections held: answered (all of the pool's).
+    #[serde(default)]
+    pub held: usize,
+}
+
+/// `POST /admin/pool/hold` (test mode): checks out every connection of
+/// the service's pool and holds them for `ms`, then lets them go; answers
+/// once all are held. Meanwhile a request needing the database waits the
+/// pool's wait and is answered `503 database_unavailable`: the saturated
+/// pool of seed 000's resource limits, made on purpose.
+#[utoipa::path(
+    post,
+    path = "/admin/pool/hold",
+    request_body = PoolHold,
+    responses(
+        (status = 200, description = "every connection held", body = PoolHold),
+        (status = 503, description = "the connections could not all be had")
+    )
+)]
+pub async fn hold_pool(
+    axum::extract::State(ctx): axum::extract::State<std::sync::Arc<crate::ctx::Ctx>>,
+    axum::Json(h): axum::Json<PoolHold>,
+) -> Result<axum::Json<PoolHold>, crate::error::ApiError> {
+    if !(1..=60_000).contains(&h.ms) {
+        return Err(crate::error::ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_hold",
+            "ms must be from 1 to 60000",
+        ));
+    }
+    let n = ctx.db.config().max_size;
+    let held = ctx
+        .db
+        .hold(n, std::time::Duration::from_millis(h.ms))
+        .await?;
+    Ok(axum::Json(PoolHold { ms: h.ms, held }))
 }

@@ -194,7 +194,7 @@ impl crate::ctx::Replayable for Claim {
     responses(
         (status = 201, description = "created", body = Claim),
         (status = 200, description = "the first answer to this idempotency key", body = Claim),
-        (status = 422, description = "invalid; `fields` lists each problem", body = crate::openapi::ErrorBody),
+        (status = 422, description = "invalid; `fields` lists each problem", body = crate::error::ErrorBody),
     )
 )]
 async fn create(

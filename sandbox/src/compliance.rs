@@ -103,12 +103,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(crate::ctx::sync_routes())
 }
 
-/// An audit event recorded.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Recorded {
-    /// Its id (`null` when a test-mode fault plan dropped it).
-    pub audit_id: Option<i64>,
-}
+pub use crate::access::Recorded;
 
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(caller: &Caller, kind: &str, detail: &Value) -> crate::audit_writer::AuditRow {

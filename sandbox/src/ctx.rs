@@ -32,7 +32,7 @@ pub struct Settings {
     /// Seals the SSN and date of birth of stored records.
     pub vault: Arc<crate::vault::FieldCipher>,
     /// What its HTTP server accepts (stated by `/config`).
-    pub server: crate::mesh::ServerLimits,
+    pub server: crate::config::ServerLimits,
     /// The per-tenant rate limit (the API's; stated by `/config`).
     pub rate_limit: Option<Arc<crate::limits::TenantLimiter>>,
     /// The version its schema was migrated to at start.
@@ -65,9 +65,9 @@ pub struct Ctx {
     /// The mutating calls' token ids already used.
     pub replay: ReplayGuard,
     /// People's standings (logged out, role changed), each kept briefly.
-    pub sessions: crate::sessions::SessionCache,
+    pub sessions: crate::standing::SessionCache,
     /// Visits changing state (the API's live stream).
-    pub visit_events: tokio::sync::broadcast::Sender<crate::visits::StatusChange>,
+    pub visit_events: tokio::sync::broadcast::Sender<crate::states::StatusChange>,
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.

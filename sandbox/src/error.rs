@@ -99,30 +99,5 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match &e {
-            StoreError::Redis { .. } => {
-                tracing::warn!("storage unavailable: {e}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cache_unavailable",
-                    "Redis is unavailable; the request was not carried out, retry later",
-                )
-            }
-            _ if e.is_unavailable() => {
-                tracing::warn!("storage unavailable: {e}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    format!("the database is unavailable ({e}); retry later"),
-                )
-            }
-            _ => ApiError::internal("storage", e),
-        }
-    }
-}
-
 /// A handler's result.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -475,7 +475,7 @@ fn allowed_fields(recipient: &str) -> Option<Vec<&'static str>> {
             "tenant",
         ]);
     }
-    crate::api::FIELDS_NEEDED
+    crate::minimum_necessary::FIELDS_NEEDED
         .iter()
         .find(|(s, _)| s.name() == recipient)
         .map(|(_, f)| f.to_vec())

@@ -134,47 +134,6 @@ pub fn too_many_requests(limit: RateLimit, retry_after: Duration) -> Response {
     resp
 }
 
-/// `POST /admin/pool/hold` (test mode): `{"ms": M}`.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PoolHold {
-    /// How long every connection is held, 1 ms to 60 s.
-    pub ms: u64,
-    /// Connections held: answered (all of the pool's).
-    #[serde(default)]
-    pub held: usize,
-}
-
-/// `POST /admin/pool/hold` (test mode): checks out every connection of
-/// the service's pool and holds them for `ms`, then lets them go; answers
-/// once all are held. Meanwhile a request needing the database waits the
-/// pool's wait and is answered `503 database_unavailable`: the saturated
-/// pool of seed 000's resource limits, made on purpose.
-#[utoipa::path(
-    post,
-    path = "/admin/pool/hold",
-    request_body = PoolHold,
-    responses(
-        (status = 200, description = "every connection held", body = PoolHold),
-        (status = 503, description = "the connections could not all be had")
-    )
-)]
-pub async fn hold_pool(
-    axum::extract::State(ctx): axum::extract::State<std::sync::Arc<crate::ctx::Ctx>>,
-    axum::Json(h): axum::Json<PoolHold>,
-) -> Result<axum::Json<PoolHold>, crate::error::ApiError> {
-    if !(1..=60_000).contains(&h.ms) {
-        return Err(crate::error::ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_hold",
-            "ms must be from 1 to 60000",
-        ));
-    }
-    let n = ctx.db.config().max_size;
-    let held = ctx.db.hold(n, Duration::from_millis(h.ms)).await?;
-    Ok(axum::Json(PoolHold { ms: h.ms, held }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

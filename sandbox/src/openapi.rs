@@ -46,7 +46,7 @@ struct Shared;
     crate::admin::logs,
     crate::admin::reload_config,
     crate::admin::reset_breakers,
-    crate::limits::hold_pool
+    crate::admin::hold_pool
 ))]
 struct Admin;
 

@@ -18,37 +18,9 @@ use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
 
-/// The services a patient is synced to.
-/// The patient fields each holder needs (minimum necessary, 45 CFR
-/// 164.502(b)): insurance verifies eligibility on name, sex and date of
-/// birth; billing also needs the address and phone of the claim's
-/// subscriber; personalisation greets by name in the patient's language;
-/// the compliance monitor correlates by medical record number. No holder
-/// receives the SSN; only insurance and billing receive the coverage.
-pub const FIELDS_NEEDED: [(Service, &[&str]); 4] = [
-    (
-        Service::InsuranceVerification,
-        &["mrn", "first_name", "last_name", "sex", "birth_date"],
-    ),
-    (
-        Service::BillingEngine,
-        &[
-            "mrn",
-            "first_name",
-            "last_name",
-            "sex",
-            "birth_date",
-            "address",
-            "phone",
-        ],
-    ),
-    (
-        Service::DoctorPersonalization,
-        &["first_name", "last_name", "preferred_language"],
-    ),
-    (Service::ComplianceMonitor, &["mrn"]),
-];
+pub use crate::minimum_necessary::FIELDS_NEEDED;
 
+/// The services a patient is synced to.
 /// `patient` cut to what `holder` needs.
 fn needed_by(holder: Service, patient: &Value) -> Value {
     let fields = FIELDS_NEEDED

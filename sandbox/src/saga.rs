@@ -19,6 +19,7 @@ use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::patients::Coverage;
 use crate::service::Service;
+use crate::states::VisitStatus;
 
 /// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
 /// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
@@ -254,7 +255,7 @@ pub(crate) async fn visit(
     // (each still done before the step starts).
     tokio::join!(
         saga.event("saga_started", "claim", json!({"visit_id": visit_id})),
-        crate::visits::transition(&ctx, &caller.tenant, &visit_id, "verifying"),
+        crate::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Verifying),
     );
 
     // Step 1: verify insurance.
@@ -312,7 +313,7 @@ pub(crate) async fn visit(
         // Step 2 begins: the visit moves to `billing` as the event is recorded.
         tokio::join!(
             verified,
-            crate::visits::transition(&ctx, &caller.tenant, &visit_id, "billing"),
+            crate::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Billing),
         );
     } else {
         verified.await;
@@ -399,12 +400,18 @@ pub(crate) async fn visit(
 
     ctx.db
         .execute(
-            "UPDATE api.visits SET status = 'completed', verification_id = $3, claim_id = $4
+            "UPDATE api.visits SET status = $5, verification_id = $3, claim_id = $4
              WHERE id = $1 AND tenant = $2",
-            &[&visit_id, &caller.tenant, &verification_id, &claim_id],
+            &[
+                &visit_id,
+                &caller.tenant,
+                &verification_id,
+                &claim_id,
+                &VisitStatus::Completed.as_str(),
+            ],
         )
         .await?;
-    crate::visits::announce(&ctx, &caller.tenant, &visit_id, "completed");
+    crate::visits::announce(&ctx, &caller.tenant, &visit_id, VisitStatus::Completed);
     saga.event("saga_completed", "claim", json!({"steps": done}))
         .await;
     saga.close().await;
@@ -629,17 +636,18 @@ async fn finish_failed_keyed(
     let stored = serde_json::to_string(&body).unwrap_or_default();
     ctx.db
         .execute(
-            "UPDATE api.visits SET status = 'failed', verification_id = $3, failure = $4
+            "UPDATE api.visits SET status = $5, verification_id = $3, failure = $4
              WHERE id = $1 AND tenant = $2",
             &[
                 &visit_id,
                 &saga.caller.tenant,
                 &verification_id,
                 &phi::redact(&stored),
+                &VisitStatus::Failed.as_str(),
             ],
         )
         .await?;
-    crate::visits::announce(ctx, &saga.caller.tenant, visit_id, "failed");
+    crate::visits::announce(ctx, &saga.caller.tenant, visit_id, VisitStatus::Failed);
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"failed\"");
     tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");

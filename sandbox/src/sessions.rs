@@ -25,8 +25,7 @@
 //! A token issued in the same second as a logout is refused too (token
 //! times are whole seconds): log in again a second later.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -43,13 +42,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::StoreError;
 use crate::token;
 
+pub use crate::standing::{CACHE_FOR, SessionCache, Standing};
+
 /// How long after a logout or a role change is answered every service
 /// enforces it (the target file's `auth.revocation_bound_ms`): a standing
 /// is kept [`CACHE_FOR`], and read from Redis in well under the rest.
 pub const REVOCATION_BOUND: Duration = Duration::from_millis(1000);
-
-/// How long a service keeps a person's standing before reading it again.
-pub const CACHE_FOR: Duration = Duration::from_millis(400);
 
 /// How long a logout is kept: past it, every token it refuses has expired.
 const LOGOUT_KEPT: Duration =
@@ -58,49 +56,6 @@ const LOGOUT_KEPT: Duration =
 /// How long a role set by an admin is kept (a directory entry; set again
 /// to keep it longer).
 const ROLE_KEPT: Duration = Duration::from_secs(400 * 24 * 3600);
-
-/// Kept standings above this many are swept of stale ones.
-const SWEEP_AT: usize = 4096;
-
-/// A person's standing, as the directory holds it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Standing {
-    /// Logged out at this second: tokens issued then or before are refused.
-    pub logged_out_at: Option<u64>,
-    /// The role the directory gives the person, over their tokens' own.
-    pub role: Option<Role>,
-}
-
-/// A service's copy of people's standings, each kept [`CACHE_FOR`].
-#[derive(Debug, Default)]
-pub struct SessionCache {
-    kept: Mutex<HashMap<(String, String), (Instant, Standing)>>,
-}
-
-impl SessionCache {
-    fn fresh(&self, tenant: &str, sub: &str) -> Option<Standing> {
-        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.get(&(tenant.to_string(), sub.to_string()))
-            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
-            .map(|(_, s)| *s)
-    }
-
-    fn keep(&self, tenant: &str, sub: &str, at: Instant, standing: Standing) {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() >= SWEEP_AT {
-            kept.retain(|_, (t, _)| t.elapsed() < CACHE_FOR);
-        }
-        kept.insert((tenant.to_string(), sub.to_string()), (at, standing));
-    }
-
-    /// Drops what is kept of `sub` (this service just changed it).
-    pub fn forget(&self, tenant: &str, sub: &str) {
-        self.kept
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(tenant.to_string(), sub.to_string()));
-    }
-}
 
 /// `part` with every byte outside `[A-Za-z0-9._-]` percent-encoded (no
 /// tenant or person reaches another's key).
@@ -383,20 +338,5 @@ mod tests {
     fn keys_keep_tenants_and_people_apart() {
         assert_ne!(logout_key("a:b", "c"), logout_key("a", "b:c"));
         assert_eq!(role_key("t", "dr x"), "session:role:t:dr%20x");
-    }
-
-    #[test]
-    fn a_kept_standing_goes_stale() {
-        let c = SessionCache::default();
-        let s = Standing {
-            logged_out_at: Some(5),
-            role: None,
-        };
-        c.keep("t", "p", Instant::now(), s);
-        assert_eq!(c.fresh("t", "p"), Some(s));
-        c.keep("t", "q", Instant::now() - CACHE_FOR, s);
-        assert_eq!(c.fresh("t", "q"), None);
-        c.forget("t", "p");
-        assert_eq!(c.fresh("t", "p"), None);
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use provision::redis::MultiplexedConnection;
 
+pub use crate::config::PoolConfig;
+use crate::error::ApiError;
 use crate::service::Service;
 
 /// A storage failure.
@@ -104,40 +106,6 @@ pub async fn connect_with(
         }
     };
     Ok(client)
-}
-
-/// How a service's pool behaves.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
-    /// Connections at most.
-    pub max_size: usize,
-    /// How long a request waits for a free connection (then `503`).
-    pub wait: Duration,
-    /// How long connecting may take.
-    pub connect: Duration,
-    /// How long one statement may take.
-    pub query: Duration,
-    /// Wait for each commit's WAL to reach the disk (`synchronous_commit =
-    /// on`) before answering. Off by default: a commit is atomic and visible
-    /// to every later statement at once (an audit row is committed before
-    /// the answer that needs it, as before), and the WAL writer flushes it
-    /// within ~0.6 s; only a crash of the database host in between can lose
-    /// it, never half of it. On a server with `fsync` on, each flush costs a
-    /// disk sync (~15 ms here), which a saga of a dozen sequential commits
-    /// paid a dozen times.
-    pub durable_commits: bool,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            max_size: 8,
-            wait: Duration::from_secs(2),
-            connect: Duration::from_secs(2),
-            query: Duration::from_secs(5),
-            durable_commits: false,
-        }
-    }
 }
 
 /// A service's PostgreSQL: a pool of connections. A broken connection is
@@ -533,4 +501,31 @@ fn escape_part(part: &str) -> String {
         }
     }
     out
+}
+
+/// What a storage error answers: `503` when the store is unavailable
+/// (`cache_unavailable`, `database_unavailable`), else `500 internal`.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        use axum::http::StatusCode;
+        match &e {
+            StoreError::Redis { .. } => {
+                tracing::warn!("storage unavailable: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cache_unavailable",
+                    "Redis is unavailable; the request was not carried out, retry later",
+                )
+            }
+            _ if e.is_unavailable() => {
+                tracing::warn!("storage unavailable: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    format!("the database is unavailable ({e}); retry later"),
+                )
+            }
+            _ => ApiError::internal("storage", e),
+        }
+    }
 }

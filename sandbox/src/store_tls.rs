@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
-use crate::mesh::MeshConfig;
+use crate::config::MeshConfig;
 use crate::service::Service;
 use crate::tls::{TlsError, TlsMaterial};
 

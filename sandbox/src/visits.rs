@@ -20,23 +20,7 @@ use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 
-/// The states, in order; the last two are terminal.
-pub const STATES: [&str; 5] = ["pending", "verifying", "billing", "completed", "failed"];
-
-/// A visit changed state.
-#[derive(Debug, Clone)]
-pub struct StatusChange {
-    /// Whose.
-    pub tenant: String,
-    /// Which visit.
-    pub visit_id: String,
-    /// The new state.
-    pub status: &'static str,
-}
-
-fn terminal(status: &str) -> bool {
-    status == "completed" || status == "failed"
-}
+pub use crate::states::{StatusChange, VisitStatus};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -70,28 +54,29 @@ pub(crate) async fn open(
     ctx.db
         .execute(
             "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
-             VALUES ($1, $2, $3, $4, 'pending', $5)",
+             VALUES ($1, $2, $3, $4, $6, $5)",
             &[
                 &visit_id,
                 &caller.tenant,
                 &patient_id,
                 &saga_id,
                 &caller.request_id,
+                &VisitStatus::Pending.as_str(),
             ],
         )
         .await?;
-    announce(ctx, &caller.tenant, visit_id, "pending");
+    announce(ctx, &caller.tenant, visit_id, VisitStatus::Pending);
     Ok(())
 }
 
 /// Moves a visit to `status` (a failure to store it is logged: the saga
 /// goes on, the final state is written with its outcome).
-pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: &'static str) {
+pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitStatus) {
     let r = ctx
         .db
         .execute(
             "UPDATE api.visits SET status = $3 WHERE id = $1 AND tenant = $2",
-            &[&visit_id, &tenant, &status],
+            &[&visit_id, &tenant, &status.as_str()],
         )
         .await;
     match r {
@@ -103,7 +88,7 @@ pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: 
 }
 
 /// Tells the stream's subscribers (none listening is fine).
-pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: &'static str) {
+pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitStatus) {
     let _ = ctx.visit_events.send(StatusChange {
         tenant: tenant.to_string(),
         visit_id: visit_id.to_string(),
@@ -129,7 +114,8 @@ pub struct VisitState {
     /// The visit.
     pub visit_id: String,
     /// `pending`, `verifying`, `billing`, `completed` or `failed`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: VisitStatus,
 }
 
 /// `GET /visits?request_id=…`: the caller's visits started under that
@@ -154,23 +140,31 @@ pub(crate) async fn find(
         .await?;
     let visits = rows
         .iter()
-        .map(|r| VisitState {
-            visit_id: r.get(0),
-            status: r.get(1),
+        .map(|r| {
+            Ok(VisitState {
+                visit_id: r.get(0),
+                status: stored_status(r.get(1))?,
+            })
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(Json(VisitsFound { visits }))
 }
 
-async fn current(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<String>, ApiError> {
-    Ok(ctx
-        .db
+/// A status as `api.visits` stores it, read back.
+fn stored_status(s: String) -> ApiResult<VisitStatus> {
+    s.parse()
+        .map_err(|e| ApiError::internal("reading a visit's status", e))
+}
+
+async fn current(ctx: &Ctx, tenant: &str, id: &str) -> Result<Option<VisitStatus>, ApiError> {
+    ctx.db
         .query_opt(
             "SELECT status FROM api.visits WHERE id = $1 AND tenant = $2",
             &[&id, &tenant],
         )
         .await?
-        .map(|r| r.get(0)))
+        .map(|r| stored_status(r.get(0)))
+        .transpose()
 }
 
 /// `GET /visits/{id}/events`: Server-Sent Events, `event: status`, `data:
@@ -191,17 +185,17 @@ pub(crate) async fn events(
     let now = current(&ctx, &caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
-    let event = |id: &str, status: &str| {
+    let event = |id: &str, status: VisitStatus| {
         Event::default().event("status").data(
             json!(VisitState {
                 visit_id: id.to_string(),
-                status: status.to_string(),
+                status,
             })
             .to_string(),
         )
     };
-    let first = event(&id, &now);
-    let done = terminal(&now);
+    let first = event(&id, now);
+    let done = now.is_terminal();
     let tenant = caller.tenant.clone();
     // (pending first event, done, receiver)
     let stream = futures_util::stream::unfold(
@@ -217,7 +211,7 @@ pub(crate) async fn events(
                 match rx.recv().await {
                     Ok(c) if c.visit_id == id && c.tenant == tenant => {
                         let e = event(&id, c.status);
-                        let end = terminal(c.status);
+                        let end = c.status.is_terminal();
                         return Some((Ok(e), (None, end, rx, id, tenant)));
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
