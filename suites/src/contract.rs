@@ -455,7 +455,7 @@ impl Contracts {
                     .timeout(std::time::Duration::from_secs(10))
                     .send()
                     .await
-                    .map_err(|e| format!("GET {url}: {}", crate::target::error_chain(&e)))?;
+                    .map_err(|e| format!("GET {url}: {}", crate::error_chain(&e)))?;
                 if !r.status().is_success() {
                     return Err(format!("GET {url}: {}", r.status()));
                 }

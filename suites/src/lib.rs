@@ -16,3 +16,18 @@ pub use capabilities::{
     Restarts, Revocation, Rows, SignTokens, StoreToxics, TlsTarget, Toxics,
 };
 pub use target::{Capability, Restarter, Target, TargetError};
+
+/// An error with its causes, `a: b: c`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}

@@ -441,7 +441,7 @@ impl Target {
                     Err(e) if e.is_timeout() => {
                         Err("did not answer /health within 3 s".to_string())
                     }
-                    Err(e) => Err(format!("is unreachable: {}", error_chain(&e))),
+                    Err(e) => Err(format!("is unreachable: {}", crate::error_chain(&e))),
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -492,7 +492,7 @@ impl Target {
             .timeout(Duration::from_secs(3))
             .send()
             .await
-            .map_err(|e| problem(format!("is unreachable: {}", error_chain(&e))))?;
+            .map_err(|e| problem(format!("is unreachable: {}", crate::error_chain(&e))))?;
         let proxies: Value = r
             .json()
             .await
@@ -686,7 +686,7 @@ impl Target {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+            .map_err(|e| format!("GET {url}: {}", crate::error_chain(&e)))?;
         r.json().await.map_err(|e| format!("GET {url}: {e}"))
     }
 
@@ -698,7 +698,7 @@ impl Target {
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| format!("{service} /metrics: {}", error_chain(&e)))?;
+            .map_err(|e| format!("{service} /metrics: {}", crate::error_chain(&e)))?;
         r.text()
             .await
             .map_err(|e| format!("{service} /metrics: {e}"))
@@ -737,21 +737,6 @@ pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             _ => None,
         })
         .sum()
-}
-
-/// An error with its causes, `a: b: c`.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 impl Fixture for Target {

@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: the pipeline. Lint, the workspace's own tests, then the
+//! `cargo xtask ci`: the pipeline. Lint (fmt, clippy, `cargo xtask cycles`),
+//! the workspace's own tests, then the
 //! suites tier by tier, every report merged into `target/reports/`.
 //!
 //! On a CI matrix that builds once (`.github/workflows/ci.yml`), each shard
@@ -192,6 +193,13 @@ pub fn run(options: Options) -> Result<()> {
                 "-D",
                 "warnings",
             ])),
+            &mut stages,
+        )?;
+        // No import circle between the top-level modules of any crate
+        // (issue 25): the layout stays a house of rooms.
+        step(
+            "cargo xtask cycles",
+            Some(Command::new("cargo").args(["xtask", "cycles"])),
             &mut stages,
         )?;
     }
