@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the pipeline. Lint (fmt, clippy, `cargo xtask cycles`),
-//! the workspace's own tests, then the
-//! suites tier by tier, every report merged into `target/reports/`.
+//! the workspace's own tests, then the suites tier by tier, every report
+//! merged into `target/reports/`.
 //!
 //! On a CI matrix that builds once (`.github/workflows/ci.yml`), each shard
 //! runs `ci --suites-bin FILE --partition duration:K/N --history FILE`: the
