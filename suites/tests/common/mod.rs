@@ -367,3 +367,70 @@ pub async fn audited_call(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What of a journey's patient must never cross a tapped link in the
+/// clear, labelled (the labels name a finding; the values never appear in
+/// a message). Values shorter than 5 bytes are left out: they would match
+/// ciphertext by chance.
+pub fn patient_secrets(s: &Scenario, patient_id: &str) -> Vec<(&'static str, String)> {
+    [
+        ("the SSN", s.patient.ssn.clone()),
+        ("the SSN's digits", s.patient.ssn.replace('-', "")),
+        ("the last name", s.patient.last_name.clone()),
+        ("the full name", s.patient.full_name()),
+        ("the member id", s.coverage.member_id.clone()),
+        ("the patient id", patient_id.to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.len() >= 5)
+    .collect()
+}
+
+/// What HTTP in the clear would show on a link between services: a
+/// request line's end (ALPN's "http/1.1" is in every ClientHello) and a
+/// bearer token.
+pub const HTTP_TELLS: [(&str, &str); 2] =
+    [("HTTP text", "HTTP/1.1\r\n"), ("a bearer token", "Bearer ")];
+
+/// Is `needle` in `bytes` (ASCII case ignored)?
+pub fn crosses(bytes: &[u8], needle: &str) -> bool {
+    bytes
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Asserts no value of `secrets` is in either direction of `conns`
+/// (`link` and the secrets' labels name the finding: no PHI in messages).
+pub fn assert_nothing_in_clear(
+    link: &str,
+    conns: &[(Vec<u8>, Vec<u8>)],
+    secrets: &[(&str, String)],
+) {
+    for (up, down) in conns {
+        for (direction, bytes) in [("request", up), ("reply", down)] {
+            for (what, value) in secrets {
+                assert!(
+                    !crosses(bytes, value),
+                    "{link} {direction}: {what} crossed the wire in the clear"
+                );
+            }
+        }
+    }
+}
+
+/// Asserts each connection of `conns` opens with a TLS handshake record
+/// (0x16) both ways: the client's ClientHello, the server's ServerHello
+/// (or nothing yet).
+pub fn assert_tls_handshakes(link: &str, conns: &[(Vec<u8>, Vec<u8>)]) {
+    for (up, down) in conns {
+        assert_eq!(
+            up.first().copied(),
+            Some(0x16),
+            "{link}: a connection did not start with a ClientHello"
+        );
+        assert!(
+            down.first().is_none_or(|b| *b == 0x16),
+            "{link}: the server did not answer with a handshake"
+        );
+    }
+}

@@ -8,7 +8,10 @@ use healthcare_data::Scenario;
 use sandbox::{Role, Service, Tenant};
 use suites::{CacheKeys, PrivateMesh, Rows, Target, TlsTarget};
 
-use crate::common::{Tap, intake, tenant_rows, visit};
+use crate::common::{
+    HTTP_TELLS, Tap, assert_nothing_in_clear, assert_tls_handshakes, intake, patient_secrets,
+    tenant_rows, visit,
+};
 
 /// After a journey, no Redis key or string value under the services'
 /// prefix holds PHI (the scanner, with every generated patient registered
@@ -90,45 +93,17 @@ async fn service_to_service_calls_are_tls_with_no_plaintext(own: PrivateMesh, s:
     let v = visit(&api, &patient_id, &s).await;
     assert_eq!(v.status, 201, "the journey: {}", v.body);
     // What must not cross in the clear (labels only in messages: no PHI).
-    let secrets: Vec<(&str, String)> = [
-        ("the SSN", s.patient.ssn.clone()),
-        ("the SSN's digits", s.patient.ssn.replace('-', "")),
-        ("the last name", s.patient.last_name.clone()),
-        ("the full name", s.patient.full_name()),
-        ("the member id", s.coverage.member_id.clone()),
-        ("the patient id", patient_id.clone()),
-        // A request line's end (ALPN's "http/1.1" is in every ClientHello).
-        ("HTTP text", "HTTP/1.1\r\n".to_string()),
-        ("a bearer token", "Bearer ".to_string()),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.len() >= 5)
-    .collect();
+    let mut secrets = patient_secrets(&s, &patient_id);
+    secrets.extend(HTTP_TELLS.map(|(what, v)| (what, v.to_string())));
     for (peer, tap) in &taps {
-        let conns = tap.connections();
-        let used: Vec<_> = conns.iter().filter(|(up, _)| !up.is_empty()).collect();
+        let used: Vec<_> = tap
+            .connections()
+            .into_iter()
+            .filter(|(up, _)| !up.is_empty())
+            .collect();
         assert!(!used.is_empty(), "{peer}: no call went through the tap");
-        for (up, down) in used {
-            // 0x16: a TLS handshake record (ClientHello, then ServerHello).
-            assert_eq!(
-                up[0], 0x16,
-                "{peer}: a connection did not start with a ClientHello"
-            );
-            assert!(
-                down.first().is_none_or(|b| *b == 0x16),
-                "{peer}: the server did not answer with a handshake"
-            );
-            for (direction, bytes) in [("request", up), ("reply", down)] {
-                for (what, value) in &secrets {
-                    assert!(
-                        !bytes
-                            .windows(value.len())
-                            .any(|w| w.eq_ignore_ascii_case(value.as_bytes())),
-                        "{peer} {direction}: {what} crossed the wire in the clear"
-                    );
-                }
-            }
-        }
+        assert_tls_handshakes(&peer.to_string(), &used);
+        assert_nothing_in_clear(&peer.to_string(), &used, &secrets);
     }
 }
 

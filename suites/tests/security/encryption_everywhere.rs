@@ -13,7 +13,10 @@ use sandbox::{Mesh, Service, Tenant};
 use serde_json::json;
 use suites::{Edge, OwnMesh, StoreToxics, Target, TlsTarget};
 
-use crate::common::{Tap, intake, visit};
+use crate::common::{
+    HTTP_TELLS, Tap, assert_nothing_in_clear, assert_tls_handshakes, crosses, intake,
+    patient_secrets, visit,
+};
 
 /// PostgreSQL's `SSLRequest` as a client sends it: length 8, then the code.
 fn ssl_request() -> [u8; 8] {
@@ -23,25 +26,40 @@ fn ssl_request() -> [u8; 8] {
     m
 }
 
-/// Is `needle` in `bytes` (ASCII case ignored)?
-fn crosses(bytes: &[u8], needle: &str) -> bool {
-    bytes
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
+/// What the store protocols would show in the clear: SQL text and Redis
+/// commands.
+const STORE_TELLS: [(&str, &str); 5] = [
+    ("SQL text", "INSERT INTO "),
+    ("SQL text", "SELECT "),
+    ("a Redis command", "\r\nPING\r\n"),
+    ("a Redis command", "\r\nSET\r\n"),
+    ("a Redis command", "\r\nGET\r\n"),
+];
 
-/// Asserts no value of `secrets` is in either direction of `conns`
-/// (`link` and the secrets' labels name the finding: no PHI in messages).
-fn assert_nothing_in_clear(link: &str, conns: &[(Vec<u8>, Vec<u8>)], secrets: &[(&str, String)]) {
+/// Asserts each of `conns` (a link to PostgreSQL) opens with the
+/// `SSLRequest`, is answered `S`, and goes on with a TLS handshake both
+/// ways.
+fn assert_postgres_tls(link: &str, conns: &[(Vec<u8>, Vec<u8>)]) {
+    let hello = ssl_request();
     for (up, down) in conns {
-        for (direction, bytes) in [("request", up), ("reply", down)] {
-            for (what, value) in secrets {
-                assert!(
-                    !crosses(bytes, value),
-                    "{link} {direction}: {what} crossed the wire in the clear"
-                );
-            }
-        }
+        assert!(
+            up.starts_with(&hello),
+            "{link}: a connection did not open with the SSLRequest"
+        );
+        assert_eq!(
+            up.get(8).copied(),
+            Some(0x16),
+            "{link}: no TLS handshake after the SSLRequest"
+        );
+        assert_eq!(
+            down.first().copied(),
+            Some(b'S'),
+            "{link}: the SSLRequest was not accepted"
+        );
+        assert!(
+            down.get(1).is_none_or(|b| *b == 0x16),
+            "{link}: the server did not answer with a handshake"
+        );
     }
 }
 
@@ -129,24 +147,12 @@ async fn every_service_to_store_link_is_tls_with_no_plaintext(
         _ => String::new(),
     };
 
-    let secrets: Vec<(&str, String)> = [
-        ("the SSN", s.patient.ssn.clone()),
-        ("the last name", s.patient.last_name.clone()),
-        ("the full name", s.patient.full_name()),
-        ("the member id", s.coverage.member_id.clone()),
-        ("the patient id", patient_id.clone()),
-        ("SQL text", "INSERT INTO ".to_string()),
-        ("SQL text", "SELECT ".to_string()),
+    let mut secrets = patient_secrets(&s, &patient_id);
+    secrets.extend(STORE_TELLS.map(|(what, v)| (what, v.to_string())));
+    secrets.extend([
         ("a startup option", "synchronous_commit".to_string()),
-        ("a Redis command", "\r\nPING\r\n".to_string()),
-        ("a Redis command", "\r\nSET\r\n".to_string()),
-        ("a Redis command", "\r\nGET\r\n".to_string()),
         ("a key of the mesh", prefix),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.len() >= 5)
-    .collect();
-    let hello = ssl_request();
+    ]);
     for (service, pg, redis) in &taps {
         let conns: Vec<_> = pg
             .connections()
@@ -154,26 +160,7 @@ async fn every_service_to_store_link_is_tls_with_no_plaintext(
             .filter(|(up, _)| !up.is_empty())
             .collect();
         assert!(!conns.is_empty(), "{service}: no connection to PostgreSQL");
-        for (up, down) in &conns {
-            assert!(
-                up.starts_with(&hello),
-                "{service} → PostgreSQL: a connection did not open with the SSLRequest"
-            );
-            assert_eq!(
-                up.get(8).copied(),
-                Some(0x16),
-                "{service} → PostgreSQL: no TLS handshake after the SSLRequest"
-            );
-            assert_eq!(
-                down.first().copied(),
-                Some(b'S'),
-                "{service} → PostgreSQL: the SSLRequest was not accepted"
-            );
-            assert!(
-                down.get(1).is_none_or(|b| *b == 0x16),
-                "{service} → PostgreSQL: the server did not answer with a handshake"
-            );
-        }
+        assert_postgres_tls(&format!("{service} → PostgreSQL"), &conns);
         assert_nothing_in_clear(&format!("{service} → PostgreSQL"), &conns, &secrets);
 
         let conns: Vec<_> = redis
@@ -182,16 +169,7 @@ async fn every_service_to_store_link_is_tls_with_no_plaintext(
             .filter(|(up, _)| !up.is_empty())
             .collect();
         assert!(!conns.is_empty(), "{service}: no connection to Redis");
-        for (up, down) in &conns {
-            assert_eq!(
-                up[0], 0x16,
-                "{service} → Redis: a connection did not start with a ClientHello"
-            );
-            assert!(
-                down.first().is_none_or(|b| *b == 0x16),
-                "{service} → Redis: the server did not answer with a handshake"
-            );
-        }
+        assert_tls_handshakes(&format!("{service} → Redis"), &conns);
         assert_nothing_in_clear(&format!("{service} → Redis"), &conns, &secrets);
     }
     let mesh = started.expect("mesh");
@@ -425,20 +403,8 @@ async fn every_service_to_service_link_is_tls_with_no_plaintext(
         "the API's analytics read did not go through the tap"
     );
 
-    let secrets: Vec<(&str, String)> = [
-        ("the SSN", s.patient.ssn.clone()),
-        ("the SSN's digits", s.patient.ssn.replace('-', "")),
-        ("the last name", s.patient.last_name.clone()),
-        ("the full name", s.patient.full_name()),
-        ("the member id", s.coverage.member_id.clone()),
-        ("the patient id", patient_id.clone()),
-        // A request line's end (ALPN's "http/1.1" is in every ClientHello).
-        ("HTTP text", "HTTP/1.1\r\n".to_string()),
-        ("a bearer token", "Bearer ".to_string()),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.len() >= 5)
-    .collect();
+    let mut secrets = patient_secrets(&s, &patient_id);
+    secrets.extend(HTTP_TELLS.map(|(what, v)| (what, v.to_string())));
     for (service, tap) in &taps {
         let conns: Vec<_> = tap
             .connections()
@@ -451,16 +417,7 @@ async fn every_service_to_service_link_is_tls_with_no_plaintext(
             *service == Service::HealthcareApi || !conns.is_empty(),
             "{service}: no call to it went through the tap"
         );
-        for (up, down) in &conns {
-            assert_eq!(
-                up[0], 0x16,
-                "→ {service}: a connection did not start with a ClientHello"
-            );
-            assert!(
-                down.first().is_none_or(|b| *b == 0x16),
-                "→ {service}: the server did not answer with a handshake"
-            );
-        }
+        assert_tls_handshakes(&format!("→ {service}"), &conns);
         assert_nothing_in_clear(&format!("→ {service}"), &conns, &secrets);
     }
     // After the taps: a notice refused for talking in the clear is
@@ -602,23 +559,11 @@ async fn the_targets_store_links_carry_only_tls(
         .expect("read");
     assert_eq!(read.status, 200, "read back: {}", read.body);
 
-    let secrets: Vec<(&str, String)> = [
-        ("the SSN", s.patient.ssn.clone()),
-        ("the last name", s.patient.last_name.clone()),
-        ("the full name", s.patient.full_name()),
-        ("the member id", s.coverage.member_id.clone()),
-        ("the patient id", patient_id.clone()),
-        ("the tenant", tenant.0.clone()),
-        ("SQL text", "INSERT INTO ".to_string()),
-        ("SQL text", "SELECT ".to_string()),
-        ("a Redis command", "\r\nPING\r\n".to_string()),
-        ("a Redis command", "\r\nSET\r\n".to_string()),
-        ("a Redis command", "\r\nGET\r\n".to_string()),
-    ]
-    .into_iter()
-    .filter(|(_, v)| v.len() >= 5)
-    .collect();
-    let hello = ssl_request();
+    let mut secrets = patient_secrets(&s, &patient_id);
+    secrets.extend(STORE_TELLS.map(|(what, v)| (what, v.to_string())));
+    if tenant.0.len() >= 5 {
+        secrets.push(("the tenant", tenant.0.clone()));
+    }
     let mut judged = Vec::new();
     for (service, edge, tap) in &taps {
         let conns: Vec<_> = tap
@@ -626,24 +571,9 @@ async fn the_targets_store_links_carry_only_tls(
             .into_iter()
             .filter(|(up, _)| !up.is_empty())
             .collect();
-        for (up, down) in &conns {
-            match edge {
-                Edge::Postgres(_) => {
-                    assert!(
-                        up.starts_with(&hello) && up.get(8) == Some(&0x16),
-                        "{service} → PostgreSQL: a connection did not open with the SSLRequest and a TLS handshake"
-                    );
-                    assert_eq!(
-                        down.first().copied(),
-                        Some(b'S'),
-                        "{service} → PostgreSQL: the SSLRequest was not accepted"
-                    );
-                }
-                _ => assert_eq!(
-                    up[0], 0x16,
-                    "{service} → Redis: a connection did not start with a ClientHello"
-                ),
-            }
+        match edge {
+            Edge::Postgres(_) => assert_postgres_tls(&format!("{service} → PostgreSQL"), &conns),
+            _ => assert_tls_handshakes(&format!("{service} → Redis"), &conns),
         }
         assert_nothing_in_clear(&format!("{edge}"), &conns, &secrets);
         if !conns.is_empty() {
