@@ -365,21 +365,13 @@ async fn set_proxy_upstream(
     proxy: &str,
     upstream: &str,
 ) -> Result<(), String> {
-    let url = format!("{api}/proxies/{proxy}");
-    let r = target
-        .http()
-        .post(&url)
-        .json(&serde_json::json!({ "upstream": upstream }))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = r.status().as_u16();
-    if status != 200 {
-        let body = r.text().await.unwrap_or_default();
-        return Err(format!("POST {url} answered {status}: {body}"));
-    }
-    Ok(())
+    update_proxy(
+        target,
+        api,
+        proxy,
+        serde_json::json!({ "upstream": upstream }),
+    )
+    .await
 }
 
 /// Enables or disables proxy `proxy` of the Toxiproxy API at `api`.
@@ -389,11 +381,28 @@ async fn set_proxy_enabled(
     proxy: &str,
     enabled: bool,
 ) -> Result<(), String> {
+    update_proxy(
+        target,
+        api,
+        proxy,
+        serde_json::json!({ "enabled": enabled }),
+    )
+    .await
+}
+
+/// `POST {api}/proxies/{proxy}` with `change` (Toxiproxy's proxy update),
+/// expecting `200`.
+async fn update_proxy(
+    target: &Target,
+    api: &str,
+    proxy: &str,
+    change: serde_json::Value,
+) -> Result<(), String> {
     let url = format!("{api}/proxies/{proxy}");
     let r = target
         .http()
         .post(&url)
-        .json(&serde_json::json!({ "enabled": enabled }))
+        .json(&change)
         .timeout(Duration::from_secs(5))
         .send()
         .await
