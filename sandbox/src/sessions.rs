@@ -25,6 +25,7 @@
 //! A token issued in the same second as a logout is refused too (token
 //! times are whole seconds): log in again a second later.
 
+use crate::store::escape_part;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,26 +58,16 @@ const LOGOUT_KEPT: Duration =
 /// to keep it longer).
 const ROLE_KEPT: Duration = Duration::from_secs(400 * 24 * 3600);
 
-/// `part` with every byte outside `[A-Za-z0-9._-]` percent-encoded (no
-/// tenant or person reaches another's key).
-fn escape(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
-    for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn logout_key(tenant: &str, sub: &str) -> String {
-    format!("session:logout:{}:{}", escape(tenant), escape(sub))
+    format!(
+        "session:logout:{}:{}",
+        escape_part(tenant),
+        escape_part(sub)
+    )
 }
 
 fn role_key(tenant: &str, sub: &str) -> String {
-    format!("session:role:{}:{}", escape(tenant), escape(sub))
+    format!("session:role:{}:{}", escape_part(tenant), escape_part(sub))
 }
 
 /// `sub`'s standing in `tenant`: kept, or read from Redis.

@@ -490,8 +490,9 @@ pub fn idempotency_slot(scope: &str, tenant: &str, key: &str) -> String {
     format!("idem:{scope}:{}:{}", escape_part(tenant), escape_part(key))
 }
 
-/// `part` with every byte outside `[A-Za-z0-9._-]` percent-encoded.
-fn escape_part(part: &str) -> String {
+/// `part` with every byte outside `[A-Za-z0-9._-]` percent-encoded (no
+/// tenant or person reaches another's key).
+pub(crate) fn escape_part(part: &str) -> String {
     let mut out = String::with_capacity(part.len());
     for b in part.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
