@@ -149,7 +149,7 @@ async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: St
         )
             .into_response(),
         Err(e) => {
-            let failure = saga::StepFailure::from_call("read", &e);
+            let failure = saga::StepFailure::from_call(crate::states::SagaStep::Read, &e);
             (
                 failure.status,
                 Json(json!({

@@ -47,24 +47,40 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// One event (the `AnalyticsEvent` fixture's shape; extra fields ignored).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Event {
-    metric: String,
-    value: f64,
+    /// What is measured.
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
     /// When given, must be the caller's tenant.
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    dimensions: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Free-form dimensions.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub dimensions: Value,
+}
+
+impl Event {
+    /// `metric` = `value`, of the caller's tenant, without dimensions.
+    pub fn of(metric: &str, value: f64) -> Event {
+        Event {
+            metric: metric.to_string(),
+            value,
+            tenant: None,
+            dimensions: Value::Null,
+        }
+    }
 }
 
 /// Events accepted in one batch.
 pub const MAX_BATCH: usize = 1000;
 
 /// `POST /events`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Batch {
-    events: Vec<Event>,
+    /// The events, at most [`MAX_BATCH`].
+    pub events: Vec<Event>,
 }
 
 /// `POST /events` answered.

@@ -62,19 +62,26 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 /// One procedure on a claim.
 #[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Line {
-    code: String,
+    /// The CPT/HCPCS code.
+    pub code: String,
+    /// Its charge.
     #[serde(default)]
-    charge_cents: i64,
+    pub charge_cents: i64,
 }
 
-/// `POST /claims`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `POST /claims` (the claim saga's second step sends it).
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct CreateClaim {
-    patient_id: String,
-    verification_id: String,
-    npi: String,
-    diagnoses: Vec<String>,
-    procedures: Vec<Line>,
+    /// The patient.
+    pub patient_id: String,
+    /// The verification it follows.
+    pub verification_id: String,
+    /// The rendering provider's NPI.
+    pub npi: String,
+    /// ICD-10-CM codes.
+    pub diagnoses: Vec<String>,
+    /// The procedures and their charges.
+    pub procedures: Vec<Line>,
 }
 
 /// The problems of a claim, one per field (empty: valid).
@@ -152,8 +159,8 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
     out
 }
 
-/// A claim.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// A claim (read back by the claim saga).
+#[derive(Debug, Default, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claim {
     /// Its id.
     pub claim_id: String,
@@ -338,14 +345,14 @@ async fn cancel(
 }
 
 /// `POST /claims/void`: which claim to void.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct VoidClaim {
     /// The idempotency key the claim was (or may have been) created with.
-    idempotency_key: String,
+    pub idempotency_key: String,
 }
 
 /// `POST /claims/void` answered.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Voided {
     /// The claim cancelled, or none: no claim was made with that key.
     pub voided: Option<String>,

@@ -166,6 +166,13 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// With a service's wire type as its JSON body.
+    pub fn body(self, body: &impl serde::Serialize) -> Self {
+        // The wire types are structs of strings, numbers and lists: they
+        // always serialize.
+        self.json(serde_json::to_value(body).unwrap_or_default())
+    }
+
     /// With an idempotency key.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
@@ -182,6 +189,24 @@ pub struct Reply {
     pub body: Value,
     /// Attempts made.
     pub attempts: u32,
+}
+
+impl Reply {
+    /// The body read as the peer's wire type `T`, a tolerant reader: the
+    /// fields the body lacks are `T::default()`'s (a peer, or a test's stub
+    /// of it, may answer only what the caller needs; the caller checks the
+    /// ones it cannot do without). `Err`: a body that is not a `T`.
+    pub fn read<T>(self) -> Result<T, serde_json::Error>
+    where
+        T: Default + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut whole = serde_json::to_value(T::default())?;
+        match (whole.as_object_mut(), self.body) {
+            (Some(fields), Value::Object(given)) => fields.extend(given),
+            (_, other) => whole = other,
+        }
+        serde_json::from_value(whole)
+    }
 }
 
 /// Why a call failed.

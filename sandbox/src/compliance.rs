@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -104,6 +104,36 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 pub use crate::access::Recorded;
+
+/// `POST /audit/saga-events`: one event of a saga (the claim saga sends
+/// them; the monitor keeps the body as the audit row's detail).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaEventRecord {
+    /// The saga.
+    pub saga_id: String,
+    /// Which saga (`claim`).
+    pub saga_name: crate::states::SagaStep,
+    /// What happened.
+    pub event_type: crate::states::SagaEvent,
+    /// At which step.
+    pub step: crate::states::SagaStep,
+    /// The patient it is about.
+    pub patient_id: String,
+    /// The event's details (ids, the cause of a failure).
+    pub details: Value,
+}
+
+/// `POST /audit/request-closed`: how many audited calls a request made, so
+/// that its trail can be checked complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestClosed {
+    /// The saga the request ran.
+    pub saga_id: String,
+    /// The patient it was about.
+    pub patient_id: String,
+    /// The audited calls it made.
+    pub service_calls: u64,
+}
 
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(caller: &Caller, kind: &str, detail: &Value) -> crate::audit_writer::AuditRow {

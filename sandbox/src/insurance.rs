@@ -62,21 +62,27 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(crate::ctx::sync_routes())
 }
 
-/// `POST /verify`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `POST /verify` (the claim saga's first step sends it).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyRequest {
-    patient_id: String,
-    payer_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The payer.
+    pub payer_id: String,
     /// Empty for self-pay.
     #[serde(default)]
-    member_id: String,
+    pub member_id: String,
     /// Coverage period (`YYYY-MM-DD`).
-    effective: String,
-    termination: Option<String>,
+    pub effective: String,
+    /// The coverage's end (`YYYY-MM-DD`), if it has one.
+    pub termination: Option<String>,
+    /// The patient's share, percent.
     #[serde(default)]
-    coinsurance_pct: u8,
-    date_of_service: String,
-    procedures: Vec<String>,
+    pub coinsurance_pct: u8,
+    /// `YYYY-MM-DD`.
+    pub date_of_service: String,
+    /// The procedure codes.
+    pub procedures: Vec<String>,
 }
 
 /// An eligibility answer, as cached.
@@ -151,8 +157,8 @@ pub fn eligibility_key(
     format!("elig:{tenant}:{hex}")
 }
 
-/// A verification.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A verification (read back by the claim saga).
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Its id.
     pub verification_id: String,

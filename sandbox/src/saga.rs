@@ -14,12 +14,16 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::bi::{Batch, Event as AnalyticsEvent};
+use crate::billing::{Claim, CreateClaim, Line, VoidClaim};
 use crate::client::{Call, CallError, Method};
+use crate::compliance::{RequestClosed, SagaEventRecord};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
+use crate::insurance::{Verification, VerifyRequest};
 use crate::patients::Coverage;
 use crate::service::Service;
-use crate::states::VisitStatus;
+use crate::states::{CompensationOutcome, SagaEvent, SagaStep, VisitStatus};
 
 /// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
 /// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
@@ -61,7 +65,7 @@ impl Saga<'_> {
     /// Sends a saga event to the compliance monitor (awaited: the trail is
     /// complete when the visit answers; a failure to audit is logged, not
     /// fatal).
-    async fn event(&self, event_type: &str, step: &str, details: Value) {
+    async fn event(&self, event_type: SagaEvent, step: SagaStep, details: Value) {
         let call = Call::new(
             Service::ComplianceMonitor,
             Method::Post,
@@ -69,14 +73,14 @@ impl Saga<'_> {
             &self.caller.tenant,
             &self.caller.request_id,
         )
-        .json(json!({
-            "saga_id": self.id,
-            "saga_name": "claim",
-            "event_type": event_type,
-            "step": step,
-            "patient_id": self.patient_id,
-            "details": details,
-        }))
+        .body(&SagaEventRecord {
+            saga_id: self.id.clone(),
+            saga_name: SagaStep::Claim,
+            event_type,
+            step,
+            patient_id: self.patient_id.clone(),
+            details,
+        })
         .key(format!("{}:{event_type}:{step}", self.id));
         if let Err(e) = self.ctx.client.call(call).await {
             tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "auditing saga event {event_type} failed: {e}");
@@ -95,7 +99,11 @@ impl Saga<'_> {
             &self.caller.tenant,
             &self.caller.request_id,
         )
-        .json(json!({"saga_id": self.id, "patient_id": self.patient_id, "service_calls": made}))
+        .body(&RequestClosed {
+            saga_id: self.id.clone(),
+            patient_id: self.patient_id.clone(),
+            service_calls: made,
+        })
         .key(format!("{}:closed", self.id));
         if let Err(e) = self.ctx.client.call(call).await {
             tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "closing the audit of the request failed: {e}");
@@ -115,13 +123,13 @@ impl Saga<'_> {
 
 /// A failed step: which, why, and what it means for the answer.
 pub(crate) struct StepFailure {
-    pub(crate) step: &'static str,
+    pub(crate) step: SagaStep,
     pub(crate) status: StatusCode,
     pub(crate) cause: Value,
 }
 
 impl StepFailure {
-    pub(crate) fn from_call(step: &'static str, e: &CallError) -> Self {
+    pub(crate) fn from_call(step: SagaStep, e: &CallError) -> Self {
         let status = match e {
             CallError::Status { status: 422, .. } => StatusCode::UNPROCESSABLE_ENTITY,
             CallError::NotPermitted { .. } | CallError::BulkheadFull { .. } => {
@@ -188,7 +196,8 @@ pub struct Compensation {
     /// `completed`, `failed`, or `pending`: the peer could not be reached;
     /// the API keeps the compensation and makes it once the peer answers
     /// (a claim whose create went unanswered is voided by its key).
-    pub outcome: String,
+    #[schema(value_type = String)]
+    pub outcome: CompensationOutcome,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -254,7 +263,11 @@ pub(crate) async fn visit(
     // The event and the visit's next state are independent: both at once
     // (each still done before the step starts).
     tokio::join!(
-        saga.event("saga_started", "claim", json!({"visit_id": visit_id})),
+        saga.event(
+            SagaEvent::SagaStarted,
+            SagaStep::Claim,
+            json!({"visit_id": visit_id})
+        ),
         crate::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Verifying),
     );
 
@@ -271,45 +284,45 @@ pub(crate) async fn visit(
             Method::Post,
             "/verify".into(),
         )
-        .json(json!({
-            "patient_id": r.patient_id,
-            "payer_id": coverage.payer.id,
-            "member_id": coverage.member_id,
-            "effective": coverage.effective,
-            "termination": coverage.termination,
-            "coinsurance_pct": coverage.coinsurance_pct,
-            "date_of_service": r.visit.date_of_service,
-            "procedures": procedures,
-        }))
+        .body(&VerifyRequest {
+            patient_id: r.patient_id.clone(),
+            payer_id: coverage.payer.id.clone(),
+            member_id: coverage.member_id.clone(),
+            effective: coverage.effective.clone(),
+            termination: coverage.termination.clone(),
+            coinsurance_pct: coverage.coinsurance_pct,
+            date_of_service: r.visit.date_of_service.clone(),
+            procedures: procedures.iter().map(|p| p.to_string()).collect(),
+        })
         .key(format!("{}:verify", saga.id));
     let verification = match ctx.client.call(verify).await {
-        Ok(reply) => reply.body,
+        Ok(reply) => reply.read::<Verification>(),
         Err(e) => {
-            let failure = StepFailure::from_call("verify_insurance", &e);
+            let failure = StepFailure::from_call(SagaStep::VerifyInsurance, &e);
             return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
         }
     };
-    // A reply without its id is a broken peer, not an empty id.
-    let Some(verification_id) = verification
-        .get("verification_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        let failure = StepFailure {
-            step: "verify_insurance",
-            status: StatusCode::BAD_GATEWAY,
-            cause: json!({"message": "insurance-verification answered without a verification_id"}),
-        };
-        return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+    // A reply that is not a verification (its id missing) is a broken
+    // peer, not an empty id.
+    let verification = match verification {
+        Ok(v) if !v.verification_id.is_empty() => v,
+        _ => {
+            let failure = StepFailure {
+                step: SagaStep::VerifyInsurance,
+                status: StatusCode::BAD_GATEWAY,
+                cause: json!({"message": "insurance-verification answered without a verification_id"}),
+            };
+            return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
+        }
     };
+    let verification_id = verification.verification_id.clone();
     let verified = saga.event(
-        "step_completed",
-        "verify_insurance",
-        json!({"verification_id": verification_id, "cached": verification.get("cached")}),
+        SagaEvent::StepCompleted,
+        SagaStep::VerifyInsurance,
+        json!({"verification_id": verification_id, "cached": verification.cached}),
     );
-    let mut done = vec!["verify_insurance"];
-    let eligible = verification.get("eligible") == Some(&Value::Bool(true));
-    if eligible {
+    let mut done = vec![SagaStep::VerifyInsurance];
+    if verification.eligible {
         // Step 2 begins: the visit moves to `billing` as the event is recorded.
         tokio::join!(
             verified,
@@ -318,9 +331,9 @@ pub(crate) async fn visit(
     } else {
         verified.await;
         let failure = StepFailure {
-            step: "verify_insurance",
+            step: SagaStep::VerifyInsurance,
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            cause: json!({"message": "not eligible", "reason": verification.get("reason")}),
+            cause: json!({"message": "not eligible", "reason": verification.reason}),
         };
         return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
     }
@@ -328,23 +341,31 @@ pub(crate) async fn visit(
     // Step 2: create the claim.
     let claim = saga
         .call(Service::BillingEngine, Method::Post, "/claims".into())
-        .json(json!({
-            "patient_id": r.patient_id,
-            "verification_id": verification_id,
-            "npi": r.visit.rendering_npi,
-            "diagnoses": r.visit.diagnoses.iter().map(|d| d.code.as_str()).collect::<Vec<_>>(),
-            "procedures": r.visit.lines.iter().map(|l| json!({"code": l.procedure_code, "charge_cents": l.charge_cents})).collect::<Vec<_>>(),
-        }))
+        .body(&CreateClaim {
+            patient_id: r.patient_id.clone(),
+            verification_id: verification_id.clone(),
+            npi: r.visit.rendering_npi.clone(),
+            diagnoses: r.visit.diagnoses.iter().map(|d| d.code.clone()).collect(),
+            procedures: r
+                .visit
+                .lines
+                .iter()
+                .map(|l| Line {
+                    code: l.procedure_code.clone(),
+                    charge_cents: l.charge_cents,
+                })
+                .collect(),
+        })
         .key(format!("{}:claim", saga.id));
     let claim_key = format!("{}:claim", saga.id);
     let claim = match ctx.client.call(claim).await {
-        Ok(reply) => reply.body,
+        Ok(reply) => reply.read::<Claim>(),
         Err(e) => {
-            let failure = StepFailure::from_call("create_claim", &e);
+            let failure = StepFailure::from_call(SagaStep::CreateClaim, &e);
             // Without a clear answer the claim may have been made (its
             // reply lost): void it by its key, as a completed step.
             if outcome_unknown(&e) {
-                done.push("create_claim");
+                done.push(SagaStep::CreateClaim);
             }
             return finish_failed_keyed(
                 &saga,
@@ -357,41 +378,40 @@ pub(crate) async fn visit(
             .await;
         }
     };
-    let Some(claim_id) = claim
-        .get("claim_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
-        let failure = StepFailure {
-            step: "create_claim",
-            status: StatusCode::BAD_GATEWAY,
-            cause: json!({"message": "billing-engine answered without a claim_id"}),
-        };
-        return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+    let claim = match claim {
+        Ok(c) if !c.claim_id.is_empty() => c,
+        _ => {
+            let failure = StepFailure {
+                step: SagaStep::CreateClaim,
+                status: StatusCode::BAD_GATEWAY,
+                cause: json!({"message": "billing-engine answered without a claim_id"}),
+            };
+            return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
+        }
     };
-    done.push("create_claim");
+    let claim_id = claim.claim_id.clone();
+    done.push(SagaStep::CreateClaim);
     let claimed = saga.event(
-        "step_completed",
-        "create_claim",
+        SagaEvent::StepCompleted,
+        SagaStep::CreateClaim,
         json!({"claim_id": claim_id}),
     );
 
     // Step 3: analytics, best effort (a failure is logged, not compensated),
     // sent as step 2's event is recorded.
-    let total = claim
-        .get("total_cents")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let total = claim.total_cents;
     let analytics = saga
         .call(
             Service::BusinessIntelligence,
             Method::Post,
             "/events".into(),
         )
-        .json(json!({"events": [
-            {"metric": "claims_created", "value": 1},
-            {"metric": "claim_charge_cents", "value": total},
-        ]}))
+        .body(&Batch {
+            events: vec![
+                AnalyticsEvent::of("claims_created", 1.0),
+                AnalyticsEvent::of("claim_charge_cents", total as f64),
+            ],
+        })
         .key(format!("{}:analytics", saga.id));
     let ((), recorded) = tokio::join!(claimed, ctx.client.call(analytics));
     if let Err(e) = recorded {
@@ -412,15 +432,19 @@ pub(crate) async fn visit(
         )
         .await?;
     crate::visits::announce(&ctx, &caller.tenant, &visit_id, VisitStatus::Completed);
-    saga.event("saga_completed", "claim", json!({"steps": done}))
-        .await;
+    saga.event(
+        SagaEvent::SagaCompleted,
+        SagaStep::Claim,
+        json!({"steps": done}),
+    )
+    .await;
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"completed\"");
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
     let done = VisitCompleted {
         visit_id,
         saga_id: saga.id.clone(),
-        status: "completed".into(),
+        status: VisitStatus::Completed.to_string(),
         verification_id,
         claim_id,
         total_cents: total,
@@ -451,7 +475,7 @@ async fn finish_failed(
     visit_id: &str,
     verification_id: Option<&str>,
     failure: StepFailure,
-    done: Vec<&'static str>,
+    done: Vec<SagaStep>,
 ) -> ApiResult<Response> {
     finish_failed_keyed(saga, visit_id, verification_id, None, failure, done).await
 }
@@ -512,7 +536,9 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                 &tenant,
                 &request_id,
             )
-            .json(json!({"idempotency_key": key}))
+            .body(&VoidClaim {
+                idempotency_key: key.clone(),
+            })
             .key(format!("{saga_id}:void-claim"));
             if ctx.client.call(call).await.is_err() {
                 let _ = ctx
@@ -545,8 +571,8 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                 patient_id: String::new(),
             };
             saga.event(
-                "compensation_completed",
-                "create_claim",
+                SagaEvent::CompensationCompleted,
+                SagaStep::CreateClaim,
                 json!({"claim_key": key}),
             )
             .await;
@@ -561,32 +587,36 @@ async fn finish_failed_keyed(
     verification_id: Option<&str>,
     claim_key: Option<&str>,
     failure: StepFailure,
-    done: Vec<&'static str>,
+    done: Vec<SagaStep>,
 ) -> ApiResult<Response> {
     let ctx = saga.ctx;
-    saga.event("saga_failed", failure.step, json!({"cause": failure.cause}))
-        .await;
+    saga.event(
+        SagaEvent::SagaFailed,
+        failure.step,
+        json!({"cause": failure.cause}),
+    )
+    .await;
     let mut compensations = Vec::new();
     for step in done.iter().rev() {
-        if let ("create_claim", Some(key)) = (*step, claim_key) {
+        if let (SagaStep::CreateClaim, Some(key)) = (*step, claim_key) {
             let (outcome, cause) = match queue_void(saga, key).await {
-                Ok(()) => ("pending", None),
-                Err(e) => ("failed", Some(e.to_json())),
+                Ok(()) => (CompensationOutcome::Pending, None),
+                Err(e) => (CompensationOutcome::Failed, Some(e.to_json())),
             };
             let event = match outcome {
-                "pending" => "compensation_pending",
-                _ => "compensation_failed",
+                CompensationOutcome::Pending => SagaEvent::CompensationPending,
+                _ => SagaEvent::CompensationFailed,
             };
-            saga.event(event, step, json!({"claim_key": key})).await;
+            saga.event(event, *step, json!({"claim_key": key})).await;
             compensations.push(Compensation {
                 step: step.to_string(),
-                outcome: outcome.into(),
+                outcome,
                 cause,
             });
             continue;
         }
         let outcome = match (*step, verification_id) {
-            ("verify_insurance", Some(vid)) => {
+            (SagaStep::VerifyInsurance, Some(vid)) => {
                 let cancel = saga
                     .call(
                         Service::InsuranceVerification,
@@ -601,23 +631,27 @@ async fn finish_failed_keyed(
         match outcome {
             Ok(()) => {
                 saga.event(
-                    "compensation_completed",
-                    step,
+                    SagaEvent::CompensationCompleted,
+                    *step,
                     json!({"verification_id": verification_id}),
                 )
                 .await;
                 compensations.push(Compensation {
                     step: step.to_string(),
-                    outcome: "completed".into(),
+                    outcome: CompensationOutcome::Completed,
                     cause: None,
                 });
             }
             Err(e) => {
-                saga.event("compensation_failed", step, json!({"cause": e.to_json()}))
-                    .await;
+                saga.event(
+                    SagaEvent::CompensationFailed,
+                    *step,
+                    json!({"cause": e.to_json()}),
+                )
+                .await;
                 compensations.push(Compensation {
                     step: step.to_string(),
-                    outcome: "failed".into(),
+                    outcome: CompensationOutcome::Failed,
                     cause: Some(e.to_json()),
                 });
             }
@@ -650,7 +684,7 @@ async fn finish_failed_keyed(
     crate::visits::announce(ctx, &saga.caller.tenant, visit_id, VisitStatus::Failed);
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"failed\"");
-    tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = failure.step, "claim saga failed and was compensated");
+    tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = %failure.step, "claim saga failed and was compensated");
     Ok((failure.status, Json(body)).into_response())
 }
 

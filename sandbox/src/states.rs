@@ -1,6 +1,7 @@
 //! The states things of the mesh move through, as enums serialized exactly
 //! as the strings the wire and the database hold: a visit's status (and
-//! the change the visit streams announce). Below the service state
+//! the change the visit streams announce), the claim saga's steps and
+//! events, a compensation's outcome. Below the service state
 //! ([`crate::ctx::Ctx`] carries the changes), so any module may name them.
 
 use std::fmt;
@@ -71,6 +72,81 @@ impl FromStr for VisitStatus {
             .into_iter()
             .find(|v| v.as_str() == s)
             .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+/// A string enum: serialized, displayed and parsed as exactly the strings
+/// the wire and the database hold.
+macro_rules! named {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v,)+
+        }
+
+        impl $name {
+            /// The string the wire and the database hold.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// A step of the claim saga, as its events and failures name it.
+    SagaStep {
+        /// The saga as a whole (its start and end events).
+        Claim = "claim",
+        /// Step 1: insurance eligibility (compensated by cancelling the
+        /// verification).
+        VerifyInsurance = "verify_insurance",
+        /// Step 2: the claim (compensated by voiding it by its key).
+        CreateClaim = "create_claim",
+        /// Not a saga step: a read the API passes through to a peer, whose
+        /// failure is answered in a step's shape.
+        Read = "read",
+    }
+}
+
+named! {
+    /// What a saga event sent to the compliance monitor says happened.
+    SagaEvent {
+        /// The saga began.
+        SagaStarted = "saga_started",
+        /// A step completed.
+        StepCompleted = "step_completed",
+        /// Every step completed.
+        SagaCompleted = "saga_completed",
+        /// A step failed; compensations follow.
+        SagaFailed = "saga_failed",
+        /// A compensation is kept, to be made once the peer answers.
+        CompensationPending = "compensation_pending",
+        /// A compensation was made.
+        CompensationCompleted = "compensation_completed",
+        /// A compensation failed.
+        CompensationFailed = "compensation_failed",
+    }
+}
+
+named! {
+    /// How a compensation of a failed saga went.
+    CompensationOutcome {
+        /// Made.
+        Completed = "completed",
+        /// Failed.
+        Failed = "failed",
+        /// The peer could not be reached: kept, made once it answers.
+        Pending = "pending",
     }
 }
 
