@@ -44,6 +44,7 @@ pub mod insurance;
 pub mod limits;
 pub mod logs;
 pub mod mesh;
+mod mesh_client;
 pub mod metrics;
 mod minimum_necessary;
 pub mod openapi;
