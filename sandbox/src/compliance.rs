@@ -341,7 +341,7 @@ async fn verify(
                     &ctx,
                     &caller,
                     &q.request_id,
-                    "missing_audit_event",
+                    crate::states::ViolationCode::MissingAuditEvent,
                     &[],
                     Some(violation),
                     &summary,

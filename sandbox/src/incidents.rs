@@ -24,6 +24,7 @@ use crate::client::{Call, Method};
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
+use crate::states::{IncidentState, Severity, ViolationCode};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -106,27 +107,28 @@ pub(crate) async fn insert_violation(
 }
 
 /// The violation a report's channel stands for.
-pub fn violation_code(channel: &str) -> &'static str {
+pub fn violation_code(channel: &str) -> ViolationCode {
     match channel {
-        "log" => "phi_in_log",
-        "response" => "phi_in_response",
-        "access" => "cross_tenant_access",
-        "disclosure" => "minimum_necessary",
-        "audit" => "missing_audit_event",
-        _ => "phi_detected",
+        "log" => ViolationCode::PhiInLog,
+        "response" => ViolationCode::PhiInResponse,
+        "access" => ViolationCode::CrossTenantAccess,
+        "disclosure" => ViolationCode::MinimumNecessary,
+        "audit" => ViolationCode::MissingAuditEvent,
+        _ => ViolationCode::PhiDetected,
     }
 }
 
 /// How bad a violation is: another tenant reached, or an SSN out, is
 /// critical; other PHI out is high; a gap in the trail or an excess field
 /// is medium.
-pub fn severity(violation: &str, kinds: &[&str]) -> &'static str {
+pub fn severity(violation: ViolationCode, kinds: &[&str]) -> Severity {
+    use ViolationCode::*;
     match violation {
-        "cross_tenant_access" => "critical",
-        _ if kinds.contains(&"SSN") => "critical",
-        "phi_in_log" | "phi_in_response" | "phi_detected" => "high",
-        "minimum_necessary" if kinds.iter().any(|k| !k.is_empty()) => "high",
-        _ => "medium",
+        CrossTenantAccess => Severity::Critical,
+        _ if kinds.contains(&phi::Kind::Ssn.label()) => Severity::Critical,
+        PhiInLog | PhiInResponse | PhiDetected => Severity::High,
+        MinimumNecessary if kinds.iter().any(|k| !k.is_empty()) => Severity::High,
+        _ => Severity::Medium,
     }
 }
 
@@ -138,7 +140,7 @@ pub(crate) async fn open(
     ctx: &Arc<Ctx>,
     caller: &Caller,
     about: &str,
-    violation: &str,
+    violation: ViolationCode,
     kinds: &[&str],
     violation_id: Option<i64>,
     summary: &str,
@@ -152,8 +154,8 @@ pub(crate) async fn open(
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             &[
                 &caller.tenant,
-                &violation,
-                &severity,
+                &violation.as_str(),
+                &severity.as_str(),
                 &violation_id,
                 &about,
                 &summary,
@@ -176,11 +178,12 @@ pub(crate) async fn open(
         &caller.tenant,
         &caller.request_id,
     )
-    .json(json!({"events": [{
-        "metric": "compliance_incidents",
-        "value": 1.0,
-        "dimensions": {"violation": violation, "severity": severity},
-    }]}))
+    .body(&crate::bi::Batch {
+        events: vec![crate::bi::Event {
+            dimensions: json!({"violation": violation, "severity": severity}),
+            ..crate::bi::Event::of("compliance_incidents", 1.0)
+        }],
+    })
     .key(format!("incident-{id}"));
     let notified = ctx.client.call(notify).await.is_ok();
     ctx.db
@@ -360,7 +363,15 @@ pub(crate) async fn acknowledge(
     Path(id): Path<i64>,
     body: Option<Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
-    step(&ctx, &caller, id, &["open"], "acknowledged", body).await
+    step(
+        &ctx,
+        &caller,
+        id,
+        &[IncidentState::Open],
+        IncidentState::Acknowledged,
+        body,
+    )
+    .await
 }
 
 /// `POST /incidents/{id}/resolve`: open or acknowledged → resolved.
@@ -379,8 +390,8 @@ pub(crate) async fn resolve(
         &ctx,
         &caller,
         id,
-        &["open", "acknowledged"],
-        "resolved",
+        &[IncidentState::Open, IncidentState::Acknowledged],
+        IncidentState::Resolved,
         body,
     )
     .await
@@ -390,27 +401,28 @@ async fn step(
     ctx: &Arc<Ctx>,
     caller: &Caller,
     id: i64,
-    from: &[&str],
-    to: &str,
+    from: &[IncidentState],
+    to: IncidentState,
     body: Option<Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
     let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
-    let from: Vec<String> = from.iter().map(|s| (*s).to_string()).collect();
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let by = actor(caller);
-    let sql = if to == "acknowledged" {
-        "UPDATE compliance.incidents SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $4
+    let acknowledging = to == IncidentState::Acknowledged;
+    let sql = if acknowledging {
+        "UPDATE compliance.incidents SET status = $5, acknowledged_at = now(), acknowledged_by = $4
          WHERE id = $1 AND tenant = $2 AND status = ANY($3) RETURNING status"
     } else {
-        "UPDATE compliance.incidents SET status = 'resolved', resolved_at = now(), resolved_by = $4, resolution = $5
+        "UPDATE compliance.incidents SET status = $6, resolved_at = now(), resolved_by = $4, resolution = $5
          WHERE id = $1 AND tenant = $2 AND status = ANY($3) RETURNING status"
     };
-    let updated = if to == "acknowledged" {
+    let updated = if acknowledging {
         ctx.db
-            .query_opt(sql, &[&id, &caller.tenant, &from, &by])
+            .query_opt(sql, &[&id, &caller.tenant, &from, &by, &to.as_str()])
             .await?
     } else {
         ctx.db
-            .query_opt(sql, &[&id, &caller.tenant, &from, &by, &note])
+            .query_opt(sql, &[&id, &caller.tenant, &from, &by, &note, &to.as_str()])
             .await?
     };
     if updated.is_none() {
@@ -553,7 +565,7 @@ pub(crate) async fn disclosure(
         &ctx,
         &caller,
         &caller.request_id,
-        "minimum_necessary",
+        ViolationCode::MinimumNecessary,
         &kinds,
         Some(violation_id),
         &summary,

@@ -1,7 +1,8 @@
 //! The states things of the mesh move through, as enums serialized exactly
 //! as the strings the wire and the database hold: a visit's status (and
 //! the change the visit streams announce), the claim saga's steps and
-//! events, a compensation's outcome. Below the service state
+//! events, a compensation's outcome, an incident's violation, severity
+//! and state. Below the service state
 //! ([`crate::ctx::Ctx`] carries the changes), so any module may name them.
 
 use std::fmt;
@@ -147,6 +148,50 @@ named! {
         Failed = "failed",
         /// The peer could not be reached: kept, made once it answers.
         Pending = "pending",
+    }
+}
+
+named! {
+    /// The rule a recorded violation broke (`compliance.incidents.violation`).
+    ViolationCode {
+        /// PHI in a log line.
+        PhiInLog = "phi_in_log",
+        /// PHI in a response.
+        PhiInResponse = "phi_in_response",
+        /// Another tenant's data reached.
+        CrossTenantAccess = "cross_tenant_access",
+        /// Fields beyond what a recipient's purpose needs.
+        MinimumNecessary = "minimum_necessary",
+        /// A call missing from the audit trail.
+        MissingAuditEvent = "missing_audit_event",
+        /// PHI found by a scan.
+        PhiDetected = "phi_detected",
+    }
+}
+
+named! {
+    /// How bad an incident is.
+    Severity {
+        /// Low.
+        Low = "low",
+        /// Medium: a gap in the trail, an excess field.
+        Medium = "medium",
+        /// High: PHI out.
+        High = "high",
+        /// Critical: another tenant reached, or an SSN out.
+        Critical = "critical",
+    }
+}
+
+named! {
+    /// Where an incident stands (`compliance.incidents.status`).
+    IncidentState {
+        /// Opened, nobody has looked.
+        Open = "open",
+        /// Someone is on it.
+        Acknowledged = "acknowledged",
+        /// Closed, with a resolution.
+        Resolved = "resolved",
     }
 }
 
