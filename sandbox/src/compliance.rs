@@ -123,6 +123,20 @@ pub struct SagaEventRecord {
     pub details: Value,
 }
 
+/// `POST /audit/sync-failures`: a patient sync a holder did not take,
+/// for a manual resync.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncFailure {
+    /// The holder.
+    pub service_name: String,
+    /// The patient.
+    pub patient_id: String,
+    /// Why the sync failed.
+    pub error: String,
+    /// Always `true`: someone must sync it by hand.
+    pub requires_manual_sync: bool,
+}
+
 /// `POST /audit/request-closed`: how many audited calls a request made, so
 /// that its trail can be checked complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]

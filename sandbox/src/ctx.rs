@@ -127,13 +127,23 @@ pub fn sync_routes() -> axum::Router<Arc<Ctx>> {
 }
 
 /// A patient copy sent by the API (`POST /patients/sync`).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct PatientSync {
     /// The API's patient id.
     pub patient_id: String,
-    /// The record (the holder's cut of the patient, and the coverage).
+    /// The record (a [`HolderRecord`]), kept by the holder as it came.
     #[schema(value_type = Object)]
     pub record: Value,
+}
+
+/// What a holder's copy of a patient holds: its cut of the patient
+/// (minimum necessary) and, for insurance and billing, the coverage.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct HolderRecord {
+    /// The holder's cut of the patient.
+    pub patient: Value,
+    /// The coverage (`null` for a holder that does not need it).
+    pub coverage: Value,
 }
 
 /// `POST /patients/sync` answered.

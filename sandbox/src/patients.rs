@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -174,17 +174,21 @@ async fn sync_to_holders(
 ) -> (Vec<&'static str>, Vec<&'static str>) {
     let sync = |target: Service| {
         // Minimum necessary: each holder receives the fields its work needs.
-        let record = json!({
-            "patient_id": id,
-            "record": {
-                "patient": needed_by(target, patient),
-                "coverage": if matches!(target, Service::InsuranceVerification | Service::BillingEngine) {
-                    coverage.clone()
-                } else {
-                    Value::Null
-                },
+        let record = crate::ctx::HolderRecord {
+            patient: needed_by(target, patient),
+            coverage: if matches!(
+                target,
+                Service::InsuranceVerification | Service::BillingEngine
+            ) {
+                coverage.clone()
+            } else {
+                Value::Null
             },
-        });
+        };
+        let record = crate::ctx::PatientSync {
+            patient_id: id.to_string(),
+            record: serde_json::to_value(record).unwrap_or_default(),
+        };
         let call = Call::new(
             target,
             Method::Post,
@@ -192,7 +196,7 @@ async fn sync_to_holders(
             &caller.tenant,
             &caller.request_id,
         )
-        .json(record)
+        .body(&record)
         .key(format!("{id}:{key}"));
         async move { ctx.client.call_audit_later(&call).await }
     };
@@ -224,12 +228,12 @@ async fn sync_to_holders(
                     &caller.tenant,
                     &caller.request_id,
                 )
-                .json(json!({
-                    "service_name": target.name(),
-                    "patient_id": id,
-                    "error": e.to_string(),
-                    "requires_manual_sync": true,
-                }));
+                .body(&crate::compliance::SyncFailure {
+                    service_name: target.name().to_string(),
+                    patient_id: id.to_string(),
+                    error: e.to_string(),
+                    requires_manual_sync: true,
+                });
                 if let Err(e) = ctx.client.call(audit).await {
                     tracing::error!(tenant = %caller.tenant, request_id = %caller.request_id, "auditing a sync failure failed: {e}");
                 }
@@ -390,12 +394,12 @@ async fn report_cross_tenant(ctx: &Arc<Ctx>, caller: &Caller, id: &str) {
             &owner,
             &request_id,
         )
-        .json(json!({
-            "source": Service::HealthcareApi.name(),
-            "channel": "access",
-            "kinds": ["cross_tenant_access"],
-            "excerpt": excerpt,
-        }));
+        .body(&crate::violations::ViolationReport {
+            source: Service::HealthcareApi.name().to_string(),
+            channel: "access".to_string(),
+            kinds: vec![crate::states::ViolationCode::CrossTenantAccess.to_string()],
+            excerpt,
+        });
         let _ = client.call(call).await;
     });
 }

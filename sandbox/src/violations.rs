@@ -135,16 +135,19 @@ pub(crate) async fn scan(
     }))
 }
 
-/// `POST /violations` (from a service's log redaction).
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /violations` (from a service's log redaction, or the API's
+/// cross-tenant guard).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ViolationReport {
     /// The reporting service.
-    source: String,
+    pub source: String,
     /// Where it was found (`log` by default).
     #[serde(default = "log_channel")]
-    channel: String,
-    kinds: Vec<String>,
-    excerpt: String,
+    pub channel: String,
+    /// The PHI kinds (or the rule) found.
+    pub kinds: Vec<String>,
+    /// A redacted excerpt.
+    pub excerpt: String,
 }
 
 fn log_channel() -> String {
