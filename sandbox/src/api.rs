@@ -1,9 +1,9 @@
 //! healthcare-api, the orchestrator: its routes, its aggregated
 //! `/health`, and the reads it passes through. Patients (intake, sync,
-//! update, read) are in [`crate::patients`]; visits and the **claim saga**
+//! update, read) are in `patients`; visits and the **claim saga**
 //! (verify insurance → create the claim → record the analytics, completed
 //! steps compensated in reverse when one fails, every event sent to the
-//! compliance monitor) in [`crate::saga`].
+//! compliance monitor) in `saga`.
 //!
 //! Reads are passed through to the services that own them
 //! (`GET /doctors/{npi}/preferences` → doctor-personalization,

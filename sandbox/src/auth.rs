@@ -1,6 +1,6 @@
 //! Who is calling, and may they call this route.
 //!
-//! The request gate ([`crate::gate`]) verifies the bearer token
+//! The request gate (`gate`) verifies the bearer token
 //! ([`crate::token`]) and leaves a [`Caller`] in the request: a mesh
 //! service (the token's `iss` names one and carries no role) or a person
 //! with a [`Role`]. Handlers take it as an extractor. Each route states its

@@ -2,7 +2,7 @@
 //! ([`Mesh::start`], or the [`Mesh`] fixture), or as one binary
 //! (`cargo run -p sandbox -- up`); stopping, restarting and rerouting one.
 //! How to start one is [`crate::config`]; the tests' client of a running
-//! mesh is [`crate::mesh_client`] (both re-exported here).
+//! mesh is `mesh_client` (both re-exported here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

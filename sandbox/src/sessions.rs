@@ -7,7 +7,7 @@
 //! change as the person's role in the directory (it replaces the role their
 //! tokens state, narrowing or widening what they may do), both in the
 //! mesh's Redis, per tenant. Every service's request gate
-//! ([`crate::gate`]) reads a person's standing there, keeping it at most
+//! (`gate`) reads a person's standing there, keeping it at most
 //! [`CACHE_FOR`]; when Redis cannot be read and nothing fresh is kept, the
 //! person's request is answered `503` (fail closed: a revoked token is
 //! never let through for want of the list). Tokens without a `sub`

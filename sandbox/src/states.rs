@@ -3,7 +3,7 @@
 //! the change the visit streams announce), the claim saga's steps and
 //! events, a compensation's outcome, an incident's violation, severity
 //! and state. Below the service state
-//! ([`crate::ctx::Ctx`] carries the changes), so any module may name them.
+//! (`ctx::Ctx` carries the changes), so any module may name them.
 
 use std::fmt;
 use std::str::FromStr;
