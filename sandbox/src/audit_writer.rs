@@ -140,7 +140,7 @@ impl AuditWriter {
 }
 
 /// Does `compliance.audit_events` have the `actor` column (schema version
-/// [`crate::access::SCHEMA_VERSION`])? When it cannot be told, the batch
+/// [`crate::compliance::access::SCHEMA_VERSION`])? When it cannot be told, the batch
 /// is written as if it had (the insert then says what is wrong) and it is
 /// asked again with the next.
 async fn has_actor_columns(db: &Db) -> Result<bool, StoreError> {

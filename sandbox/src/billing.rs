@@ -317,7 +317,7 @@ async fn read(
     let claim = load(&ctx, &caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("claim {id}")))?;
-    crate::access::read(
+    crate::compliance::access::read(
         &ctx,
         &caller,
         &claim.patient_id,

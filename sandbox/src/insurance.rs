@@ -352,7 +352,7 @@ async fn read(
     let verification = load(&ctx, &caller.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("verification {id}")))?;
-    crate::access::read(
+    crate::compliance::access::read(
         &ctx,
         &caller,
         &verification.patient_id,

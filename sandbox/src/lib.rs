@@ -33,7 +33,6 @@
 //! the services. Modules other crates do not use are private; the types
 //! they need are re-exported here.
 
-pub mod access;
 mod admin;
 pub mod api;
 mod audit_writer;
@@ -54,7 +53,6 @@ mod error;
 mod faults;
 pub mod fixture;
 mod gate;
-mod incidents;
 pub mod insurance;
 pub mod limits;
 mod logs;
@@ -64,10 +62,8 @@ pub mod metrics;
 mod minimum_necessary;
 pub mod openapi;
 mod ops;
-mod patients;
 mod registry;
 pub mod retry;
-mod saga;
 pub mod schema;
 mod service;
 pub mod sessions;
@@ -80,10 +76,9 @@ pub mod timing;
 pub mod tls;
 pub mod token;
 pub mod vault;
-mod violations;
-mod visits;
 
 pub use auth::Role;
+pub use compliance::access;
 pub use config::{MeshConfig, PoolConfig, ServerLimits};
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use faults::FaultPlan;

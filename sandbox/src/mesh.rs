@@ -464,7 +464,7 @@ impl Mesh {
                 service,
                 Running {
                     background: (service == Service::HealthcareApi)
-                        .then(|| tokio::spawn(crate::saga::compensator(Arc::clone(&ctx)))),
+                        .then(|| tokio::spawn(crate::api::saga::compensator(Arc::clone(&ctx)))),
                     ctx,
                     task,
                     drain,

@@ -87,9 +87,9 @@ fn later_steps(service: Service) -> Vec<Migration> {
         Service::ComplianceMonitor => vec![
             copies_by_sync_time(),
             Migration::new(
-                crate::access::SCHEMA_VERSION,
+                crate::compliance::access::SCHEMA_VERSION,
                 "audit_actors",
-                crate::access::migrations(),
+                crate::compliance::access::migrations(),
             ),
         ],
         Service::BusinessIntelligence => vec![Migration::new(

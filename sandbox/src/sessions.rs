@@ -207,7 +207,7 @@ async fn log_out(ctx: &Arc<Ctx>, caller: &Caller, sub: &str) -> ApiResult<Json<L
         .await?;
     ctx.sessions.forget(&caller.tenant, sub);
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "person {sub} logged out");
-    crate::access::record(
+    crate::compliance::access::record(
         ctx,
         caller,
         json!({"action": "logout", "subject": sub, "resource": "session"}),
@@ -309,7 +309,7 @@ async fn change_role(
     ctx.sessions.forget(&caller.tenant, &sub);
     let name = role.map(Role::name);
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, "person {sub}'s role set to {}", name.unwrap_or("their tokens' own"));
-    crate::access::record(
+    crate::compliance::access::record(
         ctx,
         caller,
         json!({"action": "role_change", "subject": sub, "role": name, "resource": "role"}),

@@ -19,7 +19,6 @@ use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
-use crate::violations;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -52,7 +51,7 @@ pub(crate) fn migrations() -> Vec<String> {
         crate::store::patient_copies(Service::ComplianceMonitor),
     ]
     .into_iter()
-    .chain(crate::incidents::migrations())
+    .chain(crate::compliance::incidents::migrations())
     .collect()
 }
 
@@ -83,8 +82,8 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             Router::new().route("/audit/verify", post(verify)),
             &REVIEW,
         ))
-        .merge(crate::incidents::routes())
-        .merge(crate::access::routes())
+        .merge(crate::compliance::incidents::routes())
+        .merge(crate::compliance::access::routes())
         .merge(allow(
             Router::new()
                 .route("/audit", get(query))
@@ -103,7 +102,11 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(crate::ctx::sync_routes())
 }
 
-pub use crate::access::Recorded;
+pub mod access;
+pub(crate) mod incidents;
+pub(crate) mod violations;
+
+pub use access::Recorded;
 
 /// `POST /audit/saga-events`: one event of a saga (the claim saga sends
 /// them; the monitor keeps the body as the audit row's detail).
@@ -321,7 +324,7 @@ async fn verify(
     let mut report = check_completeness(&ctx, &caller, &q.request_id).await?;
     let declared = report.sources.values().any(|s| s.declared.is_some());
     if !report.complete && declared {
-        let incident = match crate::incidents::existing(
+        let incident = match crate::compliance::incidents::existing(
             &ctx,
             &caller.tenant,
             "missing_audit_event",
@@ -342,7 +345,7 @@ async fn verify(
                     q.request_id,
                     gaps.join("; ")
                 );
-                let violation = crate::incidents::insert_violation(
+                let violation = crate::compliance::incidents::insert_violation(
                     &ctx,
                     &caller,
                     &caller.source,
@@ -351,7 +354,7 @@ async fn verify(
                     &summary,
                 )
                 .await?;
-                crate::incidents::open(
+                crate::compliance::incidents::open(
                     &ctx,
                     &caller,
                     &q.request_id,
@@ -562,7 +565,7 @@ async fn query(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     // A monitor started on the schema before the actors' columns has none.
-    let actors = if ctx.settings.schema_version >= crate::access::SCHEMA_VERSION {
+    let actors = if ctx.settings.schema_version >= crate::compliance::access::SCHEMA_VERSION {
         "actor, actor_role"
     } else {
         "NULL::text, NULL::text"
@@ -624,15 +627,15 @@ async fn query(
     verify,
     query,
     completeness,
-    crate::violations::scan,
-    crate::violations::report,
-    crate::violations::list,
-    crate::incidents::list,
-    crate::incidents::disclosure,
-    crate::incidents::acknowledge,
-    crate::incidents::resolve,
-    crate::access::report,
-    crate::access::query,
+    crate::compliance::violations::scan,
+    crate::compliance::violations::report,
+    crate::compliance::violations::list,
+    crate::compliance::incidents::list,
+    crate::compliance::incidents::disclosure,
+    crate::compliance::incidents::acknowledge,
+    crate::compliance::incidents::resolve,
+    crate::compliance::access::report,
+    crate::compliance::access::query,
     crate::ctx::sync_patient
 ))]
 pub(crate) struct Doc;

@@ -326,7 +326,7 @@ pub(crate) async fn read_patient(
     }
     let coverage = serde_json::from_str(&row.get::<_, String>(2))
         .map_err(|e| ApiError::internal("reading coverage", e))?;
-    crate::access::read(&ctx, &caller, &id, format!("GET /patients/{id}"));
+    crate::compliance::access::read(&ctx, &caller, &id, format!("GET /patients/{id}"));
     Ok(Json(PatientRecord {
         patient_id: id,
         mrn: row.get(0),
@@ -394,7 +394,7 @@ async fn report_cross_tenant(ctx: &Arc<Ctx>, caller: &Caller, id: &str) {
             &owner,
             &request_id,
         )
-        .body(&crate::violations::ViolationReport {
+        .body(&crate::compliance::violations::ViolationReport {
             source: Service::HealthcareApi.name().to_string(),
             channel: "access".to_string(),
             kinds: vec![crate::states::ViolationCode::CrossTenantAccess.to_string()],

@@ -101,7 +101,7 @@ pub(crate) async fn scan(
         kinds.dedup();
         let source = r.source.clone().unwrap_or_else(|| caller.source.clone());
         let channel = r.channel.as_deref().unwrap_or("scan");
-        let id = crate::incidents::insert_violation(
+        let id = crate::compliance::incidents::insert_violation(
             &ctx,
             &caller,
             &source,
@@ -110,10 +110,10 @@ pub(crate) async fn scan(
             &redacted,
         )
         .await?;
-        let code = crate::incidents::violation_code(channel);
+        let code = crate::compliance::incidents::violation_code(channel);
         let summary = format!("{source}: {code} ({})", kinds.join(", "));
         incident = Some(
-            crate::incidents::open(
+            crate::compliance::incidents::open(
                 &ctx,
                 &caller,
                 &caller.request_id,
@@ -176,7 +176,7 @@ pub(crate) async fn report(
     caller: Caller,
     Json(r): Json<ViolationReport>,
 ) -> ApiResult<(StatusCode, Json<ViolationRecorded>)> {
-    let id = crate::incidents::insert_violation(
+    let id = crate::compliance::incidents::insert_violation(
         &ctx,
         &caller,
         &r.source,
@@ -186,9 +186,9 @@ pub(crate) async fn report(
     )
     .await?;
     let kinds: Vec<&str> = r.kinds.iter().map(String::as_str).collect();
-    let violation = crate::incidents::violation_code(&r.channel);
+    let violation = crate::compliance::incidents::violation_code(&r.channel);
     let summary = format!("{} reported {violation}: {}", r.source, r.excerpt);
-    let incident = crate::incidents::open(
+    let incident = crate::compliance::incidents::open(
         &ctx,
         &caller,
         &caller.request_id,

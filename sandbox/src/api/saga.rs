@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use crate::api::patients::Coverage;
 use crate::auth::Caller;
 use crate::bi::{Batch, Event as AnalyticsEvent};
 use crate::billing::{Claim, CreateClaim, Line, VoidClaim};
@@ -21,7 +22,6 @@ use crate::compliance::{RequestClosed, SagaEventRecord};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::insurance::{Verification, VerifyRequest};
-use crate::patients::Coverage;
 use crate::service::Service;
 use crate::states::{CompensationOutcome, SagaEvent, SagaStep, VisitStatus};
 
@@ -259,7 +259,7 @@ pub(crate) async fn visit(
         patient_id: r.patient_id.clone(),
     };
     let visit_id = ctx.ids.next("vis");
-    crate::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
+    crate::api::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
     // The event and the visit's next state are independent: both at once
     // (each still done before the step starts).
     tokio::join!(
@@ -268,7 +268,7 @@ pub(crate) async fn visit(
             SagaStep::Claim,
             json!({"visit_id": visit_id})
         ),
-        crate::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Verifying),
+        crate::api::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Verifying),
     );
 
     // Step 1: verify insurance.
@@ -326,7 +326,7 @@ pub(crate) async fn visit(
         // Step 2 begins: the visit moves to `billing` as the event is recorded.
         tokio::join!(
             verified,
-            crate::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Billing),
+            crate::api::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Billing),
         );
     } else {
         verified.await;
@@ -431,7 +431,7 @@ pub(crate) async fn visit(
             ],
         )
         .await?;
-    crate::visits::announce(&ctx, &caller.tenant, &visit_id, VisitStatus::Completed);
+    crate::api::visits::announce(&ctx, &caller.tenant, &visit_id, VisitStatus::Completed);
     saga.event(
         SagaEvent::SagaCompleted,
         SagaStep::Claim,
@@ -681,7 +681,7 @@ async fn finish_failed_keyed(
             ],
         )
         .await?;
-    crate::visits::announce(ctx, &saga.caller.tenant, visit_id, VisitStatus::Failed);
+    crate::api::visits::announce(ctx, &saga.caller.tenant, visit_id, VisitStatus::Failed);
     saga.close().await;
     ctx.metrics.incr("saga_total", "outcome=\"failed\"");
     tracing::info!(tenant = %saga.caller.tenant, request_id = %saga.caller.request_id, saga = %saga.id, step = %failure.step, "claim saga failed and was compensated");
@@ -709,7 +709,7 @@ pub(crate) async fn read_visit(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("visit {id}")))?;
     let patient_id: String = row.get(0);
-    crate::access::read(&ctx, &caller, &patient_id, format!("GET /visits/{id}"));
+    crate::compliance::access::read(&ctx, &caller, &patient_id, format!("GET /visits/{id}"));
     Ok(Json(Visit {
         visit_id: id,
         patient_id,

@@ -29,9 +29,13 @@ use crate::client::{Call, CallError, Method};
 use crate::ctx::Ctx;
 use crate::ops::storage_health;
 use crate::service::Service;
-use crate::{patients, saga};
 
-pub use crate::patients::FIELDS_NEEDED;
+pub(crate) mod patients;
+pub(crate) mod saga;
+pub(crate) mod visits;
+
+pub use patients::FIELDS_NEEDED;
+pub use saga::{SagaFailed, VisitCompleted};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -71,7 +75,7 @@ pub(crate) fn migrations() -> Vec<String> {
             .to_string(),
     ]
     .into_iter()
-    .chain(crate::visits::migrations())
+    .chain(crate::api::visits::migrations())
     .collect()
 }
 
@@ -126,7 +130,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &ANALYTICS,
         ))
         .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
-        .merge(crate::visits::routes())
+        .merge(crate::api::visits::routes())
         .merge(crate::sessions::routes())
 }
 
@@ -308,16 +312,16 @@ where
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
     health,
-    crate::patients::intake,
-    crate::patients::read_patient,
-    crate::patients::update_patient,
-    crate::saga::visit,
-    crate::saga::read_visit,
+    crate::api::patients::intake,
+    crate::api::patients::read_patient,
+    crate::api::patients::update_patient,
+    crate::api::saga::visit,
+    crate::api::saga::read_visit,
     doctor_preferences,
     analytics,
     audit,
-    crate::visits::find,
-    crate::visits::events,
+    crate::api::visits::find,
+    crate::api::visits::events,
     crate::sessions::logout_self,
     crate::sessions::logout_user,
     crate::sessions::set_role,
