@@ -14,6 +14,10 @@ use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 
+mod wire;
+
+pub use wire::{Batch, Event, Ingested};
+
 pub(crate) fn migrations() -> Vec<String> {
     vec![
         "CREATE TABLE IF NOT EXISTS bi.events (
@@ -46,21 +50,6 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
 }
 
-/// One event (the `AnalyticsEvent` fixture's shape; extra fields ignored).
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct Event {
-    /// What is measured.
-    pub metric: String,
-    /// Its value.
-    pub value: f64,
-    /// When given, must be the caller's tenant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// Free-form dimensions.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub dimensions: Value,
-}
-
 impl Event {
     /// `metric` = `value`, of the caller's tenant, without dimensions.
     pub fn of(metric: &str, value: f64) -> Event {
@@ -75,20 +64,6 @@ impl Event {
 
 /// Events accepted in one batch.
 pub const MAX_BATCH: usize = 1000;
-
-/// `POST /events`.
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct Batch {
-    /// The events, at most [`MAX_BATCH`].
-    pub events: Vec<Event>,
-}
-
-/// `POST /events` answered.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Ingested {
-    /// Events stored.
-    pub ingested: usize,
-}
 
 /// `POST /events`: a batch of at most [`MAX_BATCH`] events.
 #[utoipa::path(

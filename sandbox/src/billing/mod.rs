@@ -9,13 +9,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
+
+mod wire;
+
+pub use wire::{Claim, CreateClaim, Line, VoidClaim, Voided};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -57,31 +60,6 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &CLAIMS,
         ))
         .merge(crate::ctx::sync_routes())
-}
-
-/// One procedure on a claim.
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct Line {
-    /// The CPT/HCPCS code.
-    pub code: String,
-    /// Its charge.
-    #[serde(default)]
-    pub charge_cents: i64,
-}
-
-/// `POST /claims` (the claim saga's second step sends it).
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct CreateClaim {
-    /// The patient.
-    pub patient_id: String,
-    /// The verification it follows.
-    pub verification_id: String,
-    /// The rendering provider's NPI.
-    pub npi: String,
-    /// ICD-10-CM codes.
-    pub diagnoses: Vec<String>,
-    /// The procedures and their charges.
-    pub procedures: Vec<Line>,
 }
 
 /// The problems of a claim, one per field (empty: valid).
@@ -157,30 +135,6 @@ fn problems(c: &CreateClaim) -> Vec<Value> {
         );
     }
     out
-}
-
-/// A claim (read back by the claim saga).
-#[derive(Debug, Default, serde::Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Claim {
-    /// Its id.
-    pub claim_id: String,
-    /// The patient.
-    pub patient_id: String,
-    /// The verification it follows.
-    pub verification_id: String,
-    /// The rendering provider's NPI.
-    pub npi: String,
-    /// ICD-10-CM codes.
-    pub diagnoses: Vec<String>,
-    /// The procedures and their charges.
-    pub procedures: Vec<Line>,
-    /// The sum of the charges.
-    pub total_cents: i64,
-    /// `submitted` or `cancelled`.
-    pub status: String,
-    /// Present (`true`) when a repeated create answers the first one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayed: Option<bool>,
 }
 
 impl crate::ctx::Replayable for Claim {
@@ -342,20 +296,6 @@ async fn cancel(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("claim {id}")))
-}
-
-/// `POST /claims/void`: which claim to void.
-#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-pub struct VoidClaim {
-    /// The idempotency key the claim was (or may have been) created with.
-    pub idempotency_key: String,
-}
-
-/// `POST /claims/void` answered.
-#[derive(Debug, serde::Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Voided {
-    /// The claim cancelled, or none: no claim was made with that key.
-    pub voided: Option<String>,
 }
 
 /// `POST /claims/void`: cancels the claim created with an idempotency key,

@@ -14,6 +14,10 @@ use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
 
+mod wire;
+
+pub use wire::{Verification, VerifyRequest};
+
 pub(crate) fn migrations() -> Vec<String> {
     vec![
         "CREATE TABLE IF NOT EXISTS insurance.verifications (
@@ -60,29 +64,6 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
             &READ,
         ))
         .merge(crate::ctx::sync_routes())
-}
-
-/// `POST /verify` (the claim saga's first step sends it).
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct VerifyRequest {
-    /// The patient.
-    pub patient_id: String,
-    /// The payer.
-    pub payer_id: String,
-    /// Empty for self-pay.
-    #[serde(default)]
-    pub member_id: String,
-    /// Coverage period (`YYYY-MM-DD`).
-    pub effective: String,
-    /// The coverage's end (`YYYY-MM-DD`), if it has one.
-    pub termination: Option<String>,
-    /// The patient's share, percent.
-    #[serde(default)]
-    pub coinsurance_pct: u8,
-    /// `YYYY-MM-DD`.
-    pub date_of_service: String,
-    /// The procedure codes.
-    pub procedures: Vec<String>,
 }
 
 /// An eligibility answer, as cached.
@@ -155,34 +136,6 @@ pub fn eligibility_key(
     let digest = Sha256::digest(question.as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("elig:{tenant}:{hex}")
-}
-
-/// A verification (read back by the claim saga).
-#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Verification {
-    /// Its id.
-    pub verification_id: String,
-    /// The patient.
-    pub patient_id: String,
-    /// The payer.
-    pub payer_id: String,
-    /// `YYYY-MM-DD`.
-    pub date_of_service: String,
-    /// The procedures asked about.
-    pub procedures: Vec<String>,
-    /// Covered on that date.
-    pub eligible: bool,
-    /// The share the payer covers.
-    pub coverage_pct: i32,
-    /// Why.
-    pub reason: String,
-    /// Answered from the eligibility cache.
-    pub cached: bool,
-    /// `active` or `cancelled`.
-    pub status: String,
-    /// Present (`true`) when a repeated create answers the first one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayed: Option<bool>,
 }
 
 impl crate::ctx::Replayable for Verification {
