@@ -58,8 +58,8 @@ pub struct Ctx {
     /// Injected faults (test mode): at most one plan per tenant, and one
     /// for every tenant (`tenant: None`).
     pub faults: Mutex<Vec<FaultPlan>>,
-    /// Ids of the resources it makes.
-    pub ids: Ids,
+    /// Mints the ids of the resources it makes.
+    pub id_mint: IdMint,
     /// The mesh's (redacted) log lines.
     pub book: Arc<crate::logs::LogBook>,
     /// The mutating calls' token ids already used.
@@ -71,24 +71,24 @@ pub struct Ctx {
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.
-pub struct Ids {
+pub struct IdMint {
     epoch: u64,
     next: AtomicU64,
 }
 
-impl Default for Ids {
+impl Default for IdMint {
     fn default() -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        Ids {
+        IdMint {
             epoch: nanos & 0xffff_ffff_ffff,
             next: AtomicU64::new(0),
         }
     }
 }
 
-impl Ids {
+impl IdMint {
     /// `prefix-<epoch><counter>`.
     pub fn next(&self, prefix: &str) -> String {
         format!(

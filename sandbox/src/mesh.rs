@@ -28,7 +28,7 @@ pub use crate::mesh_client::{
 use crate::breaker::BreakerState;
 use crate::client::{Call, Method, Routes, ServiceClient};
 use crate::clock::SystemClock;
-use crate::ctx::{Ctx, Ids, Settings};
+use crate::ctx::{Ctx, IdMint, Settings};
 use crate::faults::FaultPlan;
 use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
@@ -426,7 +426,7 @@ impl Mesh {
             },
             metrics: Arc::clone(&metrics),
             faults: Mutex::new(Vec::new()),
-            ids: Ids::default(),
+            id_mint: IdMint::default(),
             book: Arc::clone(&self.book),
             replay: Default::default(),
             sessions: Default::default(),

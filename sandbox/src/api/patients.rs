@@ -138,7 +138,7 @@ pub(crate) async fn intake(
             "patient.mrn is required",
         ));
     };
-    let id = ctx.ids.next("pat");
+    let id = ctx.id_mint.next("pat");
     let coverage = serde_json::to_string(&intake.coverage).unwrap_or_default();
     // At rest the SSN and date of birth are sealed (AES-256-GCM).
     let mut stored = intake.patient.clone();

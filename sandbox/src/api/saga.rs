@@ -255,10 +255,10 @@ pub(crate) async fn visit(
     let saga = Saga {
         ctx: &ctx,
         caller: &caller,
-        id: ctx.ids.next("saga"),
+        id: ctx.id_mint.next("saga"),
         patient_id: r.patient_id.clone(),
     };
-    let visit_id = ctx.ids.next("vis");
+    let visit_id = ctx.id_mint.next("vis");
     crate::api::visits::open(&ctx, &caller, &visit_id, &r.patient_id, &saga.id).await?;
     // The event and the visit's next state are independent: both at once
     // (each still done before the step starts).

@@ -174,7 +174,7 @@ async fn create(
         )
         .with("fields", Value::Array(problems)));
     }
-    let id = ctx.ids.next("clm");
+    let id = ctx.id_mint.next("clm");
     let key = crate::ctx::idempotency_key(&headers)?;
     let first = crate::ctx::replay(
         &ctx,

@@ -68,7 +68,7 @@ pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut detail: Value) {
         d.insert("actor_role".into(), actor_role.into());
         d.insert("service".into(), ctx.service.name().into());
         d.insert("occurred_at_ms".into(), now_ms().into());
-        d.insert("access_id".into(), ctx.ids.next("acc").into());
+        d.insert("access_id".into(), ctx.id_mint.next("acc").into());
     }
     let client = Arc::clone(&ctx.client);
     let (tenant, request_id) = (caller.tenant.clone(), caller.request_id.clone());

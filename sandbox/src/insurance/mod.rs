@@ -178,7 +178,7 @@ async fn verify(
             "no procedures to verify",
         ));
     }
-    let id = ctx.ids.next("ver");
+    let id = ctx.id_mint.next("ver");
     let key = crate::ctx::idempotency_key(&headers)?;
     let first = crate::ctx::replay(
         &ctx,
