@@ -25,8 +25,8 @@ pub struct AuditRow {
     pub tenant: String,
     /// The request it belongs to.
     pub request_id: String,
-    /// `service_call`, `saga_event`, …
-    pub kind: String,
+    /// What it records.
+    pub kind: crate::states::AuditKind,
     /// The reporting service.
     pub source: String,
     /// The patient, when it concerns one.
@@ -165,7 +165,7 @@ async fn write(db: &Db, batch: &mut Vec<Pending>, actors: bool) {
         let values = [
             Some(r.tenant),
             Some(r.request_id),
-            Some(r.kind),
+            Some(r.kind.as_str().to_string()),
             Some(r.source),
             r.patient_id,
             r.saga_id,

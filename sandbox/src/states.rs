@@ -195,6 +195,43 @@ named! {
     }
 }
 
+named! {
+    /// What an audit row records (`compliance.audit_events.kind`).
+    AuditKind {
+        /// A service-to-service call, reported by its caller.
+        ServiceCall = "service_call",
+        /// A request's count of audited calls (its trail can be checked).
+        RequestClosed = "request_closed",
+        /// An event of a saga.
+        SagaEvent = "saga_event",
+        /// A patient sync a holder did not take.
+        SyncFailure = "sync_failure",
+        /// A read of a patient's data (the access log).
+        Access = "access",
+        /// A step of an incident.
+        Incident = "incident",
+    }
+}
+
+named! {
+    /// How a PHI finding was found: `phi::Via` as the scan answer spells it.
+    FoundVia {
+        /// A registered synthetic value.
+        Canary = "canary",
+        /// A pattern detector.
+        Pattern = "pattern",
+    }
+}
+
+impl From<phi::Via> for FoundVia {
+    fn from(via: phi::Via) -> Self {
+        match via {
+            phi::Via::Canary => FoundVia::Canary,
+            phi::Via::Pattern => FoundVia::Pattern,
+        }
+    }
+}
+
 /// A visit changed state.
 #[derive(Debug, Clone)]
 pub struct StatusChange {

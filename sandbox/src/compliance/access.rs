@@ -156,7 +156,7 @@ pub(crate) async fn report(
     let row = crate::audit_writer::AuditRow {
         tenant: caller.tenant.clone(),
         request_id: caller.request_id.clone(),
-        kind: "access".to_string(),
+        kind: crate::states::AuditKind::Access,
         source: caller.source.clone(),
         patient_id: text("patient_id"),
         saga_id: None,

@@ -210,13 +210,14 @@ async fn audit(
     ctx.db
         .execute(
             "INSERT INTO compliance.audit_events (tenant, request_id, kind, source, event_type, detail)
-             VALUES ($1, $2, 'incident', $3, $4, $5)",
+             VALUES ($1, $2, $6, $3, $4, $5)",
             &[
                 &caller.tenant,
                 &caller.request_id,
                 &caller.source,
                 &event_type,
                 &phi::redact(&detail.to_string()),
+                &crate::states::AuditKind::Incident.as_str(),
             ],
         )
         .await?;

@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
+use crate::states::AuditKind;
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -153,13 +154,13 @@ pub struct RequestClosed {
 }
 
 /// The row recording `detail` of `kind` for `caller`.
-fn audit_row(caller: &Caller, kind: &str, detail: &Value) -> crate::audit_writer::AuditRow {
+fn audit_row(caller: &Caller, kind: AuditKind, detail: &Value) -> crate::audit_writer::AuditRow {
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
     let (actor, actor_role) = caller.actor();
     crate::audit_writer::AuditRow {
         tenant: caller.tenant.clone(),
         request_id: caller.request_id.clone(),
-        kind: kind.to_string(),
+        kind,
         source: caller.source.clone(),
         patient_id: text("patient_id"),
         saga_id: text("saga_id"),
@@ -180,7 +181,7 @@ fn writer(ctx: &Ctx) -> ApiResult<&crate::audit_writer::AuditWriter> {
 async fn record(
     ctx: &Ctx,
     caller: &Caller,
-    kind: &str,
+    kind: AuditKind,
     detail: &Value,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let row = audit_row(caller, kind, detail);
@@ -211,7 +212,7 @@ async fn service_call(
         let rows: Vec<_> = events
             .iter()
             .filter(|e| !dropped_by_fault(&ctx, &caller, e))
-            .map(|e| audit_row(&caller, "service_call", e))
+            .map(|e| audit_row(&caller, AuditKind::ServiceCall, e))
             .collect();
         let ids = crate::timing::measure(
             crate::timing::Part::AuditWrite,
@@ -227,7 +228,7 @@ async fn service_call(
     if dropped_by_fault(&ctx, &caller, &detail) {
         return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
     }
-    record(&ctx, &caller, "service_call", &detail).await
+    record(&ctx, &caller, AuditKind::ServiceCall, &detail).await
 }
 
 /// Test mode: is this the audit event a fault plan says to lose?
@@ -276,7 +277,7 @@ async fn request_closed(
             "a closed request states its service_calls",
         ));
     }
-    record(&ctx, &caller, "request_closed", &detail).await
+    record(&ctx, &caller, AuditKind::RequestClosed, &detail).await
 }
 
 /// Which request's trail.
@@ -483,7 +484,7 @@ async fn saga_event(
             "a saga event needs an event_type",
         ));
     }
-    record(&ctx, &caller, "saga_event", &detail).await
+    record(&ctx, &caller, AuditKind::SagaEvent, &detail).await
 }
 
 #[utoipa::path(
@@ -497,7 +498,7 @@ async fn sync_failure(
     caller: Caller,
     Json(detail): Json<Value>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    record(&ctx, &caller, "sync_failure", &detail).await
+    record(&ctx, &caller, AuditKind::SyncFailure, &detail).await
 }
 
 /// `GET /audit?request_id=…&patient_id=…&saga_id=…&kind=…` (the tenant is

@@ -54,7 +54,8 @@ pub struct Finding {
     /// Byte offset past its end.
     pub end: usize,
     /// `canary` (a registered synthetic value) or `pattern`.
-    pub via: String,
+    #[schema(value_type = String)]
+    pub via: crate::states::FoundVia,
 }
 
 /// `POST /phi/scan`: scans a text; PHI found is a violation and opens an
@@ -86,11 +87,7 @@ pub(crate) async fn scan(
             kind: f.kind.label().to_string(),
             start: f.span.start,
             end: f.span.end,
-            via: match f.via {
-                phi::Via::Canary => "canary",
-                phi::Via::Pattern => "pattern",
-            }
-            .to_string(),
+            via: f.via.into(),
         })
         .collect();
     let mut violation = None;
