@@ -14,7 +14,6 @@ use axum::Router;
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::instrument::WithSubscriber;
@@ -330,12 +329,12 @@ impl Mesh {
                     &tenant,
                     &request_id,
                 )
-                .json(json!({
-                    "source": v.service.name(),
-                    "channel": "log",
-                    "kinds": v.kinds,
-                    "excerpt": v.excerpt,
-                }));
+                .body(&crate::compliance::ViolationReport {
+                    source: v.service.name().to_string(),
+                    channel: "log".to_string(),
+                    kinds: v.kinds,
+                    excerpt: v.excerpt,
+                });
                 let _ = forward_client.send(&call).await;
             }
         });

@@ -394,7 +394,7 @@ async fn report_cross_tenant(ctx: &Arc<Ctx>, caller: &Caller, id: &str) {
             &owner,
             &request_id,
         )
-        .body(&crate::compliance::violations::ViolationReport {
+        .body(&crate::compliance::ViolationReport {
             source: Service::HealthcareApi.name().to_string(),
             channel: "access".to_string(),
             kinds: vec![crate::states::ViolationCode::CrossTenantAccess.to_string()],

@@ -108,6 +108,7 @@ pub(crate) mod incidents;
 pub(crate) mod violations;
 
 pub use access::Recorded;
+pub use violations::ViolationReport;
 
 /// `POST /audit/saga-events`: one event of a saga (the claim saga sends
 /// them; the monitor keeps the body as the audit row's detail).
