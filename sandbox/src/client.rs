@@ -180,9 +180,11 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A successful (`2xx`) answer.
+/// A peer's successful (`2xx`) answer to a service-to-service call (the
+/// tests' client's is [`crate::Answer`]: "answer" is the one word for a
+/// status and its body).
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub struct PeerAnswer {
     /// The status.
     pub status: u16,
     /// The body (`null` when empty or not JSON).
@@ -191,7 +193,7 @@ pub struct Reply {
     pub attempts: u32,
 }
 
-impl Reply {
+impl PeerAnswer {
     /// The body read as the peer's wire type `T`, a tolerant reader: the
     /// fields the body lacks are `T::default()`'s (a peer, or a test's stub
     /// of it, may answer only what the caller needs; the caller checks the
@@ -499,7 +501,7 @@ impl ServiceClient {
     /// Makes the call (see the module docs), then audits it to the
     /// compliance monitor in the background, numbered within its request
     /// id so that a missing audit event shows as a gap.
-    pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<Reply, CallError> {
+    pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Result<PeerAnswer, CallError> {
         let (result, audit) = self.call_audit_later(&call).await;
         if let Some(record) = audit {
             self.ship(call.tenant, call.request_id, vec![record]);
@@ -514,7 +516,7 @@ impl ServiceClient {
     pub async fn call_audit_later(
         &self,
         call: &Call<'_>,
-    ) -> (Result<Reply, CallError>, Option<Value>) {
+    ) -> (Result<PeerAnswer, CallError>, Option<Value>) {
         let started = Instant::now();
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -601,17 +603,21 @@ impl ServiceClient {
     /// Sends a record to the compliance monitor in the background, through
     /// the background audits' bulkhead (not queued with the calls a request
     /// waits for), without auditing it.
-    pub async fn send_audit(&self, call: &Call<'_>) -> Result<Reply, CallError> {
+    pub async fn send_audit(&self, call: &Call<'_>) -> Result<PeerAnswer, CallError> {
         self.send_through(call, &self.audits).await
     }
 
     /// Makes the call without auditing it.
-    pub async fn send(&self, call: &Call<'_>) -> Result<Reply, CallError> {
+    pub async fn send(&self, call: &Call<'_>) -> Result<PeerAnswer, CallError> {
         self.send_through(call, &self.bulkheads[&call.target]).await
     }
 
     /// [`ServiceClient::send`] holding a slot of `bulkhead`.
-    async fn send_through(&self, call: &Call<'_>, bulkhead: &Bulkhead) -> Result<Reply, CallError> {
+    async fn send_through(
+        &self,
+        call: &Call<'_>,
+        bulkhead: &Bulkhead,
+    ) -> Result<PeerAnswer, CallError> {
         let target = call.target;
         let config = self.config();
         let label = format!("target=\"{}\"", target.name());
@@ -638,7 +644,7 @@ impl ServiceClient {
         call: &Call<'_>,
         label: &str,
         config: &ClientConfig,
-    ) -> Result<Reply, CallError> {
+    ) -> Result<PeerAnswer, CallError> {
         let target = call.target;
         let deadline = Instant::now() + config.call_timeout;
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
@@ -740,7 +746,7 @@ impl ServiceClient {
                     breaker.record(status < 500);
                     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     if (200..300).contains(&status) {
-                        return Ok(Reply {
+                        return Ok(PeerAnswer {
                             status,
                             body,
                             attempts: attempt,
