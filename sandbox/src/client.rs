@@ -338,7 +338,45 @@ pub struct ServiceClient {
 }
 
 /// Calls' audit records on their way: tenant, request id, records.
-type Shipped = (String, String, Vec<Value>);
+type Shipped = (String, String, Vec<CallRecord>);
+
+/// One call a service made, as it reports it to the compliance monitor
+/// (`POST /audit/service-calls`), numbered within its request id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CallRecord {
+    /// The service called.
+    pub target: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The path called.
+    pub path: String,
+    /// The status answered, if any.
+    pub status: Option<u16>,
+    /// Attempts made (retries included).
+    pub attempts: u32,
+    /// How long the call took, retries included.
+    pub duration_ms: u64,
+    /// `ok`, or what went wrong.
+    pub outcome: String,
+    /// Its number within the request (a gap is a lost audit event).
+    pub seq: u64,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// The body of `POST /audit/service-calls`: one call's record, or the
+/// records of one request's calls queued together.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CallRecords {
+    /// Several calls of one request (`{"events": [...]}`).
+    Batch {
+        /// In the order made.
+        events: Vec<CallRecord>,
+    },
+    /// One call.
+    One(CallRecord),
+}
 
 /// Request ids remembered per generation of [`ServiceClient`]'s call counts.
 const SEQ_GENERATION: usize = 10_000;
@@ -516,7 +554,7 @@ impl ServiceClient {
     pub async fn call_audit_later(
         &self,
         call: &Call<'_>,
-    ) -> (Result<PeerAnswer, CallError>, Option<Value>) {
+    ) -> (Result<PeerAnswer, CallError>, Option<CallRecord>) {
         let started = Instant::now();
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -530,17 +568,17 @@ impl ServiceClient {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),
                 Err(e) => (e.status(), e.attempts(), e.to_string()),
             };
-            json!({
-                "target": call.target.name(),
-                "method": call.method.as_str(),
-                "path": call.path,
-                "status": status,
-                "attempts": attempts,
-                "duration_ms": started.elapsed().as_millis() as u64,
-                "outcome": outcome,
-                "seq": seq,
-                "started_at_ms": started_at_ms,
-            })
+            CallRecord {
+                target: call.target.name().to_string(),
+                method: call.method.as_str().to_string(),
+                path: call.path.to_string(),
+                status,
+                attempts,
+                duration_ms: started.elapsed().as_millis() as u64,
+                outcome,
+                seq,
+                started_at_ms,
+            }
         });
         (result, audit)
     }
@@ -551,7 +589,7 @@ impl ServiceClient {
     /// (`{"events": [...]}`; one record alone goes as before), so an intake's
     /// four syncs, finishing together, are audited in one exchange. Each
     /// exchange is its own task through the audits' bulkhead.
-    pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<Value>) {
+    pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<CallRecord>) {
         if records.is_empty() {
             return;
         }
@@ -564,7 +602,7 @@ impl ServiceClient {
                 while rx.recv_many(&mut queued, 256).await > 0 {
                     let Some(this) = client.upgrade() else { return };
                     // By request, in the order queued.
-                    let mut batches: Vec<(String, String, Vec<Value>)> = Vec::new();
+                    let mut batches: Vec<(String, String, Vec<CallRecord>)> = Vec::new();
                     for (tenant, request_id, records) in queued.drain(..) {
                         match batches
                             .iter_mut()
@@ -578,9 +616,9 @@ impl ServiceClient {
                         let this = Arc::clone(&this);
                         tokio::spawn(async move {
                             let body = if records.len() == 1 {
-                                records.remove(0)
+                                CallRecords::One(records.remove(0))
                             } else {
-                                json!({ "events": records })
+                                CallRecords::Batch { events: records }
                             };
                             let audit = Call::new(
                                 Service::ComplianceMonitor,
@@ -589,7 +627,7 @@ impl ServiceClient {
                                 &tenant,
                                 &request_id,
                             )
-                            .json(body);
+                            .body(&body);
                             let _ = this.send_through(&audit, &this.audits).await;
                         });
                     }

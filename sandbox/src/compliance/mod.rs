@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
+use crate::client::{CallRecord, CallRecords};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
@@ -205,38 +206,40 @@ async fn record(
 async fn service_call(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(detail): Json<Value>,
+    Json(body): Json<CallRecords>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    if let Some(events) = detail.get("events").and_then(Value::as_array) {
-        // A caller's audited calls of one request, queued together: one
-        // row each, committed together (the answer names the first).
-        let rows: Vec<_> = events
-            .iter()
-            .filter(|e| !dropped_by_fault(&ctx, &caller, e))
-            .map(|e| audit_row(&caller, AuditKind::ServiceCall, e))
-            .collect();
-        let ids = crate::timing::measure(
-            crate::timing::Part::AuditWrite,
-            writer(&ctx)?.write_all(rows),
-        )
-        .await;
-        let mut first = None;
-        for id in ids {
-            first = first.or(Some(id?));
+    let detail = |r: &CallRecord| serde_json::to_value(r).unwrap_or(Value::Null);
+    match body {
+        CallRecords::Batch { events } => {
+            // A caller's audited calls of one request, queued together: one
+            // row each, committed together (the answer names the first).
+            let rows: Vec<_> = events
+                .iter()
+                .filter(|e| !dropped_by_fault(&ctx, &caller, e.seq))
+                .map(|e| audit_row(&caller, AuditKind::ServiceCall, &detail(e)))
+                .collect();
+            let ids = crate::timing::measure(
+                crate::timing::Part::AuditWrite,
+                writer(&ctx)?.write_all(rows),
+            )
+            .await;
+            let mut first = None;
+            for id in ids {
+                first = first.or(Some(id?));
+            }
+            Ok((StatusCode::CREATED, Json(Recorded { audit_id: first })))
         }
-        return Ok((StatusCode::CREATED, Json(Recorded { audit_id: first })));
+        CallRecords::One(e) => {
+            if dropped_by_fault(&ctx, &caller, e.seq) {
+                return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
+            }
+            record(&ctx, &caller, AuditKind::ServiceCall, &detail(&e)).await
+        }
     }
-    if dropped_by_fault(&ctx, &caller, &detail) {
-        return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
-    }
-    record(&ctx, &caller, AuditKind::ServiceCall, &detail).await
 }
 
 /// Test mode: is this the audit event a fault plan says to lose?
-fn dropped_by_fault(ctx: &Ctx, caller: &Caller, detail: &Value) -> bool {
-    let Some(seq) = detail.get("seq").and_then(Value::as_u64) else {
-        return false;
-    };
+fn dropped_by_fault(ctx: &Ctx, caller: &Caller, seq: u64) -> bool {
     let mut plans = ctx
         .faults
         .lock()
