@@ -25,6 +25,7 @@
 //! A token issued in the same second as a logout is refused too (token
 //! times are whole seconds): log in again a second later.
 
+use crate::compliance::access::AccessReport;
 use crate::store::escape_part;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::auth::{Caller, Role};
 use crate::ctx::Ctx;
@@ -210,7 +210,12 @@ async fn log_out(ctx: &Arc<Ctx>, caller: &Caller, sub: &str) -> ApiResult<Json<L
     crate::compliance::access::record(
         ctx,
         caller,
-        json!({"action": "logout", "subject": sub, "resource": "session"}),
+        AccessReport {
+            action: "logout".to_string(),
+            resource: "session".to_string(),
+            subject: Some(sub.to_string()),
+            ..AccessReport::default()
+        },
     );
     Ok(Json(LoggedOut {
         subject: sub.to_string(),
@@ -312,7 +317,13 @@ async fn change_role(
     crate::compliance::access::record(
         ctx,
         caller,
-        json!({"action": "role_change", "subject": sub, "role": name, "resource": "role"}),
+        AccessReport {
+            action: "role_change".to_string(),
+            resource: "role".to_string(),
+            subject: Some(sub.to_string()),
+            role: name.map(str::to_string),
+            ..AccessReport::default()
+        },
     );
     Ok(Json(RoleSet {
         subject: sub,

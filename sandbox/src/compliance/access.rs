@@ -21,7 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::client::{Call, Method};
@@ -57,19 +57,54 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// One access as a service reports it to the compliance monitor
+/// (`POST /audit/access`): what was done to what, by whom, where and when.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AccessReport {
+    /// `read`, `logout`, `role_change`.
+    #[serde(default)]
+    pub action: String,
+    /// What was accessed: a route (`GET /claims/{id}`), `session`, `role`.
+    #[serde(default)]
+    pub resource: String,
+    /// The patient whose data was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    /// The person a logout or role change concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The role a role change gives (absent: back to their tokens' own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Who acted: a person's id, or a service's name (set by [`record`]).
+    #[serde(default)]
+    pub actor: String,
+    /// The person's role, or `service` (set by [`record`]).
+    #[serde(default)]
+    pub actor_role: String,
+    /// The service that served the access (set by [`record`]).
+    #[serde(default)]
+    pub service: String,
+    /// When, milliseconds since the Unix epoch (set by [`record`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at_ms: Option<u64>,
+    /// The report's own id: a report sent twice is answered once (set by
+    /// [`record`]).
+    #[serde(default)]
+    pub access_id: String,
+}
+
 /// Reports an access by `caller` to the compliance monitor, in the
-/// background: `detail` (`action`, `resource`, `patient_id`, …) with the
+/// background: `access` (`action`, `resource`, `patient_id`, …) with the
 /// actor, the serving service, the time and an id of its own (a report
 /// sent twice is answered once).
-pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut detail: Value) {
+pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut access: AccessReport) {
     let (actor, actor_role) = caller.actor();
-    if let Some(d) = detail.as_object_mut() {
-        d.insert("actor".into(), actor.into());
-        d.insert("actor_role".into(), actor_role.into());
-        d.insert("service".into(), ctx.service.name().into());
-        d.insert("occurred_at_ms".into(), now_ms().into());
-        d.insert("access_id".into(), ctx.id_mint.next("acc").into());
-    }
+    access.actor = actor;
+    access.actor_role = actor_role;
+    access.service = ctx.service.name().to_string();
+    access.occurred_at_ms = Some(now_ms());
+    access.access_id = ctx.id_mint.next("acc");
     let client = Arc::clone(&ctx.client);
     let (tenant, request_id) = (caller.tenant.clone(), caller.request_id.clone());
     tokio::spawn(async move {
@@ -80,7 +115,7 @@ pub fn record(ctx: &Arc<Ctx>, caller: &Caller, mut detail: Value) {
             &tenant,
             &request_id,
         )
-        .json(detail);
+        .body(&access);
         if let Err(e) = client.send_audit(&call).await {
             tracing::error!(tenant = %tenant, request_id = %request_id, "an access could not be audited: {e}");
         }
@@ -93,7 +128,12 @@ pub fn read(ctx: &Arc<Ctx>, caller: &Caller, patient_id: &str, resource: String)
     record(
         ctx,
         caller,
-        json!({"action": "read", "patient_id": patient_id, "resource": resource}),
+        AccessReport {
+            action: "read".to_string(),
+            resource,
+            patient_id: Some(patient_id.to_string()),
+            ..AccessReport::default()
+        },
     );
 }
 
@@ -137,33 +177,31 @@ pub struct Recorded {
 pub(crate) async fn report(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(detail): Json<Value>,
+    Json(access): Json<AccessReport>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
-    let (Some(actor), Some(actor_role), Some(_action)) =
-        (text("actor"), text("actor_role"), text("action"))
-    else {
+    if [&access.actor, &access.actor_role, &access.action]
+        .iter()
+        .any(|v| v.is_empty())
+    {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_event",
             "an access names its actor, actor_role and action",
         ));
-    };
-    let occurred_at_ms = detail
-        .get("occurred_at_ms")
-        .and_then(Value::as_i64)
-        .unwrap_or(now_ms() as i64);
+    }
+    let occurred_at_ms = access.occurred_at_ms.unwrap_or_else(now_ms) as i64;
+    let detail = serde_json::to_value(&access).unwrap_or(Value::Null);
     let row = crate::audit_writer::AuditRow {
         tenant: caller.tenant.clone(),
         request_id: caller.request_id.clone(),
         kind: crate::states::AuditKind::Access,
         source: caller.source.clone(),
-        patient_id: text("patient_id"),
+        patient_id: access.patient_id.clone(),
         saga_id: None,
-        event_type: text("action"),
+        event_type: Some(access.action.clone()),
         detail: phi::redact(&detail.to_string()),
-        actor: Some(actor),
-        actor_role: Some(actor_role),
+        actor: Some(access.actor.clone()),
+        actor_role: Some(access.actor_role.clone()),
         occurred_at_ms: Some(occurred_at_ms),
     };
     let writer = ctx
@@ -295,30 +333,25 @@ pub(crate) async fn query(
     let mut seen = std::collections::HashSet::new();
     let mut accesses = Vec::with_capacity(rows.len());
     for r in &rows {
-        let detail = json_text(&r.get::<_, String>(6));
-        let text = |k: &str| {
-            detail
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        // As recorded (redacted text): a row that does not read as a
+        // report keeps its columns and empty details.
+        let report: AccessReport =
+            serde_json::from_value(json_text(&r.get::<_, String>(6))).unwrap_or_default();
         // A report sent twice (a retried call) is one access.
-        let access_id = text("access_id");
-        if !access_id.is_empty() && !seen.insert(access_id) {
+        if !report.access_id.is_empty() && !seen.insert(report.access_id) {
             continue;
         }
         accesses.push(Access {
             id: r.get(0),
             request_id: r.get(1),
-            service: Some(text("service"))
+            service: Some(report.service)
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| r.get(2)),
             actor: r.get::<_, Option<String>>(3).unwrap_or_default(),
             actor_role: r.get::<_, Option<String>>(4).unwrap_or_default(),
             patient_id: r.get(5),
-            action: text("action"),
-            resource: text("resource"),
+            action: report.action,
+            resource: report.resource,
             at: r.get(7),
         });
     }
