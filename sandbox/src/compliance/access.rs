@@ -333,25 +333,32 @@ pub(crate) async fn query(
     let mut seen = std::collections::HashSet::new();
     let mut accesses = Vec::with_capacity(rows.len());
     for r in &rows {
-        // As recorded (redacted text): a row that does not read as a
-        // report keeps its columns and empty details.
-        let report: AccessReport =
-            serde_json::from_value(json_text(&r.get::<_, String>(6))).unwrap_or_default();
+        // Read field by field from the stored (redacted) text, so a value
+        // redaction rewrote costs that value, not the whole record.
+        let detail = json_text(&r.get::<_, String>(6));
+        let text = |k: &str| {
+            detail
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         // A report sent twice (a retried call) is one access.
-        if !report.access_id.is_empty() && !seen.insert(report.access_id) {
+        let access_id = text("access_id");
+        if !access_id.is_empty() && !seen.insert(access_id) {
             continue;
         }
         accesses.push(Access {
             id: r.get(0),
             request_id: r.get(1),
-            service: Some(report.service)
+            service: Some(text("service"))
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| r.get(2)),
             actor: r.get::<_, Option<String>>(3).unwrap_or_default(),
             actor_role: r.get::<_, Option<String>>(4).unwrap_or_default(),
             patient_id: r.get(5),
-            action: report.action,
-            resource: report.resource,
+            action: text("action"),
+            resource: text("resource"),
             at: r.get(7),
         });
     }
