@@ -185,6 +185,7 @@ pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<EffectiveConfig> 
         idempotency_ttl_ms: ms(ctx.settings.idempotency_ttl),
         log_redaction: true,
         rate_limit: ctx.settings.rate_limit.as_ref().map(|l| l.limit()),
+        revocation_bound_ms: crate::sessions::REVOCATION_BOUND.as_millis() as u64,
         schema_version: ctx.settings.schema_version,
     };
     let text = serde_json::to_string(&settings).unwrap_or_default();
@@ -232,6 +233,9 @@ pub struct Settings {
     /// Its per-tenant rate limit, if it has one (the API).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::limits::RateLimit>,
+    /// How long a logout or role change may take to reach it (the target
+    /// file's `auth.revocation_bound_ms`).
+    pub revocation_bound_ms: u64,
     /// Its schema's version (its latest migration applied).
     pub schema_version: u32,
 }
