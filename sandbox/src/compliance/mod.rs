@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::client::{CallRecord, CallRecords};
+use crate::client::CallRecords;
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
@@ -156,7 +156,14 @@ pub struct RequestClosed {
 }
 
 /// The row recording `detail` of `kind` for `caller`.
-fn audit_row(caller: &Caller, kind: AuditKind, detail: &Value) -> crate::audit_writer::AuditRow {
+fn audit_row(
+    caller: &Caller,
+    kind: AuditKind,
+    detail: &impl Serialize,
+) -> crate::audit_writer::AuditRow {
+    // The wire types are structs of strings, numbers and lists: they
+    // always serialize.
+    let detail = serde_json::to_value(detail).unwrap_or(Value::Null);
     let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
     let (actor, actor_role) = caller.actor();
     crate::audit_writer::AuditRow {
@@ -184,7 +191,7 @@ async fn record(
     ctx: &Ctx,
     caller: &Caller,
     kind: AuditKind,
-    detail: &Value,
+    detail: &impl Serialize,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let row = audit_row(caller, kind, detail);
     let writer = writer(ctx)?;
@@ -208,7 +215,6 @@ async fn service_call(
     caller: Caller,
     Json(body): Json<CallRecords>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let detail = |r: &CallRecord| serde_json::to_value(r).unwrap_or(Value::Null);
     match body {
         CallRecords::Batch { events } => {
             // A caller's audited calls of one request, queued together: one
@@ -216,7 +222,7 @@ async fn service_call(
             let rows: Vec<_> = events
                 .iter()
                 .filter(|e| !dropped_by_fault(&ctx, &caller, e.seq))
-                .map(|e| audit_row(&caller, AuditKind::ServiceCall, &detail(e)))
+                .map(|e| audit_row(&caller, AuditKind::ServiceCall, e))
                 .collect();
             let ids = crate::timing::measure(
                 crate::timing::Part::AuditWrite,
@@ -233,7 +239,7 @@ async fn service_call(
             if dropped_by_fault(&ctx, &caller, e.seq) {
                 return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
             }
-            record(&ctx, &caller, AuditKind::ServiceCall, &detail(&e)).await
+            record(&ctx, &caller, AuditKind::ServiceCall, &e).await
         }
     }
 }
@@ -270,8 +276,7 @@ async fn request_closed(
     caller: Caller,
     Json(closed): Json<RequestClosed>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let detail = serde_json::to_value(&closed).unwrap_or(Value::Null);
-    record(&ctx, &caller, AuditKind::RequestClosed, &detail).await
+    record(&ctx, &caller, AuditKind::RequestClosed, &closed).await
 }
 
 /// Which request's trail.
@@ -473,8 +478,7 @@ async fn saga_event(
     caller: Caller,
     Json(event): Json<SagaEventRecord>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let detail = serde_json::to_value(&event).unwrap_or(Value::Null);
-    record(&ctx, &caller, AuditKind::SagaEvent, &detail).await
+    record(&ctx, &caller, AuditKind::SagaEvent, &event).await
 }
 
 #[utoipa::path(
@@ -488,8 +492,7 @@ async fn sync_failure(
     caller: Caller,
     Json(failure): Json<SyncFailure>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let detail = serde_json::to_value(&failure).unwrap_or(Value::Null);
-    record(&ctx, &caller, AuditKind::SyncFailure, &detail).await
+    record(&ctx, &caller, AuditKind::SyncFailure, &failure).await
 }
 
 /// `GET /audit?request_id=…&patient_id=…&saga_id=…&kind=…` (the tenant is
