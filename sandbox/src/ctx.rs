@@ -170,17 +170,17 @@ pub async fn sync_patient(
     caller: Caller,
     axum::Json(sync): axum::Json<PatientSync>,
 ) -> ApiResult<axum::Json<Synced>> {
-    let sql = format!(
-        "INSERT INTO {}.patients (tenant, patient_id, record) VALUES ($1, $2, $3)
-         ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
-        ctx.service.schema()
-    );
     let mut record = sync.record;
     ctx.settings.vault.seal_record(&mut record);
+    // Committed with the copies other requests write meanwhile.
     ctx.db
-        .execute(
-            &sql,
-            &[&caller.tenant, &sync.patient_id, &record.to_string()],
+        .write_grouped(
+            &copy_upsert(ctx.service),
+            vec![
+                Some(caller.tenant.clone()),
+                Some(sync.patient_id.clone()),
+                Some(record.to_string()),
+            ],
         )
         .await?;
     Ok(axum::Json(Synced {
@@ -188,6 +188,22 @@ pub async fn sync_patient(
         patient_id: sync.patient_id,
         synced: true,
     }))
+}
+
+/// The upsert of a holder's patient copy, one row or many.
+fn copy_upsert(service: crate::service::Service) -> crate::group_commit::GroupStatement {
+    let schema = service.schema();
+    let conflict = "ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()";
+    crate::group_commit::GroupStatement {
+        one: format!(
+            "INSERT INTO {schema}.patients (tenant, patient_id, record) VALUES ($1, $2, $3) {conflict}"
+        ),
+        many: format!(
+            "INSERT INTO {schema}.patients (tenant, patient_id, record)
+             SELECT t, p, r FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, p, r) {conflict}"
+        ),
+        columns: 3,
+    }
 }
 
 /// Reads a JSON text column.

@@ -53,6 +53,7 @@ mod error;
 mod faults;
 pub mod fixture;
 mod gate;
+pub mod group_commit;
 pub mod insurance;
 pub mod limits;
 mod logs;

@@ -117,6 +117,7 @@ pub struct Db {
     pool: deadpool_postgres::Pool,
     config: PoolConfig,
     timeouts: std::sync::atomic::AtomicU64,
+    groups: crate::group_commit::Groups,
 }
 
 /// A pool's state, for `/metrics`.
@@ -177,7 +178,13 @@ impl Db {
             pool,
             config,
             timeouts: std::sync::atomic::AtomicU64::new(0),
+            groups: crate::group_commit::Groups::default(),
         })
+    }
+
+    /// Its group-commit writers ([`Db::write_grouped`]).
+    pub(crate) fn groups(&self) -> &crate::group_commit::Groups {
+        &self.groups
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -119,6 +119,19 @@ pub struct PatientRecord {
     pub coverage: Coverage,
 }
 
+/// A patient registered, one row or many.
+static PATIENT_INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
+    std::sync::LazyLock::new(|| {
+        crate::group_commit::GroupStatement {
+        one: "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)"
+            .into(),
+        many: "INSERT INTO api.patients (id, tenant, mrn, record, coverage)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
+            .into(),
+        columns: 5,
+    }
+    });
+
 /// `POST /patients`: registers the patient and syncs each holder its cut.
 #[utoipa::path(
     post,
@@ -143,15 +156,16 @@ pub(crate) async fn intake(
     // At rest the SSN and date of birth are sealed (AES-256-GCM).
     let mut stored = intake.patient.clone();
     ctx.settings.vault.seal_record(&mut stored);
+    // Committed with the patients other requests register meanwhile.
     ctx.db
-        .execute(
-            "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &id,
-                &caller.tenant,
-                &mrn,
-                &stored.to_string(),
-                &coverage,
+        .write_grouped(
+            &PATIENT_INSERT,
+            vec![
+                Some(id.clone()),
+                Some(caller.tenant.clone()),
+                Some(mrn.to_string()),
+                Some(stored.to_string()),
+                Some(coverage),
             ],
         )
         .await?;

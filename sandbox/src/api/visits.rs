@@ -5,6 +5,7 @@
 //! its `X-Request-ID` finds its visit while the saga runs
 //! (`GET /visits?request_id=…`).
 
+use crate::group_commit::GroupStatement;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,17 +52,28 @@ pub(crate) async fn open(
     patient_id: &str,
     saga_id: &str,
 ) -> Result<(), ApiError> {
+    static OPEN: std::sync::LazyLock<GroupStatement> =
+        std::sync::LazyLock::new(|| GroupStatement {
+            one: "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
+                  VALUES ($1, $2, $3, $4, $5, $6)"
+                .into(),
+            many: "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                        $5::text[], $6::text[])"
+                .into(),
+            columns: 6,
+        });
+    // Committed with the visits other requests open meanwhile.
     ctx.db
-        .execute(
-            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
-             VALUES ($1, $2, $3, $4, $6, $5)",
-            &[
-                &visit_id,
-                &caller.tenant,
-                &patient_id,
-                &saga_id,
-                &caller.request_id,
-                &VisitStatus::Pending.as_str(),
+        .write_grouped(
+            &OPEN,
+            vec![
+                Some(visit_id.to_string()),
+                Some(caller.tenant.clone()),
+                Some(patient_id.to_string()),
+                Some(saga_id.to_string()),
+                Some(VisitStatus::Pending.as_str().to_string()),
+                Some(caller.request_id.clone()),
             ],
         )
         .await?;
@@ -72,11 +84,26 @@ pub(crate) async fn open(
 /// Moves a visit to `status` (a failure to store it is logged: the saga
 /// goes on, the final state is written with its outcome).
 pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitStatus) {
+    // A saga moves its visit one state at a time (each awaited), so a
+    // visit is never twice in one batch.
+    static MOVE: std::sync::LazyLock<GroupStatement> =
+        std::sync::LazyLock::new(|| GroupStatement {
+            one: "UPDATE api.visits SET status = $3 WHERE id = $1 AND tenant = $2".into(),
+            many: "UPDATE api.visits v SET status = u.s
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, t, s)
+               WHERE v.id = u.i AND v.tenant = u.t"
+                .into(),
+            columns: 3,
+        });
     let r = ctx
         .db
-        .execute(
-            "UPDATE api.visits SET status = $3 WHERE id = $1 AND tenant = $2",
-            &[&visit_id, &tenant, &status.as_str()],
+        .write_grouped(
+            &MOVE,
+            vec![
+                Some(visit_id.to_string()),
+                Some(tenant.to_string()),
+                Some(status.as_str().to_string()),
+            ],
         )
         .await;
     match r {

@@ -197,22 +197,36 @@ async fn create(
         .procedures
         .iter()
         .fold(0i64, |t, p| t.saturating_add(p.charge_cents));
+    static INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
+        std::sync::LazyLock::new(|| crate::group_commit::GroupStatement {
+            one: "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
+                    diagnoses, procedures, total_cents, status, idempotency_key)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::bigint, 'submitted', $9)"
+                .into(),
+            many: "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
+                    diagnoses, procedures, total_cents, status, idempotency_key)
+                   SELECT i, t, p, v, n, d, c, s::bigint, 'submitted', k
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::text[])
+                        AS u(i, t, p, v, n, d, c, s, k)"
+                .into(),
+            columns: 9,
+        });
+    // Committed with the claims other requests create meanwhile.
     let inserted = ctx
         .db
-        .execute(
-            "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi, diagnoses,
-                procedures, total_cents, status, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'submitted', $9)",
-            &[
-                &id,
-                &caller.tenant,
-                &c.patient_id,
-                &c.verification_id,
-                &c.npi,
-                &c.diagnoses.join(","),
-                &serde_json::to_string(&c.procedures).unwrap_or_default(),
-                &total,
-                &key,
+        .write_grouped(
+            &INSERT,
+            vec![
+                Some(id.clone()),
+                Some(caller.tenant.clone()),
+                Some(c.patient_id.clone()),
+                Some(c.verification_id.clone()),
+                Some(c.npi.clone()),
+                Some(c.diagnoses.join(",")),
+                Some(serde_json::to_string(&c.procedures).unwrap_or_default()),
+                Some(total.to_string()),
+                key.clone(),
             ],
         )
         .await;

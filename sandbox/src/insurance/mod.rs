@@ -229,24 +229,42 @@ async fn verify(
             a
         }
     };
+    static INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
+        std::sync::LazyLock::new(|| crate::group_commit::GroupStatement {
+            one: "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
+                    member_id, date_of_service, procedures, eligible, coverage_pct, reason,
+                    cached, status)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::boolean, $9::text::int, $10,
+                          $11::text::boolean, 'active')"
+                .into(),
+            many: "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
+                    member_id, date_of_service, procedures, eligible, coverage_pct, reason,
+                    cached, status)
+                   SELECT i, t, p, y, m, d, c, e::boolean, g::int, r, h::boolean, 'active'
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                               $11::text[])
+                        AS u(i, t, p, y, m, d, c, e, g, r, h)"
+                .into(),
+            columns: 11,
+        });
+    // Committed with the verifications other requests make meanwhile.
     let inserted = ctx
         .db
-        .execute(
-            "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id, member_id,
-                date_of_service, procedures, eligible, coverage_pct, reason, cached, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active')",
-            &[
-                &id,
-                &caller.tenant,
-                &r.patient_id,
-                &r.payer_id,
-                &r.member_id,
-                &r.date_of_service,
-                &r.procedures.join(","),
-                &answer.eligible,
-                &answer.coverage_pct,
-                &answer.reason,
-                &was_cached,
+        .write_grouped(
+            &INSERT,
+            vec![
+                Some(id.clone()),
+                Some(caller.tenant.clone()),
+                Some(r.patient_id.clone()),
+                Some(r.payer_id.clone()),
+                Some(r.member_id.clone()),
+                Some(r.date_of_service.clone()),
+                Some(r.procedures.join(",")),
+                Some(answer.eligible.to_string()),
+                Some(answer.coverage_pct.to_string()),
+                Some(answer.reason.clone()),
+                Some(was_cached.to_string()),
             ],
         )
         .await;

@@ -1,0 +1,171 @@
+//! Group commit: one-row writes that arrive together go to PostgreSQL as
+//! one statement and one commit.
+//!
+//! Under load each service writes a row per request: a patient at intake,
+//! each holder's copy of it. One statement and one commit each, those rows
+//! cost PostgreSQL more CPU than the services spend on the requests (the
+//! breakdown of `cargo xtask bench mesh` showed ~190 µs of server time per
+//! statement, half of the machine). Here a row waits while the batch
+//! before it is written, then goes in with the others that waited: one
+//! `INSERT … SELECT FROM unnest(…)` and one commit. A request is still
+//! answered only once its row is committed.
+//!
+//! A batch that PostgreSQL refuses as a whole (a duplicate key, two upserts
+//! of one row in a batch) is written again row by row, so each request gets
+//! its own answer: the row that broke it its error, the others their
+//! commit. A store that is unavailable fails the batch's rows at once, as
+//! it would have failed each (no row waits twice for a pool).
+//!
+//! The compliance monitor's audit trail has its own writer
+//! ([`crate::audit_writer`]): its rows need their ids back, in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use crate::store::{Db, StoreError};
+
+/// A write that can be grouped: the same row written one at a time and
+/// many at once. Every column is text (`NULL` for `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupStatement {
+    /// One row: parameters `$1`…`$n`, each `text`.
+    pub one: String,
+    /// Many rows: parameters `$1`…`$n`, each a `text[]` of the rows'
+    /// values in that column (`unnest($1::text[], …)`).
+    pub many: String,
+    /// Its columns (`n`).
+    pub columns: usize,
+}
+
+type Pending = (Vec<Option<String>>, oneshot::Sender<Result<(), StoreError>>);
+
+/// Rows in one statement at most.
+const MAX_BATCH: usize = 128;
+/// Batches of one statement written at once (each on a pooled connection).
+const WRITERS: usize = 2;
+
+/// The writers of one database, one queue per statement; their tasks end
+/// when the database is dropped.
+#[derive(Default)]
+pub(crate) struct Groups {
+    queues: std::sync::Mutex<HashMap<GroupStatement, mpsc::Sender<Pending>>>,
+}
+
+impl Groups {
+    /// The queue of `statement`, its writers started on first use.
+    fn queue(&self, db: &Arc<Db>, statement: &GroupStatement) -> mpsc::Sender<Pending> {
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = queues.get(statement) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let (db, rx, statement) = (Arc::downgrade(db), Arc::clone(&rx), statement.clone());
+            tokio::spawn(writer(db, rx, statement));
+        }
+        queues.insert(statement.clone(), tx.clone());
+        tx
+    }
+}
+
+/// One writer: takes what is queued (up to a batch), writes it, answers.
+/// It holds the database weakly, so that dropping it (a service stopped)
+/// closes the queue and ends the task.
+async fn writer(db: Weak<Db>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, statement: GroupStatement) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let Some(db) = db.upgrade() else {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(stopped()));
+            }
+            return;
+        };
+        write(&db, &statement, &mut batch).await;
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::DbUnavailable("the service's database writer has stopped".into())
+}
+
+/// Writes `batch` (emptying it) and answers each row.
+async fn write(db: &Db, statement: &GroupStatement, batch: &mut Vec<Pending>) {
+    if batch.len() == 1 {
+        if let Some((row, reply)) = batch.pop() {
+            let _ = reply.send(one(db, statement, &row).await);
+        }
+        return;
+    }
+    let mut columns = vec![Vec::with_capacity(batch.len()); statement.columns];
+    for (row, _) in batch.iter() {
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value.clone());
+        }
+    }
+    let params: Vec<&(dyn ToSql + Sync)> =
+        columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+    match db.execute(&statement.many, &params).await {
+        Ok(_) => {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        Err(e) if e.is_unavailable() => {
+            let message = e.to_string();
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(StoreError::DbUnavailable(message.clone())));
+            }
+        }
+        // Refused as a whole: row by row, so that only the rows at fault
+        // fail.
+        Err(_) => {
+            for (row, reply) in batch.drain(..) {
+                let _ = reply.send(one(db, statement, &row).await);
+            }
+        }
+    }
+}
+
+/// Writes one row on its own.
+async fn one(
+    db: &Db,
+    statement: &GroupStatement,
+    row: &[Option<String>],
+) -> Result<(), StoreError> {
+    let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    db.execute(&statement.one, &params).await.map(|_| ())
+}
+
+impl Db {
+    /// Writes `row` (one value per column of `statement`) with the rows
+    /// other requests write by the same statement meanwhile, in one
+    /// statement and one commit; returns once it is committed, or with
+    /// this row's own error.
+    pub async fn write_grouped(
+        self: &Arc<Self>,
+        statement: &GroupStatement,
+        row: Vec<Option<String>>,
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(row.len(), statement.columns, "{}", statement.one);
+        let queue = self.groups().queue(self, statement);
+        let (reply, answer) = oneshot::channel();
+        let wait = async {
+            queue.send((row, reply)).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        crate::timing::measure(crate::timing::Part::Db, wait).await
+    }
+}
