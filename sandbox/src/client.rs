@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::auth::token;
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::clock::Clock;
 use crate::metrics::ServiceMetrics;
 use crate::retry::{AttemptFailure, Backoff, RetryPolicy};
 use crate::service::Service;
-use crate::token;
 
 /// Where each service is reached. Shared by the mesh's clients, so a
 /// route can be changed while the mesh runs (to put a chaos proxy in

@@ -65,7 +65,7 @@ pub struct Ctx {
     /// The mutating calls' token ids already used.
     pub replay: ReplayGuard,
     /// People's standings (logged out, role changed), each kept briefly.
-    pub sessions: crate::standing::SessionCache,
+    pub sessions: crate::auth::standing::SessionCache,
     /// Visits changing state (the API's live stream).
     pub visit_events: tokio::sync::broadcast::Sender<crate::states::StatusChange>,
 }

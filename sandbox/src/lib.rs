@@ -66,23 +66,21 @@ mod registry;
 pub mod retry;
 pub mod schema;
 mod service;
-pub mod sessions;
-mod standing;
 pub mod states;
 pub mod store;
 pub mod store_tls;
 pub mod target;
 pub mod timing;
 pub mod tls;
-pub mod token;
 pub mod vault;
 
-pub use auth::Role;
+pub use auth::{Role, token};
 pub use compliance::access;
 pub use config::{MeshConfig, PoolConfig, ServerLimits};
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use faults::FaultPlan;
 pub use fixture::Tenant;
+pub use gate::sessions;
 pub use mesh::{
     Answer, AnswerCheck, Credentials, Mesh, MeshClient, MeshError, Minter, RequestError,
 };

@@ -24,6 +24,7 @@ pub use crate::mesh_client::{
     connection_retries,
 };
 
+use crate::auth::token::{self, Role};
 use crate::breaker::BreakerState;
 use crate::client::{Call, Method, Routes, ServiceClient};
 use crate::clock::SystemClock;
@@ -33,7 +34,6 @@ use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::store::{self, Cache, Db, StoreError};
-use crate::token::{self, Role};
 use crate::{admin, gate, ops, registry};
 
 /// Why the mesh (or one service) could not start.

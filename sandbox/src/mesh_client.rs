@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::auth::token::{self, Role};
 use crate::service::Service;
-use crate::token::{self, Role};
 
 /// How long the tests' clients keep an idle connection: under the servers'
 /// header-read timeout (5 s), and under the keep-alive of common servers.

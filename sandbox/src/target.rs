@@ -99,7 +99,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         name: d.name.clone(),
         services,
         auth: Auth {
-            revocation_bound_ms: Some(crate::sessions::REVOCATION_BOUND.as_millis() as u64),
+            revocation_bound_ms: Some(crate::gate::sessions::REVOCATION_BOUND.as_millis() as u64),
             ..d.auth.clone()
         },
         tls: d.tls.clone(),

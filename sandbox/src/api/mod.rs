@@ -131,7 +131,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
         .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
         .merge(crate::api::visits::routes())
-        .merge(crate::sessions::routes())
+        .merge(crate::gate::sessions::routes())
 }
 
 /// Passes a read to `target` and its answer back; a failed call answers
@@ -322,9 +322,9 @@ where
     audit,
     crate::api::visits::find,
     crate::api::visits::events,
-    crate::sessions::logout_self,
-    crate::sessions::logout_user,
-    crate::sessions::set_role,
-    crate::sessions::clear_role
+    crate::gate::sessions::logout_self,
+    crate::gate::sessions::logout_user,
+    crate::gate::sessions::set_role,
+    crate::gate::sessions::clear_role
 ))]
 pub(crate) struct Doc;

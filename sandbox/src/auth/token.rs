@@ -47,7 +47,7 @@ pub struct Claims {
     pub role: Option<Role>,
     /// The person, in a user token from an identity provider that names
     /// one (a staff id, never a patient's): what a logout or a role change
-    /// applies to (see [`crate::sessions`]).
+    /// applies to (see [`crate::gate::sessions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
 }
