@@ -21,21 +21,26 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::client::{Call, CallError, Method};
 use crate::ctx::Ctx;
+use crate::error::ApiError;
 use crate::ops::storage_health;
 use crate::service::Service;
 
 pub(crate) mod patients;
 pub(crate) mod saga;
 pub(crate) mod visits;
+mod wire;
 
 pub use patients::FIELDS_NEEDED;
-pub use saga::{SagaFailed, VisitCompleted};
+pub use wire::{
+    AnalyticsQuery, AuditQuery, Compensation, Coverage, DiagnosisIn, FindQuery, Intake, LineIn,
+    PatientRecord, PatientSynced, PatientUpdate, Payer, SagaFailed, Visit, VisitCompleted, VisitIn,
+    VisitRequest, VisitState, VisitsFound,
+};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -154,17 +159,15 @@ async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: St
             .into_response(),
         Err(e) => {
             let failure = saga::StepFailure::from_call(crate::states::SagaStep::Read, &e);
-            (
+            ApiError::new(
                 failure.status,
-                Json(json!({
-                    "error": "dependency_failed",
-                    "message": format!("{target} could not answer"),
-                    "dependency": target.name(),
-                    "cause": failure.cause,
-                    "request_id": caller.request_id,
-                })),
+                "dependency_failed",
+                format!("{target} could not answer"),
             )
-                .into_response()
+            .with("dependency", Value::String(target.name().to_string()))
+            .with("cause", failure.cause)
+            .with("request_id", Value::String(caller.request_id.clone()))
+            .into_response()
         }
     }
 }
@@ -191,11 +194,6 @@ async fn doctor_preferences(
     read_through(&ctx, &caller, Service::DoctorPersonalization, path).await
 }
 
-#[derive(Debug, Deserialize)]
-struct AnalyticsQuery {
-    metric: Option<String>,
-}
-
 /// `GET /analytics/aggregates`, passed to business-intelligence.
 #[utoipa::path(
     get,
@@ -213,13 +211,6 @@ async fn analytics(
         None => "/aggregates".to_string(),
     };
     read_through(&ctx, &caller, Service::BusinessIntelligence, path).await
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    request_id: Option<String>,
-    saga_id: Option<String>,
-    kind: Option<String>,
 }
 
 /// `GET /audit`, passed to compliance-monitor.

@@ -13,9 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::wire::{FindQuery, VisitState, VisitsFound};
 use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -94,28 +94,6 @@ pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitSta
         visit_id: visit_id.to_string(),
         status,
     });
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct FindQuery {
-    request_id: String,
-}
-
-/// `GET /visits?request_id=…`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct VisitsFound {
-    /// In the order they started.
-    pub visits: Vec<VisitState>,
-}
-
-/// A visit's state; also each event of its stream.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct VisitState {
-    /// The visit.
-    pub visit_id: String,
-    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
-    #[schema(value_type = String)]
-    pub status: VisitStatus,
 }
 
 /// `GET /visits?request_id=…`: the caller's visits started under that
