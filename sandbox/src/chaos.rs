@@ -8,11 +8,34 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::mesh::{Mesh, MeshConfig, MeshError};
 use crate::service::Service;
+
+/// One proxy to make, as `POST /populate` of a Toxiproxy API takes it.
+#[derive(Debug, Serialize)]
+struct ProxySpec<'a> {
+    name: &'a str,
+    listen: &'a str,
+    upstream: &'a str,
+    enabled: bool,
+}
+
+/// `POST /populate` answered: the proxies made (other fields ignored).
+#[derive(Debug, Deserialize)]
+struct Populated {
+    #[serde(default)]
+    proxies: Vec<ProxyMade>,
+}
+
+/// One proxy made and where it listens.
+#[derive(Debug, Deserialize)]
+struct ProxyMade {
+    name: String,
+    listen: String,
+}
 
 /// Why the chaos front could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +133,13 @@ impl ChaosFront {
         &self,
         wanted: &[(String, String)],
     ) -> Result<BTreeMap<String, SocketAddr>, ChaosFrontError> {
-        let body: Vec<Value> = wanted
+        let body: Vec<ProxySpec> = wanted
             .iter()
-            .map(|(name, upstream)| {
-                json!({"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": true})
+            .map(|(name, upstream)| ProxySpec {
+                name,
+                listen: "127.0.0.1:0",
+                upstream,
+                enabled: true,
             })
             .collect();
         let reply = reqwest::Client::new()
@@ -123,18 +149,21 @@ impl ChaosFront {
             .await
             .map_err(|e| self.failed(e.to_string()))?;
         let status = reply.status();
-        let answer: Value = reply.json().await.map_err(|e| self.failed(e.to_string()))?;
+        let text = reply.text().await.map_err(|e| self.failed(e.to_string()))?;
         if !status.is_success() {
-            return Err(self.failed(format!("{status}: {answer}")));
+            return Err(self.failed(format!("{status}: {text}")));
         }
+        let answer: Populated =
+            serde_json::from_str(&text).map_err(|e| self.failed(format!("{e}: {text}")))?;
         let mut made = BTreeMap::new();
-        for view in answer["proxies"].as_array().into_iter().flatten() {
-            let name = view["name"].as_str().unwrap_or_default();
-            let listen: SocketAddr = view["listen"]
-                .as_str()
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| self.failed(format!("proxy {name}: no listen address in {view}")))?;
-            made.insert(name.to_string(), listen);
+        for view in answer.proxies {
+            let listen: SocketAddr = view.listen.parse().map_err(|e| {
+                self.failed(format!(
+                    "proxy {}: listen address {:?}: {e}",
+                    view.name, view.listen
+                ))
+            })?;
+            made.insert(view.name, listen);
         }
         if let Some((missing, _)) = wanted.iter().find(|(n, _)| !made.contains_key(n)) {
             return Err(self.failed(format!("no proxy `{missing}` was made")));
