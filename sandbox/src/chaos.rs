@@ -3,7 +3,7 @@
 //! stores ([`ChaosFront`]): `sandbox up --chaos-api ADDR`
 //! starts it and declares it in the target file (`capabilities.chaos`), so
 //! the suites' chaos tests drive a running sandbox exactly as they would a
-//! staging deployment behind a real Toxiproxy.
+//! staging target behind a real Toxiproxy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -142,21 +142,24 @@ impl ChaosFront {
                 enabled: true,
             })
             .collect();
-        let reply = reqwest::Client::new()
+        let response = reqwest::Client::new()
             .post(format!("{}/populate", self.url))
             .json(&body)
             .send()
             .await
             .map_err(|e| self.failed(e.to_string()))?;
-        let status = reply.status();
-        let text = reply.text().await.map_err(|e| self.failed(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
         if !status.is_success() {
             return Err(self.failed(format!("{status}: {text}")));
         }
-        let answer: Populated =
+        let populated: Populated =
             serde_json::from_str(&text).map_err(|e| self.failed(format!("{e}: {text}")))?;
         let mut made = BTreeMap::new();
-        for view in answer.proxies {
+        for view in populated.proxies {
             let listen: SocketAddr = view.listen.parse().map_err(|e| {
                 self.failed(format!(
                     "proxy {}: listen address {:?}: {e}",

@@ -3,7 +3,7 @@
 //! then started again), as `docker compose restart` would a container. `sandbox restart --control ADDR SERVICE`
 //! calls it; the target file names that command as its
 //! `capabilities.restart`, so the suites' restart tests drive the sandbox
-//! exactly as they would a deployment's own restart command.
+//! exactly as they would any target's own restart command.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

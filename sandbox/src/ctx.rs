@@ -1,7 +1,7 @@
 //! What every service shares: its state ([`Ctx`]: storage, the outgoing
-//! client, counters, faults, ids), the mesh's settings, and the helpers
-//! the handlers of several services use (patient sync, idempotent creates,
-//! cancellation).
+//! client, counters, faults, the id mint), the mesh's settings, and the
+//! helpers the handlers of several services use (patient sync, idempotent
+//! creates, cancellation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -49,7 +49,7 @@ pub enum Credentials {
     Secret(Arc<[u8]>),
     /// Sends this bearer token (issued elsewhere, for one tenant).
     Bearer(Arc<str>),
-    /// Asks for a fresh token per request (a deployment's identity
+    /// Asks for a fresh token per request (the target's identity
     /// provider, through a command): any tenant, any role.
     Minted(Arc<dyn Minter>),
 }

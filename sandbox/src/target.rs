@@ -107,7 +107,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         storage: Storage {
             database_url: Some(d.database_url.clone()),
             database_url_env: None,
-            // With its password: the file is the deployment's description.
+            // With its password: the file describes the target.
             redis_url: Some(mesh.config().redis.url()),
             redis_prefix: Some(mesh.config().redis_prefix.clone()),
         },

@@ -139,19 +139,13 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         .merge(crate::gate::sessions::routes())
 }
 
-/// Passes a read to `target` and its answer back; a failed call answers
+/// Passes a read to `peer` and its answer back; a failed call answers
 /// `503` (breaker open, bulkhead full), `504` (timeout) or `502`, with the
-/// cause, or the target's own `4xx`.
-async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: String) -> Response {
-    let call = Call::new(
-        target,
-        Method::Get,
-        path,
-        &caller.tenant,
-        &caller.request_id,
-    );
+/// cause, or the peer's own `4xx`.
+async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, peer: Service, path: String) -> Response {
+    let call = Call::new(peer, Method::Get, path, &caller.tenant, &caller.request_id);
     match ctx.client.call(call).await {
-        Ok(reply) => (StatusCode::OK, Json(reply.body)).into_response(),
+        Ok(answer) => (StatusCode::OK, Json(answer.body)).into_response(),
         Err(CallError::Status { status, body, .. }) if (400..500).contains(&status) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             Json(body),
@@ -162,9 +156,9 @@ async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: St
             ApiError::new(
                 failure.status,
                 "dependency_failed",
-                format!("{target} could not answer"),
+                format!("{peer} could not answer"),
             )
-            .with("dependency", Value::String(target.name().to_string()))
+            .with("dependency", Value::String(peer.name().to_string()))
             .with("cause", failure.cause)
             .with("request_id", Value::String(caller.request_id.clone()))
             .into_response()

@@ -1,6 +1,7 @@
-//! Service tokens: JWTs (HS256, through the `jsonwebtoken` crate) saying
-//! who calls (`iss`), for which service (`aud`), for which tenant, from
-//! when (`iat`, `nbf`) until when (`exp`), with a unique id (`jti`).
+//! The mesh's tokens, a service's or a person's: JWTs (HS256, through the
+//! `jsonwebtoken` crate) saying who calls (`iss`), for which service
+//! (`aud`), for which tenant, from when (`iat`, `nbf`) until when (`exp`),
+//! with a unique id (`jti`).
 //!
 //! A service accepts a token only if it is an HS256 JWT (`alg: none` or any
 //! other algorithm is refused by name), its signature matches, it is meant
