@@ -296,7 +296,7 @@ fn breakdown(
     })
 }
 
-/// Prints a breakdown (as [`breakdown`] made it) for a reader.
+/// Prints a breakdown (as the run collected it) for a reader.
 pub fn print_breakdown(endpoint: &str, b: &Value) {
     println!(
         "breakdown of {endpoint}: client mean {} ms (p99 {}), outside the API's handler {} ms",

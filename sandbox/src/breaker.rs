@@ -89,7 +89,7 @@ struct Inner {
     not_permitted: u64,
 }
 
-/// One breaker (one per target service).
+/// One breaker (one per peer a service calls).
 #[derive(Clone)]
 pub struct CircuitBreaker {
     config: BreakerConfig,

@@ -3,16 +3,39 @@
 //! stores ([`ChaosFront`]): `sandbox up --chaos-api ADDR`
 //! starts it and declares it in the target file (`capabilities.chaos`), so
 //! the suites' chaos tests drive a running sandbox exactly as they would a
-//! staging deployment behind a real Toxiproxy.
+//! staging target behind a real Toxiproxy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::mesh::{Mesh, MeshConfig, MeshError};
 use crate::service::Service;
+
+/// One proxy to make, as `POST /populate` of a Toxiproxy API takes it.
+#[derive(Debug, Serialize)]
+struct ProxySpec<'a> {
+    name: &'a str,
+    listen: &'a str,
+    upstream: &'a str,
+    enabled: bool,
+}
+
+/// `POST /populate` answered: the proxies made (other fields ignored).
+#[derive(Debug, Deserialize)]
+struct Populated {
+    #[serde(default)]
+    proxies: Vec<ProxyMade>,
+}
+
+/// One proxy made and where it listens.
+#[derive(Debug, Deserialize)]
+struct ProxyMade {
+    name: String,
+    listen: String,
+}
 
 /// Why the chaos front could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,31 +133,40 @@ impl ChaosFront {
         &self,
         wanted: &[(String, String)],
     ) -> Result<BTreeMap<String, SocketAddr>, ChaosFrontError> {
-        let body: Vec<Value> = wanted
+        let body: Vec<ProxySpec> = wanted
             .iter()
-            .map(|(name, upstream)| {
-                json!({"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "enabled": true})
+            .map(|(name, upstream)| ProxySpec {
+                name,
+                listen: "127.0.0.1:0",
+                upstream,
+                enabled: true,
             })
             .collect();
-        let reply = reqwest::Client::new()
+        let response = reqwest::Client::new()
             .post(format!("{}/populate", self.url))
             .json(&body)
             .send()
             .await
             .map_err(|e| self.failed(e.to_string()))?;
-        let status = reply.status();
-        let answer: Value = reply.json().await.map_err(|e| self.failed(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
         if !status.is_success() {
-            return Err(self.failed(format!("{status}: {answer}")));
+            return Err(self.failed(format!("{status}: {text}")));
         }
+        let populated: Populated =
+            serde_json::from_str(&text).map_err(|e| self.failed(format!("{e}: {text}")))?;
         let mut made = BTreeMap::new();
-        for view in answer["proxies"].as_array().into_iter().flatten() {
-            let name = view["name"].as_str().unwrap_or_default();
-            let listen: SocketAddr = view["listen"]
-                .as_str()
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| self.failed(format!("proxy {name}: no listen address in {view}")))?;
-            made.insert(name.to_string(), listen);
+        for view in populated.proxies {
+            let listen: SocketAddr = view.listen.parse().map_err(|e| {
+                self.failed(format!(
+                    "proxy {}: listen address {:?}: {e}",
+                    view.name, view.listen
+                ))
+            })?;
+            made.insert(view.name, listen);
         }
         if let Some((missing, _)) = wanted.iter().find(|(n, _)| !made.contains_key(n)) {
             return Err(self.failed(format!("no proxy `{missing}` was made")));

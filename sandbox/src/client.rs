@@ -1,12 +1,14 @@
-//! The one client every service-to-service call goes through.
+//! The one client every service-to-service call goes through. The service
+//! called is the *peer* (named `target` in [`Call`], [`CallError`], the
+//! call records and the metrics' labels, as on the wire).
 //!
-//! Per attempt: the target's circuit breaker is asked for permission, a
-//! service token is signed (audience = the target, the caller's tenant,
+//! Per attempt: the peer's circuit breaker is asked for permission, a
+//! service token is signed (audience = the peer, the caller's tenant,
 //! short expiry), `X-Request-ID` is propagated, and the attempt has its own
 //! timeout. Failed attempts (connection errors, timeouts, `429`/`5xx`) are
 //! retried with exponential backoff and full jitter — but only for
 //! idempotent methods or requests carrying an idempotency key — as long as
-//! the call's overall timeout allows. Each target has a **bulkhead**: at
+//! the call's overall timeout allows. Each peer has a **bulkhead**: at
 //! most [`BulkheadConfig::max_concurrent`] calls to it at once, a call
 //! waiting longer than [`BulkheadConfig::max_wait`] for a slot is refused
 //! (so a dependency that hangs holds a bounded share of the caller's
@@ -22,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::auth::token;
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::clock::Clock;
 use crate::metrics::ServiceMetrics;
 use crate::retry::{AttemptFailure, Backoff, RetryPolicy};
 use crate::service::Service;
-use crate::token;
 
 /// Where each service is reached. Shared by the mesh's clients, so a
 /// route can be changed while the mesh runs (to put a chaos proxy in
@@ -37,7 +39,7 @@ pub type Routes = Arc<RwLock<HashMap<Service, SocketAddr>>>;
 /// The client's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
-    /// Each target's breaker.
+    /// Each peer's breaker.
     pub breaker: BreakerConfig,
     /// Retries.
     pub retry: RetryPolicy,
@@ -47,14 +49,14 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Validity of the tokens it signs.
     pub token_ttl: Duration,
-    /// Each target's bulkhead.
+    /// Each peer's bulkhead.
     pub bulkhead: BulkheadConfig,
 }
 
-/// A per-target concurrency limit.
+/// A per-peer concurrency limit.
 #[derive(Debug, Clone, Copy)]
 pub struct BulkheadConfig {
-    /// Calls to one target in flight at once.
+    /// Calls to one peer in flight at once.
     pub max_concurrent: usize,
     /// How long a call waits for a slot before it is refused.
     pub max_wait: Duration,
@@ -124,7 +126,7 @@ impl Method {
 /// One call.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
-    /// To whom.
+    /// To whom: the peer.
     pub target: Service,
     /// How.
     pub method: Method,
@@ -143,14 +145,14 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call without body or key.
     pub fn new(
-        target: Service,
+        peer: Service,
         method: Method,
         path: impl Into<String>,
         tenant: &'a str,
         request_id: &'a str,
     ) -> Self {
         Call {
-            target,
+            target: peer,
             method,
             path: path.into(),
             tenant,
@@ -214,10 +216,10 @@ impl PeerAnswer {
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
-    /// The target's breaker refused the call.
+    /// The peer's breaker refused the call.
     #[error("{target}: circuit breaker {} (next probe in {retry_after:?})", state.label())]
     NotPermitted {
-        /// The target.
+        /// The peer called.
         target: Service,
         /// The breaker's state.
         state: BreakerState,
@@ -227,7 +229,7 @@ pub enum CallError {
     /// The last attempt timed out.
     #[error("{target}: no answer within {timeout:?} (after {attempts} attempt(s))")]
     Timeout {
-        /// The target.
+        /// The peer called.
         target: Service,
         /// The attempt timeout.
         timeout: Duration,
@@ -237,22 +239,22 @@ pub enum CallError {
     /// The last attempt could not connect or broke.
     #[error("{target}: connection failed after {attempts} attempt(s): {message}")]
     Connection {
-        /// The target.
+        /// The peer called.
         target: Service,
         /// Why.
         message: String,
         /// Attempts made.
         attempts: u32,
-        /// Whether an attempt may have reached the target (a connection
+        /// Whether an attempt may have reached the peer (a connection
         /// made, then broken or timed out before the answer), so that its
         /// effect may have happened; `false` when every attempt failed to
         /// connect.
         maybe_delivered: bool,
     },
-    /// The target answered with an error status.
+    /// The peer answered with an error status.
     #[error("{target} answered {status} after {attempts} attempt(s)")]
     Status {
-        /// The target.
+        /// The peer called.
         target: Service,
         /// The status.
         status: u16,
@@ -261,23 +263,23 @@ pub enum CallError {
         /// Attempts made.
         attempts: u32,
     },
-    /// The target's bulkhead was full for longer than the wait.
+    /// The peer's bulkhead was full for longer than the wait.
     #[error("{target}: bulkhead full ({limit} calls in flight; waited {waited:?})")]
     BulkheadFull {
-        /// The target.
+        /// The peer called.
         target: Service,
         /// Its limit.
         limit: usize,
         /// How long the call waited.
         waited: Duration,
     },
-    /// No address is known for the target.
+    /// No address is known for the peer.
     #[error("{0}: no route")]
     NoRoute(Service),
 }
 
 impl CallError {
-    /// The target's error status, when it answered one.
+    /// The peer's error status, when it answered one.
     pub fn status(&self) -> Option<u16> {
         match self {
             CallError::Status { status, .. } => Some(*status),
@@ -319,7 +321,7 @@ pub struct ServiceClient {
     bulkheads: BTreeMap<Service, Bulkhead>,
     /// The background audits' own bulkhead (to the compliance monitor, with
     /// the same limit): under load they are most of the calls to it, and in
-    /// the target's bulkhead they queued the requests' own calls (a patient's
+    /// the peer's bulkhead they queued the requests' own calls (a patient's
     /// sync, a saga's events) behind them.
     audits: Bulkhead,
     /// The background audits' queue (see [`ServiceClient::call`]), started
@@ -382,7 +384,7 @@ pub enum CallRecords {
 const SEQ_GENERATION: usize = 10_000;
 
 impl ServiceClient {
-    /// A client calling as `from`, with a breaker per target on `clock`,
+    /// A client calling as `from`, with a breaker per peer on `clock`,
     /// backoff jitter seeded from `seed`.
     pub fn new(
         from: &'static str,
@@ -445,7 +447,7 @@ impl ServiceClient {
         self
     }
 
-    /// Calls over HTTPS with `config` (a deployment's CA, say): for a
+    /// Calls over HTTPS with `config` (a target's CA, say): for a
     /// client built outside the mesh, against a target's services.
     pub fn with_client_tls(mut self, config: &Arc<rustls::ClientConfig>) -> Self {
         let built = Self::http_builder()
@@ -476,26 +478,26 @@ impl ServiceClient {
         *c
     }
 
-    /// The breaker guarding calls to `target`.
-    pub fn breaker(&self, target: Service) -> &CircuitBreaker {
-        &self.breakers[&target]
+    /// The breaker guarding calls to `peer`.
+    pub fn breaker(&self, peer: Service) -> &CircuitBreaker {
+        &self.breakers[&peer]
     }
 
-    /// Where `target` is reached now.
-    pub fn route(&self, target: Service) -> Option<SocketAddr> {
+    /// Where `peer` is reached now.
+    pub fn route(&self, peer: Service) -> Option<SocketAddr> {
         self.routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&target)
+            .get(&peer)
             .copied()
     }
 
-    /// `GET /health` of `target` (through its route, not its breaker: a
+    /// `GET /health` of `peer` (through its route, not its breaker: a
     /// health probe is no call), answered within `timeout`:
     /// `healthy`, `unhealthy` (an error status), `unreachable` or `unknown`
     /// (no route).
-    pub async fn probe_health(&self, target: Service, timeout: Duration) -> &'static str {
-        let Some(addr) = self.route(target) else {
+    pub async fn probe_health(&self, peer: Service, timeout: Duration) -> &'static str {
+        let Some(addr) = self.route(peer) else {
             return "unknown";
         };
         let probe = self
@@ -701,7 +703,7 @@ impl ServiceClient {
                 self.metrics.incr("client_not_permitted_total", label);
                 // A retry the breaker (opened meanwhile) refuses: the call
                 // failed as its last attempt did (which may have reached
-                // the target: what the caller must know to compensate).
+                // the peer: what the caller must know to compensate).
                 if let Some(failed) = previous {
                     return Err(failed);
                 }
@@ -780,7 +782,7 @@ impl ServiceClient {
                     )
                 }
                 Ok(Ok((status, bytes))) => {
-                    // A 4xx is the caller's fault, not the target's.
+                    // A 4xx is the caller's fault, not the peer's.
                     breaker.record(status < 500);
                     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     if (200..300).contains(&status) {
@@ -817,21 +819,21 @@ impl ServiceClient {
         }
     }
 
-    /// Closes every target's breaker (test mode's `/admin/breakers/reset`).
+    /// Closes every peer's breaker (test mode's `/admin/breakers/reset`).
     pub fn reset_breakers(&self) {
         for b in self.breakers.values() {
             b.reset();
         }
     }
 
-    /// Every target's breaker state.
+    /// Every peer's breaker state.
     pub fn breaker_states(&self) -> BTreeMap<Service, BreakerState> {
         self.breakers.iter().map(|(s, b)| (*s, b.state())).collect()
     }
 
-    /// The most calls to `target` that were in flight at once.
-    pub fn peak_in_flight(&self, target: Service) -> u64 {
-        self.bulkheads[&target].peak.load(Ordering::Relaxed)
+    /// The most calls to `peer` that were in flight at once.
+    pub fn peak_in_flight(&self, peer: Service) -> u64 {
+        self.bulkheads[&peer].peak.load(Ordering::Relaxed)
     }
 
     /// The breakers and bulkheads as Prometheus text.
@@ -890,7 +892,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// One target's bulkhead: its slots and what is in flight.
+/// One peer's bulkhead: its slots and what is in flight.
 struct Bulkhead {
     slots: tokio::sync::Semaphore,
     in_flight: AtomicU64,

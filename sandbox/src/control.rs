@@ -3,7 +3,7 @@
 //! then started again), as `docker compose restart` would a container. `sandbox restart --control ADDR SERVICE`
 //! calls it; the target file names that command as its
 //! `capabilities.restart`, so the suites' restart tests drive the sandbox
-//! exactly as they would a deployment's own restart command.
+//! exactly as they would any target's own restart command.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::error::ApiError;
 use crate::mesh::{Mesh, MeshError};
 use crate::service::Service;
 
@@ -71,29 +72,38 @@ impl Control {
     }
 }
 
+/// `POST /restart/{service}` answered: the service restarted, and where
+/// it listens (errors answer the one error shape, [`ApiError`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Restarted {
+    /// The service's name.
+    pub restarted: String,
+    /// Its base URL.
+    pub url: String,
+}
+
 async fn restart(State(mesh): State<Arc<Mesh>>, Path(name): Path<String>) -> Response {
     let Some(service) = Service::from_name(&name) else {
         let known: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
-        return (
+        return ApiError::new(
             StatusCode::NOT_FOUND,
-            axum::Json(json!({
-                "error": "unknown_service",
-                "message": format!("no service `{name}`; the services are {}", known.join(", ")),
-            })),
+            "unknown_service",
+            format!("no service `{name}`; the services are {}", known.join(", ")),
         )
-            .into_response();
+        .into_response();
     };
     // As a deploy's restart does: the requests in flight are answered,
     // then the service starts again on its port.
     mesh.shutdown(service).await;
     match mesh.restart(service).await {
-        Ok(()) => axum::Json(json!({"restarted": service.name(), "url": mesh.url(service)}))
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": "restart_failed", "message": e.to_string()})),
-        )
-            .into_response(),
+        Ok(()) => axum::Json(Restarted {
+            restarted: service.name().to_string(),
+            url: mesh.url(service),
+        })
+        .into_response(),
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "restart_failed", e).into_response()
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every service shares: its state ([`Ctx`]: storage, the outgoing
-//! client, counters, faults, ids), the mesh's settings, and the helpers
-//! the handlers of several services use (patient sync, idempotent creates,
-//! cancellation).
+//! client, counters, faults, the id mint), the mesh's settings, and the
+//! helpers the handlers of several services use (patient sync, idempotent
+//! creates, cancellation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,7 +65,7 @@ pub struct Ctx {
     /// The mutating calls' token ids already used.
     pub replay: ReplayGuard,
     /// People's standings (logged out, role changed), each kept briefly.
-    pub sessions: crate::standing::SessionCache,
+    pub sessions: crate::auth::standing::SessionCache,
     /// Visits changing state (the API's live stream).
     pub visit_events: tokio::sync::broadcast::Sender<crate::states::StatusChange>,
 }
@@ -191,10 +191,10 @@ pub async fn sync_patient(
 }
 
 /// The upsert of a holder's patient copy, one row or many.
-fn copy_upsert(service: crate::service::Service) -> crate::group_commit::GroupStatement {
+fn copy_upsert(service: crate::service::Service) -> crate::store::GroupStatement {
     let schema = service.schema();
     let conflict = "ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()";
-    crate::group_commit::GroupStatement {
+    crate::store::GroupStatement {
         one: format!(
             "INSERT INTO {schema}.patients (tenant, patient_id, record) VALUES ($1, $2, $3) {conflict}"
         ),

@@ -7,30 +7,40 @@
 //!   proxy; `cargo run -p sandbox -- up` runs them as one binary. How to
 //!   start one is [`config`] ([`MeshConfig`]); the tests' client of a
 //!   running mesh is [`MeshClient`].
-//! - The services, each a module with its routes and its wire types (the
-//!   requests and answers its handlers take and give, which its callers
-//!   send and read): [`api`] (routes, aggregated health, reads passed
-//!   through; intake, sync and update of patients; visits and the claim
-//!   saga with compensation), [`insurance`], [`billing`], the compliance
-//!   monitor (audit trail, [`access`] log, violations, incidents), business
-//!   intelligence, doctor personalisation.
+//! - The services, each a folder whose `mod.rs` holds its routes and
+//!   handlers and whose `wire.rs` its wire types (the requests and answers
+//!   its handlers take and give, deriving both `Serialize` and
+//!   `Deserialize`, which its callers send and read: no body between
+//!   services is written as `json!`, no answer read by key): [`api`]
+//!   (`api/`: routes, aggregated health, reads passed through; patients'
+//!   intake, sync and update in `patients`; the claim saga with
+//!   compensation in `saga`; a visit's lifecycle and its stream in
+//!   `visits`), [`insurance`], [`billing`], business intelligence (`bi/`),
+//!   doctor personalisation (`doctor/`), and the compliance monitor
+//!   (`compliance/`: audit trail, [`access`] log, violations, incidents).
 //! - Below the services: [`states`] (a visit's status, the saga's steps
 //!   and events, an incident's violation, severity and state, as enums
 //!   serialized as the strings the wire and the database hold), the one
-//!   error shape ([`ApiError`], its body [`ErrorBody`]), [`store`].
-//! - Cross-cutting: [`client`] (every service-to-service call: per-target
+//!   error shape ([`ApiError`], its body [`ErrorBody`]), [`store`], and
+//!   [`auth`] (`auth/`: the [`Caller`](auth::Caller), per-route access by
+//!   service and [`Role`], replayed tokens refused; the signed [`token`]s
+//!   every service verifies; what a service keeps of people's standings).
+//! - Every request passes the request gate (`gate/`: request id, token
+//!   check, injected faults, counting, the one error shape for the
+//!   framework's own rejections), which enforces [`sessions`] (logouts and
+//!   role changes, in force within their bound; their routes are the
+//!   API's).
+//! - Cross-cutting: [`client`] (every call to a peer service: per-peer
 //!   [`breaker`], [`retry`] with seeded full jitter, per-attempt and
-//!   overall timeouts, `X-Request-ID`, signed [`token`]s that every service
-//!   verifies), tenants bound to tokens, [`auth`] (the caller, per-route
-//!   access by service and role, replayed tokens refused), logs through a
-//!   PHI-redacting layer, a test-mode fault endpoint ([`FaultPlan`]),
-//!   `/metrics` ([`metrics`]).
+//!   overall timeouts, `X-Request-ID`, a fresh token per attempt), tenants
+//!   bound to tokens, logs through a PHI-redacting layer, a test-mode
+//!   fault endpoint ([`FaultPlan`]), `/metrics` ([`metrics`]).
 //! - [`target`]: the running mesh described as a target file.
 //!
 //! No module imports one that imports it back (`cargo xtask cycles`):
-//! configuration, states and storage lie below the service state, the
-//! services above it, and the registry, OpenAPI document and mesh above
-//! the services. Modules other crates do not use are private; the types
+//! configuration, states, storage and `auth` lie below the service state,
+//! the gate and the services above it, and the registry, OpenAPI document
+//! and mesh above the services. Modules other crates do not use are private; the types
 //! they need are re-exported here.
 
 mod admin;
@@ -53,7 +63,6 @@ mod error;
 mod faults;
 pub mod fixture;
 mod gate;
-pub mod group_commit;
 pub mod insurance;
 pub mod limits;
 mod logs;
@@ -67,23 +76,21 @@ mod registry;
 pub mod retry;
 pub mod schema;
 mod service;
-pub mod sessions;
-mod standing;
 pub mod states;
 pub mod store;
 pub mod store_tls;
 pub mod target;
 pub mod timing;
 pub mod tls;
-pub mod token;
 pub mod vault;
 
-pub use auth::Role;
+pub use auth::{Role, token};
 pub use compliance::access;
 pub use config::{MeshConfig, PoolConfig, ServerLimits};
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use faults::FaultPlan;
 pub use fixture::Tenant;
+pub use gate::sessions;
 pub use mesh::{
     Answer, AnswerCheck, Credentials, Mesh, MeshClient, MeshError, Minter, RequestError,
 };

@@ -737,7 +737,7 @@ fn write_target_file(
         restart: Some(restart),
     };
     let mut file = sandbox::target::describe(mesh, &description);
-    // With its password: the file is the deployment's description.
+    // With its password: the file describes the target.
     file.storage.redis_url = Some(redis.url());
     let text = file
         .to_toml(&format!(

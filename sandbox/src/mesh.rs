@@ -24,6 +24,7 @@ pub use crate::mesh_client::{
     connection_retries,
 };
 
+use crate::auth::token::{self, Role};
 use crate::breaker::BreakerState;
 use crate::client::{Call, Method, Routes, ServiceClient};
 use crate::clock::SystemClock;
@@ -33,7 +34,6 @@ use crate::logs::{LogBook, LogViolation};
 use crate::metrics::ServiceMetrics;
 use crate::service::Service;
 use crate::store::{self, Cache, Db, StoreError};
-use crate::token::{self, Role};
 use crate::{admin, gate, ops, registry};
 
 /// Why the mesh (or one service) could not start.
@@ -587,12 +587,12 @@ impl Mesh {
             .insert(service, self.addrs[&service]);
     }
 
-    /// The state of the API's breaker for calls to `target`.
-    pub fn breaker_state(&self, target: Service) -> Option<BreakerState> {
+    /// The state of the API's breaker for calls to `peer`.
+    pub fn breaker_state(&self, peer: Service) -> Option<BreakerState> {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         running
             .get(&Service::HealthcareApi)
-            .map(|r| r.ctx.client.breaker(target).state())
+            .map(|r| r.ctx.client.breaker(peer).state())
     }
 
     /// A counter of `service` (`client_retries_total`, labels

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::auth::token::{self, Role};
 use crate::service::Service;
-use crate::token::{self, Role};
 
 /// How long the tests' clients keep an idle connection: under the servers'
 /// header-read timeout (5 s), and under the keep-alive of common servers.
@@ -49,7 +49,7 @@ pub enum Credentials {
     Secret(Arc<[u8]>),
     /// Sends this bearer token (issued elsewhere, for one tenant).
     Bearer(Arc<str>),
-    /// Asks for a fresh token per request (a deployment's identity
+    /// Asks for a fresh token per request (the target's identity
     /// provider, through a command): any tenant, any role.
     Minted(Arc<dyn Minter>),
 }

@@ -185,7 +185,7 @@ pub async fn config(State(ctx): State<Arc<Ctx>>) -> axum::Json<EffectiveConfig> 
         idempotency_ttl_ms: ms(ctx.settings.idempotency_ttl),
         log_redaction: true,
         rate_limit: ctx.settings.rate_limit.as_ref().map(|l| l.limit()),
-        revocation_bound_ms: crate::sessions::REVOCATION_BOUND.as_millis() as u64,
+        revocation_bound_ms: crate::gate::sessions::REVOCATION_BOUND.as_millis() as u64,
         schema_version: ctx.settings.schema_version,
     };
     let text = serde_json::to_string(&settings).unwrap_or_default();

@@ -99,7 +99,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         name: d.name.clone(),
         services,
         auth: Auth {
-            revocation_bound_ms: Some(crate::sessions::REVOCATION_BOUND.as_millis() as u64),
+            revocation_bound_ms: Some(crate::gate::sessions::REVOCATION_BOUND.as_millis() as u64),
             ..d.auth.clone()
         },
         tls: d.tls.clone(),
@@ -107,7 +107,7 @@ pub fn describe(mesh: &Mesh, d: &Description) -> TargetFile {
         storage: Storage {
             database_url: Some(d.database_url.clone()),
             database_url_env: None,
-            // With its password: the file is the deployment's description.
+            // With its password: the file describes the target.
             redis_url: Some(mesh.config().redis.url()),
             redis_prefix: Some(mesh.config().redis_prefix.clone()),
         },

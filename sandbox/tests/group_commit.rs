@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use harness::service_test;
 use provision::Postgres;
-use sandbox::group_commit::GroupStatement;
+use sandbox::store::GroupStatement;
 use sandbox::store::{Db, PoolConfig};
 
 /// A database and table of their own (`k` unique; `x` the writing

@@ -793,7 +793,7 @@ impl Fixture for Rows {
         let client = sandbox::store::connect(&url)
             .await
             .map_err(|e| FixtureError::new(format!("connecting to the target's database: {e}")))?;
-        // The row checks read the reference services' tables: a deployment
+        // The row checks read the reference services' tables: a target
         // whose schema is its own is not judged by them.
         let missing: Vec<String> = client
             .query(
@@ -874,7 +874,7 @@ impl Fixture for CacheKeys {
         let Some((endpoint, prefix)) = target.redis() else {
             return Err(FixtureError::new("no Redis"));
         };
-        // With its credentials: a private instance (or a deployment's
+        // With its credentials: a private instance (or a target's
         // Redis) refuses a client without the password.
         let conn = endpoint.connect().await.map_err(|e| {
             FixtureError::new(format!(

@@ -1,5 +1,5 @@
 //! What the shipped suites stand on: the system under test as the
-//! [`Target`] fixture (the in-process sandbox, or a deployment described by
+//! [`Target`] fixture (the in-process sandbox, or a running system described by
 //! a target file), and what a test may do to it as fixtures
 //! ([`capabilities`]): a target without a capability skips the test that
 //! asks for it, with the reason.

@@ -2,7 +2,7 @@
 //!
 //! Without `--target`, the target is the run's in-process [`Mesh`] and has
 //! every capability. With `--target FILE` (or `SERVICE_TEST_TARGET`) it is
-//! the deployment the file describes, and has the capabilities the file
+//! the running system the file describes, and has the capabilities the file
 //! declares. The [`preflight`] checks every service's `/health` before any
 //! test runs.
 
@@ -317,7 +317,7 @@ impl Target {
         })
     }
 
-    /// The deployment the target file at `path` describes (not contacted:
+    /// The running system the target file at `path` describes (not contacted:
     /// see [`Target::check_health`]).
     pub fn load(path: &Path) -> Result<Target, TargetError> {
         let names = sandbox::target::service_names();

@@ -1,6 +1,6 @@
 //! The shipped suites: one `harness = false` binary, laid out as seed 000's
 //! tree (plus seed 001's contracts, config and health), run against the
-//! [`suites::Target`]: the in-process sandbox by default, or a deployment
+//! [`suites::Target`]: the in-process sandbox by default, or a running system
 //! with `--target FILE`.
 //!
 //! ```text

@@ -21,21 +21,26 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::client::{Call, CallError, Method};
 use crate::ctx::Ctx;
+use crate::error::ApiError;
 use crate::ops::storage_health;
 use crate::service::Service;
 
 pub(crate) mod patients;
 pub(crate) mod saga;
 pub(crate) mod visits;
+mod wire;
 
 pub use patients::FIELDS_NEEDED;
-pub use saga::{SagaFailed, VisitCompleted};
+pub use wire::{
+    AnalyticsQuery, AuditQuery, Compensation, Coverage, DiagnosisIn, FindQuery, Intake, LineIn,
+    PatientRecord, PatientSynced, PatientUpdate, Payer, SagaFailed, Visit, VisitCompleted, VisitIn,
+    VisitRequest, VisitState, VisitsFound,
+};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -131,22 +136,16 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
         ))
         .merge(allow(Router::new().route("/audit", get(audit)), &AUDIT))
         .merge(crate::api::visits::routes())
-        .merge(crate::sessions::routes())
+        .merge(crate::gate::sessions::routes())
 }
 
-/// Passes a read to `target` and its answer back; a failed call answers
+/// Passes a read to `peer` and its answer back; a failed call answers
 /// `503` (breaker open, bulkhead full), `504` (timeout) or `502`, with the
-/// cause, or the target's own `4xx`.
-async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: String) -> Response {
-    let call = Call::new(
-        target,
-        Method::Get,
-        path,
-        &caller.tenant,
-        &caller.request_id,
-    );
+/// cause, or the peer's own `4xx`.
+async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, peer: Service, path: String) -> Response {
+    let call = Call::new(peer, Method::Get, path, &caller.tenant, &caller.request_id);
     match ctx.client.call(call).await {
-        Ok(reply) => (StatusCode::OK, Json(reply.body)).into_response(),
+        Ok(answer) => (StatusCode::OK, Json(answer.body)).into_response(),
         Err(CallError::Status { status, body, .. }) if (400..500).contains(&status) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             Json(body),
@@ -154,17 +153,15 @@ async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, target: Service, path: St
             .into_response(),
         Err(e) => {
             let failure = saga::StepFailure::from_call(crate::states::SagaStep::Read, &e);
-            (
+            ApiError::new(
                 failure.status,
-                Json(json!({
-                    "error": "dependency_failed",
-                    "message": format!("{target} could not answer"),
-                    "dependency": target.name(),
-                    "cause": failure.cause,
-                    "request_id": caller.request_id,
-                })),
+                "dependency_failed",
+                format!("{peer} could not answer"),
             )
-                .into_response()
+            .with("dependency", Value::String(peer.name().to_string()))
+            .with("cause", failure.cause)
+            .with("request_id", Value::String(caller.request_id.clone()))
+            .into_response()
         }
     }
 }
@@ -191,11 +188,6 @@ async fn doctor_preferences(
     read_through(&ctx, &caller, Service::DoctorPersonalization, path).await
 }
 
-#[derive(Debug, Deserialize)]
-struct AnalyticsQuery {
-    metric: Option<String>,
-}
-
 /// `GET /analytics/aggregates`, passed to business-intelligence.
 #[utoipa::path(
     get,
@@ -213,13 +205,6 @@ async fn analytics(
         None => "/aggregates".to_string(),
     };
     read_through(&ctx, &caller, Service::BusinessIntelligence, path).await
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    request_id: Option<String>,
-    saga_id: Option<String>,
-    kind: Option<String>,
 }
 
 /// `GET /audit`, passed to compliance-monitor.
@@ -322,9 +307,9 @@ where
     audit,
     crate::api::visits::find,
     crate::api::visits::events,
-    crate::sessions::logout_self,
-    crate::sessions::logout_user,
-    crate::sessions::set_role,
-    crate::sessions::clear_role
+    crate::gate::sessions::logout_self,
+    crate::gate::sessions::logout_user,
+    crate::gate::sessions::set_role,
+    crate::gate::sessions::clear_role
 ))]
 pub(crate) struct Doc;

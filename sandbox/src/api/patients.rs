@@ -8,10 +8,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
+use crate::api::wire::{Intake, PatientRecord, PatientSynced, PatientUpdate};
 use crate::auth::Caller;
 use crate::client::{Call, Method};
 use crate::ctx::{Ctx, json_text};
@@ -45,55 +44,6 @@ const HOLDERS: [Service; 4] = [
     Service::ComplianceMonitor,
 ];
 
-/// `POST /patients`: `{"patient": {...}, "coverage": {...}}` (the
-/// `Patient` and `Coverage` fixtures' shapes).
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct Intake {
-    /// The patient (the `Patient` fixture's shape; `mrn` required).
-    patient: Value,
-    coverage: Coverage,
-}
-
-/// A patient's coverage (the `Coverage` fixture's shape).
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-pub struct Coverage {
-    /// The payer.
-    pub payer: Payer,
-    /// Empty for self-pay.
-    #[serde(default)]
-    pub member_id: String,
-    /// `YYYY-MM-DD`.
-    pub effective: String,
-    /// `YYYY-MM-DD`, when it ends.
-    #[serde(default)]
-    pub termination: Option<String>,
-    /// The patient's share.
-    #[serde(default)]
-    pub coinsurance_pct: u8,
-}
-
-/// A payer.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-pub struct Payer {
-    /// Its id.
-    pub id: String,
-    /// Its name.
-    #[serde(default)]
-    pub name: String,
-}
-
-/// What an intake or an update answers: the patient's id and where its
-/// copies went.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PatientSynced {
-    /// The API's patient id.
-    pub patient_id: String,
-    /// The holders that took their copy.
-    pub synced: Vec<String>,
-    /// The holders that did not (each audited for a manual resync).
-    pub sync_failed: Vec<String>,
-}
-
 impl PatientSynced {
     fn new(patient_id: String, (synced, failed): (Vec<&str>, Vec<&str>)) -> Self {
         let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect();
@@ -105,24 +55,10 @@ impl PatientSynced {
     }
 }
 
-/// `GET /patients/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PatientRecord {
-    /// The API's patient id.
-    pub patient_id: String,
-    /// The medical record number.
-    pub mrn: String,
-    /// The record as registered (the SSN only for clinicians and admins).
-    #[schema(value_type = Object)]
-    pub patient: Value,
-    /// The coverage.
-    pub coverage: Coverage,
-}
-
 /// A patient registered, one row or many.
-static PATIENT_INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
-    std::sync::LazyLock::new(|| {
-        crate::group_commit::GroupStatement {
+static PATIENT_INSERT: std::sync::LazyLock<crate::store::GroupStatement> = std::sync::LazyLock::new(
+    || {
+        crate::store::GroupStatement {
         one: "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)"
             .into(),
         many: "INSERT INTO api.patients (id, tenant, mrn, record, coverage)
@@ -130,7 +66,8 @@ static PATIENT_INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> 
             .into(),
         columns: 5,
     }
-    });
+    },
+);
 
 /// `POST /patients`: registers the patient and syncs each holder its cut.
 #[utoipa::path(
@@ -255,16 +192,6 @@ async fn sync_to_holders(
         }
     }
     (synced, failed)
-}
-
-/// `PUT /patients/{id}`: `{"patient": {...}}`, the fields that change
-/// (`mrn` cannot). The record is updated (sealed fields resealed) and each
-/// holder receives its new cut; a failed sync is audited as at intake.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct PatientUpdate {
-    /// The fields that change.
-    #[schema(value_type = Object)]
-    patient: serde_json::Map<String, Value>,
 }
 
 /// `PUT /patients/{id}`.

@@ -9,11 +9,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
 
-use crate::api::patients::Coverage;
+use crate::api::wire::{Compensation, Coverage, SagaFailed, Visit, VisitCompleted, VisitRequest};
 use crate::auth::Caller;
 use crate::bi::{Batch, Event as AnalyticsEvent};
 use crate::billing::{Claim, CreateClaim, Line, VoidClaim};
@@ -24,34 +22,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::insurance::{Verification, VerifyRequest};
 use crate::service::Service;
 use crate::states::{CompensationOutcome, SagaEvent, SagaStep, VisitStatus};
-
-/// `POST /visits`: `{"patient_id": …, "visit": {...}}` (the `Visit`
-/// fixture's shape: `rendering_npi`, `date_of_service`, `diagnoses[].code`,
-/// `lines[].procedure_code`, `lines[].charge_cents`).
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct VisitRequest {
-    patient_id: String,
-    visit: VisitIn,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct VisitIn {
-    rendering_npi: String,
-    date_of_service: String,
-    diagnoses: Vec<DiagnosisIn>,
-    lines: Vec<LineIn>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct DiagnosisIn {
-    code: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LineIn {
-    procedure_code: String,
-    charge_cents: i64,
-}
 
 /// One saga's bookkeeping.
 struct Saga<'a> {
@@ -144,84 +114,6 @@ impl StepFailure {
             cause: e.to_json(),
         }
     }
-}
-
-/// `POST /visits` answered: the saga completed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VisitCompleted {
-    /// The visit.
-    pub visit_id: String,
-    /// Its claim saga.
-    pub saga_id: String,
-    /// `completed`.
-    pub status: String,
-    /// The insurance verification.
-    pub verification_id: String,
-    /// The claim.
-    pub claim_id: String,
-    /// The claim's total.
-    pub total_cents: i64,
-    /// The request's id (the `X-Request-ID` answered).
-    pub request_id: String,
-}
-
-/// `POST /visits` answered: a step failed and the completed ones were
-/// compensated (`502`, `503`, `504`, or the step's own `4xx`).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SagaFailed {
-    /// `saga_failed`.
-    pub error: String,
-    /// Which step failed, in words.
-    pub message: String,
-    /// The visit (stored as `failed`).
-    pub visit_id: String,
-    /// Its claim saga.
-    pub saga_id: String,
-    /// The step that failed.
-    pub failed_step: String,
-    /// The failure as the client saw it (service, status, body).
-    #[schema(value_type = Object)]
-    pub cause: Value,
-    /// The compensations run, in order.
-    pub compensations: Vec<Compensation>,
-    /// The request's id.
-    pub request_id: String,
-}
-
-/// One compensation of a failed saga.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Compensation {
-    /// The step compensated.
-    pub step: String,
-    /// `completed`, `failed`, or `pending`: the peer could not be reached;
-    /// the API keeps the compensation and makes it once the peer answers
-    /// (a claim whose create went unanswered is voided by its key).
-    #[schema(value_type = String)]
-    pub outcome: CompensationOutcome,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub cause: Option<Value>,
-}
-
-/// `GET /visits/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Visit {
-    /// The visit.
-    pub visit_id: String,
-    /// Its patient.
-    pub patient_id: String,
-    /// Its claim saga.
-    pub saga_id: String,
-    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
-    pub status: String,
-    /// The verification, once made.
-    pub verification_id: Option<String>,
-    /// The claim, once made.
-    pub claim_id: Option<String>,
-    /// A failed saga's answer (redacted).
-    #[schema(value_type = Option<Object>)]
-    pub failure: Option<Value>,
 }
 
 /// `POST /visits`: runs the claim saga.

@@ -5,7 +5,7 @@
 //! its `X-Request-ID` finds its visit while the saga runs
 //! (`GET /visits?request_id=…`).
 
-use crate::group_commit::GroupStatement;
+use crate::store::GroupStatement;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::wire::{FindQuery, VisitState, VisitsFound};
 use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
@@ -121,28 +121,6 @@ pub(crate) fn announce(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitSta
         visit_id: visit_id.to_string(),
         status,
     });
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct FindQuery {
-    request_id: String,
-}
-
-/// `GET /visits?request_id=…`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct VisitsFound {
-    /// In the order they started.
-    pub visits: Vec<VisitState>,
-}
-
-/// A visit's state; also each event of its stream.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct VisitState {
-    /// The visit.
-    pub visit_id: String,
-    /// `pending`, `verifying`, `billing`, `completed` or `failed`.
-    #[schema(value_type = String)]
-    pub status: VisitStatus,
 }
 
 /// `GET /visits?request_id=…`: the caller's visits started under that

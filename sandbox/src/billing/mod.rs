@@ -197,8 +197,8 @@ async fn create(
         .procedures
         .iter()
         .fold(0i64, |t, p| t.saturating_add(p.charge_cents));
-    static INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
-        std::sync::LazyLock::new(|| crate::group_commit::GroupStatement {
+    static INSERT: std::sync::LazyLock<crate::store::GroupStatement> =
+        std::sync::LazyLock::new(|| crate::store::GroupStatement {
             one: "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
                     diagnoses, procedures, total_cents, status, idempotency_key)
                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::bigint, 'submitted', $9)"

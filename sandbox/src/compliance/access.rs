@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use super::wire::{AccessReport, Recorded};
 use crate::auth::Caller;
 use crate::client::{Call, Method};
 use crate::ctx::{Ctx, json_text};
@@ -55,43 +56,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One access as a service reports it to the compliance monitor
-/// (`POST /audit/access`): what was done to what, by whom, where and when.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AccessReport {
-    /// `read`, `logout`, `role_change`.
-    #[serde(default)]
-    pub action: String,
-    /// What was accessed: a route (`GET /claims/{id}`), `session`, `role`.
-    #[serde(default)]
-    pub resource: String,
-    /// The patient whose data was read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patient_id: Option<String>,
-    /// The person a logout or role change concerns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// The role a role change gives (absent: back to their tokens' own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Who acted: a person's id, or a service's name (set by [`record`]).
-    #[serde(default)]
-    pub actor: String,
-    /// The person's role, or `service` (set by [`record`]).
-    #[serde(default)]
-    pub actor_role: String,
-    /// The service that served the access (set by [`record`]).
-    #[serde(default)]
-    pub service: String,
-    /// When, milliseconds since the Unix epoch (set by [`record`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub occurred_at_ms: Option<u64>,
-    /// The report's own id: a report sent twice is answered once (set by
-    /// [`record`]).
-    #[serde(default)]
-    pub access_id: String,
 }
 
 /// Reports an access by `caller` to the compliance monitor, in the
@@ -158,13 +122,6 @@ pub(crate) fn routes() -> axum::Router<Arc<Ctx>> {
             axum::Router::new().route("/audit/access", get(query)),
             &READ,
         ))
-}
-
-/// An audit event recorded.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Recorded {
-    /// Its id (`null` when a test-mode fault plan dropped it).
-    pub audit_id: Option<i64>,
 }
 
 /// `POST /audit/access` (mesh services): one access, as [`record`] sends it.

@@ -108,52 +108,8 @@ pub mod access;
 pub(crate) mod incidents;
 pub(crate) mod violations;
 
-pub use access::Recorded;
-pub use violations::ViolationReport;
-
-/// `POST /audit/saga-events`: one event of a saga (the claim saga sends
-/// them; the monitor keeps the body as the audit row's detail).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SagaEventRecord {
-    /// The saga.
-    pub saga_id: String,
-    /// Which saga (`claim`).
-    pub saga_name: crate::states::SagaStep,
-    /// What happened.
-    pub event_type: crate::states::SagaEvent,
-    /// At which step.
-    pub step: crate::states::SagaStep,
-    /// The patient it is about.
-    pub patient_id: String,
-    /// The event's details (ids, the cause of a failure).
-    pub details: Value,
-}
-
-/// `POST /audit/sync-failures`: a patient sync a holder did not take,
-/// for a manual resync.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SyncFailure {
-    /// The holder.
-    pub service_name: String,
-    /// The patient.
-    pub patient_id: String,
-    /// Why the sync failed.
-    pub error: String,
-    /// Always `true`: someone must sync it by hand.
-    pub requires_manual_sync: bool,
-}
-
-/// `POST /audit/request-closed`: how many audited calls a request made, so
-/// that its trail can be checked complete.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RequestClosed {
-    /// The saga the request ran.
-    pub saga_id: String,
-    /// The patient it was about.
-    pub patient_id: String,
-    /// The audited calls it made.
-    pub service_calls: u64,
-}
+mod wire;
+pub use wire::{Recorded, RequestClosed, SagaEventRecord, SyncFailure, ViolationReport};
 
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(
@@ -410,9 +366,14 @@ async fn check_completeness(
         .db
         .query(
             "SELECT kind, source, detail FROM compliance.audit_events
-             WHERE tenant = $1 AND request_id = $2 AND kind IN ('service_call', 'request_closed')
+             WHERE tenant = $1 AND request_id = $2 AND kind IN ($3, $4)
              ORDER BY id",
-            &[&caller.tenant, &request_id],
+            &[
+                &caller.tenant,
+                &request_id,
+                &AuditKind::ServiceCall.as_str(),
+                &AuditKind::RequestClosed.as_str(),
+            ],
         )
         .await?;
     #[derive(Default)]
@@ -427,7 +388,7 @@ async fn check_completeness(
         let entry = sources.entry(source).or_default();
         // Read field by field from the stored (redacted) text, so a value
         // redaction rewrote costs that value, not the whole record.
-        if kind == "request_closed" {
+        if kind == AuditKind::RequestClosed.as_str() {
             entry.declared = detail.get("service_calls").and_then(Value::as_u64);
         } else if let Some(seq) = detail.get("seq").and_then(Value::as_u64) {
             let at = detail

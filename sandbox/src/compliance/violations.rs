@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::wire::{ViolationRecorded, ViolationReport};
 use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::error::ApiResult;
@@ -130,34 +131,6 @@ pub(crate) async fn scan(
         violation_id: violation,
         incident_id: incident,
     }))
-}
-
-/// `POST /violations` (from a service's log redaction, or the API's
-/// cross-tenant guard).
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct ViolationReport {
-    /// The reporting service.
-    pub source: String,
-    /// Where it was found (`log` by default).
-    #[serde(default = "log_channel")]
-    pub channel: String,
-    /// The PHI kinds (or the rule) found.
-    pub kinds: Vec<String>,
-    /// A redacted excerpt.
-    pub excerpt: String,
-}
-
-fn log_channel() -> String {
-    "log".into()
-}
-
-/// A violation recorded.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ViolationRecorded {
-    /// The violation.
-    pub violation_id: i64,
-    /// The incident it opened.
-    pub incident_id: i64,
 }
 
 /// `POST /violations`: records a violation a service found (its log

@@ -229,8 +229,8 @@ async fn verify(
             a
         }
     };
-    static INSERT: std::sync::LazyLock<crate::group_commit::GroupStatement> =
-        std::sync::LazyLock::new(|| crate::group_commit::GroupStatement {
+    static INSERT: std::sync::LazyLock<crate::store::GroupStatement> =
+        std::sync::LazyLock::new(|| crate::store::GroupStatement {
             one: "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
                     member_id, date_of_service, procedures, eligible, coverage_pct, reason,
                     cached, status)

@@ -1,6 +1,6 @@
 //! PostgreSQL and Redis failures, through the chaos proxies between the
 //! services and their stores (`capabilities.chaos.stores`: in process the
-//! mesh's chaos front, on a deployment its Toxiproxy): the services say
+//! mesh's chaos front, on another target its Toxiproxy): the services say
 //! so, refuse safely, and come back without a restart. Links are brought
 //! back in the fixture's teardown also when a test fails.
 

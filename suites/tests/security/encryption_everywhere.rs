@@ -508,7 +508,7 @@ async fn all_stores_up(target: &Target) -> bool {
 /// Runs on a TLS target with store proxies on this machine
 /// (`sandbox up --tls --chaos-api`), in process too.
 ///
-/// Catches: a deployment serving HTTPS whose services still talk to their
+/// Catches: a target serving HTTPS whose services still talk to their
 /// database or cache in the clear, and a sandbox whose store proxies sit
 /// between a TLS front and the store (carrying plain text) rather than
 /// between the service and the front.

@@ -213,7 +213,7 @@ async fn a_stubbed_refusal_is_passed_on_and_compensated(own: OwnMesh, s: Scenari
     );
 }
 
-/// A peer reply missing its id is an error, not an empty id: billing's
+/// A peer's answer missing its id is an error, not an empty id: billing's
 /// stub answers 201 without a `claim_id`; the visit answers 502 at the
 /// claim step and the verification is cancelled.
 #[service_test(

@@ -1,6 +1,7 @@
-//! Service tokens: JWTs (HS256, through the `jsonwebtoken` crate) saying
-//! who calls (`iss`), for which service (`aud`), for which tenant, from
-//! when (`iat`, `nbf`) until when (`exp`), with a unique id (`jti`).
+//! The mesh's tokens, a service's or a person's: JWTs (HS256, through the
+//! `jsonwebtoken` crate) saying who calls (`iss`), for which service
+//! (`aud`), for which tenant, from when (`iat`, `nbf`) until when (`exp`),
+//! with a unique id (`jti`).
 //!
 //! A service accepts a token only if it is an HS256 JWT (`alg: none` or any
 //! other algorithm is refused by name), its signature matches, it is meant
@@ -47,7 +48,7 @@ pub struct Claims {
     pub role: Option<Role>,
     /// The person, in a user token from an identity provider that names
     /// one (a staff id, never a patient's): what a logout or a role change
-    /// applies to (see [`crate::sessions`]).
+    /// applies to (see [`crate::gate::sessions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
-use crate::store::{Db, StoreError};
+use super::{Db, StoreError};
 
 /// A write that can be grouped: the same row written one at a time and
 /// many at once. Every column is text (`NULL` for `None`).

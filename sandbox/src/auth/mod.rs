@@ -1,7 +1,7 @@
 //! Who is calling, and may they call this route.
 //!
 //! The request gate (`gate`) verifies the bearer token
-//! ([`crate::token`]) and leaves a [`Caller`] in the request: a mesh
+//! ([`crate::auth::token`]) and leaves a [`Caller`] in the request: a mesh
 //! service (the token's `iss` names one and carries no role) or a person
 //! with a [`Role`]. Handlers take it as an extractor. Each route states its
 //! [`Access`]: the services and the roles that may call it; anyone else
@@ -18,8 +18,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::service::Service;
-pub use crate::token::Role;
-use crate::token::{self, Claims, TokenError};
+
+pub(crate) mod standing;
+pub mod token;
+
+pub use token::Role;
+use token::{Claims, TokenError};
 
 /// Who is calling, as established by the request gate from a verified token.
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ pub struct Caller {
     pub service: Option<Service>,
     /// The person's role, when the token is a person's (after a role
     /// change, the role the directory now gives the person: see
-    /// [`crate::sessions`]).
+    /// [`crate::gate::sessions`]).
     pub role: Option<Role>,
     /// The request id (`X-Request-ID`, propagated or made here).
     pub request_id: String,

@@ -6,12 +6,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
+
+mod wire;
+
+pub use wire::{NewPreferences, Preferences};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -52,16 +55,6 @@ fn check_npi(npi: &str) -> ApiResult<()> {
     }
 }
 
-/// A doctor's preferences.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Preferences {
-    /// The doctor's NPI.
-    pub npi: String,
-    /// The preferences as stored (a JSON object).
-    #[schema(value_type = Object)]
-    pub preferences: Value,
-}
-
 /// `GET /doctors/{npi}/preferences`.
 #[utoipa::path(
     get,
@@ -100,7 +93,7 @@ async fn write(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(npi): Path<String>,
-    Json(prefs): Json<Value>,
+    Json(NewPreferences(prefs)): Json<NewPreferences>,
 ) -> ApiResult<Json<Preferences>> {
     check_npi(&npi)?;
     if !prefs.is_object() {

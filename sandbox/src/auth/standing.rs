@@ -1,12 +1,12 @@
 //! What a service keeps of people's standings (logged out, role set by
-//! an admin), read from Redis by [`crate::sessions`]: below the service
+//! an admin), read from Redis by [`crate::gate::sessions`]: below the service
 //! state that holds it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::token::Role;
+use crate::auth::token::Role;
 
 /// How long a service keeps a person's standing before reading it again.
 pub const CACHE_FOR: Duration = Duration::from_millis(400);

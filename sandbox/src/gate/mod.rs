@@ -14,6 +14,8 @@ use crate::auth::{self, Caller};
 use crate::ctx::{Ctx, new_request_id};
 use crate::error::ApiError;
 
+pub mod sessions;
+
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -149,7 +151,7 @@ async fn admit(
             Err(reason) => auth::unauthorized(reason),
             Ok(mut caller) => {
                 // A person logged out, or given another role (see `sessions`).
-                if let Err(refused) = crate::sessions::enforce(ctx, &mut caller).await {
+                if let Err(refused) = crate::gate::sessions::enforce(ctx, &mut caller).await {
                     return refused;
                 }
                 // The tenant's rate limit (the API's; test mode's own

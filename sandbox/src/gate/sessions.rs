@@ -1,7 +1,7 @@
 //! Revocation: logging a person out and changing a person's role, in force
 //! on every service within [`REVOCATION_BOUND`].
 //!
-//! A person's token names the person (`sub`, see [`crate::token::Claims`]).
+//! A person's token names the person (`sub`, see [`crate::auth::token::Claims`]).
 //! The API records a logout as the person's *not before* (every token of
 //! theirs issued at or before that second is refused, `401`) and a role
 //! change as the person's role in the directory (it replaces the role their
@@ -37,13 +37,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::token;
 use crate::auth::{Caller, Role};
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::store::StoreError;
-use crate::token;
 
-pub use crate::standing::{CACHE_FOR, SessionCache, Standing};
+pub use crate::auth::standing::{CACHE_FOR, SessionCache, Standing};
 
 /// How long after a logout or a role change is answered every service
 /// enforces it (the target file's `auth.revocation_bound_ms`): a standing

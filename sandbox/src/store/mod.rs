@@ -1,13 +1,17 @@
 //! Storage: each service's PostgreSQL schema (versioned migrations
 //! applied at start, see [`crate::schema`])
 //! reached through a connection pool ([`Db`]), and its Redis (caches and
-//! idempotency keys, under the mesh's key prefix).
+//! idempotency keys, under the mesh's key prefix). One-row writes that
+//! arrive together are committed together ([`Db::write_grouped`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use provision::redis::MultiplexedConnection;
+
+mod group_commit;
+pub use group_commit::GroupStatement;
 
 pub use crate::config::PoolConfig;
 use crate::error::ApiError;
@@ -117,7 +121,7 @@ pub struct Db {
     pool: deadpool_postgres::Pool,
     config: PoolConfig,
     timeouts: std::sync::atomic::AtomicU64,
-    groups: crate::group_commit::Groups,
+    groups: group_commit::Groups,
 }
 
 /// A pool's state, for `/metrics`.
@@ -178,12 +182,12 @@ impl Db {
             pool,
             config,
             timeouts: std::sync::atomic::AtomicU64::new(0),
-            groups: crate::group_commit::Groups::default(),
+            groups: group_commit::Groups::default(),
         })
     }
 
     /// Its group-commit writers ([`Db::write_grouped`]).
-    pub(crate) fn groups(&self) -> &crate::group_commit::Groups {
+    pub(crate) fn groups(&self) -> &group_commit::Groups {
         &self.groups
     }
 
