@@ -212,6 +212,13 @@ pub struct PoolConfig {
     /// disk sync (~15 ms here), which a saga of a dozen sequential commits
     /// paid a dozen times.
     pub durable_commits: bool,
+    /// Open every connection when the service starts, instead of on first
+    /// need (as a pool's minimum idle size does): the first burst of
+    /// requests then finds them open. Off by default, so that a mesh
+    /// started for a test holds only the connections it uses; `sandbox
+    /// bench` turns it on, so that it measures a mesh as a deployment that
+    /// has started serves, not the opening of its connections.
+    pub open_at_start: bool,
 }
 
 impl Default for PoolConfig {
@@ -222,6 +229,7 @@ impl Default for PoolConfig {
             connect: Duration::from_secs(2),
             query: Duration::from_secs(5),
             durable_commits: false,
+            open_at_start: false,
         }
     }
 }

@@ -257,7 +257,9 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     if breakdown {
         sandbox::timing::enable();
     }
-    let (database_url, _pg) = postgres().await?;
+    // A database of the run's own, dropped after: rows an earlier run left
+    // (a million audit rows after a few runs) would slow this one.
+    let (database_url, _pg, own_database) = bench_database().await?;
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis);
     config.redis_prefix = format!("bench:{}:", std::process::id());
@@ -268,12 +270,14 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         config.pool.max_size = n;
     }
     config.pool.durable_commits = durable_commits;
+    // Measured as a started deployment serves: its connections open.
+    config.pool.open_at_start = true;
     // The benchmark's one tenant sends far more than a tenant may.
     config.rate_limit = None;
     let pool = config.pool;
     let mesh = Mesh::start(config).await.context("starting the mesh")?;
     eprintln!(
-        "[bench mesh] {clients} clients x {requests} requests per endpoint; TLS {}; pool {} per service; build {}",
+        "[bench mesh] {clients} clients x {requests} requests per endpoint; TLS {}; pool {} per service, opened at start; build {}",
         if tls { "on" } else { "off" },
         pool.max_size,
         if cfg!(debug_assertions) {
@@ -354,7 +358,47 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         println!("written: {}", path.display());
     }
     drop(mesh);
+    if let Some((admin_url, name)) = own_database {
+        // The services' pools close with the mesh; FORCE ends any straggler.
+        let admin = sandbox::store::connect(&admin_url).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .with_context(|| format!("dropping the bench's database {name}"))?;
+    }
     Ok(())
+}
+
+/// The bench's database: `DATABASE_URL`'s as given, or a fresh
+/// `sandbox_bench_<pid>` on the server found, with the admin URL and name
+/// to drop it by after the run.
+async fn bench_database() -> anyhow::Result<(
+    String,
+    Option<provision::Instance>,
+    Option<(String, String)>,
+)> {
+    let found = provision::postgres_for_run(true).await?;
+    if found.source == "private" {
+        eprintln!("PostgreSQL: none configured or running locally; started a private instance");
+    }
+    if found.source == "env" {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok((url.trim().to_string(), None, None));
+        }
+    }
+    let name = format!("sandbox_bench_{}", std::process::id());
+    let admin_url = found.url("postgres");
+    let admin = sandbox::store::connect(&admin_url).await?;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("preparing the bench's database {name}"))?;
+    }
+    Ok((found.url(&name), found.instance, Some((admin_url, name))))
 }
 
 fn print_token(args: Token) -> anyhow::Result<()> {

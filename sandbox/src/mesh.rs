@@ -382,6 +382,9 @@ impl Mesh {
             })?,
         );
         let db = Arc::new(Db::with_tls(url, self.config.pool, pg_tls).map_err(store_err)?);
+        if self.config.pool.open_at_start {
+            db.open_all().await;
+        }
         let metrics = Arc::new(ServiceMetrics::default());
         let audit = (service == Service::ComplianceMonitor).then(|| {
             crate::audit_writer::AuditWriter::start(Arc::clone(&db), Arc::clone(&metrics))

@@ -310,16 +310,28 @@ pub(crate) async fn visit(
         tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
     }
 
+    static COMPLETE: std::sync::LazyLock<crate::store::GroupStatement> =
+        std::sync::LazyLock::new(|| crate::store::GroupStatement {
+            one: "UPDATE api.visits SET status = $5, verification_id = $3, claim_id = $4
+                  WHERE id = $1 AND tenant = $2"
+                .into(),
+            many: "UPDATE api.visits v SET status = u.s, verification_id = u.ve, claim_id = u.c
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                        AS u(i, t, ve, c, s)
+                   WHERE v.id = u.i AND v.tenant = u.t"
+                .into(),
+            columns: 5,
+        });
+    // Committed with the visits other sagas complete meanwhile.
     ctx.db
-        .execute(
-            "UPDATE api.visits SET status = $5, verification_id = $3, claim_id = $4
-             WHERE id = $1 AND tenant = $2",
-            &[
-                &visit_id,
-                &caller.tenant,
-                &verification_id,
-                &claim_id,
-                &VisitStatus::Completed.as_str(),
+        .write_grouped(
+            &COMPLETE,
+            vec![
+                Some(visit_id.clone()),
+                Some(caller.tenant.clone()),
+                Some(verification_id.clone()),
+                Some(claim_id.clone()),
+                Some(VisitStatus::Completed.as_str().to_string()),
             ],
         )
         .await?;

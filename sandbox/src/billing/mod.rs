@@ -237,9 +237,24 @@ async fn create(
         return Err(e.into());
     }
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, claim = %id, total_cents = total, "claim created");
-    let claim = load(&ctx, &caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal("create claim", "row vanished"))?;
+    // The claim as committed (what `load` would read back, without the
+    // round trip): the columns written above, the lists as stored.
+    let claim = Claim {
+        claim_id: id,
+        patient_id: c.patient_id,
+        verification_id: c.verification_id,
+        npi: c.npi,
+        diagnoses: c
+            .diagnoses
+            .join(",")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        procedures: c.procedures,
+        total_cents: total,
+        status: "submitted".to_string(),
+        replayed: None,
+    };
     Ok((StatusCode::CREATED, Json(claim)))
 }
 

@@ -275,9 +275,26 @@ async fn verify(
         return Err(e.into());
     }
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, verification = %id, eligible = answer.eligible, cached = was_cached, "verified eligibility");
-    let v = load(&ctx, &caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal("verify", "row vanished"))?;
+    // The verification as committed (what `load` would read back, without
+    // the round trip): the columns written above, the list as stored.
+    let v = Verification {
+        verification_id: id,
+        patient_id: r.patient_id,
+        payer_id: r.payer_id,
+        date_of_service: r.date_of_service,
+        procedures: r
+            .procedures
+            .join(",")
+            .split(',')
+            .map(str::to_string)
+            .collect(),
+        eligible: answer.eligible,
+        coverage_pct: answer.coverage_pct,
+        reason: answer.reason,
+        cached: was_cached,
+        status: "active".to_string(),
+        replayed: None,
+    };
     Ok((StatusCode::CREATED, Json(v)))
 }
 

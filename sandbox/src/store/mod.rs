@@ -278,6 +278,16 @@ impl Db {
         .await
     }
 
+    /// Opens the pool's every connection now (each as a request would, so
+    /// within the connect timeout), then leaves them idle in the pool. A
+    /// database that cannot be reached is not an error here: requests meet
+    /// it as before.
+    pub async fn open_all(&self) {
+        let opened =
+            futures_util::future::join_all((0..self.config.max_size).map(|_| self.conn())).await;
+        drop(opened);
+    }
+
     /// Does the database answer a `SELECT 1` within `timeout`?
     pub async fn ping(&self, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, async {
