@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::auth::token;
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
@@ -299,13 +299,44 @@ impl CallError {
         }
     }
 
-    /// A JSON description (for error bodies and the audit trail).
-    pub fn to_json(&self) -> Value {
+    /// The failure described for an answer and the audit trail.
+    pub fn cause(&self) -> Cause {
         match self {
-            CallError::Status { status, body, .. } => {
-                json!({"message": self.to_string(), "status": status, "body": body})
-            }
-            _ => json!({"message": self.to_string()}),
+            CallError::Status { status, body, .. } => Cause {
+                status: Some(*status),
+                body: Some(body.clone()),
+                ..Cause::new(self.to_string())
+            },
+            _ => Cause::new(self.to_string()),
+        }
+    }
+}
+
+/// Why a call, or a step of a saga, failed: in a saga's failed answer, its
+/// compensations and its audited events.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cause {
+    /// What failed, in words.
+    pub message: String,
+    /// The peer's status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The peer's error body, as it came (any service's error shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Why a step refused (a verification's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Cause {
+    /// A cause in words only.
+    pub fn new(message: impl Into<String>) -> Cause {
+        Cause {
+            message: message.into(),
+            status: None,
+            body: None,
+            reason: None,
         }
     }
 }

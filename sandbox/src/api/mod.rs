@@ -159,7 +159,10 @@ async fn read_through(ctx: &Arc<Ctx>, caller: &Caller, peer: Service, path: Stri
                 format!("{peer} could not answer"),
             )
             .with("dependency", Value::String(peer.name().to_string()))
-            .with("cause", failure.cause)
+            .with(
+                "cause",
+                serde_json::to_value(failure.cause).unwrap_or_default(),
+            )
             .with("request_id", Value::String(caller.request_id.clone()))
             .into_response()
         }

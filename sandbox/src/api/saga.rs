@@ -9,14 +9,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use crate::api::wire::{Compensation, Coverage, SagaFailed, Visit, VisitCompleted, VisitRequest};
 use crate::auth::Caller;
 use crate::bi::{Batch, Event as AnalyticsEvent};
 use crate::billing::{Claim, CreateClaim, Line, VoidClaim};
-use crate::client::{Call, CallError, Method};
-use crate::compliance::{RequestClosed, SagaEventRecord};
+use crate::client::{Call, CallError, Cause, Method};
+use crate::compliance::{RequestClosed, SagaDetails, SagaEventRecord};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::insurance::{Verification, VerifyRequest};
@@ -35,7 +34,7 @@ impl Saga<'_> {
     /// Sends a saga event to the compliance monitor (awaited: the trail is
     /// complete when the visit answers; a failure to audit is logged, not
     /// fatal).
-    async fn event(&self, event_type: SagaEvent, step: SagaStep, details: Value) {
+    async fn event(&self, event_type: SagaEvent, step: SagaStep, details: SagaDetails) {
         let call = Call::new(
             Service::ComplianceMonitor,
             Method::Post,
@@ -95,7 +94,7 @@ impl Saga<'_> {
 pub(crate) struct StepFailure {
     pub(crate) step: SagaStep,
     pub(crate) status: StatusCode,
-    pub(crate) cause: Value,
+    pub(crate) cause: Cause,
 }
 
 impl StepFailure {
@@ -111,7 +110,7 @@ impl StepFailure {
         StepFailure {
             step,
             status,
-            cause: e.to_json(),
+            cause: e.cause(),
         }
     }
 }
@@ -158,7 +157,10 @@ pub(crate) async fn visit(
         saga.event(
             SagaEvent::SagaStarted,
             SagaStep::Claim,
-            json!({"visit_id": visit_id})
+            SagaDetails {
+                visit_id: Some(visit_id.clone()),
+                ..SagaDetails::default()
+            }
         ),
         crate::api::visits::transition(&ctx, &caller.tenant, &visit_id, VisitStatus::Verifying),
     );
@@ -202,7 +204,7 @@ pub(crate) async fn visit(
             let failure = StepFailure {
                 step: SagaStep::VerifyInsurance,
                 status: StatusCode::BAD_GATEWAY,
-                cause: json!({"message": "insurance-verification answered without a verification_id"}),
+                cause: Cause::new("insurance-verification answered without a verification_id"),
             };
             return finish_failed(&saga, &visit_id, None, failure, Vec::new()).await;
         }
@@ -211,7 +213,11 @@ pub(crate) async fn visit(
     let verified = saga.event(
         SagaEvent::StepCompleted,
         SagaStep::VerifyInsurance,
-        json!({"verification_id": verification_id, "cached": verification.cached}),
+        SagaDetails {
+            verification_id: Some(verification_id.clone()),
+            cached: Some(verification.cached),
+            ..SagaDetails::default()
+        },
     );
     let mut done = vec![SagaStep::VerifyInsurance];
     if verification.eligible {
@@ -225,7 +231,10 @@ pub(crate) async fn visit(
         let failure = StepFailure {
             step: SagaStep::VerifyInsurance,
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            cause: json!({"message": "not eligible", "reason": verification.reason}),
+            cause: Cause {
+                reason: Some(verification.reason.clone()),
+                ..Cause::new("not eligible")
+            },
         };
         return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
     }
@@ -276,7 +285,7 @@ pub(crate) async fn visit(
             let failure = StepFailure {
                 step: SagaStep::CreateClaim,
                 status: StatusCode::BAD_GATEWAY,
-                cause: json!({"message": "billing-engine answered without a claim_id"}),
+                cause: Cause::new("billing-engine answered without a claim_id"),
             };
             return finish_failed(&saga, &visit_id, Some(&verification_id), failure, done).await;
         }
@@ -286,7 +295,10 @@ pub(crate) async fn visit(
     let claimed = saga.event(
         SagaEvent::StepCompleted,
         SagaStep::CreateClaim,
-        json!({"claim_id": claim_id}),
+        SagaDetails {
+            claim_id: Some(claim_id.clone()),
+            ..SagaDetails::default()
+        },
     );
 
     // Step 3: analytics, best effort (a failure is logged, not compensated),
@@ -339,7 +351,10 @@ pub(crate) async fn visit(
     saga.event(
         SagaEvent::SagaCompleted,
         SagaStep::Claim,
-        json!({"steps": done}),
+        SagaDetails {
+            steps: Some(done.clone()),
+            ..SagaDetails::default()
+        },
     )
     .await;
     saga.close().await;
@@ -477,7 +492,10 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
             saga.event(
                 SagaEvent::CompensationCompleted,
                 SagaStep::CreateClaim,
-                json!({"claim_key": key}),
+                SagaDetails {
+                    claim_key: Some(key.clone()),
+                    ..SagaDetails::default()
+                },
             )
             .await;
         }
@@ -497,7 +515,10 @@ async fn finish_failed_keyed(
     saga.event(
         SagaEvent::SagaFailed,
         failure.step,
-        json!({"cause": failure.cause}),
+        SagaDetails {
+            cause: Some(failure.cause.clone()),
+            ..SagaDetails::default()
+        },
     )
     .await;
     let mut compensations = Vec::new();
@@ -505,13 +526,17 @@ async fn finish_failed_keyed(
         if let (SagaStep::CreateClaim, Some(key)) = (*step, claim_key) {
             let (outcome, cause) = match queue_void(saga, key).await {
                 Ok(()) => (CompensationOutcome::Pending, None),
-                Err(e) => (CompensationOutcome::Failed, Some(e.to_json())),
+                Err(e) => (CompensationOutcome::Failed, Some(e.cause())),
             };
             let event = match outcome {
                 CompensationOutcome::Pending => SagaEvent::CompensationPending,
                 _ => SagaEvent::CompensationFailed,
             };
-            saga.event(event, *step, json!({"claim_key": key})).await;
+            let details = SagaDetails {
+                claim_key: Some(key.to_string()),
+                ..SagaDetails::default()
+            };
+            saga.event(event, *step, details).await;
             compensations.push(Compensation {
                 step: step.to_string(),
                 outcome,
@@ -537,7 +562,10 @@ async fn finish_failed_keyed(
                 saga.event(
                     SagaEvent::CompensationCompleted,
                     *step,
-                    json!({"verification_id": verification_id}),
+                    SagaDetails {
+                        verification_id: verification_id.map(str::to_string),
+                        ..SagaDetails::default()
+                    },
                 )
                 .await;
                 compensations.push(Compensation {
@@ -550,13 +578,16 @@ async fn finish_failed_keyed(
                 saga.event(
                     SagaEvent::CompensationFailed,
                     *step,
-                    json!({"cause": e.to_json()}),
+                    SagaDetails {
+                        cause: Some(e.cause()),
+                        ..SagaDetails::default()
+                    },
                 )
                 .await;
                 compensations.push(Compensation {
                     step: step.to_string(),
                     outcome: CompensationOutcome::Failed,
-                    cause: Some(e.to_json()),
+                    cause: Some(e.cause()),
                 });
             }
         }

@@ -159,7 +159,7 @@ pub struct SagaFailed {
     pub failed_step: String,
     /// The failure as the client saw it (service, status, body).
     #[schema(value_type = Object)]
-    pub cause: Value,
+    pub cause: crate::client::Cause,
     /// The compensations run, in order.
     pub compensations: Vec<Compensation>,
     /// The request's id.
@@ -179,7 +179,7 @@ pub struct Compensation {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub cause: Option<Value>,
+    pub cause: Option<crate::client::Cause>,
 }
 
 /// `GET /visits/{id}`.

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::ctx::Ctx;
@@ -18,7 +17,7 @@ use crate::service::Service;
 
 mod wire;
 
-pub use wire::{Claim, CreateClaim, Line, VoidClaim, Voided};
+pub use wire::{Claim, CreateClaim, FieldProblem, Line, VoidClaim, Voided};
 
 pub(crate) fn migrations() -> Vec<String> {
     vec![
@@ -63,10 +62,14 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 }
 
 /// The problems of a claim, one per field (empty: valid).
-fn problems(c: &CreateClaim) -> Vec<Value> {
+fn problems(c: &CreateClaim) -> Vec<FieldProblem> {
     let mut out = Vec::new();
     let mut bad = |field: String, code: &str, message: &str| {
-        out.push(json!({"field": field, "code": code, "message": message}));
+        out.push(FieldProblem {
+            field,
+            code: code.to_string(),
+            message: message.to_string(),
+        });
     };
     if c.npi.len() != 10 || !c.npi.bytes().all(|b| b.is_ascii_digit()) {
         bad("npi".into(), "npi_format", "an NPI is 10 digits");
@@ -172,7 +175,7 @@ async fn create(
             "invalid_claim",
             format!("the claim has {} problem(s)", problems.len()),
         )
-        .with("fields", Value::Array(problems)));
+        .with("fields", serde_json::to_value(problems).unwrap_or_default()));
     }
     let id = ctx.id_mint.next("clm");
     let key = crate::ctx::idempotency_key(&headers)?;

@@ -65,3 +65,15 @@ pub struct Voided {
     /// The claim cancelled, or none: no claim was made with that key.
     pub voided: Option<String>,
 }
+
+/// One problem of a claim refused with `422 invalid_claim` (the error
+/// body's `fields`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// The field (`npi`, `diagnoses[0]`, `procedures[1].code`).
+    pub field: String,
+    /// What is wrong with it (`npi_format`, `icd10cm_not_billable`, …).
+    pub code: String,
+    /// The same in words.
+    pub message: String,
+}

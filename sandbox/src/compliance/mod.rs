@@ -109,7 +109,9 @@ pub(crate) mod incidents;
 pub(crate) mod violations;
 
 mod wire;
-pub use wire::{Recorded, RequestClosed, SagaEventRecord, SyncFailure, ViolationReport};
+pub use wire::{
+    Recorded, RequestClosed, SagaDetails, SagaEventRecord, SyncFailure, ViolationReport,
+};
 
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(

@@ -3,7 +3,6 @@
 //! what it answers them, taken by its handlers and sent by every caller.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 /// `POST /audit/saga-events`: one event of a saga (the claim saga sends
@@ -21,7 +20,35 @@ pub struct SagaEventRecord {
     /// The patient it is about.
     pub patient_id: String,
     /// The event's details (ids, the cause of a failure).
-    pub details: Value,
+    #[serde(default)]
+    pub details: SagaDetails,
+}
+
+/// What a saga event records besides its type and step: the ids the step
+/// made or undid, or why it failed. Absent fields are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SagaDetails {
+    /// The visit the saga runs for (`saga_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_id: Option<String>,
+    /// The verification made or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_id: Option<String>,
+    /// Whether the eligibility answer came from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+    /// The claim created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<String>,
+    /// The idempotency key of a claim voided (or to be voided) by its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_key: Option<String>,
+    /// The steps completed (`saga_completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<crate::states::SagaStep>>,
+    /// Why the step or compensation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::client::Cause>,
 }
 
 /// `POST /audit/sync-failures`: a patient sync a holder did not take,

@@ -12,9 +12,14 @@ use crate::common::{intake, record_health, visit};
 /// Every business service answers `/health` 200 JSON, healthy, with its
 /// database and Redis up; the API's `/health` names all five dependencies
 /// with their status and breaker state. What each answered goes to the
-/// report's service health section.
+/// report's service health section. It runs alone: the API probes each
+/// peer's `/health` with a short timeout, and the load tests running beside
+/// it on a loaded 2-core machine could make a healthy peer miss it (seen
+/// twice while builds ran beside the suites), which this test would then
+/// report as a broken mesh.
 #[service_test(
     health,
+    exclusive,
     real_services,
     services(
         healthcare_api,
