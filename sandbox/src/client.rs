@@ -395,14 +395,19 @@ pub struct CallRecord {
     pub seq: u64,
     /// When it started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The request it belongs to, when it is not the exchange's own (the
+    /// records of several requests of one tenant shipped together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The body of `POST /audit/service-calls`: one call's record, or the
-/// records of one request's calls queued together.
+/// records of one tenant's calls queued together (of the exchange's request,
+/// or each naming its own).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum CallRecords {
-    /// Several calls of one request (`{"events": [...]}`).
+    /// Several calls (`{"events": [...]}`).
     Batch {
         /// In the order made.
         events: Vec<CallRecord>,
@@ -611,17 +616,20 @@ impl ServiceClient {
                 outcome,
                 seq,
                 started_at_ms,
+                request_id: None,
             }
         });
         (result, audit)
     }
 
     /// Hands a call's audit record to the client's shipper, which sends it
-    /// in the background: the records of one request (tenant and request
-    /// id) queued together go as one `POST /audit/service-calls`
-    /// (`{"events": [...]}`; one record alone goes as before), so an intake's
-    /// four syncs, finishing together, are audited in one exchange. Each
-    /// exchange is its own task through the audits' bulkhead.
+    /// in the background: the records of one tenant queued together go as
+    /// one `POST /audit/service-calls` (`{"events": [...]}`; one record
+    /// alone goes as before), so the calls of many requests made meanwhile
+    /// are audited in one exchange. The exchange goes under the first
+    /// record's request id; each record of another request names its own
+    /// (`request_id`), and the monitor files it there. Each exchange is its
+    /// own task through the audits' bulkhead.
     pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<CallRecord>) {
         if records.is_empty() {
             return;
@@ -634,16 +642,26 @@ impl ServiceClient {
                 let mut queued = Vec::new();
                 while rx.recv_many(&mut queued, 256).await > 0 {
                     let Some(this) = client.upgrade() else { return };
-                    // By request, in the order queued.
+                    // By tenant (a token speaks for one), in the order
+                    // queued; under the first request's id, the others'
+                    // records naming theirs.
                     let mut batches: Vec<(String, String, Vec<CallRecord>)> = Vec::new();
                     for (tenant, request_id, records) in queued.drain(..) {
-                        match batches
-                            .iter_mut()
-                            .find(|(t, r, _)| *t == tenant && *r == request_id)
-                        {
-                            Some((_, _, all)) => all.extend(records),
-                            None => batches.push((tenant, request_id, records)),
-                        }
+                        let batch = match batches.iter().position(|(t, _, _)| *t == tenant) {
+                            Some(i) => &mut batches[i],
+                            None => {
+                                batches.push((tenant, request_id.clone(), Vec::new()));
+                                let last = batches.len() - 1;
+                                &mut batches[last]
+                            }
+                        };
+                        let own = batch.1 == request_id;
+                        batch.2.extend(records.into_iter().map(|mut r| {
+                            if !own {
+                                r.request_id = Some(request_id.clone());
+                            }
+                            r
+                        }));
                     }
                     for (tenant, request_id, mut records) in batches {
                         let this = Arc::clone(&this);

@@ -165,8 +165,8 @@ async fn record(
     responses((status = 201, description = "recorded", body = Recorded))
 )]
 // `POST /audit/service-calls`: one audited call, or `{"events": [...]}`,
-// a caller's calls of one request queued together (one row each, committed
-// together; the answer names the first row). Plain comments: utoipa would
+// a caller's calls queued together, of one tenant and one or more requests
+// (one row each, committed together; the answer names the first row). Plain comments: utoipa would
 // make doc comments the operation's description, which the contract holds.
 async fn service_call(
     State(ctx): State<Arc<Ctx>>,
@@ -175,12 +175,22 @@ async fn service_call(
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     match body {
         CallRecords::Batch { events } => {
-            // A caller's audited calls of one request, queued together: one
-            // row each, committed together (the answer names the first).
+            // A caller's audited calls queued together: one row each, under
+            // its request, committed together (the answer names the first).
             let rows: Vec<_> = events
-                .iter()
-                .filter(|e| !dropped_by_fault(&ctx, &caller, e.seq))
-                .map(|e| audit_row(&caller, AuditKind::ServiceCall, e))
+                .into_iter()
+                .filter_map(|mut e| {
+                    // A record of another request than the exchange's is
+                    // filed under its own (same tenant: the token's).
+                    let request_id = e.request_id.take();
+                    let request_id = request_id.as_deref().unwrap_or(&caller.request_id);
+                    if dropped_by_fault(&ctx, &caller.tenant, request_id, e.seq) {
+                        return None;
+                    }
+                    let mut row = audit_row(&caller, AuditKind::ServiceCall, &e);
+                    row.request_id = request_id.to_string();
+                    Some(row)
+                })
                 .collect();
             let ids = crate::timing::measure(
                 crate::timing::Part::AuditWrite,
@@ -194,7 +204,7 @@ async fn service_call(
             Ok((StatusCode::CREATED, Json(Recorded { audit_id: first })))
         }
         CallRecords::One(e) => {
-            if dropped_by_fault(&ctx, &caller, e.seq) {
+            if dropped_by_fault(&ctx, &caller.tenant, &caller.request_id, e.seq) {
                 return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
             }
             record(&ctx, &caller, AuditKind::ServiceCall, &e).await
@@ -203,14 +213,13 @@ async fn service_call(
 }
 
 /// Test mode: is this the audit event a fault plan says to lose?
-fn dropped_by_fault(ctx: &Ctx, caller: &Caller, seq: u64) -> bool {
+fn dropped_by_fault(ctx: &Ctx, tenant: &str, request_id: &str, seq: u64) -> bool {
     let mut plans = ctx
         .faults
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let hit = plans.iter_mut().find(|p| {
-        p.drop_audit_seq == Some(seq)
-            && p.matches(&caller.tenant, "/audit/service-calls", &caller.request_id)
+        p.drop_audit_seq == Some(seq) && p.matches(tenant, "/audit/service-calls", request_id)
     });
     match hit {
         Some(plan) => {

@@ -58,6 +58,65 @@ async fn every_call_of_a_visit_is_audited_under_its_request_id(
     .await;
 }
 
+/// Visits made at once each keep their own trail: the API ships the audits
+/// of many requests in one exchange (under the first one's request id),
+/// and the monitor files every call under the request that made it, so
+/// each of 16 concurrent visits has exactly its three calls, numbered 1 to
+/// 3, and is complete.
+#[service_test(
+    compliance,
+    audit,
+    real_services,
+    services(
+        healthcare_api,
+        insurance_verification,
+        billing_engine,
+        business_intelligence,
+        compliance_monitor
+    ),
+    timeout = "40s"
+)]
+async fn concurrent_visits_each_keep_exactly_their_own_calls(
+    target: &Target,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let api = target.client(Service::HealthcareApi, &tenant);
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    let patient_id = intake(&api, &s).await;
+    let rids: Vec<String> = (0..16)
+        .map(|i| format!("req-{}-together-{i}", tenant.0))
+        .collect();
+    let visits = rids.iter().map(|rid| visit_as(&api, &patient_id, &s, rid));
+    for v in futures_util::future::join_all(visits).await {
+        assert_eq!(v.status, 201, "{}", v.body);
+    }
+    for rid in &rids {
+        eventually("each visit's trail complete", || async {
+            let r = monitor
+                .get(&format!("/audit/completeness?request_id={rid}"))
+                .await
+                .expect("completeness");
+            r.body["complete"] == true
+        })
+        .await;
+        let trail = monitor
+            .get(&format!("/audit?request_id={rid}&kind=service_call"))
+            .await
+            .expect("audit");
+        let mut seqs: Vec<u64> = trail.body["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["detail"]["seq"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        seqs.sort_unstable();
+        assert_eq!(seqs, [1, 2, 3], "{rid}: exactly its three calls");
+    }
+}
+
 /// Audit completeness: a visit's trail holds exactly the calls the API
 /// declares it made, numbered without a gap, in the order made
 /// (insurance, billing, analytics); when the monitor loses the second
