@@ -152,7 +152,7 @@ pub fn run(options: Options) -> Result<()> {
 
     let mut stages: Vec<Stage> = Vec::new();
     let total_stages =
-        usize::from(lint && first_shard) * 2 + usize::from(first_shard) * 2 + 1 + tiers.len();
+        usize::from(lint && first_shard) * 3 + usize::from(first_shard) * 2 + 1 + tiers.len();
     let step = |name: &str, cmd: Option<&mut Command>, stages: &mut Vec<Stage>| -> Result<bool> {
         let n = stages.len() + 1;
         eprintln!("\n=== [{n}/{total_stages}] {name}");

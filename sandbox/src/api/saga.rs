@@ -348,16 +348,18 @@ pub(crate) async fn visit(
         )
         .await?;
     crate::api::visits::announce(&ctx, &caller.tenant, &visit_id, VisitStatus::Completed);
-    saga.event(
+    // The last event and the request's close at once: both are recorded
+    // before the answer, and the close counts only the calls to peers
+    // (all made by now), not the event's.
+    let completed = saga.event(
         SagaEvent::SagaCompleted,
         SagaStep::Claim,
         SagaDetails {
             steps: Some(done.clone()),
             ..SagaDetails::default()
         },
-    )
-    .await;
-    saga.close().await;
+    );
+    tokio::join!(completed, saga.close());
     ctx.metrics.incr("saga_total", "outcome=\"completed\"");
     tracing::info!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, claim = %claim_id, "claim saga completed");
     let done = VisitCompleted {
