@@ -175,7 +175,7 @@ pub async fn sync_patient(
     // Committed with the copies other requests write meanwhile.
     ctx.db
         .write_grouped(
-            &copy_upsert(ctx.service),
+            copy_upsert(ctx.service),
             vec![
                 Some(caller.tenant.clone()),
                 Some(sync.patient_id.clone()),
@@ -190,20 +190,30 @@ pub async fn sync_patient(
     }))
 }
 
-/// The upsert of a holder's patient copy, one row or many.
-fn copy_upsert(service: crate::service::Service) -> crate::store::GroupStatement {
-    let schema = service.schema();
-    let conflict = "ON CONFLICT (tenant, patient_id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()";
-    crate::store::GroupStatement {
-        one: format!(
-            "INSERT INTO {schema}.patients (tenant, patient_id, record) VALUES ($1, $2, $3) {conflict}"
-        ),
-        many: format!(
-            "INSERT INTO {schema}.patients (tenant, patient_id, record)
-             SELECT t, p, r FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, p, r) {conflict}"
-        ),
-        columns: 3,
-    }
+/// The upsert of a holder's patient copies, one row or many (see
+/// [`crate::store::Db::write_grouped`]); written once per service, not per
+/// request.
+fn copy_upsert(service: crate::service::Service) -> &'static str {
+    use crate::service::Service;
+    static UPSERTS: std::sync::LazyLock<Vec<(Service, String)>> = std::sync::LazyLock::new(|| {
+        Service::ALL
+            .iter()
+            .map(|s| {
+                let statement = format!(
+                    "INSERT INTO {}.patients (tenant, patient_id, record)
+                     SELECT t, p, r FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, p, r)
+                     ON CONFLICT (tenant, patient_id)
+                     DO UPDATE SET record = EXCLUDED.record, synced_at = now()",
+                    s.schema()
+                );
+                (*s, statement)
+            })
+            .collect()
+    });
+    UPSERTS
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or("", |(_, statement)| statement.as_str())
 }
 
 /// Reads a JSON text column.

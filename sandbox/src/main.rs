@@ -377,15 +377,10 @@ async fn bench_database() -> anyhow::Result<(
     Option<provision::Instance>,
     Option<(String, String)>,
 )> {
-    let found = provision::postgres_for_run(true).await?;
-    if found.source == "private" {
-        eprintln!("PostgreSQL: none configured or running locally; started a private instance");
-    }
-    if found.source == "env" {
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            return Ok((url.trim().to_string(), None, None));
-        }
-    }
+    let found = match find_postgres().await? {
+        Found::Given(url) => return Ok((url, None, None)),
+        Found::Server(found) => found,
+    };
     let name = format!("sandbox_bench_{}", std::process::id());
     let admin_url = found.url("postgres");
     let admin = sandbox::store::connect(&admin_url).await?;
@@ -440,16 +435,10 @@ fn print_token(args: Token) -> anyhow::Result<()> {
 /// server, a private instance), with a `sandbox` database on it: its URL,
 /// and the private instance to keep alive.
 async fn postgres() -> anyhow::Result<(String, Option<provision::Instance>)> {
-    let found = provision::postgres_for_run(true).await?;
-    if found.source == "private" {
-        eprintln!("PostgreSQL: none configured or running locally; started a private instance");
-    }
-    if found.source == "env" {
-        // DATABASE_URL names the database to use, as given.
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            return Ok((url.trim().to_string(), None));
-        }
-    }
+    let found = match find_postgres().await? {
+        Found::Given(url) => return Ok((url, None)),
+        Found::Server(found) => found,
+    };
     let admin = sandbox::store::connect(&found.url("postgres")).await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = 'sandbox'", &[])
@@ -459,6 +448,28 @@ async fn postgres() -> anyhow::Result<(String, Option<provision::Instance>)> {
         admin.batch_execute("CREATE DATABASE sandbox").await?;
     }
     Ok((found.url("sandbox"), found.instance))
+}
+
+/// Where PostgreSQL is.
+enum Found {
+    /// `DATABASE_URL` names the database to use, as given.
+    Given(String),
+    /// A server (`provision`'s chain: configured, local, or a private
+    /// instance started for this process).
+    Server(Box<provision::PostgresSource>),
+}
+
+async fn find_postgres() -> anyhow::Result<Found> {
+    let found = provision::postgres_for_run(true).await?;
+    if found.source == "private" {
+        eprintln!("PostgreSQL: none configured or running locally; started a private instance");
+    }
+    if found.source == "env" {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Ok(Found::Given(url.trim().to_string()));
+        }
+    }
+    Ok(Found::Server(Box::new(found)))
 }
 
 /// Where Redis is (the `provision` chain: `REDIS_URL`, the local server, a

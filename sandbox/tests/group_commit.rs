@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use harness::service_test;
 use provision::Postgres;
-use sandbox::store::GroupStatement;
 use sandbox::store::{Db, PoolConfig};
 
 /// A database and table of their own (`k` unique; `x` the writing
 /// transaction's id), dropped by the test.
-async fn table(pg: &Postgres, name: &str) -> (Arc<Db>, GroupStatement) {
+async fn table(pg: &Postgres, name: &str) -> (Arc<Db>, String) {
     let admin = sandbox::store::connect(&pg.url("postgres"))
         .await
         .expect("connect");
@@ -35,13 +34,8 @@ async fn table(pg: &Postgres, name: &str) -> (Arc<Db>, GroupStatement) {
     .await
     .expect("create the table");
     let db = Db::new(&pg.url(name), PoolConfig::default()).expect("pool");
-    let statement = GroupStatement {
-        one: format!("INSERT INTO public.{name} (k, v) VALUES ($1, $2)"),
-        many: format!(
-            "INSERT INTO public.{name} (k, v) SELECT * FROM unnest($1::text[], $2::text[])"
-        ),
-        columns: 2,
-    };
+    let statement =
+        format!("INSERT INTO public.{name} (k, v) SELECT * FROM unnest($1::text[], $2::text[])");
     (Arc::new(db), statement)
 }
 
@@ -57,9 +51,9 @@ async fn drop_database(pg: &Postgres, db: Arc<Db>, name: &str) {
         .expect("drop the database");
 }
 
-async fn write_all(db: &Arc<Db>, statement: &GroupStatement, keys: &[String]) -> Vec<bool> {
+async fn write_all(db: &Arc<Db>, statement: &str, keys: &[String]) -> Vec<bool> {
     let writes = keys.iter().map(|k| {
-        let (db, statement) = (Arc::clone(db), statement.clone());
+        let (db, statement) = (Arc::clone(db), statement.to_string());
         let row = vec![Some(k.clone()), Some(format!("value of {k}"))];
         tokio::spawn(async move { db.write_grouped(&statement, row).await.is_ok() })
     });

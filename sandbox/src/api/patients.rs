@@ -55,19 +55,9 @@ impl PatientSynced {
     }
 }
 
-/// A patient registered, one row or many.
-static PATIENT_INSERT: std::sync::LazyLock<crate::store::GroupStatement> = std::sync::LazyLock::new(
-    || {
-        crate::store::GroupStatement {
-        one: "INSERT INTO api.patients (id, tenant, mrn, record, coverage) VALUES ($1, $2, $3, $4, $5)"
-            .into(),
-        many: "INSERT INTO api.patients (id, tenant, mrn, record, coverage)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])"
-            .into(),
-        columns: 5,
-    }
-    },
-);
+/// Patients registered, one row or many (see [`crate::store::Db::write_grouped`]).
+const PATIENT_INSERT: &str = "INSERT INTO api.patients (id, tenant, mrn, record, coverage)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])";
 
 /// `POST /patients`: registers the patient and syncs each holder its cut.
 #[utoipa::path(
@@ -96,7 +86,7 @@ pub(crate) async fn intake(
     // Committed with the patients other requests register meanwhile.
     ctx.db
         .write_grouped(
-            &PATIENT_INSERT,
+            PATIENT_INSERT,
             vec![
                 Some(id.clone()),
                 Some(caller.tenant.clone()),

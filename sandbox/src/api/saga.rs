@@ -322,22 +322,15 @@ pub(crate) async fn visit(
         tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
     }
 
-    static COMPLETE: std::sync::LazyLock<crate::store::GroupStatement> =
-        std::sync::LazyLock::new(|| crate::store::GroupStatement {
-            one: "UPDATE api.visits SET status = $5, verification_id = $3, claim_id = $4
-                  WHERE id = $1 AND tenant = $2"
-                .into(),
-            many: "UPDATE api.visits v SET status = u.s, verification_id = u.ve, claim_id = u.c
+    const COMPLETE: &str =
+        "UPDATE api.visits v SET status = u.s, verification_id = u.ve, claim_id = u.c
                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
                         AS u(i, t, ve, c, s)
-                   WHERE v.id = u.i AND v.tenant = u.t"
-                .into(),
-            columns: 5,
-        });
+                   WHERE v.id = u.i AND v.tenant = u.t";
     // Committed with the visits other sagas complete meanwhile.
     ctx.db
         .write_grouped(
-            &COMPLETE,
+            COMPLETE,
             vec![
                 Some(visit_id.clone()),
                 Some(caller.tenant.clone()),

@@ -5,7 +5,6 @@
 //! its `X-Request-ID` finds its visit while the saga runs
 //! (`GET /visits?request_id=…`).
 
-use crate::store::GroupStatement;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,21 +51,14 @@ pub(crate) async fn open(
     patient_id: &str,
     saga_id: &str,
 ) -> Result<(), ApiError> {
-    static OPEN: std::sync::LazyLock<GroupStatement> =
-        std::sync::LazyLock::new(|| GroupStatement {
-            one: "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
-                  VALUES ($1, $2, $3, $4, $5, $6)"
-                .into(),
-            many: "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
+    const OPEN: &str =
+        "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                        $5::text[], $6::text[])"
-                .into(),
-            columns: 6,
-        });
+                                        $5::text[], $6::text[])";
     // Committed with the visits other requests open meanwhile.
     ctx.db
         .write_grouped(
-            &OPEN,
+            OPEN,
             vec![
                 Some(visit_id.to_string()),
                 Some(caller.tenant.clone()),
@@ -86,19 +78,13 @@ pub(crate) async fn open(
 pub(crate) async fn transition(ctx: &Ctx, tenant: &str, visit_id: &str, status: VisitStatus) {
     // A saga moves its visit one state at a time (each awaited), so a
     // visit is never twice in one batch.
-    static MOVE: std::sync::LazyLock<GroupStatement> =
-        std::sync::LazyLock::new(|| GroupStatement {
-            one: "UPDATE api.visits SET status = $3 WHERE id = $1 AND tenant = $2".into(),
-            many: "UPDATE api.visits v SET status = u.s
+    const MOVE: &str = "UPDATE api.visits v SET status = u.s
                FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, t, s)
-               WHERE v.id = u.i AND v.tenant = u.t"
-                .into(),
-            columns: 3,
-        });
+               WHERE v.id = u.i AND v.tenant = u.t";
     let r = ctx
         .db
         .write_grouped(
-            &MOVE,
+            MOVE,
             vec![
                 Some(visit_id.to_string()),
                 Some(tenant.to_string()),

@@ -200,26 +200,17 @@ async fn create(
         .procedures
         .iter()
         .fold(0i64, |t, p| t.saturating_add(p.charge_cents));
-    static INSERT: std::sync::LazyLock<crate::store::GroupStatement> =
-        std::sync::LazyLock::new(|| crate::store::GroupStatement {
-            one: "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
-                    diagnoses, procedures, total_cents, status, idempotency_key)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::bigint, 'submitted', $9)"
-                .into(),
-            many: "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
+    const INSERT: &str = "INSERT INTO billing.claims (id, tenant, patient_id, verification_id, npi,
                     diagnoses, procedures, total_cents, status, idempotency_key)
                    SELECT i, t, p, v, n, d, c, s::bigint, 'submitted', k
                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                $6::text[], $7::text[], $8::text[], $9::text[])
-                        AS u(i, t, p, v, n, d, c, s, k)"
-                .into(),
-            columns: 9,
-        });
+                        AS u(i, t, p, v, n, d, c, s, k)";
     // Committed with the claims other requests create meanwhile.
     let inserted = ctx
         .db
         .write_grouped(
-            &INSERT,
+            INSERT,
             vec![
                 Some(id.clone()),
                 Some(caller.tenant.clone()),

@@ -229,30 +229,19 @@ async fn verify(
             a
         }
     };
-    static INSERT: std::sync::LazyLock<crate::store::GroupStatement> =
-        std::sync::LazyLock::new(|| crate::store::GroupStatement {
-            one: "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
-                    member_id, date_of_service, procedures, eligible, coverage_pct, reason,
-                    cached, status)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::boolean, $9::text::int, $10,
-                          $11::text::boolean, 'active')"
-                .into(),
-            many: "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
+    const INSERT: &str = "INSERT INTO insurance.verifications (id, tenant, patient_id, payer_id,
                     member_id, date_of_service, procedures, eligible, coverage_pct, reason,
                     cached, status)
                    SELECT i, t, p, y, m, d, c, e::boolean, g::int, r, h::boolean, 'active'
                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                                $11::text[])
-                        AS u(i, t, p, y, m, d, c, e, g, r, h)"
-                .into(),
-            columns: 11,
-        });
+                        AS u(i, t, p, y, m, d, c, e, g, r, h)";
     // Committed with the verifications other requests make meanwhile.
     let inserted = ctx
         .db
         .write_grouped(
-            &INSERT,
+            INSERT,
             vec![
                 Some(id.clone()),
                 Some(caller.tenant.clone()),

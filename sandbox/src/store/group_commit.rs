@@ -27,19 +27,6 @@ use tokio_postgres::types::ToSql;
 
 use super::{Db, StoreError};
 
-/// A write that can be grouped: the same row written one at a time and
-/// many at once. Every column is text (`NULL` for `None`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct GroupStatement {
-    /// One row: parameters `$1`…`$n`, each `text`.
-    pub one: String,
-    /// Many rows: parameters `$1`…`$n`, each a `text[]` of the rows'
-    /// values in that column (`unnest($1::text[], …)`).
-    pub many: String,
-    /// Its columns (`n`).
-    pub columns: usize,
-}
-
 type Pending = (Vec<Option<String>>, oneshot::Sender<Result<(), StoreError>>);
 
 /// Rows in one statement at most.
@@ -51,12 +38,12 @@ const WRITERS: usize = 2;
 /// when the database is dropped.
 #[derive(Default)]
 pub(crate) struct Groups {
-    queues: std::sync::Mutex<HashMap<GroupStatement, mpsc::Sender<Pending>>>,
+    queues: std::sync::Mutex<HashMap<String, mpsc::Sender<Pending>>>,
 }
 
 impl Groups {
     /// The queue of `statement`, its writers started on first use.
-    fn queue(&self, db: &Arc<Db>, statement: &GroupStatement) -> mpsc::Sender<Pending> {
+    fn queue(&self, db: &Arc<Db>, statement: &str) -> mpsc::Sender<Pending> {
         let mut queues = self
             .queues
             .lock()
@@ -67,10 +54,10 @@ impl Groups {
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            let (db, rx, statement) = (Arc::downgrade(db), Arc::clone(&rx), statement.clone());
+            let (db, rx, statement) = (Arc::downgrade(db), Arc::clone(&rx), statement.to_string());
             tokio::spawn(writer(db, rx, statement));
         }
-        queues.insert(statement.clone(), tx.clone());
+        queues.insert(statement.to_string(), tx.clone());
         tx
     }
 }
@@ -78,7 +65,7 @@ impl Groups {
 /// One writer: takes what is queued (up to a batch), writes it, answers.
 /// It holds the database weakly, so that dropping it (a service stopped)
 /// closes the queue and ends the task.
-async fn writer(db: Weak<Db>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, statement: GroupStatement) {
+async fn writer(db: Weak<Db>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, statement: String) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -102,25 +89,19 @@ fn stopped() -> StoreError {
 }
 
 /// Writes `batch` (emptying it) and answers each row.
-async fn write(db: &Db, statement: &GroupStatement, batch: &mut Vec<Pending>) {
-    if batch.len() == 1 {
-        if let Some((row, reply)) = batch.pop() {
-            let _ = reply.send(one(db, statement, &row).await);
-        }
-        return;
-    }
-    let mut columns = vec![Vec::with_capacity(batch.len()); statement.columns];
-    for (row, _) in batch.iter() {
-        for (column, value) in columns.iter_mut().zip(row) {
-            column.push(value.clone());
-        }
-    }
-    let params: Vec<&(dyn ToSql + Sync)> =
-        columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-    match db.execute(&statement.many, &params).await {
-        Ok(_) => {
+async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
+    let rows: Vec<&[Option<String>]> = batch.iter().map(|(row, _)| row.as_slice()).collect();
+    let written = rows_at_once(db, statement, &rows).await;
+    match written {
+        Ok(()) => {
             for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Ok(()));
+            }
+        }
+        // One row: its own error.
+        Err(e) if batch.len() == 1 => {
+            if let Some((_, reply)) = batch.pop() {
+                let _ = reply.send(Err(e));
             }
         }
         Err(e) if e.is_unavailable() => {
@@ -133,33 +114,43 @@ async fn write(db: &Db, statement: &GroupStatement, batch: &mut Vec<Pending>) {
         // fail.
         Err(_) => {
             for (row, reply) in batch.drain(..) {
-                let _ = reply.send(one(db, statement, &row).await);
+                let _ = reply.send(rows_at_once(db, statement, &[row.as_slice()]).await);
             }
         }
     }
 }
 
-/// Writes one row on its own.
-async fn one(
+/// Runs `statement` once on `rows`: its `$k` is the `text[]` of the rows'
+/// `k`-th values (one row is a batch of one).
+async fn rows_at_once(
     db: &Db,
-    statement: &GroupStatement,
-    row: &[Option<String>],
+    statement: &str,
+    rows: &[&[Option<String>]],
 ) -> Result<(), StoreError> {
-    let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-    db.execute(&statement.one, &params).await.map(|_| ())
+    let width = rows.first().map_or(0, |r| r.len());
+    let mut columns = vec![Vec::with_capacity(rows.len()); width];
+    for row in rows {
+        for (column, value) in columns.iter_mut().zip(row.iter()) {
+            column.push(value.clone());
+        }
+    }
+    let params: Vec<&(dyn ToSql + Sync)> =
+        columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+    db.execute(statement, &params).await.map(|_| ())
 }
 
 impl Db {
-    /// Writes `row` (one value per column of `statement`) with the rows
-    /// other requests write by the same statement meanwhile, in one
-    /// statement and one commit; returns once it is committed, or with
-    /// this row's own error.
+    /// Writes `row` with the rows other requests write by the same
+    /// `statement` meanwhile, in one statement and one commit; returns once
+    /// it is committed, or with this row's own error. `statement` takes
+    /// the rows as arrays: its `$k` is a `text[]` of every row's `k`-th
+    /// value (`… SELECT … FROM unnest($1::text[], $2::text[], …)`), cast
+    /// where a column is not text; one row is a batch of one.
     pub async fn write_grouped(
         self: &Arc<Self>,
-        statement: &GroupStatement,
+        statement: &str,
         row: Vec<Option<String>>,
     ) -> Result<(), StoreError> {
-        debug_assert_eq!(row.len(), statement.columns, "{}", statement.one);
         let queue = self.groups().queue(self, statement);
         let (reply, answer) = oneshot::channel();
         let wait = async {

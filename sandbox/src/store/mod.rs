@@ -11,7 +11,6 @@ use std::time::Duration;
 use provision::redis::MultiplexedConnection;
 
 mod group_commit;
-pub use group_commit::GroupStatement;
 
 pub use crate::config::PoolConfig;
 use crate::error::ApiError;
