@@ -33,25 +33,29 @@ struct Saga<'a> {
 impl Saga<'_> {
     /// Sends a saga event to the compliance monitor (awaited: the trail is
     /// complete when the visit answers; a failure to audit is logged, not
-    /// fatal).
+    /// fatal), with the events other sagas of the tenant send meanwhile.
     async fn event(&self, event_type: SagaEvent, step: SagaStep, details: SagaDetails) {
-        let call = Call::new(
-            Service::ComplianceMonitor,
-            Method::Post,
-            "/audit/saga-events",
-            &self.caller.tenant,
-            &self.caller.request_id,
-        )
-        .body(&SagaEventRecord {
+        let event = SagaEventRecord {
             saga_id: self.id.clone(),
             saga_name: SagaStep::Claim,
             event_type,
             step,
             patient_id: self.patient_id.clone(),
             details,
-        })
-        .key(format!("{}:{event_type}:{step}", self.id));
-        if let Err(e) = self.ctx.client.call(call).await {
+            request_id: None,
+        };
+        let recorded = self
+            .ctx
+            .client
+            .record(
+                "/audit/saga-events",
+                &self.caller.tenant,
+                &self.caller.request_id,
+                format!("{}:{event_type}:{step}", self.id),
+                &event,
+            )
+            .await;
+        if let Err(e) = recorded {
             tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "auditing saga event {event_type} failed: {e}");
         }
     }
@@ -60,21 +64,24 @@ impl Saga<'_> {
     /// made, so that its trail can be checked complete
     /// (`GET /audit/completeness`).
     async fn close(&self) {
-        let made = self.ctx.client.calls_made(&self.caller.request_id);
-        let call = Call::new(
-            Service::ComplianceMonitor,
-            Method::Post,
-            "/audit/request-closed",
-            &self.caller.tenant,
-            &self.caller.request_id,
-        )
-        .body(&RequestClosed {
+        let closed = RequestClosed {
             saga_id: self.id.clone(),
             patient_id: self.patient_id.clone(),
-            service_calls: made,
-        })
-        .key(format!("{}:closed", self.id));
-        if let Err(e) = self.ctx.client.call(call).await {
+            service_calls: self.ctx.client.calls_made(&self.caller.request_id),
+            request_id: None,
+        };
+        let recorded = self
+            .ctx
+            .client
+            .record(
+                "/audit/request-closed",
+                &self.caller.tenant,
+                &self.caller.request_id,
+                format!("{}:closed", self.id),
+                &closed,
+            )
+            .await;
+        if let Err(e) = recorded {
             tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "closing the audit of the request failed: {e}");
         }
     }

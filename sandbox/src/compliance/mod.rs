@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::client::CallRecords;
+use crate::client::{CallRecords, Records};
 use crate::ctx::{Ctx, json_text};
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
@@ -173,43 +173,39 @@ async fn service_call(
     caller: Caller,
     Json(body): Json<CallRecords>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    match body {
-        CallRecords::Batch { events } => {
-            // A caller's audited calls queued together: one row each, under
-            // its request, committed together (the answer names the first).
-            let rows: Vec<_> = events
-                .into_iter()
-                .filter_map(|mut e| {
-                    // A record of another request than the exchange's is
-                    // filed under its own (same tenant: the token's).
-                    let request_id = e.request_id.take();
-                    let request_id = request_id.as_deref().unwrap_or(&caller.request_id);
-                    if dropped_by_fault(&ctx, &caller.tenant, request_id, e.seq) {
-                        return None;
-                    }
-                    let mut row = audit_row(&caller, AuditKind::ServiceCall, &e);
-                    row.request_id = request_id.to_string();
-                    Some(row)
-                })
-                .collect();
-            let ids = crate::timing::measure(
-                crate::timing::Part::AuditWrite,
-                writer(&ctx)?.write_all(rows),
-            )
-            .await;
-            let mut first = None;
-            for id in ids {
-                first = first.or(Some(id?));
-            }
-            Ok((StatusCode::CREATED, Json(Recorded { audit_id: first })))
-        }
-        CallRecords::One(e) => {
-            if dropped_by_fault(&ctx, &caller.tenant, &caller.request_id, e.seq) {
-                return Ok((StatusCode::CREATED, Json(Recorded { audit_id: None })));
-            }
-            record(&ctx, &caller, AuditKind::ServiceCall, &e).await
-        }
+    // A record of another request than the exchange's is filed under its
+    // own (same tenant: the token's).
+    let kept = body
+        .filed(&caller.request_id)
+        .into_iter()
+        .filter(|(request_id, e)| !dropped_by_fault(&ctx, &caller.tenant, request_id, e.seq))
+        .collect();
+    record_all(&ctx, &caller, AuditKind::ServiceCall, kept).await
+}
+
+/// Records `records`, each under the request it is filed under, committed
+/// together; the answer names the first row (none when none is kept).
+async fn record_all<T: Serialize>(
+    ctx: &Ctx,
+    caller: &Caller,
+    kind: AuditKind,
+    records: Vec<(String, T)>,
+) -> ApiResult<(StatusCode, Json<Recorded>)> {
+    let rows: Vec<_> = records
+        .into_iter()
+        .map(|(request_id, r)| {
+            let mut row = audit_row(caller, kind, &r);
+            row.request_id = request_id;
+            row
+        })
+        .collect();
+    let writer = writer(ctx)?;
+    let ids = crate::timing::measure(crate::timing::Part::AuditWrite, writer.write_all(rows)).await;
+    let mut first = None;
+    for id in ids {
+        first = first.or(Some(id?));
     }
+    Ok((StatusCode::CREATED, Json(Recorded { audit_id: first })))
 }
 
 /// Test mode: is this the audit event a fault plan says to lose?
@@ -241,9 +237,10 @@ fn dropped_by_fault(ctx: &Ctx, tenant: &str, request_id: &str, seq: u64) -> bool
 async fn request_closed(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(closed): Json<RequestClosed>,
+    Json(closed): Json<Records<RequestClosed>>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    record(&ctx, &caller, AuditKind::RequestClosed, &closed).await
+    let closed = closed.filed(&caller.request_id);
+    record_all(&ctx, &caller, AuditKind::RequestClosed, closed).await
 }
 
 /// Which request's trail.
@@ -448,9 +445,10 @@ async fn check_completeness(
 async fn saga_event(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(event): Json<SagaEventRecord>,
+    Json(events): Json<Records<SagaEventRecord>>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    record(&ctx, &caller, AuditKind::SagaEvent, &event).await
+    let events = events.filed(&caller.request_id);
+    record_all(&ctx, &caller, AuditKind::SagaEvent, events).await
 }
 
 #[utoipa::path(

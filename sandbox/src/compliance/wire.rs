@@ -22,6 +22,16 @@ pub struct SagaEventRecord {
     /// The event's details (ids, the cause of a failure).
     #[serde(default)]
     pub details: SagaDetails,
+    /// The request it belongs to, when it is not the exchange's own (the
+    /// events of several sagas of one tenant sent together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl crate::client::Filed for SagaEventRecord {
+    fn take_request_id(&mut self) -> Option<String> {
+        self.request_id.take()
+    }
 }
 
 /// What a saga event records besides its type and step: the ids the step
@@ -75,6 +85,16 @@ pub struct RequestClosed {
     pub patient_id: String,
     /// The audited calls it made.
     pub service_calls: u64,
+    /// The request closed, when it is not the exchange's own (the closes
+    /// of several requests of one tenant sent together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl crate::client::Filed for RequestClosed {
+    fn take_request_id(&mut self) -> Option<String> {
+        self.request_id.take()
+    }
 }
 
 /// One access as a service reports it to the compliance monitor

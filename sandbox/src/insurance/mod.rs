@@ -180,22 +180,6 @@ async fn verify(
     }
     let id = ctx.id_mint.next("ver");
     let key = crate::ctx::idempotency_key(&headers)?;
-    let first = crate::ctx::replay(
-        &ctx,
-        "verify",
-        &caller.tenant,
-        key.as_deref(),
-        &id,
-        |first| {
-            let ctx = &ctx;
-            let tenant = &caller.tenant;
-            async move { load(ctx, tenant, &first).await }
-        },
-    )
-    .await?;
-    if let Some(first) = first {
-        return Ok((StatusCode::OK, Json(first)));
-    }
     let ckey = eligibility_key(
         &caller.tenant,
         &r.payer_id,
@@ -203,8 +187,28 @@ async fn verify(
         &r.date_of_service,
         &r.procedures,
     );
+    // The key's first use and the cache are asked at once (one round trip
+    // to Redis for both, pipelined on its connection).
+    let (first, cached) = tokio::join!(
+        crate::ctx::replay(
+            &ctx,
+            "verify",
+            &caller.tenant,
+            key.as_deref(),
+            &id,
+            |first| {
+                let ctx = &ctx;
+                let tenant = &caller.tenant;
+                async move { load(ctx, tenant, &first).await }
+            },
+        ),
+        ctx.cache.get(&ckey),
+    );
+    if let Some(first) = first? {
+        return Ok((StatusCode::OK, Json(first)));
+    }
     // The cache is an optimisation: unreachable, it is a miss.
-    let cached: Option<Eligibility> = match ctx.cache.get(&ckey).await {
+    let cached: Option<Eligibility> = match cached {
         Ok(text) => text.and_then(|t| serde_json::from_str(&t).ok()),
         Err(e) => {
             ctx.metrics.incr("cache_errors_total", "op=\"get\"");

@@ -23,16 +23,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::{Db, StoreError};
 
-type Pending = (Vec<Option<String>>, oneshot::Sender<Result<(), StoreError>>);
+/// One request's rows (committed together, or failed together) and where
+/// to answer.
+type Pending = (
+    Vec<Vec<Option<String>>>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
 
 /// Rows in one statement at most.
 const MAX_BATCH: usize = 128;
 /// Batches of one statement written at once (each on a pooled connection).
-const WRITERS: usize = 2;
+const WRITERS: usize = 1;
 
 /// The writers of one database, one queue per statement; their tasks end
 /// when the database is dropped.
@@ -90,7 +95,10 @@ fn stopped() -> StoreError {
 
 /// Writes `batch` (emptying it) and answers each row.
 async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
-    let rows: Vec<&[Option<String>]> = batch.iter().map(|(row, _)| row.as_slice()).collect();
+    let rows: Vec<&[Option<String>]> = batch
+        .iter()
+        .flat_map(|(rows, _)| rows.iter().map(Vec::as_slice))
+        .collect();
     let written = rows_at_once(db, statement, &rows).await;
     match written {
         Ok(()) => {
@@ -98,7 +106,7 @@ async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
                 let _ = reply.send(Ok(()));
             }
         }
-        // One row: its own error.
+        // One request: its own error.
         Err(e) if batch.len() == 1 => {
             if let Some((_, reply)) = batch.pop() {
                 let _ = reply.send(Err(e));
@@ -110,11 +118,12 @@ async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
                 let _ = reply.send(Err(StoreError::DbUnavailable(message.clone())));
             }
         }
-        // Refused as a whole: row by row, so that only the rows at fault
-        // fail.
+        // Refused as a whole: request by request, so that only the rows
+        // at fault fail.
         Err(_) => {
-            for (row, reply) in batch.drain(..) {
-                let _ = reply.send(rows_at_once(db, statement, &[row.as_slice()]).await);
+            for (rows, reply) in batch.drain(..) {
+                let rows: Vec<&[Option<String>]> = rows.iter().map(Vec::as_slice).collect();
+                let _ = reply.send(rows_at_once(db, statement, &rows).await);
             }
         }
     }
@@ -134,9 +143,15 @@ async fn rows_at_once(
             column.push(value.clone());
         }
     }
-    let params: Vec<&(dyn ToSql + Sync)> =
-        columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-    db.execute(statement, &params).await.map(|_| ())
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = columns
+        .iter()
+        .map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
+        .collect();
+    // Planned for each batch: a plan kept from the first batches, costed
+    // on a table still empty, kept hashing a sequential scan of the whole
+    // of `api.visits` as it grew (`perf`: PostgreSQL at half the mesh's
+    // CPU under the saga bench). Planning once per batch costs little.
+    db.execute_planned(statement, &params).await
 }
 
 impl Db {
@@ -151,10 +166,23 @@ impl Db {
         statement: &str,
         row: Vec<Option<String>>,
     ) -> Result<(), StoreError> {
+        self.write_grouped_rows(statement, vec![row]).await
+    }
+
+    /// [`Db::write_grouped`] for a request that writes several rows: they
+    /// are committed together with the others', or fail together.
+    pub async fn write_grouped_rows(
+        self: &Arc<Self>,
+        statement: &str,
+        rows: Vec<Vec<Option<String>>>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let queue = self.groups().queue(self, statement);
         let (reply, answer) = oneshot::channel();
         let wait = async {
-            queue.send((row, reply)).await.map_err(|_| stopped())?;
+            queue.send((rows, reply)).await.map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         };
         crate::timing::measure(crate::timing::Part::Db, wait).await

@@ -235,6 +235,25 @@ impl Db {
         .await
     }
 
+    /// Runs a statement planned for these values and the tables' sizes
+    /// now: sent unnamed with its parameters' types (one round trip), not
+    /// kept. For a statement whose best plan changes with its input — a
+    /// batch of one row or of a hundred, a table empty or large — where a
+    /// plan kept from the first runs would be wrong later (see
+    /// [`Db::write_grouped`]).
+    pub async fn execute_planned(
+        &self,
+        sql: &str,
+        params: &[(
+            &(dyn tokio_postgres::types::ToSql + Sync),
+            tokio_postgres::types::Type,
+        )],
+    ) -> Result<(), StoreError> {
+        let c = self.conn().await?;
+        self.bounded(async { c.query_typed(sql, params).await.map(|_| ()) })
+            .await
+    }
+
     /// Every row `sql` selects.
     pub async fn query(
         &self,

@@ -58,11 +58,12 @@ async fn every_call_of_a_visit_is_audited_under_its_request_id(
     .await;
 }
 
-/// Visits made at once each keep their own trail: the API ships the audits
-/// of many requests in one exchange (under the first one's request id),
-/// and the monitor files every call under the request that made it, so
-/// each of 16 concurrent visits has exactly its three calls, numbered 1 to
-/// 3, and is complete.
+/// Visits made at once each keep their own trail: the API sends the audits
+/// and the saga events of many requests in one exchange (under the first
+/// one's request id), and the monitor files every record under the request
+/// that made it, so each of 16 concurrent visits has exactly its three
+/// calls, numbered 1 to 3, its own saga's four events in order, and is
+/// complete.
 #[service_test(
     compliance,
     audit,
@@ -88,10 +89,12 @@ async fn concurrent_visits_each_keep_exactly_their_own_calls(
         .map(|i| format!("req-{}-together-{i}", tenant.0))
         .collect();
     let visits = rids.iter().map(|rid| visit_as(&api, &patient_id, &s, rid));
+    let mut sagas = Vec::new();
     for v in futures_util::future::join_all(visits).await {
         assert_eq!(v.status, 201, "{}", v.body);
+        sagas.push(v.body["saga_id"].as_str().unwrap_or_default().to_string());
     }
-    for rid in &rids {
+    for (rid, saga) in rids.iter().zip(&sagas) {
         eventually("each visit's trail complete", || async {
             let r = monitor
                 .get(&format!("/audit/completeness?request_id={rid}"))
@@ -114,6 +117,33 @@ async fn concurrent_visits_each_keep_exactly_their_own_calls(
             .unwrap_or_default();
         seqs.sort_unstable();
         assert_eq!(seqs, [1, 2, 3], "{rid}: exactly its three calls");
+        // Recorded before the visit answered: no waiting.
+        let events = monitor
+            .get(&format!("/audit?request_id={rid}&kind=saga_event"))
+            .await
+            .expect("audit");
+        let events: Vec<String> = events.body["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let d = &e["detail"];
+                        format!("{}:{}:{}", d["saga_id"], d["event_type"], d["step"])
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let own = |event: &str, step: &str| format!("\"{saga}\":\"{event}\":\"{step}\"");
+        assert_eq!(
+            events,
+            [
+                own("saga_started", "claim"),
+                own("step_completed", "verify_insurance"),
+                own("step_completed", "create_claim"),
+                own("saga_completed", "claim"),
+            ],
+            "{rid}: exactly its own saga's events, in order"
+        );
     }
 }
 

@@ -31,6 +31,9 @@ use crate::metrics::ServiceMetrics;
 use crate::retry::{AttemptFailure, Backoff, RetryPolicy};
 use crate::service::Service;
 
+mod lanes;
+pub use lanes::{CallRecord, CallRecords, Filed, Records};
+
 /// Where each service is reached. Shared by the mesh's clients, so a
 /// route can be changed while the mesh runs (to put a chaos proxy in
 /// front of a service, say).
@@ -136,8 +139,8 @@ pub struct Call<'a> {
     pub tenant: &'a str,
     /// The request id to propagate.
     pub request_id: &'a str,
-    /// A JSON body.
-    pub body: Option<Value>,
+    /// A JSON body, serialized once (each attempt sends it as it is).
+    pub body: Option<axum::body::Bytes>,
     /// An idempotency key (makes a `POST` repeatable).
     pub idempotency_key: Option<String>,
 }
@@ -163,16 +166,18 @@ impl<'a> Call<'a> {
     }
 
     /// With a JSON body.
-    pub fn json(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
+    pub fn json(self, body: Value) -> Self {
+        self.body(&body)
     }
 
-    /// With a service's wire type as its JSON body.
-    pub fn body(self, body: &impl serde::Serialize) -> Self {
+    /// With a service's wire type as its JSON body, serialized straight to
+    /// bytes.
+    pub fn body(mut self, body: &impl serde::Serialize) -> Self {
         // The wire types are structs of strings, numbers and lists: they
         // always serialize.
-        self.json(serde_json::to_value(body).unwrap_or_default())
+        let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+        self.body = Some(bytes.into());
+        self
     }
 
     /// With an idempotency key.
@@ -355,9 +360,9 @@ pub struct ServiceClient {
     /// the peer's bulkhead they queued the requests' own calls (a patient's
     /// sync, a saga's events) behind them.
     audits: Bulkhead,
-    /// The background audits' queue (see [`ServiceClient::call`]), started
-    /// with the first.
-    shipper: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Shipped>>,
+    /// The records on their way to the compliance monitor, by lane
+    /// ([`lanes`]).
+    lanes: lanes::Lanes,
     /// Read once per call: a reload (`PUT /admin/config`) applies to the
     /// calls that start after it; calls in flight keep what they began with.
     config: RwLock<ClientConfig>,
@@ -368,52 +373,6 @@ pub struct ServiceClient {
     /// Audited calls made per request id (two generations, so that the
     /// map stays bounded without forgetting a request in flight).
     seqs: std::sync::Mutex<[HashMap<String, u64>; 2]>,
-}
-
-/// Calls' audit records on their way: tenant, request id, records.
-type Shipped = (String, String, Vec<CallRecord>);
-
-/// One call a service made, as it reports it to the compliance monitor
-/// (`POST /audit/service-calls`), numbered within its request id.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CallRecord {
-    /// The service called.
-    pub target: String,
-    /// The HTTP method.
-    pub method: String,
-    /// The path called.
-    pub path: String,
-    /// The status answered, if any.
-    pub status: Option<u16>,
-    /// Attempts made (retries included).
-    pub attempts: u32,
-    /// How long the call took, retries included.
-    pub duration_ms: u64,
-    /// `ok`, or what went wrong.
-    pub outcome: String,
-    /// Its number within the request (a gap is a lost audit event).
-    pub seq: u64,
-    /// When it started, milliseconds since the Unix epoch.
-    pub started_at_ms: u64,
-    /// The request it belongs to, when it is not the exchange's own (the
-    /// records of several requests of one tenant shipped together).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-/// The body of `POST /audit/service-calls`: one call's record, or the
-/// records of one tenant's calls queued together (of the exchange's request,
-/// or each naming its own).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum CallRecords {
-    /// Several calls (`{"events": [...]}`).
-    Batch {
-        /// In the order made.
-        events: Vec<CallRecord>,
-    },
-    /// One call.
-    One(CallRecord),
 }
 
 /// Request ids remembered per generation of [`ServiceClient`]'s call counts.
@@ -455,7 +414,7 @@ impl ServiceClient {
             breakers,
             bulkheads,
             audits: Bulkhead::new(config.bulkhead.max_concurrent),
-            shipper: std::sync::OnceLock::new(),
+            lanes: lanes::Lanes::default(),
             config: RwLock::new(config),
             secret,
             seed,
@@ -622,73 +581,6 @@ impl ServiceClient {
         (result, audit)
     }
 
-    /// Hands a call's audit record to the client's shipper, which sends it
-    /// in the background: the records of one tenant queued together go as
-    /// one `POST /audit/service-calls` (`{"events": [...]}`; one record
-    /// alone goes as before), so the calls of many requests made meanwhile
-    /// are audited in one exchange. The exchange goes under the first
-    /// record's request id; each record of another request names its own
-    /// (`request_id`), and the monitor files it there. Each exchange is its
-    /// own task through the audits' bulkhead.
-    pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<CallRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        let tx = self.shipper.get_or_init(|| {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Shipped>();
-            // Weak: the task ends when the client (holding the sender) is dropped.
-            let client = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let mut queued = Vec::new();
-                while rx.recv_many(&mut queued, 256).await > 0 {
-                    let Some(this) = client.upgrade() else { return };
-                    // By tenant (a token speaks for one), in the order
-                    // queued; under the first request's id, the others'
-                    // records naming theirs.
-                    let mut batches: Vec<(String, String, Vec<CallRecord>)> = Vec::new();
-                    for (tenant, request_id, records) in queued.drain(..) {
-                        let batch = match batches.iter().position(|(t, _, _)| *t == tenant) {
-                            Some(i) => &mut batches[i],
-                            None => {
-                                batches.push((tenant, request_id.clone(), Vec::new()));
-                                let last = batches.len() - 1;
-                                &mut batches[last]
-                            }
-                        };
-                        let own = batch.1 == request_id;
-                        batch.2.extend(records.into_iter().map(|mut r| {
-                            if !own {
-                                r.request_id = Some(request_id.clone());
-                            }
-                            r
-                        }));
-                    }
-                    for (tenant, request_id, mut records) in batches {
-                        let this = Arc::clone(&this);
-                        tokio::spawn(async move {
-                            let body = if records.len() == 1 {
-                                CallRecords::One(records.remove(0))
-                            } else {
-                                CallRecords::Batch { events: records }
-                            };
-                            let audit = Call::new(
-                                Service::ComplianceMonitor,
-                                Method::Post,
-                                "/audit/service-calls",
-                                &tenant,
-                                &request_id,
-                            )
-                            .body(&body);
-                            let _ = this.send_through(&audit, &this.audits).await;
-                        });
-                    }
-                }
-            });
-            tx
-        });
-        let _ = tx.send((tenant.to_string(), request_id.to_string(), records));
-    }
-
     /// Sends a record to the compliance monitor in the background, through
     /// the background audits' bulkhead (not queued with the calls a request
     /// waits for), without auditing it.
@@ -789,7 +681,9 @@ impl ServiceClient {
                 req = req.header("idempotency-key", k);
             }
             if let Some(b) = &call.body {
-                req = req.json(b);
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
             }
             let outcome = tokio::time::timeout(per_attempt, async {
                 let resp = req.send().await?;
