@@ -1,7 +1,8 @@
 //! Group commit on real PostgreSQL: rows written at once by many requests
 //! go in together (fewer transactions than rows), each request is
 //! answered only once its row is committed, and a batch refused as a whole
-//! is written again row by row, so that only the row at fault fails.
+//! is written again row by row, so that only the row at fault fails; keys
+//! read at once are looked up together, each answered its own row.
 
 use std::sync::Arc;
 
@@ -113,6 +114,60 @@ async fn a_batch_refused_whole_fails_only_the_row_at_fault(pg: &Postgres) {
         .await
         .expect("count");
     assert_eq!(rows[0].get::<_, i64>(0), 301, "the others are committed");
+    drop_database(pg, db, &name).await;
+}
+
+#[service_test(integration, real_services, timeout = "60s")]
+async fn keys_read_at_once_share_statements_and_each_gets_its_own_row(pg: &Postgres) {
+    let name = format!("group_read_{}", std::process::id());
+    let (db, statement) = table(pg, &name).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    assert!(write_all(&db, &statement, &keys).await.iter().all(|&o| o));
+    // Each row found names its key's position; the statement's
+    // transaction id tells the statements apart.
+    let read = format!(
+        "SELECT q.n, t.k, t.v, txid_current()::text
+         FROM unnest($1::text[]) WITH ORDINALITY AS q(k, n)
+         JOIN public.{name} t ON t.k = q.k"
+    );
+    let mut asked = keys.clone();
+    asked.insert(100, "absent".to_string());
+    let reads = asked.iter().map(|k| {
+        let (db, read, k) = (Arc::clone(&db), read.clone(), k.clone());
+        tokio::spawn(async move {
+            let rows = db.read_grouped(&read, vec![Some(k)]).await.expect("read");
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, String>(3),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let mut statements = std::collections::BTreeSet::new();
+    for (k, read) in asked.iter().zip(reads.collect::<Vec<_>>()) {
+        let found = read.await.expect("the read task");
+        if k == "absent" {
+            assert!(found.is_empty(), "a key not there finds nothing: {found:?}");
+            continue;
+        }
+        assert_eq!(found.len(), 1, "{k}: exactly its own row: {found:?}");
+        let (key, value, txid) = &found[0];
+        assert_eq!(
+            (key, value),
+            (k, &format!("value of {k}")),
+            "{k}: its own row"
+        );
+        statements.insert(txid.clone());
+    }
+    assert!(
+        statements.len() < 150,
+        "301 keys read at once took {} statements: not grouped",
+        statements.len()
+    );
     drop_database(pg, db, &name).await;
 }
 

@@ -140,16 +140,26 @@ pub(crate) async fn visit(
     caller: Caller,
     Json(r): Json<VisitRequest>,
 ) -> ApiResult<Response> {
-    let row = ctx
+    // Looked up with the patients other visits look up meanwhile.
+    const COVERAGE: &str = "SELECT k.n, p.coverage
+                   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(i, t, n)
+                   JOIN api.patients p ON p.id = k.i AND p.tenant = k.t";
+    let found = ctx
         .db
-        .query_opt(
-            "SELECT coverage FROM api.patients WHERE id = $1 AND tenant = $2",
-            &[&r.patient_id, &caller.tenant],
+        .read_grouped(
+            COVERAGE,
+            vec![Some(r.patient_id.clone()), Some(caller.tenant.clone())],
         )
-        .await?
+        .await?;
+    let row = found
+        .first()
         .ok_or_else(|| ApiError::not_found(format!("patient {}", r.patient_id)))?;
-    let coverage: Coverage = serde_json::from_str(&row.get::<_, String>(0))
-        .map_err(|e| ApiError::internal("reading coverage", e))?;
+    let coverage: Coverage = row
+        .try_get::<_, String>(1)
+        .map_err(|e| ApiError::internal("reading coverage", e))
+        .and_then(|text| {
+            serde_json::from_str(&text).map_err(|e| ApiError::internal("reading coverage", e))
+        })?;
     let saga = Saga {
         ctx: &ctx,
         caller: &caller,

@@ -16,6 +16,10 @@
 //! commit. A store that is unavailable fails the batch's rows at once, as
 //! it would have failed each (no row waits twice for a pool).
 //!
+//! Reads by key go the same way ([`Db::read_grouped`]): the keys asked
+//! together are looked up in one statement, each row answered to the
+//! request whose key found it.
+//!
 //! The compliance monitor's audit trail has its own writer
 //! ([`crate::audit_writer`]): its rows need their ids back, in order.
 
@@ -23,15 +27,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::{Db, StoreError};
 
 /// One request's rows (committed together, or failed together) and where
-/// to answer.
+/// to answer: with the rows the statement returned for them.
 type Pending = (
     Vec<Vec<Option<String>>>,
-    oneshot::Sender<Result<(), StoreError>>,
+    oneshot::Sender<Result<Vec<Row>, StoreError>>,
 );
 
 /// Rows in one statement at most.
@@ -101,11 +106,7 @@ async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
         .collect();
     let written = rows_at_once(db, statement, &rows).await;
     match written {
-        Ok(()) => {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Ok(()));
-            }
-        }
+        Ok(returned) => answer_rows(batch, returned),
         // One request: its own error.
         Err(e) if batch.len() == 1 => {
             if let Some((_, reply)) = batch.pop() {
@@ -129,13 +130,43 @@ async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
     }
 }
 
+/// Answers each request of `batch` (emptying it) with the returned rows
+/// that are its own: a returned row names in its first column (a
+/// `bigint`, `WITH ORDINALITY`) the position, from 1, of the row it was
+/// made for among the batch's rows. A statement that returns nothing
+/// answers every request with no rows.
+fn answer_rows(batch: &mut Vec<Pending>, returned: Vec<Row>) {
+    // Position among the batch's rows → request.
+    let owner: Vec<usize> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (rows, _))| std::iter::repeat_n(i, rows.len()))
+        .collect();
+    let mut answers: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
+    for row in returned {
+        let position = row
+            .try_get::<_, i64>(0)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok());
+        if let Some(&i) = position
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| owner.get(n))
+        {
+            answers[i].push(row);
+        }
+    }
+    for ((_, reply), rows) in batch.drain(..).zip(answers) {
+        let _ = reply.send(Ok(rows));
+    }
+}
+
 /// Runs `statement` once on `rows`: its `$k` is the `text[]` of the rows'
-/// `k`-th values (one row is a batch of one).
+/// `k`-th values (one row is a batch of one); the rows it returns.
 async fn rows_at_once(
     db: &Db,
     statement: &str,
     rows: &[&[Option<String>]],
-) -> Result<(), StoreError> {
+) -> Result<Vec<Row>, StoreError> {
     let width = rows.first().map_or(0, |r| r.len());
     let mut columns = vec![Vec::with_capacity(rows.len()); width];
     for row in rows {
@@ -169,6 +200,20 @@ impl Db {
         self.write_grouped_rows(statement, vec![row]).await
     }
 
+    /// Looks up `key` with the keys other requests look up by the same
+    /// `statement` meanwhile, in one statement: its `$k` is a `text[]` of
+    /// every key's `k`-th part, and each row it returns names in its first
+    /// column the position of the key that found it
+    /// (`… FROM unnest($1::text[], …) WITH ORDINALITY AS k(…, n) JOIN …`,
+    /// selecting `k.n` first). The rows found for `key`.
+    pub async fn read_grouped(
+        self: &Arc<Self>,
+        statement: &str,
+        key: Vec<Option<String>>,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.grouped(statement, vec![key]).await
+    }
+
     /// [`Db::write_grouped`] for a request that writes several rows: they
     /// are committed together with the others', or fail together.
     pub async fn write_grouped_rows(
@@ -179,6 +224,16 @@ impl Db {
         if rows.is_empty() {
             return Ok(());
         }
+        self.grouped(statement, rows).await.map(|_| ())
+    }
+
+    /// Runs `statement` on `rows` with the rows of the other requests
+    /// queued on it; the returned rows that are `rows`'.
+    async fn grouped(
+        self: &Arc<Self>,
+        statement: &str,
+        rows: Vec<Vec<Option<String>>>,
+    ) -> Result<Vec<Row>, StoreError> {
         let queue = self.groups().queue(self, statement);
         let (reply, answer) = oneshot::channel();
         let wait = async {

@@ -236,7 +236,7 @@ impl Db {
     }
 
     /// Runs a statement planned for these values and the tables' sizes
-    /// now: sent unnamed with its parameters' types (one round trip), not
+    /// now (the rows it returns): sent unnamed with its parameters' types (one round trip), not
     /// kept. For a statement whose best plan changes with its input — a
     /// batch of one row or of a hundred, a table empty or large — where a
     /// plan kept from the first runs would be wrong later (see
@@ -248,10 +248,9 @@ impl Db {
             &(dyn tokio_postgres::types::ToSql + Sync),
             tokio_postgres::types::Type,
         )],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let c = self.conn().await?;
-        self.bounded(async { c.query_typed(sql, params).await.map(|_| ()) })
-            .await
+        self.bounded(c.query_typed(sql, params)).await
     }
 
     /// Every row `sql` selects.
