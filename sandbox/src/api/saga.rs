@@ -44,20 +44,11 @@ impl Saga<'_> {
             details,
             request_id: None,
         };
-        let recorded = self
-            .ctx
-            .client
-            .record(
-                "/audit/saga-events",
-                &self.caller.tenant,
-                &self.caller.request_id,
-                format!("{}:{event_type}:{step}", self.id),
-                &event,
-            )
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "auditing saga event {event_type} failed: {e}");
-        }
+        let key = format!("{}:{event_type}:{step}", self.id);
+        self.record("/audit/saga-events", key, &event, || {
+            format!("auditing saga event {event_type}")
+        })
+        .await;
     }
 
     /// Tells the compliance monitor how many audited calls this request
@@ -70,19 +61,30 @@ impl Saga<'_> {
             service_calls: self.ctx.client.calls_made(&self.caller.request_id),
             request_id: None,
         };
+        let key = format!("{}:closed", self.id);
+        self.record("/audit/request-closed", key, &closed, || {
+            "closing the audit of the request".to_string()
+        })
+        .await;
+    }
+
+    /// Records `record` at the monitor's `path` under this saga's request
+    /// and waits for it; a failure is logged as `what` failed.
+    async fn record(
+        &self,
+        path: &'static str,
+        key: String,
+        record: &impl serde::Serialize,
+        what: impl FnOnce() -> String,
+    ) {
+        let (tenant, request_id) = (&self.caller.tenant, &self.caller.request_id);
         let recorded = self
             .ctx
             .client
-            .record(
-                "/audit/request-closed",
-                &self.caller.tenant,
-                &self.caller.request_id,
-                format!("{}:closed", self.id),
-                &closed,
-            )
+            .record(path, tenant, request_id, key, record)
             .await;
         if let Err(e) = recorded {
-            tracing::error!(tenant = %self.caller.tenant, request_id = %self.caller.request_id, saga = %self.id, "closing the audit of the request failed: {e}");
+            tracing::error!(tenant = %tenant, request_id = %request_id, saga = %self.id, "{} failed: {e}", what());
         }
     }
 
