@@ -209,6 +209,10 @@ impl PeerAnswer {
     where
         T: Default + serde::Serialize + serde::de::DeserializeOwned,
     {
+        // A whole answer (our own peers') reads as it is.
+        if let Ok(whole) = <T as serde::Deserialize>::deserialize(&self.body) {
+            return Ok(whole);
+        }
         let mut whole = serde_json::to_value(T::default())?;
         match (whole.as_object_mut(), self.body) {
             (Some(fields), Value::Object(given)) => fields.extend(given),
