@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::wire::{Compensation, Coverage, SagaFailed, Visit, VisitCompleted, VisitRequest};
 use crate::auth::Caller;
-use crate::bi::{Batch, Event as AnalyticsEvent};
+use crate::bi::Event as AnalyticsEvent;
 use crate::billing::{Claim, CreateClaim, Line, VoidClaim};
 use crate::client::{Call, CallError, Cause, Method};
 use crate::compliance::{RequestClosed, SagaDetails, SagaEventRecord};
@@ -321,7 +321,8 @@ pub(crate) async fn visit(
     );
 
     // Step 3: analytics, best effort (a failure is logged, not compensated),
-    // sent as step 2's event is recorded.
+    // sent as step 2's event is recorded, in one list with the events other
+    // sagas of the tenant send meanwhile (analytics takes a list).
     let total = claim.total_cents;
     let analytics = saga
         .call(
@@ -329,14 +330,15 @@ pub(crate) async fn visit(
             Method::Post,
             "/events".into(),
         )
-        .body(&Batch {
-            events: vec![
-                AnalyticsEvent::of("claims_created", 1.0),
-                AnalyticsEvent::of("claim_charge_cents", total as f64),
-            ],
-        })
         .key(format!("{}:analytics", saga.id));
-    let ((), recorded) = tokio::join!(claimed, ctx.client.call(analytics));
+    let events = [
+        AnalyticsEvent::of("claims_created", 1.0),
+        AnalyticsEvent::of("claim_charge_cents", total as f64),
+    ]
+    .iter()
+    .filter_map(|e| serde_json::to_value(e).ok())
+    .collect();
+    let ((), recorded) = tokio::join!(claimed, ctx.client.call_joined(&analytics, events));
     if let Err(e) = recorded {
         tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, saga = %saga.id, "analytics not recorded: {e}");
     }

@@ -13,6 +13,11 @@
 //! ([`ServiceClient::record`]) is answered when its exchange is: it is
 //! recorded, or failed with the exchange's error, before the caller goes
 //! on.
+//!
+//! A peer's route that takes a list (`{"events": [...]}`, analytics'
+//! `POST /events`) joins the same way ([`ServiceClient::call_joined`]): the
+//! lists queued meanwhile go as one list in one call, whose answer each
+//! caller gets and audits as its own call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{Call, CallError, Method, ServiceClient};
+use super::{Call, CallError, Method, PeerAnswer, ServiceClient};
 use crate::service::Service;
 
 /// Exchanges of one lane under way at once.
@@ -115,11 +120,23 @@ enum Through {
     Peer,
 }
 
+/// How a lane's queued bodies make one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Join {
+    /// Records filed by request: one alone as it is, several as
+    /// `{"events": [...]}`, each of another request naming its own.
+    Records,
+    /// Lists: every queued list's items in one `{"events": [...]}`.
+    Lists,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LaneKey {
+    target: Service,
     path: &'static str,
     tenant: String,
     through: Through,
+    join: Join,
 }
 
 /// A record waiting for its exchange.
@@ -129,7 +146,7 @@ struct Queued {
     key: Option<String>,
     record: Value,
     /// Told how its exchange went, when the caller awaits it.
-    answer: Option<oneshot::Sender<Result<(), CallError>>>,
+    answer: Option<oneshot::Sender<Result<PeerAnswer, CallError>>>,
 }
 
 #[derive(Default)]
@@ -173,9 +190,26 @@ impl Lanes {
     }
 }
 
+/// Items in one joined list at most (below analytics' 1000 a call; a
+/// list longer alone still goes, alone).
+const MAX_ITEMS: usize = 500;
+
+/// The next exchange's share of the queue: up to [`MAX_BATCH`] records,
+/// and lists of [`MAX_ITEMS`] items in all.
 fn take_batch(lane: &mut Lane) -> Vec<Queued> {
-    let n = lane.queued.len().min(MAX_BATCH);
-    lane.queued.drain(..n).collect()
+    let mut n = 0;
+    let mut items = 0;
+    for q in lane.queued.iter().take(MAX_BATCH) {
+        let len = q.record.as_array().map_or(1, Vec::len);
+        if n > 0 && items + len > MAX_ITEMS {
+            break;
+        }
+        n += 1;
+        items += len;
+    }
+    lane.queued
+        .drain(..n.max(1).min(lane.queued.len()))
+        .collect()
 }
 
 impl ServiceClient {
@@ -193,9 +227,11 @@ impl ServiceClient {
     ) -> Result<(), CallError> {
         let (tx, rx) = oneshot::channel();
         let lane = LaneKey {
+            target: Service::ComplianceMonitor,
             path,
             tenant: tenant.to_string(),
             through: Through::Peer,
+            join: Join::Records,
         };
         self.queue(
             lane,
@@ -210,14 +246,49 @@ impl ServiceClient {
         );
         let answered =
             crate::timing::measure(crate::timing::Part::Call(Service::ComplianceMonitor), rx);
-        answered.await.unwrap_or_else(|_| {
-            Err(CallError::Connection {
-                target: Service::ComplianceMonitor,
-                message: "the exchange was dropped before it was answered".into(),
-                attempts: 0,
-                maybe_delivered: true,
-            })
-        })
+        answered
+            .await
+            .unwrap_or_else(|_| Err(dropped(Service::ComplianceMonitor)))
+            .map(|_| ())
+    }
+
+    /// Makes `call`, whose body is `{"events": items}`, together with the
+    /// calls to the same peer, route and tenant that other requests make
+    /// meanwhile: their items go in one list, in one exchange. Each caller
+    /// gets the exchange's answer and audits it as its own call (numbered
+    /// in its request). For a route that takes a list and answers for it
+    /// as a whole.
+    pub async fn call_joined(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+        items: Vec<Value>,
+    ) -> Result<PeerAnswer, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let lane = LaneKey {
+            target: call.target,
+            path: lane_path(&call.path),
+            tenant: call.tenant.to_string(),
+            through: Through::Peer,
+            join: Join::Lists,
+        };
+        let target = call.target;
+        let sending = async move {
+            self.queue(
+                lane,
+                Queued {
+                    request_id: call.request_id.to_string(),
+                    key: call.idempotency_key.clone(),
+                    record: Value::Array(items),
+                    answer: Some(tx),
+                },
+            );
+            rx.await.unwrap_or_else(|_| Err(dropped(target)))
+        };
+        let (result, audit) = self.audited(call, sending).await;
+        if let Some(record) = audit {
+            self.ship(call.tenant, call.request_id, vec![record]);
+        }
+        result
     }
 
     /// Hands calls' audit records to the monitor's `/audit/service-calls`
@@ -226,9 +297,11 @@ impl ServiceClient {
     /// one exchange.
     pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<CallRecord>) {
         let lane = LaneKey {
+            target: Service::ComplianceMonitor,
             path: "/audit/service-calls",
             tenant: tenant.to_string(),
             through: Through::Audits,
+            join: Join::Records,
         };
         for record in records {
             self.queue(
@@ -268,7 +341,16 @@ impl ServiceClient {
             1 => k.clone(),
             n => format!("{k}+{}", n - 1),
         });
-        let body = if batch.len() == 1 {
+        let body = if lane.join == Join::Lists {
+            let items = batch
+                .iter_mut()
+                .flat_map(|q| match std::mem::take(&mut q.record) {
+                    Value::Array(items) => items,
+                    other => vec![other],
+                })
+                .collect();
+            serde_json::json!({ "events": Value::Array(items) })
+        } else if batch.len() == 1 {
             std::mem::take(&mut batch[0].record)
         } else {
             let events = batch
@@ -289,7 +371,7 @@ impl ServiceClient {
             serde_json::json!({ "events": Value::Array(events) })
         };
         let mut call = Call::new(
-            Service::ComplianceMonitor,
+            lane.target,
             Method::Post,
             lane.path,
             &lane.tenant,
@@ -299,13 +381,31 @@ impl ServiceClient {
         call.idempotency_key = key;
         let bulkhead = match lane.through {
             Through::Audits => &self.audits,
-            Through::Peer => &self.bulkheads[&Service::ComplianceMonitor],
+            Through::Peer => &self.bulkheads[&lane.target],
         };
-        let result = self.send_through(&call, bulkhead).await.map(|_| ());
+        let result = self.send_through(&call, bulkhead).await;
         for q in batch {
             if let Some(answer) = q.answer {
                 let _ = answer.send(result.clone());
             }
         }
+    }
+}
+
+/// The answer to a caller whose exchange was dropped unanswered.
+fn dropped(target: Service) -> CallError {
+    CallError::Connection {
+        target,
+        message: "the exchange was dropped before it was answered".into(),
+        attempts: 0,
+        maybe_delivered: true,
+    }
+}
+
+/// A route as a lane's key: the few routes that join are static strings.
+fn lane_path(path: &str) -> &'static str {
+    match path {
+        "/events" => "/events",
+        _ => "(other)",
     }
 }

@@ -556,14 +556,23 @@ impl ServiceClient {
         &self,
         call: &Call<'_>,
     ) -> (Result<PeerAnswer, CallError>, Option<CallRecord>) {
+        self.audited(call, self.send(call)).await
+    }
+
+    /// Makes `call` by `sending` it, numbered within its request (a call to
+    /// the compliance monitor is not audited), timed; with its audit record.
+    async fn audited(
+        &self,
+        call: &Call<'_>,
+        sending: impl std::future::Future<Output = Result<PeerAnswer, CallError>>,
+    ) -> (Result<PeerAnswer, CallError>, Option<CallRecord>) {
         let started = Instant::now();
         let started_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let seq =
             (call.target != Service::ComplianceMonitor).then(|| self.next_seq(call.request_id));
-        let result =
-            crate::timing::measure(crate::timing::Part::Call(call.target), self.send(call)).await;
+        let result = crate::timing::measure(crate::timing::Part::Call(call.target), sending).await;
         let audit = seq.map(|seq| {
             let (status, attempts, outcome) = match &result {
                 Ok(r) => (Some(r.status), r.attempts, "ok".to_string()),

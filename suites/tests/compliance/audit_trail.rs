@@ -63,7 +63,7 @@ async fn every_call_of_a_visit_is_audited_under_its_request_id(
 /// one's request id), and the monitor files every record under the request
 /// that made it, so each of 16 concurrent visits has exactly its three
 /// calls, numbered 1 to 3, its own saga's four events in order, and is
-/// complete.
+/// complete; their analytics, sent as joined lists, are each recorded once.
 #[service_test(
     compliance,
     audit,
@@ -90,10 +90,25 @@ async fn concurrent_visits_each_keep_exactly_their_own_calls(
         .collect();
     let visits = rids.iter().map(|rid| visit_as(&api, &patient_id, &s, rid));
     let mut sagas = Vec::new();
+    let mut charged = 0;
     for v in futures_util::future::join_all(visits).await {
         assert_eq!(v.status, 201, "{}", v.body);
         sagas.push(v.body["saga_id"].as_str().unwrap_or_default().to_string());
+        charged += v.body["total_cents"].as_i64().unwrap_or_default();
     }
+    // Analytics got every visit's events once (sent in joined lists).
+    let agg = target
+        .client(Service::BusinessIntelligence, &tenant)
+        .get("/aggregates?metric=claim_charge_cents")
+        .await
+        .expect("aggregates");
+    let figures = &agg.body["aggregates"][0];
+    assert_eq!(
+        (figures["count"].as_i64(), figures["sum"].as_f64()),
+        (Some(16), Some(charged as f64)),
+        "each visit's charge recorded once: {}",
+        agg.body
+    );
     for (rid, saga) in rids.iter().zip(&sagas) {
         eventually("each visit's trail complete", || async {
             let r = monitor
