@@ -261,7 +261,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     // (a million audit rows after a few runs) would slow this one.
     let (database_url, _pg, own_database) = bench_database().await?;
     let (redis, _redis) = redis().await?;
-    let mut config = MeshConfig::new(&database_url, redis);
+    let mut config = MeshConfig::new(&database_url, redis.clone());
     config.redis_prefix = format!("bench:{}:", std::process::id());
     if tls {
         config.tls = Some(std::sync::Arc::new(sandbox::TlsMaterial::generate()?));
@@ -358,6 +358,19 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         println!("written: {}", path.display());
     }
     drop(mesh);
+    // The run's Redis keys (idempotency slots kept a day, cached answers):
+    // under its own prefix, deleted as its database is dropped.
+    let prefix = format!("bench:{}:", std::process::id());
+    match sandbox::store::Cache::connect(&redis, &prefix).await {
+        Ok(cache) => {
+            if let Err(e) = cache.forget_all().await {
+                eprintln!(
+                    "[bench mesh] the run's Redis keys ({prefix}*) were not all deleted: {e}"
+                );
+            }
+        }
+        Err(e) => eprintln!("[bench mesh] the run's Redis keys ({prefix}*) were left: {e}"),
+    }
     if let Some((admin_url, name)) = own_database {
         // The services' pools close with the mesh; FORCE ends any straggler.
         let admin = sandbox::store::connect(&admin_url).await?;

@@ -450,6 +450,33 @@ impl Cache {
         }
     }
 
+    /// Deletes every key under the prefix (a run's own, once it is over):
+    /// `SCAN` by the prefix, `UNLINK` in chunks. How many were deleted.
+    pub async fn forget_all(&self) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            if !keys.is_empty() {
+                deleted += self.run::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     /// Does the server answer?
     pub async fn ping(&self) -> bool {
         self.run::<String>(&redis::cmd("PING")).await.is_ok()
@@ -567,4 +594,16 @@ impl From<StoreError> for ApiError {
             _ => ApiError::internal("storage", e),
         }
     }
+}
+
+/// `text` matched literally in a Redis glob pattern.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
