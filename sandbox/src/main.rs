@@ -263,6 +263,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     let (redis, _redis) = redis().await?;
     let mut config = MeshConfig::new(&database_url, redis.clone());
     config.redis_prefix = format!("bench:{}:", std::process::id());
+    let prefix = config.redis_prefix.clone();
     if tls {
         config.tls = Some(std::sync::Arc::new(sandbox::TlsMaterial::generate()?));
     }
@@ -360,7 +361,6 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     drop(mesh);
     // The run's Redis keys (idempotency slots kept a day, cached answers):
     // under its own prefix, deleted as its database is dropped.
-    let prefix = format!("bench:{}:", std::process::id());
     match sandbox::store::Cache::connect(&redis, &prefix).await {
         Ok(cache) => {
             if let Err(e) = cache.forget_all().await {

@@ -72,7 +72,7 @@ impl Saga<'_> {
     /// and waits for it; a failure is logged as `what` failed.
     async fn record(
         &self,
-        path: &'static str,
+        path: &str,
         key: String,
         record: &impl serde::Serialize,
         what: impl FnOnce() -> String,

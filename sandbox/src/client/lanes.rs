@@ -133,7 +133,7 @@ enum Join {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LaneKey {
     target: Service,
-    path: &'static str,
+    path: String,
     tenant: String,
     through: Through,
     join: Join,
@@ -219,7 +219,7 @@ impl ServiceClient {
     /// the monitor has it.
     pub async fn record(
         self: &Arc<Self>,
-        path: &'static str,
+        path: &str,
         tenant: &str,
         request_id: &str,
         key: String,
@@ -228,7 +228,7 @@ impl ServiceClient {
         let (tx, rx) = oneshot::channel();
         let lane = LaneKey {
             target: Service::ComplianceMonitor,
-            path,
+            path: path.to_string(),
             tenant: tenant.to_string(),
             through: Through::Peer,
             join: Join::Records,
@@ -266,7 +266,7 @@ impl ServiceClient {
         let (tx, rx) = oneshot::channel();
         let lane = LaneKey {
             target: call.target,
-            path: lane_path(&call.path),
+            path: call.path.clone(),
             tenant: call.tenant.to_string(),
             through: Through::Peer,
             join: Join::Lists,
@@ -298,7 +298,7 @@ impl ServiceClient {
     pub fn ship(self: &Arc<Self>, tenant: &str, request_id: &str, records: Vec<CallRecord>) {
         let lane = LaneKey {
             target: Service::ComplianceMonitor,
-            path: "/audit/service-calls",
+            path: "/audit/service-calls".to_string(),
             tenant: tenant.to_string(),
             through: Through::Audits,
             join: Join::Records,
@@ -373,7 +373,7 @@ impl ServiceClient {
         let mut call = Call::new(
             lane.target,
             Method::Post,
-            lane.path,
+            lane.path.as_str(),
             &lane.tenant,
             &request_id,
         )
@@ -399,13 +399,5 @@ fn dropped(target: Service) -> CallError {
         message: "the exchange was dropped before it was answered".into(),
         attempts: 0,
         maybe_delivered: true,
-    }
-}
-
-/// A route as a lane's key: the few routes that join are static strings.
-fn lane_path(path: &str) -> &'static str {
-    match path {
-        "/events" => "/events",
-        _ => "(other)",
     }
 }

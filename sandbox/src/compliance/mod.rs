@@ -151,11 +151,7 @@ async fn record(
     kind: AuditKind,
     detail: &impl Serialize,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    let row = audit_row(caller, kind, detail);
-    let writer = writer(ctx)?;
-    let audit_id =
-        Some(crate::timing::measure(crate::timing::Part::AuditWrite, writer.write(row)).await?);
-    Ok((StatusCode::CREATED, Json(Recorded { audit_id })))
+    record_all(ctx, caller, kind, vec![(caller.request_id.clone(), detail)]).await
 }
 
 #[utoipa::path(
