@@ -265,6 +265,54 @@ async fn serve_connection<S>(
 /// How long a draining service waits for its requests in flight.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// Violation reports the log pipeline sends at once.
+const FORWARDING_AT_ONCE: usize = 16;
+
+/// The log pipeline's sender: each violation the log book finds is reported
+/// to the compliance monitor (`POST /violations`) under its tenant and
+/// request, up to [`FORWARDING_AT_ONCE`] at a time, so that one tenant's
+/// slow or failing reports (a fault, retries) do not hold up the others'.
+/// Runs until the log book's channel closes or the task is aborted
+/// (aborting drops the reports under way).
+async fn forward_violations(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<LogViolation>,
+    client: Arc<ServiceClient>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(FORWARDING_AT_ONCE));
+    let mut sending = JoinSet::new();
+    while let Some(v) = rx.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let client = Arc::clone(&client);
+        sending.spawn(async move {
+            let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
+            let request_id = v
+                .request_id
+                .clone()
+                .unwrap_or_else(crate::ctx::new_request_id);
+            let call = Call::new(
+                Service::ComplianceMonitor,
+                Method::Post,
+                "/violations",
+                &tenant,
+                &request_id,
+            )
+            .body(&crate::compliance::ViolationReport {
+                source: v.service.name().to_string(),
+                channel: "log".to_string(),
+                kinds: v.kinds,
+                excerpt: v.excerpt,
+            });
+            let _ = client.send(&call).await;
+            drop(slot);
+        });
+        // The finished ones' results are let go as they come.
+        while sending.try_join_next().is_some() {}
+    }
+    while sending.join_next().await.is_some() {}
+}
+
 impl Mesh {
     /// Migrates every schema, binds the six services on loopback and starts
     /// them.
@@ -273,7 +321,7 @@ impl Mesh {
             return Err(MeshError::BindNotLoopback(config.bind));
         }
         let stores = crate::store_tls::StoreLinks::plan(&config).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LogViolation>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<LogViolation>();
         let book = Arc::new(LogBook::new(config.echo_logs, tx));
         let mut listeners = Vec::new();
         let mut addrs = BTreeMap::new();
@@ -314,30 +362,7 @@ impl Mesh {
         if let Some(tls) = &config.tls {
             forward_client = forward_client.with_tls(tls);
         }
-        let forward_client = Arc::new(forward_client);
-        let forwarder = tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
-                let request_id = v
-                    .request_id
-                    .clone()
-                    .unwrap_or_else(crate::ctx::new_request_id);
-                let call = Call::new(
-                    Service::ComplianceMonitor,
-                    Method::Post,
-                    "/violations",
-                    &tenant,
-                    &request_id,
-                )
-                .body(&crate::compliance::ViolationReport {
-                    source: v.service.name().to_string(),
-                    channel: "log".to_string(),
-                    kinds: v.kinds,
-                    excerpt: v.excerpt,
-                });
-                let _ = forward_client.send(&call).await;
-            }
-        });
+        let forwarder = tokio::spawn(forward_violations(rx, Arc::new(forward_client)));
         // Idle connections are let go well before the servers'
         // header-read timeout closes them, so none is reused as it closes.
         let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE);

@@ -74,6 +74,72 @@ async fn the_monitor_catches_a_leak_in_every_service(
     }
 }
 
+/// The log pipeline reports each tenant's violations side by side: a
+/// tenant whose reports the monitor is slow to take (a 4 s latency fault
+/// on `/violations`, that tenant's only) does not hold up another tenant's
+/// report, which the monitor holds within 2 s.
+#[service_test(
+    compliance,
+    real_services,
+    services(billing_engine, compliance_monitor),
+    timeout = "30s"
+)]
+async fn a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations(
+    target: &Target,
+    faults: Faults,
+    slow: Tenant,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    faults
+        .inject(
+            Service::ComplianceMonitor,
+            &FaultPlan {
+                latency_ms: 4000,
+                tenant: Some(slow.0.clone()),
+                path_prefix: Some("/violations".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject latency");
+    // The slow tenant's leak first, then this tenant's.
+    for t in [&slow, &tenant] {
+        faults
+            .inject(
+                Service::BillingEngine,
+                &FaultPlan {
+                    leak_phi: Some(format!("patient phone {}", s.patient.phone)),
+                    tenant: Some(t.0.clone()),
+                    ..FaultPlan::default()
+                },
+            )
+            .await
+            .expect("inject leak");
+        target
+            .client(Service::BillingEngine, t)
+            .get("/no-such-resource")
+            .await
+            .expect("request");
+    }
+    let leaked = Instant::now();
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    loop {
+        let r = monitor.get("/violations").await.expect("violations");
+        let reported = r.body["violations"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v["source"] == "billing-engine"));
+        if reported {
+            break;
+        }
+        assert!(
+            leaked.elapsed() < Duration::from_secs(2),
+            "no report of this tenant's leak 2 s after it: held up behind the slow tenant's"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The scanner endpoint finds PHI in text, answers with a redacted copy,
 /// and records a violation; clean text is clean.
 #[service_test(
