@@ -196,9 +196,10 @@ fn ms(x: f64) -> f64 {
 /// One route of one service: its requests' total time (mean, p50, p99)
 /// and, per part, the mean time per request, the p99 and the mean entries
 /// per request; then the same parts' means over its slowest 1 % of
-/// requests; and `own_ms`, the mean total less the parts (the handler's own
-/// work and scheduling; parts overlap where a handler waits on several at
-/// once, so this can be negative).
+/// requests; `waiting_ms`, the mean time during which at least one part
+/// was under way (parts a handler waits on at once counted once); and
+/// `own_ms`, the mean total less that (the handler's own work and
+/// scheduling).
 fn summarise(samples: &[Sample]) -> Value {
     let n = samples.len().max(1) as f64;
     let mut totals: Vec<f64> = samples
@@ -214,7 +215,11 @@ fn summarise(samples: &[Sample]) -> Value {
         .collect();
     let mut parts = serde_json::Map::new();
     let mut slow_parts = serde_json::Map::new();
-    let mut counted = 0.0;
+    let waiting = samples
+        .iter()
+        .map(|s| f64::from(s.spans.waiting_us) / 1e3)
+        .sum::<f64>()
+        / n;
     for p in Part::all() {
         let i = p.index();
         let entered: u64 = samples.iter().map(|s| u64::from(s.spans.n[i])).sum();
@@ -226,10 +231,6 @@ fn summarise(samples: &[Sample]) -> Value {
             .map(|s| f64::from(s.spans.us[i]) / 1e3)
             .collect();
         let mean = each.iter().sum::<f64>() / n;
-        // Bulkhead waits are inside their calls; the rest are on the handler's path.
-        if p != Part::Bulkhead {
-            counted += mean;
-        }
         each.sort_by(f64::total_cmp);
         parts.insert(
             p.name(),
@@ -255,7 +256,8 @@ fn summarise(samples: &[Sample]) -> Value {
         "requests": samples.len(),
         "total_ms": {"mean": ms(mean_total), "p50": ms(rank(&totals, 0.5)), "p99": ms(cut)},
         "parts": parts,
-        "own_ms": ms(mean_total - counted),
+        "waiting_ms": ms(waiting),
+        "own_ms": ms((mean_total - waiting).max(0.0)),
         "slowest_1pct": {"total_ms": ms(slow_total), "parts_ms": slow_parts},
     })
 }
@@ -311,11 +313,12 @@ pub fn print_breakdown(endpoint: &str, b: &Value) {
         };
         for (route, s) in routes {
             let mut line = format!(
-                "  {service:<23} {route:<32} n={:<6} total mean {:>7.2} p99 {:>7.2} | own {:>6.2}",
+                "  {service:<23} {route:<32} n={:<6} total mean {:>7.2} p99 {:>7.2} | own {:>6.2} | waiting {:>6.2}",
                 s["requests"],
                 s["total_ms"]["mean"].as_f64().unwrap_or(0.0),
                 s["total_ms"]["p99"].as_f64().unwrap_or(0.0),
                 s["own_ms"].as_f64().unwrap_or(0.0),
+                s["waiting_ms"].as_f64().unwrap_or(0.0),
             );
             if let Some(parts) = s["parts"].as_object() {
                 for (p, v) in parts {

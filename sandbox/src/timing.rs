@@ -105,6 +105,14 @@ pub struct Spans {
     pub us: [u32; PARTS],
     /// Entries per part (statements, commands, calls).
     pub n: [u16; PARTS],
+    /// Time during which at least one part was under way: the parts'
+    /// union (parts a handler waits on at once overlap, and a bulkhead
+    /// wait is inside its call, so their sum can exceed the request).
+    pub waiting_us: u32,
+    /// Parts under way now.
+    active: u16,
+    /// Since when one has been.
+    since: Option<Instant>,
 }
 
 tokio::task_local! {
@@ -113,19 +121,39 @@ tokio::task_local! {
 
 /// `Some(now)` when the breakdown is on: the start of a part.
 pub fn start() -> Option<Instant> {
-    on().then(Instant::now)
+    if !on() {
+        return None;
+    }
+    let now = Instant::now();
+    let _ = CURRENT.try_with(|c| {
+        let mut s = c.borrow_mut();
+        if s.active == 0 {
+            s.since = Some(now);
+        }
+        s.active = s.active.saturating_add(1);
+    });
+    Some(now)
 }
 
 /// Adds the time since `started` (from [`start`]) to `part` of the
 /// current request, if any.
 pub fn add(part: Part, started: Option<Instant>) {
     let Some(started) = started else { return };
-    let took = started.elapsed();
+    let now = Instant::now();
+    let took = now.saturating_duration_since(started);
     let _ = CURRENT.try_with(|c| {
         let mut s = c.borrow_mut();
         let i = part.index();
         s.us[i] = s.us[i].saturating_add(micros(took));
         s.n[i] = s.n[i].saturating_add(1);
+        s.active = s.active.saturating_sub(1);
+        if s.active == 0
+            && let Some(since) = s.since.take()
+        {
+            s.waiting_us = s
+                .waiting_us
+                .saturating_add(micros(now.saturating_duration_since(since)));
+        }
     });
 }
 
@@ -142,7 +170,12 @@ pub async fn scope<T>(work: impl std::future::Future<Output = T>) -> (T, Spans) 
     CURRENT
         .scope(RefCell::new(Spans::default()), async {
             let out = work.await;
-            let spans = CURRENT.with(|c| *c.borrow());
+            let mut spans = CURRENT.with(|c| *c.borrow());
+            // A part dropped unfinished (its future cancelled) waited
+            // until the end.
+            if let Some(since) = spans.since.take() {
+                spans.waiting_us = spans.waiting_us.saturating_add(micros(since.elapsed()));
+            }
             (out, spans)
         })
         .await
@@ -223,5 +256,30 @@ impl Table {
     /// Takes every sample kept so far (the table is emptied).
     pub fn take(&self) -> BTreeMap<String, Vec<Sample>> {
         std::mem::take(&mut *self.rows.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parts_waited_on_at_once_count_once_in_the_waiting() {
+        enable();
+        let nap = |ms| tokio::time::sleep(Duration::from_millis(ms));
+        let ((), spans) = scope(async {
+            tokio::join!(
+                measure(Part::Db, nap(30)),
+                measure(Part::Call(Service::BillingEngine), nap(60)),
+            );
+            measure(Part::Redis, nap(10)).await;
+        })
+        .await;
+        let sum: u32 = spans.us.iter().sum();
+        let longest = spans.us[Part::Call(Service::BillingEngine).index()];
+        let redis = spans.us[Part::Redis.index()];
+        // The overlap (the 30 ms part, inside the 60 ms one) counts once.
+        assert!(spans.waiting_us >= longest + redis, "{spans:?}");
+        assert!(spans.waiting_us + 25_000 <= sum, "{spans:?}");
     }
 }
