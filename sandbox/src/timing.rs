@@ -119,8 +119,9 @@ tokio::task_local! {
     static CURRENT: RefCell<Spans>;
 }
 
-/// `Some(now)` when the breakdown is on: the start of a part.
-pub fn start() -> Option<Instant> {
+/// `Some(now)` when the breakdown is on: the start of a part, which
+/// [`add`] ends.
+fn start() -> Option<Instant> {
     if !on() {
         return None;
     }
@@ -137,7 +138,7 @@ pub fn start() -> Option<Instant> {
 
 /// Adds the time since `started` (from [`start`]) to `part` of the
 /// current request, if any.
-pub fn add(part: Part, started: Option<Instant>) {
+fn add(part: Part, started: Option<Instant>) {
     let Some(started) = started else { return };
     let now = Instant::now();
     let took = now.saturating_duration_since(started);
@@ -157,12 +158,26 @@ pub fn add(part: Part, started: Option<Instant>) {
     });
 }
 
-/// Runs `work` as `part` of the current request.
+/// Runs `work` as `part` of the current request. Work dropped unfinished
+/// (a timeout around it, the request cancelled) counts until it is dropped.
 pub async fn measure<T>(part: Part, work: impl std::future::Future<Output = T>) -> T {
-    let t = start();
-    let out = work.await;
-    add(part, t);
-    out
+    let _under = Under {
+        part,
+        started: start(),
+    };
+    work.await
+}
+
+/// A part under way: ended when dropped, whether its work finished or not.
+struct Under {
+    part: Part,
+    started: Option<Instant>,
+}
+
+impl Drop for Under {
+    fn drop(&mut self) {
+        add(self.part, self.started);
+    }
 }
 
 /// Runs `work` (a request) with its own spans, returned with its output.
@@ -170,12 +185,7 @@ pub async fn scope<T>(work: impl std::future::Future<Output = T>) -> (T, Spans) 
     CURRENT
         .scope(RefCell::new(Spans::default()), async {
             let out = work.await;
-            let mut spans = CURRENT.with(|c| *c.borrow());
-            // A part dropped unfinished (its future cancelled) waited
-            // until the end.
-            if let Some(since) = spans.since.take() {
-                spans.waiting_us = spans.waiting_us.saturating_add(micros(since.elapsed()));
-            }
+            let spans = CURRENT.with(|c| *c.borrow());
             (out, spans)
         })
         .await
@@ -281,5 +291,21 @@ mod tests {
         // The overlap (the 30 ms part, inside the 60 ms one) counts once.
         assert!(spans.waiting_us >= longest + redis, "{spans:?}");
         assert!(spans.waiting_us + 25_000 <= sum, "{spans:?}");
+    }
+
+    #[tokio::test]
+    async fn a_part_cut_short_ends_where_it_was_dropped() {
+        enable();
+        let nap = |ms| tokio::time::sleep(Duration::from_millis(ms));
+        let ((), spans) = scope(async {
+            let cut =
+                tokio::time::timeout(Duration::from_millis(20), measure(Part::Db, nap(10_000)));
+            let _ = cut.await;
+            // The handler's own work after it is not waiting.
+            std::thread::sleep(Duration::from_millis(60));
+        })
+        .await;
+        assert_eq!(spans.n[Part::Db.index()], 1, "{spans:?}");
+        assert!(spans.waiting_us < 50_000, "{spans:?}");
     }
 }

@@ -431,10 +431,11 @@ impl Cache {
     /// Runs `cmd`; a broken connection is dropped, the next command
     /// connects again.
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let t = crate::timing::start();
-        let mut c = self.conn().await?;
-        let answer = cmd.query_async::<T>(&mut c).await;
-        crate::timing::add(crate::timing::Part::Redis, t);
+        let answer = crate::timing::measure(crate::timing::Part::Redis, async {
+            let mut c = self.conn().await?;
+            Ok::<_, StoreError>(cmd.query_async::<T>(&mut c).await)
+        })
+        .await?;
         match answer {
             Ok(v) => Ok(v),
             Err(e) => {
