@@ -15,8 +15,9 @@
 //! - P7: P1 and P2 with `--isolation process` (a process per test, as
 //!   nextest runs them) against `cargo nextest run` at its defaults, each
 //!   side the best of three runs (nextest in P1 and P2 too: one noisy run
-//!   of either side decided a ratio). Goals ≥ 20× and ≥ 5×. P2 is also run with `SERVICE_TEST_SUPERVISOR=0`
-//!   (`ours_without_supervisor`): the supervisor's cost.
+//!   of either side decided a ratio). Goals ≥ 20× and ≥ 5×. P2 is also run
+//!   with `SERVICE_TEST_SUPERVISOR=0` (`ours_without_supervisor`): the
+//!   supervisor's cost.
 //! - P8: the shipped suites (`cargo test -p suites`, debug, the same binary
 //!   for both) with `--isolation process`, a process per test attaching to
 //!   one hosted mesh, against `cargo nextest run -p suites` (a process per
@@ -456,11 +457,7 @@ fn time_best(mut make: impl FnMut() -> Command, what: &str) -> Result<f64> {
     if first > 5.0 {
         return Ok(first);
     }
-    let mut best = first;
-    for _ in 0..2 {
-        best = best.min(time_once(&mut make(), what)?);
-    }
-    Ok(best)
+    Ok(first.min(time_best_of(2, make, what)?))
 }
 
 /// Our binary prints "up to N at once" at start; the bound and the

@@ -9,6 +9,35 @@ use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{Faults, Target};
 
+/// Makes `service` write the scenario patient's phone number into a log
+/// line of `tenant`'s next request, and sends that request (any
+/// authenticated request triggers the leak; each injected leak is written
+/// once).
+async fn leak_phone(
+    target: &Target,
+    faults: &Faults,
+    service: Service,
+    tenant: &Tenant,
+    s: &Scenario,
+) {
+    faults
+        .inject(
+            service,
+            &FaultPlan {
+                leak_phi: Some(format!("patient phone {}", s.patient.phone)),
+                tenant: Some(tenant.0.clone()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject leak");
+    target
+        .client(service, tenant)
+        .get("/no-such-resource")
+        .await
+        .expect("request");
+}
+
 /// A PHI leak injected into each service's log is redacted there and
 /// reported to the compliance monitor with the right source.
 #[service_test(
@@ -31,23 +60,7 @@ async fn the_monitor_catches_a_leak_in_every_service(
     s: Scenario,
 ) {
     for service in Service::ALL {
-        faults
-            .inject(
-                service,
-                &FaultPlan {
-                    leak_phi: Some(format!("patient phone {}", s.patient.phone)),
-                    tenant: Some(tenant.0.clone()),
-                    ..FaultPlan::default()
-                },
-            )
-            .await
-            .expect("inject");
-        // Any authenticated request triggers the leak.
-        target
-            .client(service, &tenant)
-            .get("/no-such-resource")
-            .await
-            .expect("request");
+        leak_phone(target, &faults, service, &tenant, &s).await;
     }
     let monitor = target.client(Service::ComplianceMonitor, &tenant);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -107,25 +120,9 @@ async fn a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations(
         .await
         .expect("inject latency");
     let first_leak = Instant::now();
-    // Each injected leak is written once: two of the slow tenant's, then
-    // this tenant's.
+    // Two of the slow tenant's leaks, then this tenant's.
     for t in [&slow, &slow, &tenant] {
-        faults
-            .inject(
-                Service::BillingEngine,
-                &FaultPlan {
-                    leak_phi: Some(format!("patient phone {}", s.patient.phone)),
-                    tenant: Some(t.0.clone()),
-                    ..FaultPlan::default()
-                },
-            )
-            .await
-            .expect("inject leak");
-        target
-            .client(Service::BillingEngine, t)
-            .get("/no-such-resource")
-            .await
-            .expect("request");
+        leak_phone(target, &faults, Service::BillingEngine, t, &s).await;
     }
     let monitor = target.client(Service::ComplianceMonitor, &tenant);
     loop {
