@@ -51,7 +51,8 @@ pub struct Reload {
 }
 
 /// `POST /admin/breakers/reset` (test mode): closes every breaker of the
-/// service's outgoing client, with an empty window: a suite's teardown
+/// service's outgoing client (on the compliance monitor, the log
+/// pipeline's too), with an empty window: a suite's teardown
 /// after a test that tripped one on purpose, so that the next test meets
 /// the service as it was.
 #[utoipa::path(
@@ -61,6 +62,9 @@ pub struct Reload {
 )]
 pub async fn reset_breakers(State(ctx): State<Arc<Ctx>>) -> StatusCode {
     ctx.client.reset_breakers();
+    if let Some(shipper) = &ctx.log_shipper {
+        shipper.reset_breakers();
+    }
     StatusCode::NO_CONTENT
 }
 

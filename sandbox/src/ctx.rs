@@ -68,6 +68,9 @@ pub struct Ctx {
     pub sessions: crate::auth::standing::SessionCache,
     /// Visits changing state (the API's live stream).
     pub visit_events: tokio::sync::broadcast::Sender<crate::states::StatusChange>,
+    /// The compliance monitor's: the log pipeline's client, which reports
+    /// the violations found in every service's logs to it.
+    pub log_shipper: Option<Arc<crate::client::ServiceClient>>,
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.

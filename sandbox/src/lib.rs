@@ -76,6 +76,7 @@ mod registry;
 pub mod retry;
 pub mod schema;
 mod service;
+mod shipper;
 pub mod states;
 pub mod store;
 pub mod store_tls;

@@ -26,7 +26,7 @@ pub use crate::mesh_client::{
 
 use crate::auth::token::{self, Role};
 use crate::breaker::BreakerState;
-use crate::client::{Call, Method, Routes, ServiceClient};
+use crate::client::{Routes, ServiceClient};
 use crate::clock::SystemClock;
 use crate::ctx::{Ctx, IdMint, Settings};
 use crate::faults::FaultPlan;
@@ -112,6 +112,9 @@ pub struct Mesh {
     running: Mutex<BTreeMap<Service, Running>>,
     book: Arc<LogBook>,
     forwarder: JoinHandle<()>,
+    /// The log pipeline's client (the compliance monitor's; its
+    /// `/admin/breakers/reset` closes this one's breakers too).
+    shipper: Arc<ServiceClient>,
     http: reqwest::Client,
     /// Each service's way to its stores (TLS fronts with TLS on).
     stores: crate::store_tls::StoreLinks,
@@ -265,54 +268,6 @@ async fn serve_connection<S>(
 /// How long a draining service waits for its requests in flight.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Violation reports the log pipeline sends at once.
-const FORWARDING_AT_ONCE: usize = 16;
-
-/// The log pipeline's sender: each violation the log book finds is reported
-/// to the compliance monitor (`POST /violations`) under its tenant and
-/// request, up to [`FORWARDING_AT_ONCE`] at a time, so that one tenant's
-/// slow or failing reports (a fault, retries) do not hold up the others'.
-/// Runs until the log book's channel closes or the task is aborted
-/// (aborting drops the reports under way).
-async fn forward_violations(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<LogViolation>,
-    client: Arc<ServiceClient>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(FORWARDING_AT_ONCE));
-    let mut sending = JoinSet::new();
-    while let Some(v) = rx.recv().await {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let client = Arc::clone(&client);
-        sending.spawn(async move {
-            let tenant = v.tenant.clone().unwrap_or_else(|| "system".into());
-            let request_id = v
-                .request_id
-                .clone()
-                .unwrap_or_else(crate::ctx::new_request_id);
-            let call = Call::new(
-                Service::ComplianceMonitor,
-                Method::Post,
-                "/violations",
-                &tenant,
-                &request_id,
-            )
-            .body(&crate::compliance::ViolationReport {
-                source: v.service.name().to_string(),
-                channel: "log".to_string(),
-                kinds: v.kinds,
-                excerpt: v.excerpt,
-            });
-            let _ = client.send(&call).await;
-            drop(slot);
-        });
-        // The finished ones' results are let go as they come.
-        while sending.try_join_next().is_some() {}
-    }
-    while sending.join_next().await.is_some() {}
-}
-
 impl Mesh {
     /// Migrates every schema, binds the six services on loopback and starts
     /// them.
@@ -350,7 +305,7 @@ impl Mesh {
         ));
         // The log pipeline (the compliance monitor's log shipper, signing as
         // the monitor) reports violations to it.
-        let mut forward_client = ServiceClient::new(
+        let mut shipper_client = ServiceClient::new(
             Service::ComplianceMonitor.name(),
             Arc::clone(&routes),
             config.client,
@@ -360,9 +315,10 @@ impl Mesh {
             Arc::new(ServiceMetrics::default()),
         );
         if let Some(tls) = &config.tls {
-            forward_client = forward_client.with_tls(tls);
+            shipper_client = shipper_client.with_tls(tls);
         }
-        let forwarder = tokio::spawn(forward_violations(rx, Arc::new(forward_client)));
+        let shipper = Arc::new(shipper_client);
+        let forwarder = tokio::spawn(crate::shipper::ship(rx, Arc::clone(&shipper)));
         // Idle connections are let go well before the servers'
         // header-read timeout closes them, so none is reused as it closes.
         let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE);
@@ -378,6 +334,7 @@ impl Mesh {
             running: Mutex::new(BTreeMap::new()),
             book,
             forwarder,
+            shipper,
             http,
             stores,
         };
@@ -458,6 +415,7 @@ impl Mesh {
             replay: Default::default(),
             sessions: Default::default(),
             visit_events: tokio::sync::broadcast::channel(1024).0,
+            log_shipper: (service == Service::ComplianceMonitor).then(|| Arc::clone(&self.shipper)),
         });
         let app = router(
             service,

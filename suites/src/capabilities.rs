@@ -462,18 +462,21 @@ fn take<T>(m: &std::sync::Mutex<Vec<T>>) -> Vec<T> {
     std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
-/// Closes the API's breakers after a test that may have tripped them, where
-/// the target lets us (test mode's `/admin/breakers/reset`): the next test
-/// meets the services as they were. Elsewhere the breakers recover on
+/// Closes every service's breakers after a test that may have tripped
+/// them, where the target lets us (test mode's `/admin/breakers/reset`;
+/// on the compliance monitor it closes the log pipeline's too): the next
+/// test meets the services as they were. Elsewhere the breakers recover on
 /// their own after their wait.
-async fn reset_breakers(target: &Target) {
+pub async fn reset_breakers(target: &Target) {
     if !target.has(Capability::Faults) {
         return;
     }
-    let _ = target
-        .client(Service::HealthcareApi, "admin")
-        .post("/admin/breakers/reset", &serde_json::json!({}))
-        .await;
+    for service in Service::ALL {
+        let _ = target
+            .client(service, "admin")
+            .post("/admin/breakers/reset", &serde_json::json!({}))
+            .await;
+    }
 }
 
 /// [`Toxics`] on a target whose chaos API also sits between the services

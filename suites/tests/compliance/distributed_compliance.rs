@@ -141,6 +141,152 @@ async fn a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations(
     }
 }
 
+/// Makes the log pipeline's breaker to the monitor open: the monitor
+/// answers `failing`'s next ten reports 503, and the tenant leaks until
+/// ten failures are in the breaker's window (each report may be tried
+/// more than once). Returns once the monitor has answered all ten, with
+/// the number of leaks made.
+async fn trip_the_shippers_breaker(
+    target: &Target,
+    faults: &Faults,
+    failing: &Tenant,
+    s: &Scenario,
+) -> usize {
+    faults
+        .inject(
+            Service::ComplianceMonitor,
+            &FaultPlan {
+                fail_next: 10,
+                status: Some(503),
+                tenant: Some(failing.0.clone()),
+                path_prefix: Some("/violations".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject failures");
+    let admin = target.client(Service::ComplianceMonitor, "admin");
+    let failures_left = || async {
+        let plans = admin.get("/admin/faults").await.expect("fault plans");
+        plans
+            .body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["tenant"] == failing.0.as_str())
+            .filter_map(|p| p["fail_next"].as_u64())
+            .sum::<u64>()
+    };
+    let mut leaks = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = failures_left().await;
+        if left == 0 {
+            break;
+        }
+        if leaks < 10 {
+            leak_phone(target, faults, Service::BillingEngine, failing, s).await;
+            leaks += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the monitor has not answered the ten failing reports: {left} left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last answers reach the breaker.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leaks
+}
+
+/// The `source` of each of `tenant`'s violations at the monitor.
+async fn violation_sources(target: &Target, tenant: &Tenant) -> Vec<String> {
+    let r = target
+        .client(Service::ComplianceMonitor, tenant)
+        .get("/violations")
+        .await
+        .expect("violations");
+    r.body["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["source"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A violation report the monitor did not take (its answers failing, then
+/// the log pipeline's breaker to it open) is not lost: it is sent again
+/// until the monitor takes it. The failing tenant's reports and another
+/// tenant's, refused while the breaker was open, are all at the monitor
+/// once it recovers (test mode's breaker opens for 2 s).
+#[service_test(
+    compliance,
+    exclusive,
+    real_services,
+    services(billing_engine, compliance_monitor),
+    timeout = "40s"
+)]
+async fn a_violation_report_the_monitor_refused_is_sent_again_until_taken(
+    target: &Target,
+    faults: Faults,
+    failing: Tenant,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    let leaks = trip_the_shippers_breaker(target, &faults, &failing, &s).await;
+    leak_phone(target, &faults, Service::BillingEngine, &tenant, &s).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (theirs, ours) = (
+            violation_sources(target, &failing).await.len(),
+            violation_sources(target, &tenant).await.len(),
+        );
+        if theirs == leaks && ours == 1 {
+            return;
+        }
+        assert!(
+            theirs <= leaks && ours <= 1,
+            "more violations than leaks: {theirs} of {leaks}, {ours} of 1"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "15 s on, the monitor holds {theirs} of the failing tenant's {leaks} violations and {ours} of this tenant's 1: the others were lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resetting the breakers (test mode's `/admin/breakers/reset` on every
+/// service, as a suite's teardown does after a test that tripped one)
+/// closes the log pipeline's too: a leak right after it is reported at
+/// once, not after the breaker's 2 s open wait.
+#[service_test(
+    compliance,
+    exclusive,
+    real_services,
+    services(billing_engine, compliance_monitor),
+    timeout = "40s"
+)]
+async fn resetting_the_breakers_reopens_the_log_pipeline_at_once(
+    target: &Target,
+    faults: Faults,
+    failing: Tenant,
+    tenant: Tenant,
+    s: Scenario,
+) {
+    trip_the_shippers_breaker(target, &faults, &failing, &s).await;
+    suites::capabilities::reset_breakers(target).await;
+    let leaked = Instant::now();
+    leak_phone(target, &faults, Service::BillingEngine, &tenant, &s).await;
+    while violation_sources(target, &tenant).await.is_empty() {
+        assert!(
+            leaked.elapsed() < Duration::from_secs(1),
+            "no report of the leak 1 s after the breakers were reset: the log pipeline's breaker stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The scanner endpoint finds PHI in text, answers with a redacted copy,
 /// and records a violation; clean text is clean.
 #[service_test(
