@@ -111,7 +111,8 @@ pub struct Mesh {
     routes: Routes,
     running: Mutex<BTreeMap<Service, Running>>,
     book: Arc<LogBook>,
-    forwarder: JoinHandle<()>,
+    /// The log pipeline's task (`crate::shipper`).
+    shipping: JoinHandle<()>,
     /// The log pipeline's client (the compliance monitor's; its
     /// `/admin/breakers/reset` closes this one's breakers too).
     shipper: Arc<ServiceClient>,
@@ -122,7 +123,7 @@ pub struct Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        self.forwarder.abort();
+        self.shipping.abort();
         for (_, r) in
             std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner))
         {
@@ -305,6 +306,7 @@ impl Mesh {
         ));
         // The log pipeline (the compliance monitor's log shipper, signing as
         // the monitor) reports violations to it.
+        let shipper_metrics = Arc::new(ServiceMetrics::default());
         let mut shipper_client = ServiceClient::new(
             Service::ComplianceMonitor.name(),
             Arc::clone(&routes),
@@ -312,13 +314,18 @@ impl Mesh {
             config.secret.clone().into(),
             Arc::new(SystemClock),
             config.seed,
-            Arc::new(ServiceMetrics::default()),
+            Arc::clone(&shipper_metrics),
         );
         if let Some(tls) = &config.tls {
             shipper_client = shipper_client.with_tls(tls);
         }
         let shipper = Arc::new(shipper_client);
-        let forwarder = tokio::spawn(crate::shipper::ship(rx, Arc::clone(&shipper)));
+        let shipper_log = crate::logs::dispatch(
+            Service::ComplianceMonitor,
+            Arc::clone(&book),
+            shipper_metrics,
+        );
+        let shipping = tokio::spawn(crate::shipper::ship(rx, Arc::clone(&shipper), shipper_log));
         // Idle connections are let go well before the servers'
         // header-read timeout closes them, so none is reused as it closes.
         let builder = reqwest::Client::builder().pool_idle_timeout(CLIENT_IDLE);
@@ -333,7 +340,7 @@ impl Mesh {
             routes,
             running: Mutex::new(BTreeMap::new()),
             book,
-            forwarder,
+            shipping,
             shipper,
             http,
             stores,

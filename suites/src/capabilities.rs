@@ -471,12 +471,14 @@ pub async fn reset_breakers(target: &Target) {
     if !target.has(Capability::Faults) {
         return;
     }
-    for service in Service::ALL {
+    let reset = |service| async move {
         let _ = target
             .client(service, "admin")
             .post("/admin/breakers/reset", &serde_json::json!({}))
             .await;
-    }
+    };
+    let [a, b, c, d, e, f] = Service::ALL.map(reset);
+    tokio::join!(a, b, c, d, e, f);
 }
 
 /// [`Toxics`] on a target whose chaos API also sits between the services

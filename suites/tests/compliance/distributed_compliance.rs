@@ -7,7 +7,7 @@ use harness::service_test;
 use healthcare_data::Scenario;
 use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
-use suites::{Faults, Target};
+use suites::{Breakers, Faults, Target};
 
 /// Makes `service` write the scenario patient's phone number into a log
 /// line of `tenant`'s next request, and sends that request (any
@@ -89,8 +89,8 @@ async fn the_monitor_catches_a_leak_in_every_service(
 
 /// The log pipeline reports each tenant's violations side by side: a
 /// tenant whose reports the monitor is slow to take (1.5 s each, a latency
-/// fault on `/violations` for that tenant only; under the forwarder's 2 s
-/// attempt timeout, so they succeed) does not hold up another tenant's.
+/// fault on `/violations` for that tenant only; under the log pipeline's
+/// 2 s attempt timeout, so they succeed) does not hold up another tenant's.
 /// Two of the slow tenant's reports go first: one after another they would
 /// hold this tenant's back 3 s; side by side it is at the monitor within 2 s
 /// of the first leak.
@@ -124,13 +124,9 @@ async fn a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations(
     for t in [&slow, &slow, &tenant] {
         leak_phone(target, &faults, Service::BillingEngine, t, &s).await;
     }
-    let monitor = target.client(Service::ComplianceMonitor, &tenant);
     loop {
-        let r = monitor.get("/violations").await.expect("violations");
-        let reported = r.body["violations"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v["source"] == "billing-engine"));
-        if reported {
+        let sources = violation_sources(target, &tenant).await;
+        if sources.iter().any(|s| s == "billing-engine") {
             break;
         }
         assert!(
@@ -141,22 +137,26 @@ async fn a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations(
     }
 }
 
-/// Makes the log pipeline's breaker to the monitor open: the monitor
-/// answers `failing`'s next ten reports 503, and the tenant leaks until
-/// ten failures are in the breaker's window (each report may be tried
-/// more than once). Returns once the monitor has answered all ten, with
-/// the number of leaks made.
+/// Makes the log pipeline's breaker to the monitor open: from closed and
+/// empty (every breaker reset), the monitor answers `failing`'s next
+/// reports 503, as many as the breaker judges a rate on, and the tenant
+/// leaks until they are all answered (each report may be tried more than
+/// once): a window of failures only. Returns then, with the number of
+/// leaks made.
 async fn trip_the_shippers_breaker(
     target: &Target,
     faults: &Faults,
+    breakers: &Breakers,
     failing: &Tenant,
     s: &Scenario,
 ) -> usize {
+    suites::capabilities::reset_breakers(target).await;
+    let failures = u32::try_from(breakers.minimum_calls.max(1)).expect("a small window");
     faults
         .inject(
             Service::ComplianceMonitor,
             &FaultPlan {
-                fail_next: 10,
+                fail_next: failures,
                 status: Some(503),
                 tenant: Some(failing.0.clone()),
                 path_prefix: Some("/violations".into()),
@@ -177,20 +177,20 @@ async fn trip_the_shippers_breaker(
             .filter_map(|p| p["fail_next"].as_u64())
             .sum::<u64>()
     };
-    let mut leaks = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut leaks = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = failures_left().await;
         if left == 0 {
             break;
         }
-        if leaks < 10 {
+        if leaks < breakers.minimum_calls.max(1) as usize {
             leak_phone(target, faults, Service::BillingEngine, failing, s).await;
             leaks += 1;
         }
         assert!(
             Instant::now() < deadline,
-            "the monitor has not answered the ten failing reports: {left} left"
+            "the monitor has not answered the {failures} failing reports: {left} left"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -218,7 +218,7 @@ async fn violation_sources(target: &Target, tenant: &Tenant) -> Vec<String> {
 /// the log pipeline's breaker to it open) is not lost: it is sent again
 /// until the monitor takes it. The failing tenant's reports and another
 /// tenant's, refused while the breaker was open, are all at the monitor
-/// once it recovers (test mode's breaker opens for 2 s).
+/// once it recovers (after the breaker's open wait).
 #[service_test(
     compliance,
     exclusive,
@@ -229,13 +229,14 @@ async fn violation_sources(target: &Target, tenant: &Tenant) -> Vec<String> {
 async fn a_violation_report_the_monitor_refused_is_sent_again_until_taken(
     target: &Target,
     faults: Faults,
+    breakers: Breakers,
     failing: Tenant,
     tenant: Tenant,
     s: Scenario,
 ) {
-    let leaks = trip_the_shippers_breaker(target, &faults, &failing, &s).await;
+    let leaks = trip_the_shippers_breaker(target, &faults, &breakers, &failing, &s).await;
     leak_phone(target, &faults, Service::BillingEngine, &tenant, &s).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + breakers.open_wait + Duration::from_secs(12);
     loop {
         let (theirs, ours) = (
             violation_sources(target, &failing).await.len(),
@@ -250,7 +251,7 @@ async fn a_violation_report_the_monitor_refused_is_sent_again_until_taken(
         );
         assert!(
             Instant::now() < deadline,
-            "15 s on, the monitor holds {theirs} of the failing tenant's {leaks} violations and {ours} of this tenant's 1: the others were lost"
+            "12 s after the breaker's open wait, the monitor holds {theirs} of the failing tenant's {leaks} violations and {ours} of this tenant's 1: the others were lost"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -259,7 +260,8 @@ async fn a_violation_report_the_monitor_refused_is_sent_again_until_taken(
 /// Resetting the breakers (test mode's `/admin/breakers/reset` on every
 /// service, as a suite's teardown does after a test that tripped one)
 /// closes the log pipeline's too: a leak right after it is reported at
-/// once, not after the breaker's 2 s open wait.
+/// once (within three quarters of the breaker's open wait, counted from
+/// the leak), not once the breaker lets a probe through.
 #[service_test(
     compliance,
     exclusive,
@@ -270,18 +272,19 @@ async fn a_violation_report_the_monitor_refused_is_sent_again_until_taken(
 async fn resetting_the_breakers_reopens_the_log_pipeline_at_once(
     target: &Target,
     faults: Faults,
+    breakers: Breakers,
     failing: Tenant,
     tenant: Tenant,
     s: Scenario,
 ) {
-    trip_the_shippers_breaker(target, &faults, &failing, &s).await;
+    trip_the_shippers_breaker(target, &faults, &breakers, &failing, &s).await;
     suites::capabilities::reset_breakers(target).await;
-    let leaked = Instant::now();
     leak_phone(target, &faults, Service::BillingEngine, &tenant, &s).await;
+    let (leaked, within) = (Instant::now(), breakers.open_wait * 3 / 4);
     while violation_sources(target, &tenant).await.is_empty() {
         assert!(
-            leaked.elapsed() < Duration::from_secs(1),
-            "no report of the leak 1 s after the breakers were reset: the log pipeline's breaker stayed open"
+            leaked.elapsed() < within,
+            "no report of the leak {within:?} after the breakers were reset: the log pipeline's breaker stayed open"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
