@@ -24,7 +24,9 @@
 //!   test, each setting up its own), goal ≥ 10×; and against the same
 //!   binary in process (`in_process`), goal ≤ 1.1× its time. All use whatever
 //!   PostgreSQL/Redis the environment gives (private instances when
-//!   `DATABASE_URL`/`REDIS_URL` are unset).
+//!   `DATABASE_URL`/`REDIS_URL` are unset). A run in which tests failed is
+//!   timed all the same, and the figure says so (`failing_runs` in the
+//!   JSON, a `!` line under it in the table): not a clean measurement.
 //! - P9: P3 dealt into 3 shards by `--partition duration:K/3`, each shard
 //!   run at 8 tests at once so its wall follows the test time it holds.
 //!   Peer: `hash:K/3`. Reported: the slowest shard and the spread
@@ -74,6 +76,10 @@ struct Figure {
     #[serde(skip_serializing_if = "Option::is_none")]
     ours_cold_s: Option<f64>,
     concurrency: usize,
+    /// The runs of this figure in which tests failed: timed all the same,
+    /// but not a clean measurement (printed under the table, kept here).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failing_runs: Vec<String>,
 }
 
 pub fn run() -> Result<()> {
@@ -160,6 +166,7 @@ pub fn run() -> Result<()> {
         bound_s: Some(P1_TESTS as f64 * P1_WAIT_MS as f64 / 1000.0 / concurrency as f64),
         ours_cold_s: None,
         concurrency,
+        failing_runs: Vec::new(),
     });
 
     eprintln!("[bench runner] P2: {P2_TESTS} no-op tests");
@@ -186,6 +193,7 @@ pub fn run() -> Result<()> {
         bound_s: None,
         ours_cold_s: None,
         concurrency,
+        failing_runs: Vec::new(),
     });
 
     eprintln!(
@@ -206,6 +214,7 @@ pub fn run() -> Result<()> {
         bound_s: Some(longest.max(total / concurrency as f64)),
         ours_cold_s: Some(p3_cold),
         concurrency,
+        failing_runs: Vec::new(),
     });
 
     // P7: a process per test, as nextest runs them, against nextest.
@@ -227,6 +236,7 @@ pub fn run() -> Result<()> {
         bound_s: None,
         ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
+        failing_runs: Vec::new(),
     });
     let p7_p2 = isolated("p2::", "ours P2 --isolation process")?;
     figures.push(Figure {
@@ -237,6 +247,7 @@ pub fn run() -> Result<()> {
         bound_s: None,
         ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
+        failing_runs: Vec::new(),
     });
 
     // P8: the shipped suites, a process per test: one hosted mesh against
@@ -247,19 +258,23 @@ pub fn run() -> Result<()> {
     c.args(["--isolation", "process"])
         .env("SERVICE_TEST_HISTORY_DIR", &history)
         .env("SERVICE_TEST_SEED", "1");
-    let p8_ours = time_once_allowing_failures(&mut c, "ours suites --isolation process")?;
+    let mut p8_failing = Vec::new();
+    let p8_ours =
+        time_once_allowing_failures(&mut c, "ours suites --isolation process", &mut p8_failing)?;
     // The same binary in process (the default mode): issue 27's goal is
     // P8 within 1.1× of this.
     let mut c = Command::new(&suites);
     c.env("SERVICE_TEST_HISTORY_DIR", &history)
         .env("SERVICE_TEST_SEED", "1");
-    let p8_in_process = time_once_allowing_failures(&mut c, "ours suites in process")?;
+    let p8_in_process =
+        time_once_allowing_failures(&mut c, "ours suites in process", &mut p8_failing)?;
     let p8_nextest = if has_nextest {
         let mut cmd = Command::new("cargo");
         cmd.args(["nextest", "run", "--no-fail-fast", "-p", "suites"]);
         Some(time_once_allowing_failures(
             &mut cmd,
             "cargo nextest run -p suites",
+            &mut p8_failing,
         )?)
     } else {
         None
@@ -273,6 +288,7 @@ pub fn run() -> Result<()> {
         bound_s: None,
         ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
+        failing_runs: p8_failing,
     });
 
     // P9: shards dealt by recorded duration finish together. Each shard of
@@ -316,6 +332,7 @@ pub fn run() -> Result<()> {
         bound_s: Some(p3_durations_ms().iter().sum::<u64>() as f64 / 1000.0 / 3.0 / 8.0),
         ours_cold_s: None,
         concurrency: 8,
+        failing_runs: Vec::new(),
     });
 
     let json_path = out_dir.join("runner.json");
@@ -345,8 +362,13 @@ fn suites_binary() -> Result<PathBuf> {
 }
 
 /// Wall time of one run whose tests may fail (load-sensitive suites on a
-/// loaded machine): the time is what is compared; the exit code is shown.
-fn time_once_allowing_failures(cmd: &mut Command, what: &str) -> Result<f64> {
+/// loaded machine): the time is what is compared; a run that failed is
+/// said at once and added to `failing` (its figure is then marked).
+fn time_once_allowing_failures(
+    cmd: &mut Command,
+    what: &str,
+    failing: &mut Vec<String>,
+) -> Result<f64> {
     let started = Instant::now();
     let status = cmd
         .stdout(Stdio::null())
@@ -356,6 +378,7 @@ fn time_once_allowing_failures(cmd: &mut Command, what: &str) -> Result<f64> {
     let took = started.elapsed().as_secs_f64();
     if !status.success() {
         eprintln!("[bench runner] {what}: {status} (some tests failed); timed anyway");
+        failing.push(format!("{what}: {status}"));
     }
     Ok(took)
 }
@@ -406,6 +429,13 @@ fn table(figures: &[Figure]) -> String {
                 None => ("n/a".to_string(), "n/a".to_string()),
             };
             let _ = writeln!(s, "{id:<4} {ours:>9}  {name:<40} {them_s:>9} {ratio:>13}");
+        }
+        for run in &f.failing_runs {
+            let _ = writeln!(
+                s,
+                "     ! tests failed in {run}: {} is not a clean measurement",
+                f.id
+            );
         }
     }
     let _ = writeln!(
@@ -544,5 +574,44 @@ fn build(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     match (exe("ours"), exe("libtest")) {
         (Some(o), Some(l)) => Ok((o, l)),
         _ => bail!("cargo built the suites but did not name both test executables"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(failing_runs: Vec<String>) -> Figure {
+        Figure {
+            id: "P8",
+            what: "the shipped suites".to_string(),
+            ours_s: 10.0,
+            peers: peers(&[("in_process", Some(9.5))]),
+            bound_s: None,
+            ours_cold_s: None,
+            concurrency: 64,
+            failing_runs,
+        }
+    }
+
+    #[test]
+    fn a_figure_timed_over_failing_tests_says_so_in_the_table_and_the_json() {
+        let failed = figure(vec!["ours suites in process: exit status: 101".to_string()]);
+        let printed = table(std::slice::from_ref(&failed));
+        assert!(
+            printed.contains(
+                "! tests failed in ours suites in process: exit status: 101: P8 is not a clean measurement"
+            ),
+            "{printed}"
+        );
+        let json = serde_json::to_value(&failed).expect("serializes");
+        assert_eq!(
+            json["failing_runs"][0],
+            "ours suites in process: exit status: 101"
+        );
+        let clean = figure(Vec::new());
+        assert!(!table(std::slice::from_ref(&clean)).contains('!'));
+        let json = serde_json::to_value(&clean).expect("serializes");
+        assert!(json.get("failing_runs").is_none());
     }
 }
