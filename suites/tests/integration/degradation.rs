@@ -150,9 +150,13 @@ async fn with_the_monitor_down_the_saga_completes_and_auditing_resumes(
 /// answers 503 to the first step, and the visit answers 502 naming the
 /// failed step, the service, its status and the body it gave, with no
 /// compensation needed and the failure in the trail.
+/// Exclusive: the failures it injects go into the API's breaker to
+/// insurance-verification, which every tenant shares; beside other tests they could
+/// open it for theirs.
 #[service_test(
     integration,
     interservice,
+    exclusive,
     real_services,
     services(healthcare_api, insurance_verification, compliance_monitor),
     timeout = "30s"

@@ -92,10 +92,14 @@ async fn a_patient_journey_crosses_every_service(target: &Target, tenant: Tenant
 /// answers 422 with the compensation `failed` and its cause; the trail
 /// holds `saga_failed:create_claim` then `compensation_failed:verify_insurance`
 /// (nothing pretends the step was undone).
+/// Exclusive: the failures it injects go into the API's breaker to
+/// insurance-verification, which every tenant shares; beside other tests they could
+/// open it for theirs.
 #[service_test(
     e2e,
     interservice,
     audit,
+    exclusive,
     real_services,
     services(
         healthcare_api,

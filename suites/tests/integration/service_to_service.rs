@@ -161,10 +161,14 @@ async fn analytics_aggregate_what_was_ingested(target: &Target, tenant: Tenant) 
 /// reads it back; a holder that fails the update's sync (doctor
 /// personalisation answering 503) is named in `sync_failed` and audited
 /// for a manual resync.
+/// Exclusive: the failures it injects go into the API's breaker to
+/// doctor-personalization, which every tenant shares; beside other tests they could
+/// open it for theirs.
 #[service_test(
     integration,
     interservice,
     audit,
+    exclusive,
     real_services,
     services(
         healthcare_api,
