@@ -90,7 +90,8 @@ pub enum MeshError {
 struct Running {
     ctx: Arc<Ctx>,
     task: JoinHandle<()>,
-    /// The service's own background work (the API's compensator).
+    /// The service's own background work (the API's compensator, the
+    /// monitor's notifier of incidents).
     background: Option<JoinHandle<()>>,
     /// Set to start a graceful shutdown.
     drain: tokio::sync::watch::Sender<bool>,
@@ -396,6 +397,10 @@ impl Mesh {
             client = client.with_tls(tls);
         }
         let client = Arc::new(client);
+        // The monitor's incidents whose notification did not arrive, for
+        // its notifier (started with the service, below).
+        let (unnotified, notifier_rx) = tokio::sync::mpsc::unbounded_channel();
+        let started = std::time::SystemTime::now();
         let ctx = Arc::new(Ctx {
             service,
             db,
@@ -423,6 +428,7 @@ impl Mesh {
             sessions: Default::default(),
             visit_events: tokio::sync::broadcast::channel(1024).0,
             log_shipper: (service == Service::ComplianceMonitor).then(|| Arc::clone(&self.shipper)),
+            unnotified: (service == Service::ComplianceMonitor).then_some(unnotified),
         });
         let app = router(
             service,
@@ -440,6 +446,17 @@ impl Mesh {
             .tls
             .as_ref()
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
+        // The service's background work logs as the service does.
+        let background = match service {
+            Service::HealthcareApi => Some(tokio::spawn(
+                crate::api::saga::compensator(Arc::clone(&ctx)).with_subscriber(dispatch.clone()),
+            )),
+            Service::ComplianceMonitor => Some(tokio::spawn(
+                crate::compliance::notifier::notifier(Arc::clone(&ctx), notifier_rx, started)
+                    .with_subscriber(dispatch.clone()),
+            )),
+            _ => None,
+        };
         let task = serve(
             listener,
             app,
@@ -455,8 +472,7 @@ impl Mesh {
             .insert(
                 service,
                 Running {
-                    background: (service == Service::HealthcareApi)
-                        .then(|| tokio::spawn(crate::api::saga::compensator(Arc::clone(&ctx)))),
+                    background,
                     ctx,
                     task,
                     drain,

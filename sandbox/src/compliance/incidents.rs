@@ -1,6 +1,7 @@
 //! The compliance monitor's violation workflow (seed 000 scenario 3): every
 //! violation it records opens an **incident** with a severity, notifies
-//! business intelligence (a `compliance_incidents` event it counts), and
+//! business intelligence (a `compliance_incidents` event it counts; sent
+//! again until it arrives, see [`crate::compliance::notifier`]), and
 //! moves open → acknowledged → resolved by a compliance officer; each step
 //! is written to the audit trail.
 //!
@@ -20,7 +21,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::client::{Call, Method};
 use crate::ctx::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::service::Service;
@@ -134,8 +134,9 @@ pub fn severity(violation: ViolationCode, kinds: &[&str]) -> Severity {
 
 /// Opens an incident for a recorded violation about request `about`
 /// (the request that broke the rule), audits the opening and
-/// notifies business intelligence (best effort: `notified` says whether it
-/// arrived). Returns the incident id.
+/// notifies business intelligence (`notified` says whether it arrived; one
+/// that did not is sent again by the monitor's notifier,
+/// [`crate::compliance::notifier`]). Returns the incident id.
 pub(crate) async fn open(
     ctx: &Arc<Ctx>,
     caller: &Caller,
@@ -171,27 +172,19 @@ pub(crate) async fn open(
         json!({"violation": violation, "severity": severity}),
     )
     .await?;
-    let notify = Call::new(
-        Service::BusinessIntelligence,
-        Method::Post,
-        "/events",
+    let notified = crate::compliance::notifier::notify(
+        ctx,
         &caller.tenant,
         &caller.request_id,
+        id,
+        violation.as_str(),
+        severity.as_str(),
     )
-    .body(&crate::bi::Batch {
-        events: vec![crate::bi::Event {
-            dimensions: json!({"violation": violation, "severity": severity}),
-            ..crate::bi::Event::of("compliance_incidents", 1.0)
-        }],
-    })
-    .key(format!("incident-{id}"));
-    let notified = ctx.client.call(notify).await.is_ok();
-    ctx.db
-        .execute(
-            "UPDATE compliance.incidents SET notified = $2 WHERE id = $1",
-            &[&id, &notified],
-        )
-        .await?;
+    .await;
+    if !notified && let Some(notifier) = &ctx.unnotified {
+        // Sent again until analytics takes it.
+        let _ = notifier.send(id);
+    }
     tracing::warn!(tenant = %caller.tenant, request_id = %caller.request_id, incident = id, violation = %violation, severity = %severity, "incident opened");
     Ok(id)
 }

@@ -106,6 +106,7 @@ pub(crate) fn routes() -> Router<Arc<Ctx>> {
 
 pub mod access;
 pub(crate) mod incidents;
+pub(crate) mod notifier;
 pub(crate) mod violations;
 
 mod wire;

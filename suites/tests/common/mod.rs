@@ -137,10 +137,34 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    poll_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let done = check();
+        async move {
+            if done.await {
+                Ok(())
+            } else {
+                Err(format!("never happened: {what}"))
+            }
+        }
+    })
+    .await;
+}
+
+/// Polls `probe` every `every` until it answers `Ok`, for at most
+/// `within` (its first try included); its value. Past the deadline it
+/// fails the test with the last `Err`, which says what was still missing.
+pub async fn poll_until<T, F, Fut>(within: Duration, every: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(missing) => assert!(Instant::now() < deadline, "after {within:?}: {missing}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -10,9 +10,9 @@ use harness::service_test;
 use healthcare_data::{ComplianceKind, Generator, Scenario};
 use sandbox::{FaultPlan, MeshClient, Role, Service, Tenant};
 use serde_json::{Value, json};
-use suites::{Faults, Target};
+use suites::{ClientPolicy, Faults, Target};
 
-use crate::common::{eventually, intake, visit_as};
+use crate::common::{eventually, intake, poll_until, visit_as};
 
 async fn incidents(monitor: &MeshClient) -> Vec<Value> {
     let r = monitor.get("/incidents").await.expect("incidents");
@@ -176,9 +176,11 @@ async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(
         ("cross_tenant_access", "critical"),
         ("minimum_necessary", "critical"),
     ]);
-    // Opened and notified (the notification follows the opening).
+    // Opened and notified (the notification follows the opening; the log
+    // line's goes log, pipeline, monitor, incident, analytics, each hop
+    // tried again on a failure, so it is given longer than a request).
     let mut found: BTreeMap<String, Value> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !expected
         .keys()
         .all(|k| found.get(*k).is_some_and(|i| i["notified"] == true))
@@ -282,4 +284,91 @@ async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(
         .clear(Service::BillingEngine, &tenant)
         .await
         .expect("clear");
+}
+
+/// An incident whose notification analytics did not take when it was
+/// opened (analytics answering 503 to every attempt of that call) is not
+/// left `notified: false`: the monitor sends it again, and analytics counts
+/// it once.
+#[service_test(
+    compliance,
+    real_services,
+    services(compliance_monitor, business_intelligence),
+    timeout = "30s"
+)]
+async fn an_incident_analytics_did_not_take_is_notified_once_it_does(
+    target: &Target,
+    faults: Faults,
+    policy: ClientPolicy,
+    tenant: Tenant,
+    mut g: Generator,
+) {
+    let monitor = target.client(Service::ComplianceMonitor, &tenant);
+    let bi = target.client(Service::BusinessIntelligence, &tenant);
+    let counted_before = incidents_counted(&bi).await;
+    // Every attempt of the call made as the incident opens fails.
+    faults
+        .inject(
+            Service::BusinessIntelligence,
+            &FaultPlan {
+                fail_next: policy.max_attempts,
+                status: Some(503),
+                tenant: Some(tenant.0.clone()),
+                path_prefix: Some("/events".into()),
+                ..FaultPlan::default()
+            },
+        )
+        .await
+        .expect("inject failures");
+    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
+    let r = monitor
+        .post(
+            "/disclosures",
+            &json!({
+                "recipient": breach.evidence["recipient"],
+                "purpose": breach.evidence["purpose"],
+                "payload": breach.evidence["payload"],
+            }),
+        )
+        .await
+        .expect("disclosure");
+    assert_eq!(r.status, 201, "{}", r.body["error"]);
+    let incident = r.body["incident_id"].as_i64().expect("an incident opened");
+    // The failures were all used: the notification made as it opened failed.
+    let plans = target
+        .client(Service::BusinessIntelligence, "admin")
+        .get("/admin/faults")
+        .await
+        .expect("fault plans");
+    let left: u64 = plans
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["tenant"] == tenant.0.as_str())
+        .filter_map(|p| p["fail_next"].as_u64())
+        .sum();
+    assert_eq!(
+        left, 0,
+        "analytics was not called {} times",
+        policy.max_attempts
+    );
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let found = incidents(&monitor).await;
+            match found.iter().find(|i| i["id"] == incident) {
+                Some(i) if i["notified"] == true => Ok(()),
+                Some(i) => Err(format!("incident {incident} not notified: {i}")),
+                None => Err(format!("incident {incident} not listed")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        incidents_counted(&bi).await,
+        counted_before + 1,
+        "analytics counts the incident once"
+    );
 }
