@@ -224,12 +224,26 @@ impl Cli {
     /// `RUST_TEST_THREADS`, else the profile's `test-threads`, else
     /// [`crate::schedule::default_concurrency`].
     pub fn concurrency(&self, profile: Option<usize>) -> usize {
+        self.chosen_concurrency(profile)
+            .unwrap_or_else(crate::schedule::default_concurrency)
+    }
+
+    /// How many isolated tests may run at once (a process each): as
+    /// [`Cli::concurrency`] chooses, else
+    /// [`crate::schedule::default_isolated_concurrency`].
+    pub fn isolated_concurrency(&self, profile: Option<usize>) -> usize {
+        self.chosen_concurrency(profile)
+            .unwrap_or_else(crate::schedule::default_isolated_concurrency)
+    }
+
+    /// The concurrency the user chose, if they chose one: `--test-threads`,
+    /// else `RUST_TEST_THREADS`, else the profile's (0 is no choice).
+    fn chosen_concurrency(&self, profile: Option<usize>) -> Option<usize> {
         self.libtest
             .test_threads
             .or_else(crate::env::test_threads)
             .filter(|n| *n > 0)
             .or(profile.filter(|n| *n > 0))
-            .unwrap_or_else(crate::schedule::default_concurrency)
     }
 }
 

@@ -479,6 +479,42 @@ fn tests_run_concurrently_up_to_the_test_threads_limit() {
     assert_eq!(peak(&["overlap::", "--test-threads", "3"]), 3);
 }
 
+/// Isolated, the tests' processes follow the same choice as in process
+/// (`--test-threads`, else `RUST_TEST_THREADS`, else the profile's), and
+/// the run's header says how many run at once, a process each.
+#[service_test(unit)]
+fn isolated_tests_run_as_many_at_once_as_chosen_and_the_header_says_so() {
+    let header = |r: &Run| {
+        r.stderr
+            .lines()
+            .find(|l| l.starts_with("service-test: seed"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let args = ["overlap::", "--isolation", "process"];
+    let by_env = run_bin(SELFTEST, &args, &[("RUST_TEST_THREADS", "3")]);
+    assert_eq!(by_env.code, 0, "{}", by_env.stdout);
+    assert!(
+        header(&by_env).contains("up to 3 at once, a process each"),
+        "RUST_TEST_THREADS=3: {}",
+        header(&by_env)
+    );
+    let by_flag = selftest(&[&args[..], &["--test-threads", "5"]].concat());
+    assert_eq!(by_flag.code, 0, "{}", by_flag.stdout);
+    assert!(
+        header(&by_flag).contains("up to 5 at once, a process each"),
+        "--test-threads 5: {}",
+        header(&by_flag)
+    );
+    let in_process = selftest(&["overlap::", "--test-threads", "4"]);
+    assert!(
+        header(&in_process).contains("up to 4 at once;")
+            || header(&in_process).ends_with("up to 4 at once"),
+        "in process: {}",
+        header(&in_process)
+    );
+}
+
 #[service_test(unit)]
 fn the_longest_test_of_the_last_run_starts_first() {
     let dir = history_dir().join(format!("ordering-{}", std::process::id()));

@@ -184,9 +184,14 @@ fn print_header(plan: &RunPlan, total: usize, shown: usize, to_run: usize, notes
         ),
         None => String::new(),
     };
+    let at_once = match plan.isolation {
+        crate::config::Isolation::InProcess => format!("up to {} at once", plan.concurrency),
+        crate::config::Isolation::Process => {
+            format!("up to {} at once, a process each", plan.isolated_at_once)
+        }
+    };
     eprintln!(
-        "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {to_run} to run, up to {} at once{profile}",
-        plan.concurrency
+        "service-test: seed {seed} (repeat with --seed {seed}); {selection}; {to_run} to run, {at_once}{profile}"
     );
     if !config.redacts() {
         eprintln!("{}", crate::redaction::notice(&config.name));
@@ -362,9 +367,7 @@ fn execute(
                 .filter(|j| j.def.exclusive)
                 .map(|j| j.name.clone())
                 .collect(),
-            isolated_at_once: plan
-                .isolated_at_once
-                .unwrap_or_else(crate::schedule::default_isolated_concurrency),
+            isolated_at_once: plan.isolated_at_once,
             timeouts: jobs
                 .iter()
                 .map(|j| (j.name.clone(), j.policy.timeout))

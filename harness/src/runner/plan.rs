@@ -62,8 +62,10 @@ pub(crate) struct RunPlan {
     pub(crate) max_fail: Option<usize>,
     /// `--isolation`, else the profile's.
     pub(crate) isolation: Isolation,
-    /// `--test-threads`, else the profile's: how many isolated tests run at once.
-    pub(crate) isolated_at_once: Option<usize>,
+    /// How many isolated tests run at once: `--test-threads`, else
+    /// `RUST_TEST_THREADS`, else the profile's, else a default of its own
+    /// (isolated tests wait in other processes, not on this one's threads).
+    pub(crate) isolated_at_once: usize,
     /// How much of each stream of an isolated test is kept.
     pub(crate) capture_limit: usize,
     /// How long processes a worker left get before they are a leak.
@@ -137,7 +139,7 @@ impl RunPlan {
             concurrency: cli.concurrency(config.run.test_threads),
             max_fail,
             isolation: cli.isolation.or(config.run.isolation).unwrap_or_default(),
-            isolated_at_once: cli.libtest.test_threads.or(config.run.test_threads),
+            isolated_at_once: cli.isolated_concurrency(config.run.test_threads),
             capture_limit: config
                 .run
                 .capture_limit
