@@ -66,7 +66,7 @@ fn p3_durations_ms() -> Vec<u64> {
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Figure {
     id: &'static str,
     what: String,
@@ -164,9 +164,8 @@ pub fn run() -> Result<()> {
             ),
         ]),
         bound_s: Some(P1_TESTS as f64 * P1_WAIT_MS as f64 / 1000.0 / concurrency as f64),
-        ours_cold_s: None,
         concurrency,
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
 
     eprintln!("[bench runner] P2: {P2_TESTS} no-op tests");
@@ -191,9 +190,8 @@ pub fn run() -> Result<()> {
             ("ours_without_supervisor", Some(p2_in_process)),
         ]),
         bound_s: None,
-        ours_cold_s: None,
         concurrency,
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
 
     eprintln!(
@@ -214,7 +212,7 @@ pub fn run() -> Result<()> {
         bound_s: Some(longest.max(total / concurrency as f64)),
         ours_cold_s: Some(p3_cold),
         concurrency,
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
 
     // P7: a process per test, as nextest runs them, against nextest.
@@ -234,9 +232,8 @@ pub fn run() -> Result<()> {
         ours_s: p7_p1,
         peers: peers(&[("nextest", p1_nextest)]),
         bound_s: None,
-        ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
     let p7_p2 = isolated("p2::", "ours P2 --isolation process")?;
     figures.push(Figure {
@@ -245,9 +242,8 @@ pub fn run() -> Result<()> {
         ours_s: p7_p2,
         peers: peers(&[("nextest", p2_nextest)]),
         bound_s: None,
-        ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
 
     // P8: the shipped suites, a process per test: one hosted mesh against
@@ -286,9 +282,9 @@ pub fn run() -> Result<()> {
         ours_s: p8_ours,
         peers: peers(&[("nextest", p8_nextest), ("in_process", Some(p8_in_process))]),
         bound_s: None,
-        ours_cold_s: None,
         concurrency: harness::schedule::default_isolated_concurrency(),
         failing_runs: p8_failing,
+        ..Figure::default()
     });
 
     // P9: shards dealt by recorded duration finish together. Each shard of
@@ -330,9 +326,8 @@ pub fn run() -> Result<()> {
             ("hash_spread", Some(spread(&by_hash))),
         ]),
         bound_s: Some(p3_durations_ms().iter().sum::<u64>() as f64 / 1000.0 / 3.0 / 8.0),
-        ours_cold_s: None,
         concurrency: 8,
-        failing_runs: Vec::new(),
+        ..Figure::default()
     });
 
     let json_path = out_dir.join("runner.json");
@@ -588,9 +583,9 @@ mod tests {
             ours_s: 10.0,
             peers: peers(&[("in_process", Some(9.5))]),
             bound_s: None,
-            ours_cold_s: None,
             concurrency: 64,
             failing_runs,
+            ..Figure::default()
         }
     }
 
