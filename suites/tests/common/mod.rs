@@ -168,6 +168,52 @@ where
     }
 }
 
+/// Discloses to business intelligence, through `monitor`, more than its
+/// purpose needs (a generated minimum-necessary breach): the monitor's
+/// answer (`201`, an incident opened) and the breach, whose `expected`
+/// names the excess fields.
+pub async fn disclose_a_breach(
+    monitor: &MeshClient,
+    g: &mut healthcare_data::Generator,
+) -> (Answer, healthcare_data::ComplianceScenario) {
+    let breach = g.compliance_scenario(healthcare_data::ComplianceKind::MinimumNecessaryBreach);
+    let r = monitor
+        .post(
+            "/disclosures",
+            &json!({
+                "recipient": breach.evidence["recipient"],
+                "purpose": breach.evidence["purpose"],
+                "payload": breach.evidence["payload"],
+            }),
+        )
+        .await
+        .expect("disclosure");
+    assert_eq!(r.status, 201, "the disclosure: {}", r.body["error"]);
+    (r, breach)
+}
+
+/// How many of the failures injected into `service` for `tenant`
+/// (`fail_next`) it has still to answer.
+pub async fn failures_left(
+    target: &suites::Target,
+    service: sandbox::Service,
+    tenant: &str,
+) -> u64 {
+    let plans = target
+        .client(service, "admin")
+        .get("/admin/faults")
+        .await
+        .expect("fault plans");
+    plans
+        .body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["tenant"] == tenant)
+        .filter_map(|p| p["fail_next"].as_u64())
+        .sum()
+}
+
 /// An NPI with its check digit broken (billing refuses it).
 pub fn broken_npi(npi: &str) -> String {
     let last = npi.as_bytes()[9] - b'0';

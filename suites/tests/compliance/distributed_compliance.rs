@@ -10,7 +10,7 @@ use sandbox::{FaultPlan, Service, Tenant};
 use serde_json::json;
 use suites::{Breakers, Faults, Target};
 
-use crate::common::poll_until;
+use crate::common::{failures_left, poll_until};
 
 /// How long the monitor takes each of the slow tenant's reports in
 /// `a_tenant_slow_to_report_does_not_hold_up_another_tenants_violations`.
@@ -181,24 +181,12 @@ async fn trip_the_shippers_breaker(
         )
         .await
         .expect("inject failures");
-    let admin = target.client(Service::ComplianceMonitor, "admin");
-    let failures_left = || async {
-        let plans = admin.get("/admin/faults").await.expect("fault plans");
-        plans
-            .body
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["tenant"] == failing.0.as_str())
-            .filter_map(|p| p["fail_next"].as_u64())
-            .sum::<u64>()
-    };
     let leaks = AtomicUsize::new(0);
     poll_until(
         Duration::from_secs(10),
         Duration::from_millis(50),
         || async {
-            let left = failures_left().await;
+            let left = failures_left(target, Service::ComplianceMonitor, &failing.0).await;
             if left == 0 {
                 return Ok(());
             }

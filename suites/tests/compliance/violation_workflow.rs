@@ -12,7 +12,7 @@ use sandbox::{FaultPlan, MeshClient, Role, Service, Tenant};
 use serde_json::{Value, json};
 use suites::{ClientPolicy, Faults, Target};
 
-use crate::common::{eventually, intake, poll_until, visit_as};
+use crate::common::{disclose_a_breach, eventually, failures_left, intake, poll_until, visit_as};
 
 async fn incidents(monitor: &MeshClient) -> Vec<Value> {
     let r = monitor.get("/incidents").await.expect("incidents");
@@ -150,19 +150,7 @@ async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(
     assert_eq!(r.status, 404, "{}", r.body);
 
     // A disclosure beyond the minimum necessary.
-    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
-    let r = monitor
-        .post(
-            "/disclosures",
-            &json!({
-                "recipient": breach.evidence["recipient"],
-                "purpose": breach.evidence["purpose"],
-                "payload": breach.evidence["payload"],
-            }),
-        )
-        .await
-        .expect("disclosure");
-    assert_eq!(r.status, 201, "{}", r.body["error"]);
+    let (r, breach) = disclose_a_breach(&monitor, &mut g).await;
     assert_eq!(
         r.body["excess_fields"],
         json!(breach.expected.excess_fields),
@@ -320,34 +308,10 @@ async fn an_incident_analytics_did_not_take_is_notified_once_it_does(
         )
         .await
         .expect("inject failures");
-    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
-    let r = monitor
-        .post(
-            "/disclosures",
-            &json!({
-                "recipient": breach.evidence["recipient"],
-                "purpose": breach.evidence["purpose"],
-                "payload": breach.evidence["payload"],
-            }),
-        )
-        .await
-        .expect("disclosure");
-    assert_eq!(r.status, 201, "{}", r.body["error"]);
+    let (r, _) = disclose_a_breach(&monitor, &mut g).await;
     let incident = r.body["incident_id"].as_i64().expect("an incident opened");
     // The failures were all used: the notification made as it opened failed.
-    let plans = target
-        .client(Service::BusinessIntelligence, "admin")
-        .get("/admin/faults")
-        .await
-        .expect("fault plans");
-    let left: u64 = plans
-        .body
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["tenant"] == tenant.0.as_str())
-        .filter_map(|p| p["fail_next"].as_u64())
-        .sum();
+    let left = failures_left(target, Service::BusinessIntelligence, &tenant.0).await;
     assert_eq!(
         left, 0,
         "analytics was not called {} times",

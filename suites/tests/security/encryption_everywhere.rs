@@ -14,8 +14,8 @@ use serde_json::json;
 use suites::{Edge, OwnMesh, StoreToxics, Target, TlsTarget};
 
 use crate::common::{
-    HTTP_TELLS, Tap, assert_nothing_in_clear, assert_tls_handshakes, crosses, intake,
-    patient_secrets, visit,
+    HTTP_TELLS, Tap, assert_nothing_in_clear, assert_tls_handshakes, crosses, disclose_a_breach,
+    intake, patient_secrets, visit,
 };
 
 /// PostgreSQL's `SSLRequest` as a client sends it: length 8, then the code.
@@ -351,20 +351,7 @@ async fn every_service_to_service_link_is_tls_with_no_plaintext(
     let tenant = "tls-links";
     // The monitor's notice to business intelligence, before anyone else
     // has called it.
-    let breach = g.compliance_scenario(ComplianceKind::MinimumNecessaryBreach);
-    let d = mesh
-        .client(Service::ComplianceMonitor, tenant)
-        .post(
-            "/disclosures",
-            &json!({
-                "recipient": breach.evidence["recipient"],
-                "purpose": breach.evidence["purpose"],
-                "payload": breach.evidence["payload"],
-            }),
-        )
-        .await
-        .expect("disclosure");
-    assert_eq!(d.status, 201, "the disclosure: {}", d.body["error"]);
+    let (d, _) = disclose_a_breach(&mesh.client(Service::ComplianceMonitor, tenant), &mut g).await;
     let incident = d.body["incident_id"].as_i64().expect("an incident opened");
     let listed = mesh
         .client(Service::ComplianceMonitor, tenant)
