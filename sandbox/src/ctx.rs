@@ -71,9 +71,10 @@ pub struct Ctx {
     /// The compliance monitor's: the log pipeline's client, which reports
     /// the violations found in every service's logs to it.
     pub log_shipper: Option<Arc<crate::client::ServiceClient>>,
-    /// The compliance monitor's: its notifier of incidents, which sends
-    /// again a notification analytics did not take.
-    pub(crate) unnotified: Option<crate::compliance::notifier::Unnotified>,
+    /// The compliance monitor's: where its handlers hand its notifier the
+    /// incidents whose notification analytics did not take (by id), to be
+    /// sent again (`compliance::notifier`).
+    pub(crate) unnotified: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 /// Makes ids unique across restarts: a prefix, the start time and a counter.

@@ -16,16 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use crate::client::{Call, Method};
 use crate::ctx::Ctx;
 use crate::service::Service;
-
-/// Where the monitor's handlers hand over an incident whose notification
-/// did not arrive.
-pub type Unnotified = UnboundedSender<i64>;
 
 /// How long a notification is tried before it is dropped.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
