@@ -929,17 +929,21 @@ impl Fixture for LoadBudget {
 /// (an injected clock, a tuned client, stopped services, a chaos proxy in a
 /// route). It runs on a fresh database and a key prefix of its own.
 ///
-/// At most [`PRIVATE_MESHES`] exist at once (a test asking for one waits
-/// for its turn): six services' connection pools each, and PostgreSQL's
-/// connection limit is shared by the whole run.
+/// At most [`PRIVATE_MESHES`] exist at once on this machine (a test asking
+/// for one waits for its turn), counted across processes ([`crate::turns`]),
+/// so the cap holds when tests run a process each: six services'
+/// connection pools each, and PostgreSQL's connection limit is shared.
 pub struct PrivateMesh {
     db: TestDb,
     redis: Arc<Redis>,
     seed: u64,
-    _turn: tokio::sync::OwnedSemaphorePermit,
+    _turn: (
+        tokio::sync::OwnedSemaphorePermit,
+        Option<crate::turns::Turn>,
+    ),
 }
 
-/// Private meshes alive at once in one run.
+/// Private meshes alive at once on this machine.
 pub const PRIVATE_MESHES: usize = 6;
 
 static TURNS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
@@ -984,12 +988,24 @@ impl Fixture for PrivateMesh {
 
 impl PrivateMesh {
     async fn acquire(cx: &mut FixtureCx) -> Result<Self, FixtureError> {
+        // This process's turn first (its tests wait without looking), then
+        // the machine's.
         let turn = Arc::clone(&TURNS)
             .acquire_owned()
             .await
             .map_err(|_| FixtureError::new("private meshes: the run is ending"))?;
+        let machine = match crate::turns::take("private-meshes", PRIVATE_MESHES).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!(
+                    "service-test: private meshes counted in this process only (their turns in {} cannot be used: {e})",
+                    std::env::temp_dir().display()
+                );
+                None
+            }
+        };
         Ok(PrivateMesh {
-            _turn: turn,
+            _turn: (turn, machine),
             db: cx.get::<TestDb>().await?,
             redis: cx.get_shared::<Redis>().await?,
             seed: cx.run_seed(),

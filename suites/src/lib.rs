@@ -10,6 +10,7 @@
 pub mod capabilities;
 pub mod contract;
 pub mod target;
+pub mod turns;
 
 pub use capabilities::{
     Breakers, CacheKeys, ClientPolicy, Edge, Faults, LoadBudget, Logs, OwnMesh, PrivateMesh,

@@ -352,12 +352,12 @@ impl Target {
             }
             None => None,
         };
-        if let Some((s, u)) = urls.iter().find(|(_, u)| u.starts_with("https://")) {
-            if tls.is_none() {
-                return Err(auth_err(format!(
-                    "services.{s}.url {u} is https but the file has no [tls] ca_file to trust"
-                )));
-            }
+        if let Some((s, u)) = urls.iter().find(|(_, u)| u.starts_with("https://"))
+            && tls.is_none()
+        {
+            return Err(auth_err(format!(
+                "services.{s}.url {u} is https but the file has no [tls] ca_file to trust"
+            )));
         }
         let auth = if let Some(command) = &file.auth.mint {
             Auth::Mint(Arc::new(CommandMinter {

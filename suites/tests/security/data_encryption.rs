@@ -42,10 +42,10 @@ async fn the_cache_holds_no_phi_in_keys_or_values(
         if let Some(f) = phi::scan(key).first() {
             panic!("PHI in a Redis key: {f}");
         }
-        if let Some(v) = cache.get(key).await.expect("GET") {
-            if let Some(f) = phi::scan(&v).first() {
-                panic!("PHI in the value of Redis key {key}: {f}");
-            }
+        if let Some(v) = cache.get(key).await.expect("GET")
+            && let Some(f) = phi::scan(&v).first()
+        {
+            panic!("PHI in the value of Redis key {key}: {f}");
         }
     }
     // A self-pay coverage has no member id (empty), which every key "contains".

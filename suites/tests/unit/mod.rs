@@ -90,3 +90,42 @@ fn observed_figures_from_samples() {
     assert!((o.error_rate - 1.0 / 101.0).abs() < 1e-9);
     assert_eq!(o.throughput_rps, 50.0);
 }
+
+/// Turns (the private meshes' cap) are counted across processes: with
+/// every turn of a kind taken here, another process finds each one's lock
+/// held (`flock -n`, when the machine has it), and one more turn here waits
+/// until one is given back.
+#[service_test(unit)]
+async fn turns_are_counted_across_processes() {
+    let kind = format!("unit-{}", std::process::id());
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(suites::turns::take(&kind, 3).await.expect("a turn"));
+    }
+    let dir = suites::turns::dir(&kind);
+    for i in 0..3 {
+        let lock = dir.join(format!("{i}.lock"));
+        let other = std::process::Command::new("flock")
+            .arg("-n")
+            .arg(&lock)
+            .arg("true")
+            .status();
+        if let Ok(status) = other {
+            assert!(
+                !status.success(),
+                "another process took {} while this one holds it",
+                lock.display()
+            );
+        }
+    }
+    let fourth = tokio::time::timeout(Duration::from_millis(300), suites::turns::take(&kind, 3));
+    assert!(fourth.await.is_err(), "a fourth of three turns was given");
+    held.pop();
+    let freed = tokio::time::timeout(Duration::from_secs(2), suites::turns::take(&kind, 3)).await;
+    assert!(
+        matches!(freed, Ok(Ok(_))),
+        "the turn given back was not taken again"
+    );
+    drop(held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
