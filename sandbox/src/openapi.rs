@@ -25,8 +25,23 @@ pub use crate::error::ErrorBody;
 )]
 pub async fn serve(
     axum::extract::State(ctx): axum::extract::State<std::sync::Arc<crate::ctx::Ctx>>,
-) -> axum::Json<OpenApi> {
-    axum::Json(document(ctx.service))
+) -> impl axum::response::IntoResponse {
+    // A service's document never changes while the process runs: built
+    // and serialized once (each test process of an isolated run fetches
+    // it from the host that serves its mesh).
+    static SERVED: [std::sync::OnceLock<axum::body::Bytes>; Service::ALL.len()] =
+        [const { std::sync::OnceLock::new() }; Service::ALL.len()];
+    let body = SERVED[ctx.service as usize]
+        .get_or_init(|| {
+            serde_json::to_vec(&document(ctx.service))
+                .unwrap_or_default()
+                .into()
+        })
+        .clone();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }
 
 /// The routes every service shares.
