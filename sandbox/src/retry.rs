@@ -35,6 +35,32 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The cap of the wait before retry `n` (1 = the first retry): `base`
+    /// doubling with each retry, at most `max_delay`.
+    pub fn ceiling(&self, n: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
+        exp.min(self.max_delay)
+    }
+}
+
+/// Work the mesh keeps trying in the background until a peer takes it —
+/// the log pipeline's violation reports (`crate::shipper`), the monitor's
+/// incident notifications (`crate::compliance::notifier`), the API's kept
+/// compensations — waits [`RetryPolicy::ceiling`] of this between tries:
+/// 0.25 s doubling to 4 s (bounded by time, [`REDELIVER_FOR`], not by a
+/// count of tries).
+pub(crate) const REDELIVERY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base: Duration::from_millis(250),
+    max_delay: Duration::from_secs(4),
+};
+
+/// How long background work ([`REDELIVERY`]) is tried before it is dropped.
+pub(crate) const REDELIVER_FOR: Duration = Duration::from_secs(600);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -79,11 +105,7 @@ impl Backoff {
 
     /// The cap of the wait before retry `n` (1 = the first retry).
     pub fn ceiling(&self, n: u32) -> Duration {
-        let exp = self
-            .policy
-            .base
-            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX));
-        exp.min(self.policy.max_delay)
+        self.policy.ceiling(n)
     }
 
     /// Should attempt `attempt` (1-based) that failed with `failure` be

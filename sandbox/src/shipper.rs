@@ -50,12 +50,12 @@ pub(crate) const MAX_PENDING_PER_TENANT: usize = 1_000;
 /// bulkhead first) and failed, at most, per report.
 pub(crate) const MAX_TRIES: u32 = 10;
 /// A report still not taken this long after it was found is dropped.
-pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const GIVE_UP_AFTER: Duration = crate::retry::REDELIVER_FOR;
 /// The first wait before a report is sent again; it doubles up to
-/// [`MAX_WAIT`].
-const FIRST_WAIT: Duration = Duration::from_millis(250);
+/// [`MAX_WAIT`] (the mesh's background redelivery).
+const FIRST_WAIT: Duration = crate::retry::REDELIVERY.base;
 /// The longest wait between two tries.
-const MAX_WAIT: Duration = Duration::from_secs(4);
+const MAX_WAIT: Duration = crate::retry::REDELIVERY.max_delay;
 
 /// The reports waiting, in all and per tenant.
 #[derive(Default)]

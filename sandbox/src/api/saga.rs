@@ -437,6 +437,11 @@ async fn queue_void(saga: &Saga<'_>, key: &str) -> Result<(), CallError> {
         })
 }
 
+/// The compensator's waits in milliseconds, for its SQL: the mesh's
+/// background redelivery ([`crate::retry::REDELIVERY`]).
+const REDELIVERY_FIRST_MS: i32 = crate::retry::REDELIVERY.base.as_millis() as i32;
+const REDELIVERY_MAX_MS: i32 = crate::retry::REDELIVERY.max_delay.as_millis() as i32;
+
 /// How often the compensator looks for compensations to retry.
 const COMPENSATOR_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -483,9 +488,9 @@ pub(crate) async fn compensator(ctx: Arc<Ctx>) {
                         // unreachable is not hammered, nor its breaker
                         // tripped by the compensator alone.
                         "UPDATE api.pending_compensations SET attempts = attempts + 1,
-                            next_at = now() + LEAST(4000, 250 * power(2, LEAST(attempts, 6)))::int * interval '1 millisecond'
+                            next_at = now() + LEAST($2::int, $3::int * power(2, LEAST(attempts, 6)))::int * interval '1 millisecond'
                          WHERE saga_id = $1",
-                        &[&saga_id],
+                        &[&saga_id, &REDELIVERY_MAX_MS, &REDELIVERY_FIRST_MS],
                     )
                     .await;
                 continue;

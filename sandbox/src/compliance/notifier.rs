@@ -24,11 +24,12 @@ use crate::ctx::Ctx;
 use crate::service::Service;
 
 /// How long a notification is tried before it is dropped.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+const GIVE_UP_AFTER: Duration = crate::retry::REDELIVER_FOR;
 
-/// The wait before try `n` again (from 0): 0.25 s doubling to 4 s.
+/// The wait before try `n` again (from 0): the mesh's background
+/// redelivery, 0.25 s doubling to 4 s.
 fn backoff(n: u32) -> Duration {
-    Duration::from_millis(250) * 2u32.saturating_pow(n.min(4))
+    crate::retry::REDELIVERY.ceiling(n + 1)
 }
 
 /// Tells business intelligence of incident `id` (of `tenant`, about

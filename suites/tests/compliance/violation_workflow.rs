@@ -167,28 +167,33 @@ async fn each_scenario_opens_an_incident_that_is_acknowledged_and_resolved(
     // Opened and notified (the notification follows the opening; the log
     // line's goes log, pipeline, monitor, incident, analytics, each hop
     // tried again on a failure, so it is given longer than a request).
-    let mut found: BTreeMap<String, Value> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !expected
-        .keys()
-        .all(|k| found.get(*k).is_some_and(|i| i["notified"] == true))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "incidents opened and notified: {:?}",
-            found
-                .iter()
-                .map(|(k, i)| format!("{k}: notified {}", i["notified"]))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        found.clear();
-        for i in incidents(&monitor).await {
-            if let Some(v) = i["violation"].as_str() {
-                found.entry(v.to_string()).or_insert(i);
+    let found = poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let mut found: BTreeMap<String, Value> = BTreeMap::new();
+            for i in incidents(&monitor).await {
+                if let Some(v) = i["violation"].as_str() {
+                    found.entry(v.to_string()).or_insert(i);
+                }
             }
-        }
-    }
+            if expected
+                .keys()
+                .all(|k| found.get(*k).is_some_and(|i| i["notified"] == true))
+            {
+                Ok(found)
+            } else {
+                Err(format!(
+                    "incidents opened and notified: {:?}",
+                    found
+                        .iter()
+                        .map(|(k, i)| format!("{k}: notified {}", i["notified"]))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await;
     for (violation, severity) in &expected {
         let incident = &found[*violation];
         assert_eq!(incident["severity"], *severity, "{violation}: {incident}");
