@@ -175,7 +175,7 @@ pub struct Synced {
 pub async fn sync_patient(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    axum::Json(sync): axum::Json<PatientSync>,
+    crate::json::Json(sync): crate::json::Json<PatientSync>,
 ) -> ApiResult<axum::Json<Synced>> {
     let mut record = sync.record;
     ctx.settings.vault.seal_record(&mut record);

@@ -64,6 +64,7 @@ mod faults;
 pub mod fixture;
 mod gate;
 pub mod insurance;
+mod json;
 pub mod limits;
 mod logs;
 pub mod mesh;

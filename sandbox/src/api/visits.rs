@@ -9,10 +9,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use axum::{Json, Router};
+
+use crate::json::Json;
 use serde_json::json;
 
 use crate::api::wire::{FindQuery, VisitState, VisitsFound};

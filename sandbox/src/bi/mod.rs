@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use crate::json::Json;
 use serde::Deserialize;
 use serde_json::Value;
 

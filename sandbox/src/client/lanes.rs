@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{Call, CallError, Method, PeerAnswer, ServiceClient};
+use super::{Call, CallError, CallRecord, Method, PeerAnswer, ServiceClient};
 use crate::service::Service;
 
 /// Exchanges of one lane under way at once.
@@ -33,83 +33,6 @@ const IN_FLIGHT: usize = 1;
 
 /// Records in one exchange at most.
 const MAX_BATCH: usize = 256;
-
-/// A record that can be filed under another request than its exchange's:
-/// it carries an optional `request_id` on the wire.
-pub trait Filed {
-    /// Takes the request the record names, if it names one (the monitor
-    /// files it there; otherwise under the exchange's).
-    fn take_request_id(&mut self) -> Option<String>;
-}
-
-/// The body a monitor's route takes: one record, or the records of one
-/// tenant queued together (of the exchange's request, or each naming its
-/// own).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Records<T> {
-    /// Several (`{"events": [...]}`), in the order queued.
-    Batch {
-        /// The records.
-        events: Vec<T>,
-    },
-    /// One.
-    One(T),
-}
-
-impl<T: Filed> Records<T> {
-    /// Every record with the request it is filed under: its own
-    /// `request_id`, or `exchange`'s.
-    pub fn filed(self, exchange: &str) -> Vec<(String, T)> {
-        let all = match self {
-            Records::Batch { events } => events,
-            Records::One(one) => vec![one],
-        };
-        all.into_iter()
-            .map(|mut r| {
-                let request_id = r.take_request_id().unwrap_or_else(|| exchange.to_string());
-                (request_id, r)
-            })
-            .collect()
-    }
-}
-
-/// One call a service made, as it reports it to the compliance monitor
-/// (`POST /audit/service-calls`), numbered within its request id.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CallRecord {
-    /// The service called.
-    pub target: String,
-    /// The HTTP method.
-    pub method: String,
-    /// The path called.
-    pub path: String,
-    /// The status answered, if any.
-    pub status: Option<u16>,
-    /// Attempts made (retries included).
-    pub attempts: u32,
-    /// How long the call took, retries included.
-    pub duration_ms: u64,
-    /// `ok`, or what went wrong.
-    pub outcome: String,
-    /// Its number within the request (a gap is a lost audit event).
-    pub seq: u64,
-    /// When it started, milliseconds since the Unix epoch.
-    pub started_at_ms: u64,
-    /// The request it belongs to, when it is not the exchange's own (the
-    /// records of several requests of one tenant shipped together).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-impl Filed for CallRecord {
-    fn take_request_id(&mut self) -> Option<String> {
-        self.request_id.take()
-    }
-}
-
-/// The body of `POST /audit/service-calls`.
-pub type CallRecords = Records<CallRecord>;
 
 /// Which bulkhead a lane's exchanges hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,9 +67,18 @@ struct Queued {
     request_id: String,
     /// Its idempotency key (the exchange's is its first record's).
     key: Option<String>,
-    record: Value,
+    record: Payload,
     /// Told how its exchange went, when the caller awaits it.
     answer: Option<oneshot::Sender<Result<PeerAnswer, CallError>>>,
+}
+
+/// What a queued call carries.
+enum Payload {
+    /// A record, serialized (a JSON object without `request_id`: the
+    /// exchange adds it when the record is not the exchange's request's).
+    Record(String),
+    /// A list's items, joined with the other lists queued.
+    Items(Vec<Value>),
 }
 
 #[derive(Default)]
@@ -200,7 +132,10 @@ fn take_batch(lane: &mut Lane) -> Vec<Queued> {
     let mut n = 0;
     let mut items = 0;
     for q in lane.queued.iter().take(MAX_BATCH) {
-        let len = q.record.as_array().map_or(1, Vec::len);
+        let len = match &q.record {
+            Payload::Items(items) => items.len(),
+            Payload::Record(_) => 1,
+        };
         if n > 0 && items + len > MAX_ITEMS {
             break;
         }
@@ -238,9 +173,7 @@ impl ServiceClient {
             Queued {
                 request_id: request_id.to_string(),
                 key: Some(key),
-                // The wire types are structs of strings, numbers and
-                // lists: they always serialize.
-                record: serde_json::to_value(record).unwrap_or_default(),
+                record: Payload::record(record),
                 answer: Some(tx),
             },
         );
@@ -278,7 +211,7 @@ impl ServiceClient {
                 Queued {
                     request_id: call.request_id.to_string(),
                     key: call.idempotency_key.clone(),
-                    record: Value::Array(items),
+                    record: Payload::Items(items),
                     answer: Some(tx),
                 },
             );
@@ -309,7 +242,7 @@ impl ServiceClient {
                 Queued {
                     request_id: request_id.to_string(),
                     key: None,
-                    record: serde_json::to_value(&record).unwrap_or_default(),
+                    record: Payload::record(&record),
                     answer: None,
                 },
             );
@@ -344,31 +277,17 @@ impl ServiceClient {
         let body = if lane.join == Join::Lists {
             let items = batch
                 .iter_mut()
-                .flat_map(|q| match std::mem::take(&mut q.record) {
-                    Value::Array(items) => items,
-                    other => vec![other],
-                })
+                .flat_map(
+                    |q| match std::mem::replace(&mut q.record, Payload::Items(Vec::new())) {
+                        Payload::Items(items) => items,
+                        Payload::Record(text) => serde_json::from_str(&text).into_iter().collect(),
+                    },
+                )
                 .collect();
-            serde_json::json!({ "events": Value::Array(items) })
-        } else if batch.len() == 1 {
-            std::mem::take(&mut batch[0].record)
+            serde_json::to_vec(&serde_json::json!({ "events": Value::Array(items) }))
+                .unwrap_or_default()
         } else {
-            let events = batch
-                .iter_mut()
-                .map(|q| {
-                    let mut record = std::mem::take(&mut q.record);
-                    if q.request_id != request_id
-                        && let Value::Object(fields) = &mut record
-                    {
-                        fields.insert(
-                            "request_id".to_string(),
-                            Value::String(q.request_id.clone()),
-                        );
-                    }
-                    record
-                })
-                .collect();
-            serde_json::json!({ "events": Value::Array(events) })
+            records_body(&request_id, &mut batch)
         };
         let mut call = Call::new(
             lane.target,
@@ -376,8 +295,8 @@ impl ServiceClient {
             lane.path.as_str(),
             &lane.tenant,
             &request_id,
-        )
-        .json(body);
+        );
+        call.body = Some(body.into());
         call.idempotency_key = key;
         let bulkhead = match lane.through {
             Through::Audits => &self.audits,
@@ -392,6 +311,67 @@ impl ServiceClient {
     }
 }
 
+impl Payload {
+    /// `record` serialized (the wire types are structs of strings, numbers
+    /// and lists: they always serialize).
+    fn record(record: &impl serde::Serialize) -> Payload {
+        Payload::Record(serde_json::to_string(record).unwrap_or_else(|_| "null".into()))
+    }
+}
+
+/// The body of an exchange of records under `request_id`'s: one alone as
+/// it is, several as `{"events": [...]}`, each record of another request
+/// naming its own. Assembled from the records' text, not rebuilt as a tree.
+fn records_body(request_id: &str, batch: &mut [Queued]) -> Vec<u8> {
+    let text = |q: &mut Queued| match std::mem::replace(&mut q.record, Payload::Items(Vec::new())) {
+        Payload::Record(text) => text,
+        Payload::Items(items) => serde_json::to_string(&items).unwrap_or_default(),
+    };
+    if let [one] = batch {
+        return text(one).into_bytes();
+    }
+    let mut body = Vec::with_capacity(batch.len() * 256 + 16);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, q) in batch.iter_mut().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let record = text(q);
+        if q.request_id == request_id {
+            body.extend_from_slice(record.as_bytes());
+        } else {
+            filed_under(&mut body, &record, &q.request_id);
+        }
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// Appends `record` (a JSON object's text) to `out` with `request_id` set.
+fn filed_under(out: &mut Vec<u8>, record: &str, request_id: &str) {
+    let id = serde_json::to_string(request_id).unwrap_or_default();
+    match record.strip_prefix('{') {
+        // The lanes' records carry no `request_id` of their own: it goes
+        // first, the record's fields after it.
+        Some(rest) if !record.contains("\"request_id\"") => {
+            out.extend_from_slice(b"{\"request_id\":");
+            out.extend_from_slice(id.as_bytes());
+            if rest.trim_start() != "}" {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest.as_bytes());
+        }
+        // Otherwise (never, for the services' own records) through a tree.
+        _ => {
+            let mut value: Value = serde_json::from_str(record).unwrap_or_default();
+            if let Value::Object(fields) = &mut value {
+                fields.insert("request_id".into(), Value::String(request_id.into()));
+            }
+            let _ = serde_json::to_writer(&mut *out, &value);
+        }
+    }
+}
+
 /// The answer to a caller whose exchange was dropped unanswered.
 fn dropped(target: Service) -> CallError {
     CallError::Connection {
@@ -399,5 +379,69 @@ fn dropped(target: Service) -> CallError {
         message: "the exchange was dropped before it was answered".into(),
         attempts: 0,
         maybe_delivered: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Records;
+
+    fn call(seq: u64) -> CallRecord {
+        CallRecord {
+            target: "billing-engine".into(),
+            method: "POST".into(),
+            path: "/claims".into(),
+            status: Some(201),
+            attempts: 1,
+            duration_ms: 3,
+            outcome: "ok".into(),
+            seq,
+            started_at_ms: 5,
+            request_id: None,
+        }
+    }
+
+    fn queued(request_id: &str, record: &CallRecord) -> Queued {
+        Queued {
+            request_id: request_id.into(),
+            key: None,
+            record: Payload::record(record),
+            answer: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_files_each_record_under_its_own_request() {
+        let mut batch = vec![
+            queued("req-1", &call(1)),
+            queued("req-2", &call(1)),
+            queued("req-1", &call(2)),
+            queued("req-\"3\"", &call(1)),
+        ];
+        let body = records_body("req-1", &mut batch);
+        let records: Records<CallRecord> =
+            serde_json::from_slice(&body).expect("the monitor reads the body");
+        let filed: Vec<(String, u64)> = records
+            .filed("req-1")
+            .into_iter()
+            .map(|(request, r)| (request, r.seq))
+            .collect();
+        assert_eq!(
+            filed,
+            [
+                ("req-1".to_string(), 1),
+                ("req-2".to_string(), 1),
+                ("req-1".to_string(), 2),
+                ("req-\"3\"".to_string(), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_alone_goes_as_it_is() {
+        let mut batch = vec![queued("req-2", &call(7))];
+        let body = records_body("req-2", &mut batch);
+        assert_eq!(body, serde_json::to_vec(&call(7)).expect("serializes"));
     }
 }

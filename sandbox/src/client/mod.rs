@@ -32,7 +32,8 @@ use crate::retry::{AttemptFailure, Backoff, RetryPolicy};
 use crate::service::Service;
 
 mod lanes;
-pub use lanes::{CallRecord, CallRecords, Filed, Records};
+mod records;
+pub use records::{CallRecord, CallRecords, Filed, Records};
 
 /// Where each service is reached. Shared by the mesh's clients, so a
 /// route can be changed while the mesh runs (to put a chaos proxy in

@@ -13,10 +13,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use crate::json::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -355,7 +357,7 @@ pub(crate) async fn acknowledge(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
-    body: Option<Json<StepBody>>,
+    body: Option<axum::Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
     step(
         &ctx,
@@ -378,7 +380,7 @@ pub(crate) async fn resolve(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<i64>,
-    body: Option<Json<StepBody>>,
+    body: Option<axum::Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
     step(
         &ctx,
@@ -397,7 +399,7 @@ async fn step(
     id: i64,
     from: &[IncidentState],
     to: IncidentState,
-    body: Option<Json<StepBody>>,
+    body: Option<axum::Json<StepBody>>,
 ) -> ApiResult<Json<Stepped>> {
     let note = body.and_then(|b| b.0.note).map(|n| phi::redact(&n));
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();

@@ -8,10 +8,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use crate::json::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -114,26 +116,71 @@ pub use wire::{
     Recorded, RequestClosed, SagaDetails, SagaEventRecord, SyncFailure, ViolationReport,
 };
 
+/// A record kept as an audit row: its text is the row's detail, and these
+/// ids (when it names them) are the row's columns it is queried by.
+trait Audited: Serialize {
+    /// The patient it concerns.
+    fn patient_id(&self) -> Option<&str> {
+        None
+    }
+    /// The saga it concerns.
+    fn saga_id(&self) -> Option<&str> {
+        None
+    }
+    /// A saga event's type.
+    fn event_type(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Audited for crate::client::CallRecord {}
+
+impl Audited for SagaEventRecord {
+    fn patient_id(&self) -> Option<&str> {
+        Some(&self.patient_id)
+    }
+    fn saga_id(&self) -> Option<&str> {
+        Some(&self.saga_id)
+    }
+    fn event_type(&self) -> Option<&str> {
+        Some(self.event_type.as_str())
+    }
+}
+
+impl Audited for RequestClosed {
+    fn patient_id(&self) -> Option<&str> {
+        Some(&self.patient_id)
+    }
+    fn saga_id(&self) -> Option<&str> {
+        Some(&self.saga_id)
+    }
+}
+
+impl Audited for SyncFailure {
+    fn patient_id(&self) -> Option<&str> {
+        Some(&self.patient_id)
+    }
+}
+
 /// The row recording `detail` of `kind` for `caller`.
 fn audit_row(
     caller: &Caller,
     kind: AuditKind,
-    detail: &impl Serialize,
+    detail: &impl Audited,
 ) -> crate::audit_writer::AuditRow {
     // The wire types are structs of strings, numbers and lists: they
     // always serialize.
-    let detail = serde_json::to_value(detail).unwrap_or(Value::Null);
-    let text = |k: &str| detail.get(k).and_then(Value::as_str).map(str::to_string);
+    let text = serde_json::to_string(detail).unwrap_or_else(|_| "null".into());
     let (actor, actor_role) = caller.actor();
     crate::audit_writer::AuditRow {
         tenant: caller.tenant.clone(),
         request_id: caller.request_id.clone(),
         kind,
         source: caller.source.clone(),
-        patient_id: text("patient_id"),
-        saga_id: text("saga_id"),
-        event_type: text("event_type"),
-        detail: phi::redact(&detail.to_string()),
+        patient_id: detail.patient_id().map(str::to_string),
+        saga_id: detail.saga_id().map(str::to_string),
+        event_type: detail.event_type().map(str::to_string),
+        detail: phi::redact(&text),
         actor: Some(actor),
         actor_role: Some(actor_role),
         occurred_at_ms: None,
@@ -150,7 +197,7 @@ async fn record(
     ctx: &Ctx,
     caller: &Caller,
     kind: AuditKind,
-    detail: &impl Serialize,
+    detail: impl Audited,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     record_all(ctx, caller, kind, vec![(caller.request_id.clone(), detail)]).await
 }
@@ -168,7 +215,7 @@ async fn record(
 async fn service_call(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(body): Json<CallRecords>,
+    body: CallRecords,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     // A record of another request than the exchange's is filed under its
     // own (same tenant: the token's).
@@ -182,7 +229,7 @@ async fn service_call(
 
 /// Records `records`, each under the request it is filed under, committed
 /// together; the answer names the first row (none when none is kept).
-async fn record_all<T: Serialize>(
+async fn record_all<T: Audited>(
     ctx: &Ctx,
     caller: &Caller,
     kind: AuditKind,
@@ -234,7 +281,7 @@ fn dropped_by_fault(ctx: &Ctx, tenant: &str, request_id: &str, seq: u64) -> bool
 async fn request_closed(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(closed): Json<Records<RequestClosed>>,
+    closed: Records<RequestClosed>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let closed = closed.filed(&caller.request_id);
     record_all(&ctx, &caller, AuditKind::RequestClosed, closed).await
@@ -442,7 +489,7 @@ async fn check_completeness(
 async fn saga_event(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
-    Json(events): Json<Records<SagaEventRecord>>,
+    events: Records<SagaEventRecord>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
     let events = events.filed(&caller.request_id);
     record_all(&ctx, &caller, AuditKind::SagaEvent, events).await
@@ -459,7 +506,7 @@ async fn sync_failure(
     caller: Caller,
     Json(failure): Json<SyncFailure>,
 ) -> ApiResult<(StatusCode, Json<Recorded>)> {
-    record(&ctx, &caller, AuditKind::SyncFailure, &failure).await
+    record(&ctx, &caller, AuditKind::SyncFailure, failure).await
 }
 
 /// `GET /audit?request_id=…&patient_id=…&saga_id=…&kind=…` (the tenant is

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+
+use crate::json::Json;
 
 use crate::auth::Caller;
 use crate::ctx::{Ctx, json_text};

@@ -30,7 +30,7 @@ use crate::store::escape_part;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
+use crate::json::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use crate::json::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
