@@ -334,38 +334,57 @@ pub fn print_breakdown(endpoint: &str, b: &Value) {
     }
 }
 
-/// `clients` × `requests` intakes, then as many visits (one per patient
-/// registered), each endpoint measured on its own. With the breakdown on
-/// ([`crate::timing::enable`]) each endpoint's figures carry it.
-pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec<Figures> {
+/// A run's figures: each endpoint measured, and its warm-up beside it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// `POST /patients`, then `POST /visits`: what the seed's thresholds
+    /// are held against.
+    pub measured: Vec<Figures>,
+    /// The same endpoints' warm-up rounds (not counted in `measured`),
+    /// when there were any: a cold mesh's first requests.
+    pub warmup: Vec<Figures>,
+}
+
+/// Each endpoint in turn: `clients` × `warmup` requests not counted
+/// (the clients' connections opened, the services' peer connections and
+/// caches warm), then `clients` × `requests` measured. Intakes first,
+/// then one visit per patient registered. With the breakdown on
+/// ([`crate::timing::enable`]) each measured endpoint carries it.
+pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, seed: u64) -> Run {
     let tenant = format!("bench-{}-{seed:x}", std::process::id());
     let api = mesh.client(Service::HealthcareApi, &tenant);
     let mut g = healthcare_data::Generator::new(seed);
+    let cold: Vec<healthcare_data::Scenario> =
+        (0..clients * warmup).map(|_| g.scenario()).collect();
     let scenarios: Vec<healthcare_data::Scenario> =
         (0..clients * requests).map(|_| g.scenario()).collect();
-    let intakes: Vec<Value> = scenarios
-        .iter()
-        .map(|s| json!({"patient": s.patient, "coverage": s.coverage}))
-        .collect();
+    let mut out = Run {
+        measured: Vec::new(),
+        warmup: Vec::new(),
+    };
+    let (cold_intakes, cold_patients) = intakes(&api, &cold, clients).await;
+    if let Some(f) = cold_intakes {
+        out.warmup.push(f);
+    }
     let _ = mesh.take_breakdown();
     let cpu = process_cpu();
-    let (results, wall) = drive(&api, "/patients", intakes, clients, 201).await;
+    let (results, wall) = drive(&api, "/patients", intake_bodies(&scenarios), clients, 201).await;
     let (ms, errors) = split(&results);
     let mut intake = Figures::from("POST /patients", ms.clone(), errors, wall);
     intake.cpu_ms_per_request = cpu_per_request(cpu, intake.requests);
     if crate::timing::on() {
         intake.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /patients", &ms));
     }
-    let visits: Vec<Value> = results
-        .iter()
-        .zip(&scenarios)
-        .filter_map(|(r, s)| {
-            let id = r.as_ref().ok()?.1["patient_id"].as_str()?.to_string();
-            Some(json!({"patient_id": id, "visit": s.visit}))
-        })
-        .collect();
+    out.measured.push(intake);
+    let visits = visit_bodies(&results, &scenarios);
     // The intakes' background audits settle before the visits start.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if !cold_patients.is_empty() {
+        let (results, wall) = drive(&api, "/visits", cold_patients, clients, 201).await;
+        let (ms, errors) = split(&results);
+        out.warmup
+            .push(Figures::from("POST /visits", ms, errors, wall));
+    }
     let _ = mesh.take_breakdown();
     let cpu = process_cpu();
     let (results, wall) = drive(&api, "/visits", visits, clients, 201).await;
@@ -375,5 +394,47 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, seed: u64) -> Vec
     if crate::timing::on() {
         visit.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /visits", &ms));
     }
-    vec![intake, visit]
+    out.measured.push(visit);
+    out
+}
+
+/// The warm-up's intakes, when there are any: their figures, and a visit
+/// for each patient registered (the visits' warm-up).
+async fn intakes(
+    api: &MeshClient,
+    scenarios: &[healthcare_data::Scenario],
+    clients: usize,
+) -> (Option<Figures>, Vec<Value>) {
+    if scenarios.is_empty() {
+        return (None, Vec::new());
+    }
+    let (results, wall) = drive(api, "/patients", intake_bodies(scenarios), clients, 201).await;
+    let (ms, errors) = split(&results);
+    let visits = visit_bodies(&results, scenarios);
+    (
+        Some(Figures::from("POST /patients", ms, errors, wall)),
+        visits,
+    )
+}
+
+fn intake_bodies(scenarios: &[healthcare_data::Scenario]) -> Vec<Value> {
+    scenarios
+        .iter()
+        .map(|s| json!({"patient": s.patient, "coverage": s.coverage}))
+        .collect()
+}
+
+/// A visit for each patient an intake registered.
+fn visit_bodies(
+    results: &[Result<(Duration, Value), String>],
+    scenarios: &[healthcare_data::Scenario],
+) -> Vec<Value> {
+    results
+        .iter()
+        .zip(scenarios)
+        .filter_map(|(r, s)| {
+            let id = r.as_ref().ok()?.1["patient_id"].as_str()?.to_string();
+            Some(json!({"patient_id": id, "visit": s.visit}))
+        })
+        .collect()
 }

@@ -101,6 +101,10 @@ struct Bench {
     /// Requests per client on each endpoint
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
     requests: usize,
+    /// Requests per client on each endpoint before it is measured, not counted
+    /// (reported apart as its warm-up: a cold mesh's first requests)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    warmup: usize,
     /// Serve and call over HTTPS
     #[arg(long)]
     tls: bool,
@@ -248,6 +252,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     let Bench {
         clients,
         requests,
+        warmup,
         tls,
         pool: pool_size,
         json: json_path,
@@ -278,7 +283,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
     let pool = config.pool;
     let mesh = Mesh::start(config).await.context("starting the mesh")?;
     eprintln!(
-        "[bench mesh] {clients} clients x {requests} requests per endpoint; TLS {}; pool {} per service, opened at start; build {}",
+        "[bench mesh] {clients} clients x {requests} requests per endpoint, after {warmup} each not counted (warm-up); TLS {}; pool {} per service, opened at start; build {}",
         if tls { "on" } else { "off" },
         pool.max_size,
         if cfg!(debug_assertions) {
@@ -298,13 +303,14 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
             .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
     };
     let load_before = load();
-    let figures = sandbox::bench::run(&mesh, clients, requests, seed).await;
+    let run = sandbox::bench::run(&mesh, clients, requests, warmup, seed).await;
+    let figures = &run.measured;
     let load_after = load();
     println!(
         "{:<16} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "endpoint", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "req/s", "cpu ms/req"
     );
-    for f in &figures {
+    for f in figures {
         println!(
             "{:<16} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>9.2}",
             f.endpoint,
@@ -320,7 +326,13 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
             println!("    e.g. {e}");
         }
     }
-    for f in &figures {
+    for f in &run.warmup {
+        println!(
+            "{:<16} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>10.0}   (warm-up, not counted)",
+            f.endpoint, f.requests, f.errors, f.p50_ms, f.p95_ms, f.p99_ms, f.throughput_rps,
+        );
+    }
+    for f in figures {
         if let Some(b) = &f.breakdown {
             sandbox::bench::print_breakdown(&f.endpoint, b);
         }
@@ -338,6 +350,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "clients": clients,
             "requests_per_client": requests,
+            "warmup_per_client": warmup,
             "tls": tls,
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "pool_per_service": pool.max_size,
@@ -350,6 +363,7 @@ async fn bench(args: Bench) -> anyhow::Result<()> {
                 v["thresholds"] = f.against_seed();
                 v
             }).collect::<Vec<_>>(),
+            "warmup": &run.warmup,
         });
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

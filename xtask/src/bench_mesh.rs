@@ -4,8 +4,10 @@
 //! endpoint with the seed's thresholds beside them, over plain HTTP and
 //! over TLS, side by side, each with its breakdown (where a request's time
 //! goes, by service, route and part), written to `target/bench/mesh.json`.
-//! Arguments (`--clients N`, `--requests N`, `--pool N`) pass to
-//! `sandbox bench`; `--tls` or `--plain` runs one mode only.
+//! Each endpoint is measured after a warm-up of one request per client,
+//! not counted and reported apart (`--warmup N`; 0 measures a cold mesh).
+//! Arguments (`--clients N`, `--requests N`, `--warmup N`, `--pool N`) pass
+//! to `sandbox bench`; `--tls` or `--plain` runs one mode only.
 
 use std::process::Command;
 
@@ -28,6 +30,10 @@ pub struct Options {
     /// Requests per client on each endpoint [default: 100]
     #[arg(long, value_name = "N")]
     requests: Option<usize>,
+    /// Requests per client on each endpoint before it is measured, not counted and
+    /// reported apart (a cold mesh's first requests) [default: 1]
+    #[arg(long, value_name = "N")]
+    warmup: Option<usize>,
     /// PostgreSQL connections per service, 1 to 32 [default: 8]
     #[arg(long, value_name = "N")]
     pool: Option<usize>,
@@ -50,6 +56,7 @@ impl Options {
         for (flag, value) in [
             ("--clients", self.clients),
             ("--requests", self.requests),
+            ("--warmup", self.warmup),
             ("--pool", self.pool),
         ] {
             if let Some(n) = value {
