@@ -365,6 +365,7 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, se
     let (cold_intakes, cold_patients) = intakes(&api, &cold, clients).await;
     if let Some(f) = cold_intakes {
         out.warmup.push(f);
+        settle().await;
     }
     let _ = mesh.take_breakdown();
     let cpu = process_cpu();
@@ -377,13 +378,13 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, se
     }
     out.measured.push(intake);
     let visits = visit_bodies(&results, &scenarios);
-    // The intakes' background audits settle before the visits start.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle().await;
     if !cold_patients.is_empty() {
         let (results, wall) = drive(&api, "/visits", cold_patients, clients, 201).await;
         let (ms, errors) = split(&results);
         out.warmup
             .push(Figures::from("POST /visits", ms, errors, wall));
+        settle().await;
     }
     let _ = mesh.take_breakdown();
     let cpu = process_cpu();
@@ -396,6 +397,11 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, se
     }
     out.measured.push(visit);
     out
+}
+
+/// Lets a round's background audits settle before the next round starts.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 /// The warm-up's intakes, when there are any: their figures, and a visit

@@ -326,17 +326,17 @@ impl CallError {
 /// compensations and its audited events.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cause {
-    /// What failed, in words.
-    pub message: String,
-    /// The peer's status, when it answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
     /// The peer's error body, as it came (any service's error shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// What failed, in words.
+    pub message: String,
     /// Why a step refused (a verification's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The peer's status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 impl Cause {

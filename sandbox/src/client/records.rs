@@ -52,28 +52,28 @@ impl<T: Filed> Records<T> {
 /// (`POST /audit/service-calls`), numbered within its request id.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CallRecord {
-    /// The service called.
-    pub target: String,
-    /// The HTTP method.
-    pub method: String,
-    /// The path called.
-    pub path: String,
-    /// The status answered, if any.
-    pub status: Option<u16>,
     /// Attempts made (retries included).
     pub attempts: u32,
     /// How long the call took, retries included.
     pub duration_ms: u64,
+    /// The HTTP method.
+    pub method: String,
     /// `ok`, or what went wrong.
     pub outcome: String,
-    /// Its number within the request (a gap is a lost audit event).
-    pub seq: u64,
-    /// When it started, milliseconds since the Unix epoch.
-    pub started_at_ms: u64,
+    /// The path called.
+    pub path: String,
     /// The request it belongs to, when it is not the exchange's own (the
     /// records of several requests of one tenant shipped together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Its number within the request (a gap is a lost audit event).
+    pub seq: u64,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The status answered, if any.
+    pub status: Option<u16>,
+    /// The service called.
+    pub target: String,
 }
 
 impl Filed for CallRecord {
@@ -93,15 +93,19 @@ struct Batch<T> {
 
 impl<T: DeserializeOwned> Records<T> {
     /// `body` read the way the derived (untagged) `Deserialize` reads it,
-    /// without buffering the document first: `None` when that cannot be
-    /// decided in one pass (a malformed body, or escapes that might spell
-    /// `events`), for the derived path to answer, rejection included.
+    /// without buffering the document first, for records that are structs
+    /// (a JSON object each): `None` when that is not decided in one pass,
+    /// for the derived path to answer, rejection included.
     ///
-    /// The derived path tries the batch, then one record. A body without
-    /// the bytes `"events"` and without escapes cannot be a batch; one that
-    /// has them and reads as a batch is one.
+    /// The derived path tries the batch, then one record. A body that is
+    /// not an object is left to it (a batch may also be written as an
+    /// array). An object without the bytes `"events"` and without escapes
+    /// (which might spell it) cannot be a batch; one that has them and
+    /// reads as a batch is one; any other is left to the derive.
     fn parse_direct(body: &[u8]) -> Option<Self> {
-        if body.windows(8).any(|w| w == b"\"events\"") {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            None
+        } else if body.windows(8).any(|w| w == b"\"events\"") {
             serde_json::from_slice::<Batch<T>>(body)
                 .ok()
                 .map(|b| Records::Batch { events: b.events })
@@ -151,6 +155,8 @@ mod tests {
             // An escaped key: left to the derived path.
             format!(r#"{{"\u0065vents":[{one}]}}"#),
             "[1,".to_string(),
+            // A batch as an array: left to the derive.
+            format!("[[{one}]]"),
         ];
         for body in bodies {
             let direct = Records::<CallRecord>::parse_direct(body.as_bytes());

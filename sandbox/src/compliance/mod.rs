@@ -118,6 +118,12 @@ pub use wire::{
 
 /// A record kept as an audit row: its text is the row's detail, and these
 /// ids (when it names them) are the row's columns it is queried by.
+///
+/// The detail is redacted as serialized and read back as a tree, whose
+/// keys are in name order; the PHI scan reads a value in the context of
+/// what precedes it. So every audited type (and every type it holds)
+/// declares its fields in name order: its text is then the tree's text,
+/// which the test `audited_records_serialize_as_their_sorted_tree` checks.
 trait Audited: Serialize {
     /// The patient it concerns.
     fn patient_id(&self) -> Option<&str> {
@@ -648,3 +654,72 @@ async fn query(
     crate::ctx::sync_patient
 ))]
 pub(crate) struct Doc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{CallRecord, Cause};
+    use crate::states::{SagaEvent, SagaStep};
+
+    /// `record`'s text, and the text of its tree (keys in name order).
+    fn both(record: &impl Audited) -> (String, String) {
+        let text = serde_json::to_string(record).expect("serializes");
+        let tree = serde_json::to_value(record)
+            .expect("serializes")
+            .to_string();
+        (text, tree)
+    }
+
+    #[test]
+    fn audited_records_serialize_as_their_sorted_tree() {
+        let call = CallRecord {
+            target: "billing-engine".into(),
+            method: "POST".into(),
+            path: "/claims".into(),
+            status: Some(201),
+            attempts: 2,
+            duration_ms: 3,
+            outcome: "ok".into(),
+            seq: 4,
+            started_at_ms: 5,
+            request_id: Some("req-1".into()),
+        };
+        let event = SagaEventRecord {
+            saga_id: "saga-1".into(),
+            saga_name: SagaStep::Claim,
+            event_type: SagaEvent::SagaFailed,
+            step: SagaStep::CreateClaim,
+            patient_id: "pat-1".into(),
+            details: SagaDetails {
+                visit_id: Some("vis-1".into()),
+                verification_id: Some("ver-1".into()),
+                cached: Some(true),
+                claim_id: Some("clm-1".into()),
+                claim_key: Some("key-1".into()),
+                steps: Some(vec![SagaStep::VerifyInsurance]),
+                cause: Some(Cause {
+                    message: "refused".into(),
+                    status: Some(422),
+                    body: Some(serde_json::json!({"error": "x", "message": "y"})),
+                    reason: Some("z".into()),
+                }),
+            },
+            request_id: Some("req-2".into()),
+        };
+        let closed = RequestClosed {
+            saga_id: "saga-1".into(),
+            patient_id: "pat-1".into(),
+            service_calls: 3,
+            request_id: Some("req-3".into()),
+        };
+        let failure = SyncFailure {
+            service_name: "billing-engine".into(),
+            patient_id: "pat-1".into(),
+            error: "down".into(),
+            requires_manual_sync: true,
+        };
+        for (text, tree) in [both(&call), both(&event), both(&closed), both(&failure)] {
+            assert_eq!(text, tree, "declare the fields in name order");
+        }
+    }
+}

@@ -9,23 +9,23 @@ use utoipa::ToSchema;
 /// them; the monitor keeps the body as the audit row's detail).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SagaEventRecord {
-    /// The saga.
-    pub saga_id: String,
-    /// Which saga (`claim`).
-    pub saga_name: crate::states::SagaStep,
-    /// What happened.
-    pub event_type: crate::states::SagaEvent,
-    /// At which step.
-    pub step: crate::states::SagaStep,
-    /// The patient it is about.
-    pub patient_id: String,
     /// The event's details (ids, the cause of a failure).
     #[serde(default)]
     pub details: SagaDetails,
+    /// What happened.
+    pub event_type: crate::states::SagaEvent,
+    /// The patient it is about.
+    pub patient_id: String,
     /// The request it belongs to, when it is not the exchange's own (the
     /// events of several sagas of one tenant sent together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The saga.
+    pub saga_id: String,
+    /// Which saga (`claim`).
+    pub saga_name: crate::states::SagaStep,
+    /// At which step.
+    pub step: crate::states::SagaStep,
 }
 
 impl crate::client::Filed for SagaEventRecord {
@@ -38,15 +38,12 @@ impl crate::client::Filed for SagaEventRecord {
 /// made or undid, or why it failed. Absent fields are left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SagaDetails {
-    /// The visit the saga runs for (`saga_started`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub visit_id: Option<String>,
-    /// The verification made or cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verification_id: Option<String>,
     /// Whether the eligibility answer came from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
+    /// Why the step or compensation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::client::Cause>,
     /// The claim created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_id: Option<String>,
@@ -56,39 +53,42 @@ pub struct SagaDetails {
     /// The steps completed (`saga_completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<crate::states::SagaStep>>,
-    /// Why the step or compensation failed.
+    /// The verification made or cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<crate::client::Cause>,
+    pub verification_id: Option<String>,
+    /// The visit the saga runs for (`saga_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_id: Option<String>,
 }
 
 /// `POST /audit/sync-failures`: a patient sync a holder did not take,
 /// for a manual resync.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncFailure {
-    /// The holder.
-    pub service_name: String,
-    /// The patient.
-    pub patient_id: String,
     /// Why the sync failed.
     pub error: String,
+    /// The patient.
+    pub patient_id: String,
     /// Always `true`: someone must sync it by hand.
     pub requires_manual_sync: bool,
+    /// The holder.
+    pub service_name: String,
 }
 
 /// `POST /audit/request-closed`: how many audited calls a request made, so
 /// that its trail can be checked complete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestClosed {
-    /// The saga the request ran.
-    pub saga_id: String,
     /// The patient it was about.
     pub patient_id: String,
-    /// The audited calls it made.
-    pub service_calls: u64,
     /// The request closed, when it is not the exchange's own (the closes
     /// of several requests of one tenant sent together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The saga the request ran.
+    pub saga_id: String,
+    /// The audited calls it made.
+    pub service_calls: u64,
 }
 
 impl crate::client::Filed for RequestClosed {
