@@ -362,65 +362,72 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, se
         measured: Vec::new(),
         warmup: Vec::new(),
     };
-    let (cold_intakes, cold_patients) = intakes(&api, &cold, clients).await;
-    if let Some(f) = cold_intakes {
+    let mut cold_visits = Vec::new();
+    if !cold.is_empty() {
+        let (f, results) = round(
+            mesh,
+            &api,
+            "/patients",
+            intake_bodies(&cold),
+            clients,
+            false,
+        )
+        .await;
+        cold_visits = visit_bodies(&results, &cold);
         out.warmup.push(f);
         settle().await;
     }
-    let _ = mesh.take_breakdown();
-    let cpu = process_cpu();
-    let (results, wall) = drive(&api, "/patients", intake_bodies(&scenarios), clients, 201).await;
-    let (ms, errors) = split(&results);
-    let mut intake = Figures::from("POST /patients", ms.clone(), errors, wall);
-    intake.cpu_ms_per_request = cpu_per_request(cpu, intake.requests);
-    if crate::timing::on() {
-        intake.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /patients", &ms));
-    }
-    out.measured.push(intake);
+    let (f, results) = round(
+        mesh,
+        &api,
+        "/patients",
+        intake_bodies(&scenarios),
+        clients,
+        true,
+    )
+    .await;
+    out.measured.push(f);
     let visits = visit_bodies(&results, &scenarios);
     settle().await;
-    if !cold_patients.is_empty() {
-        let (results, wall) = drive(&api, "/visits", cold_patients, clients, 201).await;
-        let (ms, errors) = split(&results);
-        out.warmup
-            .push(Figures::from("POST /visits", ms, errors, wall));
+    if !cold_visits.is_empty() {
+        let (f, _) = round(mesh, &api, "/visits", cold_visits, clients, false).await;
+        out.warmup.push(f);
         settle().await;
     }
+    let (f, _) = round(mesh, &api, "/visits", visits, clients, true).await;
+    out.measured.push(f);
+    out
+}
+
+/// One round of `bodies` to `POST path`, each answered `201`: its figures
+/// (a `measured` round's with the CPU per request and, when on, the
+/// breakdown) and each request's result.
+async fn round(
+    mesh: &Mesh,
+    api: &MeshClient,
+    path: &'static str,
+    bodies: Vec<Value>,
+    clients: usize,
+    measured: bool,
+) -> (Figures, Vec<Result<(Duration, Value), String>>) {
+    let endpoint = format!("POST {path}");
     let _ = mesh.take_breakdown();
     let cpu = process_cpu();
-    let (results, wall) = drive(&api, "/visits", visits, clients, 201).await;
+    let (results, wall) = drive(api, path, bodies, clients, 201).await;
     let (ms, errors) = split(&results);
-    let mut visit = Figures::from("POST /visits", ms.clone(), errors, wall);
-    visit.cpu_ms_per_request = cpu_per_request(cpu, visit.requests);
-    if crate::timing::on() {
-        visit.breakdown = Some(breakdown(mesh.take_breakdown(), "POST /visits", &ms));
+    let mut f = Figures::from(&endpoint, ms.clone(), errors, wall);
+    if measured {
+        f.cpu_ms_per_request = cpu_per_request(cpu, f.requests);
+        if crate::timing::on() {
+            f.breakdown = Some(breakdown(mesh.take_breakdown(), &endpoint, &ms));
+        }
     }
-    out.measured.push(visit);
-    out
+    (f, results)
 }
 
 /// Lets a round's background audits settle before the next round starts.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
-/// The warm-up's intakes, when there are any: their figures, and a visit
-/// for each patient registered (the visits' warm-up).
-async fn intakes(
-    api: &MeshClient,
-    scenarios: &[healthcare_data::Scenario],
-    clients: usize,
-) -> (Option<Figures>, Vec<Value>) {
-    if scenarios.is_empty() {
-        return (None, Vec::new());
-    }
-    let (results, wall) = drive(api, "/patients", intake_bodies(scenarios), clients, 201).await;
-    let (ms, errors) = split(&results);
-    let visits = visit_bodies(&results, scenarios);
-    (
-        Some(Figures::from("POST /patients", ms, errors, wall)),
-        visits,
-    )
 }
 
 fn intake_bodies(scenarios: &[healthcare_data::Scenario]) -> Vec<Value> {

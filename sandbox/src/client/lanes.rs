@@ -277,12 +277,7 @@ impl ServiceClient {
         let body = if lane.join == Join::Lists {
             let items = batch
                 .iter_mut()
-                .flat_map(
-                    |q| match std::mem::replace(&mut q.record, Payload::Items(Vec::new())) {
-                        Payload::Items(items) => items,
-                        Payload::Record(text) => serde_json::from_str(&text).into_iter().collect(),
-                    },
-                )
+                .flat_map(|q| q.record.take_items())
                 .collect();
             serde_json::to_vec(&serde_json::json!({ "events": Value::Array(items) }))
                 .unwrap_or_default()
@@ -317,18 +312,32 @@ impl Payload {
     fn record(record: &impl serde::Serialize) -> Payload {
         Payload::Record(serde_json::to_string(record).unwrap_or_else(|_| "null".into()))
     }
+
+    /// A list's items, taken (a record's lanes never hold lists: one
+    /// record, should it be asked, is a list of one).
+    fn take_items(&mut self) -> Vec<Value> {
+        match std::mem::replace(self, Payload::Items(Vec::new())) {
+            Payload::Items(items) => items,
+            Payload::Record(text) => serde_json::from_str(&text).into_iter().collect(),
+        }
+    }
+
+    /// A record's text, taken (a list's lanes never hold records: a list,
+    /// should it be asked, is its array's text).
+    fn take_text(&mut self) -> String {
+        match std::mem::replace(self, Payload::Items(Vec::new())) {
+            Payload::Record(text) => text,
+            Payload::Items(items) => serde_json::to_string(&items).unwrap_or_default(),
+        }
+    }
 }
 
 /// The body of an exchange of records under `request_id`'s: one alone as
 /// it is, several as `{"events": [...]}`, each record of another request
 /// naming its own. Assembled from the records' text, not rebuilt as a tree.
 fn records_body(request_id: &str, batch: &mut [Queued]) -> Vec<u8> {
-    let text = |q: &mut Queued| match std::mem::replace(&mut q.record, Payload::Items(Vec::new())) {
-        Payload::Record(text) => text,
-        Payload::Items(items) => serde_json::to_string(&items).unwrap_or_default(),
-    };
     if let [one] = batch {
-        return text(one).into_bytes();
+        return one.record.take_text().into_bytes();
     }
     let mut body = Vec::with_capacity(batch.len() * 256 + 16);
     body.extend_from_slice(b"{\"events\":[");
@@ -336,7 +345,7 @@ fn records_body(request_id: &str, batch: &mut [Queued]) -> Vec<u8> {
         if i > 0 {
             body.push(b',');
         }
-        let record = text(q);
+        let record = q.record.take_text();
         if q.request_id == request_id {
             body.extend_from_slice(record.as_bytes());
         } else {
