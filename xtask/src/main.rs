@@ -13,7 +13,8 @@
 //! - `cargo xtask cycles [--crate NAME]`: import circles between the
 //!   top-level modules of each workspace crate; exit 1 on any (in the named
 //!   crates only, with `--crate`).
-//! - `cargo xtask package`: `cargo package` for every crate meant for users.
+//! - `cargo xtask package`: `cargo package -p <crate>` for every crate meant
+//!   for users.
 //! - `cargo xtask data <kind> --count N --seed S`: synthetic data as JSON lines;
 //!   `cargo xtask data validate FILE` checks exported claims.
 //!
@@ -63,7 +64,7 @@ enum Task {
         #[command(subcommand)]
         bench: Option<Bench>,
     },
-    /// `cargo package` for every crate meant for users, together (they depend on each other)
+    /// `cargo package -p <crate>` for every crate meant for users, each alone
     Package(package::Options),
     /// Synthetic data as JSON lines; `data validate FILE` checks exported claims
     ///

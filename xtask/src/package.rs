@@ -1,21 +1,17 @@
-//! `cargo xtask package`: `cargo package` for every crate meant for users
-//! (the workspace members whose `publish` is not `false`), in one
-//! invocation.
+//! `cargo xtask package`: `cargo package -p <crate>` for every crate meant
+//! for users (the workspace members whose `publish` is not `false`), each
+//! alone, as a user or a release script would run it.
 //!
-//! Until they are on crates.io, a crate cannot be packaged alone: cargo
-//! resolves the packaged manifest against the registry, where its sibling
-//! `service-test-*` dependencies are not yet. Packaged together, cargo
-//! serves each to the others from a local registry (`target/package/
-//! tmp-registry`) and verifies each `.crate` by building it as a user
-//! would. Publishing is the same set: `cargo publish --workspace`. Both
-//! need Cargo 1.90 or later (multi-package packaging).
-//!
-//! Then each crate is packaged alone, as `cargo package -p <crate>` would,
-//! but without its lock file and unverified (`--no-verify
-//! --exclude-lockfile`, into `target/package-alone/`): the two steps that
-//! need the siblings on a registry. This shows each crate's manifest, files
-//! and licences make a package on their own.
+//! A packaged manifest keeps only the version of each sibling
+//! `service-test-*` dependency, so cargo resolves it against crates.io, both
+//! to write the package's lock file and to verify it by building it as a
+//! user would. `.cargo/config.toml` patches crates.io with this checkout's
+//! crates, so both steps find the siblings here before they are published
+//! (and build against this checkout's, not the published, once they are).
+//! This task checks that the patch names every published crate, then
+//! packages each one.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -31,8 +27,9 @@ pub struct Options {
     allow_dirty: bool,
 }
 
-/// The workspace members meant for users, from `cargo metadata`.
-pub fn published() -> Result<Vec<String>> {
+/// The workspace members meant for users, from `cargo metadata`, each with
+/// the names of its sibling dependencies (any kind) that are published too.
+pub fn published() -> Result<Vec<(String, Vec<String>)>> {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .current_dir(crate::workspace_root())
@@ -47,61 +44,91 @@ pub fn published() -> Result<Vec<String>> {
     }
     let meta: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("reading cargo metadata's output")?;
-    let mut names: Vec<String> = meta["packages"]
+    let members: Vec<&serde_json::Value> = meta["packages"]
         .as_array()
         .context("cargo metadata has no packages")?
         .iter()
         // `publish = false` reads as an empty list of registries.
         .filter(|p| !p["publish"].as_array().is_some_and(Vec::is_empty))
-        .filter_map(|p| p["name"].as_str().map(String::from))
         .collect();
-    names.sort();
-    Ok(names)
+    let names: Vec<&str> = members.iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut crates: Vec<(String, Vec<String>)> = members
+        .iter()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?.to_string();
+            let mut siblings: Vec<String> = p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                // A dev-dependency on a sibling is path-only: packaging
+                // drops it.
+                .filter(|d| d["kind"].as_str() != Some("dev"))
+                .filter_map(|d| d["name"].as_str())
+                .filter(|d| names.contains(d))
+                .map(String::from)
+                .collect();
+            siblings.sort();
+            siblings.dedup();
+            Some((name, siblings))
+        })
+        .collect();
+    crates.sort();
+    Ok(crates)
 }
 
-/// Runs `cargo package` over every published crate.
+/// The published crates that another published crate depends on and that
+/// `.cargo/config.toml`'s `[patch.crates-io]` does not serve from this
+/// checkout (read line by line: one `name = { path = "…" }` entry each).
+fn unpatched(config: &str, crates: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut in_patch = false;
+    let mut patched = Vec::new();
+    for line in config.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_patch = line == "[patch.crates-io]";
+        } else if in_patch
+            && let Some((name, value)) = line.split_once('=')
+            && value.contains("path")
+        {
+            patched.push(name.trim().trim_matches('"').to_string());
+        }
+    }
+    let mut missing: Vec<String> = crates
+        .iter()
+        .flat_map(|(_, siblings)| siblings)
+        .filter(|name| !patched.contains(name))
+        .cloned()
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+/// Runs `cargo package -p <crate>` for every published crate.
 pub fn run(options: &Options) -> Result<()> {
     let crates = published()?;
+    let names: Vec<&str> = crates.iter().map(|(name, _)| name.as_str()).collect();
     if crates.is_empty() {
         bail!("no workspace member is meant for users (every one has publish = false)");
     }
-    eprintln!("[package] {}", crates.join(", "));
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.arg("package").current_dir(crate::workspace_root());
-    for name in &crates {
-        cargo.args(["-p", name]);
+    let root = crate::workspace_root();
+    let config_path = root.join(".cargo").join("config.toml");
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let missing = unpatched(&config, &crates);
+    if !missing.is_empty() {
+        bail!(
+            "{}: [patch.crates-io] has no path entry for {}; `cargo package -p` could not \
+             resolve a sibling that depends on it before it is published",
+            config_path.display(),
+            missing.join(", ")
+        );
     }
-    if options.no_verify {
-        cargo.arg("--no-verify");
-    }
-    if options.allow_dirty {
-        cargo.arg("--allow-dirty");
-    }
-    let status = cargo.status().context("running cargo package")?;
-    if !status.success() {
-        bail!("cargo package failed ({status})");
-    }
-    let alone = crate::target_dir().join("package-alone");
-    for name in &crates {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["package", "--no-verify", "--exclude-lockfile", "-p", name])
-            .env("CARGO_TARGET_DIR", &alone)
-            .current_dir(crate::workspace_root());
-        if options.allow_dirty {
-            cargo.arg("--allow-dirty");
-        }
-        let status = cargo
-            .status()
-            .with_context(|| format!("running cargo package -p {name}"))?;
-        if !status.success() {
-            bail!(
-                "cargo package -p {name} (alone, --no-verify --exclude-lockfile) failed ({status})"
-            );
-        }
+    eprintln!("[package] {}", names.join(", "));
+    for name in names {
+        package(&root, name, options)?;
     }
     eprintln!(
-        "[package] {} crates in {}{}, and each alone in {}",
+        "[package] {} crates in {}{}",
         crates.len(),
         crate::target_dir().join("package").display(),
         if options.no_verify {
@@ -109,7 +136,65 @@ pub fn run(options: &Options) -> Result<()> {
         } else {
             ", each built as a user would"
         },
-        alone.join("package").display()
     );
     Ok(())
+}
+
+/// `cargo package -p <name>`, as a user would type it.
+fn package(root: &Path, name: &str, options: &Options) -> Result<()> {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["package", "-p", name]).current_dir(root);
+    if options.no_verify {
+        cargo.arg("--no-verify");
+    }
+    if options.allow_dirty {
+        cargo.arg("--allow-dirty");
+    }
+    let status = cargo
+        .status()
+        .with_context(|| format!("running cargo package -p {name}"))?;
+    if !status.success() {
+        bail!("cargo package -p {name} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crate_of(name: &str, siblings: &[&str]) -> (String, Vec<String>) {
+        (
+            name.to_string(),
+            siblings.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn a_published_dependency_missing_from_the_patch_is_named() {
+        let config = "[alias]\nx = \"run\"\n\n[patch.crates-io]\n\"service-test-phi\" = { path = \"phi\" }\n\n[env]\nservice-test-traffic = { path = \"traffic\" }\n";
+        let crates = [
+            crate_of(
+                "service-test",
+                &["service-test-phi", "service-test-traffic"],
+            ),
+            crate_of("service-test-phi", &[]),
+            crate_of("service-test-traffic", &["service-test-phi"]),
+        ];
+        assert_eq!(unpatched(config, &crates), ["service-test-traffic"]);
+    }
+
+    #[test]
+    fn the_repository_patch_serves_every_published_dependency() {
+        let root = crate::workspace_root();
+        let config = std::fs::read_to_string(root.join(".cargo/config.toml"))
+            .expect("the repository has .cargo/config.toml");
+        let crates = published().expect("cargo metadata runs");
+        let facade = crates.iter().find(|(name, _)| name == "service-test");
+        assert!(
+            facade.is_some_and(|(_, siblings)| siblings.len() >= 2),
+            "{crates:?}"
+        );
+        assert_eq!(unpatched(&config, &crates), Vec::<String>::new());
+    }
 }
