@@ -174,6 +174,13 @@ async fn rows_at_once(
             column.push(value.clone());
         }
     }
+    if keeps_its_plan(statement) {
+        // Prepared once per connection: no parse, and after its first
+        // runs no planning either (PostgreSQL keeps the generic plan).
+        let params: Vec<&(dyn ToSql + Sync)> =
+            columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        return db.query(statement, &params).await;
+    }
     let params: Vec<(&(dyn ToSql + Sync), Type)> = columns
         .iter()
         .map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
@@ -183,6 +190,71 @@ async fn rows_at_once(
     // of `api.visits` as it grew (`perf`: PostgreSQL at half the mesh's
     // CPU under the saga bench). Planning once per batch costs little.
     db.execute_planned(statement, &params).await
+}
+
+/// Can `statement` keep one plan whatever its batch and the tables' sizes?
+/// An `INSERT` that reads nothing but its own `unnest(…)` can: its plan
+/// is the insert of a function scan, with or without `ON CONFLICT` (which
+/// goes through the unique index whatever the costs). A statement that
+/// joins, filters or reads another table cannot (an `UPDATE … FROM
+/// unnest(…) WHERE`, a `SELECT … JOIN`): its best plan changes as the
+/// batch and the tables grow, so it is planned for each batch.
+///
+/// Parsing and planning were a quarter of PostgreSQL's CPU under the saga
+/// bench (`perf`: `parse_analyze_varparams`, `pg_plan_query`) when every
+/// grouped statement went unnamed.
+fn keeps_its_plan(statement: &str) -> bool {
+    // Words, parentheses and commas, in order (the statements are ours:
+    // no string literal or comment holds either).
+    let mut tokens: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for c in statement.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c.to_ascii_uppercase());
+            continue;
+        }
+        if !word.is_empty() {
+            tokens.push(std::mem::take(&mut word));
+        }
+        if matches!(c, '(' | ')' | ',') {
+            tokens.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        tokens.push(word);
+    }
+    // What follows `ON CONFLICT` (its `DO UPDATE SET … WHERE …`) acts on the
+    // conflicting row alone, through the unique index: not part of the plan.
+    let end = tokens
+        .windows(2)
+        .position(|w| w[0] == "ON" && w[1] == "CONFLICT")
+        .unwrap_or(tokens.len());
+    let tokens = &tokens[..end];
+    let is = |i: usize, w: &str| tokens.get(i).is_some_and(|t| t == w);
+    if !is(0, "INSERT") || tokens.iter().filter(|t| *t == "SELECT").count() != 1 {
+        return false;
+    }
+    // The one `FROM`, and right after it `unnest(`.
+    let froms: Vec<usize> = (0..tokens.len()).filter(|&i| is(i, "FROM")).collect();
+    let [from] = froms[..] else { return false };
+    if !(is(from + 1, "UNNEST") && is(from + 2, "(")) {
+        return false;
+    }
+    // After the unnest's arguments, only its alias: no other table (a
+    // comma at the top level, a join), no filter.
+    let mut depth = 0usize;
+    for t in &tokens[from + 2..] {
+        match t.as_str() {
+            "(" => depth += 1,
+            ")" => depth = depth.saturating_sub(1),
+            "," if depth == 0 => return false,
+            "JOIN" | "WHERE" | "SELECT" | "LATERAL" | "USING" | "GROUP" | "HAVING" => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 impl Db {
@@ -241,5 +313,45 @@ impl Db {
             answer.await.map_err(|_| stopped())?
         };
         crate::timing::measure(crate::timing::Part::Db, wait).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeps_its_plan;
+
+    #[test]
+    fn inserts_of_their_own_rows_keep_a_plan_and_joins_do_not() {
+        // Each grouped statement of the mesh, as written in the services.
+        let kept = [
+            "INSERT INTO api.visits (id, tenant, patient_id, saga_id, status, request_id)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                    $5::text[], $6::text[])",
+            "INSERT INTO billing.claims (id, tenant) SELECT i, t, s::bigint
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, t, s)",
+            "INSERT INTO doctor.patients (tenant, id, record)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+               ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record, synced_at = now()
+               WHERE doctor.patients.record IS DISTINCT FROM EXCLUDED.record",
+        ];
+        let planned = [
+            "UPDATE api.visits v SET status = u.s
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS u(i, t, s)
+               WHERE v.id = u.i AND v.tenant = u.t",
+            "SELECT k.n, p.coverage
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(i, t, n)
+               JOIN api.patients p ON p.id = k.i AND p.tenant = k.t",
+            "INSERT INTO a.t (id) SELECT u.i FROM unnest($1::text[]) AS u(i)
+               WHERE NOT EXISTS (SELECT 1 FROM a.t WHERE t.id = u.i)",
+            "INSERT INTO a.t (id) SELECT u.i FROM unnest($1::text[]) AS u(i), a.other o",
+            "INSERT INTO a.t (id) SELECT u.i FROM unnest($1::text[]) AS u(i) JOIN a.o ON true",
+            "WITH x AS (SELECT 1) INSERT INTO a.t SELECT * FROM unnest($1::text[])",
+        ];
+        for s in kept {
+            assert!(keeps_its_plan(s), "should keep its plan: {s}");
+        }
+        for s in planned {
+            assert!(!keeps_its_plan(s), "should be planned per batch: {s}");
+        }
     }
 }
