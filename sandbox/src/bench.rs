@@ -358,45 +358,63 @@ pub async fn run(mesh: &Mesh, clients: usize, requests: usize, warmup: usize, se
         (0..clients * warmup).map(|_| g.scenario()).collect();
     let scenarios: Vec<healthcare_data::Scenario> =
         (0..clients * requests).map(|_| g.scenario()).collect();
-    let mut out = Run {
-        measured: Vec::new(),
-        warmup: Vec::new(),
-    };
-    let mut cold_visits = Vec::new();
-    if !cold.is_empty() {
-        let (f, results) = round(
-            mesh,
-            &api,
-            "/patients",
-            intake_bodies(&cold),
-            clients,
-            false,
-        )
-        .await;
-        cold_visits = visit_bodies(&results, &cold);
-        out.warmup.push(f);
-        settle().await;
-    }
-    let (f, results) = round(
+    let intakes = endpoint(
         mesh,
         &api,
         "/patients",
+        intake_bodies(&cold),
         intake_bodies(&scenarios),
         clients,
-        true,
     )
     .await;
-    out.measured.push(f);
-    let visits = visit_bodies(&results, &scenarios);
     settle().await;
-    if !cold_visits.is_empty() {
-        let (f, _) = round(mesh, &api, "/visits", cold_visits, clients, false).await;
-        out.warmup.push(f);
+    let visits = endpoint(
+        mesh,
+        &api,
+        "/visits",
+        visit_bodies(&intakes.warm_results, &cold),
+        visit_bodies(&intakes.results, &scenarios),
+        clients,
+    )
+    .await;
+    Run {
+        measured: vec![intakes.measured, visits.measured],
+        warmup: intakes.warmup.into_iter().chain(visits.warmup).collect(),
+    }
+}
+
+/// One endpoint's rounds: its warm-up and its measured round.
+struct Endpoint {
+    measured: Figures,
+    results: Vec<Result<(Duration, Value), String>>,
+    /// None without a warm-up.
+    warmup: Option<Figures>,
+    warm_results: Vec<Result<(Duration, Value), String>>,
+}
+
+/// `warm` to `POST path`, not counted (when there is any), then, once its
+/// background audits settled, `bodies` measured.
+async fn endpoint(
+    mesh: &Mesh,
+    api: &MeshClient,
+    path: &'static str,
+    warm: Vec<Value>,
+    bodies: Vec<Value>,
+    clients: usize,
+) -> Endpoint {
+    let (mut warmup, mut warm_results) = (None, Vec::new());
+    if !warm.is_empty() {
+        let (f, results) = round(mesh, api, path, warm, clients, false).await;
+        (warmup, warm_results) = (Some(f), results);
         settle().await;
     }
-    let (f, _) = round(mesh, &api, "/visits", visits, clients, true).await;
-    out.measured.push(f);
-    out
+    let (measured, results) = round(mesh, api, path, bodies, clients, true).await;
+    Endpoint {
+        measured,
+        results,
+        warmup,
+        warm_results,
+    }
 }
 
 /// One round of `bodies` to `POST path`, each answered `201`: its figures

@@ -8,8 +8,8 @@
 //! user would. `.cargo/config.toml` patches crates.io with this checkout's
 //! crates, so both steps find the siblings here before they are published
 //! (and build against this checkout's, not the published, once they are).
-//! This task checks that the patch names every published crate, then
-//! packages each one.
+//! This task checks that the patch names every published crate another
+//! one depends on, then packages each one.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +29,7 @@ pub struct Options {
 
 /// The workspace members meant for users, from `cargo metadata`, each with
 /// the names of its sibling dependencies (any kind) that are published too.
-pub fn published() -> Result<Vec<(String, Vec<String>)>> {
+fn published() -> Result<Vec<(String, Vec<String>)>> {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .current_dir(crate::workspace_root())
@@ -106,10 +106,10 @@ fn unpatched(config: &str, crates: &[(String, Vec<String>)]) -> Vec<String> {
 /// Runs `cargo package -p <crate>` for every published crate.
 pub fn run(options: &Options) -> Result<()> {
     let crates = published()?;
-    let names: Vec<&str> = crates.iter().map(|(name, _)| name.as_str()).collect();
     if crates.is_empty() {
         bail!("no workspace member is meant for users (every one has publish = false)");
     }
+    let names: Vec<&str> = crates.iter().map(|(name, _)| name.as_str()).collect();
     let root = crate::workspace_root();
     let config_path = root.join(".cargo").join("config.toml");
     let config = std::fs::read_to_string(&config_path)

@@ -370,7 +370,9 @@ fn filed_under(out: &mut Vec<u8>, record: &str, request_id: &str) {
             }
             out.extend_from_slice(rest.as_bytes());
         }
-        // Otherwise (never, for the services' own records) through a tree.
+        // A record whose text names `request_id` anywhere (a peer's error
+        // body quoted in a saga event's cause) goes through a tree, which
+        // sets the top-level one whatever the text holds.
         _ => {
             let mut value: Value = serde_json::from_str(record).unwrap_or_default();
             if let Value::Object(fields) = &mut value {

@@ -63,19 +63,32 @@ impl Groups {
         }
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
+        // Decided once for the queue's life, not per batch.
+        let statement = Arc::new(Statement {
+            prepared: keeps_its_plan(statement),
+            sql: statement.to_string(),
+        });
         for _ in 0..WRITERS {
-            let (db, rx, statement) = (Arc::downgrade(db), Arc::clone(&rx), statement.to_string());
+            let (db, rx, statement) = (Arc::downgrade(db), Arc::clone(&rx), Arc::clone(&statement));
             tokio::spawn(writer(db, rx, statement));
         }
-        queues.insert(statement.to_string(), tx.clone());
+        queues.insert(statement.sql.clone(), tx.clone());
         tx
     }
+}
+
+/// A queue's statement, and how it is sent.
+struct Statement {
+    sql: String,
+    /// Prepared once per connection ([`keeps_its_plan`]), or sent unnamed
+    /// and planned for each batch.
+    prepared: bool,
 }
 
 /// One writer: takes what is queued (up to a batch), writes it, answers.
 /// It holds the database weakly, so that dropping it (a service stopped)
 /// closes the queue and ends the task.
-async fn writer(db: Weak<Db>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, statement: String) {
+async fn writer(db: Weak<Db>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, statement: Arc<Statement>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -99,7 +112,7 @@ fn stopped() -> StoreError {
 }
 
 /// Writes `batch` (emptying it) and answers each row.
-async fn write(db: &Db, statement: &str, batch: &mut Vec<Pending>) {
+async fn write(db: &Db, statement: &Statement, batch: &mut Vec<Pending>) {
     let rows: Vec<&[Option<String>]> = batch
         .iter()
         .flat_map(|(rows, _)| rows.iter().map(Vec::as_slice))
@@ -164,7 +177,7 @@ fn answer_rows(batch: &mut Vec<Pending>, returned: Vec<Row>) {
 /// `k`-th values (one row is a batch of one); the rows it returns.
 async fn rows_at_once(
     db: &Db,
-    statement: &str,
+    statement: &Statement,
     rows: &[&[Option<String>]],
 ) -> Result<Vec<Row>, StoreError> {
     let width = rows.first().map_or(0, |r| r.len());
@@ -174,12 +187,12 @@ async fn rows_at_once(
             column.push(value.clone());
         }
     }
-    if keeps_its_plan(statement) {
+    if statement.prepared {
         // Prepared once per connection: no parse, and after its first
         // runs no planning either (PostgreSQL keeps the generic plan).
         let params: Vec<&(dyn ToSql + Sync)> =
             columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        return db.query(statement, &params).await;
+        return db.query(&statement.sql, &params).await;
     }
     let params: Vec<(&(dyn ToSql + Sync), Type)> = columns
         .iter()
@@ -189,7 +202,7 @@ async fn rows_at_once(
     // on a table still empty, kept hashing a sequential scan of the whole
     // of `api.visits` as it grew (`perf`: PostgreSQL at half the mesh's
     // CPU under the saga bench). Planning once per batch costs little.
-    db.execute_planned(statement, &params).await
+    db.execute_planned(&statement.sql, &params).await
 }
 
 /// Can `statement` keep one plan whatever its batch and the tables' sizes?
