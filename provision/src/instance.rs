@@ -224,10 +224,68 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
 }
 
 /// A free loopback port.
-pub(crate) fn free_port() -> io::Result<u16> {
+fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port())
+}
+
+/// Ports a server is started on before its start is given up.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Why a server did not start: the step, and what it said.
+#[derive(Debug)]
+pub(crate) struct StartFailure {
+    pub(crate) step: String,
+    pub(crate) detail: String,
+}
+
+/// Starts a server on a loopback port chosen free, `spawn(port)`, and waits
+/// up to `wait` until `ready(port)` answers; the port, the running server
+/// and what `ready` answered.
+///
+/// A port free when it is chosen may be taken before the server binds it
+/// (by another test's server, another run's: many start at once under
+/// nextest); such a server exits at once. One that exits before it is
+/// ready is started again on another port, up to [`PORT_ATTEMPTS`] times,
+/// rather than waited for. A server still not ready at `wait` is killed.
+pub(crate) async fn start_on_a_free_port<T, Fut>(
+    mut spawn: impl FnMut(u16) -> io::Result<Child>,
+    mut ready: impl FnMut(u16) -> Fut,
+    wait: Duration,
+) -> Result<(u16, Child, T), StartFailure>
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let failed = |step: String, detail: &dyn std::fmt::Display| StartFailure {
+        step,
+        detail: detail.to_string(),
+    };
+    let mut exited = String::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port().map_err(|e| failed("finding a free port".into(), &e))?;
+        let mut child = spawn(port).map_err(|e| failed("starting the server".into(), &e))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = format!("it exited ({status}) on port {port}");
+                break;
+            }
+            match ready(port).await {
+                Ok(answer) => return Ok((port, child, answer)),
+                Err(e) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(failed(format!("waiting for the server on port {port}"), &e));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+    Err(failed(
+        format!("starting the server on {PORT_ATTEMPTS} ports in turn"),
+        &format!("each exited before it was ready; the last: {exited}"),
+    ))
 }
 
 /// Whom a server of `kind` runs as: `None` (ourselves) unless we are root,
@@ -331,5 +389,80 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// `sh -c script`, as a stand-in server.
+    fn sh(script: &str) -> io::Result<Child> {
+        Command::new("sh").args(["-c", script]).spawn()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_exits_before_it_is_ready_starts_again_on_another_port() {
+        // The first server exits at once (its port taken); the second runs
+        // and is ready.
+        let spawned = Cell::new(Vec::new());
+        let spawn = |port: u16| {
+            let mut ports = spawned.take();
+            ports.push(port);
+            let first = ports.len() == 1;
+            spawned.set(ports);
+            sh(if first { "exit 1" } else { "sleep 30" })
+        };
+        let second = |port: u16| spawned.take().get(1) == Some(&port);
+        let ready = |port: u16| {
+            let ports = spawned.take();
+            let ok = ports.get(1) == Some(&port);
+            spawned.set(ports);
+            async move {
+                if ok {
+                    Ok(port)
+                } else {
+                    Err("refused".to_string())
+                }
+            }
+        };
+        let (port, mut child, answered) =
+            start_on_a_free_port(spawn, ready, Duration::from_secs(5))
+                .await
+                .expect("started on the second port");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(answered, port);
+        assert!(second(port), "ready on the second server's port");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_always_exits_fails_naming_the_attempts() {
+        let failure = start_on_a_free_port(
+            |_| sh("exit 3"),
+            |_| async { Err::<(), _>("refused".to_string()) },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("never ready");
+        assert!(failure.step.contains("5 ports"), "{failure:?}");
+        assert!(failure.detail.contains("exited"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_never_ready_is_killed_at_the_wait() {
+        let failure = start_on_a_free_port(
+            |_| sh("sleep 30"),
+            |_| async { Err::<(), _>("refused".to_string()) },
+            Duration::from_millis(200),
+        )
+        .await
+        .expect_err("never ready");
+        assert!(
+            failure.step.starts_with("waiting for the server on port"),
+            "{failure:?}"
+        );
+        assert_eq!(failure.detail, "refused");
     }
 }

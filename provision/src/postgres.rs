@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 
 use crate::error::ProvisionError;
 use crate::instance::{
-    Instance, Kind, as_user, dies_with_us, find_binary, free_port, instance_dir, run_as, unique,
+    Instance, Kind, as_user, dies_with_us, find_binary, instance_dir, run_as, start_on_a_free_port,
+    unique,
 };
 use crate::secret::{random_password, write_private_file};
 
@@ -234,52 +235,53 @@ async fn start_postgres() -> Result<(tokio_postgres::Config, String, Instance), 
             &String::from_utf8_lossy(&out.stderr).trim(),
         ));
     }
-    let port = free_port().map_err(|e| start("finding a free port", &e))?;
-    let log = std::fs::File::create(dir.join("server.log"))
-        .map_err(|e| start("creating the server log", &e))?;
-    let child = dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGQUIT)
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(&dir)
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| start(&format!("starting {}", server.display()), &e))?;
-    let instance = Instance { child, dir };
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .password(password)
-        .dbname("postgres");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match connect(&cfg).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => {
-                let log =
-                    std::fs::read_to_string(instance.dir.join("server.log")).unwrap_or_default();
-                return Err(start(
-                    &format!("waiting for the server on port {port}"),
-                    &format!("{e}\n{log}"),
-                ));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    let spawn = |port: u16| {
+        let log = std::fs::File::create(dir.join("server.log"))?;
+        dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGQUIT)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", server.display())))
+    };
+    let config = |port: u16| {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port)
+            .user("postgres")
+            .password(password.as_str())
+            .dbname("postgres");
+        cfg
+    };
+    let ready = |port: u16| {
+        let cfg = config(port);
+        async move { connect(&cfg).await.map(drop) }
+    };
+    let (port, child) = match start_on_a_free_port(spawn, ready, Duration::from_secs(20)).await {
+        Ok((port, child, ())) => (port, child),
+        Err(failure) => {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(start(&failure.step, &format!("{}\n{log}", failure.detail)));
         }
-    }
+    };
+    let instance = Instance { child, dir };
+    let cfg = config(port);
     Ok((cfg, format!("127.0.0.1:{port}"), instance))
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{Fixture, FixtureCx, FixtureError, Scope};
 pub use redis::aio::MultiplexedConnection;
@@ -14,7 +14,8 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use crate::error::ProvisionError;
 use crate::instance::{
-    Instance, Kind, as_user, dies_with_us, find_binary, free_port, instance_dir, run_as, unique,
+    Instance, Kind, as_user, dies_with_us, find_binary, instance_dir, run_as, start_on_a_free_port,
+    unique,
 };
 use crate::secret::{random_password, write_private_file};
 
@@ -416,47 +417,47 @@ pub async fn private_redis() -> Result<(RedisEndpoint, Instance), ProvisionError
         let _ = std::fs::remove_dir_all(&dir);
         return Err(start("writing the config file", &e));
     }
-    let port = free_port().map_err(|e| start("finding a free port", &e))?;
-    let child = dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGTERM)
-        .arg(&config)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(start(&format!("starting {}", server.display()), &e));
+    let spawn = |port: u16| {
+        let child = dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGTERM)
+            .arg(&config)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", server.display())))?;
+        write_private_file(&dir.join("server.pid"), &child.id().to_string(), None).map(|()| child)
+    };
+    let endpoint_at = |port: u16| {
+        let mut endpoint = RedisEndpoint::plain(([127, 0, 0, 1], port).into());
+        endpoint.info.redis.password = Some(password.clone());
+        endpoint
+    };
+    let ready = |port: u16| {
+        let endpoint = endpoint_at(port);
+        async move {
+            endpoint.ping().await.map_err(|e| e.to_string())?;
+            Ok(endpoint)
         }
     };
-    let pid_written = write_private_file(&dir.join("server.pid"), &child.id().to_string(), None);
-    let instance = Instance { child, dir };
-    pid_written.map_err(|e| start("writing the pid file", &e))?;
-    let mut endpoint = RedisEndpoint::plain(([127, 0, 0, 1], port).into());
-    endpoint.info.redis.password = Some(password);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match endpoint.ping().await {
-            Ok(_) => {
-                remember(&endpoint);
-                return Ok((endpoint, instance));
-            }
-            Err(e) if Instant::now() > deadline => {
-                return Err(start(&format!("waiting for the server on port {port}"), &e));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+    match start_on_a_free_port(spawn, ready, Duration::from_secs(10)).await {
+        Ok((_, child, endpoint)) => {
+            remember(&endpoint);
+            Ok((endpoint, Instance { child, dir }))
+        }
+        Err(failure) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(start(&failure.step, &failure.detail))
         }
     }
 }
