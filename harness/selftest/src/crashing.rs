@@ -20,6 +20,11 @@ marker!(
 );
 
 marker!(
+    stops,
+    "stops its own process (SIGSTOP): only the supervisor's watchdog ends it; run it isolated"
+);
+
+marker!(
     whose_process,
     "prints its process, group and parent, and whether the parent is a zygote"
 );
@@ -125,6 +130,15 @@ async fn prints_nothing_sensitive(patient: healthcare_data::Patient) {
 #[service_test(blocking, timeout = "1s")]
 async fn blocks_its_thread_for_eight_seconds() {
     std::thread::sleep(Duration::from_secs(8));
+}
+
+#[service_test(stops, timeout = "1s")]
+async fn stops_its_own_process() {
+    // SAFETY: signals this process; every thread stops, its own timeout
+    // included, until its group is killed.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
+    }
 }
 
 harness::main!();

@@ -324,6 +324,45 @@ fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
     }
 }
 
+/// A worker that cannot end its own test (stopped: its timers never fire)
+/// is ended by the supervisor's watchdog past the test's timeout and
+/// the supervisor's grace (5 s): SIGTERM (pending while it is stopped),
+/// then SIGKILL to its group. Forked and exec'd alike; the test is timed
+/// out, the others pass, and the run ends.
+#[service_test(unit)]
+fn an_isolated_test_that_stops_its_process_is_killed_past_its_deadline() {
+    for fork in ["1", "0"] {
+        let dir = fresh_dir(&format!("stopped-{fork}"));
+        let d = dir.to_string_lossy().into_owned();
+        let args = [
+            "-m",
+            "fine or stops",
+            "--isolation",
+            "process",
+            "--report-dir",
+            &d,
+        ];
+        let started = std::time::Instant::now();
+        let r = run_bin(CRASHING, &args, &[("SERVICE_TEST_FORK", fork)]);
+        let took = started.elapsed();
+        assert_eq!(r.code, 101, "{}", r.stderr);
+        let lines = results(&dir);
+        assert_eq!(lines.len(), 31, "{lines:?}");
+        let stopped: Vec<_> = lines
+            .iter()
+            .filter(|l| l["name"] == "stops_its_own_process")
+            .collect();
+        assert_eq!(stopped.len(), 1, "{lines:?}");
+        assert_eq!(stopped[0]["outcome"], "timed-out", "{}", stopped[0]);
+        let passed = lines.iter().filter(|l| l["outcome"] == "passed").count();
+        assert_eq!(passed, 30, "{lines:?}");
+        // A behaviour bound: 1 s timeout + 5 s before the SIGTERM + 2 s
+        // before the SIGKILL, not a stopped process holding the run.
+        assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[service_test(unit)]
 fn without_the_supervisor_a_crash_takes_the_run_down() {
     // The escape hatch stays honest: no worker, nobody to report the rest.

@@ -24,13 +24,14 @@
 //! test already), `--list`, and runs with `SERVICE_TEST_SUPERVISOR=0`.
 
 mod host;
+mod watchdog;
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -766,12 +767,7 @@ fn run_worker(
     // `/proc` dates processes in clock ticks: a leaked one is dated from
     // the worker's start.
     let worker_ticks = start_ticks(pid);
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some(after) = deadline {
-        let (finished, killed) = (finished.clone(), killed.clone());
-        std::thread::spawn(move || watchdog(pid, after, &finished, &killed));
-    }
+    let watch = deadline.map(|after| watchdog::watch(pid, after));
     if let Some(mut stdin) = child.stdin.take() {
         let list: String = names.iter().map(|n| format!("{n}\n")).collect();
         // A worker that died at once is found below by its exit status.
@@ -814,13 +810,9 @@ fn run_worker(
         child.wait()?
     };
     untrack(pid);
-    finished.store(true, Ordering::SeqCst);
+    let killed = watch.is_some_and(watchdog::Watch::finish);
     let leaked = reap_group(pid, plan.leak_timeout, worker_ticks);
-    let end = WorkerEnd::of(
-        done,
-        deadline.filter(|_| killed.load(Ordering::SeqCst)),
-        status,
-    );
+    let end = WorkerEnd::of(done, deadline.filter(|_| killed), status);
     Ok((end, leaked))
 }
 
@@ -864,8 +856,7 @@ fn run_forked(
     on_event: &mut dyn FnMut(Event),
 ) -> Option<std::io::Result<(WorkerEnd, Vec<Leaked>)>> {
     let events = private_file("events").ok()?;
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watch = None;
     let mut worker_ticks = None;
     let ended = zygote.run(
         name,
@@ -875,10 +866,7 @@ fn run_forked(
         &mut |pid| {
             track(pid);
             worker_ticks = start_ticks(pid);
-            if let Some(after) = deadline {
-                let (finished, killed) = (finished.clone(), killed.clone());
-                std::thread::spawn(move || watchdog(pid, after, &finished, &killed));
-            }
+            watch = deadline.map(|after| watchdog::watch(pid, after));
         },
     );
     let (pid, status) = match ended {
@@ -887,7 +875,7 @@ fn run_forked(
             // Run again with exec, from empty files: what it printed and
             // sent so far belonged to a run that was cut short.
             untrack(pid);
-            finished.store(true, Ordering::SeqCst);
+            drop(watch);
             let _ = reap_group(pid, Duration::ZERO, worker_ticks);
             let _ = std::fs::remove_file(&events);
             for file in [&capture.stdout_file, &capture.stderr_file] {
@@ -911,7 +899,7 @@ fn run_forked(
         }
     };
     untrack(pid);
-    finished.store(true, Ordering::SeqCst);
+    let killed = watch.is_some_and(watchdog::Watch::finish);
     let leaked = reap_group(pid, plan.leak_timeout, worker_ticks);
     let lines = std::fs::read(&events).unwrap_or_default();
     let _ = std::fs::remove_file(&events);
@@ -922,11 +910,7 @@ fn run_forked(
             break;
         }
     }
-    let end = WorkerEnd::of(
-        done,
-        deadline.filter(|_| killed.load(Ordering::SeqCst)),
-        status,
-    );
+    let end = WorkerEnd::of(done, deadline.filter(|_| killed), status);
     Some(Ok((end, leaked)))
 }
 
@@ -1048,38 +1032,6 @@ fn group_members(pgid: i32, worker_ticks: Option<u64>) -> Vec<Leaked> {
         });
     }
     out
-}
-
-/// Kills worker `pid`'s group if it still runs `after` from now: SIGTERM
-/// to the worker, then SIGKILL to its group two seconds later.
-fn watchdog(
-    pid: i32,
-    after: Duration,
-    finished: &std::sync::atomic::AtomicBool,
-    killed: &std::sync::atomic::AtomicBool,
-) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < after {
-        if finished.load(Ordering::SeqCst) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for (target, sig, wait) in [
-        (pid, libc::SIGTERM, Duration::from_secs(2)),
-        (-pid, libc::SIGKILL, Duration::ZERO),
-    ] {
-        if finished.load(Ordering::SeqCst) {
-            return;
-        }
-        killed.store(true, Ordering::SeqCst);
-        // SAFETY: signals our own child (or its group), which has not been
-        // reaped yet (`finished` is set only after `wait` returns).
-        unsafe {
-            libc::kill(target, sig);
-        }
-        std::thread::sleep(wait);
-    }
 }
 
 /// "signal 6 (SIGABRT)", "exit code 0".
