@@ -5,9 +5,10 @@
 //!
 //! Events travel on the worker's original standard output; the worker
 //! points its own file descriptor 1 at standard error first, so whatever a
-//! test prints cannot corrupt the channel. They are buffered and flushed
-//! every [`FLUSH_EVERY`] (and at the end), so a pipe write per test does
-//! not slow a run of no-op tests.
+//! test prints cannot corrupt the channel. A shared worker's are buffered
+//! and flushed every [`FLUSH_EVERY`] (and at the end), so a pipe write per
+//! test does not slow a run of no-op tests; a worker of one isolated test
+//! writes each of its few events at once.
 //!
 //! Which tests have *started* must survive a crash without a write per
 //! test: the supervisor hands the worker a file ([`STARTED_MAP_ENV`](crate::env::STARTED_MAP_ENV), one
@@ -161,12 +162,16 @@ pub(crate) fn install() -> std::io::Result<()> {
     if !captured {
         crate::output::install()?;
     }
-    std::thread::spawn(|| {
-        loop {
-            std::thread::sleep(FLUSH_EVERY);
-            flush();
-        }
-    });
+    // A worker of one isolated test flushes each of its few events as it
+    // goes (see `emit`); a shared worker's are flushed in bulk.
+    if !captured {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flush();
+            }
+        });
+    }
     Ok(())
 }
 
@@ -244,7 +249,9 @@ pub(crate) fn flush() {
 }
 
 /// Queues one event for the supervisor (nothing outside a worker); `Done`
-/// is flushed at once.
+/// is flushed at once, and so is every event of a worker running one
+/// isolated test (its result, its canaries: a handful, and no flushing
+/// thread to start for them).
 pub(crate) fn emit(event: &Event) {
     let Some(channel) = CHANNEL.get() else {
         return;
@@ -256,7 +263,7 @@ pub(crate) fn emit(event: &Event) {
     let mut ch = channel.lock().unwrap_or_else(PoisonError::into_inner);
     // A supervisor that stopped reading has died; nothing is left to tell.
     let _ = ch.write_all(line.as_bytes());
-    if matches!(event, Event::Done { .. } | Event::Recycle { .. }) {
+    if is_isolated() || matches!(event, Event::Done { .. } | Event::Recycle { .. }) {
         let _ = ch.flush();
     }
 }
