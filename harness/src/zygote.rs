@@ -107,9 +107,14 @@ pub(crate) fn serve() -> Served {
         return Served::Exit(0);
     };
     // What every child would otherwise work out again: its test among all
-    // registered ones, and the machine's cores.
+    // registered ones, the machine's cores, the binary's name; and what it
+    // would set up again: the capturing `tracing` subscriber and `log`
+    // logger, installed as each child would install them first thing (no
+    // thread is started, and nothing of the test's has run yet).
     crate::registry::warm_index();
     crate::schedule::cores();
+    crate::history::warm_binary_name();
+    crate::capture::install();
     reply(&Reply::Ready);
     let mut input = Vec::new();
     let mut open = true;

@@ -140,6 +140,30 @@ fn a_worker_with_a_stuck_thread_is_recycled() {
     let _ = std::fs::remove_dir_all(&history);
 }
 
+/// Isolated, forked by the zygote (which installs the capturing `tracing`
+/// subscriber before it forks): a test's own `tracing` event is still
+/// captured in its process, and its SSN found and redacted.
+#[service_test(unit)]
+fn an_isolated_phi_safe_test_logging_an_ssn_fails_with_the_ssn_redacted() {
+    let r = run_bin(
+        CRASHING,
+        &["-m", "prints_phi", "--isolation", "process"],
+        &[],
+    );
+    assert_eq!(r.code, 101, "{}", r.stderr);
+    assert_eq!(r.outcome("a_spawned_task_logs_a_generated_ssn"), "FAILED");
+    assert_eq!(r.outcome("prints_nothing_sensitive"), "ok");
+    assert!(
+        r.stdout.contains("captured log (1 lines, PHI redacted)"),
+        "{}",
+        r.stdout
+    );
+    let ssn = regex_free_ssn_finder();
+    for text in [&r.stdout, &r.stderr] {
+        assert!(ssn(text).is_none(), "an SSN is shown: {:?}", ssn(text));
+    }
+}
+
 #[service_test(unit)]
 fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
     let dir = fresh_dir("phi");
