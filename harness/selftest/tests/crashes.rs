@@ -158,8 +158,13 @@ fn an_isolated_phi_safe_test_logging_an_ssn_fails_with_the_ssn_redacted() {
         "{}",
         r.stdout
     );
+    assert_no_ssn_in(&[r.stdout, r.stderr]);
+}
+
+/// Fails naming the first SSN-shaped number in any of `shown`.
+fn assert_no_ssn_in(shown: &[String]) {
     let ssn = regex_free_ssn_finder();
-    for text in [&r.stdout, &r.stderr] {
+    for text in shown {
         assert!(ssn(text).is_none(), "an SSN is shown: {:?}", ssn(text));
     }
 }
@@ -191,14 +196,11 @@ fn a_phi_safe_test_printing_an_ssn_fails_with_the_ssn_redacted_everywhere() {
         r.stdout
     );
     // No SSN anywhere it is shown: console, results, JUnit, Markdown.
-    let ssn = regex_free_ssn_finder();
     let mut shown = vec![r.stdout.clone(), r.stderr.clone()];
     for f in ["results.jsonl", "junit.xml", "report.md"] {
         shown.push(std::fs::read_to_string(dir.join(f)).unwrap_or_default());
     }
-    for text in &shown {
-        assert!(ssn(text).is_none(), "an SSN is shown: {:?}", ssn(text));
-    }
+    assert_no_ssn_in(&shown);
     // stdout and stderr are captured apart: JUnit's system-out and
     // system-err, the results' `stdout` and `stderr`.
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap_or_default();
