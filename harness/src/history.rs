@@ -293,14 +293,8 @@ fn default_path() -> Option<PathBuf> {
 /// The running test binary's name, without cargo's hash suffix
 /// (`suites-1a2b3c4d5e6f7a8b` → `suites`).
 pub fn binary_name() -> String {
-    BINARY_NAME.get_or_init(find_binary_name).clone()
-}
-
-static BINARY_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Works [`binary_name`] out now (a zygote, for the children it forks).
-pub(crate) fn warm_binary_name() {
-    BINARY_NAME.get_or_init(find_binary_name);
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(find_binary_name).clone()
 }
 
 fn find_binary_name() -> String {

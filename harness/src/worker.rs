@@ -145,26 +145,21 @@ pub(crate) fn install() -> std::io::Result<()> {
         File::from_raw_fd(fd)
     };
     let _ = CHANNEL.set(Mutex::new(std::io::BufWriter::new(channel)));
-    // An isolated test's output is captured raw by the supervisor: each
-    // value the test generates goes there at once, before the test can print
-    // it, to redact that output with. (Other workers redact their own.)
     if captured {
+        // An isolated test's output is captured raw by the supervisor: each
+        // value the test generates goes there at once (`emit` flushes
+        // every event of an isolated worker), before the test can print
+        // it, to redact that output with.
         phi::on_register(|kind, value| {
             emit(&Event::Canaries {
                 entries: vec![(kind.label().to_string(), value.to_string())],
             });
-            flush();
         });
-    }
-    // Output the supervisor does not capture (a shared worker's, or an
-    // isolated test's under --nocapture) is redacted here, where the
-    // values were generated.
-    if !captured {
+    } else {
+        // Output the supervisor does not capture (a shared worker's, or an
+        // isolated test's under --nocapture) is redacted here, where the
+        // values were generated; its events are flushed in bulk.
         crate::output::install()?;
-    }
-    // A worker of one isolated test flushes each of its few events as it
-    // goes (see `emit`); a shared worker's are flushed in bulk.
-    if !captured {
         std::thread::spawn(|| {
             loop {
                 std::thread::sleep(FLUSH_EVERY);

@@ -113,7 +113,7 @@ pub(crate) fn serve() -> Served {
     // thread is started, and nothing of the test's has run yet).
     crate::registry::warm_index();
     crate::schedule::cores();
-    crate::history::warm_binary_name();
+    crate::history::binary_name();
     crate::capture::install();
     reply(&Reply::Ready);
     let mut input = Vec::new();

@@ -274,8 +274,7 @@ where
             match ready(port).await {
                 Ok(answer) => return Ok((port, child, answer)),
                 Err(e) if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    stop(&mut child);
                     return Err(failed(format!("waiting for the server on port {port}"), &e));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
@@ -375,27 +374,32 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's fast shutdown; Redis exits on it too.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGINT);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops a server and reaps it: SIGINT (PostgreSQL's fast shutdown; Redis
+/// exits on it too), up to 5 s for it to exit, then SIGKILL.
+pub(crate) fn stop(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
+    use std::cell::RefCell;
 
     /// `sh -c script`, as a stand-in server.
     fn sh(script: &str) -> io::Result<Child> {
@@ -406,19 +410,19 @@ mod tests {
     async fn a_server_that_exits_before_it_is_ready_starts_again_on_another_port() {
         // The first server exits at once (its port taken); the second runs
         // and is ready.
-        let spawned = Cell::new(Vec::new());
+        let spawned = RefCell::new(Vec::new());
         let spawn = |port: u16| {
-            let mut ports = spawned.take();
+            let mut ports = spawned.borrow_mut();
             ports.push(port);
-            let first = ports.len() == 1;
-            spawned.set(ports);
-            sh(if first { "exit 1" } else { "sleep 30" })
+            sh(if ports.len() == 1 {
+                "exit 1"
+            } else {
+                "exec sleep 30"
+            })
         };
-        let second = |port: u16| spawned.take().get(1) == Some(&port);
+        let second = |port: u16| spawned.borrow().get(1) == Some(&port);
         let ready = |port: u16| {
-            let ports = spawned.take();
-            let ok = ports.get(1) == Some(&port);
-            spawned.set(ports);
+            let ok = second(port);
             async move {
                 if ok {
                     Ok(port)
@@ -437,28 +441,27 @@ mod tests {
         assert!(second(port), "ready on the second server's port");
     }
 
-    #[tokio::test]
-    async fn a_server_that_always_exits_fails_naming_the_attempts() {
-        let failure = start_on_a_free_port(
-            |_| sh("exit 3"),
+    /// How starting `sh -c script`, never ready, fails within `wait`.
+    async fn never_ready(script: &str, wait: Duration) -> StartFailure {
+        start_on_a_free_port(
+            |_| sh(script),
             |_| async { Err::<(), _>("refused".to_string()) },
-            Duration::from_secs(5),
+            wait,
         )
         .await
-        .expect_err("never ready");
+        .expect_err("never ready")
+    }
+
+    #[tokio::test]
+    async fn a_server_that_always_exits_fails_naming_the_attempts() {
+        let failure = never_ready("exit 3", Duration::from_secs(5)).await;
         assert!(failure.step.contains("5 ports"), "{failure:?}");
         assert!(failure.detail.contains("exited"), "{failure:?}");
     }
 
     #[tokio::test]
     async fn a_server_never_ready_is_killed_at_the_wait() {
-        let failure = start_on_a_free_port(
-            |_| sh("sleep 30"),
-            |_| async { Err::<(), _>("refused".to_string()) },
-            Duration::from_millis(200),
-        )
-        .await
-        .expect_err("never ready");
+        let failure = never_ready("exec sleep 30", Duration::from_millis(200)).await;
         assert!(
             failure.step.starts_with("waiting for the server on port"),
             "{failure:?}"

@@ -15,7 +15,7 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use crate::error::ProvisionError;
 use crate::instance::{
     Instance, Kind, as_user, dies_with_us, find_binary, instance_dir, run_as, start_on_a_free_port,
-    unique,
+    stop, unique,
 };
 use crate::secret::{random_password, write_private_file};
 
@@ -418,7 +418,7 @@ pub async fn private_redis() -> Result<(RedisEndpoint, Instance), ProvisionError
         return Err(start("writing the config file", &e));
     }
     let spawn = |port: u16| {
-        let child = dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGTERM)
+        let mut child = dies_with_us(as_user(&mut Command::new(&server), user), libc::SIGTERM)
             .arg(&config)
             .args([
                 "--port",
@@ -436,7 +436,15 @@ pub async fn private_redis() -> Result<(RedisEndpoint, Instance), ProvisionError
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| std::io::Error::other(format!("{}: {e}", server.display())))?;
-        write_private_file(&dir.join("server.pid"), &child.id().to_string(), None).map(|()| child)
+        // Without its pid file a server left behind could not be found and
+        // stopped by a later run: stopped now instead.
+        match write_private_file(&dir.join("server.pid"), &child.id().to_string(), None) {
+            Ok(()) => Ok(child),
+            Err(e) => {
+                stop(&mut child);
+                Err(e)
+            }
+        }
     };
     let endpoint_at = |port: u16| {
         let mut endpoint = RedisEndpoint::plain(([127, 0, 0, 1], port).into());

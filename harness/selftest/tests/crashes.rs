@@ -256,22 +256,18 @@ fn regex_free_ssn_finder() -> impl Fn(&str) -> Option<String> {
     }
 }
 
+/// Runs the tests `expr` selects, each in a process of its own, with
+/// `env`, their reports in a fresh directory named for `what`.
+fn run_isolated(expr: &str, what: &str, env: &[(&str, &str)]) -> (Run, std::path::PathBuf) {
+    let dir = fresh_dir(what);
+    let d = dir.to_string_lossy().into_owned();
+    let args = ["-m", expr, "--isolation", "process", "--report-dir", &d];
+    (run_bin(CRASHING, &args, env), dir)
+}
+
 #[service_test(unit)]
 fn isolation_process_runs_each_test_in_its_own_process() {
-    let dir = fresh_dir("isolated");
-    let d = dir.to_string_lossy().into_owned();
-    let r = run_bin(
-        CRASHING,
-        &[
-            "-m",
-            "fine or aborts",
-            "--isolation",
-            "process",
-            "--report-dir",
-            &d,
-        ],
-        &[],
-    );
+    let (r, dir) = run_isolated("fine or aborts", "isolated", &[]);
     assert_eq!(r.code, 101, "{}", r.stderr);
     let lines = results(&dir);
     assert_eq!(lines.len(), 31);
@@ -309,17 +305,7 @@ fn isolated_processes(
     name: &str,
     env: &[(&str, &str)],
 ) -> Vec<std::collections::HashMap<String, String>> {
-    let dir = fresh_dir(name);
-    let d = dir.to_string_lossy().into_owned();
-    let args = [
-        "-m",
-        "whose_process",
-        "--isolation",
-        "process",
-        "--report-dir",
-        &d,
-    ];
-    let r = run_bin(CRASHING, &args, env);
+    let (r, dir) = run_isolated("whose_process", name, env);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let seen = processes(&dir);
     let _ = std::fs::remove_dir_all(&dir);
@@ -358,18 +344,12 @@ fn isolated_tests_are_forked_from_one_zygote_each_in_a_group_of_its_own() {
 #[service_test(unit)]
 fn an_isolated_test_that_stops_its_process_is_killed_past_its_deadline() {
     for fork in ["1", "0"] {
-        let dir = fresh_dir(&format!("stopped-{fork}"));
-        let d = dir.to_string_lossy().into_owned();
-        let args = [
-            "-m",
-            "fine or stops",
-            "--isolation",
-            "process",
-            "--report-dir",
-            &d,
-        ];
         let started = std::time::Instant::now();
-        let r = run_bin(CRASHING, &args, &[("SERVICE_TEST_FORK", fork)]);
+        let (r, dir) = run_isolated(
+            "fine or stops",
+            &format!("stopped-{fork}"),
+            &[("SERVICE_TEST_FORK", fork)],
+        );
         let took = started.elapsed();
         assert_eq!(r.code, 101, "{}", r.stderr);
         let lines = results(&dir);

@@ -14,8 +14,8 @@
 //! `harness/selftest/tests/crashes.rs`: a test that stops its own process
 //! is ended by it, among thirty others with later deadlines.)
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a worker has between SIGTERM and its group's SIGKILL.
@@ -24,31 +24,22 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 /// A worker being watched, until [`Watch::finish`] (or the drop).
 pub(super) struct Watch {
     id: u64,
-    killed: Arc<AtomicBool>,
 }
 
 impl Watch {
     /// The worker has been reaped: it is signalled no more. `true` when
     /// its deadline passed and it was signalled.
     pub(super) fn finish(self) -> bool {
-        self.forget();
-        self.killed.load(Ordering::SeqCst)
-    }
-
-    /// Out of the watchdog's list (the watchdog signals under the same
-    /// lock, so nothing is sent after this returns).
-    fn forget(&self) {
-        let Some(shared) = SHARED.get() else { return };
-        let mut watched = shared.lock();
-        if let Some(at) = watched.iter().position(|w| w.id == self.id) {
-            watched.swap_remove(at);
-        }
+        // Gone from the list already: removed after its SIGKILL.
+        let signalled = SHARED.forget(self.id).unwrap_or(true);
+        std::mem::forget(self);
+        signalled
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.forget();
+        SHARED.forget(self.id);
     }
 }
 
@@ -56,11 +47,22 @@ impl Drop for Watch {
 /// returned watch is finished.
 pub(super) fn watch(pid: i32, after: Duration) -> Watch {
     static IDS: AtomicU64 = AtomicU64::new(0);
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("service-test-watchdog".into())
+            .spawn(|| SHARED.serve());
+        if let Err(e) = spawned {
+            // Without it no deadline is enforced; the run still ends when
+            // its tests do.
+            eprintln!(
+                "service-test: cannot start the watchdog thread ({e}): a worker stuck past its test's timeout will not be killed"
+            );
+        }
+    });
     let id = IDS.fetch_add(1, Ordering::Relaxed);
-    let killed = Arc::new(AtomicBool::new(false));
-    let shared = SHARED.get_or_init(Shared::start);
     let next = Instant::now() + after;
-    let mut watched = shared.lock();
+    let mut watched = SHARED.lock();
     // The thread sleeps until the earliest deadline it knows: wake it only
     // when this one comes sooner.
     let sooner = watched.iter().all(|w| next < w.next);
@@ -69,16 +71,18 @@ pub(super) fn watch(pid: i32, after: Duration) -> Watch {
         pid,
         next,
         terminated: false,
-        killed: Arc::clone(&killed),
     });
     drop(watched);
     if sooner {
-        shared.wake.notify_one();
+        SHARED.wake.notify_one();
     }
-    Watch { id, killed }
+    Watch { id }
 }
 
-static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+static SHARED: Shared = Shared {
+    watched: Mutex::new(Vec::new()),
+    wake: Condvar::new(),
+};
 
 struct Watched {
     id: u64,
@@ -87,7 +91,6 @@ struct Watched {
     next: Instant,
     /// SIGTERM sent; SIGKILL next.
     terminated: bool,
-    killed: Arc<AtomicBool>,
 }
 
 struct Shared {
@@ -96,27 +99,17 @@ struct Shared {
 }
 
 impl Shared {
-    fn start() -> Arc<Shared> {
-        let shared = Arc::new(Shared {
-            watched: Mutex::new(Vec::new()),
-            wake: Condvar::new(),
-        });
-        let serving = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("service-test-watchdog".into())
-            .spawn(move || serving.serve());
-        if let Err(e) = spawned {
-            // Without it no deadline is enforced; the run still ends when
-            // its tests do.
-            eprintln!(
-                "service-test: cannot start the watchdog thread ({e}): a worker stuck past its test's timeout will not be killed"
-            );
-        }
-        shared
-    }
-
     fn lock(&self) -> MutexGuard<'_, Vec<Watched>> {
         self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes watch `id` out of the list (the watchdog signals under the
+    /// same lock, so nothing is sent after this returns): whether it was
+    /// signalled, `None` when it was no longer there.
+    fn forget(&self, id: u64) -> Option<bool> {
+        let mut watched = self.lock();
+        let at = watched.iter().position(|w| w.id == id)?;
+        Some(watched.swap_remove(at).terminated)
     }
 
     /// The watchdog's loop: signals whoever is due, sleeps until the next.
@@ -124,20 +117,21 @@ impl Shared {
         let mut watched = self.lock();
         loop {
             let now = Instant::now();
-            // Signalled under the lock, so that a watch finished (its
-            // worker reaped) is never signalled after.
+            // Signalled under the lock, so that a watch finished is never
+            // signalled after.
             watched.retain_mut(|w| {
                 if now < w.next {
                     return true;
                 }
-                w.killed.store(true, Ordering::SeqCst);
                 let (target, signal) = if w.terminated {
                     (-w.pid, libc::SIGKILL)
                 } else {
                     (w.pid, libc::SIGTERM)
                 };
-                // SAFETY: signals a worker (or its group) that has not been
-                // reaped yet: its watch is finished only after its wait.
+                // SAFETY: signals a worker (or its group) whose watch is not
+                // finished. A watch is finished just after its worker is
+                // reaped, so in that instant the pid could name another
+                // process: the window a watchdog has always had.
                 unsafe {
                     libc::kill(target, signal);
                 }
