@@ -210,6 +210,21 @@ pub fn run(options: Options) -> Result<()> {
             Some(Command::new("cargo").args(["test", "--workspace", "--exclude", "suites"])),
             &mut stages,
         )?;
+        // Libraries set `test = false` for the same reason as `doctest`
+        // below; the unit tests in their modules (plain `#[test]`s, no
+        // markers) run here, or nothing would run them.
+        step(
+            "library unit tests",
+            Some(Command::new("cargo").args([
+                "test",
+                "-q",
+                "--lib",
+                "--workspace",
+                "--exclude",
+                "suites",
+            ])),
+            &mut stages,
+        )?;
         // Libraries set `doctest = false` so that `cargo test -- --marker X`
         // never reaches rustdoc's libtest; their examples still run here.
         step(
